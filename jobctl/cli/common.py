@@ -1,0 +1,83 @@
+"""What every command shares: the state the root options set, and argument parsers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import typer
+
+from jobctl.cli.render import Terminal
+from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.client import Client
+
+
+@dataclass
+class State:
+    database_url: str | None = None
+    debug: bool = False
+    terminal: Terminal = field(default_factory=Terminal)
+    _client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            from jobctl.client import Client
+
+            self._client = Client(self.database_url)
+        return self._client
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """KEY=VALUE options (--env, --label) as a dict; the last one of a key wins."""
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or key != key.strip():
+            raise InvalidInput(f"invalid {option} {value!r}: use KEY=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
+def parse_duration(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    from jobctl.timeparse import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise InvalidInput(f"{option}: {error}") from error
+
+
+def parse_instant(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    from jobctl.timeparse import parse_instant as parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise InvalidInput(f"{option}: {error}") from error
+
+
+def parse_queues(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated queue names, in order, without duplicates."""
+    queues: list[str] = []
+    for value in values or []:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                raise InvalidInput(f"invalid queue list {value!r}: empty queue name")
+            if name not in queues:
+                queues.append(name)
+    return queues

@@ -1,0 +1,376 @@
+"""`jobctl job …`: submit, list, status, logs, cancel, retry, wait."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from jobctl.cli.common import parse_duration, parse_instant, parse_pairs, parse_queues, state
+from jobctl.cli.render import OutputFormat, Terminal, shell_join
+from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.client import Client
+    from jobctl.models import Job, JobSpec
+
+app = typer.Typer(help="Submit and inspect one-off jobs.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+class DeliveryChoice(str, Enum):
+    AT_LEAST_ONCE = "at-least-once"
+    AT_MOST_ONCE = "at-most-once"
+
+
+class StateChoice(str, Enum):
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class StreamChoice(str, Enum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+OUTPUT_OPTION = typer.Option(
+    None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
+    "when piped), json or ids.", show_default=False)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(
+    ctx: typer.Context,
+    command: list[str] | None = typer.Argument(
+        None, metavar="[--] COMMAND [ARG]...",
+        help="The command and its arguments, run without a shell (see --shell).",
+        show_default=False),
+    name: str | None = typer.Option(None, "--name", "-n", help="A name to find the job by."),
+    queue: str = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
+                              help="The queue; only workers of this queue take the job."),
+    priority: int = typer.Option(0, "--priority", "-p", help="Higher runs first."),
+    timeout: str | None = typer.Option(
+        None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).",
+        show_default=False),
+    retries: int = typer.Option(0, "--retries", help="Run again this many times if it fails."),
+    retry_backoff: str = typer.Option(
+        "10s", "--retry-backoff",
+        help="Wait before the first retry; doubles for each further one (±25 % jitter)."),
+    delivery: DeliveryChoice = typer.Option(
+        DeliveryChoice.AT_LEAST_ONCE, "--delivery",
+        help="at-least-once: a job whose worker died runs again; at-most-once: it never does "
+             "(it becomes lost)."),
+    at: str | None = typer.Option(
+        None, "--at", help="Start no earlier than this time (ISO 8601, HH:MM, tomorrow HH:MM).",
+        show_default=False),
+    in_: str | None = typer.Option(None, "--in", help="Start no earlier than this long from now.",
+                                   show_default=False),
+    env: list[str] | None = typer.Option(
+        None, "--env", "-e", metavar="KEY=VALUE",
+        help="Set an environment variable for the job (repeatable); the rest of its environment "
+             "is the worker's.", show_default=False),
+    cwd: str | None = typer.Option(
+        None, "--cwd", help="Directory to run in, on the worker (default: the worker's).",
+        show_default=False),
+    shell: bool = typer.Option(
+        False, "--shell", help="COMMAND is one string run by /bin/sh -c."),
+    unique_key: str | None = typer.Option(
+        None, "--unique-key",
+        help="Submit only once: another submit with this key returns the first job's id.",
+        show_default=False),
+    label: list[str] | None = typer.Option(
+        None, "--label", "-l", metavar="KEY=VALUE", help="Label the job (repeatable).",
+        show_default=False),
+    from_file: str | None = typer.Option(
+        None, "--from-file", metavar="PATH",
+        help="Submit one job per line of PATH (- for standard input), each run by /bin/sh -c; "
+             "blank lines and # comments are skipped. All or nothing.", show_default=False),
+    wait: bool = typer.Option(False, "--wait", "-w",
+                              help="Wait for the job to end and exit with its exit code."),
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Like --wait, and stream the job's output meanwhile."),
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """Submit a job: a command for a worker to run.
+
+    Prints the new job's id (bare when piped). Examples:
+
+        jobctl job submit -- echo hello
+        jobctl job submit --queue gpu --timeout 2h -- ./train.sh --epochs 10
+        jobctl job submit --shell 'pg_dump db | gzip > /backup/db.gz'
+        jobctl job submit --wait -- make test    # exits with make's exit code
+    """
+    from jobctl.models import Delivery, JobSpec
+
+    st = state(ctx)
+    terminal = st.terminal
+    if at is not None and in_ is not None:
+        raise InvalidInput("give --at or --in, not both")
+    run_at = parse_instant(at, "--at")
+    template = dict(
+        name=name,
+        queue=queue,
+        priority=priority,
+        timeout_s=parse_duration(timeout, "--timeout"),
+        retries=retries,
+        backoff_s=parse_duration(retry_backoff, "--retry-backoff") or 0.0,
+        delivery=Delivery.parse(delivery.value),
+        run_at=run_at,
+        run_in_s=parse_duration(in_, "--in"),
+        env=parse_pairs(env, "--env"),
+        cwd=os.path.abspath(cwd) if cwd else None,
+        unique_key=unique_key,
+        labels=parse_pairs(label, "--label"),
+    )
+    client = st.client()
+    if from_file is not None:
+        if command:
+            raise InvalidInput("give a command or --from-file, not both")
+        if wait or follow:
+            raise InvalidInput("--wait and --follow work with one job, not with --from-file")
+        specs = [JobSpec(argv=["/bin/sh", "-c", line], **template)  # type: ignore[arg-type]
+                 for line in _read_command_lines(from_file)]
+        ids = client.submit_many(specs)
+        for job_id in ids:
+            terminal.out(str(job_id))
+        return
+    argv = list(command or [])
+    if shell:
+        if len(argv) != 1:
+            raise InvalidInput("--shell takes the command as one string: "
+                               "jobctl job submit --shell 'echo a && echo b'")
+        argv = ["/bin/sh", "-c", argv[0]]
+    spec = JobSpec(argv=argv, **template)  # type: ignore[arg-type]
+    submitted = client.submit(spec)
+    _report_submitted(terminal, submitted.id, submitted.created, spec, output, follow)
+    if wait or follow:
+        job = _follow(client, terminal, submitted.id) if follow else client.wait([submitted.id])[0]
+        raise typer.Exit(_exit_code(job))
+
+
+def _read_command_lines(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise InvalidInput(f"{path} is not UTF-8 text") from error
+    lines = [line.strip() for line in text.splitlines()]
+    commands = [line for line in lines if line and not line.startswith("#")]
+    for number, line in enumerate(text.splitlines(), start=1):
+        if "\x00" in line:
+            raise InvalidInput(f"{path}:{number}: a command cannot contain a NUL byte")
+    if not commands:
+        raise InvalidInput(f"{path} holds no commands")
+    return commands
+
+
+def _report_submitted(terminal: Terminal, job_id: int, created: bool, spec: JobSpec,
+                      output: OutputFormat | None, follow: bool) -> None:
+    if not created:
+        terminal.err(f"jobctl: job {job_id} already has unique key {spec.unique_key!r}")
+    if output is OutputFormat.JSON:
+        terminal.json({"id": job_id, "created": created})
+    elif follow:
+        terminal.err(f"jobctl: job {job_id} submitted")
+    elif terminal.stdout_is_tty and output is None:
+        terminal.out(f"submitted job {job_id} to queue {spec.queue}")
+    else:
+        terminal.out(str(job_id))
+
+
+def _follow(client: Client, terminal: Terminal, job_id: int) -> Job:
+    """Stream every attempt's output until the job ends; returns the ended job."""
+    attempt = 1
+    while True:
+        for chunk in client.logs(job_id, attempt=attempt, follow=True):
+            terminal.write_bytes(chunk.stream.value, chunk.data)
+        job = client.get(job_id)
+        if job.state.is_final and job.attempt <= attempt:
+            return job
+        attempt += 1
+
+
+def _exit_code(job: Job) -> int:
+    from jobctl.client import job_exit_code
+
+    return job_exit_code(job)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    state_: list[StateChoice] | None = typer.Option(
+        None, "--state", "-s", help="Only jobs in this state (repeatable).", show_default=False),
+    queue: list[str] | None = typer.Option(None, "--queue", "-q", help="Only this queue.",
+                                           show_default=False),
+    name: str | None = typer.Option(None, "--name", "-n",
+                                    help="Only jobs of this name (* and ? match any).",
+                                    show_default=False),
+    label: list[str] | None = typer.Option(None, "--label", "-l", metavar="KEY=VALUE",
+                                           help="Only jobs with this label (repeatable).",
+                                           show_default=False),
+    limit: int = typer.Option(50, "--limit", help="At most this many (0: all)."),
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """List jobs, newest first."""
+    from jobctl.models import JobState
+
+    if limit < 0:
+        raise InvalidInput("--limit must be 0 or more")
+    st = state(ctx)
+    jobs = st.client().list(
+        states=[JobState(s.value) for s in state_ or []],
+        queues=parse_queues(queue),
+        name=name,
+        labels=parse_pairs(label, "--label"),
+        limit=limit or None,
+    )
+    terminal = st.terminal
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        terminal.json([job.to_json() for job in jobs])
+        return
+    rows = [
+        [job.id, job.name, job.queue, job.state, job.attempt, job.exit_code, job.created_at,
+         job.duration_s, shell_join(job.argv)]
+        for job in jobs
+    ]
+    terminal.table(["id", "name", "queue", "state", "attempt", "exit", "created", "duration",
+                    "command"], rows, fmt)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """Everything about one job, and one row per attempt."""
+    st = state(ctx)
+    client = st.client()
+    job = client.get(job_id)
+    attempts = client.attempts(job_id)
+    terminal = st.terminal
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        terminal.json({**job.to_json(), "attempts": [a.to_json() for a in attempts]})
+        return
+    if fmt is OutputFormat.IDS:
+        terminal.out(str(job.id))
+        return
+    from jobctl.timeparse import format_duration
+
+    terminal.fields([
+        ("id", job.id),
+        ("name", job.name),
+        ("state", job.state.value + (" (cancel requested)" if job.cancel_requested
+                                     and not job.state.is_final else "")),
+        ("command", shell_join(job.argv)),
+        ("queue", job.queue),
+        ("priority", job.priority),
+        ("delivery", job.delivery.label),
+        ("attempts", f"{job.attempt} of {job.max_attempts}"),
+        ("timeout", format_duration(job.timeout_s) if job.timeout_s else None),
+        ("retry backoff", format_duration(job.backoff_s)),
+        ("cwd", job.cwd),
+        ("env", job.env or None),
+        ("labels", job.labels or None),
+        ("unique key", job.unique_key),
+        ("created", job.created_at),
+        ("run at", job.run_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+        ("duration", format_duration(job.duration_s) if job.duration_s is not None else None),
+        ("exit code", job.exit_code),
+        ("error", job.error),
+    ])
+    if attempts:
+        terminal.out()
+        rows = [[a.attempt, a.worker_name or a.worker_id, a.started_at, a.finished_at,
+                 a.duration_s, a.outcome or "running", a.exit_code, a.error] for a in attempts]
+        terminal.table(["attempt", "worker", "started", "finished", "duration", "outcome",
+                        "exit", "error"], rows, fmt)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Keep printing new output until the attempt ends."),
+    attempt: int | None = typer.Option(None, "--attempt", "-a",
+                                       help="Which attempt (default: the latest).",
+                                       show_default=False),
+    stream: StreamChoice | None = typer.Option(None, "--stream",
+                                               help="Only stdout or only stderr.",
+                                               show_default=False),
+) -> None:
+    """Print a job's output, byte for byte: its stdout to stdout, its stderr to stderr."""
+    from jobctl.models import Stream
+
+    st = state(ctx)
+    chosen = Stream(stream.value) if stream is not None else None
+    for chunk in st.client().logs(job_id, attempt=attempt, stream=chosen, follow=follow):
+        st.terminal.write_bytes(chunk.stream.value, chunk.data)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+) -> None:
+    """Cancel jobs: a queued one never runs; a running one is killed wherever it runs."""
+    from jobctl.models import JobState
+
+    st = state(ctx)
+    before = st.client().cancel(job_ids)
+    for job_id, was in before.items():
+        if was in (JobState.QUEUED, JobState.WAITING):
+            st.terminal.err(f"job {job_id} cancelled")
+        elif was is JobState.RUNNING:
+            st.terminal.err(f"job {job_id} is running: its worker will kill it")
+        else:
+            st.terminal.err(f"job {job_id} had already ended ({was.value}); nothing to cancel")
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    retries: int = typer.Option(0, "--retries", help="Further retries if this attempt fails."),
+) -> None:
+    """Run a finished job again, as a new attempt."""
+    if retries < 0:
+        raise InvalidInput("--retries must be 0 or more")
+    st = state(ctx)
+    st.client().retry(job_id, retries=retries)
+    st.terminal.note(f"job {job_id} queued again")
+    if not st.terminal.stdout_is_tty:
+        st.terminal.out(str(job_id))
+
+
+@app.command("wait")
+def wait_(
+    ctx: typer.Context,
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+    timeout: str | None = typer.Option(None, "--timeout",
+                                       help="Give up after this long (exit 124).",
+                                       show_default=False),
+) -> None:
+    """Wait until jobs end. Exits 0 if all succeeded, else with the first failed one's code."""
+    st = state(ctx)
+    jobs = st.client().wait(job_ids, timeout_s=parse_duration(timeout, "--timeout"))
+    for job in jobs:
+        st.terminal.note(f"job {job.id} {job.state.value}")
+    codes = [_exit_code(job) for job in jobs]
+    raise typer.Exit(next((code for code in codes if code != 0), 0))

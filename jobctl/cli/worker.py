@@ -1,0 +1,107 @@
+"""`jobctl worker …`: start a worker on this machine, list the cluster's workers."""
+
+from __future__ import annotations
+
+import typer
+
+from jobctl.cli.common import parse_duration, parse_queues, state
+from jobctl.cli.render import OutputFormat
+from jobctl.errors import InvalidInput
+
+app = typer.Typer(help="Run and inspect workers.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    queue: list[str] | None = typer.Option(
+        None, "--queue", "-q", envvar="JOBCTL_QUEUES",
+        help="Take jobs from this queue (repeatable, or comma-separated). [default: default]",
+        show_default=False),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", envvar="JOBCTL_CONCURRENCY",
+                                    help="Run up to this many jobs at once."),
+    name: str | None = typer.Option(None, "--name", envvar="JOBCTL_WORKER_NAME",
+                                    help="Name shown in `worker list` [default: HOST.PID].",
+                                    show_default=False),
+    burst: bool = typer.Option(False, "--burst",
+                               help="Run every job that is due (and its retries), then exit."),
+    lease: str = typer.Option("20s", "--lease", envvar="JOBCTL_LEASE",
+                              help="How long a job stays ours without renewal; a crashed "
+                                   "worker's jobs are rescued after it."),
+    grace: str = typer.Option("30s", "--grace", envvar="JOBCTL_GRACE",
+                              help="On SIGTERM/SIGINT, how long running jobs may finish."),
+    kill_grace: str = typer.Option("5s", "--kill-grace", envvar="JOBCTL_KILL_GRACE",
+                                   help="Between SIGTERM and SIGKILL for a job being killed."),
+    poll_interval: str | None = typer.Option(
+        None, "--poll-interval", envvar="JOBCTL_POLL_INTERVAL",
+        help="Look for due jobs this often [default: 2s on PostgreSQL, woken by NOTIFY; "
+             "0.2s on SQLite].", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
+) -> None:
+    """Start a worker: claim jobs from the database and run them here until stopped.
+
+    SIGTERM or Ctrl-C stops claiming and lets running jobs finish (up to --grace); a second
+    one stops at once. Jobs still running then go back to the queue (at-least-once)."""
+    from jobctl.worker.loop import Worker, WorkerSettings
+
+    if concurrency < 1:
+        raise InvalidInput("--concurrency must be at least 1")
+    lease_s = parse_duration(lease, "--lease") or 0.0
+    if lease_s < 1:
+        raise InvalidInput("--lease must be at least 1s")
+    settings = WorkerSettings(
+        queues=parse_queues(queue) or ["default"],
+        concurrency=concurrency,
+        name=name,
+        burst=burst,
+        lease_s=lease_s,
+        grace_s=parse_duration(grace, "--grace") or 0.0,
+        kill_grace_s=parse_duration(kill_grace, "--kill-grace") or 0.0,
+        poll_s=parse_duration(poll_interval, "--poll-interval"),
+    )
+    _configure_logging(quiet)
+    st = state(ctx)
+    from jobctl.store.engine import open_database
+
+    database = open_database(st.database_url, pool_size=3)
+    raise typer.Exit(Worker(database, settings).run())
+
+
+def _configure_logging(quiet: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s jobctl worker: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", "-a", help="Include stopped and lost workers."),
+    output: OutputFormat | None = typer.Option(
+        None, "--output", "-o", help="table, plain, json or ids.", show_default=False),
+) -> None:
+    """List the cluster's workers, newest first."""
+    st = state(ctx)
+    workers = st.client().workers(include_ended=all_)
+    terminal = st.terminal
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        terminal.json([w.to_json() for w in workers])
+        return
+    from datetime import UTC, datetime
+
+    from jobctl.timeparse import format_age
+
+    now = datetime.now(UTC)
+    rows = [
+        [w.id, w.name, w.hostname, w.pid, ",".join(w.queues), w.concurrency, w.running_jobs,
+         format_age(w.heartbeat_at, now) if fmt is OutputFormat.TABLE else w.heartbeat_at,
+         w.state]
+        for w in workers
+    ]
+    terminal.table(["id", "name", "host", "pid", "queues", "concurrency", "running",
+                    "heartbeat", "state"], rows, fmt)

@@ -1,0 +1,270 @@
+"""The Python API behind the command line. Scripts can use it too:
+
+    from jobctl.client import Client
+    from jobctl.models import JobSpec
+
+    client = Client("postgresql://jobctl@db/jobctl")
+    job_id = client.submit(JobSpec(argv=["echo", "hello"])).id
+    job = client.wait([job_id])[0]
+
+It knows nothing of terminals: it returns data and raises `jobctl.errors.JobctlError`s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from jobctl.errors import InvalidInput, NotFound, WaitTimeout
+from jobctl.models import Attempt, Job, JobSpec, JobState, LogChunk, Stream, WorkerInfo
+
+if TYPE_CHECKING:
+    from jobctl.store.engine import Database
+
+SQLITE_POLL_S = 0.1
+POSTGRES_POLL_S = 1.0  # a fallback: NOTIFY wakes waiters at once
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: int
+    created: bool  # False: the unique key was known and this is the first job's id
+
+
+def job_exit_code(job: Job) -> int:
+    """The exit code a shell would report for the job: 0 when it succeeded, its own code when it
+    ran (128+N when killed by signal N), 125 when it ended without running to an exit code
+    (cancelled before it started, lost with its worker)."""
+    if job.state is JobState.SUCCEEDED:
+        return 0
+    if job.exit_code is not None:
+        return job.exit_code
+    return 125
+
+
+class Client:
+    def __init__(self, database_url: str | None = None, *, database: Database | None = None):
+        self._url = database_url
+        self._db = database
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from jobctl.store.engine import open_database
+
+            self._db = open_database(self._url)
+        return self._db
+
+    # --- submit -------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> Submitted:
+        _validate(spec)
+        from jobctl.store import jobs
+
+        with self.db.write() as connection:
+            job_id, created = jobs.submit(connection, spec)
+        return Submitted(job_id, created)
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[int]:
+        """Submit many jobs in one transaction: all or none. Returns their ids in order."""
+        for spec in specs:
+            _validate(spec)
+            if spec.unique_key is not None:
+                raise InvalidInput("--unique-key cannot be used when submitting many jobs")
+        from jobctl.store import jobs
+
+        with self.db.write() as connection:
+            return jobs.submit_many(connection, specs)
+
+    # --- read ---------------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        from jobctl.store import jobs
+
+        with self.db.read() as connection:
+            job = jobs.get(connection, job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}")
+        return job
+
+    def attempts(self, job_id: int) -> list[Attempt]:
+        from jobctl.store import jobs
+
+        with self.db.read() as connection:
+            return jobs.list_attempts(connection, job_id)
+
+    def list(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        queues: Sequence[str] = (),
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int | None = 50,
+    ) -> list[Job]:
+        from jobctl.store import jobs
+
+        with self.db.read() as connection:
+            return jobs.list_jobs(connection, states=states, queues=queues, name=name,
+                                  labels=labels, limit=limit)
+
+    def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
+        from jobctl.store import workers
+
+        with self.db.read() as connection:
+            return workers.list_workers(connection, include_ended=include_ended)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def logs(
+        self,
+        job_id: int,
+        *,
+        attempt: int | None = None,
+        stream: Stream | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogChunk]:
+        """The output of one attempt (default: the latest), chunk by chunk, in written order.
+        With `follow`, keeps yielding new output until the attempt has ended."""
+        from jobctl.store import jobs
+
+        job = self.get(job_id)
+        if attempt is None:
+            attempt = max(job.attempt, 1)
+        elif attempt < 1 or attempt > max(job.attempt, 1):
+            raise NotFound(f"job {job_id} has no attempt {attempt} (it has {job.attempt})")
+        after = -1
+        while True:
+            # Read the job's state before its output: output written before the job ended is
+            # then certain to be in the read that follows.
+            attempt_over = not follow or self._attempt_over(job_id, attempt)
+            while True:
+                with self.db.read() as connection:
+                    chunks = jobs.read_logs(connection, job_id, attempt, after_seq=after,
+                                            stream=stream)
+                if not chunks:
+                    break
+                yield from chunks
+                after = chunks[-1].seq
+            if attempt_over:
+                return
+            time.sleep(0.1)
+
+    def _attempt_over(self, job_id: int, attempt: int) -> bool:
+        job = self.get(job_id)
+        if job.attempt > attempt:
+            return True
+        return job.state is not JobState.RUNNING and (job.state.is_final or job.attempt == attempt)
+
+    # --- change -------------------------------------------------------------------------------
+
+    def cancel(self, job_ids: Sequence[int]) -> dict[int, JobState]:
+        """Cancel jobs; returns each one's state before. Unknown ids cancel nothing at all."""
+        from jobctl.store import jobs
+
+        with self.db.write() as connection:
+            missing = sorted(set(job_ids) - jobs.existing_ids(connection, job_ids))
+            if missing:
+                raise NotFound(f"no job with id {', '.join(map(str, missing))}")
+            return {job_id: jobs.cancel(connection, job_id) or JobState.CANCELLED
+                    for job_id in job_ids}
+
+    def retry(self, job_id: int, *, retries: int = 0) -> JobState:
+        """Queue a finished job again. Returns the state it had."""
+        from jobctl.store import jobs
+
+        with self.db.write() as connection:
+            before = jobs.retry(connection, job_id, retries)
+        if before is None:
+            raise NotFound(f"no job with id {job_id}")
+        if not before.is_final:
+            raise InvalidInput(f"job {job_id} is {before.value}: only a finished job can be "
+                               "retried")
+        return before
+
+    # --- wait ---------------------------------------------------------------------------------
+
+    def wait(self, job_ids: Sequence[int], *, timeout_s: float | None = None) -> list[Job]:
+        """Block until every job is in a final state; returns them in the order given."""
+        from jobctl.store import jobs
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._wake_ups() as wait_for_change:
+            while True:
+                with self.db.read() as connection:
+                    found = jobs.get_many(connection, job_ids)
+                missing = sorted(set(job_ids) - set(found))
+                if missing:
+                    raise NotFound(f"no job with id {', '.join(map(str, missing))}")
+                if all(job.state.is_final for job in found.values()):
+                    return [found[job_id] for job_id in job_ids]
+                if deadline is not None and time.monotonic() >= deadline:
+                    pending = [str(i) for i in job_ids if not found[i].state.is_final]
+                    raise WaitTimeout(f"timed out waiting for job {', '.join(pending)}")
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait_for_change(remaining)
+
+    def _wake_ups(self) -> _WakeUps:
+        return _WakeUps(self.db)
+
+
+class _WakeUps:
+    """A context whose function sleeps until a job may have ended: NOTIFY on PostgreSQL, a short
+    poll on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._connection: object | None = None
+
+    def __enter__(self) -> _WakeUpFunction:
+        if self._db.is_postgres:
+            try:
+                import psycopg
+
+                from jobctl.store import notify
+
+                conninfo = self._db.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False)
+                connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+                connection.execute(f"LISTEN {notify.DONE_CHANNEL}")
+                self._connection = connection
+
+                def wait_notified(remaining: float | None) -> None:
+                    timeout = POSTGRES_POLL_S if remaining is None else min(remaining,
+                                                                           POSTGRES_POLL_S)
+                    for _ in connection.notifies(timeout=timeout, stop_after=1):
+                        pass
+
+                return wait_notified
+            except Exception:  # no listener: polling still works
+                self._connection = None
+
+        def wait_polled(remaining: float | None) -> None:
+            time.sleep(SQLITE_POLL_S if remaining is None else min(remaining, SQLITE_POLL_S))
+
+        return wait_polled
+
+    def __exit__(self, *exc: object) -> None:
+        if self._connection is not None:
+            self._connection.close()  # type: ignore[attr-defined]
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    _WakeUpFunction = Callable[[float | None], None]
+else:
+    _WakeUpFunction = object
+
+
+def _validate(spec: JobSpec) -> None:
+    if not spec.argv or not spec.argv[0]:
+        raise InvalidInput("no command given: put it after --, e.g. jobctl job submit -- echo hi")
+    if spec.retries < 0:
+        raise InvalidInput(f"--retries must be 0 or more, not {spec.retries}")
+    if spec.timeout_s is not None and spec.timeout_s <= 0:
+        raise InvalidInput("--timeout must be longer than 0s")
+    if not spec.queue:
+        raise InvalidInput("--queue must not be empty")

@@ -1,0 +1,63 @@
+"""Errors a user can cause or meet, each with its documented exit code.
+
+Only `jobctl.cli.app` turns these into exit codes; everything below it raises them. An error's
+message is one line meant for the user; a hint, where one helps, goes after it on the same line.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a job or command failed for a reason that has no code of its own
+    INVALID_INPUT = 2  # bad usage or input; nothing was changed
+    NOT_FOUND = 3  # an id or name that does not exist
+    DATABASE = 4  # database unreachable, or its schema is out of date
+    CANNOT_START = 125  # the job's command could not be started (e.g. its cwd is missing)
+    WAIT_TIMEOUT = 124  # a wait timed out before the job ended
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class JobctlError(Exception):
+    """Something went wrong."""
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidInput(JobctlError):
+    """Invalid input."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class NotFound(JobctlError):
+    """Not found."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class DatabaseUnavailable(JobctlError):
+    """The database cannot be reached."""
+
+    exit_code = ExitCode.DATABASE
+
+
+class SchemaOutOfDate(JobctlError):
+    """The database schema is out of date: run `jobctl db upgrade`."""
+
+    exit_code = ExitCode.DATABASE
+
+
+class WaitTimeout(JobctlError):
+    """Timed out waiting."""
+
+    exit_code = ExitCode.WAIT_TIMEOUT

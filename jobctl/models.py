@@ -1,0 +1,225 @@
+"""Plain data: what a job is, its states, its attempts, and the workers that run it.
+
+Nothing here touches the database or the terminal, so every layer can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    WAITING = "waiting"  # dependencies not met yet
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # an at-most-once job whose worker vanished: never run again
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST}
+)
+
+
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    AT_MOST_ONCE = "at_most_once"
+
+    @classmethod
+    def parse(cls, text: str) -> Delivery:
+        """Accept the CLI spelling (`at-least-once`) and the stored one (`at_least_once`)."""
+        return cls(text.strip().lower().replace("-", "_"))
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", "-")
+
+
+class WorkerState(StrEnum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a submitter says about a job; the database adds the rest."""
+
+    argv: list[str]
+    name: str | None = None
+    queue: str = "default"
+    priority: int = 0
+    timeout_s: float | None = None
+    retries: int = 0
+    backoff_s: float = 10.0
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    run_at: datetime | None = None  # None: as soon as possible (or after run_in_s)
+    run_in_s: float | None = None  # start no earlier than this long after submission (DB clock)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None  # None: the worker's own directory
+    unique_key: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str | None
+    queue: str
+    priority: int
+    state: JobState
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    timeout_s: float | None
+    max_attempts: int
+    backoff_s: float
+    delivery: Delivery
+    attempt: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: int | None
+    lease_until: datetime | None
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    cancel_requested: bool
+    unique_key: str | None
+    labels: dict[str, str]
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "queue": self.queue,
+            "priority": self.priority,
+            "state": self.state.value,
+            "argv": self.argv,
+            "env": self.env,
+            "cwd": self.cwd,
+            "timeout_s": self.timeout_s,
+            "max_attempts": self.max_attempts,
+            "backoff_s": self.backoff_s,
+            "delivery": self.delivery.label,
+            "attempt": self.attempt,
+            "run_at": isoformat_utc(self.run_at),
+            "created_at": isoformat_utc(self.created_at),
+            "started_at": isoformat_utc(self.started_at),
+            "finished_at": isoformat_utc(self.finished_at),
+            "duration_s": self.duration_s,
+            "worker_id": self.worker_id,
+            "lease_until": isoformat_utc(self.lease_until),
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "error": self.error,
+            "cancel_requested": self.cancel_requested,
+            "unique_key": self.unique_key,
+            "labels": self.labels,
+        }
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: int
+    attempt: int
+    worker_id: int | None
+    worker_name: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None  # the job state this attempt led to, or None while it runs
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "worker_name": self.worker_name,
+            "started_at": isoformat_utc(self.started_at),
+            "finished_at": isoformat_utc(self.finished_at),
+            "duration_s": self.duration_s,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: int
+    name: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    state: WorkerState
+    running_jobs: int
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "version": self.version,
+            "started_at": isoformat_utc(self.started_at),
+            "heartbeat_at": isoformat_utc(self.heartbeat_at),
+            "state": self.state.value,
+            "running_jobs": self.running_jobs,
+        }
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    attempt: int
+    stream: Stream
+    seq: int
+    data: bytes

@@ -1,0 +1,1 @@
+"""Everything that talks SQL. `queue.py` is the hot path; the rest is plain CRUD."""

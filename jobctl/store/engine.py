@@ -1,0 +1,243 @@
+"""The database handle: an engine from a URL, SQLite pragmas, schema checks and connect errors.
+
+`Database.write()` opens a transaction that may write; on SQLite it is `BEGIN IMMEDIATE`, which
+takes the write lock up front so two writers queue on the busy timeout instead of failing on a
+lock upgrade. `Database.read()` opens a plain (deferred) one that never blocks a writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from jobctl.errors import DatabaseUnavailable, InvalidInput, SchemaOutOfDate
+from jobctl.store.schema import SCHEMA_REVISION
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 5
+_MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
+
+
+def parse_url(text: str) -> sa.URL:
+    """A SQLAlchemy URL for `postgresql://…` (psycopg 3) or `sqlite:///path`."""
+    try:
+        url = sa.make_url(text)
+    except sa.exc.ArgumentError as error:
+        raise InvalidInput(
+            f"invalid database URL {redact(text)!r}: use postgresql://user@host/db or sqlite:///path"
+        ) from error
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise InvalidInput("an SQLite database URL needs a file path: sqlite:///path/to/jobctl.db")
+        return url.set(drivername="sqlite")
+    raise InvalidInput(
+        f"unsupported database {backend!r} in {redact(text)!r}: use postgresql:// or sqlite:///"
+    )
+
+
+def redact(text: str) -> str:
+    """A URL as text with its password hidden; text that is no URL is returned cut short."""
+    try:
+        return sa.make_url(text).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return text if len(text) < 60 else text[:57] + "..."
+
+
+def describe(url: sa.URL) -> str:
+    """Where a database is, for messages: host and port, or the SQLite file. Never a password."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database}"
+    host = url.host or "localhost (socket)"
+    return f"PostgreSQL at {host}:{url.port or 5432}/{url.database or ''}"
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's own message, first line only, without SQLAlchemy's background link."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__
+
+
+class Database:
+    """One database, as a URL and a lazily created engine."""
+
+    def __init__(self, url: str | sa.URL, *, pool_size: int = 5) -> None:
+        self.url = parse_url(url) if isinstance(url, str) else url
+        self.is_postgres = self.url.get_backend_name() == "postgresql"
+        self.where = describe(self.url)
+        self._pool_size = pool_size
+        self._engine: sa.Engine | None = None
+        self._schema_checked = False
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
+    def _create_engine(self) -> sa.Engine:
+        if self.is_postgres:
+            return sa.create_engine(
+                self.url,
+                pool_size=self._pool_size,
+                max_overflow=self._pool_size,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "jobctl"},
+            )
+        path = Path(str(self.url.database))
+        if not path.parent.exists():
+            raise DatabaseUnavailable(
+                f"cannot open {self.where}: directory {path.parent} does not exist"
+            )
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            poolclass=sa.pool.QueuePool,
+            pool_size=self._pool_size,
+            max_overflow=self._pool_size,
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self._translate_errors(), self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self._translate_errors(), self.engine.connect() as connection:
+            connection = connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
+            with connection.begin():
+                yield connection
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """Connection failures become one line naming the database, never its password."""
+        try:
+            yield
+        except sa.exc.OperationalError as error:
+            if self.is_postgres and not _is_disconnect(error):
+                raise
+            raise DatabaseUnavailable(f"cannot reach {self.where}: {first_line(error)}") from error
+        except sa.exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
+            raise
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # --- schema -------------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        """The database's Alembic revision, or None when it has no jobctl schema yet."""
+        with self.read() as connection:
+            if not sa.inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    def ensure_schema(self) -> None:
+        """Create the schema in an empty database; refuse one at another revision."""
+        if self._schema_checked:
+            return
+        revision = self.current_revision()
+        if revision is None:
+            self.upgrade()
+        elif revision != SCHEMA_REVISION:
+            raise SchemaOutOfDate(
+                f"{self.where} has schema revision {revision}, this jobctl needs "
+                f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
+            )
+        self._schema_checked = True
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate to the newest revision; returns (revision before, revision after)."""
+        with self._translate_errors(), self._migration_lock():
+            before = self.current_revision()
+            if before != SCHEMA_REVISION:
+                from jobctl.store.migrate import upgrade_to_head
+
+                with self.engine.begin() as connection:
+                    upgrade_to_head(connection)
+        self._schema_checked = True
+        return before, SCHEMA_REVISION
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Two processes that meet an empty database at once must not both create the schema."""
+        if self.is_postgres:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                    connection.commit()
+            return
+        import fcntl
+
+        lock_path = f"{self.url.database}.migrate-lock"
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _is_disconnect(error: sa.exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    # psycopg raises OperationalError for refused/failed connections; sqlstate is None or 08xxx.
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
+
+
+def _install_sqlite_hooks(engine: sa.Engine) -> None:
+    """WAL and a busy timeout on every connection; BEGIN issued by us, IMMEDIATE for writers."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, instead of the sqlite3 module's guess.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable across application crashes in WAL mode; only power loss may drop the
+        # last commits. That is the usual trade for a local queue.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get("jobctl_sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def open_database(url: str | None = None, *, migrate: bool = True, pool_size: int = 5) -> Database:
+    """The configured database, with its schema checked (and created when it is empty)."""
+    from jobctl.config import default_database_url, resolve_database_url
+
+    text = resolve_database_url(url)
+    if text == default_database_url():
+        Path(str(sa.make_url(text).database)).parent.mkdir(parents=True, exist_ok=True)
+    database = Database(text, pool_size=pool_size)
+    if migrate:
+        database.ensure_schema()
+    return database

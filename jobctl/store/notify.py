@@ -1,0 +1,87 @@
+"""Wake-ups: NOTIFY on PostgreSQL, sent inside the transaction that makes the change (so a listener
+never wakes before the change is visible); SQLite has no notifications and its readers poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+JOBS_CHANNEL = "jobctl_jobs"  # payload: a queue name that has new work
+CANCEL_CHANNEL = "jobctl_cancel"  # payload: the id of a running job to cancel
+DONE_CHANNEL = "jobctl_done"  # payload: ids of jobs that reached a final state, comma-separated
+
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+
+
+def _send(connection: sa.Connection, channel: str, payload: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"channel": channel, "payload": payload})
+
+
+def job_submitted(connection: sa.Connection, queue: str) -> None:
+    _send(connection, JOBS_CHANNEL, queue)
+
+
+def cancel_requested(connection: sa.Connection, job_id: int) -> None:
+    _send(connection, CANCEL_CHANNEL, str(job_id))
+
+
+def jobs_done(connection: sa.Connection, job_ids: list[int]) -> None:
+    # A payload must stay under 8000 bytes; listeners re-read the database anyway.
+    _send(connection, DONE_CHANNEL, ",".join(map(str, job_ids))[:7000])
+
+
+class Listener:
+    """A thread that LISTENs on PostgreSQL and calls `on_notify(channel, payload)`.
+
+    It reconnects on its own; after every (re)connect it calls `on_notify("", "")` because
+    notifications sent while it was away are gone, so its owner should look for work.
+    """
+
+    def __init__(
+        self,
+        url: sa.URL,
+        channels: list[str],
+        on_notify: Callable[[str, str], None],
+    ) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channels = channels
+        self._on_notify = on_notify
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobctl-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        import psycopg
+
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                    for channel in self._channels:
+                        conn.execute(f"LISTEN {channel}")
+                    backoff = 0.5
+                    self._on_notify("", "")
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._on_notify(note.channel, note.payload)
+            except psycopg.Error as error:
+                log.warning("listener: %s; reconnecting in %.1fs", first_line(error), backoff)
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

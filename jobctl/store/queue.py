@@ -1,0 +1,442 @@
+"""The hot path: claim jobs, record their output and results, renew leases, rescue the lost.
+
+Per-job database work decides jobctl's throughput, so every function here works on a batch and
+costs one round trip on PostgreSQL, whatever the batch's size. Every state change is conditional
+on the state it expects (`state = 'running' AND worker_id = :me AND attempt = :n`): a worker that
+lost its lease can never overwrite what the rescuer or another worker did since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobctl.models import Delivery, JobState, WorkerState
+from jobctl.store import notify
+from jobctl.store.schema import UTCDateTime, db_now, job_logs, workers
+
+# --- the database clock, as SQL text --------------------------------------------------------------
+PG_NOW = "clock_timestamp()"
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+def _sqlite_now_plus(seconds_sql: str) -> str:
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs to run one attempt of a job."""
+
+    id: int
+    attempt: int
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    timeout_s: float | None
+    max_attempts: int
+    backoff_s: float
+    delivery: Delivery
+    queue: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the worker reports it."""
+
+    job_id: int
+    attempt: int
+    state: JobState  # succeeded | failed | cancelled, or queued for a retry
+    attempt_outcome: str  # what the attempts row records: succeeded | failed | cancelled
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    retry_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    job_id: int
+    attempt: int
+    stream: str
+    seq: int
+    data: bytes
+
+
+# --- claim ------------------------------------------------------------------------------------
+
+_CLAIM_COLUMNS = (
+    "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue, started_at"
+)
+
+# Lock up to :limit due jobs that nobody else has locked (SKIP LOCKED: concurrent workers never
+# wait on each other), start them, and record their attempts, in one statement. MATERIALIZED
+# keeps the planner from re-running the locking subquery per row, which could exceed the limit.
+PG_CLAIM = sa.text(f"""
+WITH picked AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND queue = ANY(:queues) AND run_at <= {PG_NOW}
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs SET
+        state = 'running', attempt = jobs.attempt + 1, worker_id = :worker_id,
+        started_at = {PG_NOW}, finished_at = NULL,
+        lease_until = {PG_NOW} + make_interval(secs => :lease_s),
+        exit_code = NULL, signal = NULL, error = NULL
+    FROM picked WHERE jobs.id = picked.id
+    RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")}
+), recorded AS (
+    INSERT INTO attempts (job_id, attempt, worker_id, started_at)
+    SELECT id, attempt, :worker_id, started_at FROM claimed
+)
+SELECT {_CLAIM_COLUMNS} FROM claimed
+""")
+
+# SQLite runs this under BEGIN IMMEDIATE: the write lock is ours, so there is nothing to skip.
+SQLITE_CLAIM = sa.text(f"""
+UPDATE jobs SET
+    state = 'running', attempt = attempt + 1, worker_id = :worker_id,
+    started_at = {SQLITE_NOW}, finished_at = NULL,
+    lease_until = {_sqlite_now_plus(":lease_s")},
+    exit_code = NULL, signal = NULL, error = NULL
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND queue IN :queues AND run_at <= {SQLITE_NOW}
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING {_CLAIM_COLUMNS}
+""").bindparams(sa.bindparam("queues", expanding=True))
+
+SQLITE_RECORD_ATTEMPT = sa.text(
+    "INSERT INTO attempts (job_id, attempt, worker_id, started_at)"
+    " VALUES (:job_id, :attempt, :worker_id, :started_at)"
+)
+
+
+def _decode_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def claim(
+    connection: sa.Connection, worker_id: int, queues: Sequence[str], limit: int, lease_s: float
+) -> list[ClaimedJob]:
+    """Start up to `limit` due jobs of `queues`, highest priority first, then oldest."""
+    if limit <= 0:
+        return []
+    params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "lease_s": lease_s}
+    postgres = connection.dialect.name == "postgresql"
+    rows = connection.execute(PG_CLAIM if postgres else SQLITE_CLAIM, params).all()
+    if not postgres and rows:
+        connection.execute(
+            SQLITE_RECORD_ATTEMPT,
+            [{"job_id": r.id, "attempt": r.attempt, "worker_id": worker_id,
+              "started_at": r.started_at} for r in rows],
+        )
+    return [
+        ClaimedJob(
+            id=row.id,
+            attempt=row.attempt,
+            argv=list(_decode_json(row.argv)),
+            env=dict(_decode_json(row.env) or {}),
+            cwd=row.cwd,
+            timeout_s=row.timeout_s,
+            max_attempts=row.max_attempts,
+            backoff_s=row.backoff_s,
+            delivery=Delivery(row.delivery),
+            queue=row.queue,
+        )
+        for row in sorted(rows, key=lambda r: r.id)
+    ]
+
+
+def next_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
+    """Seconds until the next queued job of `queues` is due (0 if one is due), None if none."""
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        query = sa.text(
+            f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
+            " WHERE state = 'queued' AND queue = ANY(:queues)"
+        )
+    else:
+        query = sa.text(
+            f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
+            " WHERE state = 'queued' AND queue IN :queues"
+        ).bindparams(sa.bindparam("queues", expanding=True))
+    seconds = connection.execute(query, {"queues": list(queues)}).scalar()
+    return None if seconds is None else max(0.0, float(seconds))
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def write_output(connection: sa.Connection, chunks: Sequence[OutputChunk]) -> None:
+    """Append output chunks (one multi-row insert). Chunks of a job whose lease is gone still
+    land: they are that attempt's real output, and attempts never share a (job, attempt) key."""
+    if not chunks:
+        return
+    connection.execute(
+        sa.insert(job_logs).values(ts=db_now()),
+        [
+            {"job_id": c.job_id, "attempt": c.attempt, "stream": c.stream, "seq": c.seq,
+             "data": c.data}
+            for c in chunks
+        ],
+    )
+
+
+# --- complete ---------------------------------------------------------------------------------
+
+# Finish a batch of attempts in one statement. A row only changes while it is still ours:
+# running, on this worker, at this attempt. What the rescuer took back stays as the rescuer left
+# it, and the caller learns which results were refused from the ids that come back.
+PG_COMPLETE = sa.text(f"""
+WITH done AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:states AS text[]),
+        CAST(:outcomes AS text[]), CAST(:exit_codes AS int[]), CAST(:signals AS int[]),
+        CAST(:errors AS text[]), CAST(:delays AS float8[])
+    ) AS d(id, attempt, state, outcome, exit_code, signal, error, delay)
+), finished AS (
+    UPDATE jobs j SET
+        state = d.state,
+        finished_at = CASE WHEN d.state = 'queued' THEN NULL ELSE {PG_NOW} END,
+        run_at = CASE WHEN d.state = 'queued'
+                      THEN {PG_NOW} + make_interval(secs => d.delay) ELSE j.run_at END,
+        lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error
+    FROM done d
+    WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
+      AND j.state = 'running'
+    RETURNING j.id, j.attempt
+), recorded AS (
+    UPDATE attempts a SET
+        finished_at = {PG_NOW}, outcome = d.outcome, exit_code = d.exit_code,
+        signal = d.signal, error = d.error
+    FROM finished f JOIN done d ON d.id = f.id
+    WHERE a.job_id = f.id AND a.attempt = f.attempt
+)
+SELECT id FROM finished
+""")
+
+SQLITE_COMPLETE_JOB = sa.text(f"""
+UPDATE jobs SET
+    state = :state,
+    finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
+    run_at = CASE WHEN :state = 'queued' THEN {_sqlite_now_plus(":delay")} ELSE run_at END,
+    lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error
+WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
+RETURNING id
+""")
+
+SQLITE_COMPLETE_ATTEMPT = sa.text(f"""
+UPDATE attempts SET finished_at = {SQLITE_NOW}, outcome = :outcome, exit_code = :exit_code,
+    signal = :signal, error = :error
+WHERE job_id = :id AND attempt = :attempt
+""")
+
+
+def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outcome]) -> set[int]:
+    """Record how attempts ended. Returns the ids whose results were applied; the others had
+    lost their lease (the rescuer or a cancel got there first) and were left alone."""
+    if not outcomes:
+        return set()
+    if connection.dialect.name == "postgresql":
+        params = {
+            "worker_id": worker_id,
+            "ids": [o.job_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "states": [o.state.value for o in outcomes],
+            "outcomes": [o.attempt_outcome for o in outcomes],
+            "exit_codes": [o.exit_code for o in outcomes],
+            "signals": [o.signal for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "delays": [o.retry_delay_s for o in outcomes],
+        }
+        applied = set(connection.execute(PG_COMPLETE, params).scalars())
+    else:
+        applied = set()
+        for o in outcomes:
+            params = {
+                "worker_id": worker_id, "id": o.job_id, "attempt": o.attempt,
+                "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
+                "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
+            }
+            if connection.execute(SQLITE_COMPLETE_JOB, params).first() is not None:
+                connection.execute(SQLITE_COMPLETE_ATTEMPT, params)
+                applied.add(o.job_id)
+    final = [o.job_id for o in outcomes if o.job_id in applied and o.state != JobState.QUEUED]
+    if final:
+        notify.jobs_done(connection, final)
+    return applied
+
+
+# --- leases and heartbeats --------------------------------------------------------------------
+
+PG_RENEW = sa.text(f"""
+UPDATE jobs SET lease_until = {PG_NOW} + make_interval(secs => :lease_s)
+WHERE id = ANY(:ids) AND worker_id = :worker_id AND state = 'running'
+RETURNING id, cancel_requested
+""")
+
+SQLITE_RENEW = sa.text(f"""
+UPDATE jobs SET lease_until = {_sqlite_now_plus(":lease_s")}
+WHERE id IN :ids AND worker_id = :worker_id AND state = 'running'
+RETURNING id, cancel_requested
+""").bindparams(sa.bindparam("ids", expanding=True))
+
+
+@dataclass(frozen=True)
+class Renewal:
+    held: set[int]  # jobs whose lease we still hold (and just extended)
+    cancel: set[int]  # of those, the ones somebody asked to cancel
+    worker_state: WorkerState | None  # None: our worker row is gone
+
+
+def renew(
+    connection: sa.Connection, worker_id: int, job_ids: Sequence[int], lease_s: float
+) -> Renewal:
+    """Heartbeat and extend the leases of `job_ids`; learn which are lost or to be cancelled."""
+    held: set[int] = set()
+    cancel: set[int] = set()
+    if job_ids:
+        postgres = connection.dialect.name == "postgresql"
+        rows = connection.execute(
+            PG_RENEW if postgres else SQLITE_RENEW,
+            {"ids": list(job_ids), "worker_id": worker_id, "lease_s": lease_s},
+        ).all()
+        held = {row.id for row in rows}
+        cancel = {row.id for row in rows if row.cancel_requested}
+    state = connection.execute(
+        sa.update(workers)
+        .where(workers.c.id == worker_id)
+        .values(heartbeat_at=db_now())
+        .returning(workers.c.state)
+    ).scalar()
+    return Renewal(held, cancel, WorkerState(state) if state else None)
+
+
+def cancel_requests(connection: sa.Connection, worker_id: int) -> set[int]:
+    """Running jobs of this worker that somebody asked to cancel (a cheap, indexed read)."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT id FROM jobs WHERE worker_id = :worker_id AND state = 'running'"
+            " AND cancel_requested"
+        ),
+        {"worker_id": worker_id},
+    )
+    return set(rows.scalars())
+
+
+# --- rescue -----------------------------------------------------------------------------------
+
+_RESCUE_STATE = """CASE
+    WHEN cancel_requested THEN 'cancelled'
+    WHEN delivery = 'at_most_once' THEN 'lost'
+    WHEN attempt < max_attempts THEN 'queued'
+    ELSE 'failed' END"""
+
+# A running job whose lease ran out belongs to a worker that crashed, hung or was cut off (and
+# that has killed the job itself: see fencing in jobctl/worker). At-least-once jobs go back to the
+# queue, at-most-once jobs become lost: they may have run, and must never run again.
+PG_RESCUE = sa.text(f"""
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE state = 'running' AND lease_until < {PG_NOW}
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE jobs j SET
+        state = {_RESCUE_STATE},
+        finished_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN NULL ELSE {PG_NOW} END,
+        run_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN {PG_NOW} ELSE j.run_at END,
+        lease_until = NULL,
+        error = 'worker ' || coalesce(j.worker_id::text, '?') || ' lost its lease'
+    FROM expired e WHERE j.id = e.id AND j.state = 'running'
+    RETURNING j.id, j.attempt, j.state, j.queue, j.error
+), recorded AS (
+    UPDATE attempts a SET finished_at = {PG_NOW}, outcome = 'lost', error = r.error
+    FROM rescued r WHERE a.job_id = r.id AND a.attempt = r.attempt AND a.finished_at IS NULL
+)
+SELECT id, state, queue FROM rescued
+""")
+
+SQLITE_RESCUE = sa.text(f"""
+UPDATE jobs SET
+    state = {_RESCUE_STATE},
+    finished_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
+    run_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN {SQLITE_NOW} ELSE run_at END,
+    lease_until = NULL,
+    error = 'worker ' || coalesce(worker_id, '?') || ' lost its lease'
+WHERE state = 'running' AND lease_until < {SQLITE_NOW}
+RETURNING id, attempt, state, queue, error
+""")
+
+SQLITE_RESCUE_ATTEMPT = sa.text(f"""
+UPDATE attempts SET finished_at = {SQLITE_NOW}, outcome = 'lost', error = :error
+WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL
+""")
+
+# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
+MARK_LOST_WORKERS = sa.update(workers).where(
+    workers.c.state.in_([WorkerState.RUNNING.value, WorkerState.DRAINING.value]),
+    workers.c.heartbeat_at < sa.bindparam("stale_before", type_=UTCDateTime()),
+).values(state=WorkerState.LOST.value)
+
+
+@dataclass(frozen=True)
+class Rescued:
+    requeued: list[int]
+    ended: dict[int, JobState]  # lost, failed or cancelled
+
+
+def rescue(connection: sa.Connection) -> Rescued:
+    """Take back the jobs of expired leases. Idempotent; any worker or scheduler may call it."""
+    postgres = connection.dialect.name == "postgresql"
+    rows = connection.execute(PG_RESCUE if postgres else SQLITE_RESCUE).all()
+    if not postgres and rows:
+        connection.execute(
+            SQLITE_RESCUE_ATTEMPT,
+            [{"id": r.id, "attempt": r.attempt, "error": r.error} for r in rows],
+        )
+    requeued = [r.id for r in rows if r.state == JobState.QUEUED.value]
+    ended = {r.id: JobState(r.state) for r in rows if r.state != JobState.QUEUED.value}
+    for queue in sorted({r.queue for r in rows if r.state == JobState.QUEUED.value}):
+        notify.job_submitted(connection, queue)
+    if ended:
+        notify.jobs_done(connection, sorted(ended))
+    return Rescued(requeued, ended)
+
+
+def mark_lost_workers(connection: sa.Connection, lease_s: float) -> int:
+    stale_before = connection.execute(
+        sa.select(sa.literal_column(PG_NOW if connection.dialect.name == "postgresql"
+                                    else SQLITE_NOW, UTCDateTime()))
+    ).scalar_one()
+    from datetime import timedelta
+
+    result = connection.execute(
+        MARK_LOST_WORKERS, {"stale_before": stale_before - timedelta(seconds=lease_s)}
+    )
+    return int(result.rowcount or 0)
+
+
+def next_retry_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
+    """Like `next_due_in`, for jobs waiting to be retried (attempted before) only."""
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        query = sa.text(
+            f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
+            " WHERE state = 'queued' AND attempt > 0 AND queue = ANY(:queues)"
+        )
+    else:
+        query = sa.text(
+            f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
+            " WHERE state = 'queued' AND attempt > 0 AND queue IN :queues"
+        ).bindparams(sa.bindparam("queues", expanding=True))
+    seconds = connection.execute(query, {"queues": list(queues)}).scalar()
+    return None if seconds is None else max(0.0, float(seconds))

@@ -1,0 +1,205 @@
+"""The tables, as SQLAlchemy Core: the single source of truth that migrations follow.
+
+PostgreSQL gets its own types (timestamptz, jsonb, bytea, bigint identity); SQLite the nearest
+equivalents. Times are always UTC and always come from the database clock (see `db_now`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+# The Alembic revision this code expects. A test checks it is the newest revision in migrations/,
+# so the CLI can compare it with the database's without importing Alembic on every call.
+SCHEMA_REVISION = "0001"
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware UTC datetime: timestamptz on PostgreSQL, a fixed-width UTC string on SQLite.
+
+    SQLite stores `YYYY-MM-DD HH:MM:SS.ffffff`, the same width as `db_now()` produces there, so
+    comparing two times as strings compares them as times.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class db_now(FunctionElement[datetime]):  # noqa: N801 - reads like the SQL function it is
+    """The database's current time: leases, run_at and created_at never use a machine's clock."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+class db_now_plus(FunctionElement[datetime]):  # noqa: N801
+    """The database's current time plus a number of seconds (a bound value or a column)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _pg_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
+    return "clock_timestamp()"
+
+
+@compiles(db_now, "sqlite")
+def _sqlite_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    # %f gives milliseconds; the trailing 000 pads them to the microseconds UTCDateTime stores.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+@compiles(db_now_plus, "postgresql")
+def _pg_now_plus(element: db_now_plus, compiler: Any, **kw: Any) -> str:
+    (seconds,) = list(element.clauses)
+    return f"clock_timestamp() + make_interval(secs => {compiler.process(seconds, **kw)})"
+
+
+@compiles(db_now_plus, "sqlite")
+def _sqlite_now_plus(element: db_now_plus, compiler: Any, **kw: Any) -> str:
+    (seconds,) = list(element.clauses)
+    offset = f"printf('%+.6f seconds', {compiler.process(seconds, **kw)})"
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', {offset})"
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _bigint_pk() -> sa.types.TypeEngine[int]:
+    # SQLite only auto-increments an INTEGER PRIMARY KEY.
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queues", _json(), nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default="running"),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_workers_state", workers.c.state)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("queue", sa.Text, nullable=False, server_default="default"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("argv", _json(), nullable=False),
+    sa.Column("env", _json(), nullable=False),
+    sa.Column("cwd", sa.Text),
+    sa.Column("timeout_s", sa.Float),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("backoff_s", sa.Float, nullable=False, server_default="10"),
+    sa.Column("delivery", sa.Text, nullable=False, server_default="at_least_once"),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("worker_id", sa.BigInteger),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("signal", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("unique_key", sa.Text, unique=True),
+    sa.Column("schedule_id", sa.BigInteger),
+    sa.Column("fire_time", UTCDateTime()),
+    sa.Column("labels", _json(), nullable=False),
+    sa.UniqueConstraint("schedule_id", "fire_time"),
+    sqlite_autoincrement=True,
+)
+# The claim query's index: only queued rows, in the order they are claimed.
+sa.Index(
+    "ix_jobs_claim",
+    jobs.c.queue,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=jobs.c.state == "queued",
+    sqlite_where=jobs.c.state == "queued",
+)
+# The rescuer's index: running jobs by lease expiry.
+sa.Index(
+    "ix_jobs_lease",
+    jobs.c.lease_until,
+    postgresql_where=jobs.c.state == "running",
+    sqlite_where=jobs.c.state == "running",
+)
+sa.Index("ix_jobs_state", jobs.c.state)
+sa.Index("ix_jobs_worker", jobs.c.worker_id)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("worker_id", sa.BigInteger),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("outcome", sa.Text),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("signal", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.PrimaryKeyConstraint("job_id", "attempt"),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("stream", sa.Text, nullable=False),
+    # One sequence per attempt across both streams, so stdout and stderr interleave as written.
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("job_id", "attempt", "seq"),
+    sqlite_autoincrement=True,
+)

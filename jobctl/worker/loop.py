@@ -1,0 +1,407 @@
+"""The worker's loops.
+
+- The main thread is the only one that writes job results: each turn it stores the output the
+  jobs wrote, completes the attempts that ended and claims as many jobs as it has free slots, all
+  in one transaction, then sleeps until a job ends, a notification arrives or the poll is due.
+- One slot thread per running job runs it (`JobProcess`) and hands back its result.
+- The heartbeat thread renews leases, learns of cancels, rescues expired leases of other workers,
+  and fences: if it cannot renew in time, it kills its own jobs before the lease runs out.
+- On PostgreSQL a listener thread turns NOTIFY into wake-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_module
+import random
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TypeVar
+
+from jobctl import __version__
+from jobctl.errors import DatabaseUnavailable
+from jobctl.models import Delivery, JobState, WorkerState
+from jobctl.store import notify, queue
+from jobctl.store import workers as worker_rows
+from jobctl.store.engine import Database
+from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
+from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult
+
+log = logging.getLogger("jobctl.worker")
+
+MAX_BACKOFF_S = 3600.0
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerSettings:
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 1
+    name: str | None = None
+    burst: bool = False
+    lease_s: float = 20.0  # a crashed worker's jobs are rescued this long after its last renewal
+    poll_s: float | None = None  # None: 2 s on PostgreSQL (NOTIFY wakes us), 0.2 s on SQLite
+    rescue_every_s: float = 5.0
+    grace_s: float = 30.0  # on SIGTERM, how long running jobs may take to finish
+    kill_grace_s: float = 5.0  # between SIGTERM and SIGKILL for a job's process group
+    output_cap: int = DEFAULT_OUTPUT_CAP
+
+
+def retry_delay(backoff_s: float, attempt: int) -> float:
+    """Exponential backoff with ±25 % jitter (so failed jobs don't retry in lockstep), capped."""
+    delay = backoff_s * (2 ** max(0, attempt - 1))
+    cap = max(MAX_BACKOFF_S, backoff_s)
+    return min(cap, delay) * random.uniform(0.75, 1.25)
+
+
+def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown: bool) -> Outcome:
+    """What the database should record for one ended attempt."""
+    base = {"job_id": job.id, "attempt": job.attempt, "exit_code": result.exit_code,
+            "signal": result.signal, "error": result.error}
+    if result.exit_code == 0 and result.kill_reason is None:
+        return Outcome(state=JobState.SUCCEEDED, attempt_outcome="succeeded", **base)
+    if cancelled:
+        return Outcome(state=JobState.CANCELLED, attempt_outcome="cancelled", **base)
+    if shutdown and job.delivery is Delivery.AT_LEAST_ONCE:
+        # Released, not failed: the worker stopped under it. It runs again at once elsewhere.
+        return Outcome(state=JobState.QUEUED, attempt_outcome="released", retry_delay_s=0.0,
+                       **{**base, "error": "released: the worker shut down before it finished"})
+    if job.attempt < job.max_attempts:
+        return Outcome(state=JobState.QUEUED, attempt_outcome="failed",
+                       retry_delay_s=retry_delay(job.backoff_s, job.attempt), **base)
+    return Outcome(state=JobState.FAILED, attempt_outcome="failed", **base)
+
+
+class Running:
+    """One job this worker runs: its process and what happened to it."""
+
+    def __init__(self, job: ClaimedJob, process: JobProcess) -> None:
+        self.job = job
+        self.process = process
+        self.cancelled = False
+        self.released = False
+
+
+class Worker:
+    def __init__(self, database: Database, settings: WorkerSettings) -> None:
+        self.db = database
+        self.settings = settings
+        self.hostname = socket.gethostname()
+        self.name = settings.name or f"{self.hostname}.{os.getpid()}"
+        self.poll_s = settings.poll_s or (2.0 if database.is_postgres else 0.2)
+        self.worker_id = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()  # set when the whole worker must end
+        self._lock = threading.Lock()
+        self._running: dict[int, Running] = {}
+        self._outcomes: queue_module.SimpleQueue[Outcome] = queue_module.SimpleQueue()
+        self._chunks: queue_module.SimpleQueue[OutputChunk] = queue_module.SimpleQueue()
+        self._claim_wanted = True
+        self._next_poll = 0.0
+        self._draining = False
+        self._drain_deadline = float("inf")
+        self._signals = 0
+        self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
+        self._listener: notify.Listener | None = None
+        self._last_renewal_ok = time.monotonic()
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        with self.db.write() as connection:
+            self.worker_id = worker_rows.register(
+                connection, name=self.name, hostname=self.hostname, pid=os.getpid(),
+                queues=self.settings.queues, concurrency=self.settings.concurrency,
+                version=__version__,
+            )
+        log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
+                 self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
+        self._install_signal_handlers()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobctl-heartbeat",
+                                     daemon=True)
+        heartbeat.start()
+        if self.db.is_postgres:
+            self._listener = notify.Listener(
+                self.db.url, [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL], self._on_notify
+            )
+            self._listener.start()
+        try:
+            self._main_loop()
+        finally:
+            self._stop.set()
+            if self._listener is not None:
+                self._listener.stop()
+            self._slots.shutdown(wait=True)
+            self._flush_until_done()
+            self._deregister()
+        return 0
+
+    def _deregister(self) -> None:
+        try:
+            with self.db.write() as connection:
+                worker_rows.set_state(connection, self.worker_id, WorkerState.STOPPED)
+        except DatabaseUnavailable as error:
+            log.warning("could not mark worker stopped: %s", error)
+        log.info("worker %s stopped", self.name)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s: finishing running jobs (up to %.0fs); again to stop now",
+                     signal.Signals(signum).name, self.settings.grace_s)
+            self.request_drain(self.settings.grace_s)
+        else:
+            log.info("%s again: stopping now", signal.Signals(signum).name)
+            self._drain_deadline = 0.0
+        self._wake.set()
+
+    def request_drain(self, grace_s: float) -> None:
+        self._draining = True
+        self._drain_deadline = min(self._drain_deadline, time.monotonic() + grace_s)
+        self._wake.set()
+
+    # --- the main loop ------------------------------------------------------------------------
+
+    def _main_loop(self) -> None:
+        pending_outcomes: list[Outcome] = []
+        pending_chunks: list[OutputChunk] = []
+        db_backoff = 0.0
+        while True:
+            self._wake.clear()
+            pending_outcomes += _drain(self._outcomes)
+            pending_chunks += _drain(self._chunks)
+            with self._lock:
+                free = self.settings.concurrency - len(self._running)
+            now = time.monotonic()
+            want_claim = (not self._draining and free > 0
+                          and (self._claim_wanted or now >= self._next_poll))
+            claimed: list[ClaimedJob] = []
+            if pending_outcomes or pending_chunks or want_claim:
+                try:
+                    claimed = self._transaction(pending_chunks, pending_outcomes,
+                                                free if want_claim else 0)
+                    pending_outcomes, pending_chunks = [], []
+                    db_backoff = 0.0
+                except DatabaseUnavailable as error:
+                    db_backoff = min(max(db_backoff * 2, 0.5), 10.0)
+                    log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
+                    self._stop.wait(db_backoff)
+                    continue
+                if want_claim:
+                    self._claim_wanted = len(claimed) == free  # a full batch: there may be more
+                    if not self._claim_wanted:
+                        self._next_poll = now + self.poll_s
+                for job in claimed:
+                    self._start(job)
+            if self._draining:
+                self._enforce_drain_deadline()
+            with self._lock:
+                idle = not self._running
+            if idle and (self._draining or (self.settings.burst and not claimed
+                                             and not self._claim_wanted
+                                             and not self._burst_has_more())):
+                return
+            if self._claim_wanted and not self._draining and free > len(claimed):
+                continue
+            timeout = max(0.0, self._next_poll - time.monotonic()) if free > 0 else 1.0
+            self._wake.wait(min(timeout, 1.0))
+
+    def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
+                     claim_limit: int) -> list[ClaimedJob]:
+        with self.db.write() as connection:
+            queue.write_output(connection, chunks)
+            if outcomes:
+                applied = queue.complete(connection, self.worker_id, outcomes)
+                for outcome in outcomes:
+                    self._log_outcome(outcome, outcome.job_id in applied)
+            if claim_limit <= 0:
+                return []
+            return queue.claim(connection, self.worker_id, self.settings.queues, claim_limit,
+                               self.settings.lease_s)
+
+    def _burst_has_more(self) -> bool:
+        """A burst worker also waits for retries of jobs it ran (queued with a backoff)."""
+        try:
+            with self.db.read() as connection:
+                due_in = queue.next_retry_due_in(connection, self.settings.queues)
+        except DatabaseUnavailable:
+            return True
+        if due_in is None:
+            return False
+        self._next_poll = time.monotonic() + min(due_in, self.poll_s)
+        return True
+
+    def _enforce_drain_deadline(self) -> None:
+        if time.monotonic() < self._drain_deadline:
+            return
+        with self._lock:
+            running = list(self._running.values())
+        for run in running:
+            if not run.released:
+                run.released = True
+                run.process.kill("the worker shut down before it finished")
+
+    def _flush_until_done(self) -> None:
+        """Write what is left after the loop ended (output and results of the last jobs)."""
+        outcomes, chunks = _drain(self._outcomes), _drain(self._chunks)
+        for delay in (0.5, 1.0, 2.0, 4.0):
+            if not outcomes and not chunks:
+                return
+            try:
+                self._transaction(chunks, outcomes, 0)
+                return
+            except DatabaseUnavailable as error:
+                log.warning("database unavailable at shutdown: %s", error)
+                time.sleep(delay)
+
+    # --- running jobs -------------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        def sink(stream: str, seq: int, data: bytes) -> None:
+            self._chunks.put(OutputChunk(job.id, job.attempt, stream, seq, data))
+            self._wake.set()
+
+        process = JobProcess(job, sink, kill_grace_s=self.settings.kill_grace_s,
+                             output_cap=self.settings.output_cap,
+                             extra_env={"JOBCTL_WORKER": self.name})
+        run = Running(job, process)
+        with self._lock:
+            self._running[job.id] = run
+        self._slots.submit(self._run_slot, run)
+
+    def _run_slot(self, run: Running) -> None:
+        try:
+            result = run.process.run()
+        except Exception as error:  # a bug or a resource limit: the job fails, the worker lives
+            log.exception("job %d: the worker failed to run it", run.job.id)
+            result = ProcessResult(125, None, f"worker error: {error}", None, False)
+        outcome = outcome_of(run.job, result, run.cancelled, run.released)
+        with self._lock:
+            del self._running[run.job.id]
+        self._outcomes.put(outcome)
+        self._wake.set()
+
+    def _log_outcome(self, outcome: Outcome, applied: bool) -> None:
+        if not applied:
+            log.warning("job %d attempt %d: result discarded, the lease was lost (%s)",
+                        outcome.job_id, outcome.attempt, outcome.attempt_outcome)
+        elif outcome.state is JobState.QUEUED:
+            log.info("job %d attempt %d %s (%s); queued again in %.1fs", outcome.job_id,
+                     outcome.attempt, outcome.attempt_outcome, outcome.error,
+                     outcome.retry_delay_s)
+        elif outcome.error:
+            log.info("job %d %s: %s", outcome.job_id, outcome.state.value, outcome.error)
+        else:
+            log.info("job %d %s", outcome.job_id, outcome.state.value)
+
+    def _kill(self, job_ids: set[int], reason: str, *, cancelled: bool = False) -> None:
+        with self._lock:
+            runs = [self._running[i] for i in job_ids if i in self._running]
+        for run in runs:
+            run.cancelled = run.cancelled or cancelled
+            log.info("job %d: killing it: %s", run.job.id, reason)
+            run.process.kill(reason)
+
+    # --- notifications ------------------------------------------------------------------------
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == notify.CANCEL_CHANNEL:
+            try:
+                job_id = int(payload)
+            except ValueError:
+                return
+            self._kill({job_id}, "cancelled", cancelled=True)
+            return
+        if channel == "" or payload in self.settings.queues:
+            self._claim_wanted = True
+            self._wake.set()
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        renew_every = self.settings.lease_s / 3
+        # Check for cancels this often where no notification brings them (SQLite).
+        check_every = min(renew_every, 0.5 if not self.db.is_postgres else renew_every)
+        next_renewal = time.monotonic() + renew_every
+        next_rescue = time.monotonic()
+        while not self._stop.wait(check_every):
+            now = time.monotonic()
+            try:
+                if now >= next_renewal:
+                    self._renew()
+                    next_renewal = now + renew_every
+                elif not self.db.is_postgres:
+                    self._check_cancels()
+                if now >= next_rescue:
+                    self._rescue()
+                    next_rescue = now + self.settings.rescue_every_s
+            except DatabaseUnavailable as error:
+                log.warning("heartbeat: %s", error)
+                next_renewal = now + min(renew_every, 1.0)
+            self._fence_if_overdue()
+
+    def _renew(self) -> None:
+        started = time.monotonic()
+        with self._lock:
+            ids = sorted(self._running)
+        with self.db.write() as connection:
+            renewal = queue.renew(connection, self.worker_id, ids, self.settings.lease_s)
+        self._last_renewal_ok = started
+        lost = set(ids) - renewal.held
+        if lost:
+            self._kill(lost, "lease lost: the job was taken back by the cluster")
+        if renewal.cancel:
+            self._kill(renewal.cancel, "cancelled", cancelled=True)
+        if renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED) and not self._draining:
+            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
+            self.request_drain(self.settings.grace_s)
+
+    def _check_cancels(self) -> None:
+        with self.db.read() as connection:
+            cancel = queue.cancel_requests(connection, self.worker_id)
+        if cancel:
+            self._kill(cancel, "cancelled", cancelled=True)
+
+    def _rescue(self) -> None:
+        with self.db.write() as connection:
+            rescued = queue.rescue(connection)
+            queue.mark_lost_workers(connection, self.settings.lease_s)
+        for job_id in rescued.requeued:
+            log.info("job %d: its worker lost the lease; queued again", job_id)
+        for job_id, state in rescued.ended.items():
+            log.info("job %d: its worker lost the lease; now %s", job_id, state.value)
+
+    def _fence_if_overdue(self) -> None:
+        """Kill our jobs before our leases can expire: past that, another worker may start them."""
+        margin = min(self.settings.lease_s / 6, 5.0)
+        if time.monotonic() < self._last_renewal_ok + self.settings.lease_s - margin:
+            return
+        with self._lock:
+            ids = set(self._running)
+        if ids:
+            log.warning("cannot renew leases in time: killing %d job(s) (fencing)", len(ids))
+            with self._lock:
+                runs = [self._running[i] for i in ids if i in self._running]
+            for run in runs:
+                run.process.kill_now("fenced: the worker could not renew its lease")
+
+
+def _drain(source: queue_module.SimpleQueue[T]) -> list[T]:
+    items: list[T] = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue_module.Empty:
+            return items

@@ -1,0 +1,269 @@
+"""One attempt of one job as a process: its own session and process group, its env and cwd,
+its output pumped in chunks, its timeout, and a kill that reaches grandchildren too.
+
+The process group is the unit: a timeout, a cancel or a lost lease signals the whole group
+(SIGTERM, then SIGKILL after a grace period), and when the command itself exits, whatever it left
+running in its group is killed as well, so no job leaves orphans behind on a worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jobctl.store.queue import ClaimedJob
+
+CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
+FLUSH_INTERVAL_S = 0.1  # ...or when its oldest byte has waited this long (live `logs -f`)
+POLL_S = 0.2  # upper bound on how long the pump sleeps, so kill deadlines are checked
+LEFTOVER_WAIT_S = 0.1  # after the command exits, how long its leftovers may keep the pipes open
+DEFAULT_OUTPUT_CAP = 64 * 1024 * 1024
+
+# exit codes for commands that never ran, as shells use them
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_START = 125
+
+OutputSink = Callable[[str, int, bytes], None]  # (stream, seq, data)
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    exit_code: int
+    signal: int | None
+    error: str | None
+    kill_reason: str | None  # why jobctl killed it (timeout, cancel, lease lost, shutdown)
+    started: bool  # False when the command could not be started at all
+
+
+class JobProcess:
+    """Runs one attempt; `run()` blocks in the caller's thread, `kill()` may come from any."""
+
+    def __init__(
+        self,
+        job: ClaimedJob,
+        sink: OutputSink,
+        *,
+        kill_grace_s: float = 5.0,
+        output_cap: int = DEFAULT_OUTPUT_CAP,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.job = job
+        self._sink = sink
+        self._kill_grace_s = kill_grace_s
+        self._output_cap = output_cap
+        self._extra_env = extra_env or {}
+        self._lock = threading.Lock()
+        self._pgid: int | None = None
+        self._kill_reason: str | None = None
+        self._term_sent_at: float | None = None
+        self._killed_hard = False
+        self._seq = 0
+        self._written = 0
+        self._truncated = False
+
+    # --- control from other threads ----------------------------------------------------------
+
+    def kill(self, reason: str) -> None:
+        """SIGTERM the job's group now; the pump sends SIGKILL if it outlives the grace period."""
+        with self._lock:
+            if self._kill_reason is None:
+                self._kill_reason = reason
+            if self._pgid is not None and self._term_sent_at is None:
+                self._term_sent_at = time.monotonic()
+                _signal_group(self._pgid, signal.SIGTERM)
+
+    def kill_now(self, reason: str) -> None:
+        """SIGKILL the group at once (a second Ctrl-C, fencing with no time left)."""
+        with self._lock:
+            if self._kill_reason is None:
+                self._kill_reason = reason
+            if self._pgid is not None:
+                self._term_sent_at = self._term_sent_at or time.monotonic()
+                self._killed_hard = True
+                _signal_group(self._pgid, signal.SIGKILL)
+
+    # --- the attempt --------------------------------------------------------------------------
+
+    def run(self) -> ProcessResult:
+        job = self.job
+        if job.cwd is not None and not os.path.isdir(job.cwd):
+            return self._not_started(EXIT_CANNOT_START, f"working directory {job.cwd} does not exist")
+        env = {**os.environ, **job.env, **self._extra_env,
+               "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
+        try:
+            proc = subprocess.Popen(
+                job.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=env,
+                cwd=job.cwd,
+            )
+        except OSError as error:
+            return self._start_failed(error)
+        with self._lock:
+            self._pgid = proc.pid  # a new session's leader: its pid is the group's id
+            if self._kill_reason is not None:  # killed before it even started
+                self._term_sent_at = time.monotonic()
+                _signal_group(proc.pid, signal.SIGTERM)
+        started = time.monotonic()
+        deadline = started + job.timeout_s if job.timeout_s else None
+        self._pump(proc, deadline)
+        returncode = proc.wait()
+        self._kill_leftovers(proc.pid)
+        with self._lock:
+            reason = self._kill_reason
+        if returncode < 0:
+            signum = -returncode
+            error = reason or f"killed by {_signal_name(signum)}"
+            return ProcessResult(128 + signum, signum, error, reason, True)
+        error = reason if reason else (f"exit code {returncode}" if returncode else None)
+        return ProcessResult(returncode, None, error, reason, True)
+
+    def _pump(self, proc: subprocess.Popen[bytes], deadline: float | None) -> None:
+        """Copy the pipes to the sink until both close, enforcing the deadline and kill grace."""
+        assert proc.stdout is not None and proc.stderr is not None
+        streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        pending_since: float | None = None
+        exited_at: float | None = None
+        poller = select.poll()
+        for fd in streams:
+            poller.register(fd, select.POLLIN)
+        try:
+            while streams:
+                now = time.monotonic()
+                timeout = POLL_S
+                if pending_since is not None:
+                    timeout = min(timeout, max(0.0, pending_since + FLUSH_INTERVAL_S - now))
+                for fd, _event in poller.poll(timeout * 1000):
+                    data = os.read(fd, CHUNK_BYTES)
+                    if not data:
+                        poller.unregister(fd)
+                        del streams[fd]
+                        continue
+                    buffer = pending[streams[fd]]
+                    buffer += data
+                    pending_since = pending_since or time.monotonic()
+                    if len(buffer) >= CHUNK_BYTES:
+                        self._flush(pending)
+                        pending_since = None
+                now = time.monotonic()
+                if pending_since is not None and now - pending_since >= FLUSH_INTERVAL_S:
+                    self._flush(pending)
+                    pending_since = None
+                self._enforce_deadlines(now, deadline)
+                if streams and exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if exited_at is not None and now - exited_at >= LEFTOVER_WAIT_S:
+                    # The command is gone but something it started still holds the pipes.
+                    self._kill_leftovers(proc.pid)
+                    exited_at = now + self._kill_grace_s
+        finally:
+            self._flush(pending)
+            proc.stdout.close()
+            proc.stderr.close()
+        # Both pipes closed, yet the command may still run (it closed its stdout and stderr).
+        while True:
+            try:
+                proc.wait(timeout=POLL_S)
+                return
+            except subprocess.TimeoutExpired:
+                self._enforce_deadlines(time.monotonic(), deadline)
+
+    def _enforce_deadlines(self, now: float, deadline: float | None) -> None:
+        if deadline is not None and now >= deadline:
+            self.kill(f"timed out after {_seconds(self.job.timeout_s or 0)}")
+        with self._lock:
+            term_sent_at, pgid = self._term_sent_at, self._pgid
+            if (term_sent_at is not None and not self._killed_hard and pgid is not None
+                    and now - term_sent_at >= self._kill_grace_s):
+                self._killed_hard = True
+                _signal_group(pgid, signal.SIGKILL)
+
+    def _kill_leftovers(self, pgid: int) -> None:
+        """What the command left behind in its group dies with it: SIGTERM, then SIGKILL."""
+        if not _group_alive(pgid):
+            return
+        _signal_group(pgid, signal.SIGTERM)
+        give_up = time.monotonic() + self._kill_grace_s
+        while _group_alive(pgid) and time.monotonic() < give_up:
+            time.sleep(0.02)
+        _signal_group(pgid, signal.SIGKILL)
+
+    def _flush(self, pending: dict[str, bytearray]) -> None:
+        for stream, buffer in pending.items():
+            if buffer:
+                self._emit(stream, bytes(buffer))
+                buffer.clear()
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        """Pass output on, up to the per-attempt cap; past it, one marker and then nothing."""
+        if self._truncated:
+            return
+        room = self._output_cap - self._written
+        if len(data) > room:
+            data = data[:room]
+            self._truncated = True
+        if data:
+            self._written += len(data)
+            self._sink(stream, self._seq, data)
+            self._seq += 1
+        if self._truncated:
+            marker = (f"\n[jobctl: output truncated: this attempt wrote more than "
+                      f"{self._output_cap} bytes; the rest was discarded]\n").encode()
+            self._sink(stream, self._seq, marker)
+            self._seq += 1
+
+    def _start_failed(self, error: OSError) -> ProcessResult:
+        command = self.job.argv[0] if self.job.argv else ""
+        if error.errno == errno.ENOENT:
+            return self._not_started(EXIT_NOT_FOUND, f"command not found: {command}")
+        if error.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR):
+            return self._not_started(EXIT_NOT_EXECUTABLE, f"cannot execute {command}: "
+                                     f"{error.strerror}")
+        return self._not_started(EXIT_CANNOT_START, f"cannot start {command}: {error.strerror}")
+
+    def _not_started(self, exit_code: int, message: str) -> ProcessResult:
+        # Shown in `job logs` too: the user looks there first.
+        self._emit("stderr", f"jobctl: {message}\n".encode())
+        return ProcessResult(exit_code, None, message, None, False)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # the group is already gone
+    except PermissionError:
+        pass  # a member changed its user; nothing more we may do
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
