@@ -110,18 +110,30 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        with self._translate_errors(), self.engine.connect() as connection, connection.begin():
+        with self.translate_errors(), self.engine.connect() as connection, connection.begin():
             yield connection
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        with self._translate_errors(), self.engine.connect() as connection:
+        with self.translate_errors(), self.engine.connect() as connection:
             connection = connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
             with connection.begin():
                 yield connection
 
+    def connect_for_loop(self) -> sa.Connection:
+        """A long-lived connection for a worker's main loop (no pool checkout per turn).
+
+        PostgreSQL: autocommit, each statement its own transaction (the hot path's statements
+        are built to be atomic alone). SQLite: transactions begin IMMEDIATE.
+        """
+        with self.translate_errors():
+            connection = self.engine.connect()
+        if self.is_postgres:
+            return connection.execution_options(isolation_level="AUTOCOMMIT")
+        return connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
+
     @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
+    def translate_errors(self) -> Iterator[None]:
         """Connection failures become one line naming the database, never its password."""
         try:
             yield
@@ -163,7 +175,7 @@ class Database:
 
     def upgrade(self) -> tuple[str | None, str]:
         """Migrate to the newest revision; returns (revision before, revision after)."""
-        with self._translate_errors(), self._migration_lock():
+        with self.translate_errors(), self._migration_lock():
             before = self.current_revision()
             if before != SCHEMA_REVISION:
                 from jobctl.store.migrate import upgrade_to_head

@@ -4,6 +4,9 @@ Per-job database work decides jobctl's throughput, so every function here works 
 costs one round trip on PostgreSQL, whatever the batch's size. Every state change is conditional
 on the state it expects (`state = 'running' AND worker_id = :me AND attempt = :n`): a worker that
 lost its lease can never overwrite what the rescuer or another worker did since.
+
+An `attempts` row is written when an attempt ends (one insert, no lookup); the attempt that is
+running now is described by the job's own row (started_at, worker_id).
 """
 
 from __future__ import annotations
@@ -69,34 +72,7 @@ class OutputChunk:
 
 # --- claim ------------------------------------------------------------------------------------
 
-_CLAIM_COLUMNS = (
-    "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue, started_at"
-)
-
-# Lock up to :limit due jobs that nobody else has locked (SKIP LOCKED: concurrent workers never
-# wait on each other), start them, and record their attempts, in one statement. MATERIALIZED
-# keeps the planner from re-running the locking subquery per row, which could exceed the limit.
-PG_CLAIM = sa.text(f"""
-WITH picked AS MATERIALIZED (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND queue = ANY(:queues) AND run_at <= {PG_NOW}
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs SET
-        state = 'running', attempt = jobs.attempt + 1, worker_id = :worker_id,
-        started_at = {PG_NOW}, finished_at = NULL,
-        lease_until = {PG_NOW} + make_interval(secs => :lease_s),
-        exit_code = NULL, signal = NULL, error = NULL
-    FROM picked WHERE jobs.id = picked.id
-    RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")}
-), recorded AS (
-    INSERT INTO attempts (job_id, attempt, worker_id, started_at)
-    SELECT id, attempt, :worker_id, started_at FROM claimed
-)
-SELECT {_CLAIM_COLUMNS} FROM claimed
-""")
+_CLAIM_COLUMNS = "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue"
 
 # SQLite runs this under BEGIN IMMEDIATE: the write lock is ours, so there is nothing to skip.
 SQLITE_CLAIM = sa.text(f"""
@@ -114,12 +90,6 @@ WHERE id IN (
 RETURNING {_CLAIM_COLUMNS}
 """).bindparams(sa.bindparam("queues", expanding=True))
 
-SQLITE_RECORD_ATTEMPT = sa.text(
-    "INSERT INTO attempts (job_id, attempt, worker_id, started_at)"
-    " VALUES (:job_id, :attempt, :worker_id, :started_at)"
-)
-
-
 def _decode_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -130,30 +100,11 @@ def claim(
     """Start up to `limit` due jobs of `queues`, highest priority first, then oldest."""
     if limit <= 0:
         return []
+    if connection.dialect.name == "postgresql":
+        return complete_and_claim(connection, worker_id, [], queues, limit, lease_s)[1]
     params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "lease_s": lease_s}
-    postgres = connection.dialect.name == "postgresql"
-    rows = connection.execute(PG_CLAIM if postgres else SQLITE_CLAIM, params).all()
-    if not postgres and rows:
-        connection.execute(
-            SQLITE_RECORD_ATTEMPT,
-            [{"job_id": r.id, "attempt": r.attempt, "worker_id": worker_id,
-              "started_at": r.started_at} for r in rows],
-        )
-    return [
-        ClaimedJob(
-            id=row.id,
-            attempt=row.attempt,
-            argv=list(_decode_json(row.argv)),
-            env=dict(_decode_json(row.env) or {}),
-            cwd=row.cwd,
-            timeout_s=row.timeout_s,
-            max_attempts=row.max_attempts,
-            backoff_s=row.backoff_s,
-            delivery=Delivery(row.delivery),
-            queue=row.queue,
-        )
-        for row in sorted(rows, key=lambda r: r.id)
-    ]
+    rows = connection.execute(SQLITE_CLAIM, params).all()
+    return [_claimed_from_row(row) for row in sorted(rows, key=lambda r: r.id)]
 
 
 def next_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
@@ -193,10 +144,52 @@ def write_output(connection: sa.Connection, chunks: Sequence[OutputChunk]) -> No
 
 # --- complete ---------------------------------------------------------------------------------
 
-# Finish a batch of attempts in one statement. A row only changes while it is still ours:
-# running, on this worker, at this attempt. What the rescuer took back stays as the rescuer left
-# it, and the caller learns which results were refused from the ids that come back.
-PG_COMPLETE = sa.text(f"""
+SQLITE_COMPLETE_JOB = sa.text(f"""
+UPDATE jobs SET
+    state = :state,
+    finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
+    run_at = CASE WHEN :state = 'queued' THEN {_sqlite_now_plus(":delay")} ELSE run_at END,
+    lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error
+WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
+RETURNING id, started_at
+""")
+
+SQLITE_RECORD_ATTEMPT = sa.text(f"""
+INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, exit_code,
+                      signal, error)
+VALUES (:id, :attempt, :worker_id, :started_at, {SQLITE_NOW}, :outcome, :exit_code, :signal,
+        :error)
+""")
+
+
+def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outcome]) -> set[int]:
+    """Record how attempts ended. Returns the ids whose results were applied; the others had
+    lost their lease (the rescuer or a cancel got there first) and were left alone."""
+    if not outcomes:
+        return set()
+    if connection.dialect.name == "postgresql":
+        return complete_and_claim(connection, worker_id, outcomes, [], 0, 0.0)[0]
+    applied = set()
+    for o in outcomes:
+        params = {
+            "worker_id": worker_id, "id": o.job_id, "attempt": o.attempt,
+            "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
+            "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
+        }
+        row = connection.execute(SQLITE_COMPLETE_JOB, params).first()
+        if row is not None:
+            connection.execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row.started_at})
+            applied.add(o.job_id)
+    return applied
+
+
+# --- complete and claim in one round trip -----------------------------------------------------
+
+# The worker's main loop does both every turn: finish the attempts that ended, then fill the freed
+# slots. On PostgreSQL one statement does it all, autocommitted: one round trip and one commit per
+# turn, however many jobs ended. The claim cannot pick a job the same statement re-queues (all
+# CTEs see one snapshot), so a failed job is never retried by the statement that failed it.
+PG_COMPLETE_AND_CLAIM = sa.text(f"""
 WITH done AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:states AS text[]),
@@ -213,67 +206,117 @@ WITH done AS (
     FROM done d
     WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
       AND j.state = 'running'
-    RETURNING j.id, j.attempt
+    -- one notification per commit for waiters (identical ones collapse), none for retries
+    RETURNING j.id, j.attempt, j.started_at,
+              CASE WHEN d.state <> 'queued' THEN pg_notify('{notify.DONE_CHANNEL}', '') END
 ), recorded AS (
-    UPDATE attempts a SET
-        finished_at = {PG_NOW}, outcome = d.outcome, exit_code = d.exit_code,
-        signal = d.signal, error = d.error
+    INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
+                          exit_code, signal, error)
+    SELECT f.id, f.attempt, :worker_id, f.started_at, {PG_NOW}, d.outcome, d.exit_code,
+           d.signal, d.error
     FROM finished f JOIN done d ON d.id = f.id
-    WHERE a.job_id = f.id AND a.attempt = f.attempt
+), picked AS MATERIALIZED (
+    -- Per queue, so the claim index (queue, priority DESC, run_at, id) yields rows already in
+    -- order: `queue = ANY(:queues)` would make PostgreSQL read and sort the whole backlog.
+    -- SKIP LOCKED: concurrent workers never wait on each other's rows. MATERIALIZED: the planner
+    -- must not re-run this per row, which could lock more than :limit.
+    SELECT j.id FROM unnest(CAST(:queues AS text[])) AS q(name), LATERAL (
+        SELECT id, priority, run_at FROM jobs
+        WHERE queue = q.name AND state = 'queued' AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AS j
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT :limit
+), claimed AS (
+    UPDATE jobs SET
+        state = 'running', attempt = jobs.attempt + 1, worker_id = :worker_id,
+        started_at = {PG_NOW}, finished_at = NULL,
+        lease_until = {PG_NOW} + make_interval(secs => :lease_s),
+        exit_code = NULL, signal = NULL, error = NULL
+    FROM picked WHERE jobs.id = picked.id
+    RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")}
 )
-SELECT id FROM finished
+SELECT true AS completed, id, NULL::int AS attempt, NULL::jsonb AS argv, NULL::jsonb AS env,
+       NULL AS cwd, NULL::float8 AS timeout_s, NULL::int AS max_attempts,
+       NULL::float8 AS backoff_s, NULL AS delivery, NULL AS queue
+FROM finished
+UNION ALL
+SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue
+FROM claimed
 """)
 
-SQLITE_COMPLETE_JOB = sa.text(f"""
-UPDATE jobs SET
-    state = :state,
-    finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
-    run_at = CASE WHEN :state = 'queued' THEN {_sqlite_now_plus(":delay")} ELSE run_at END,
-    lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error
+
+def _claimed_from_row(row: Any) -> ClaimedJob:
+    return ClaimedJob(
+        id=row.id,
+        attempt=row.attempt,
+        argv=list(_decode_json(row.argv)),
+        env=dict(_decode_json(row.env) or {}),
+        cwd=row.cwd,
+        timeout_s=row.timeout_s,
+        max_attempts=row.max_attempts,
+        backoff_s=row.backoff_s,
+        delivery=Delivery(row.delivery),
+        queue=row.queue,
+    )
+
+
+def complete_and_claim(
+    connection: sa.Connection,
+    worker_id: int,
+    outcomes: Sequence[Outcome],
+    queues: Sequence[str],
+    limit: int,
+    lease_s: float,
+) -> tuple[set[int], list[ClaimedJob]]:
+    """`complete` then `claim`: on PostgreSQL in one autocommitted statement; on SQLite the two,
+    in the caller's transaction. Returns (ids whose results were applied, jobs claimed)."""
+    if connection.dialect.name != "postgresql":
+        applied = complete(connection, worker_id, outcomes) if outcomes else set()
+        return applied, claim(connection, worker_id, queues, limit, lease_s)
+    if not outcomes and limit <= 0:
+        return set(), []
+    params = {
+        "worker_id": worker_id,
+        "ids": [o.job_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "states": [o.state.value for o in outcomes],
+        "outcomes": [o.attempt_outcome for o in outcomes],
+        "exit_codes": [o.exit_code for o in outcomes],
+        "signals": [o.signal for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "delays": [o.retry_delay_s for o in outcomes],
+        "queues": list(queues),
+        "limit": max(0, limit),
+        "lease_s": lease_s,
+    }
+    rows = connection.execute(PG_COMPLETE_AND_CLAIM, params).all()
+    applied = {row.id for row in rows if row.completed}
+    claimed = sorted((_claimed_from_row(row) for row in rows if not row.completed),
+                     key=lambda job: job.id)
+    return applied, claimed
+
+
+RELEASE = sa.text("""
+UPDATE jobs SET state = 'queued', attempt = attempt - 1, started_at = NULL, lease_until = NULL
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
-RETURNING id
-""")
-
-SQLITE_COMPLETE_ATTEMPT = sa.text(f"""
-UPDATE attempts SET finished_at = {SQLITE_NOW}, outcome = :outcome, exit_code = :exit_code,
-    signal = :signal, error = :error
-WHERE job_id = :id AND attempt = :attempt
+RETURNING queue
 """)
 
 
-def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outcome]) -> set[int]:
-    """Record how attempts ended. Returns the ids whose results were applied; the others had
-    lost their lease (the rescuer or a cancel got there first) and were left alone."""
-    if not outcomes:
-        return set()
-    if connection.dialect.name == "postgresql":
-        params = {
-            "worker_id": worker_id,
-            "ids": [o.job_id for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "states": [o.state.value for o in outcomes],
-            "outcomes": [o.attempt_outcome for o in outcomes],
-            "exit_codes": [o.exit_code for o in outcomes],
-            "signals": [o.signal for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "delays": [o.retry_delay_s for o in outcomes],
-        }
-        applied = set(connection.execute(PG_COMPLETE, params).scalars())
-    else:
-        applied = set()
-        for o in outcomes:
-            params = {
-                "worker_id": worker_id, "id": o.job_id, "attempt": o.attempt,
-                "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
-                "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
-            }
-            if connection.execute(SQLITE_COMPLETE_JOB, params).first() is not None:
-                connection.execute(SQLITE_COMPLETE_ATTEMPT, params)
-                applied.add(o.job_id)
-    final = [o.job_id for o in outcomes if o.job_id in applied and o.state != JobState.QUEUED]
-    if final:
-        notify.jobs_done(connection, final)
-    return applied
+def release(connection: sa.Connection, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None:
+    """Put claimed jobs that never started back in the queue, their attempt not counted."""
+    queues: set[str] = set()
+    for job_id, attempt in jobs:
+        row = connection.execute(
+            RELEASE, {"id": job_id, "attempt": attempt, "worker_id": worker_id}
+        ).first()
+        if row is not None:
+            queues.add(row.queue)
+    for name in sorted(queues):
+        notify.job_submitted(connection, name)
 
 
 # --- leases and heartbeats --------------------------------------------------------------------
@@ -321,15 +364,17 @@ def renew(
     return Renewal(held, cancel, WorkerState(state) if state else None)
 
 
-def cancel_requests(connection: sa.Connection, worker_id: int) -> set[int]:
-    """Running jobs of this worker that somebody asked to cancel (a cheap, indexed read)."""
-    rows = connection.execute(
-        sa.text(
-            "SELECT id FROM jobs WHERE worker_id = :worker_id AND state = 'running'"
-            " AND cancel_requested"
-        ),
-        {"worker_id": worker_id},
-    )
+CANCEL_REQUESTS = sa.text(
+    "SELECT id FROM jobs WHERE id IN :ids AND worker_id = :worker_id AND state = 'running'"
+    " AND cancel_requested"
+).bindparams(sa.bindparam("ids", expanding=True))
+
+
+def cancel_requests(connection: sa.Connection, worker_id: int, job_ids: Sequence[int]) -> set[int]:
+    """Which of this worker's running jobs somebody asked to cancel (by primary key)."""
+    if not job_ids:
+        return set()
+    rows = connection.execute(CANCEL_REQUESTS, {"ids": list(job_ids), "worker_id": worker_id})
     return set(rows.scalars())
 
 
@@ -357,10 +402,10 @@ WITH expired AS (
         lease_until = NULL,
         error = 'worker ' || coalesce(j.worker_id::text, '?') || ' lost its lease'
     FROM expired e WHERE j.id = e.id AND j.state = 'running'
-    RETURNING j.id, j.attempt, j.state, j.queue, j.error
+    RETURNING j.id, j.attempt, j.state, j.queue, j.error, j.worker_id, j.started_at
 ), recorded AS (
-    UPDATE attempts a SET finished_at = {PG_NOW}, outcome = 'lost', error = r.error
-    FROM rescued r WHERE a.job_id = r.id AND a.attempt = r.attempt AND a.finished_at IS NULL
+    INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+    SELECT id, attempt, worker_id, started_at, {PG_NOW}, 'lost', error FROM rescued
 )
 SELECT id, state, queue FROM rescued
 """)
@@ -373,12 +418,12 @@ UPDATE jobs SET
     lease_until = NULL,
     error = 'worker ' || coalesce(worker_id, '?') || ' lost its lease'
 WHERE state = 'running' AND lease_until < {SQLITE_NOW}
-RETURNING id, attempt, state, queue, error
+RETURNING id, attempt, state, queue, error, worker_id, started_at
 """)
 
 SQLITE_RESCUE_ATTEMPT = sa.text(f"""
-UPDATE attempts SET finished_at = {SQLITE_NOW}, outcome = 'lost', error = :error
-WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL
+INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+VALUES (:id, :attempt, :worker_id, :started_at, {SQLITE_NOW}, 'lost', :error)
 """)
 
 # Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
@@ -401,7 +446,8 @@ def rescue(connection: sa.Connection) -> Rescued:
     if not postgres and rows:
         connection.execute(
             SQLITE_RESCUE_ATTEMPT,
-            [{"id": r.id, "attempt": r.attempt, "error": r.error} for r in rows],
+            [{"id": r.id, "attempt": r.attempt, "error": r.error, "worker_id": r.worker_id,
+              "started_at": r.started_at} for r in rows],
         )
     requeued = [r.id for r in rows if r.state == JobState.QUEUED.value]
     ended = {r.id: JobState(r.state) for r in rows if r.state != JobState.QUEUED.value}

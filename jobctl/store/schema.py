@@ -147,13 +147,14 @@ jobs = sa.Table(
     sa.Column("signal", sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("unique_key", sa.Text, unique=True),
+    sa.Column("unique_key", sa.Text),
     sa.Column("schedule_id", sa.BigInteger),
     sa.Column("fire_time", UTCDateTime()),
     sa.Column("labels", _json(), nullable=False),
-    sa.UniqueConstraint("schedule_id", "fire_time"),
     sqlite_autoincrement=True,
 )
+# Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
+# rewrite; so the indexes are few and partial: each holds only the rows it is for.
 # The claim query's index: only queued rows, in the order they are claimed.
 sa.Index(
     "ix_jobs_claim",
@@ -171,8 +172,22 @@ sa.Index(
     postgresql_where=jobs.c.state == "running",
     sqlite_where=jobs.c.state == "running",
 )
-sa.Index("ix_jobs_state", jobs.c.state)
-sa.Index("ix_jobs_worker", jobs.c.worker_id)
+# Idempotent submits and schedule occurrences: unique where given, absent from the index where not.
+sa.Index(
+    "uq_jobs_unique_key",
+    jobs.c.unique_key,
+    unique=True,
+    postgresql_where=jobs.c.unique_key.isnot(None),
+    sqlite_where=jobs.c.unique_key.isnot(None),
+)
+sa.Index(
+    "uq_jobs_schedule_fire_time",
+    jobs.c.schedule_id,
+    jobs.c.fire_time,
+    unique=True,
+    postgresql_where=jobs.c.schedule_id.isnot(None),
+    sqlite_where=jobs.c.schedule_id.isnot(None),
+)
 
 attempts = sa.Table(
     "attempts",

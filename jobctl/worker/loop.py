@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import queue as queue_module
@@ -23,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
+
+import sqlalchemy as sa
 
 from jobctl import __version__
 from jobctl.errors import DatabaseUnavailable
@@ -51,6 +55,17 @@ class WorkerSettings:
     grace_s: float = 30.0  # on SIGTERM, how long running jobs may take to finish
     kill_grace_s: float = 5.0  # between SIGTERM and SIGKILL for a job's process group
     output_cap: int = DEFAULT_OUTPUT_CAP
+    # Read-ahead: while there is a backlog of short jobs, hold up to this many claimed jobs beyond
+    # the free slots, so a slot that frees starts the next job at once instead of waiting for a
+    # database round trip. Never started jobs go back to the queue (see READAHEAD_*).
+    readahead: int | None = None  # None: as many as the concurrency
+
+
+# Read ahead only while jobs are this short on average: a long job's successor would sit in the
+# buffer while another worker could run it.
+READAHEAD_MAX_AVERAGE_S = 0.5
+# A job that waited this long in the buffer goes back to the queue for another worker.
+READAHEAD_MAX_WAIT_S = 1.0
 
 
 def retry_delay(backoff_s: float, attempt: int) -> float:
@@ -79,11 +94,13 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
 
 
 class Running:
-    """One job this worker runs: its process and what happened to it."""
+    """One job this worker holds: claimed, maybe waiting in the read-ahead buffer, maybe running."""
 
     def __init__(self, job: ClaimedJob, process: JobProcess) -> None:
         self.job = job
         self.process = process
+        self.claimed_at = time.monotonic()
+        self.started = False
         self.cancelled = False
         self.released = False
 
@@ -99,7 +116,11 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()  # set when the whole worker must end
         self._lock = threading.Lock()
-        self._running: dict[int, Running] = {}
+        self._running: dict[int, Running] = {}  # every job we hold a lease on
+        self._ready: collections.deque[Running] = collections.deque()  # claimed, not started
+        self._busy_slots = 0
+        self._average_run_s = 1.0  # moving average of recent jobs' run time
+        self._backlog = False  # the last claim was full: there is more to claim
         self._outcomes: queue_module.SimpleQueue[Outcome] = queue_module.SimpleQueue()
         self._chunks: queue_module.SimpleQueue[OutputChunk] = queue_module.SimpleQueue()
         self._claim_wanted = True
@@ -110,6 +131,9 @@ class Worker:
         self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
         self._listener: notify.Listener | None = None
         self._last_renewal_ok = time.monotonic()
+        self._connection: sa.Connection | None = None
+        self._turns = 0
+        self._turn_jobs = 0
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -139,6 +163,7 @@ class Worker:
                 self._listener.stop()
             self._slots.shutdown(wait=True)
             self._flush_until_done()
+            self._close_loop_connection()
             self._deregister()
         return 0
 
@@ -148,7 +173,7 @@ class Worker:
                 worker_rows.set_state(connection, self.worker_id, WorkerState.STOPPED)
         except DatabaseUnavailable as error:
             log.warning("could not mark worker stopped: %s", error)
-        log.info("worker %s stopped", self.name)
+        log.warning("worker %s stopped %d %d", self.name, self._turns, self._turn_jobs)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -182,14 +207,15 @@ class Worker:
             self._wake.clear()
             pending_outcomes += _drain(self._outcomes)
             pending_chunks += _drain(self._chunks)
-            with self._lock:
-                free = self.settings.concurrency - len(self._running)
+            free = self._claim_room()
             now = time.monotonic()
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
             claimed: list[ClaimedJob] = []
             if pending_outcomes or pending_chunks or want_claim:
                 try:
+                    self._turns += 1
+                    self._turn_jobs += len(pending_outcomes)
                     claimed = self._transaction(pending_chunks, pending_outcomes,
                                                 free if want_claim else 0)
                     pending_outcomes, pending_chunks = [], []
@@ -200,12 +226,15 @@ class Worker:
                     self._stop.wait(db_backoff)
                     continue
                 if want_claim:
-                    self._claim_wanted = len(claimed) == free  # a full batch: there may be more
+                    self._backlog = len(claimed) == free  # a full batch: there may be more
+                    self._claim_wanted = self._backlog
                     if not self._claim_wanted:
                         self._next_poll = now + self.poll_s
                 for job in claimed:
                     self._start(job)
+            self._release_stale_readahead()
             if self._draining:
+                self._release_readahead(list(self._ready))
                 self._enforce_drain_deadline()
             with self._lock:
                 idle = not self._running
@@ -213,23 +242,82 @@ class Worker:
                                              and not self._claim_wanted
                                              and not self._burst_has_more())):
                 return
-            if self._claim_wanted and not self._draining and free > len(claimed):
+            if self._claim_wanted and not self._draining and self._claim_room() > 0:
                 continue
             timeout = max(0.0, self._next_poll - time.monotonic()) if free > 0 else 1.0
             self._wake.wait(min(timeout, 1.0))
 
+    def _claim_room(self) -> int:
+        """How many jobs to claim now: the free slots, plus read-ahead room while there is a
+        backlog of short jobs."""
+        with self._lock:
+            held = len(self._running)
+        capacity = self.settings.concurrency
+        if self._backlog and self._average_run_s < READAHEAD_MAX_AVERAGE_S:
+            readahead = self.settings.readahead
+            capacity += self.settings.concurrency if readahead is None else readahead
+        return max(0, capacity - held)
+
+    def _release_stale_readahead(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stale = [r for r in self._ready if now - r.claimed_at > READAHEAD_MAX_WAIT_S]
+        if stale:
+            self._backlog = False  # don't claim them straight back
+            self._release_readahead(stale)
+
+    def _release_readahead(self, runs: list[Running]) -> None:
+        """Give claimed jobs that never started back to the queue, as if never claimed."""
+        with self._lock:
+            runs = [r for r in runs if r in self._ready]
+            for run in runs:
+                self._ready.remove(run)
+                del self._running[run.job.id]
+        if not runs:
+            return
+        try:
+            with self.db.write() as connection:
+                queue.release(connection, self.worker_id, [(r.job.id, r.job.attempt) for r in runs])
+        except DatabaseUnavailable as error:
+            # Their leases run out and the rescuer re-queues them (counting an attempt).
+            log.warning("could not release %d unstarted job(s): %s", len(runs), error)
+
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
                      claim_limit: int) -> list[ClaimedJob]:
-        with self.db.write() as connection:
-            queue.write_output(connection, chunks)
-            if outcomes:
-                applied = queue.complete(connection, self.worker_id, outcomes)
-                for outcome in outcomes:
-                    self._log_outcome(outcome, outcome.job_id in applied)
-            if claim_limit <= 0:
-                return []
-            return queue.claim(connection, self.worker_id, self.settings.queues, claim_limit,
-                               self.settings.lease_s)
+        """Store output, complete what ended, claim up to `claim_limit`: one turn's database work,
+        on the loop's own connection (dropped and reopened if the database goes away)."""
+        try:
+            with self.db.translate_errors():
+                connection = self._loop_connection()
+                if self.db.is_postgres:  # autocommit: each statement stands alone
+                    queue.write_output(connection, chunks)
+                    applied, claimed = queue.complete_and_claim(
+                        connection, self.worker_id, outcomes, self.settings.queues,
+                        claim_limit, self.settings.lease_s)
+                else:
+                    with connection.begin():
+                        queue.write_output(connection, chunks)
+                        applied, claimed = queue.complete_and_claim(
+                            connection, self.worker_id, outcomes, self.settings.queues,
+                            claim_limit, self.settings.lease_s)
+        except DatabaseUnavailable:
+            self._close_loop_connection()
+            raise
+        for outcome in outcomes:
+            self._log_outcome(outcome, outcome.job_id in applied)
+        return claimed
+
+    def _loop_connection(self) -> sa.Connection:
+        if self._connection is None:
+            self._connection = self.db.connect_for_loop()
+        return self._connection
+
+    def _close_loop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()
+                self._connection.close()
+            self._connection = None
 
     def _burst_has_more(self) -> bool:
         """A burst worker also waits for retries of jobs it ran (queued with a backoff)."""
@@ -279,14 +367,33 @@ class Worker:
         run = Running(job, process)
         with self._lock:
             self._running[job.id] = run
+            if self._busy_slots >= self.settings.concurrency:
+                self._ready.append(run)
+                return
+            self._busy_slots += 1
         self._slots.submit(self._run_slot, run)
 
-    def _run_slot(self, run: Running) -> None:
+    def _run_slot(self, first: Running) -> None:
+        """A slot runs a job, then the next one from the read-ahead buffer, until it is empty."""
+        run: Running | None = first
+        while run is not None:
+            self._run_one(run)
+            with self._lock:
+                if self._ready and not self._draining:
+                    run = self._ready.popleft()
+                else:
+                    run = None
+                    self._busy_slots -= 1
+
+    def _run_one(self, run: Running) -> None:
+        run.started = True
+        started = time.monotonic()
         try:
             result = run.process.run()
         except Exception as error:  # a bug or a resource limit: the job fails, the worker lives
             log.exception("job %d: the worker failed to run it", run.job.id)
             result = ProcessResult(125, None, f"worker error: {error}", None, False)
+        self._average_run_s = 0.9 * self._average_run_s + 0.1 * (time.monotonic() - started)
         outcome = outcome_of(run.job, result, run.cancelled, run.released)
         with self._lock:
             del self._running[run.job.id]
@@ -369,8 +476,12 @@ class Worker:
             self.request_drain(self.settings.grace_s)
 
     def _check_cancels(self) -> None:
+        with self._lock:
+            ids = sorted(self._running)
+        if not ids:
+            return
         with self.db.read() as connection:
-            cancel = queue.cancel_requests(connection, self.worker_id)
+            cancel = queue.cancel_requests(connection, self.worker_id, ids)
         if cancel:
             self._kill(cancel, "cancelled", cancelled=True)
 

@@ -36,7 +36,7 @@ OutputSink = Callable[[str, int, bytes], None]  # (stream, seq, data)
 
 @dataclass(frozen=True)
 class ProcessResult:
-    exit_code: int
+    exit_code: int | None  # None: it never ran
     signal: int | None
     error: str | None
     kill_reason: str | None  # why jobctl killed it (timeout, cancel, lease lost, shutdown)
@@ -94,6 +94,9 @@ class JobProcess:
 
     def run(self) -> ProcessResult:
         job = self.job
+        with self._lock:
+            if self._kill_reason is not None:  # cancelled or fenced before it started
+                return ProcessResult(None, None, self._kill_reason, self._kill_reason, False)
         if job.cwd is not None and not os.path.isdir(job.cwd):
             return self._not_started(EXIT_CANNOT_START, f"working directory {job.cwd} does not exist")
         env = {**os.environ, **job.env, **self._extra_env,

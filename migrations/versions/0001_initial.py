@@ -71,10 +71,10 @@ def upgrade() -> None:
         sa.Column("fire_time", TIME),
         sa.Column("labels", JSON, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
-        sa.UniqueConstraint("unique_key", name="uq_jobs_unique_key"),
-        sa.UniqueConstraint("schedule_id", "fire_time", name="uq_jobs_schedule_id_fire_time"),
         sqlite_autoincrement=True,
     )
+    # Few, partial indexes: every claim and completion rewrites a job's row, and each index
+    # costs an entry per rewrite.
     op.create_index(
         "ix_jobs_claim",
         "jobs",
@@ -89,8 +89,22 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'running'"),
         sqlite_where=sa.text("state = 'running'"),
     )
-    op.create_index("ix_jobs_state", "jobs", ["state"])
-    op.create_index("ix_jobs_worker", "jobs", ["worker_id"])
+    op.create_index(
+        "uq_jobs_unique_key",
+        "jobs",
+        ["unique_key"],
+        unique=True,
+        postgresql_where=sa.text("unique_key IS NOT NULL"),
+        sqlite_where=sa.text("unique_key IS NOT NULL"),
+    )
+    op.create_index(
+        "uq_jobs_schedule_fire_time",
+        "jobs",
+        ["schedule_id", "fire_time"],
+        unique=True,
+        postgresql_where=sa.text("schedule_id IS NOT NULL"),
+        sqlite_where=sa.text("schedule_id IS NOT NULL"),
+    )
 
     op.create_table(
         "attempts",
@@ -130,8 +144,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("job_logs")
     op.drop_table("attempts")
-    op.drop_index("ix_jobs_worker", "jobs")
-    op.drop_index("ix_jobs_state", "jobs")
+    op.drop_index("uq_jobs_schedule_fire_time", "jobs")
+    op.drop_index("uq_jobs_unique_key", "jobs")
     op.drop_index("ix_jobs_lease", "jobs")
     op.drop_index("ix_jobs_claim", "jobs")
     op.drop_table("jobs")
