@@ -122,8 +122,10 @@ class PgCluster(PgServer):
     with the same data, for tests of how jobctl copes with losing its database.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """`settings` replace the test defaults (the benchmarks want a durable server)."""
         super().__init__("postgresql://postgres@127.0.0.1:0/postgres")
+        self._settings = SETTINGS if settings is None else settings
         self._owner = _unprivileged_owner()
         self._folder: Path | None = None
         self._port = 0
@@ -251,7 +253,7 @@ class PgCluster(PgServer):
         # restart (start_server) gets exactly the same configuration. Appending to the existing
         # file keeps its owner. The port is the exception: it is passed at each start so that a
         # start that lost a race for its port can simply retry with another.
-        settings = {**SETTINGS, "unix_socket_directories": _quote_setting(str(self.folder))}
+        settings = {**self._settings, "unix_socket_directories": _quote_setting(str(self.folder))}
         lines = "".join(f"{key} = {value}\n" for key, value in settings.items())
         with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write("\n# Added by tests/pgcluster.py for a throwaway test cluster.\n" + lines)

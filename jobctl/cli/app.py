@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 
 from jobctl import __version__
@@ -74,9 +75,9 @@ def run(argv: list[str] | None = None) -> int:
             raise
         _error(error.message)
         return int(error.exit_code)
-    except typer.TyperException as error:
+    except click.ClickException as error:
         return _usage_error(error, debug)
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort):
         sys.stderr.write("\n")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
@@ -85,15 +86,15 @@ def run(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _usage_error(error: typer.TyperException, debug: bool) -> int:
+def _usage_error(error: click.ClickException, debug: bool) -> int:
     ctx = getattr(error, "ctx", None)
-    if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+    if isinstance(error, click.exceptions.NoArgsIsHelpError) and ctx is not None:
         sys.stdout.write(ctx.get_help() + "\n")
         return 0
     if debug:
         raise error
     message = error.format_message().strip().splitlines()
-    text = message[0] if message else type(error).__name__
+    text = (message[0] if message else type(error).__name__).rstrip(".")
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     _error(text[:1].lower() + text[1:] + hint)
     return int(getattr(error, "exit_code", ExitCode.INVALID_INPUT))

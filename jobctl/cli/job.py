@@ -104,6 +104,7 @@ def submit(
 
     Prints the new job's id (bare when piped). Examples:
 
+    \b
         jobctl job submit -- echo hello
         jobctl job submit --queue gpu --timeout 2h -- ./train.sh --epochs 10
         jobctl job submit --shell 'pg_dump db | gzip > /backup/db.gz'

@@ -154,8 +154,13 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The database's Alembic revision, or None when it has no jobctl schema yet."""
+        # A catalog query, not sa.inspect(): the inspector costs a tenth of a second to import.
+        exists = (
+            "SELECT to_regclass('alembic_version') IS NOT NULL" if self.is_postgres
+            else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
+        )
         with self.read() as connection:
-            if not sa.inspect(connection).has_table("alembic_version"):
+            if not connection.execute(sa.text(exists)).scalar():
                 return None
             return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 

@@ -66,6 +66,9 @@ class WorkerSettings:
 READAHEAD_MAX_AVERAGE_S = 0.5
 # A job that waited this long in the buffer goes back to the queue for another worker.
 READAHEAD_MAX_WAIT_S = 1.0
+# While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
+# (or until half the slots have one) and written together: fewer, larger turns.
+COALESCE_S = 0.01
 
 
 def retry_delay(backoff_s: float, attempt: int) -> float:
@@ -173,7 +176,8 @@ class Worker:
                 worker_rows.set_state(connection, self.worker_id, WorkerState.STOPPED)
         except DatabaseUnavailable as error:
             log.warning("could not mark worker stopped: %s", error)
-        log.warning("worker %s stopped %d %d", self.name, self._turns, self._turn_jobs)
+        log.info("worker %s stopped: %d job(s) finished in %d database turn(s)", self.name,
+                 self._turn_jobs, self._turns)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -203,12 +207,18 @@ class Worker:
         pending_outcomes: list[Outcome] = []
         pending_chunks: list[OutputChunk] = []
         db_backoff = 0.0
+        first_pending_at = 0.0
         while True:
             self._wake.clear()
+            if not pending_outcomes:
+                first_pending_at = time.monotonic()
             pending_outcomes += _drain(self._outcomes)
             pending_chunks += _drain(self._chunks)
-            free = self._claim_room()
             now = time.monotonic()
+            if self._worth_gathering(len(pending_outcomes), now - first_pending_at):
+                self._wake.wait(COALESCE_S)
+                continue
+            free = self._claim_room()
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
             claimed: list[ClaimedJob] = []
@@ -246,6 +256,13 @@ class Worker:
                 continue
             timeout = max(0.0, self._next_poll - time.monotonic()) if free > 0 else 1.0
             self._wake.wait(min(timeout, 1.0))
+
+    def _worth_gathering(self, results: int, waited_s: float) -> bool:
+        """Wait for more results before writing these? Only while no slot waits for work."""
+        with self._lock:
+            fed = len(self._ready) > 0
+        return (fed and 0 < results < self.settings.concurrency // 2 and waited_s < COALESCE_S
+                and not self._draining)
 
     def _claim_room(self) -> int:
         """How many jobs to claim now: the free slots, plus read-ahead room while there is a
