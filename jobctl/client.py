@@ -95,7 +95,7 @@ class Client:
         with self.db.read() as connection:
             return jobs.list_attempts(connection, job_id)
 
-    def list(
+    def list_jobs(
         self,
         *,
         states: Sequence[JobState] = (),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +22,12 @@ app = typer.Typer(help="Submit and inspect one-off jobs.", no_args_is_help=True,
                   rich_markup_mode=None)
 
 
-class DeliveryChoice(str, Enum):
+class DeliveryChoice(StrEnum):
     AT_LEAST_ONCE = "at-least-once"
     AT_MOST_ONCE = "at-most-once"
 
 
-class StateChoice(str, Enum):
+class StateChoice(StrEnum):
     WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
@@ -37,7 +37,7 @@ class StateChoice(str, Enum):
     LOST = "lost"
 
 
-class StreamChoice(str, Enum):
+class StreamChoice(StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"
 
@@ -229,7 +229,7 @@ def list_(
     if limit < 0:
         raise InvalidInput("--limit must be 0 or more")
     st = state(ctx)
-    jobs = st.client().list(
+    jobs = st.client().list_jobs(
         states=[JobState(s.value) for s in state_ or []],
         queues=parse_queues(queue),
         name=name,

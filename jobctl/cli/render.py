@@ -10,13 +10,13 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from jobctl.timeparse import format_duration, format_instant, isoformat_utc
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     TABLE = "table"
     PLAIN = "plain"
     JSON = "json"
@@ -58,22 +58,22 @@ class Terminal:
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]], fmt: OutputFormat,
               title: str | None = None) -> None:
-        rows = [[_cell(value, fmt) for value in row] for row in rows]
+        cells = [[_cell(value, fmt) for value in row] for row in rows]
         if fmt is OutputFormat.IDS:
-            for row in rows:
+            for row in cells:
                 self.out(row[0])
         elif fmt is OutputFormat.PLAIN:
             self.out("\t".join(h.upper() for h in headers))
-            for row in rows:
+            for row in cells:
                 self.out("\t".join(_one_line(cell) for cell in row))
         elif self.stdout_is_tty:
-            self._rich_table(headers, rows, title)
+            self._rich_table(headers, cells, title)
         else:
             from tabulate import tabulate
 
             if title:
                 self.out(title)
-            self.out(tabulate(rows, headers=[h.upper() for h in headers], tablefmt="simple"))
+            self.out(tabulate(cells, headers=[h.upper() for h in headers], tablefmt="simple"))
 
     def _rich_table(self, headers: Sequence[str], rows: list[list[str]], title: str | None) -> None:
         from rich import box

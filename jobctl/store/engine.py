@@ -91,7 +91,8 @@ class Database:
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
                 pool_pre_ping=True,
-                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "jobctl"},
+                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S,
+                              "application_name": "jobctl"},
             )
         path = Path(str(self.url.database))
         if not path.parent.exists():
@@ -195,7 +196,8 @@ class Database:
         """Two processes that meet an empty database at once must not both create the schema."""
         if self.is_postgres:
             with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                lock = {"id": _MIGRATION_LOCK_ID}
+                connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), lock)
                 connection.commit()
                 try:
                     yield

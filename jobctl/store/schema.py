@@ -46,14 +46,14 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class db_now(FunctionElement[datetime]):  # noqa: N801 - reads like the SQL function it is
+class db_now(FunctionElement[datetime]):
     """The database's current time: leases, run_at and created_at never use a machine's clock."""
 
     type = UTCDateTime()
     inherit_cache = True
 
 
-class db_now_plus(FunctionElement[datetime]):  # noqa: N801
+class db_now_plus(FunctionElement[datetime]):
     """The database's current time plus a number of seconds (a bound value or a column)."""
 
     type = UTCDateTime()
@@ -192,7 +192,8 @@ sa.Index(
 attempts = sa.Table(
     "attempts",
     metadata,
-    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("worker_id", sa.BigInteger),
     sa.Column("started_at", UTCDateTime(), nullable=False),
@@ -208,7 +209,8 @@ job_logs = sa.Table(
     "job_logs",
     metadata,
     sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
-    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("stream", sa.Text, nullable=False),
     # One sequence per attempt across both streams, so stdout and stderr interleave as written.

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TypeVar
 
@@ -75,25 +75,29 @@ def retry_delay(backoff_s: float, attempt: int) -> float:
     """Exponential backoff with ±25 % jitter (so failed jobs don't retry in lockstep), capped."""
     delay = backoff_s * (2 ** max(0, attempt - 1))
     cap = max(MAX_BACKOFF_S, backoff_s)
-    return min(cap, delay) * random.uniform(0.75, 1.25)
+    return float(min(cap, delay) * random.uniform(0.75, 1.25))
 
 
 def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown: bool) -> Outcome:
     """What the database should record for one ended attempt."""
-    base = {"job_id": job.id, "attempt": job.attempt, "exit_code": result.exit_code,
-            "signal": result.signal, "error": result.error}
+    ended = Outcome(job_id=job.id, attempt=job.attempt, state=JobState.FAILED,
+                    attempt_outcome="failed", exit_code=result.exit_code, signal=result.signal,
+                    error=result.error)
     if result.exit_code == 0 and result.kill_reason is None:
-        return Outcome(state=JobState.SUCCEEDED, attempt_outcome="succeeded", **base)
+        return replace(ended, state=JobState.SUCCEEDED, attempt_outcome="succeeded")
     if cancelled:
-        return Outcome(state=JobState.CANCELLED, attempt_outcome="cancelled", **base)
-    if shutdown and job.delivery is Delivery.AT_LEAST_ONCE:
-        # Released, not failed: the worker stopped under it. It runs again at once elsewhere.
-        return Outcome(state=JobState.QUEUED, attempt_outcome="released", retry_delay_s=0.0,
-                       **{**base, "error": "released: the worker shut down before it finished"})
+        return replace(ended, state=JobState.CANCELLED, attempt_outcome="cancelled")
+    if shutdown:
+        if job.delivery is Delivery.AT_LEAST_ONCE:
+            # Released, not failed: the worker stopped under it; it runs again at once elsewhere.
+            return replace(ended, state=JobState.QUEUED, attempt_outcome="released",
+                           error="released: the worker shut down before it finished")
+        # At most once: it has started, so it must not start again.
+        return replace(ended, error="killed: the worker shut down before it finished")
     if job.attempt < job.max_attempts:
-        return Outcome(state=JobState.QUEUED, attempt_outcome="failed",
-                       retry_delay_s=retry_delay(job.backoff_s, job.attempt), **base)
-    return Outcome(state=JobState.FAILED, attempt_outcome="failed", **base)
+        return replace(ended, state=JobState.QUEUED,
+                       retry_delay_s=retry_delay(job.backoff_s, job.attempt))
+    return ended
 
 
 class Running:
@@ -488,7 +492,8 @@ class Worker:
             self._kill(lost, "lease lost: the job was taken back by the cluster")
         if renewal.cancel:
             self._kill(renewal.cancel, "cancelled", cancelled=True)
-        if renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED) and not self._draining:
+        asked_to_stop = renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED)
+        if asked_to_stop and not self._draining:
             log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
             self.request_drain(self.settings.grace_s)
 

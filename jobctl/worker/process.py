@@ -98,7 +98,8 @@ class JobProcess:
             if self._kill_reason is not None:  # cancelled or fenced before it started
                 return ProcessResult(None, None, self._kill_reason, self._kill_reason, False)
         if job.cwd is not None and not os.path.isdir(job.cwd):
-            return self._not_started(EXIT_CANNOT_START, f"working directory {job.cwd} does not exist")
+            return self._not_started(EXIT_CANNOT_START,
+                                     f"working directory {job.cwd} does not exist")
         env = {**os.environ, **job.env, **self._extra_env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         try:
@@ -111,8 +112,8 @@ class JobProcess:
                 env=env,
                 cwd=job.cwd,
             )
-        except OSError as error:
-            return self._start_failed(error)
+        except OSError as start_error:
+            return self._start_failed(start_error)
         with self._lock:
             self._pgid = proc.pid  # a new session's leader: its pid is the group's id
             if self._kill_reason is not None:  # killed before it even started
@@ -129,8 +130,8 @@ class JobProcess:
             signum = -returncode
             error = reason or f"killed by {_signal_name(signum)}"
             return ProcessResult(128 + signum, signum, error, reason, True)
-        error = reason if reason else (f"exit code {returncode}" if returncode else None)
-        return ProcessResult(returncode, None, error, reason, True)
+        failure = reason if reason else (f"exit code {returncode}" if returncode else None)
+        return ProcessResult(returncode, None, failure, reason, True)
 
     def _pump(self, proc: subprocess.Popen[bytes], deadline: float | None) -> None:
         """Copy the pipes to the sink until both close, enforcing the deadline and kill grace."""

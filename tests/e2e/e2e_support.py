@@ -58,7 +58,8 @@ class Worker:
         return ""
 
     def wait_started(self, timeout_s: float = 30.0) -> None:
-        """Until the worker has registered itself in the database (it logs 'started')."""
+        """Until the worker has registered itself in the database (it logs "started"; not with
+        --quiet)."""
         wait_for(lambda: " started: " in self.log() or self.process.poll() is not None,
                  timeout_s, lambda: f"worker {self.pid} did not start:\n{self.log()}")
         assert self.process.poll() is None, f"worker exited early:\n{self.log()}"
