@@ -133,8 +133,11 @@ class Client:
         job = self.get(job_id)
         if attempt is None:
             attempt = max(job.attempt, 1)
-        elif attempt < 1 or attempt > max(job.attempt, 1):
-            raise NotFound(f"job {job_id} has no attempt {attempt} (it has {job.attempt})")
+        else:
+            # Following may wait for the next attempt of a job that is queued to run again.
+            last = job.attempt + 1 if follow and not job.state.is_final else max(job.attempt, 1)
+            if not 1 <= attempt <= last:
+                raise NotFound(f"job {job_id} has no attempt {attempt} (it has {job.attempt})")
         after = -1
         while True:
             # Read the job's state before its output: output written before the job ended is

@@ -107,23 +107,6 @@ def claim(
     return [_claimed_from_row(row) for row in sorted(rows, key=lambda r: r.id)]
 
 
-def next_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
-    """Seconds until the next queued job of `queues` is due (0 if one is due), None if none."""
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        query = sa.text(
-            f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
-            " WHERE state = 'queued' AND queue = ANY(:queues)"
-        )
-    else:
-        query = sa.text(
-            f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
-            " WHERE state = 'queued' AND queue IN :queues"
-        ).bindparams(sa.bindparam("queues", expanding=True))
-    seconds = connection.execute(query, {"queues": list(queues)}).scalar()
-    return None if seconds is None else max(0.0, float(seconds))
-
-
 # --- output -----------------------------------------------------------------------------------
 
 
@@ -472,7 +455,8 @@ def mark_lost_workers(connection: sa.Connection, lease_s: float) -> int:
 
 
 def next_retry_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
-    """Like `next_due_in`, for jobs waiting to be retried (attempted before) only."""
+    """Seconds until the next job of `queues` that waits for a retry is due (0 if one is due
+    now), None if none waits."""
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         query = sa.text(
