@@ -3,6 +3,7 @@ exit codes (see `jobctl.errors.ExitCode`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -66,7 +67,7 @@ def root(
 def run(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting (tests call this)."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = _debug_requested(args)
     try:
         result = app(args=args, prog_name="jobctl", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
@@ -84,6 +85,22 @@ def run(argv: list[str] | None = None) -> int:
         # `jobctl job list | head`: the reader left; that is not our error.
         _silence_stdout()
         return 0
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """`--debug` among the root options (not in a job's command after `--`), or JOBCTL_DEBUG."""
+    takes_value = False
+    for arg in args:
+        if takes_value:
+            takes_value = False
+        elif arg == "--debug":
+            return True
+        elif arg == "--database-url":
+            takes_value = True
+        elif arg == "--" or not arg.startswith("-"):
+            break  # the sub-command: what follows is its own
+    return os.environ.get("JOBCTL_DEBUG", "").strip().lower() in {"1", "true", "t", "yes", "y",
+                                                                   "on"}
 
 
 def _usage_error(error: click.ClickException, debug: bool) -> int:
@@ -105,8 +122,6 @@ def _error(message: str) -> None:
 
 
 def _silence_stdout() -> None:
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 

@@ -139,6 +139,7 @@ class Worker:
         self._listener: notify.Listener | None = None
         self._last_renewal_ok = time.monotonic()
         self._connection: sa.Connection | None = None
+        self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
 
@@ -384,7 +385,7 @@ class Worker:
 
         process = JobProcess(job, sink, kill_grace_s=self.settings.kill_grace_s,
                              output_cap=self.settings.output_cap,
-                             extra_env={"JOBCTL_WORKER": self.name})
+                             base_env=self._job_env)
         run = Running(job, process)
         with self._lock:
             self._running[job.id] = run

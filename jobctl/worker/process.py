@@ -53,13 +53,14 @@ class JobProcess:
         *,
         kill_grace_s: float = 5.0,
         output_cap: int = DEFAULT_OUTPUT_CAP,
-        extra_env: dict[str, str] | None = None,
+        base_env: dict[str, str] | None = None,
     ) -> None:
         self.job = job
         self._sink = sink
         self._kill_grace_s = kill_grace_s
         self._output_cap = output_cap
-        self._extra_env = extra_env or {}
+        # The worker's environment, copied once per worker rather than once per job.
+        self._base_env = os.environ if base_env is None else base_env
         self._lock = threading.Lock()
         self._pgid: int | None = None
         self._kill_reason: str | None = None
@@ -100,12 +101,12 @@ class JobProcess:
         if job.cwd is not None and not os.path.isdir(job.cwd):
             return self._not_started(EXIT_CANNOT_START,
                                      f"working directory {job.cwd} does not exist")
-        env = {**os.environ, **job.env, **self._extra_env,
+        env = {**self._base_env, **job.env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         try:
             proc = subprocess.Popen(
                 job.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=_devnull(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -241,6 +242,17 @@ class JobProcess:
         # Shown in `job logs` too: the user looks there first.
         self._emit("stderr", f"jobctl: {message}\n".encode())
         return ProcessResult(exit_code, None, message, None, False)
+
+
+_DEVNULL: int | None = None
+
+
+def _devnull() -> int:
+    """/dev/null opened once for every job's stdin (subprocess.DEVNULL opens it per process)."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
 
 
 def _signal_group(pgid: int, signum: int) -> None:
