@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 SQLITE_POLL_S = 0.1
 POSTGRES_POLL_S = 1.0  # a fallback: NOTIFY wakes waiters at once
 
+# What the database can store, checked here so that an out-of-range value is invalid input (or an
+# unknown id), not a driver error: ids are 64-bit, priorities and attempt counts 32-bit integers.
+MAX_ID = 2**63 - 1
+MAX_INT = 2**31 - 1
+MAX_RETRIES = 1_000_000  # so that attempt + 1 + retries stays a 32-bit integer, retry after retry
+MAX_DURATION_S = 36_500 * 86_400.0  # a century: run_at must stay a date every layer can hold
+
 
 @dataclass(frozen=True)
 class Submitted:
@@ -83,6 +90,7 @@ class Client:
     def get(self, job_id: int) -> Job:
         from jobctl.store import jobs
 
+        _check_ids([job_id])
         with self.db.read() as connection:
             job = jobs.get(connection, job_id)
         if job is None:
@@ -92,6 +100,7 @@ class Client:
     def attempts(self, job_id: int) -> list[Attempt]:
         from jobctl.store import jobs
 
+        _check_ids([job_id])
         with self.db.read() as connection:
             return jobs.list_attempts(connection, job_id)
 
@@ -167,6 +176,7 @@ class Client:
         """Cancel jobs; returns each one's state before. Unknown ids cancel nothing at all."""
         from jobctl.store import jobs
 
+        _check_ids(job_ids)
         with self.db.write() as connection:
             missing = sorted(set(job_ids) - jobs.existing_ids(connection, job_ids))
             if missing:
@@ -178,6 +188,8 @@ class Client:
         """Queue a finished job again. Returns the state it had."""
         from jobctl.store import jobs
 
+        _check_ids([job_id])
+        _check_retries(retries)
         with self.db.write() as connection:
             before = jobs.retry(connection, job_id, retries)
         if before is None:
@@ -193,6 +205,7 @@ class Client:
         """Block until every job is in a final state; returns them in the order given."""
         from jobctl.store import jobs
 
+        _check_ids(job_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._wake_ups() as wait_for_change:
             while True:
@@ -262,12 +275,30 @@ else:
     _WakeUpFunction = object
 
 
+def _check_ids(job_ids: Sequence[int]) -> None:
+    """An id no database can hold is an unknown id, like any other."""
+    unstorable = [job_id for job_id in job_ids if not -MAX_ID - 1 <= job_id <= MAX_ID]
+    if unstorable:
+        raise NotFound(f"no job with id {', '.join(map(str, unstorable))}")
+
+
+def _check_retries(retries: int) -> None:
+    if not 0 <= retries <= MAX_RETRIES:
+        raise InvalidInput(f"--retries must be between 0 and {MAX_RETRIES}, not {retries}")
+
+
 def _validate(spec: JobSpec) -> None:
     if not spec.argv or not spec.argv[0]:
         raise InvalidInput("no command given: put it after --, e.g. jobctl job submit -- echo hi")
-    if spec.retries < 0:
-        raise InvalidInput(f"--retries must be 0 or more, not {spec.retries}")
+    _check_retries(spec.retries)
     if spec.timeout_s is not None and spec.timeout_s <= 0:
         raise InvalidInput("--timeout must be longer than 0s")
     if not spec.queue:
         raise InvalidInput("--queue must not be empty")
+    if not -MAX_INT - 1 <= spec.priority <= MAX_INT:
+        raise InvalidInput(f"--priority must be between {-MAX_INT - 1} and {MAX_INT}, "
+                           f"not {spec.priority}")
+    for option, seconds in (("--timeout", spec.timeout_s), ("--retry-backoff", spec.backoff_s),
+                            ("--in", spec.run_in_s)):
+        if seconds is not None and seconds > MAX_DURATION_S:
+            raise InvalidInput(f"{option} must be at most {MAX_DURATION_S / 86_400:.0f}d")

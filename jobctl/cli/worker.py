@@ -8,6 +8,8 @@ from jobctl.cli.common import parse_duration, parse_queues, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
 
+MAX_CONCURRENCY = 2**31 - 1  # stored as a 32-bit integer
+
 app = typer.Typer(help="Run and inspect workers.", no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -44,8 +46,8 @@ def start(
     one stops at once. Jobs still running then go back to the queue (at-least-once)."""
     from jobctl.worker.loop import Worker, WorkerSettings
 
-    if concurrency < 1:
-        raise InvalidInput("--concurrency must be at least 1")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     lease_s = parse_duration(lease, "--lease") or 0.0
     if lease_s < 1:
         raise InvalidInput("--lease must be at least 1s")

@@ -73,8 +73,9 @@ COALESCE_S = 0.01
 
 def retry_delay(backoff_s: float, attempt: int) -> float:
     """Exponential backoff with ±25 % jitter (so failed jobs don't retry in lockstep), capped."""
-    delay = backoff_s * (2 ** max(0, attempt - 1))
     cap = max(MAX_BACKOFF_S, backoff_s)
+    # The exponent is bounded: past 2**32 every delay is the cap anyway, and 2.0**1100 overflows.
+    delay = backoff_s * 2.0 ** min(max(0, attempt - 1), 32)
     return float(min(cap, delay) * random.uniform(0.75, 1.25))
 
 

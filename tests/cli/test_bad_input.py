@@ -31,6 +31,7 @@ from jobctl.store.schema import metadata
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 UNKNOWN = "987654"  # an id that no test database holds
+HUGE = str(2**64)  # an id no database can hold
 
 
 # --- running jobctl -----------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @dataclass(frozen=True)
 class Case:
     id: str
-    argv: tuple[str, ...]  # {queued}, {finished}, {unknown} and {folder} are filled in
+    argv: tuple[str, ...]  # {queued}, {finished}, {unknown}, {huge} and {folder} are filled in
     code: int
     says: tuple[str, ...]  # fragments the message must contain (case-insensitive)
 
@@ -175,6 +176,27 @@ CASES = [
     Case("wait-known-and-unknown-id", ("job", "wait", "{finished}", "{unknown}"), 3,
          ("{unknown}",)),
     Case("status-id-not-a-number", ("job", "status", "abc"), 2, ("abc",)),
+    # Ids, numbers and durations beyond what the database can store: the same errors as any
+    # other bad value, never a driver's traceback.
+    Case("status-id-beyond-bigint", ("job", "status", "{huge}"), 3, ("{huge}",)),
+    Case("cancel-id-beyond-bigint", ("job", "cancel", "{queued}", "{huge}"), 3, ("{huge}",)),
+    Case("wait-id-beyond-bigint", ("job", "wait", "{huge}", "--timeout", "10s"), 3,
+         ("{huge}",)),
+    Case("retry-id-beyond-bigint", ("job", "retry", "{huge}"), 3, ("{huge}",)),
+    Case("logs-id-beyond-bigint", ("job", "logs", "{huge}"), 3, ("{huge}",)),
+    Case("priority-beyond-int", ("job", "submit", "--priority", "99999999999", "--", "echo"), 2,
+         ("--priority",)),
+    Case("retries-beyond-int", ("job", "submit", "--retries", "2147483647", "--", "echo"), 2,
+         ("--retries",)),
+    Case("retry-retries-beyond-int", ("job", "retry", "{finished}", "--retries", "99999999999"),
+         2, ("--retries",)),
+    Case("in-beyond-any-date", ("job", "submit", "--in", "99999999999999d", "--", "echo"), 2,
+         ("--in",)),
+    Case("retry-backoff-beyond-any-date",
+         ("job", "submit", "--retry-backoff", "99999999999999d", "--", "echo"), 2,
+         ("--retry-backoff",)),
+    Case("concurrency-beyond-int",
+         ("worker", "start", "--concurrency", "99999999999", "--burst"), 2, ("--concurrency",)),
     Case("submit-no-command", ("job", "submit"), 2, ("command",)),
     Case("submit-only-options", ("job", "submit", "--name", "x", "--"), 2, ("command",)),
     Case("shell-two-args", ("job", "submit", "--shell", "echo a", "echo b"), 2, ("--shell",)),
@@ -225,7 +247,7 @@ CASES = [
 
 def _fill(text: str, seeded: Seeded) -> str:
     return text.format(queued=seeded.queued, finished=seeded.finished, unknown=UNKNOWN,
-                       folder=seeded.folder)
+                       huge=HUGE, folder=seeded.folder)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -294,6 +316,18 @@ def test_unsupported_database_scheme() -> None:
 
 def test_unsupported_database_scheme_hides_password() -> None:
     result = jobctl("job", "list", url="mysql://user:s3cret@db.example/jobs")
+    assert_one_line_error(result, 2)
+    assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "not a url",
+    "sqlite://",
+    "sqlite:///:memory:",
+    "postgresql://user:s3cret@127.0.0.1:notaport/db",
+], ids=["no-url", "sqlite-no-path", "sqlite-memory", "port-not-a-number"])
+def test_malformed_database_url(url: str) -> None:
+    result = jobctl("job", "list", url=url)
     assert_one_line_error(result, 2)
     assert "s3cret" not in result.stderr
 

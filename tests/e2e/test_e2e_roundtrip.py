@@ -1,4 +1,4 @@
-"""Submit → worker → logs through the real executable, and `submit --wait` / `--follow` exit codes."""
+"""Submit → worker → logs through the real executable; `submit --wait`/`--follow` exit codes."""
 
 from __future__ import annotations
 

@@ -1,0 +1,484 @@
+"""The hot path and the job store, called directly on both backends: claim order and limits,
+concurrent claims, conditional completion, lease rescue, renewal, release, and the job
+functions around them (unique keys, bulk submit, cancel, retry)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from jobctl.models import Delivery, Job, JobSpec, JobState, WorkerState
+from jobctl.store import jobs, queue
+from jobctl.store import workers as worker_rows
+from jobctl.store.engine import Database
+from jobctl.store.queue import ClaimedJob, Outcome
+from jobctl.store.schema import attempts
+
+LEASE_S = 60.0
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url, pool_size=6)
+    database.ensure_schema()
+    yield database
+    database.dispose()
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def register(db: Database, name: str = "w") -> int:
+    with db.write() as connection:
+        return worker_rows.register(connection, name=name, hostname="host", pid=1,
+                                    queues=["default"], concurrency=4, version="test")
+
+
+def submit(db: Database, **fields: Any) -> int:
+    fields.setdefault("argv", ["true"])
+    with db.write() as connection:
+        job_id, created = jobs.submit(connection, JobSpec(**fields))
+    assert created
+    return job_id
+
+
+def claim(db: Database, worker: int, queues: Sequence[str] = ("default",), limit: int = 10,
+          lease_s: float = LEASE_S) -> list[ClaimedJob]:
+    with db.write() as connection:
+        return queue.claim(connection, worker, list(queues), limit, lease_s)
+
+
+def claim_one(db: Database, worker: int, **kwargs: Any) -> ClaimedJob:
+    [job] = claim(db, worker, limit=1, **kwargs)
+    return job
+
+
+def outcome(job_id: int, attempt: int, state: JobState = JobState.SUCCEEDED,
+            exit_code: int | None = 0, **fields: Any) -> Outcome:
+    return Outcome(job_id=job_id, attempt=attempt, state=state,
+                   attempt_outcome=fields.pop("attempt_outcome", state.value),
+                   exit_code=exit_code, signal=None, error=fields.pop("error", None), **fields)
+
+
+def complete(db: Database, worker: int, *outcomes: Outcome) -> set[int]:
+    with db.write() as connection:
+        return queue.complete(connection, worker, outcomes)
+
+
+def get(db: Database, job_id: int) -> Job:
+    with db.read() as connection:
+        job = jobs.get(connection, job_id)
+    assert job is not None
+    return job
+
+
+def attempt_rows(db: Database, job_id: int) -> list[Any]:
+    with db.read() as connection:
+        return connection.execute(
+            sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.attempt)
+        ).all()
+
+
+def rescue(db: Database) -> queue.Rescued:
+    with db.write() as connection:
+        return queue.rescue(connection)
+
+
+def ago(seconds: float) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+# --- claim ----------------------------------------------------------------------------------------
+
+
+def test_claim_takes_highest_priority_first_then_oldest(db: Database) -> None:
+    w = register(db)
+    low_new = submit(db, priority=0)
+    high_a = submit(db, priority=5)
+    high_b = submit(db, priority=5)
+    mid = submit(db, priority=1)
+    low_old = submit(db, priority=0, run_at=ago(100))  # due earlier than low_new
+    negative = submit(db, priority=-3, run_at=ago(1000))
+    order = [claim_one(db, w).id for _ in range(6)]
+    assert order == [high_a, high_b, mid, low_old, low_new, negative]
+    assert claim(db, w) == []
+
+
+def test_claim_in_one_batch_takes_the_best(db: Database) -> None:
+    w = register(db)
+    ids = [submit(db, priority=p) for p in (1, 9, 3, 9, 7, 0)]
+    claimed = claim(db, w, limit=3)
+    assert {job.id for job in claimed} == {ids[1], ids[3], ids[4]}
+    assert all(job.attempt == 1 for job in claimed)
+
+
+def test_claim_never_returns_more_than_the_limit(db: Database) -> None:
+    w = register(db)
+    for q in ("a", "b"):
+        for _ in range(5):
+            submit(db, queue=q)
+    assert claim(db, w, queues=["a", "b"], limit=0) == []
+    assert len(claim(db, w, queues=["a", "b"], limit=3)) == 3
+    assert len(claim(db, w, queues=["a", "b"], limit=1)) == 1
+    assert len(claim(db, w, queues=["a", "b"], limit=100)) == 6
+    assert claim(db, w, queues=["a", "b"], limit=100) == []
+
+
+def test_claim_respects_queues(db: Database) -> None:
+    w = register(db)
+    a = submit(db, queue="a")
+    b = submit(db, queue="b")
+    c = submit(db, queue="c")
+    assert claim(db, w, queues=["nope"]) == []
+    assert [job.id for job in claim(db, w, queues=["b"])] == [b]
+    assert {job.id for job in claim(db, w, queues=["a", "c"])} == {a, c}
+    claimed = get(db, a)
+    assert claimed.state is JobState.RUNNING and claimed.worker_id == w
+
+
+def test_claim_respects_run_at(db: Database) -> None:
+    w = register(db)
+    later = submit(db, run_at=datetime.now(UTC) + timedelta(hours=1))
+    later_in = submit(db, run_in_s=3600.0)
+    soon = submit(db, run_in_s=0.3)
+    due = submit(db, run_at=ago(5))
+    assert [job.id for job in claim(db, w)] == [due]
+    time.sleep(0.5)
+    assert [job.id for job in claim(db, w)] == [soon]
+    assert claim(db, w) == []
+    assert get(db, later).state is JobState.QUEUED
+    assert get(db, later_in).state is JobState.QUEUED
+
+
+def test_claimed_job_carries_what_the_worker_needs(db: Database) -> None:
+    w = register(db)
+    job_id = submit(db, argv=["sh", "-c", "exit 3"], env={"A": "1"}, cwd="/tmp", timeout_s=9.5,
+                    retries=2, backoff_s=4.0, delivery=Delivery.AT_MOST_ONCE, queue="q")
+    [job] = claim(db, w, queues=["q"], lease_s=30.0)
+    assert job == ClaimedJob(id=job_id, attempt=1, argv=["sh", "-c", "exit 3"], env={"A": "1"},
+                             cwd="/tmp", timeout_s=9.5, max_attempts=3, backoff_s=4.0,
+                             delivery=Delivery.AT_MOST_ONCE, queue="q")
+    row = get(db, job_id)
+    assert row.lease_until is not None and row.started_at is not None
+    assert timedelta(seconds=25) < row.lease_until - row.started_at <= timedelta(seconds=31)
+
+
+def test_concurrent_claims_are_disjoint(db: Database) -> None:
+    total, threads, batch = 200, 4, 5
+    with db.write() as connection:
+        submitted = jobs.submit_many(connection, [JobSpec(argv=["true"]) for _ in range(total)])
+    workers = [register(db, f"w{i}") for i in range(threads)]
+    claimed: dict[int, list[int]] = {w: [] for w in workers}
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def drain(worker: int) -> None:
+        try:
+            start.wait()
+            while True:
+                got = claim(db, worker, limit=batch)
+                assert len(got) <= batch
+                if not got:
+                    return
+                claimed[worker].extend(job.id for job in got)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    pool = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=120)
+    assert not errors, errors
+    everything = [job_id for ids in claimed.values() for job_id in ids]
+    assert len(everything) == len(set(everything)), "a job was claimed twice"
+    assert set(everything) == set(submitted)
+    with db.read() as connection:
+        rows = jobs.get_many(connection, submitted)
+    for worker, ids in claimed.items():
+        for job_id in ids:
+            assert rows[job_id].worker_id == worker
+            assert rows[job_id].attempt == 1
+            assert rows[job_id].state is JobState.RUNNING
+
+
+# --- complete -------------------------------------------------------------------------------------
+
+
+def test_complete_applies_only_for_the_right_worker_attempt_and_state(db: Database) -> None:
+    w, other = register(db, "w"), register(db, "other")
+    job_id = submit(db)
+    job = claim_one(db, w)
+    assert complete(db, other, outcome(job_id, 1)) == set()
+    assert complete(db, w, outcome(job_id, 2)) == set()
+    assert get(db, job_id).state is JobState.RUNNING
+    assert attempt_rows(db, job_id) == []
+
+    assert complete(db, w, outcome(job_id, job.attempt)) == {job_id}
+    done = get(db, job_id)
+    assert done.state is JobState.SUCCEEDED
+    assert done.exit_code == 0 and done.finished_at is not None and done.lease_until is None
+    [row] = attempt_rows(db, job_id)
+    assert (row.attempt, row.worker_id, row.outcome, row.exit_code) == (1, w, "succeeded", 0)
+
+    # The same attempt again, or from another worker: refused, nothing changes.
+    assert complete(db, w, outcome(job_id, 1, JobState.FAILED, 1)) == set()
+    assert complete(db, other, outcome(job_id, 1, JobState.FAILED, 1)) == set()
+    assert get(db, job_id) == done
+    assert len(attempt_rows(db, job_id)) == 1
+
+
+def test_complete_many_at_once_applies_each_on_its_own(db: Database) -> None:
+    w, other = register(db, "w"), register(db, "other")
+    a, b = submit(db), submit(db)
+    c = submit(db, queue="c")
+    claim(db, w, limit=2)
+    claim(db, other, queues=["c"])
+    applied = complete(db, w, outcome(a, 1), outcome(b, 1, JobState.FAILED, 2),
+                       outcome(c, 1))
+    assert applied == {a, b}
+    assert get(db, a).state is JobState.SUCCEEDED
+    assert (get(db, b).state, get(db, b).exit_code) == (JobState.FAILED, 2)
+    assert get(db, c).state is JobState.RUNNING
+
+
+def test_complete_with_a_retry_requeues_later(db: Database) -> None:
+    w = register(db)
+    job_id = submit(db, retries=2)
+    claim_one(db, w)
+    assert complete(db, w, outcome(job_id, 1, JobState.QUEUED, 1, attempt_outcome="failed",
+                                   retry_delay_s=3600.0)) == {job_id}
+    job = get(db, job_id)
+    assert (job.state, job.attempt) == (JobState.QUEUED, 1)
+    assert job.run_at > datetime.now(UTC) + timedelta(minutes=50)
+    assert claim(db, w) == []
+    assert [row.outcome for row in attempt_rows(db, job_id)] == ["failed"]
+
+
+# --- rescue ---------------------------------------------------------------------------------------
+
+
+def test_rescue_of_expired_leases(db: Database) -> None:
+    w = register(db)
+    retry_left = submit(db, retries=1, queue="a")
+    at_most_once = submit(db, retries=3, delivery=Delivery.AT_MOST_ONCE, queue="b")
+    no_retry_left = submit(db, queue="c")
+    cancel_me = submit(db, retries=3, queue="d")
+    healthy = submit(db, queue="e")
+    for q in "abcd":
+        claim(db, w, queues=[q], lease_s=0.05)
+    claim(db, w, queues=["e"], lease_s=LEASE_S)
+    with db.write() as connection:
+        assert jobs.cancel(connection, cancel_me) is JobState.RUNNING
+    time.sleep(0.2)
+
+    rescued = rescue(db)
+    assert rescued.requeued == [retry_left]
+    assert rescued.ended == {at_most_once: JobState.LOST, no_retry_left: JobState.FAILED,
+                             cancel_me: JobState.CANCELLED}
+
+    requeued = get(db, retry_left)
+    assert (requeued.state, requeued.attempt) == (JobState.QUEUED, 1)
+    assert requeued.lease_until is None and requeued.finished_at is None
+    [row] = attempt_rows(db, retry_left)
+    assert (row.attempt, row.outcome, row.worker_id) == (1, "lost", w)
+    for job_id, state in rescued.ended.items():
+        job = get(db, job_id)
+        assert job.state is state
+        assert job.finished_at is not None and job.lease_until is None
+        assert [r.attempt for r in attempt_rows(db, job_id)] == [1]
+    assert get(db, healthy).state is JobState.RUNNING
+
+    # Idempotent: nothing is left to rescue.
+    assert rescue(db) == queue.Rescued([], {})
+
+    # The old worker's results are refused, whatever they say.
+    for job_id in (retry_left, at_most_once, no_retry_left, cancel_me):
+        before = get(db, job_id)
+        assert complete(db, w, outcome(job_id, 1)) == set()
+        assert get(db, job_id) == before
+
+    # The requeued job runs again as attempt 2; its old attempt still cannot complete.
+    other = register(db, "other")
+    again = claim_one(db, other, queues=["a"])
+    assert (again.id, again.attempt) == (retry_left, 2)
+    assert complete(db, w, outcome(retry_left, 1)) == set()
+    assert complete(db, w, outcome(retry_left, 2)) == set()
+    assert get(db, retry_left).state is JobState.RUNNING
+    assert complete(db, other, outcome(retry_left, 2)) == {retry_left}
+    assert [r.outcome for r in attempt_rows(db, retry_left)] == ["lost", "succeeded"]
+
+
+def test_rescue_leaves_live_leases_alone(db: Database) -> None:
+    w = register(db)
+    job_id = submit(db)
+    claim(db, w, lease_s=LEASE_S)
+    assert rescue(db) == queue.Rescued([], {})
+    assert get(db, job_id).state is JobState.RUNNING
+
+
+# --- renew ----------------------------------------------------------------------------------------
+
+
+def test_renew_reports_lost_leases_and_cancel_requests(db: Database) -> None:
+    w, other = register(db, "w"), register(db, "other")
+    a, b = submit(db), submit(db)
+    expiring = submit(db, queue="x")
+    theirs = submit(db, queue="y")
+    claim(db, w, limit=2, lease_s=5.0)
+    claim(db, w, queues=["x"], lease_s=0.05)
+    claim(db, other, queues=["y"])
+    lease_before = get(db, a).lease_until
+    assert lease_before is not None
+    time.sleep(0.2)
+    rescue(db)  # takes `expiring` away from w
+
+    with db.write() as connection:
+        renewal = queue.renew(connection, w, [a, b, expiring, theirs], LEASE_S)
+    assert renewal.held == {a, b}
+    assert renewal.cancel == set()
+    assert renewal.worker_state is WorkerState.RUNNING
+    lease_after = get(db, a).lease_until
+    assert lease_after is not None and lease_after > lease_before + timedelta(seconds=30)
+
+    with db.write() as connection:
+        jobs.cancel(connection, b)
+    with db.write() as connection:
+        renewal = queue.renew(connection, w, [a, b], LEASE_S)
+    assert renewal.held == {a, b}
+    assert renewal.cancel == {b}
+    with db.read() as connection:
+        assert queue.cancel_requests(connection, w, [a, b]) == {b}
+
+    with db.write() as connection:
+        assert queue.renew(connection, 987654, [a], LEASE_S).worker_state is None
+    with db.write() as connection:
+        assert queue.renew(connection, w, [], LEASE_S).held == set()
+
+
+# --- release --------------------------------------------------------------------------------------
+
+
+def test_release_returns_a_job_to_the_queue_with_its_attempt_not_counted(db: Database) -> None:
+    w, other = register(db, "w"), register(db, "other")
+    job_id = submit(db, retries=0)
+    job = claim_one(db, w)
+    with db.write() as connection:
+        queue.release(connection, other, [(job_id, job.attempt)])  # not theirs: no effect
+    assert get(db, job_id).state is JobState.RUNNING
+    with db.write() as connection:
+        queue.release(connection, w, [(job_id, job.attempt + 1)])  # wrong attempt: no effect
+    assert get(db, job_id).state is JobState.RUNNING
+
+    with db.write() as connection:
+        queue.release(connection, w, [(job_id, job.attempt)])
+    released = get(db, job_id)
+    assert (released.state, released.attempt) == (JobState.QUEUED, 0)
+    assert released.started_at is None and released.lease_until is None
+    assert attempt_rows(db, job_id) == []
+    assert complete(db, w, outcome(job_id, 1)) == set()
+
+    again = claim_one(db, other)
+    assert (again.id, again.attempt) == (job_id, 1)
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def test_submit_with_the_same_unique_key_returns_the_first_id(db: Database) -> None:
+    with db.write() as connection:
+        first = jobs.submit(connection, JobSpec(argv=["true"], unique_key="k"))
+    with db.write() as connection:
+        second = jobs.submit(connection, JobSpec(argv=["false"], unique_key="k", queue="other"))
+    with db.write() as connection:
+        third = jobs.submit(connection, JobSpec(argv=["true"], unique_key="k2"))
+    with db.write() as connection:
+        keyless = [jobs.submit(connection, JobSpec(argv=["true"]))[0] for _ in range(2)]
+    assert first[1] is True and second == (first[0], False)
+    assert third[1] is True and third[0] != first[0]
+    assert len(set(keyless)) == 2
+    kept = get(db, first[0])
+    assert (kept.argv, kept.queue) == (["true"], "default")
+    with db.read() as connection:
+        assert len(jobs.list_jobs(connection, limit=None)) == 4
+
+
+def test_submit_many_returns_ids_in_order(db: Database) -> None:
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    specs = [
+        JobSpec(argv=["echo", str(i)], name=f"n{i}", queue=f"q{i % 2}", priority=i,
+                labels={"i": str(i)}, run_at=in_an_hour if i == 3 else None,
+                run_in_s=600.0 if i == 4 else None)
+        for i in range(7)
+    ]
+    with db.write() as connection:
+        ids = jobs.submit_many(connection, specs)
+    assert len(ids) == len(specs) == len(set(ids))
+    assert ids == sorted(ids)
+    for job_id, spec in zip(ids, specs, strict=True):
+        job = get(db, job_id)
+        assert (job.name, job.queue, job.priority, job.argv, job.labels) == (
+            spec.name, spec.queue, spec.priority, spec.argv, spec.labels)
+        assert job.state is JobState.QUEUED and job.attempt == 0
+    assert abs(get(db, ids[3]).run_at - in_an_hour) < timedelta(seconds=1)
+    assert get(db, ids[4]).run_at > datetime.now(UTC) + timedelta(minutes=9)
+    assert get(db, ids[0]).run_at < datetime.now(UTC) + timedelta(seconds=5)
+    with db.write() as connection:
+        assert jobs.submit_many(connection, []) == []
+
+
+# --- cancel and retry -----------------------------------------------------------------------------
+
+
+def test_cancel_queued_and_running(db: Database) -> None:
+    w = register(db)
+    running = submit(db, queue="r")
+    queued = submit(db)
+    claim(db, w, queues=["r"])
+
+    with db.write() as connection:
+        assert jobs.cancel(connection, queued) is JobState.QUEUED
+    cancelled = get(db, queued)
+    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
+    assert claim(db, w) == []  # a cancelled job never runs
+
+    with db.write() as connection:
+        assert jobs.cancel(connection, running) is JobState.RUNNING
+    flagged = get(db, running)
+    assert flagged.state is JobState.RUNNING and flagged.cancel_requested  # its worker kills it
+    assert complete(db, w, outcome(running, 1, JobState.CANCELLED, None)) == {running}
+    assert get(db, running).state is JobState.CANCELLED
+
+    with db.write() as connection:
+        assert jobs.cancel(connection, running) is JobState.CANCELLED  # ended: nothing to do
+        assert jobs.cancel(connection, 987654) is None
+    assert get(db, running).state is JobState.CANCELLED
+
+
+def test_retry_of_a_finished_job(db: Database) -> None:
+    w = register(db)
+    job_id = submit(db, retries=0)
+    claim_one(db, w)
+    complete(db, w, outcome(job_id, 1, JobState.FAILED, 7, error="exit 7"))
+
+    with db.write() as connection:
+        assert jobs.retry(connection, job_id, 1) is JobState.FAILED
+    job = get(db, job_id)
+    assert (job.state, job.attempt, job.max_attempts) == (JobState.QUEUED, 1, 3)
+    assert job.exit_code is None and job.error is None and job.finished_at is None
+    again = claim_one(db, w)
+    assert (again.id, again.attempt) == (job_id, 2)
+    assert complete(db, w, outcome(job_id, 2)) == {job_id}
+    assert [r.outcome for r in attempt_rows(db, job_id)] == ["failed", "succeeded"]
+
+    queued = submit(db)
+    with db.write() as connection:
+        assert jobs.retry(connection, queued) is JobState.QUEUED  # not finished: unchanged
+        assert jobs.retry(connection, 987654) is None
+    assert get(db, queued).attempt == 0 and get(db, queued).max_attempts == 1
