@@ -132,7 +132,8 @@ UPDATE jobs SET
     state = :state,
     finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
     run_at = CASE WHEN :state = 'queued' THEN {_sqlite_now_plus(":delay")} ELSE run_at END,
-    lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error
+    lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error,
+    max_attempts = max_attempts + CASE WHEN :outcome = 'released' THEN 1 ELSE 0 END
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
 RETURNING id, started_at
 """)
@@ -185,7 +186,9 @@ WITH done AS (
         finished_at = CASE WHEN d.state = 'queued' THEN NULL ELSE {PG_NOW} END,
         run_at = CASE WHEN d.state = 'queued'
                       THEN {PG_NOW} + make_interval(secs => d.delay) ELSE j.run_at END,
-        lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error
+        lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error,
+        -- a job released by a worker that shut down under it keeps all its retries
+        max_attempts = j.max_attempts + CASE WHEN d.outcome = 'released' THEN 1 ELSE 0 END
     FROM done d
     WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
       AND j.state = 'running'

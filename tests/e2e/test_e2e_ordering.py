@@ -51,9 +51,9 @@ def test_a_job_due_later_neither_starts_early_nor_blocks_one_due_now(
 
     assert sorted(record.read_text().split()) == ["at", "now", "soon"]
     jobs = _jobs_by_id(jobctl)
-    # Not held up by the job due later (nor by the ones due in a few seconds).
+    # Not held up by the job due in a minute (blocked, it would wait that long).
     waited = _seconds_between(jobs[now], "created_at", "started_at")
-    assert waited < 2.5, f"a job due now waited {waited:.3f}s behind jobs due later"
+    assert waited < 5, f"a job due now waited {waited:.3f}s behind a job due later"
     # The database clock decides; allow for its rounding (SQLite keeps milliseconds).
     delay = _seconds_between(jobs[soon], "created_at", "started_at")
     assert delay >= 2.95, f"--in 3s started {delay:.3f}s after it was submitted"
