@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jobctl.errors import InvalidInput, NotFound, WaitTimeout
-from jobctl.models import Attempt, Job, JobSpec, JobState, LogChunk, Stream, WorkerInfo
+from jobctl.models import (
+    Attempt,
+    Job,
+    JobSpec,
+    JobState,
+    LogChunk,
+    Stream,
+    WorkerInfo,
+    WorkerState,
+)
 
 if TYPE_CHECKING:
     from jobctl.store.engine import Database
@@ -124,6 +133,17 @@ class Client:
 
         with self.db.read() as connection:
             return workers.list_workers(connection, include_ended=include_ended)
+
+    def stop_worker(self, name_or_id: str) -> list[tuple[int, WorkerState]]:
+        """Ask a worker (by name or id; every live one of that name) to stop gracefully.
+        Returns [(worker id, its state before)]."""
+        from jobctl.store import workers
+
+        with self.db.write() as connection:
+            found = workers.request_stop(connection, name_or_id)
+        if not found:
+            raise NotFound(f"no worker named {name_or_id!r}")
+        return found
 
     # --- output -------------------------------------------------------------------------------
 

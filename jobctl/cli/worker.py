@@ -38,6 +38,9 @@ def start(
         None, "--poll-interval", envvar="JOBCTL_POLL_INTERVAL",
         help="Look for due jobs this often [default: 2s on PostgreSQL, woken by NOTIFY; "
              "0.2s on SQLite].", show_default=False),
+    rescue_interval: str = typer.Option(
+        "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
+        help="How often to take back the jobs of workers whose leases ran out."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
@@ -60,6 +63,7 @@ def start(
         grace_s=parse_duration(grace, "--grace") or 0.0,
         kill_grace_s=parse_duration(kill_grace, "--kill-grace") or 0.0,
         poll_s=parse_duration(poll_interval, "--poll-interval"),
+        rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
     _configure_logging(quiet)
     st = state(ctx)
@@ -107,3 +111,23 @@ def list_(
     ]
     terminal.table(["id", "name", "host", "pid", "queues", "concurrency", "running",
                     "heartbeat", "state"], rows, fmt)
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    workers: list[str] = typer.Argument(..., metavar="NAME_OR_ID...",
+                                        help="Workers, by name or id (see `worker list`)."),
+) -> None:
+    """Stop workers gracefully, from any machine: like SIGTERM on their own machine, they stop
+    claiming, let running jobs finish (up to their --grace) and exit."""
+    from jobctl.models import WorkerState
+
+    st = state(ctx)
+    client = st.client()
+    for name in workers:
+        for worker_id, before in client.stop_worker(name):
+            if before is WorkerState.RUNNING:
+                st.terminal.err(f"worker {worker_id} ({name}) asked to stop")
+            else:
+                st.terminal.err(f"worker {worker_id} ({name}) is already {before.value}")

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "jobctl_jobs"  # payload: a queue name that has new work
 CANCEL_CHANNEL = "jobctl_cancel"  # payload: the id of a running job to cancel
+WORKER_CHANNEL = "jobctl_worker"  # payload: the id of a worker asked to stop
 DONE_CHANNEL = "jobctl_done"  # payload: ids of jobs that reached a final state, comma-separated
 
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
@@ -30,6 +31,10 @@ def job_submitted(connection: sa.Connection, queue: str) -> None:
 
 def cancel_requested(connection: sa.Connection, job_id: int) -> None:
     _send(connection, CANCEL_CHANNEL, str(job_id))
+
+
+def worker_stop_requested(connection: sa.Connection, worker_id: int) -> None:
+    _send(connection, WORKER_CHANNEL, str(worker_id))
 
 
 def jobs_done(connection: sa.Connection, job_ids: list[int]) -> None:

@@ -310,12 +310,15 @@ def release(connection: sa.Connection, worker_id: int, jobs: Sequence[tuple[int,
 PG_RENEW = sa.text(f"""
 UPDATE jobs SET lease_until = {PG_NOW} + make_interval(secs => :lease_s)
 WHERE id = ANY(:ids) AND worker_id = :worker_id AND state = 'running'
+  -- an expired lease is not ours any more, even before the rescuer has taken the job back
+  AND lease_until >= {PG_NOW}
 RETURNING id, cancel_requested
 """)
 
 SQLITE_RENEW = sa.text(f"""
 UPDATE jobs SET lease_until = {_sqlite_now_plus(":lease_s")}
 WHERE id IN :ids AND worker_id = :worker_id AND state = 'running'
+  AND lease_until >= {SQLITE_NOW}
 RETURNING id, cancel_requested
 """).bindparams(sa.bindparam("ids", expanding=True))
 

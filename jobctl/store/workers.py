@@ -7,6 +7,7 @@ import json
 import sqlalchemy as sa
 
 from jobctl.models import JobState, WorkerInfo, WorkerState
+from jobctl.store import notify
 from jobctl.store.schema import db_now, jobs, workers
 
 
@@ -38,6 +39,32 @@ def set_state(connection: sa.Connection, worker_id: int, state: WorkerState) -> 
         .where(workers.c.id == worker_id)
         .values(state=state.value, heartbeat_at=db_now())
     )
+
+
+def get_state(connection: sa.Connection, worker_id: int) -> WorkerState | None:
+    state = connection.execute(
+        sa.select(workers.c.state).where(workers.c.id == worker_id)
+    ).scalar()
+    return WorkerState(state) if state else None
+
+
+def request_stop(connection: sa.Connection, name_or_id: str) -> list[tuple[int, WorkerState]]:
+    """Ask the live workers of this name (or id) to stop. Returns [(id, state before)] of every
+    worker that matched, live or not."""
+    match = workers.c.name == name_or_id
+    if name_or_id.isdigit():
+        match = sa.or_(match, workers.c.id == int(name_or_id))
+    found = [(row.id, WorkerState(row.state))
+             for row in connection.execute(sa.select(workers.c.id, workers.c.state).where(match))]
+    for worker_id, state in found:
+        if state is WorkerState.RUNNING:
+            connection.execute(
+                sa.update(workers)
+                .where(workers.c.id == worker_id, workers.c.state == WorkerState.RUNNING.value)
+                .values(state=WorkerState.DRAINING.value)
+            )
+            notify.worker_stop_requested(connection, worker_id)
+    return found
 
 
 def list_workers(connection: sa.Connection, *, include_ended: bool = False) -> list[WorkerInfo]:

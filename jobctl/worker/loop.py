@@ -35,7 +35,7 @@ from jobctl.store import notify, queue
 from jobctl.store import workers as worker_rows
 from jobctl.store.engine import Database
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
-from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult
+from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult, Watchdog
 
 log = logging.getLogger("jobctl.worker")
 
@@ -139,6 +139,7 @@ class Worker:
         self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
         self._listener: notify.Listener | None = None
         self._last_renewal_ok = time.monotonic()
+        self._watchdog: Watchdog | None = None
         self._connection: sa.Connection | None = None
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
@@ -155,13 +156,17 @@ class Worker:
             )
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
+        # Registered just now, so any lease we take from here on ends after this deadline.
+        self._last_renewal_ok = time.monotonic()
+        self._watchdog = Watchdog(self._fence_deadline())
         self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobctl-heartbeat",
                                      daemon=True)
         heartbeat.start()
         if self.db.is_postgres:
             self._listener = notify.Listener(
-                self.db.url, [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL], self._on_notify
+                self.db.url, [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL, notify.WORKER_CHANNEL],
+                self._on_notify,
             )
             self._listener.start()
         try:
@@ -171,6 +176,8 @@ class Worker:
             if self._listener is not None:
                 self._listener.stop()
             self._slots.shutdown(wait=True)
+            if self._watchdog is not None:
+                self._watchdog.close()
             self._flush_until_done()
             self._close_loop_connection()
             self._deregister()
@@ -386,7 +393,7 @@ class Worker:
 
         process = JobProcess(job, sink, kill_grace_s=self.settings.kill_grace_s,
                              output_cap=self.settings.output_cap,
-                             base_env=self._job_env)
+                             base_env=self._job_env, watchdog=self._watchdog)
         run = Running(job, process)
         with self._lock:
             self._running[job.id] = run
@@ -417,6 +424,11 @@ class Worker:
             log.exception("job %d: the worker failed to run it", run.job.id)
             result = ProcessResult(125, None, f"worker error: {error}", None, False)
         self._average_run_s = 0.9 * self._average_run_s + 0.1 * (time.monotonic() - started)
+        if (result.signal == signal.SIGKILL and result.kill_reason is None
+                and time.monotonic() >= self._fence_deadline()):
+            # Nobody here asked for that SIGKILL: the watchdog fenced the job while we were stalled.
+            reason = "fenced: the worker could not renew its lease in time"
+            result = replace(result, error=reason, kill_reason=reason)
         outcome = outcome_of(run.job, result, run.cancelled, run.released)
         with self._lock:
             del self._running[run.job.id]
@@ -436,13 +448,17 @@ class Worker:
         else:
             log.info("job %d %s", outcome.job_id, outcome.state.value)
 
-    def _kill(self, job_ids: set[int], reason: str, *, cancelled: bool = False) -> None:
+    def _kill(self, job_ids: set[int], reason: str, *, cancelled: bool = False,
+              at_once: bool = False) -> None:
         with self._lock:
             runs = [self._running[i] for i in job_ids if i in self._running]
         for run in runs:
             run.cancelled = run.cancelled or cancelled
             log.info("job %d: killing it: %s", run.job.id, reason)
-            run.process.kill(reason)
+            if at_once:  # it may already run elsewhere: no grace period
+                run.process.kill_now(reason)
+            else:
+                run.process.kill(reason)
 
     # --- notifications ------------------------------------------------------------------------
 
@@ -453,6 +469,12 @@ class Worker:
             except ValueError:
                 return
             self._kill({job_id}, "cancelled", cancelled=True)
+            return
+        if channel == notify.WORKER_CHANNEL:
+            if payload == str(self.worker_id) and not self._draining:
+                log.info("asked to stop: finishing running jobs (up to %.0fs)",
+                         self.settings.grace_s)
+                self.request_drain(self.settings.grace_s)
             return
         if channel == "" or payload in self.settings.queues:
             self._claim_wanted = True
@@ -489,9 +511,11 @@ class Worker:
         with self.db.write() as connection:
             renewal = queue.renew(connection, self.worker_id, ids, self.settings.lease_s)
         self._last_renewal_ok = started
+        if self._watchdog is not None:
+            self._watchdog.extend(self._fence_deadline())
         lost = set(ids) - renewal.held
         if lost:
-            self._kill(lost, "lease lost: the job was taken back by the cluster")
+            self._kill(lost, "lease lost: the job was taken back by the cluster", at_once=True)
         if renewal.cancel:
             self._kill(renewal.cancel, "cancelled", cancelled=True)
         asked_to_stop = renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED)
@@ -500,14 +524,17 @@ class Worker:
             self.request_drain(self.settings.grace_s)
 
     def _check_cancels(self) -> None:
+        """Where no notification brings them (SQLite): cancels, and `jobctl worker stop`."""
         with self._lock:
             ids = sorted(self._running)
-        if not ids:
-            return
         with self.db.read() as connection:
             cancel = queue.cancel_requests(connection, self.worker_id, ids)
+            state = worker_rows.get_state(connection, self.worker_id)
         if cancel:
             self._kill(cancel, "cancelled", cancelled=True)
+        if state is not WorkerState.RUNNING and not self._draining:
+            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
+            self.request_drain(self.settings.grace_s)
 
     def _rescue(self) -> None:
         with self.db.write() as connection:
@@ -518,10 +545,16 @@ class Worker:
         for job_id, state in rescued.ended.items():
             log.info("job %d: its worker lost the lease; now %s", job_id, state.value)
 
-    def _fence_if_overdue(self) -> None:
-        """Kill our jobs before our leases can expire: past that, another worker may start them."""
+    def _fence_deadline(self) -> float:
+        """When our jobs must be dead if no renewal succeeds before: a margin before the leases
+        taken at the last successful renewal (timed from before it was sent) run out."""
         margin = min(self.settings.lease_s / 6, 5.0)
-        if time.monotonic() < self._last_renewal_ok + self.settings.lease_s - margin:
+        return self._last_renewal_ok + self.settings.lease_s - margin
+
+    def _fence_if_overdue(self) -> None:
+        """The same deadline as the watchdog's, enforced from this process too (belt and braces:
+        the watchdog is what holds when this process is frozen)."""
+        if time.monotonic() < self._fence_deadline():
             return
         with self._lock:
             ids = set(self._running)

@@ -8,6 +8,7 @@ running in its group is killed as well, so no job leaves orphans behind on a wor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -54,6 +55,7 @@ class JobProcess:
         kill_grace_s: float = 5.0,
         output_cap: int = DEFAULT_OUTPUT_CAP,
         base_env: dict[str, str] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.job = job
         self._sink = sink
@@ -61,6 +63,7 @@ class JobProcess:
         self._output_cap = output_cap
         # The worker's environment, copied once per worker rather than once per job.
         self._base_env = os.environ if base_env is None else base_env
+        self._watchdog = watchdog
         self._lock = threading.Lock()
         self._pgid: int | None = None
         self._kill_reason: str | None = None
@@ -115,6 +118,8 @@ class JobProcess:
             )
         except OSError as start_error:
             return self._start_failed(start_error)
+        if self._watchdog is not None:
+            self._watchdog.guard(proc.pid, job.id)
         with self._lock:
             self._pgid = proc.pid  # a new session's leader: its pid is the group's id
             if self._kill_reason is not None:  # killed before it even started
@@ -125,6 +130,8 @@ class JobProcess:
         self._pump(proc, deadline)
         returncode = proc.wait()
         self._kill_leftovers(proc.pid)
+        if self._watchdog is not None:
+            self._watchdog.release(proc.pid)
         with self._lock:
             reason = self._kill_reason
         if returncode < 0:
@@ -283,3 +290,47 @@ def _signal_name(signum: int) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g}s"
+
+
+class Watchdog:
+    """The worker's handle on its watchdog process (see jobctl/worker/watchdog.py)."""
+
+    def __init__(self, first_deadline: float) -> None:
+        import sys
+
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "jobctl.worker.watchdog", repr(first_deadline)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._broken = False
+
+    def guard(self, pgid: int, job_id: int) -> None:
+        self._send(f"guard {pgid} {job_id}\n")
+
+    def release(self, pgid: int) -> None:
+        self._send(f"release {pgid}\n")
+
+    def extend(self, deadline: float) -> None:
+        self._send(f"deadline {deadline!r}\n")
+
+    def close(self) -> None:
+        """End of input: the watchdog kills what it still guards (nothing, normally) and exits."""
+        with self._lock:
+            if self._process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=5)
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._broken or self._process.stdin is None:
+                return
+            try:
+                self._process.stdin.write(line.encode())
+                self._process.stdin.flush()
+            except OSError:
+                # It died: the worker's own heartbeat thread still fences, just less surely.
+                self._broken = True
