@@ -485,7 +485,8 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         renew_every = self.settings.lease_s / 3
         # Check for cancels this often where no notification brings them (SQLite).
-        check_every = min(renew_every, 0.5 if not self.db.is_postgres else renew_every)
+        check_every = min(renew_every, self.settings.rescue_every_s,
+                          0.5 if not self.db.is_postgres else renew_every)
         next_renewal = time.monotonic() + renew_every
         next_rescue = time.monotonic()
         while not self._stop.wait(check_every):
@@ -500,7 +501,10 @@ class Worker:
                     self._rescue()
                     next_rescue = now + self.settings.rescue_every_s
             except DatabaseUnavailable as error:
-                log.warning("heartbeat: %s", error)
+                log.warning("heartbeat: %s; retrying", error)
+                next_renewal = now + min(renew_every, 1.0)
+            except Exception:  # this thread must outlive any surprise: it keeps our leases
+                log.exception("heartbeat failed; retrying")
                 next_renewal = now + min(renew_every, 1.0)
             self._fence_if_overdue()
 
