@@ -3,10 +3,12 @@
 - The main thread is the only one that writes job results: each turn it stores the output the
   jobs wrote, completes the attempts that ended and claims as many jobs as it has free slots, all
   in one transaction, then sleeps until a job ends, a notification arrives or the poll is due.
-- One slot thread per running job runs it (`JobProcess`) and hands back its result.
+- One slot thread per running job runs it (`JobProcess`) and hands back its result, then starts
+  the next job from the read-ahead buffer, if there is one, without waiting for the main thread.
 - The heartbeat thread renews leases, learns of cancels, rescues expired leases of other workers,
-  and fences: if it cannot renew in time, it kills its own jobs before the lease runs out.
-- On PostgreSQL a listener thread turns NOTIFY into wake-ups.
+  and pushes the fencing deadline forward in the watchdog process (jobctl/worker/watchdog.py),
+  which kills our jobs if the pushes stop before the leases run out.
+- On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
 """
 
 from __future__ import annotations
@@ -108,7 +110,6 @@ class Running:
         self.job = job
         self.process = process
         self.claimed_at = time.monotonic()
-        self.started = False
         self.cancelled = False
         self.released = False
 
@@ -237,10 +238,10 @@ class Worker:
             claimed: list[ClaimedJob] = []
             if pending_outcomes or pending_chunks or want_claim:
                 try:
-                    self._turns += 1
-                    self._turn_jobs += len(pending_outcomes)
                     claimed = self._transaction(pending_chunks, pending_outcomes,
                                                 free if want_claim else 0)
+                    self._turns += 1
+                    self._turn_jobs += len(pending_outcomes)
                     pending_outcomes, pending_chunks = [], []
                     db_backoff = 0.0
                 except DatabaseUnavailable as error:
@@ -416,7 +417,6 @@ class Worker:
                     self._busy_slots -= 1
 
     def _run_one(self, run: Running) -> None:
-        run.started = True
         started = time.monotonic()
         try:
             result = run.process.run()
