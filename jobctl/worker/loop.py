@@ -221,6 +221,7 @@ class Worker:
         pending_outcomes: list[Outcome] = []
         pending_chunks: list[OutputChunk] = []
         db_backoff = 0.0
+        next_db_try = 0.0  # while the database is away: not before this
         first_pending_at = 0.0
         while True:
             self._wake.clear()
@@ -236,26 +237,28 @@ class Worker:
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
             claimed: list[ClaimedJob] = []
-            if pending_outcomes or pending_chunks or want_claim:
+            if (pending_outcomes or pending_chunks or want_claim) and now >= next_db_try:
                 try:
                     claimed = self._transaction(pending_chunks, pending_outcomes,
                                                 free if want_claim else 0)
+                except DatabaseUnavailable as error:
+                    # Keep what we have and retry; running jobs go on meanwhile (the watchdog
+                    # fences them if the outage outlasts the lease).
+                    db_backoff = min(max(db_backoff * 2, 0.5), 10.0)
+                    next_db_try = now + db_backoff
+                    log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
+                else:
                     self._turns += 1
                     self._turn_jobs += len(pending_outcomes)
                     pending_outcomes, pending_chunks = [], []
-                    db_backoff = 0.0
-                except DatabaseUnavailable as error:
-                    db_backoff = min(max(db_backoff * 2, 0.5), 10.0)
-                    log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
-                    self._stop.wait(db_backoff)
-                    continue
-                if want_claim:
-                    self._backlog = len(claimed) == free  # a full batch: there may be more
-                    self._claim_wanted = self._backlog
-                    if not self._claim_wanted:
-                        self._next_poll = now + self.poll_s
-                for job in claimed:
-                    self._start(job)
+                    db_backoff = next_db_try = 0.0
+                    if want_claim:
+                        self._backlog = len(claimed) == free  # a full batch: there may be more
+                        self._claim_wanted = self._backlog
+                        if not self._claim_wanted:
+                            self._next_poll = now + self.poll_s
+                    for job in claimed:
+                        self._start(job)
             self._release_stale_readahead()
             if self._draining:
                 self._release_readahead(list(self._ready))
@@ -264,8 +267,17 @@ class Worker:
                 idle = not self._running
             if idle and (self._draining or (self.settings.burst and not claimed
                                              and not self._claim_wanted
+                                             and not pending_outcomes
                                              and not self._burst_has_more())):
+                # What could not be written yet is left for _flush_until_done.
+                for outcome in pending_outcomes:
+                    self._outcomes.put(outcome)
+                for chunk in pending_chunks:
+                    self._chunks.put(chunk)
                 return
+            if next_db_try > time.monotonic():
+                self._wake.wait(min(next_db_try - time.monotonic(), 1.0))
+                continue
             if self._claim_wanted and not self._draining and self._claim_room() > 0:
                 continue
             timeout = max(0.0, self._next_poll - time.monotonic()) if free > 0 else 1.0
@@ -373,7 +385,9 @@ class Worker:
                 run.process.kill("the worker shut down before it finished")
 
     def _flush_until_done(self) -> None:
-        """Write what is left after the loop ended (output and results of the last jobs)."""
+        """Write what is left after the loop ended (output and results of the last jobs): a few
+        tries while the database is away, none more after a second signal. What is still not
+        written is left to the rescuer, as after a crash."""
         outcomes, chunks = _drain(self._outcomes), _drain(self._chunks)
         for delay in (0.5, 1.0, 2.0, 4.0):
             if not outcomes and not chunks:
@@ -383,7 +397,12 @@ class Worker:
                 return
             except DatabaseUnavailable as error:
                 log.warning("database unavailable at shutdown: %s", error)
-                time.sleep(delay)
+            if self._signals >= 2:
+                break
+            self._wake.clear()
+            self._wake.wait(delay)  # a signal cuts it short
+        log.warning("stopping with %d result(s) unwritten; their leases will run out",
+                    len(outcomes))
 
     # --- running jobs -------------------------------------------------------------------------
 
