@@ -263,7 +263,10 @@ class _WakeUps:
 
                 conninfo = self._db.url.set(drivername="postgresql").render_as_string(
                     hide_password=False)
-                connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+                from jobctl.store.engine import PG_CONNECTION_OPTIONS
+
+                connection = psycopg.connect(conninfo, autocommit=True,
+                                             **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
                 connection.execute(f"LISTEN {notify.DONE_CHANNEL}")
                 self._connection = connection
 

@@ -21,6 +21,17 @@ from jobctl.store.schema import SCHEMA_REVISION
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
+# A silently cut network must not leave a connection waiting forever (the kernel's default is
+# about 15 minutes): keepalives notice a dead peer in ~11 s, tcp_user_timeout unacknowledged sends.
+PG_CONNECTION_OPTIONS: dict[str, int | str] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "application_name": "jobctl",
+}
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
 
 
@@ -92,8 +103,7 @@ class Database:
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
                 pool_pre_ping=True,
-                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S,
-                              "application_name": "jobctl"},
+                connect_args=dict(PG_CONNECTION_OPTIONS),
             )
         path = Path(str(self.url.database))
         if not path.parent.exists():

@@ -73,7 +73,10 @@ class Listener:
         backoff = 0.5
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                from jobctl.store.engine import PG_CONNECTION_OPTIONS
+
+                with psycopg.connect(self._conninfo, autocommit=True,
+                                     **PG_CONNECTION_OPTIONS) as conn:  # type: ignore[arg-type]
                     for channel in self._channels:
                         conn.execute(f"LISTEN {channel}")
                     backoff = 0.5
