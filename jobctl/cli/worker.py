@@ -41,6 +41,9 @@ def start(
     rescue_interval: str = typer.Option(
         "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
         help="How often to take back the jobs of workers whose leases ran out."),
+    output_cap: int = typer.Option(
+        64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
+        help="Keep at most this much of each attempt's output (the head), then a marker."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
@@ -51,6 +54,8 @@ def start(
 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if output_cap < 0:
+        raise InvalidInput("--output-cap must be 0 or more")
     lease_s = parse_duration(lease, "--lease") or 0.0
     if lease_s < 1:
         raise InvalidInput("--lease must be at least 1s")
@@ -63,6 +68,7 @@ def start(
         grace_s=parse_duration(grace, "--grace") or 0.0,
         kill_grace_s=parse_duration(kill_grace, "--kill-grace") or 0.0,
         poll_s=parse_duration(poll_interval, "--poll-interval"),
+        output_cap=output_cap,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
     _configure_logging(quiet)
