@@ -27,23 +27,11 @@ from e2e_support import Jobctl
 from pgcluster import PgCluster
 
 
-def _cleanup(runner: Jobctl) -> None:
-    for worker in runner.workers:
-        # A frozen worker would sit on SIGTERM until the SIGKILL: wake it first.
-        if worker.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(worker.pid, signal.SIGCONT)
-    runner.cleanup()
-
-
 @pytest.fixture
 def chaos_jobctl(pg_url: str, tmp_path: Path) -> Iterator[Jobctl]:
     """The real CLI on a fresh database of the shared PostgreSQL cluster (which stays up)."""
-    runner = Jobctl(pg_url, tmp_path)
-    try:
+    with Jobctl(pg_url, tmp_path) as runner:
         yield runner
-    finally:
-        _cleanup(runner)
 
 
 @pytest.fixture
@@ -63,7 +51,7 @@ def jobctl_factory(tmp_path: Path) -> Iterator[Callable[[str, str], Jobctl]]:
         yield make
     finally:
         for runner in made:
-            _cleanup(runner)
+            runner.cleanup()
 
 
 @pytest.fixture
@@ -78,7 +66,7 @@ def restartable_jobctl(private_pg_cluster: PgCluster, tmp_path: Path) -> Iterato
     finally:
         if not private_pg_cluster.server_running:
             private_pg_cluster.start_server()
-        _cleanup(runner)
+        runner.cleanup()
 
 
 @pytest.fixture

@@ -18,28 +18,19 @@ from e2e_support import Jobctl
 @pytest.fixture
 def jobctl(db_url: str, tmp_path: Path) -> Iterator[Jobctl]:
     """The real CLI on this test's database, on both backends."""
-    runner = Jobctl(db_url, tmp_path)
-    try:
+    with Jobctl(db_url, tmp_path) as runner:
         yield runner
-    finally:
-        runner.cleanup()
 
 
 @pytest.fixture
 def jobctl_pg(pg_url: str, tmp_path: Path) -> Iterator[Jobctl]:
     """The real CLI on a PostgreSQL database only."""
-    runner = Jobctl(pg_url, tmp_path)
-    try:
+    with Jobctl(pg_url, tmp_path) as runner:
         yield runner
-    finally:
-        runner.cleanup()
 
 
 @pytest.fixture
 def jobctl_sqlite(sqlite_url: str, tmp_path: Path) -> Iterator[Jobctl]:
     """The real CLI on an SQLite database only."""
-    runner = Jobctl(sqlite_url, tmp_path)
-    try:
+    with Jobctl(sqlite_url, tmp_path) as runner:
         yield runner
-    finally:
-        runner.cleanup()

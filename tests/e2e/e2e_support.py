@@ -157,6 +157,12 @@ class Jobctl:
             worker.wait_started()
         return worker
 
+    def __enter__(self) -> Jobctl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
     def cleanup(self) -> None:
         for process in self._background:
             if process.poll() is None:
@@ -165,6 +171,10 @@ class Jobctl:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.communicate(timeout=10)
         for worker in self.workers:
+            # A frozen (SIGSTOPped) worker would sit on SIGTERM until the SIGKILL: wake it first.
+            if worker.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(worker.pid, signal.SIGCONT)
             worker.stop()
         for worker in self.workers:
             # Shown by pytest only when the test failed: what the workers said.
