@@ -84,3 +84,29 @@ def test_sigterm_with_a_running_job_releases_it_for_another_worker(
     assert [a["outcome"] for a in status["attempts"]] == ["released", "succeeded"]
     # Released by a shutdown, it kept its one attempt's worth of retries: 2 of 2, not 2 of 1.
     assert (status["attempt"], status["max_attempts"]) == (2, 2), status
+
+
+def test_a_second_sigterm_cuts_the_grace_period(jobctl: Jobctl, tmp_path: Path) -> None:
+    """--grace 60s would wait for the job; a second SIGTERM stops the worker at once, and the
+    at-least-once job goes back to the queue."""
+    pidfile = tmp_path / "job.pid"
+    worker = jobctl.start_worker("--grace", "60s", "--kill-grace", "1s")
+    job_id = jobctl.submit("--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60")
+    wait_for(pidfile.exists, 30, "the job did not start")
+    pid = int(pidfile.read_text())
+
+    worker.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert worker.process.poll() is None, "the first SIGTERM did not wait for the job"
+    assert not process_gone(pid), "the first SIGTERM killed the job instead of waiting"
+    worker.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = worker.process.wait(timeout=15)
+    took = time.monotonic() - started
+
+    assert code == 0, worker.log()
+    assert took < 6, f"the worker took {took:.1f}s to stop after the second SIGTERM"
+    wait_for(lambda: process_gone(pid), 2.0, "the job outlived its worker")
+    status = jobctl.status(job_id)
+    assert status["state"] == "queued", status
+    assert status["attempts"][-1]["outcome"] == "released", status["attempts"]
