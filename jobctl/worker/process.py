@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -296,8 +297,6 @@ class Watchdog:
     """The worker's handle on its watchdog process (see jobctl/worker/watchdog.py)."""
 
     def __init__(self, first_deadline: float) -> None:
-        import sys
-
         self._lock = threading.Lock()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "jobctl.worker.watchdog", repr(first_deadline)],

@@ -64,6 +64,18 @@ class Worker:
                  timeout_s, lambda: f"worker {self.pid} did not start:\n{self.log()}")
         assert self.process.poll() is None, f"worker exited early:\n{self.log()}"
 
+    def exit_after(self, signum: int, timeout_s: float = 15.0) -> tuple[int, float]:
+        """Send the worker `signum`; returns (its exit status, seconds it took to exit). Fails
+        the test, with the worker's log, when it has not exited within `timeout_s`."""
+        self.process.send_signal(signum)
+        started = time.monotonic()
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker did not exit within {timeout_s:.0f}s of signal {signum}:\n"
+                        f"{self.log()}")
+        return code, time.monotonic() - started
+
     def stop(self) -> None:
         """SIGTERM the group; a second SIGTERM (stop now) and finally SIGKILL if it lingers."""
         for signum, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGTERM, 5.0),

@@ -62,13 +62,7 @@ def test_sigterm_with_a_running_job_releases_it_for_another_worker(
              "the job did not start")
     pid = int(pidfile.read_text())
 
-    worker.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    try:
-        code = worker.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker did not stop within 15s of SIGTERM:\n{worker.log()}")
-    took = time.monotonic() - started
+    code, took = worker.exit_after(signal.SIGTERM)
     assert code == 0, worker.log()
     # --grace 1s, then SIGTERM to the job (it dies at once); a little for the bookkeeping.
     assert took < 6, f"the worker took {took:.1f}s to stop with --grace 1s"
@@ -99,10 +93,7 @@ def test_a_second_sigterm_cuts_the_grace_period(jobctl: Jobctl, tmp_path: Path) 
     time.sleep(1.0)
     assert worker.process.poll() is None, "the first SIGTERM did not wait for the job"
     assert not process_gone(pid), "the first SIGTERM killed the job instead of waiting"
-    worker.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    code = worker.process.wait(timeout=15)
-    took = time.monotonic() - started
+    code, took = worker.exit_after(signal.SIGTERM)
 
     assert code == 0, worker.log()
     assert took < 6, f"the worker took {took:.1f}s to stop after the second SIGTERM"
