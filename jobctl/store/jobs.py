@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobctl.models import (
+    FINAL_STATES,
     Attempt,
     Delivery,
     Job,
@@ -24,8 +25,7 @@ from jobctl.models import (
 from jobctl.store import notify
 from jobctl.store.schema import attempts, db_now, db_now_plus, job_logs, jobs, workers
 
-FINAL = [state.value for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-                                   JobState.LOST)]
+FINAL = sorted(state.value for state in FINAL_STATES)
 NOT_STARTED = [JobState.QUEUED.value, JobState.WAITING.value]
 
 
