@@ -19,6 +19,7 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"  # an at-most-once job whose worker vanished: never run again
+    SKIPPED = "skipped"  # a schedule's occurrence not run (overlap policy `forbid`)
 
     @property
     def is_final(self) -> bool:
@@ -26,7 +27,7 @@ class JobState(StrEnum):
 
 
 FINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST}
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.SKIPPED}
 )
 
 

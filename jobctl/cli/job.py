@@ -35,6 +35,7 @@ class StateChoice(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    SKIPPED = "skipped"
 
 
 class StreamChoice(StrEnum):

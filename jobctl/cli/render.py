@@ -97,7 +97,7 @@ class Terminal:
 
 
 _STATE_STYLES = {
-    "succeeded": "green", "failed": "red", "lost": "red", "cancelled": "yellow",
+    "succeeded": "green", "failed": "red", "lost": "red", "cancelled": "yellow", "skipped": "dim",
     "running": "cyan", "queued": "", "waiting": "dim", "stopped": "dim",
 }
 

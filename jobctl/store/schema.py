@@ -16,7 +16,7 @@ from sqlalchemy.sql.expression import FunctionElement
 
 # The Alembic revision this code expects. A test checks it is the newest revision in migrations/,
 # so the CLI can compare it with the database's without importing Alembic on every call.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -151,6 +151,9 @@ jobs = sa.Table(
     sa.Column("schedule_id", sa.BigInteger),
     sa.Column("fire_time", UTCDateTime()),
     sa.Column("labels", _json(), nullable=False),
+    # A workflow's task: the workflow and the task's name in it.
+    sa.Column("workflow_id", sa.BigInteger),
+    sa.Column("task", sa.Text),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
@@ -187,6 +190,87 @@ sa.Index(
     unique=True,
     postgresql_where=jobs.c.schedule_id.isnot(None),
     sqlite_where=jobs.c.schedule_id.isnot(None),
+)
+
+# A workflow's tasks, for `workflow status`: only the jobs that belong to one.
+sa.Index(
+    "ix_jobs_workflow_id",
+    jobs.c.workflow_id,
+    postgresql_where=jobs.c.workflow_id.isnot(None),
+    sqlite_where=jobs.c.workflow_id.isnot(None),
+)
+
+# Dependencies: `job_id` waits for `depends_on`. `condition` is `ok` (`--after`: it must succeed)
+# or `any` (`--after-any`: it must end, whatever its outcome). No foreign key on `depends_on`:
+# retention decides what may go, and a pruned dependency must not silently release its dependents.
+job_deps = sa.Table(
+    "job_deps",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("depends_on", sa.BigInteger, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False, server_default="ok"),
+    sa.PrimaryKeyConstraint("job_id", "depends_on"),
+)
+# Completing a job looks up what waits on it.
+sa.Index("ix_job_deps_depends_on", job_deps.c.depends_on)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # The validated definition and the `--set` values it was run with.
+    sa.Column("definition", _json(), nullable=False),
+    sa.Column("params", _json(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("schedule_id", sa.BigInteger),
+    sa.Column("fire_time", UTCDateTime()),
+    sa.Column("labels", _json(), nullable=False),
+    sqlite_autoincrement=True,
+)
+# A schedule that starts a workflow fires each occurrence once, like one that submits a job.
+sa.Index(
+    "uq_workflows_schedule_fire_time",
+    workflows.c.schedule_id,
+    workflows.c.fire_time,
+    unique=True,
+    postgresql_where=workflows.c.schedule_id.isnot(None),
+    sqlite_where=workflows.c.schedule_id.isnot(None),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # Exactly one of `cron` (5 or 6 fields, or @daily…) and `every_s` (an interval) is set.
+    sa.Column("cron", sa.Text),
+    sa.Column("every_s", sa.Float),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    # What each occurrence submits: a job template (JobSpec fields) or a workflow definition.
+    sa.Column("job", _json()),
+    sa.Column("workflow", _json()),
+    sa.Column("overlap", sa.Text, nullable=False, server_default="forbid"),
+    sa.Column("misfire", sa.Text, nullable=False, server_default="once"),
+    sa.Column("jitter_s", sa.Float, nullable=False, server_default="0"),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("start_at", UTCDateTime()),
+    sa.Column("end_at", UTCDateTime()),
+    # NULL once the schedule has no future occurrence (past its end).
+    sa.Column("next_fire_at", UTCDateTime()),
+    sa.Column("last_fire_at", UTCDateTime()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+# The scheduler's index: active schedules by their next occurrence.
+sa.Index(
+    "ix_schedules_next_fire_at",
+    schedules.c.next_fire_at,
+    postgresql_where=sa.not_(schedules.c.paused),
+    sqlite_where=sa.not_(schedules.c.paused),
 )
 
 attempts = sa.Table(

@@ -102,3 +102,30 @@ def test_alembic_sees_no_difference(migrated: sa.Engine) -> None:
     with migrated.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
+
+
+def test_upgrade_keeps_jobs_from_the_first_revision(db_url: str) -> None:
+    """A database created at 0001 with a job in it upgrades to head with the job intact, and
+    downgrades back."""
+    from alembic import command
+
+    database = Database(db_url)
+    try:
+        with database.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0001")  # type: ignore[arg-type]
+            connection.execute(sa.text(
+                "INSERT INTO jobs (state, argv, env, run_at, created_at, labels) "
+                "VALUES ('queued', '[\"true\"]', '{}', '2026-01-01 00:00:00', "
+                "'2026-01-01 00:00:00', '{}')"))
+        assert database.current_revision() == "0001"
+        database.upgrade()
+        assert database.current_revision() == SCHEMA_REVISION
+        with database.engine.connect() as connection:
+            row = connection.execute(sa.text("SELECT state, workflow_id FROM jobs")).one()
+        assert tuple(row) == ("queued", None)
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001")  # type: ignore[arg-type]
+            assert "schedules" not in sa.inspect(connection).get_table_names()
+            assert connection.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 1
+    finally:
+        database.dispose()
