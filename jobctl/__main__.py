@@ -1,6 +1,6 @@
 """`python -m jobctl` runs the command line."""
 
-from jobctl.cli.app import main
+from jobctl.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,80 @@
 """The root command: global options, the sub-commands, and the one place where errors become
-exit codes (see `jobctl.errors.ExitCode`)."""
+exit codes (see `jobctl.errors.ExitCode`).
+
+Sub-commands are registered by module path and imported only when used (pip's `commands_dict`
+does the same): `jobctl --help` and completing a command name import none of them, and
+`jobctl job list` imports only `jobctl.cli.job`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from jobctl import __version__
-from jobctl.cli import db, job, worker
 from jobctl.cli.common import State
 from jobctl.cli.render import Terminal
 from jobctl.errors import ExitCode, JobctlError
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+# name → (module whose `app` is the command's Typer, the one line shown by `jobctl --help`).
+# A test checks each line against the module's own help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "job": ("jobctl.cli.job", "Submit and inspect one-off jobs."),
+    "worker": ("jobctl.cli.worker", "Run and inspect workers."),
+    "db": ("jobctl.cli.db", "Manage the database schema."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: knows its sub-commands by name and imports one only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        command = typer.main.get_command(module.app)
+        command.name = cmd_name
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            from difflib import get_close_matches
+
+            # TyperGroup suggests from `self.commands`, which stays empty here.
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches:
+                suggestions = ", ".join(repr(match) for match in matches)
+                error.message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        items = [CompletionItem(name, help=line) for name, (_, line) in COMMANDS.items()
+                 if name.startswith(incomplete)]
+        # click.Command's own completion: the root's options, no sub-command imports.
+        return items + click.Command.shell_complete(self, ctx, incomplete)
 
 HELP = """Run shell commands on a cluster of machines, coordinated through one database.
 
@@ -26,6 +87,7 @@ schema out of date; 124 a wait timed out; 130 interrupted. `job submit --wait`
 and `job wait` exit with the job's own exit code."""
 
 app = typer.Typer(
+    cls=LazyGroup,
     help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -33,9 +95,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(job.app, name="job")
-app.add_typer(worker.app, name="worker")
-app.add_typer(db.app, name="db")
 
 
 def _version(value: bool) -> None:

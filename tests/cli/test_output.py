@@ -4,6 +4,7 @@ and job names that look like Rich markup printed as they are."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import pytest
 import typer
 
 from jobctl import __version__
-from jobctl.cli.app import app, run
+from jobctl.cli.app import COMMANDS, app, run
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
@@ -354,7 +355,10 @@ def test_version() -> None:
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             yield from _command_paths(sub, (*path, name))
 
 
@@ -380,3 +384,44 @@ def test_help_through_the_executable() -> None:
     result = jobctl(None, "job", "submit", "--help")
     assert result.stdout.startswith("Usage: jobctl job submit")
     assert "--unique-key" in result.stdout
+
+
+def test_root_help_lines_are_the_commands_own() -> None:
+    """The root lists its sub-commands from the lazy registry; each line is that module's help."""
+    for name, (module_path, line) in COMMANDS.items():
+        module = importlib.import_module(module_path)
+        assert module.app.info.help.splitlines()[0] == line, name
+
+
+PROBE = """
+import sys
+from jobctl.cli.app import run
+code = run(sys.argv[1:])
+roots = {m.split(".")[0] for m in sys.modules}
+heavy = sorted(roots & {"sqlalchemy", "psycopg", "rich", "alembic"})
+loaded = sorted(m for m in sys.modules if m.startswith("jobctl.cli.") and m.count(".") == 2)
+sys.stderr.write(f"code={code} heavy={heavy} loaded={loaded}\\n")
+"""
+
+
+@pytest.mark.parametrize(("args", "loaded"), [
+    (["--help"], ["jobctl.cli.app", "jobctl.cli.common", "jobctl.cli.render"]),
+    (["job", "--help"],
+     ["jobctl.cli.app", "jobctl.cli.common", "jobctl.cli.job", "jobctl.cli.render"]),
+    (["worker", "list", "--help"],
+     ["jobctl.cli.app", "jobctl.cli.common", "jobctl.cli.render", "jobctl.cli.worker"]),
+])
+def test_help_imports_only_what_it_shows(args: list[str], loaded: list[str]) -> None:
+    """`--help` imports neither the database stack nor Rich, nor any other sub-command's module."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                            check=True)
+    assert f"code=0 heavy=[] loaded={loaded}" in result.stderr, result.stderr
+
+
+def test_version_is_answered_without_click() -> None:
+    probe = ("import sys; sys.argv = ['jobctl', '--version']; from jobctl.cli import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted({'click', 'typer'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout == f"jobctl {__version__}\n[]\n"
