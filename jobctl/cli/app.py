@@ -59,10 +59,11 @@ class LazyGroup(TyperGroup):
 
             # TyperGroup suggests from `self.commands`, which stays empty here.
             matches = get_close_matches(args[0], list(COMMANDS)) if args else []
-            if matches:
-                suggestions = ", ".join(repr(match) for match in matches)
-                error.message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
-            raise
+            if not matches:
+                raise
+            suggestions = ", ".join(repr(match) for match in matches)
+            message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise click.UsageError(message, ctx=error.ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
