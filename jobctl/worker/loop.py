@@ -60,7 +60,7 @@ class WorkerSettings:
     # Read-ahead: while there is a backlog of short jobs, hold up to this many claimed jobs beyond
     # the free slots, so a slot that frees starts the next job at once instead of waiting for a
     # database round trip. Never started jobs go back to the queue (see READAHEAD_*).
-    readahead: int | None = None  # None: twice the concurrency
+    readahead: int | None = None  # None: four times the concurrency
 
 
 # Read ahead only while jobs are this short on average: a long job's successor would sit in the
@@ -299,7 +299,7 @@ class Worker:
         capacity = self.settings.concurrency
         if self._backlog and self._average_run_s < READAHEAD_MAX_AVERAGE_S:
             readahead = self.settings.readahead
-            capacity += 2 * self.settings.concurrency if readahead is None else readahead
+            capacity += 4 * self.settings.concurrency if readahead is None else readahead
         return max(0, capacity - held)
 
     def _release_stale_readahead(self) -> None:

@@ -297,13 +297,17 @@ class Watchdog:
     """The worker's handle on its watchdog process (see jobctl/worker/watchdog.py)."""
 
     def __init__(self, first_deadline: float) -> None:
-        self._lock = threading.Lock()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "jobctl.worker.watchdog", repr(first_deadline)],
             stdin=subprocess.PIPE,
             start_new_session=True,
         )
-        self._broken = False
+        assert self._process.stdin is not None
+        self._fd: int | None = self._process.stdin.fileno()
+        # guard/release come from slot threads, which have all ended before close(); only the
+        # heartbeat's extend() can race close(), so only those two share a lock (a write after
+        # close could land in whatever file reuses the descriptor).
+        self._closing = threading.Lock()
 
     def guard(self, pgid: int, job_id: int) -> None:
         self._send(f"guard {pgid} {job_id}\n")
@@ -312,11 +316,13 @@ class Watchdog:
         self._send(f"release {pgid}\n")
 
     def extend(self, deadline: float) -> None:
-        self._send(f"deadline {deadline!r}\n")
+        with self._closing:
+            self._send(f"deadline {deadline!r}\n")
 
     def close(self) -> None:
         """End of input: the watchdog kills what it still guards (nothing, normally) and exits."""
-        with self._lock:
+        with self._closing:
+            self._fd = None
             if self._process.stdin is not None:
                 with contextlib.suppress(OSError):
                     self._process.stdin.close()
@@ -324,12 +330,14 @@ class Watchdog:
             self._process.wait(timeout=5)
 
     def _send(self, line: str) -> None:
-        with self._lock:
-            if self._broken or self._process.stdin is None:
-                return
-            try:
-                self._process.stdin.write(line.encode())
-                self._process.stdin.flush()
-            except OSError:
-                # It died: the worker's own heartbeat thread still fences, just less surely.
-                self._broken = True
+        # One unbuffered write per line and no lock: a pipe write of at most PIPE_BUF bytes is
+        # atomic, so the slot threads' lines never interleave (a locked, buffered writer made the
+        # slots queue behind each other, two lines per job).
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.write(fd, line.encode())
+        except OSError:
+            # It died: the worker's own heartbeat thread still fences, just less surely.
+            self._fd = None
