@@ -61,7 +61,7 @@ def _initial(connection: sa.Connection, spec: JobSpec) -> deps.Initial:
     if not spec.after and not spec.after_any:
         return deps.Initial(JobState.QUEUED)
     states = deps.states_of(connection, [*spec.after, *spec.after_any])
-    missing = sorted(set(spec.after) | set(spec.after_any) - set(states))
+    missing = sorted((set(spec.after) | set(spec.after_any)) - set(states))
     if missing:
         raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
     return deps.initial_state(spec.after, spec.after_any, states)
@@ -211,20 +211,21 @@ def _insert_sqlite(
         row["task"] = tasks[index] if tasks is not None else None
         row["run_at_given"] = row.pop("run_at")
         row["run_in_s"] = spec.run_in_s or 0.0
+        row["ended"] = states[index].is_final
         rows.append(row)
     statement = (
         sa.insert(jobs)
         .values(
             {
                 **{key: sa.bindparam(key) for key in rows[0]
-                   if key not in ("run_at_given", "run_in_s")},
+                   if key not in ("run_at_given", "run_in_s", "ended")},
                 "run_at": sa.func.coalesce(
                     sa.bindparam("run_at_given", type_=jobs.c.run_at.type),
                     db_now_plus(sa.bindparam("run_in_s", type_=sa.Float())),
                 ),
                 "created_at": db_now(),
                 "finished_at": sa.case(
-                    (sa.bindparam("state", type_=sa.Text()).in_(FINAL), db_now()),
+                    (sa.bindparam("ended", type_=sa.Boolean()), db_now()),
                     else_=sa.null()),
             }
         )
