@@ -80,9 +80,9 @@ def load(text: str, filename: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as decode_error:
         message = str(decode_error)
         found = re.search(r"\(at line (\d+), column \d+\)$", message)
-        line = int(found.group(1)) if found else 1
-        raise error(line, f"invalid TOML: {re.sub(r' [(]at line .*$', '', message)}") \
-            from decode_error
+        line = int(found.group(1)) if found else max(1, len(text.splitlines()))
+        reason = re.sub(r" [(]at (line .*|end of document)[)]$", "", message)
+        raise error(line, f"invalid TOML: {reason}") from decode_error
     for key in document:
         if key not in ("workflow", "tasks"):
             raise error(where.key("", key), f"unknown key {key!r} (expected [workflow] and "

@@ -287,6 +287,9 @@ FROM finished
 UNION ALL
 SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue
 FROM claimed
+UNION ALL
+SELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM released
 """)
 
 
@@ -336,8 +339,15 @@ def complete_and_claim(
     }
     rows = connection.execute(PG_COMPLETE_AND_CLAIM, params).all()
     applied = {row.id for row in rows if row.completed}
-    claimed = sorted((_claimed_from_row(row) for row in rows if not row.completed),
+    claimed = sorted((_claimed_from_row(row) for row in rows if row.completed is False),
                      key=lambda job: job.id)
+    released = any(row.completed is None for row in rows)
+    if released and len(claimed) < limit:
+        # The statement could not claim the dependents it released (one snapshot): claim again
+        # now, rather than on the notification, so a chain goes on without a turn's delay and
+        # a burst worker does not mistake them for an empty queue.
+        claimed += complete_and_claim(connection, worker_id, [], queues,
+                                      limit - len(claimed), lease_s)[1]
     return applied, claimed
 
 
