@@ -4,8 +4,8 @@ starting, on idle workers, measured from timestamps the tasks write themselves.
 
     python bench/workflow.py [--chain 500] [--fanout 500] [--concurrency 8]
 
-  * chain: t0 → t1 → … → tN-1 (each needs the previous): gap = start(ti) − end(ti-1);
-  * fan-out: one root, N children needing it: gap = start(child) − end(root) (children queue
+  * chain: t0 → t1 → … → tN-1 (each needs the previous): gap = start(ti) - end(ti-1);
+  * fan-out: one root, N children needing it: gap = start(child) - end(root) (children queue
     for the worker's slots, so the median includes that wait; the first is the hand-off alone).
 Baseline in the same run: a single job's submit-to-start latency on the same idle worker
 (`job submit` → its own start stamp, CLI start-up not counted: created_at is the DB's).
