@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobctl.errors import InvalidInput, NotFound, WaitTimeout
 from jobctl.models import (
     Attempt,
+    Dependency,
     Job,
     JobSpec,
     JobState,
@@ -27,6 +28,8 @@ from jobctl.models import (
     Stream,
     WorkerInfo,
     WorkerState,
+    Workflow,
+    WorkflowState,
 )
 
 if TYPE_CHECKING:
@@ -245,6 +248,93 @@ class Client:
     def _wake_ups(self) -> _WakeUps:
         return _WakeUps(self.db)
 
+    # --- dependencies and workflows -----------------------------------------------------------
+
+    def dependencies(self, job_id: int) -> tuple[list[Dependency], list[Dependency]]:
+        """(the jobs `job_id` waits for, the jobs that wait for it)."""
+        from jobctl.store import deps
+
+        _check_ids([job_id])
+        with self.db.read() as connection:
+            return deps.waits_for(connection, job_id), deps.needed_by(connection, job_id)
+
+    def run_workflow(self, definition: dict[str, Any], params: dict[str, str] | None = None,
+                     *, labels: dict[str, str] | None = None) -> int:
+        """Start a workflow (a definition from `jobctl.workflow.load`) in one transaction;
+        returns its id."""
+        from jobctl.store import workflows
+        from jobctl.workflow import job_specs
+
+        for spec in job_specs(definition, params or {}):
+            _validate(spec)
+        with self.db.write() as connection:
+            workflow_id = workflows.start(connection, definition, params or {}, labels=labels)
+        assert workflow_id is not None  # only a schedule's occurrence can conflict
+        return workflow_id
+
+    def workflow(self, workflow_id: int) -> Workflow:
+        from jobctl.store import workflows
+
+        _check_workflow_ids([workflow_id])
+        with self.db.read() as connection:
+            found = workflows.get(connection, workflow_id)
+        if found is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        return found
+
+    def workflows(self, *, limit: int | None = 50) -> list[Workflow]:
+        from jobctl.store import workflows
+
+        with self.db.read() as connection:
+            return workflows.list_workflows(connection, limit=limit)
+
+    def cancel_workflow(self, workflow_id: int) -> dict[int, JobState]:
+        """Cancel every task of a workflow that has not ended; {job id: state before}."""
+        from jobctl.store import workflows
+
+        self.workflow(workflow_id)
+        with self.db.write() as connection:
+            return workflows.cancel(connection, workflow_id)
+
+    def retry_workflow(self, workflow_id: int) -> list[int]:
+        """Re-run the failed, cancelled and lost tasks and what depends on them; the ids."""
+        from jobctl.store import workflows
+
+        before = self.workflow(workflow_id)
+        if before.state is WorkflowState.RUNNING and not any(
+            t.state.value in workflows.RERUN for t in before.tasks
+        ):
+            raise InvalidInput(f"workflow {workflow_id} is running and has nothing to retry")
+        with self.db.write() as connection:
+            ids = workflows.retry(connection, workflow_id)
+        if not ids:
+            raise InvalidInput(f"workflow {workflow_id} has no failed, cancelled or lost task")
+        return ids
+
+    def wait_workflow(self, workflow_id: int, *, timeout_s: float | None = None) -> Workflow:
+        """Block until every task of the workflow has ended; returns it."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._wake_ups() as wait_for_change:
+            while True:
+                workflow = self.workflow(workflow_id)
+                if workflow.state is not WorkflowState.RUNNING:
+                    return workflow
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(f"timed out waiting for workflow {workflow_id}")
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait_for_change(remaining)
+
+
+def workflow_exit_code(workflow: Workflow) -> int:
+    """0 when every task succeeded, else the first (in dependency order) failed task's code."""
+    return next((code for code in map(job_exit_code, workflow.tasks) if code != 0), 0)
+
+
+def _check_workflow_ids(workflow_ids: Sequence[int]) -> None:
+    unstorable = [i for i in workflow_ids if not -MAX_ID - 1 <= i <= MAX_ID]
+    if unstorable:
+        raise NotFound(f"no workflow with id {', '.join(map(str, unstorable))}")
+
 
 class _WakeUps:
     """A context whose function sleeps until a job may have ended: NOTIFY on PostgreSQL, a short
@@ -321,6 +411,7 @@ def _validate(spec: JobSpec) -> None:
     if not -MAX_INT - 1 <= spec.priority <= MAX_INT:
         raise InvalidInput(f"--priority must be between {-MAX_INT - 1} and {MAX_INT}, "
                            f"not {spec.priority}")
+    _check_ids([*spec.after, *spec.after_any])
     for option, seconds in (("--timeout", spec.timeout_s), ("--retry-backoff", spec.backoff_s),
                             ("--in", spec.run_in_s)):
         if seconds is not None and seconds > MAX_DURATION_S:

@@ -75,6 +75,8 @@ class JobSpec:
     cwd: str | None = None  # None: the worker's own directory
     unique_key: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    after: tuple[int, ...] = ()  # start only after each of these succeeded
+    after_any: tuple[int, ...] = ()  # start only after each of these ended, however
 
     @property
     def max_attempts(self) -> int:
@@ -108,6 +110,8 @@ class Job:
     cancel_requested: bool
     unique_key: str | None
     labels: dict[str, str]
+    workflow_id: int | None = None
+    task: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -147,6 +151,8 @@ class Job:
             "cancel_requested": self.cancel_requested,
             "unique_key": self.unique_key,
             "labels": self.labels,
+            "workflow_id": self.workflow_id,
+            "task": self.task,
         }
 
 
@@ -224,3 +230,78 @@ class LogChunk:
     stream: Stream
     seq: int
     data: bytes
+
+
+# --- dependencies and workflows -------------------------------------------------------------------
+
+
+class DepCondition(StrEnum):
+    OK = "ok"  # --after / needs: the dependency must succeed
+    ANY = "any"  # --after-any / needs_any: the dependency must end, whatever its outcome
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One edge seen from a job: the other job, the condition, and the other job's state."""
+
+    job_id: int
+    condition: DepCondition
+    state: JobState
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.job_id, "condition": self.condition.value, "state": self.state.value}
+
+
+class WorkflowState(StrEnum):
+    RUNNING = "running"  # some task has not ended
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every task ended, some failed or were lost
+    CANCELLED = "cancelled"  # every task ended, some were cancelled, none failed
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: int
+    name: str
+    created_at: datetime
+    params: dict[str, str]
+    definition: dict[str, Any]
+    tasks: list[Job]  # in dependency order
+    schedule_id: int | None = None
+
+    @property
+    def state(self) -> WorkflowState:
+        states = {task.state for task in self.tasks}
+        if any(not state.is_final for state in states):
+            return WorkflowState.RUNNING
+        if states <= {JobState.SUCCEEDED}:
+            return WorkflowState.SUCCEEDED
+        if states & {JobState.FAILED, JobState.LOST}:
+            return WorkflowState.FAILED
+        return WorkflowState.CANCELLED
+
+    def needs(self, task: str) -> list[str]:
+        spec = self.definition["tasks"][task]
+        return list(spec.get("needs", [])) + list(spec.get("needs_any", []))
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "created_at": isoformat_utc(self.created_at),
+            "params": self.params,
+            "schedule_id": self.schedule_id,
+            "tasks": [
+                {"task": job.task, "job_id": job.id, "state": job.state.value,
+                 "attempt": job.attempt, "exit_code": job.exit_code, "error": job.error,
+                 "started_at": isoformat_utc(job.started_at),
+                 "finished_at": isoformat_utc(job.finished_at), "duration_s": job.duration_s,
+                 "needs": self.definition["tasks"][job.task].get("needs", []) if job.task else [],
+                 "needs_any": (self.definition["tasks"][job.task].get("needs_any", [])
+                               if job.task else [])}
+                for job in self.tasks
+            ],
+        }

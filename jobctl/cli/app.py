@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("jobctl.cli.job", "Submit and inspect one-off jobs."),
     "worker": ("jobctl.cli.worker", "Run and inspect workers."),
+    "workflow": ("jobctl.cli.workflow", "Run graphs of jobs (workflows) from TOML files."),
     "db": ("jobctl.cli.db", "Manage the database schema."),
 }
 

@@ -16,7 +16,7 @@ from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from jobctl.client import Client
-    from jobctl.models import Job, JobSpec
+    from jobctl.models import Dependency, Job, JobSpec
 
 app = typer.Typer(help="Submit and inspect one-off jobs.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -95,6 +95,14 @@ def submit(
         None, "--from-file", metavar="PATH",
         help="Submit one job per line of PATH (- for standard input), each run by /bin/sh -c; "
              "blank lines and # comments are skipped. All or nothing.", show_default=False),
+    after: str | None = typer.Option(
+        None, "--after", metavar="ID[,ID...]",
+        help="Start only after each of these jobs succeeded; if one fails, is cancelled or "
+             "lost, this job ends too (failed or cancelled).", show_default=False),
+    after_any: str | None = typer.Option(
+        None, "--after-any", metavar="ID[,ID...]",
+        help="Start only after each of these jobs ended, whatever its outcome.",
+        show_default=False),
     wait: bool = typer.Option(False, "--wait", "-w",
                               help="Wait for the job to end and exit with its exit code."),
     follow: bool = typer.Option(False, "--follow", "-f",
@@ -132,6 +140,8 @@ def submit(
         cwd=os.path.abspath(cwd) if cwd else None,
         unique_key=unique_key,
         labels=parse_pairs(label, "--label"),
+        after=_parse_ids(after, "--after"),
+        after_any=_parse_ids(after_any, "--after-any"),
     )
     client = st.client()
     if from_file is not None:
@@ -159,18 +169,32 @@ def submit(
         raise typer.Exit(_exit_code(job))
 
 
-def _read_command_lines(path: str) -> list[str]:
+def _parse_ids(text: str | None, option: str) -> tuple[int, ...]:
+    if text is None:
+        return ()
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise InvalidInput(f"{option} takes job ids separated by commas, not {text!r}") from error
+
+
+def _read_command_lines(path: str) -> list[str]:
+    """The commands of a --from-file file: every line but blank ones and # comments, in order.
+    A line that cannot be a command (not UTF-8, a NUL byte) rejects the file, naming the line."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise InvalidInput(f"{path} is not UTF-8 text") from error
-    lines = [line.strip() for line in text.splitlines()]
-    commands = [line for line in lines if line and not line.startswith("#")]
-    for number, line in enumerate(text.splitlines(), start=1):
+    commands = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode().strip()
+        except UnicodeDecodeError as error:
+            raise InvalidInput(f"{path}:{number}: not UTF-8 text") from error
         if "\x00" in line:
             raise InvalidInput(f"{path}:{number}: a command cannot contain a NUL byte")
+        if line and not line.startswith("#"):
+            commands.append(line)
     if not commands:
         raise InvalidInput(f"{path} holds no commands")
     return commands
@@ -262,10 +286,13 @@ def status(
     client = st.client()
     job = client.get(job_id)
     attempts = client.attempts(job_id)
+    waits_for, needed_by = client.dependencies(job_id)
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
-        terminal.json({**job.to_json(), "attempts": [a.to_json() for a in attempts]})
+        terminal.json({**job.to_json(), "attempts": [a.to_json() for a in attempts],
+                       "waits_for": [d.to_json() for d in waits_for],
+                       "needed_by": [d.to_json() for d in needed_by]})
         return
     if fmt is OutputFormat.IDS:
         terminal.out(str(job.id))
@@ -295,6 +322,9 @@ def status(
         ("duration", format_duration(job.duration_s) if job.duration_s is not None else None),
         ("exit code", job.exit_code),
         ("error", job.error),
+        ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
+        ("waits for", _describe_deps(waits_for)),
+        ("needed by", _describe_deps(needed_by)),
     ])
     if attempts:
         terminal.out()
@@ -302,6 +332,14 @@ def status(
                  a.duration_s, a.outcome or "running", a.exit_code, a.error] for a in attempts]
         terminal.table(["attempt", "worker", "started", "finished", "duration", "outcome",
                         "exit", "error"], rows, fmt)
+
+
+def _describe_deps(found: list[Dependency]) -> str | None:
+    """`41 (succeeded), 42 (running, any)`: each job with its state; `any` for --after-any."""
+    if not found:
+        return None
+    return ", ".join(f"{d.job_id} ({d.state.value}{', any' if d.condition.value == 'any' else ''})"
+                     for d in found)
 
 
 @app.command()

@@ -12,17 +12,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from jobctl.errors import NotFound
 from jobctl.models import (
     FINAL_STATES,
     Attempt,
     Delivery,
+    DepCondition,
     Job,
     JobSpec,
     JobState,
     LogChunk,
     Stream,
 )
-from jobctl.store import notify
+from jobctl.store import deps, notify
 from jobctl.store.schema import attempts, db_now, db_now_plus, job_logs, jobs, workers
 
 FINAL = sorted(state.value for state in FINAL_STATES)
@@ -54,9 +56,31 @@ def _insert(connection: sa.Connection) -> Any:
     return dialect_insert(jobs)
 
 
+def _initial(connection: sa.Connection, spec: JobSpec) -> deps.Initial:
+    """The state a job with `spec`'s dependencies starts in; unknown ids are NotFound."""
+    if not spec.after and not spec.after_any:
+        return deps.Initial(JobState.QUEUED)
+    states = deps.states_of(connection, [*spec.after, *spec.after_any])
+    missing = sorted((set(spec.after) | set(spec.after_any)) - set(states))
+    if missing:
+        raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
+    return deps.initial_state(spec.after, spec.after_any, states)
+
+
+def _edges(job_id: int, spec: JobSpec) -> list[tuple[int, int, DepCondition]]:
+    return ([(job_id, dep, DepCondition.OK) for dep in spec.after]
+            + [(job_id, dep, DepCondition.ANY) for dep in spec.after_any])
+
+
 def submit(connection: sa.Connection, spec: JobSpec) -> tuple[int, bool]:
-    """Insert one job; returns (id, created). A known unique key returns the first job's id."""
+    """Insert one job; returns (id, created). A known unique key returns the first job's id.
+    With dependencies it starts `waiting` (or `queued` when they are all met already)."""
+    initial = _initial(connection, spec)
     values = _row_values(spec)
+    values["state"] = initial.state.value
+    if initial.error is not None:
+        values["error"] = initial.error
+        values["finished_at"] = db_now()
     if values["run_at"] is None:
         values["run_at"] = db_now_plus(spec.run_in_s) if spec.run_in_s else db_now()
     statement = _insert(connection).values(**values, created_at=db_now())
@@ -70,86 +94,139 @@ def submit(connection: sa.Connection, spec: JobSpec) -> tuple[int, bool]:
             sa.select(jobs.c.id).where(jobs.c.unique_key == spec.unique_key)
         ).scalar_one()
         return int(existing), False
-    notify.job_submitted(connection, spec.queue)
+    deps.add(connection, _edges(int(job_id), spec))
+    if initial.state is JobState.QUEUED:
+        notify.job_submitted(connection, spec.queue)
     return int(job_id), True
 
 
-# Many jobs in one statement with one parameter per column (arrays), not one per value: the
-# statement stays small however many jobs there are, so neither SQLAlchemy nor psycopg spends
-# time building or parsing it. Identity values follow the ORDER BY, so sorted ids are in order.
-PG_SUBMIT_MANY = sa.text("""
-INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
-                  backoff_s, delivery, attempt, labels, run_at, created_at)
-SELECT d.name, d.queue, d.priority, 'queued', d.argv::jsonb, d.env::jsonb, d.cwd, d.timeout_s,
-       d.max_attempts, d.backoff_s, d.delivery, 0, d.labels::jsonb,
-       coalesce(d.run_at, clock_timestamp() + make_interval(secs => d.run_in_s)),
-       clock_timestamp()
-FROM unnest(
-    CAST(:names AS text[]), CAST(:queues AS text[]), CAST(:priorities AS int[]),
-    CAST(:argvs AS text[]), CAST(:envs AS text[]), CAST(:cwds AS text[]),
-    CAST(:timeouts AS float8[]), CAST(:max_attempts AS int[]), CAST(:backoffs AS float8[]),
-    CAST(:deliveries AS text[]), CAST(:labels AS text[]), CAST(:run_ats AS timestamptz[]),
-    CAST(:run_ins AS float8[])
-) WITH ORDINALITY AS d(name, queue, priority, argv, env, cwd, timeout_s, max_attempts,
-                       backoff_s, delivery, labels, run_at, run_in_s, position)
-ORDER BY d.position
-RETURNING id
-""")
-
-
 def submit_many(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[int]:
-    """Insert many jobs in one statement; ids come back in the order given.
+    """Insert many jobs in one transaction; ids come back in the order given.
 
-    Unique keys are not supported here: a batch is all or nothing.
+    Unique keys are not supported here: a batch is all or nothing. Each job's --after and
+    --after-any ids must exist (NotFound otherwise).
     """
     if not specs:
         return []
+    initials = _initials(connection, specs)
+    ids = insert_many(connection, specs, states=[i.state for i in initials],
+                      errors=[i.error for i in initials])
+    deps.add(connection, [edge for job_id, spec in zip(ids, specs, strict=True)
+                          for edge in _edges(job_id, spec)])
+    return ids
+
+
+def _initials(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[deps.Initial]:
+    if not any(spec.after or spec.after_any for spec in specs):
+        return [deps.Initial(JobState.QUEUED)] * len(specs)
+    wanted = {dep for spec in specs for dep in (*spec.after, *spec.after_any)}
+    states = deps.states_of(connection, wanted)
+    missing = sorted(wanted - set(states))
+    if missing:
+        raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
+    return [deps.initial_state(spec.after, spec.after_any, states) for spec in specs]
+
+
+def insert_many(
+    connection: sa.Connection,
+    specs: Sequence[JobSpec],
+    *,
+    states: Sequence[JobState],
+    errors: Sequence[str | None] | None = None,
+    workflow_id: int | None = None,
+    tasks: Sequence[str] | None = None,
+) -> list[int]:
+    """Insert jobs in the states given (dependencies are the caller's), one notification per
+    queue that got queued jobs; ids in the order given."""
+    errors = errors if errors is not None else [None] * len(specs)
     if connection.dialect.name == "postgresql":
-        ids = _submit_many_postgres(connection, specs)
+        ids = _copy_postgres(connection, specs, states, errors, workflow_id, tasks)
     else:
-        ids = _submit_many_sqlite(connection, specs)
-    for queue in sorted({spec.queue for spec in specs}):
+        ids = _insert_sqlite(connection, specs, states, errors, workflow_id, tasks)
+    queued = {spec.queue for spec, st in zip(specs, states, strict=True) if st is JobState.QUEUED}
+    for queue in sorted(queued):
         notify.job_submitted(connection, queue)
     return ids
 
 
-def _submit_many_postgres(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[int]:
-    params = {
-        "names": [s.name for s in specs],
-        "queues": [s.queue for s in specs],
-        "priorities": [s.priority for s in specs],
-        "argvs": [json.dumps(list(s.argv)) for s in specs],
-        "envs": [json.dumps(dict(s.env)) for s in specs],
-        "cwds": [s.cwd for s in specs],
-        "timeouts": [s.timeout_s for s in specs],
-        "max_attempts": [s.max_attempts for s in specs],
-        "backoffs": [s.backoff_s for s in specs],
-        "deliveries": [s.delivery.value for s in specs],
-        "labels": [json.dumps(dict(s.labels)) for s in specs],
-        "run_ats": [s.run_at for s in specs],
-        "run_ins": [s.run_in_s or 0.0 for s in specs],
-    }
-    return sorted(int(i) for i in connection.execute(PG_SUBMIT_MANY, params).scalars())
+_COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
+                 "max_attempts", "backoff_s", "delivery", "attempt", "labels", "run_at",
+                 "created_at", "finished_at", "error", "workflow_id", "task")
+
+# Ids first (one query: the identity's sequence, as many values as jobs), then COPY: no per-row
+# statement and no array parameters to parse, which makes it about twice as fast as
+# INSERT … SELECT FROM unnest(…) for 100,000 jobs. The identity is GENERATED BY DEFAULT, so
+# explicit ids are allowed, and the sequence guarantees nobody else gets them.
+PG_RESERVE_IDS = sa.text(
+    "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)")
+PG_CLOCK = sa.text("SELECT clock_timestamp()")
 
 
-def _submit_many_sqlite(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[int]:
+def _copy_postgres(
+    connection: sa.Connection,
+    specs: Sequence[JobSpec],
+    states: Sequence[JobState],
+    errors: Sequence[str | None],
+    workflow_id: int | None,
+    tasks: Sequence[str] | None,
+) -> list[int]:
+    from datetime import timedelta
+
+    ids = sorted(int(i) for i in connection.execute(PG_RESERVE_IDS, {"n": len(specs)}).scalars())
+    now = connection.execute(PG_CLOCK).scalar_one()
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    columns = ", ".join(_COPY_COLUMNS)
+    with driver.cursor() as cursor, cursor.copy(f"COPY jobs ({columns}) FROM STDIN") as copy:
+        for index, spec in enumerate(specs):
+            run_at = spec.run_at if spec.run_at is not None else (
+                now + timedelta(seconds=spec.run_in_s) if spec.run_in_s else now)
+            state = states[index]
+            copy.write_row((
+                ids[index], spec.name, spec.queue, spec.priority, state.value,
+                encode(list(spec.argv)), encode(dict(spec.env)) if spec.env else "{}",
+                spec.cwd, spec.timeout_s, spec.max_attempts, spec.backoff_s,
+                spec.delivery.value, 0, encode(dict(spec.labels)) if spec.labels else "{}",
+                run_at, now, now if state.is_final else None, errors[index], workflow_id,
+                tasks[index] if tasks is not None else None,
+            ))
+    return ids
+
+
+def _insert_sqlite(
+    connection: sa.Connection,
+    specs: Sequence[JobSpec],
+    states: Sequence[JobState],
+    errors: Sequence[str | None],
+    workflow_id: int | None,
+    tasks: Sequence[str] | None,
+) -> list[int]:
     rows = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         row = _row_values(spec)
+        row["state"] = states[index].value
+        row["error"] = errors[index]
+        row["workflow_id"] = workflow_id
+        row["task"] = tasks[index] if tasks is not None else None
         row["run_at_given"] = row.pop("run_at")
         row["run_in_s"] = spec.run_in_s or 0.0
+        row["ended"] = states[index].is_final
         rows.append(row)
     statement = (
         sa.insert(jobs)
         .values(
             {
                 **{key: sa.bindparam(key) for key in rows[0]
-                   if key not in ("run_at_given", "run_in_s")},
+                   if key not in ("run_at_given", "run_in_s", "ended")},
                 "run_at": sa.func.coalesce(
                     sa.bindparam("run_at_given", type_=jobs.c.run_at.type),
                     db_now_plus(sa.bindparam("run_in_s", type_=sa.Float())),
                 ),
                 "created_at": db_now(),
+                "finished_at": sa.case(
+                    (sa.bindparam("ended", type_=sa.Boolean()), db_now()),
+                    else_=sa.null()),
             }
         )
         .returning(jobs.c.id, sort_by_parameter_order=True)
@@ -184,6 +261,8 @@ def _job_from_row(row: Any) -> Job:
         cancel_requested=bool(row.cancel_requested),
         unique_key=row.unique_key,
         labels=dict(row.labels or {}),
+        workflow_id=row.workflow_id,
+        task=row.task,
     )
 
 
@@ -312,6 +391,9 @@ def cancel(connection: sa.Connection, job_id: int) -> JobState | None:
             .values(state=JobState.CANCELLED.value, finished_at=db_now(),
                     error="cancelled before it started", cancel_requested=True)
         )
+        notify.jobs_done(connection, [job_id])
+        # what waits on it (--after) is cancelled too, transitively; --after-any ones may start
+        deps.settle(connection, {job_id: JobState.CANCELLED.value})
     elif state == JobState.RUNNING.value:
         connection.execute(
             sa.update(jobs)

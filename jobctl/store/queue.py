@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobctl.models import Delivery, JobState, WorkerState
-from jobctl.store import notify
+from jobctl.store import deps, notify
 from jobctl.store.schema import UTCDateTime, db_now, job_logs, workers
 
 # --- the database clock, as SQL text --------------------------------------------------------------
@@ -154,6 +154,7 @@ def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outco
     if connection.dialect.name == "postgresql":
         return complete_and_claim(connection, worker_id, outcomes, [], 0, 0.0)[0]
     applied = set()
+    ended: dict[int, str] = {}
     for o in outcomes:
         params = {
             "worker_id": worker_id, "id": o.job_id, "attempt": o.attempt,
@@ -164,17 +165,70 @@ def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outco
         if row is not None:
             connection.execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row.started_at})
             applied.add(o.job_id)
+            if o.state.is_final:
+                ended[o.job_id] = o.state.value
+    if ended:
+        deps.settle(connection, ended)  # the same transaction (see deps.py)
     return applied
 
 
 # --- complete and claim in one round trip -----------------------------------------------------
+
+# Dependents of the jobs this statement ends (see jobctl/store/deps.py), in the same statement and
+# so the same transaction: `doomed` follows `ok` edges from failed, lost and cancelled jobs through
+# waiting jobs (recursively), and those end with the root cause's id in their error; `released`
+# queues the waiting jobs whose every dependency is now met, reading the new states of this
+# statement's jobs from `finished`/`doomed` since all CTEs share one snapshot. A job with no
+# dependents costs two index probes on job_deps (depends_on), no more.
+_FINAL_SQL = ", ".join(f"'{state}'" for state in deps.FINAL)
+_PG_SETTLE_DEPENDENTS = f"""
+ended AS (
+    SELECT id, state FROM finished WHERE state IN ({_FINAL_SQL})
+), doomed(id, cause, cause_state) AS (
+    SELECT dep.job_id, e.id, e.state
+    FROM ended e JOIN job_deps dep ON dep.depends_on = e.id AND dep.condition = 'ok'
+    JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+    WHERE e.state <> 'succeeded'
+  UNION
+    SELECT dep.job_id, x.cause, x.cause_state
+    FROM doomed x JOIN job_deps dep ON dep.depends_on = x.id AND dep.condition = 'ok'
+    JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+), doomed_once AS (
+    SELECT DISTINCT ON (id) id, cause, cause_state FROM doomed ORDER BY id, cause
+), ended_by_deps AS (
+    UPDATE jobs w SET
+        state = CASE WHEN x.cause_state = 'cancelled' THEN 'cancelled' ELSE 'failed' END,
+        finished_at = {PG_NOW},
+        error = 'dependency ' || x.cause || ' ' || x.cause_state
+    FROM doomed_once x
+    WHERE w.id = x.id AND w.state = 'waiting'
+    RETURNING w.id, pg_notify('{notify.DONE_CHANNEL}', '')
+), released AS (
+    UPDATE jobs w SET state = 'queued', run_at = greatest(w.run_at, {PG_NOW})
+    WHERE w.state = 'waiting'
+      AND w.id IN (SELECT dep.job_id FROM job_deps dep
+                   WHERE dep.depends_on IN (SELECT id FROM ended UNION ALL SELECT id FROM doomed))
+      AND w.id NOT IN (SELECT id FROM doomed)
+      AND NOT EXISTS (
+          SELECT 1 FROM job_deps dep
+          LEFT JOIN jobs dj ON dj.id = dep.depends_on
+          LEFT JOIN ended e ON e.id = dep.depends_on
+          LEFT JOIN doomed_once x ON x.id = dep.depends_on
+          WHERE dep.job_id = w.id AND NOT coalesce(
+              CASE WHEN x.id IS NOT NULL THEN dep.condition = 'any'
+                   WHEN dep.condition = 'ok' THEN coalesce(e.state, dj.state) = 'succeeded'
+                   ELSE coalesce(e.state, dj.state) IN
+                        ({_FINAL_SQL}) END, false)
+      )
+    RETURNING w.id, pg_notify('{notify.JOBS_CHANNEL}', w.queue)
+),"""
 
 # The worker's main loop does both every turn: finish the attempts that ended, then fill the freed
 # slots. On PostgreSQL one statement does it all, autocommitted: one round trip and one commit per
 # turn, however many jobs ended. The claim cannot pick a job the same statement re-queues (all
 # CTEs see one snapshot), so a failed job is never retried by the statement that failed it.
 PG_COMPLETE_AND_CLAIM = sa.text(f"""
-WITH done AS (
+WITH RECURSIVE done AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:states AS text[]),
         CAST(:outcomes AS text[]), CAST(:exit_codes AS int[]), CAST(:signals AS int[]),
@@ -193,7 +247,7 @@ WITH done AS (
     WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
       AND j.state = 'running'
     -- one notification per commit for waiters (identical ones collapse), none for retries
-    RETURNING j.id, j.attempt, j.started_at,
+    RETURNING j.id, j.attempt, j.started_at, j.state,
               CASE WHEN d.state <> 'queued' THEN pg_notify('{notify.DONE_CHANNEL}', '') END
 ), recorded AS (
     INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
@@ -201,7 +255,9 @@ WITH done AS (
     SELECT f.id, f.attempt, :worker_id, f.started_at, {PG_NOW}, d.outcome, d.exit_code,
            d.signal, d.error
     FROM finished f JOIN done d ON d.id = f.id
-), picked AS MATERIALIZED (
+),
+{_PG_SETTLE_DEPENDENTS}
+picked AS MATERIALIZED (
     -- Per queue, so the claim index (queue, priority DESC, run_at, id) yields rows already in
     -- order: `queue = ANY(:queues)` would make PostgreSQL read and sort the whole backlog.
     -- SKIP LOCKED: concurrent workers never wait on each other's rows. MATERIALIZED: the planner
@@ -231,6 +287,9 @@ FROM finished
 UNION ALL
 SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue
 FROM claimed
+UNION ALL
+SELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM released
 """)
 
 
@@ -280,8 +339,15 @@ def complete_and_claim(
     }
     rows = connection.execute(PG_COMPLETE_AND_CLAIM, params).all()
     applied = {row.id for row in rows if row.completed}
-    claimed = sorted((_claimed_from_row(row) for row in rows if not row.completed),
+    claimed = sorted((_claimed_from_row(row) for row in rows if row.completed is False),
                      key=lambda job: job.id)
+    released = any(row.completed is None for row in rows)
+    if released and len(claimed) < limit:
+        # The statement could not claim the dependents it released (one snapshot): claim again
+        # now, rather than on the notification, so a chain goes on without a turn's delay and
+        # a burst worker does not mistake them for an empty queue.
+        claimed += complete_and_claim(connection, worker_id, [], queues,
+                                      limit - len(claimed), lease_s)[1]
     return applied, claimed
 
 
@@ -444,6 +510,10 @@ def rescue(connection: sa.Connection) -> Rescued:
         notify.job_submitted(connection, queue)
     if ended:
         notify.jobs_done(connection, sorted(ended))
+        settled = deps.settle(connection, {job_id: state.value for job_id, state in ended.items()})
+        ended.update(settled.ended)
+    # The backstop for dependents that two concurrent completions both left waiting (deps.py).
+    ended.update(deps.sweep(connection).ended)
     return Rescued(requeued, ended)
 
 

@@ -1,0 +1,240 @@
+"""Dependencies and workflows in the store, on both backends: waiting → queued in the completing
+transaction (PostgreSQL's one-statement hot path and SQLite's), transitive failure naming the
+root cause, --after-any, cancel cascades, rescue, unknown ids, bulk submit with dependencies,
+and workflows started, cancelled and retried."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from jobctl.errors import NotFound
+from jobctl.models import Delivery, JobSpec, JobState
+from jobctl.store import deps, jobs, queue, workflows
+from jobctl.store import workers as worker_rows
+from jobctl.store.engine import Database
+from jobctl.store.queue import Outcome
+from jobctl.workflow import load
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url, pool_size=4)
+    database.ensure_schema()
+    yield database
+    database.dispose()
+
+
+def register(db: Database) -> int:
+    with db.write() as connection:
+        return worker_rows.register(connection, name="w", hostname="h", pid=1,
+                                    queues=["default"], concurrency=4, version="test")
+
+
+def submit(db: Database, **fields: Any) -> int:
+    fields.setdefault("argv", ["true"])
+    with db.write() as connection:
+        return jobs.submit(connection, JobSpec(**fields))[0]
+
+
+def state(db: Database, job_id: int) -> tuple[JobState, str | None]:
+    with db.read() as connection:
+        job = jobs.get(connection, job_id)
+    assert job is not None
+    return job.state, job.error
+
+
+def run(db: Database, worker: int, outcome: JobState = JobState.SUCCEEDED) -> list[int]:
+    """Claim everything due and end each with `outcome` (through complete_and_claim)."""
+    with db.write() as connection:
+        claimed = queue.claim(connection, worker, ["default"], 100, 60.0)
+    outcomes = [Outcome(c.id, c.attempt, outcome, outcome.value,
+                        0 if outcome is JobState.SUCCEEDED else 1, None, None) for c in claimed]
+    with db.write() as connection:
+        queue.complete(connection, worker, outcomes)
+    return [c.id for c in claimed]
+
+
+def test_a_dependent_waits_then_is_queued_by_the_completion(db: Database) -> None:
+    worker = register(db)
+    a = submit(db)
+    b = submit(db)
+    c = submit(db, after=(a,), after_any=(b,))
+    assert state(db, c)[0] is JobState.WAITING
+    assert run(db, worker) == [a, b]  # c is not claimable while waiting
+    assert state(db, c)[0] is JobState.QUEUED
+    assert run(db, worker) == [c]
+
+
+def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Database) -> None:
+    worker = register(db)
+    a = submit(db)
+    b = submit(db, after=(a,))
+    c = submit(db, after=(b,))
+    d = submit(db, after_any=(b,))
+    sibling = submit(db)
+    with db.write() as connection:
+        [job] = [j for j in queue.claim(connection, worker, ["default"], 100, 60.0) if j.id == a]
+    with db.write() as connection:
+        queue.complete(connection, worker,
+                       [Outcome(a, 1, JobState.FAILED, "failed", 3, None, None)])
+    assert state(db, b) == (JobState.FAILED, f"dependency {a} failed")
+    assert state(db, c) == (JobState.FAILED, f"dependency {a} failed")
+    assert state(db, d)[0] is JobState.QUEUED
+    assert state(db, sibling)[0] is JobState.RUNNING
+    assert job.id == a
+
+
+def test_cancel_cancels_what_waits_on_it(db: Database) -> None:
+    a = submit(db, run_in_s=3600.0)
+    b = submit(db, after=(a,))
+    c = submit(db, after=(b,))
+    d = submit(db, after_any=(a,))
+    with db.write() as connection:
+        jobs.cancel(connection, a)
+    assert state(db, b) == (JobState.CANCELLED, f"dependency {a} cancelled")
+    assert state(db, c) == (JobState.CANCELLED, f"dependency {a} cancelled")
+    assert state(db, d)[0] is JobState.QUEUED
+
+
+def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: Database) -> None:
+    worker = register(db)
+    a = submit(db, delivery=Delivery.AT_MOST_ONCE)
+    b = submit(db, after=(a,))
+    with db.write() as connection:
+        queue.claim(connection, worker, ["default"], 10, 0.01)
+    import time
+
+    time.sleep(0.05)
+    with db.write() as connection:
+        queue.rescue(connection)
+    assert state(db, a)[0] is JobState.LOST
+    assert state(db, b) == (JobState.FAILED, f"dependency {a} lost")
+
+
+def test_unknown_dependency_is_not_found_and_writes_nothing(db: Database) -> None:
+    a = submit(db)
+    with pytest.raises(NotFound, match="999"), db.write() as connection:
+        jobs.submit_many(connection, [JobSpec(argv=["true"]), JobSpec(argv=["true"],
+                                                                     after=(a, 999))])
+    with db.read() as connection:
+        assert [j.id for j in jobs.list_jobs(connection)] == [a]
+
+
+def test_after_an_already_failed_job_ends_at_once(db: Database) -> None:
+    worker = register(db)
+    a = submit(db)
+    run(db, worker, JobState.FAILED)
+    b = submit(db, after=(a,))
+    assert state(db, b) == (JobState.FAILED, f"dependency {a} failed")
+    c = submit(db, after_any=(a,))
+    assert state(db, c)[0] is JobState.QUEUED
+
+
+def test_status_shows_both_directions(db: Database) -> None:
+    a = submit(db)
+    b = submit(db, after=(a,))
+    c = submit(db, after_any=(b,))
+    with db.read() as connection:
+        assert [(d.job_id, d.condition.value) for d in deps.waits_for(connection, c)] == \
+            [(b, "any")]
+        assert [d.job_id for d in deps.needed_by(connection, a)] == [b]
+        assert [d.job_id for d in deps.needed_by(connection, b)] == [c]
+
+
+def test_the_sweep_releases_a_job_whose_dependencies_ended_unnoticed(db: Database) -> None:
+    """What two concurrent PostgreSQL completions can leave behind: a waiting job whose every
+    dependency succeeded. The rescuer's sweep queues it."""
+    a = submit(db)
+    b = submit(db, after=(a,))
+    with db.write() as connection:
+        from jobctl.store.schema import jobs as jobs_table
+
+        connection.execute(jobs_table.update().where(jobs_table.c.id == a)
+                           .values(state="succeeded"))
+    assert state(db, b)[0] is JobState.WAITING
+    with db.write() as connection:
+        queue.rescue(connection)
+    assert state(db, b)[0] is JobState.QUEUED
+
+
+DIAMOND = """
+[workflow]
+name = "diamond"
+retries = 2
+[tasks.a]
+command = "echo {day}"
+[tasks.b]
+command = ["echo", "b-{day}"]
+needs = ["a"]
+[tasks.c]
+command = "exit 1"
+needs = ["a"]
+[tasks.d]
+command = "true"
+needs = ["b", "c"]
+[tasks.e]
+command = "true"
+needs_any = ["c"]
+"""
+
+
+def test_workflow_start_fail_and_retry(db: Database) -> None:
+    worker = register(db)
+    with db.write() as connection:
+        wid = workflows.start(connection, load(DIAMOND, "d.toml"), {"day": "mon"})
+    assert wid is not None
+    with db.read() as connection:
+        wf = workflows.get(connection, wid)
+    assert wf is not None
+    assert [t.task for t in wf.tasks] == ["a", "b", "c", "d", "e"]
+    assert wf.tasks[0].argv == ["/bin/sh", "-c", "echo mon"]
+    assert wf.tasks[1].argv == ["echo", "b-mon"]
+    assert [t.state for t in wf.tasks] == [JobState.QUEUED] + [JobState.WAITING] * 4
+    ids = {t.task: t.id for t in wf.tasks}
+    run(db, worker)  # a
+    with db.write() as connection:
+        claimed = queue.claim(connection, worker, ["default"], 10, 60.0)
+        by_id = {c.id: c for c in claimed}
+        queue.complete(connection, worker, [
+            Outcome(ids["b"], by_id[ids["b"]].attempt, JobState.SUCCEEDED, "succeeded", 0, None,
+                    None),
+            Outcome(ids["c"], by_id[ids["c"]].attempt, JobState.FAILED, "failed", 1, None, None),
+        ])
+    assert state(db, ids["d"]) == (JobState.FAILED, f"dependency {ids['c']} failed")
+    assert state(db, ids["e"])[0] is JobState.QUEUED
+    run(db, worker)  # e
+    with db.read() as connection:
+        assert workflows.get(connection, wid).state.value == "failed"  # type: ignore[union-attr]
+    with db.write() as connection:
+        again = workflows.retry(connection, wid)
+    assert sorted(again) == sorted([ids["c"], ids["d"]])
+    assert state(db, ids["c"])[0] is JobState.QUEUED
+    assert state(db, ids["d"])[0] is JobState.WAITING
+    assert run(db, worker) == [ids["c"]]
+    assert run(db, worker) == [ids["d"]]
+    with db.read() as connection:
+        wf = workflows.get(connection, wid)
+    assert wf is not None and wf.state.value == "succeeded"
+    assert {t.task: t.attempt for t in wf.tasks} == {"a": 1, "b": 1, "c": 2, "d": 1, "e": 1}
+
+
+def test_workflow_cancel_and_schedule_uniqueness(db: Database) -> None:
+    from datetime import UTC, datetime
+
+    definition = load(DIAMOND, "d.toml")
+    fire = datetime(2024, 1, 1, tzinfo=UTC)
+    with db.write() as connection:
+        wid = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
+        again = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
+    assert wid is not None and again is None
+    with db.write() as connection:
+        cancelled = workflows.cancel(connection, wid)
+    assert len(cancelled) == 5
+    with db.read() as connection:
+        wf = workflows.get(connection, wid)
+    assert wf is not None
+    assert {t.state for t in wf.tasks} == {JobState.CANCELLED}
+    assert wf.state.value == "cancelled"

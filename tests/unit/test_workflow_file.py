@@ -1,0 +1,65 @@
+"""Workflow files: every invalid one is a one-line error naming file, line and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobctl.errors import InvalidInput
+from jobctl.workflow import find_cycle, load, substitute, topological_order
+
+GOOD = """\
+[workflow]
+name = "nightly"
+queue = "batch"
+[tasks.dump]
+command = "pg_dump > x"
+[tasks.compress]
+command = ["gzip", "x"]
+needs = ["dump"]
+"""
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[tasks.a]\ncommand = 'x'\nneeds = ['b', 'c']\n[tasks.b]\ncommand = 'y'\nneeds = ['a']\n"
+     "[tasks.c]\ncommand = 'z'\n",
+     "f.toml:3: tasks.a.needs: a cycle: a -> b -> a"),
+    ("[tasks.a]\ncommand = 'x'\n\n[tasks.b]\ncommand = 'y'\nneeds = ['nope']\n",
+     "f.toml:6: tasks.b.needs: unknown task 'nope'"),
+    ("[tasks.a]\ncommand = 'x'\n[tasks.a]\ncommand = 'y'\n",
+     "f.toml:3: duplicate task 'a' (first at line 1)"),
+    ("[tasks.a]\ncommand = 'x'\ncolour = 'red'\n", "f.toml:3: tasks.a: unknown key 'colour'"),
+    ("[workflow]\nqueue = 'q'\nretry = 2\n[tasks.a]\ncommand = 'x'\n",
+     "f.toml:3: workflow: unknown key 'retry'"),
+    ("[tasks.a]\ncommand = 'x\n", "f.toml:2: invalid TOML: "),
+    ("[tasks.a]\nneeds = []\n", "f.toml:1: tasks.a: no command"),
+    ("[tasks.a]\ncommand = 'x'\ntimeout = 'soon'\n", "f.toml:3: tasks.a.timeout: "),
+    ("[tasks.a]\ncommand = 'x'\nretries = 'two'\n", "f.toml:3: tasks.a.retries must be an"),
+    ("[workflow]\nname = 'x'\n", "f.toml:1: no tasks"),
+])
+def test_invalid_files(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load(text, "f.toml")
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_valid_file_takes_defaults_and_orders_tasks() -> None:
+    definition = load("[tasks.z]\ncommand='b'\nneeds=['y']\n" + GOOD.replace("[tasks.dump]",
+                      "[tasks.y]\ncommand='a'\n[tasks.dump]"), "n.toml")
+    assert definition["name"] == "nightly"
+    assert list(definition["tasks"]) == ["y", "z", "dump", "compress"]
+    assert definition["tasks"]["compress"]["queue"] == "batch"
+    assert definition["tasks"]["compress"]["needs"] == ["dump"]
+
+
+def test_cycle_and_order_helpers() -> None:
+    tasks: dict[str, dict[str, list[str]]] = {"a": {"needs": ["b"]}, "b": {"needs_any": ["c"]}, "c": {"needs": []}}
+    assert find_cycle(tasks) is None
+    assert topological_order(tasks) == ["c", "b", "a"]
+    tasks["c"]["needs"] = ["a"]
+    assert find_cycle(tasks) == ["a", "b", "c", "a"]
+
+
+def test_substitute_leaves_unknown_braces_alone() -> None:
+    assert substitute("cp {src} ${HOME}/{date}-{x}", {"src": "a", "date": "d"}) == \
+        "cp a ${HOME}/d-{x}"
