@@ -45,6 +45,8 @@ class ClaimedJob:
     backoff_s: float
     delivery: Delivery
     queue: str
+    # Whether other jobs waited on it when it was claimed: its completion must settle them.
+    has_dependents: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Outcome:
     signal: int | None
     error: str | None
     retry_delay_s: float = 0.0
+    has_dependents: bool = True  # from ClaimedJob: settle its dependents in the same statement
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,18 @@ ended AS (
 # slots. On PostgreSQL one statement does it all, autocommitted: one round trip and one commit per
 # turn, however many jobs ended. The claim cannot pick a job the same statement re-queues (all
 # CTEs see one snapshot), so a failed job is never retried by the statement that failed it.
-PG_COMPLETE_AND_CLAIM = sa.text(f"""
+def _pg_complete_and_claim(settle: bool) -> sa.TextClause:
+    """The turn's statement, with or without the CTEs that settle dependents.
+
+    Most jobs have no dependents, and the settling CTEs double the statement's planning time, so
+    the worker uses the plain variant when none of the jobs it completes had dependents when it
+    claimed them. The plain variant still reports, per job, whether someone started waiting on it
+    since (`late_dependents`), and `complete_and_claim` settles those straight after.
+    """
+    late = "false" if settle else "EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = j.id)"
+    released = ("UNION ALL\nSELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                "false\nFROM released") if settle else ""
+    return sa.text(f"""
 WITH RECURSIVE done AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:states AS text[]),
@@ -247,7 +261,7 @@ WITH RECURSIVE done AS (
     WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
       AND j.state = 'running'
     -- one notification per commit for waiters (identical ones collapse), none for retries
-    RETURNING j.id, j.attempt, j.started_at, j.state,
+    RETURNING j.id, j.attempt, j.started_at, j.state, {late} AS late_dependents,
               CASE WHEN d.state <> 'queued' THEN pg_notify('{notify.DONE_CHANNEL}', '') END
 ), recorded AS (
     INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
@@ -256,7 +270,7 @@ WITH RECURSIVE done AS (
            d.signal, d.error
     FROM finished f JOIN done d ON d.id = f.id
 ),
-{_PG_SETTLE_DEPENDENTS}
+{_PG_SETTLE_DEPENDENTS if settle else ""}
 picked AS MATERIALIZED (
     -- Per queue, so the claim index (queue, priority DESC, run_at, id) yields rows already in
     -- order: `queue = ANY(:queues)` would make PostgreSQL read and sort the whole backlog.
@@ -278,18 +292,34 @@ picked AS MATERIALIZED (
         lease_until = {PG_NOW} + make_interval(secs => :lease_s),
         exit_code = NULL, signal = NULL, error = NULL
     FROM picked WHERE jobs.id = picked.id
-    RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")}
+    RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")},
+              EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id)
+                AS has_dependents
 )
 SELECT true AS completed, id, NULL::int AS attempt, NULL::jsonb AS argv, NULL::jsonb AS env,
        NULL AS cwd, NULL::float8 AS timeout_s, NULL::int AS max_attempts,
-       NULL::float8 AS backoff_s, NULL AS delivery, NULL AS queue
+       NULL::float8 AS backoff_s, NULL AS delivery, NULL AS queue,
+       late_dependents AS has_dependents
 FROM finished
 UNION ALL
-SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue
+SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
+       has_dependents
 FROM claimed
-UNION ALL
-SELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM released
+{released}
+""")
+
+
+PG_COMPLETE_AND_CLAIM = _pg_complete_and_claim(settle=True)
+PG_COMPLETE_AND_CLAIM_PLAIN = _pg_complete_and_claim(settle=False)
+
+# Settle the dependents of jobs that ended (id, state) without completing anything: for a job
+# someone started waiting on after the worker claimed it (see `_pg_complete_and_claim`).
+PG_SETTLE = sa.text(f"""
+WITH RECURSIVE finished AS (
+    SELECT id, state FROM jobs WHERE id = ANY(CAST(:ids AS bigint[]))
+),
+{_PG_SETTLE_DEPENDENTS.rstrip().rstrip(",")}
+SELECT id FROM released
 """)
 
 
@@ -305,6 +335,8 @@ def _claimed_from_row(row: Any) -> ClaimedJob:
         backoff_s=row.backoff_s,
         delivery=Delivery(row.delivery),
         queue=row.queue,
+        # SQLite's claim does not say; its completion always settles dependents anyway.
+        has_dependents=getattr(row, "has_dependents", True),
     )
 
 
@@ -337,11 +369,16 @@ def complete_and_claim(
         "limit": max(0, limit),
         "lease_s": lease_s,
     }
-    rows = connection.execute(PG_COMPLETE_AND_CLAIM, params).all()
+    settle = any(outcome.has_dependents for outcome in outcomes)
+    statement = PG_COMPLETE_AND_CLAIM if settle else PG_COMPLETE_AND_CLAIM_PLAIN
+    rows = connection.execute(statement, params).all()
     applied = {row.id for row in rows if row.completed}
     claimed = sorted((_claimed_from_row(row) for row in rows if row.completed is False),
                      key=lambda job: job.id)
     released = any(row.completed is None for row in rows)
+    late = [row.id for row in rows if row.completed and row.has_dependents]
+    if late:
+        released = bool(connection.execute(PG_SETTLE, {"ids": late}).all()) or released
     if released and len(claimed) < limit:
         # The statement could not claim the dependents it released (one snapshot): claim again
         # now, rather than on the notification, so a chain goes on without a turn's delay and

@@ -86,7 +86,7 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
     """What the database should record for one ended attempt."""
     ended = Outcome(job_id=job.id, attempt=job.attempt, state=JobState.FAILED,
                     attempt_outcome="failed", exit_code=result.exit_code, signal=result.signal,
-                    error=result.error)
+                    error=result.error, has_dependents=job.has_dependents)
     if result.exit_code == 0 and result.kill_reason is None:
         return replace(ended, state=JobState.SUCCEEDED, attempt_outcome="succeeded")
     if cancelled:

@@ -53,8 +53,9 @@ def test_a_random_dag_and_a_diamond_run_in_graph_order(jobctl: Jobctl, tmp_path:
     for _ in range(3):
         jobctl.start_worker("--concurrency", "4")
     log = tmp_path / "diamond.log"
-    diamond: dict[str, tuple[str, list[str], list[str]]] = {"a": (stamp(log, "a"), [], []), "b": (stamp(log, "b"), ["a"], []),
-               "c": (stamp(log, "c"), ["a"], []), "d": (stamp(log, "d"), ["b", "c"], [])}
+    diamond: dict[str, tuple[str, list[str], list[str]]] = {
+        "a": (stamp(log, "a"), [], []), "b": (stamp(log, "b"), ["a"], []),
+        "c": (stamp(log, "c"), ["a"], []), "d": (stamp(log, "d"), ["b", "c"], [])}
     _, code = run_and_wait(jobctl, write_workflow(tmp_path / "diamond.toml", diamond))
     assert code == 0
     check_order(log, diamond)

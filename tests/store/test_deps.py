@@ -5,6 +5,7 @@ and workflows started, cancelled and retried."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,6 +67,45 @@ def test_a_dependent_waits_then_is_queued_by_the_completion(db: Database) -> Non
     assert run(db, worker) == [a, b]  # c is not claimable while waiting
     assert state(db, c)[0] is JobState.QUEUED
     assert run(db, worker) == [c]
+
+
+def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
+    worker = register(db)
+    a = submit(db)
+    b = submit(db)
+    submit(db, after=(a,))
+    with db.write() as connection:
+        claimed = {job.id: job for job in queue.claim(connection, worker, ["default"], 10, 60.0)}
+    assert set(claimed) == {a, b}
+    assert claimed[a].has_dependents
+    # PostgreSQL's worker then completes `b` with the statement that skips settling.
+    assert claimed[b].has_dependents is not db.is_postgres
+
+
+def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completion(
+        db: Database) -> None:
+    """`a` had no dependents when claimed, so the worker completes it with the plain statement;
+    `b`, submitted --after it meanwhile, is still queued by that completion and claimed in the
+    same turn."""
+    worker = register(db)
+    a = submit(db)
+    with db.write() as connection:
+        [claimed] = queue.claim(connection, worker, ["default"], 10, 60.0)
+    b = submit(db, after=(a,))
+    assert state(db, b)[0] is JobState.WAITING
+    ended = Outcome(a, 1, JobState.SUCCEEDED, "succeeded", 0, None, None,
+                    has_dependents=claimed.has_dependents)
+    # The worker's own connection: autocommitted statements on PostgreSQL (so `now()` moves on
+    # between them), a transaction per turn on SQLite.
+    connection = db.connect_for_loop()
+    try:
+        with contextlib.nullcontext() if db.is_postgres else connection.begin():
+            applied, next_jobs = queue.complete_and_claim(connection, worker, [ended],
+                                                          ["default"], 10, 60.0)
+    finally:
+        connection.close()
+    assert applied == {a}
+    assert [job.id for job in next_jobs] == [b]
 
 
 def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Database) -> None:

@@ -53,7 +53,8 @@ def test_a_valid_file_takes_defaults_and_orders_tasks() -> None:
 
 
 def test_cycle_and_order_helpers() -> None:
-    tasks: dict[str, dict[str, list[str]]] = {"a": {"needs": ["b"]}, "b": {"needs_any": ["c"]}, "c": {"needs": []}}
+    tasks: dict[str, dict[str, list[str]]] = {
+        "a": {"needs": ["b"]}, "b": {"needs_any": ["c"]}, "c": {"needs": []}}
     assert find_cycle(tasks) is None
     assert topological_order(tasks) == ["c", "b", "a"]
     tasks["c"]["needs"] = ["a"]
