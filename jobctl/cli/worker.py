@@ -45,6 +45,13 @@ def start(
         64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
         help="Keep at most this much of each attempt's output (the head), then a marker."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
+    metrics_port: int = typer.Option(
+        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
+        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
+             "leases are renewed on time, else 503) on this port; 0: off."),
+    metrics_address: str = typer.Option(
+        "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+        help="Listen on this address for --metrics-port."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
@@ -71,12 +78,23 @@ def start(
         output_cap=output_cap,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
+    if not 0 <= metrics_port <= 65535:
+        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
     _configure_logging(quiet)
     st = state(ctx)
     from jobctl.store.engine import open_database
 
     database = open_database(st.database_url, pool_size=3)
-    raise typer.Exit(Worker(database, settings).run())
+    if not metrics_port:
+        raise typer.Exit(Worker(database, settings).run())
+    from jobctl.metrics import WorkerMetrics, serve
+
+    metrics = WorkerMetrics(settings.lease_s)
+    server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
+    try:
+        raise typer.Exit(Worker(database, settings, metrics).run())
+    finally:
+        server.close()
 
 
 def _configure_logging(quiet: bool) -> None:
