@@ -50,7 +50,8 @@ def test_top_once_shows_queues_workers_running_jobs_and_failures(seeded: Seeded)
     queues, workers, running, failures = (
         out[start:end] for start, end in zip(positions, [*positions[1:], len(out)], strict=True))
     # Queues: default has one waiting, one queued and one running job.
-    [default_row] = [line.split() for line in queues.splitlines() if line.split()[:1] == ["default"]]
+    [default_row] = [line.split() for line in queues.splitlines()
+                     if line.split()[:1] == ["default"]]
     assert default_row[1:4] == ["1", "1", "1"], default_row
     assert any(line.split()[:1] == ["batch"] for line in queues.splitlines())
     # Both workers, with their hosts and slots in use.

@@ -67,4 +67,5 @@ def test_snapshot_shows_workers_running_jobs_and_recent_failures(seeded: Seeded)
     # Newest failure first.
     assert [f.id for f in snap.failures] == [seeded["needed-by-done"], seeded["old-failed"]]
     age(seeded.database, seeded["old-failed"], 1)
-    assert [f.id for f in stats.read_snapshot(seeded.database).failures][0] == seeded["old-failed"]
+    newest = stats.read_snapshot(seeded.database).failures[0]
+    assert newest.id == seeded["old-failed"]
