@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from jobctl.cli.common import parse_duration, parse_queues, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.metrics import WorkerMetrics
+    from jobctl.worker.loop import WorkerSettings
 
 MAX_CONCURRENCY = 2**31 - 1  # stored as a 32-bit integer
 
@@ -57,7 +63,7 @@ def start(
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish (up to --grace); a second
     one stops at once. Jobs still running then go back to the queue (at-least-once)."""
-    from jobctl.worker.loop import Worker, WorkerSettings
+    from jobctl.worker.loop import WorkerSettings
 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -80,21 +86,30 @@ def start(
     )
     if not 0 <= metrics_port <= 65535:
         raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
-    _configure_logging(quiet)
     st = state(ctx)
-    from jobctl.store.engine import open_database
-
-    database = open_database(st.database_url, pool_size=3)
     if not metrics_port:
-        raise typer.Exit(Worker(database, settings).run())
+        raise typer.Exit(_run_worker(st.database_url, settings, quiet))
     from jobctl.metrics import WorkerMetrics, serve
 
+    # Listen first: a port in use fails before anything else happens.
     metrics = WorkerMetrics(settings.lease_s)
     server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
     try:
-        raise typer.Exit(Worker(database, settings, metrics).run())
+        raise typer.Exit(_run_worker(st.database_url, settings, quiet, metrics))
     finally:
         server.close()
+
+
+def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
+                metrics: WorkerMetrics | None = None) -> int:
+    from jobctl.store.engine import open_database
+    from jobctl.worker.loop import Worker
+
+    _configure_logging(quiet)
+    database = open_database(database_url, pool_size=3)
+    if metrics is None:
+        return Worker(database, settings).run()
+    return Worker(database, settings, metrics).run()
 
 
 def _configure_logging(quiet: bool) -> None:
