@@ -199,8 +199,9 @@ def serve(port: int, registry: Any, health: HealthCheck, address: str = "0.0.0.0
 
     try:
         server = ThreadingHTTPServer((address, port), Handler)
-    except OSError as error:
+    except (OSError, OverflowError) as error:  # OverflowError: a port out of range
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise InvalidInput(f"--metrics-port: cannot listen on {address}:{port}: "
-                           f"{error.strerror or error}") from error
+                           f"{reason}") from error
     server.daemon_threads = True
     return MetricsServer(server)
