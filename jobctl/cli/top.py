@@ -183,11 +183,17 @@ def _style(value: Any) -> str:
 
 
 def _live(database: Database, terminal: Terminal, interval_s: float, window_s: float) -> None:
+    import logging
+
     from rich.live import Live
     from rich.text import Text
 
     from jobctl.store.stats import read_snapshot
 
+    # The listener's reconnect warnings would scribble over the full-screen view; the view
+    # shows an unreachable database itself.
+    logging.getLogger("jobctl.store.notify").addHandler(logging.NullHandler())
+    logging.getLogger("jobctl.store.notify").propagate = False
     console = _console(terminal)
     with _wake_ups(database) as woken, _keys() as read_key, contextlib.suppress(
             KeyboardInterrupt), Live(Text("loading…"), console=console, screen=True,
