@@ -9,6 +9,7 @@ Times come from the database clock.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -90,6 +91,7 @@ def prune(database: Database, older_than_s: float, states: Sequence[JobState] = 
         ).scalar_one()
     after_id = 0
     while True:
+        started = time.monotonic()
         with database.read() if dry_run else database.write() as connection:
             ids = _next_batch(connection, states, cutoff, after_id, batch, logs_only, dry_run)
             if not ids:
@@ -99,6 +101,11 @@ def prune(database: Database, older_than_s: float, states: Sequence[JobState] = 
             _count_or_delete(connection, ids, logs_only, dry_run, result)
         if len(ids) < batch:
             break
+        if not dry_run and not database.is_postgres:
+            # SQLite has one writer at a time, and a writer that waits polls for the lock every
+            # 100 ms at most: were the next batch to take it straight back, workers and clients
+            # could wait through many batches. Pausing as long as a batch took lets them in.
+            time.sleep(min(time.monotonic() - started, 1.0))
     return result
 
 
