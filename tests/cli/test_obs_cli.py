@@ -250,3 +250,11 @@ def test_job_list_watch_prints_again_on_change(db_url: str) -> None:
         stderr = process.stderr.read().decode()
         process.stderr.close()
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args", [["top", "--once", "--window", "0s"],
+                                  ["top", "--once", "--interval", "often"],
+                                  ["stats", "-o", "ids"]])
+def test_top_and_stats_reject_bad_input(sqlite_url: str, args: list[str]) -> None:
+    result = jobctl(sqlite_url, *args, expect=2)
+    assert result.stderr.startswith("jobctl: error:") and result.stderr.count("\n") == 1
