@@ -76,14 +76,15 @@ def test_top_piped_prints_one_snapshot_and_exits(seeded: Seeded) -> None:
     assert out.count("Recent failures") == 1
 
 
-def test_top_in_a_terminal_quits_on_q_and_restores_it(sqlite_url: str) -> None:
-    """The live view in a real pseudo-terminal: full screen, refreshed, `q` quits with exit 0,
-    and the terminal's modes come back as they were (no cbreak left behind)."""
-    jobctl(sqlite_url, "db", "upgrade")
+def test_top_in_a_terminal_quits_on_q_and_restores_it(db_url: str) -> None:
+    """The live view in a real pseudo-terminal (on PostgreSQL with its notification listener):
+    full screen, refreshed, `q` quits with exit 0, and the terminal's modes come back as they
+    were (no cbreak left behind)."""
+    jobctl(db_url, "db", "upgrade")
     controller, terminal = pty.openpty()
     before = termios.tcgetattr(terminal)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env.update(JOBCTL_DATABASE_URL=sqlite_url, TERM="xterm", COLUMNS="120", LINES="40")
+    env.update(JOBCTL_DATABASE_URL=db_url, TERM="xterm", COLUMNS="120", LINES="40")
     process = subprocess.Popen([JOBCTL, "top", "--interval", "0.3s"], stdin=terminal,
                                stdout=terminal, stderr=terminal, env=env, start_new_session=True)
     try:
@@ -102,6 +103,29 @@ def test_top_in_a_terminal_quits_on_q_and_restores_it(sqlite_url: str) -> None:
     assert b"\x1b[?1049h" in seen, "no alternate screen"  # entered …
     assert b"\x1b[?1049l" in seen, "the alternate screen was not left"  # … and left
     assert b"Traceback" not in seen
+
+
+def test_top_on_postgresql_refreshes_when_notified(pg_url: str) -> None:
+    """A 60 s refresh interval, yet a submitted job shows within seconds: NOTIFY woke it."""
+    jobctl(pg_url, "db", "upgrade")
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env.update(JOBCTL_DATABASE_URL=pg_url, TERM="xterm", COLUMNS="120", LINES="40")
+    process = subprocess.Popen([JOBCTL, "top", "--interval", "60s"], stdin=terminal,
+                               stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    try:
+        _read_until(controller, b"Recent failures", 30)
+        time.sleep(1)  # the listener is connected (it also refreshes once when it connects)
+        _drain(controller)
+        jobctl(pg_url, "job", "submit", "--queue", "notified", "--", "true")
+        _read_until(controller, b"notified", 20)
+        os.write(controller, b"q")
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        os.close(terminal)
 
 
 def test_top_restores_the_terminal_on_ctrl_c(sqlite_url: str) -> None:
