@@ -6,7 +6,7 @@ Each function reads in one short transaction and measures ages against the datab
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,7 +105,6 @@ class Snapshot:
     running: list[RunningJob]
     failures: list[FailedJob]
     running_total: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def database_now(connection: sa.Connection) -> datetime:
