@@ -25,14 +25,33 @@ from jobctl.errors import ExitCode, JobctlError
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
-# name → (module whose `app` is the command's Typer, the one line shown by `jobctl --help`).
-# A test checks each line against the module's own help.
+# name → (where the command lives, the line `jobctl --help` shows for it). "module" means that
+# module's `app`, a Typer group; "module:function" a single command. A test checks each line
+# against the command's own help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("jobctl.cli.job", "Submit and inspect one-off jobs."),
     "worker": ("jobctl.cli.worker", "Run and inspect workers."),
     "workflow": ("jobctl.cli.workflow", "Run graphs of jobs (workflows) from TOML files."),
-    "db": ("jobctl.cli.db", "Manage the database schema."),
+    "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
+                                  "running jobs, recent failures."),
+    "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),
+    "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention."),
 }
+
+
+def load_command(name: str) -> click.Command:
+    """Import a registered command's module and build its click command."""
+    module_path, _, function = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_path)
+    if not function:
+        command = typer.main.get_command(module.app)
+    else:
+        # A Typer with one command and no callback becomes that command itself.
+        single = typer.Typer(rich_markup_mode=None)
+        single.command(name=name)(getattr(module, function))
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
 
 
 class LazyGroup(TyperGroup):
@@ -42,13 +61,7 @@ class LazyGroup(TyperGroup):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
-        module = importlib.import_module(entry[0])
-        command = typer.main.get_command(module.app)
-        command.name = cmd_name
-        return command
+        return load_command(cmd_name) if cmd_name in COMMANDS else None
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

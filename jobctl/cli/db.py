@@ -1,14 +1,19 @@
-"""`jobctl db …`: the schema."""
+"""`jobctl db …`: the schema, its tables' sizes, and retention (`db prune`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from jobctl.cli.common import state
+from jobctl.cli.common import parse_duration, state
 from jobctl.cli.render import OutputFormat
-from jobctl.errors import ExitCode
+from jobctl.errors import ExitCode, InvalidInput
 
-app = typer.Typer(help="Manage the database schema.", no_args_is_help=True,
+if TYPE_CHECKING:
+    from jobctl.models import JobState
+
+app = typer.Typer(help="Manage the database: schema, sizes, retention.", no_args_is_help=True,
                   rich_markup_mode=None)
 
 
@@ -36,6 +41,7 @@ def status(
 
     Exits 0 when they match, 4 when the database needs `jobctl db upgrade`."""
     from jobctl.store.engine import open_database
+    from jobctl.store.retention import table_sizes
     from jobctl.store.schema import SCHEMA_REVISION
 
     st = state(ctx)
@@ -43,12 +49,94 @@ def status(
     current = database.current_revision()
     up_to_date = current == SCHEMA_REVISION
     terminal = st.terminal
-    if terminal.resolve(output) is OutputFormat.JSON:
+    fmt = terminal.resolve(output)
+    # Sizes only where the tables are the ones this jobctl knows.
+    tables = table_sizes(database) if up_to_date else []
+    if fmt is OutputFormat.JSON:
         terminal.json({"database": database.where, "current": current,
-                       "latest": SCHEMA_REVISION, "up_to_date": up_to_date})
+                       "latest": SCHEMA_REVISION, "up_to_date": up_to_date,
+                       "tables": [t.to_json() for t in tables]})
     else:
         terminal.fields([("database", database.where), ("current", current or "none (empty)"),
                          ("latest", SCHEMA_REVISION),
                          ("status", "up to date" if up_to_date else "run `jobctl db upgrade`")])
+        if tables:
+            terminal.out()
+            terminal.table(["table", "rows", "size"],
+                           [[t.table, t.rows, _size(t.bytes, fmt)] for t in tables], fmt)
     if not up_to_date:
         raise typer.Exit(ExitCode.DATABASE)
+
+
+def _size(size: int | None, fmt: OutputFormat) -> str:
+    if size is None:
+        return "n/a"
+    if fmt is not OutputFormat.TABLE:
+        return str(size)
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    older_than: str = typer.Option(..., "--older-than", metavar="DURATION",
+                                   help="Delete jobs that finished longer ago than this "
+                                        "(e.g. 30d, 12h)."),
+    state_: list[str] | None = typer.Option(
+        None, "--state", "-s", metavar="STATES",
+        help="Only jobs in these final states (comma-separated or repeated) [default: "
+             "succeeded,failed,cancelled,lost,skipped].", show_default=False),
+    logs_only: bool = typer.Option(False, "--logs-only",
+                                   help="Delete only the jobs' output; keep jobs and attempts."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Count what would be deleted; delete nothing."),
+    output: OutputFormat | None = typer.Option(None, "--output", "-o",
+                                               help="table, plain or json.", show_default=False),
+) -> None:
+    """Delete finished jobs, their attempts and their output, in short batches.
+
+    Jobs that a job still waiting or running depends on are kept. Prints what was deleted (or,
+    with --dry-run, what would be)."""
+    from jobctl.store.retention import DEFAULT_STATES
+    from jobctl.store.retention import prune as prune_jobs
+
+    seconds = parse_duration(older_than, "--older-than")
+    if seconds is None or seconds < 0:
+        raise InvalidInput("--older-than must be 0s or more")
+    states = _final_states(state_) or list(DEFAULT_STATES)
+    st = state(ctx)
+    pruned = prune_jobs(st.client().db, seconds, states, logs_only=logs_only, dry_run=dry_run)
+    terminal = st.terminal
+    if terminal.resolve(output) is OutputFormat.JSON:
+        terminal.json(pruned.to_json())
+        return
+    done = "to delete (dry run)" if dry_run else "deleted"
+    pairs: list[tuple[str, object]] = []
+    if not logs_only:
+        pairs += [(f"jobs {done}", pruned.jobs), (f"attempts {done}", pruned.attempts)]
+    pairs += [(f"log chunks {done}", pruned.log_chunks), (f"log bytes {done}", pruned.log_bytes),
+              ("jobs kept for dependents", pruned.kept_for_dependents)]
+    terminal.fields(pairs)
+
+
+def _final_states(values: list[str] | None) -> list[JobState]:
+    from jobctl.models import JobState
+
+    states: list[JobState] = []
+    for value in values or []:
+        for name in value.split(","):
+            try:
+                job_state = JobState(name.strip())
+            except ValueError:
+                raise InvalidInput(f"--state: unknown state {name.strip()!r}") from None
+            if not job_state.is_final:
+                raise InvalidInput(f"--state: only finished jobs can be pruned, not "
+                                   f"{job_state.value} ones")
+            if job_state not in states:
+                states.append(job_state)
+    return states

@@ -247,6 +247,8 @@ def list_(
                                            show_default=False),
     limit: int = typer.Option(50, "--limit", help="At most this many (0: all)."),
     output: OutputFormat | None = OUTPUT_OPTION,
+    watch: bool = typer.Option(False, "--watch", "-w",
+                               help="Print the list again each time it changes, until Ctrl-C."),
 ) -> None:
     """List jobs, newest first."""
     from jobctl.models import JobState
@@ -254,14 +256,26 @@ def list_(
     if limit < 0:
         raise InvalidInput("--limit must be 0 or more")
     st = state(ctx)
-    jobs = st.client().list_jobs(
-        states=[JobState(s.value) for s in state_ or []],
-        queues=parse_queues(queue),
-        name=name,
-        labels=parse_pairs(label, "--label"),
-        limit=limit or None,
-    )
-    terminal = st.terminal
+    client = st.client()
+
+    def fetch() -> list[Job]:
+        return client.list_jobs(
+            states=[JobState(s.value) for s in state_ or []],
+            queues=parse_queues(queue),
+            name=name,
+            labels=parse_pairs(label, "--label"),
+            limit=limit or None,
+        )
+
+    if watch:
+        from jobctl.cli.top import watch_changes
+
+        watch_changes(client.db, fetch, lambda jobs: _print_jobs(st.terminal, jobs, output))
+    else:
+        _print_jobs(st.terminal, fetch(), output)
+
+
+def _print_jobs(terminal: Terminal, jobs: list[Job], output: OutputFormat | None) -> None:
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
         terminal.json([job.to_json() for job in jobs])

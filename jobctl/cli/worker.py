@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from jobctl.cli.common import parse_duration, parse_queues, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.metrics import WorkerMetrics
+    from jobctl.worker.loop import WorkerSettings
 
 MAX_CONCURRENCY = 2**31 - 1  # stored as a 32-bit integer
 
@@ -45,12 +51,19 @@ def start(
         64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
         help="Keep at most this much of each attempt's output (the head), then a marker."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
+    metrics_port: int = typer.Option(
+        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
+        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
+             "leases are renewed on time, else 503) on this port; 0: off."),
+    metrics_address: str = typer.Option(
+        "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+        help="Listen on this address for --metrics-port."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish (up to --grace); a second
     one stops at once. Jobs still running then go back to the queue (at-least-once)."""
-    from jobctl.worker.loop import Worker, WorkerSettings
+    from jobctl.worker.loop import WorkerSettings
 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -71,12 +84,32 @@ def start(
         output_cap=output_cap,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
-    _configure_logging(quiet)
+    if not 0 <= metrics_port <= 65535:
+        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
     st = state(ctx)
-    from jobctl.store.engine import open_database
+    if not metrics_port:
+        raise typer.Exit(_run_worker(st.database_url, settings, quiet))
+    from jobctl.metrics import WorkerMetrics, serve
 
-    database = open_database(st.database_url, pool_size=3)
-    raise typer.Exit(Worker(database, settings).run())
+    # Listen first: a port in use fails before anything else happens.
+    metrics = WorkerMetrics(settings.lease_s)
+    server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
+    try:
+        raise typer.Exit(_run_worker(st.database_url, settings, quiet, metrics))
+    finally:
+        server.close()
+
+
+def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
+                metrics: WorkerMetrics | None = None) -> int:
+    from jobctl.store.engine import open_database
+    from jobctl.worker.loop import Worker
+
+    _configure_logging(quiet)
+    database = open_database(database_url, pool_size=3)
+    if metrics is None:
+        return Worker(database, settings).run()
+    return Worker(database, settings, metrics).run()
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from jobctl import __version__
 from jobctl.errors import DatabaseUnavailable
+from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.store import notify, queue
 from jobctl.store import workers as worker_rows
@@ -116,8 +117,10 @@ class Running:
 
 
 class Worker:
-    def __init__(self, database: Database, settings: WorkerSettings) -> None:
+    def __init__(self, database: Database, settings: WorkerSettings,
+                 metrics: NoMetrics = NO_METRICS) -> None:
         self.db = database
+        self._metrics = metrics
         self.settings = settings
         self.hostname = socket.gethostname()
         self.name = settings.name or f"{self.hostname}.{os.getpid()}"
@@ -146,6 +149,7 @@ class Worker:
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
+        metrics.watch_slots(lambda: self._busy_slots, settings.concurrency)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -408,6 +412,7 @@ class Worker:
     # --- running jobs -------------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
+        self._metrics.claimed(job.queue)
         def sink(stream: str, seq: int, data: bytes) -> None:
             self._chunks.put(OutputChunk(job.id, job.attempt, stream, seq, data))
             self._wake.set()
@@ -450,12 +455,15 @@ class Worker:
             reason = "fenced: the worker could not renew its lease in time"
             result = replace(result, error=reason, kill_reason=reason)
         outcome = outcome_of(run.job, result, run.cancelled, run.released)
+        self._metrics.ran(run.job.id, run.job.queue, started - run.claimed_at,
+                          time.monotonic() - started)
         with self._lock:
             del self._running[run.job.id]
         self._outcomes.put(outcome)
         self._wake.set()
 
     def _log_outcome(self, outcome: Outcome, applied: bool) -> None:
+        self._metrics.finished(outcome, applied)
         if not applied:
             log.warning("job %d attempt %d: result discarded, the lease was lost (%s)",
                         outcome.job_id, outcome.attempt, outcome.attempt_outcome)
@@ -521,9 +529,11 @@ class Worker:
                     self._rescue()
                     next_rescue = now + self.settings.rescue_every_s
             except DatabaseUnavailable as error:
+                self._metrics.renewal_failed()
                 log.warning("heartbeat: %s; retrying", error)
                 next_renewal = now + min(renew_every, 1.0)
             except Exception:  # this thread must outlive any surprise: it keeps our leases
+                self._metrics.renewal_failed()
                 log.exception("heartbeat failed; retrying")
                 next_renewal = now + min(renew_every, 1.0)
             self._fence_if_overdue()
@@ -535,6 +545,7 @@ class Worker:
         with self.db.write() as connection:
             renewal = queue.renew(connection, self.worker_id, ids, self.settings.lease_s)
         self._last_renewal_ok = started
+        self._metrics.renewed()
         if self._watchdog is not None:
             self._watchdog.extend(self._fence_deadline())
         lost = set(ids) - renewal.held
