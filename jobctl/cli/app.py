@@ -10,9 +10,10 @@ import click
 import typer
 
 from jobctl import __version__
-from jobctl.cli import db, job, worker
+from jobctl.cli import complete, completion, config, db, job, worker
 from jobctl.cli.common import State
 from jobctl.cli.render import Terminal
+from jobctl.config import CommandLine, Source
 from jobctl.errors import ExitCode, JobctlError
 
 HELP = """Run shell commands on a cluster of machines, coordinated through one database.
@@ -36,6 +37,8 @@ app = typer.Typer(
 app.add_typer(job.app, name="job")
 app.add_typer(worker.app, name="worker")
 app.add_typer(db.app, name="db")
+app.add_typer(config.app, name="config")
+app.add_typer(completion.app, name="completion")
 
 
 def _version(value: bool) -> None:
@@ -49,9 +52,14 @@ def root(
     ctx: typer.Context,
     database_url: str | None = typer.Option(
         None, "--database-url", envvar="JOBCTL_DATABASE_URL", metavar="URL",
-        help="postgresql://user@host/db or sqlite:///path (default: an SQLite file under "
-             "$XDG_DATA_HOME/jobctl/)",
+        help="postgresql://user@host/db or sqlite:///path (default: the profile's, the config "
+             "file's, else an SQLite file under $XDG_DATA_HOME/jobctl/)",
         show_default=False,
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", envvar="JOBCTL_PROFILE", metavar="NAME",
+        help="Use the settings of [profiles.NAME] in the config file (see `jobctl config path`).",
+        show_default=False, autocompletion=complete.profile_names,
     ),
     debug: bool = typer.Option(False, "--debug", envvar="JOBCTL_DEBUG",
                                help="Show tracebacks for errors."),
@@ -60,13 +68,32 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    ctx.obj = State(database_url=database_url or None, debug=debug,
+    values = {"database_url": database_url, "profile": profile, "debug": debug,
+              "no_color": no_color}
+    ctx.obj = State(command_line=CommandLine(values, _sources(ctx, values)), debug=debug,
                     terminal=Terminal(no_color=no_color))
+    if ctx.invoked_subcommand not in ("config", "completion"):
+        # Read the config file now: an unknown profile or invalid file is an error before
+        # anything runs. (`config` commands report it themselves; completion never errors.)
+        ctx.obj.settings()
+
+
+def _sources(ctx: typer.Context, values: dict[str, object]) -> dict[str, str]:
+    """Whether each root option came from its flag or its JOBCTL_* variable."""
+    from click.core import ParameterSource
+
+    named = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
+    return {name: named.get(ctx.get_parameter_source(name), Source.DEFAULT)  # type: ignore[arg-type]
+            for name in values}
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting (tests call this)."""
     args = sys.argv[1:] if argv is None else argv
+    instruction = os.environ.get(complete.COMPLETE_VARIABLE)
+    if instruction:
+        # A shell asking for completions: answer before anything else can print or fail.
+        return complete.handle_request(typer.main.get_command(app), instruction)
     debug = _debug_requested(args)
     try:
         result = app(args=args, prog_name="jobctl", standalone_mode=False)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobctl.cli.render import Terminal
+from jobctl.config import CommandLine, Setting
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -17,10 +18,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class State:
-    database_url: str | None = None
+    """What the root options said; the settings they lead to are resolved on first use (see
+    `jobctl.config`), so that `config path` works even when the config file does not parse."""
+
+    command_line: CommandLine = field(default_factory=lambda: CommandLine({}, {}))
     debug: bool = False
     terminal: Terminal = field(default_factory=Terminal)
+    _settings: dict[str, Setting] | None = None
     _client: Client | None = None
+
+    def settings(self) -> dict[str, Setting]:
+        if self._settings is None:
+            from jobctl.config import resolve
+
+            self._settings = resolve(self.command_line)
+            if self._settings["no_color"].value:
+                self.terminal.no_color = True
+        return self._settings
+
+    @property
+    def database_url(self) -> str:
+        return str(self.settings()["database_url"].value)
 
     def client(self) -> Client:
         if self._client is None:

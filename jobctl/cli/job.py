@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_instant, parse_pairs, parse_queues, state
 from jobctl.cli.render import OutputFormat, Terminal, shell_join
 from jobctl.errors import InvalidInput
@@ -45,7 +46,7 @@ class StreamChoice(StrEnum):
 
 OUTPUT_OPTION = typer.Option(
     None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
-    "when piped), json or ids.", show_default=False)
+    "when piped), json or ids.", show_default=False, autocompletion=complete.output_formats)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -57,7 +58,8 @@ def submit(
         show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="A name to find the job by."),
     queue: str = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
-                              help="The queue; only workers of this queue take the job."),
+                              help="The queue; only workers of this queue take the job.",
+                              autocompletion=complete.queue_names),
     priority: int = typer.Option(0, "--priority", "-p", help="Higher runs first."),
     timeout: str | None = typer.Option(
         None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).",
@@ -214,7 +216,8 @@ def list_(
     state_: list[StateChoice] | None = typer.Option(
         None, "--state", "-s", help="Only jobs in this state (repeatable).", show_default=False),
     queue: list[str] | None = typer.Option(None, "--queue", "-q", help="Only this queue.",
-                                           show_default=False),
+                                           show_default=False,
+                                           autocompletion=complete.queue_names),
     name: str | None = typer.Option(None, "--name", "-n",
                                     help="Only jobs of this name (* and ? match any).",
                                     show_default=False),
@@ -254,7 +257,8 @@ def list_(
 @app.command()
 def status(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     output: OutputFormat | None = OUTPUT_OPTION,
 ) -> None:
     """Everything about one job, and one row per attempt."""
@@ -307,7 +311,8 @@ def status(
 @app.command()
 def logs(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Keep printing new output until the attempt ends."),
     attempt: int | None = typer.Option(None, "--attempt", "-a",
@@ -329,7 +334,8 @@ def logs(
 @app.command()
 def cancel(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
+                                      autocompletion=complete.job_ids),
 ) -> None:
     """Cancel jobs: a queued one never runs; a running one is killed wherever it runs."""
     from jobctl.models import JobState
@@ -348,7 +354,8 @@ def cancel(
 @app.command()
 def retry(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     retries: int = typer.Option(0, "--retries", help="Further retries if this attempt fails."),
 ) -> None:
     """Run a finished job again, as a new attempt."""
@@ -364,7 +371,8 @@ def retry(
 @app.command("wait")
 def wait_(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
+                                      autocompletion=complete.job_ids),
     timeout: str | None = typer.Option(None, "--timeout",
                                        help="Give up after this long (exit 124).",
                                        show_default=False),

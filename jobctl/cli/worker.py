@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_queues, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
@@ -19,7 +20,7 @@ def start(
     queue: list[str] | None = typer.Option(
         None, "--queue", "-q", envvar="JOBCTL_QUEUES",
         help="Take jobs from this queue (repeatable, or comma-separated). [default: default]",
-        show_default=False),
+        show_default=False, autocompletion=complete.queue_names),
     concurrency: int = typer.Option(1, "--concurrency", "-c", envvar="JOBCTL_CONCURRENCY",
                                     help="Run up to this many jobs at once."),
     name: str | None = typer.Option(None, "--name", envvar="JOBCTL_WORKER_NAME",
@@ -94,7 +95,8 @@ def list_(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include stopped and lost workers."),
     output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table, plain, json or ids.", show_default=False),
+        None, "--output", "-o", help="table, plain, json or ids.", show_default=False,
+        autocompletion=complete.output_formats),
 ) -> None:
     """List the cluster's workers, newest first."""
     st = state(ctx)
@@ -123,7 +125,8 @@ def list_(
 def stop(
     ctx: typer.Context,
     workers: list[str] = typer.Argument(..., metavar="NAME_OR_ID...",
-                                        help="Workers, by name or id (see `worker list`)."),
+                                        help="Workers, by name or id (see `worker list`).",
+                                        autocompletion=complete.worker_names),
 ) -> None:
     """Stop workers gracefully, from any machine: like SIGTERM on their own machine, they stop
     claiming, let running jobs finish (up to their --grace) and exit."""
