@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 import click
 import typer
@@ -78,7 +79,7 @@ def root(
         ctx.obj.settings()
 
 
-def _sources(ctx: typer.Context, values: dict[str, object]) -> dict[str, str]:
+def _sources(ctx: typer.Context, values: Mapping[str, object]) -> dict[str, str]:
     """Whether each root option came from its flag or its JOBCTL_* variable."""
     from click.core import ParameterSource
 

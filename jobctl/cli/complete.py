@@ -22,7 +22,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -86,7 +86,8 @@ class _QuietBash(click.shell_completion.BashComplete):
     """Click's bash class without its check of the running bash's version (it starts `bash` and
     prints to stderr): the script must come out the same on every machine."""
 
-    def _check_version(self) -> None:
+    @staticmethod
+    def _check_version() -> None:
         return None
 
 
@@ -99,19 +100,19 @@ def script(shell: str, command: click.Command) -> str:
 # --- completers of fixed values -----------------------------------------------------------------
 
 
-def states(ctx: click.Context, incomplete: str) -> list[Completion]:
+def states(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     from jobctl.models import JobState
 
     return [state.value for state in JobState]
 
 
-def output_formats(ctx: click.Context, incomplete: str) -> list[Completion]:
+def output_formats(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     return [("table", "a table (default on a terminal)"),
             ("plain", "tab-separated with a header (default when piped)"),
             ("json", "JSON, ISO 8601 UTC times"), ("ids", "one id a line")]
 
 
-def time_zones(ctx: click.Context, incomplete: str) -> list[Completion]:
+def time_zones(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """IANA time zone names (`Europe/Paris`), from the system's or tzdata's database."""
     try:
         from zoneinfo import available_timezones
@@ -121,7 +122,7 @@ def time_zones(ctx: click.Context, incomplete: str) -> list[Completion]:
         return []
 
 
-def profile_names(ctx: click.Context, incomplete: str) -> list[Completion]:
+def profile_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """The profiles in the config file."""
     try:
         from jobctl.config import load_config_file
@@ -134,7 +135,7 @@ def profile_names(ctx: click.Context, incomplete: str) -> list[Completion]:
 # --- completers of values from the database -----------------------------------------------------
 
 
-def job_ids(ctx: click.Context, incomplete: str) -> list[Completion]:
+def job_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Job ids, most recent first, described by name and state."""
     from jobctl.store import names
 
@@ -142,27 +143,26 @@ def job_ids(ctx: click.Context, incomplete: str) -> list[Completion]:
     return [(str(job_id), f"{name} {state}".strip()) for job_id, name, state in rows]
 
 
-def queue_names(ctx: click.Context, incomplete: str) -> list[Completion]:
+def queue_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     from jobctl.store import names
 
-    return list(_lookup(ctx, lambda connection: names.queue_names(connection, incomplete, LIMIT)))
+    return _lookup(ctx, lambda connection: names.queue_names(connection, incomplete, LIMIT))
 
 
-def worker_names(ctx: click.Context, incomplete: str) -> list[Completion]:
+def worker_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Worker names, most recent first, described by state."""
     from jobctl.store import names
 
-    return list(_lookup(ctx, lambda connection: names.worker_names(connection, incomplete, LIMIT)))
+    return _lookup(ctx, lambda connection: names.worker_names(connection, incomplete, LIMIT))
 
 
-def schedule_names(ctx: click.Context, incomplete: str) -> list[Completion]:
+def schedule_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     from jobctl.store import names
 
-    return list(_lookup(ctx,
-                        lambda connection: names.schedule_names(connection, incomplete, LIMIT)))
+    return _lookup(ctx, lambda connection: names.schedule_names(connection, incomplete, LIMIT))
 
 
-def workflow_ids(ctx: click.Context, incomplete: str) -> list[Completion]:
+def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Workflow ids, most recent first, described by name."""
     from jobctl.store import names
 

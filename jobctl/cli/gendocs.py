@@ -275,8 +275,9 @@ def stale(out: Path) -> list[str]:
     files = generate()
     differ = [path for path, text in files.items()
               if not (out / path).is_file() or (out / path).read_text() != text]
-    extra = [str(path.relative_to(out)) for folder in ("man", "completions")
-             for path in sorted((out / folder).glob("*")) if str(path.relative_to(out)) not in files]
+    present = [str(path.relative_to(out)) for folder in ("man", "completions")
+               for path in sorted((out / folder).glob("*"))]
+    extra = [path for path in present if path not in files]
     return differ + extra
 
 

@@ -299,7 +299,7 @@ def status(
         ("duration", format_duration(job.duration_s) if job.duration_s is not None else None),
         ("exit code", job.exit_code),
         ("error", job.error),
-    ])
+    ], fmt)
     if attempts:
         terminal.out()
         rows = [[a.attempt, a.worker_name or a.worker_id, a.started_at, a.finished_at,

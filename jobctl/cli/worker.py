@@ -106,19 +106,13 @@ def list_(
     if fmt is OutputFormat.JSON:
         terminal.json([w.to_json() for w in workers])
         return
-    from datetime import UTC, datetime
-
-    from jobctl.timeparse import format_age
-
-    now = datetime.now(UTC)
     rows = [
         [w.id, w.name, w.hostname, w.pid, ",".join(w.queues), w.concurrency, w.running_jobs,
-         format_age(w.heartbeat_at, now) if fmt is OutputFormat.TABLE else w.heartbeat_at,
-         w.state]
+         w.started_at, w.heartbeat_at, w.state]
         for w in workers
     ]
     terminal.table(["id", "name", "host", "pid", "queues", "concurrency", "running",
-                    "heartbeat", "state"], rows, fmt)
+                    "started", "heartbeat", "state"], rows, fmt)
 
 
 @app.command()
