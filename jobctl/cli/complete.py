@@ -7,7 +7,8 @@ typed so far in `COMP_WORDS`/`COMP_CWORD`. `jobctl.cli.app.run` hands such a req
 
 Completion must never print an error or keep the shell waiting: every completer catches
 everything and answers nothing instead; look-ups in the database run in a thread the request
-waits on for at most `LOOKUP_DEADLINE_S` (PostgreSQL's own connect_timeout cannot go below 2 s).
+waits on for at most `LOOKUP_DEADLINE_S` once the driver is loaded (PostgreSQL's own
+connect_timeout cannot go below 2 s).
 Commands and options complete without importing SQLAlchemy, psycopg or Rich: the completers
 import them only when they are asked for values from the database.
 
@@ -31,7 +32,8 @@ import click.shell_completion  # Typer imports it anyway: no cost at start-up
 COMPLETE_VARIABLE = "_JOBCTL_COMPLETE"
 PROG_NAME = "jobctl"
 SHELLS = ("bash", "zsh", "fish")
-LOOKUP_DEADLINE_S = 0.6
+LOOKUP_DEADLINE_S = 0.7  # waiting on the database, from connecting to the last row
+IMPORT_DEADLINE_S = 5.0  # loading the driver (psycopg takes ~0.1 s, ~1 s on a loaded machine)
 LIMIT = 50  # values offered at most: more than a screen is noise
 
 Completion = str | tuple[str, str]
@@ -171,34 +173,31 @@ def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
 
 
 def _lookup(ctx: click.Context, query: Callable[[Any], list[T]]) -> list[T]:
-    """Run `query` on the database the command line names, in a daemon thread given
-    LOOKUP_DEADLINE_S: an unreachable or slow database yields [] in time, never an error."""
+    """Run `query` on the database the command line names, in a daemon thread: an unreachable
+    or slow database yields [] after LOOKUP_DEADLINE_S, never an error.
+
+    The deadline starts once the driver is imported: loading a library is this machine's
+    speed, not the database's; waiting on a database that does not answer is what must end.
+    """
     found: list[T] = []
+    imported = threading.Event()
 
     def work() -> None:
         with contextlib.suppress(BaseException):
-            found.extend(_query(ctx, query))
+            url = _database_url(ctx)
+            from jobctl.store import names
+
+            names.import_driver(url)
+            imported.set()
+            with names.connect(url) as connection:
+                found.extend(query(connection))
+        imported.set()
 
     worker = threading.Thread(target=work, name="jobctl-complete", daemon=True)
     worker.start()
+    imported.wait(IMPORT_DEADLINE_S)
     worker.join(LOOKUP_DEADLINE_S)
     return [] if worker.is_alive() else found
-
-
-def _query(ctx: click.Context, query: Callable[[Any], list[T]]) -> list[T]:
-    from pathlib import Path
-
-    from jobctl.store.engine import Database
-
-    url = _database_url(ctx)
-    if url.startswith("sqlite") and not Path(url.split(":///", 1)[-1]).exists():
-        return []  # completing must not create a database
-    database = Database(url, pool_size=1)
-    try:
-        with database.read() as connection:
-            return query(connection)
-    finally:
-        database.dispose()
 
 
 def _database_url(ctx: click.Context) -> str:
