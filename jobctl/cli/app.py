@@ -123,7 +123,7 @@ def _debug_requested(args: list[str]) -> bool:
             takes_value = False
         elif arg == "--debug":
             return True
-        elif arg == "--database-url":
+        elif arg in ("--database-url", "--profile"):
             takes_value = True
         elif arg == "--" or not arg.startswith("-"):
             break  # the sub-command: what follows is its own
