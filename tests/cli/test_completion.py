@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,30 +126,76 @@ def test_the_database_named_on_the_command_line_is_used(
     assert {v for v, _ in values("bash", words, url=None)} == {str(i) for i in ids.values()}
 
 
-def test_a_time_zone(tmp_path: Path) -> None:
-    """The time zone completer through the protocol, on a command with a --tz option (the
-    schedule commands attach it to theirs)."""
-    program = tmp_path / "tzapp.py"
-    program.write_text(textwrap.dedent("""
-        import sys
+# The schedule and workflow commands are not in this tree yet: a small app attaches those
+# completers the way they will, and is driven through the same protocol.
+COMPLETER_APP = """
+import sys
 
-        import typer
+import typer
 
-        from jobctl.cli import complete
+from jobctl.cli import complete
 
-        app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False)
 
-        @app.command()
-        def show(tz: str = typer.Option("UTC", "--tz", autocompletion=complete.time_zones)):
-            pass
 
-        sys.exit(complete.handle_request(typer.main.get_command(app), "bash_complete"))
-    """))
-    env = {**os.environ, "COMP_WORDS": "tzapp --tz Europe/Pa", "COMP_CWORD": "2"}
+@app.callback()
+def root(database_url: str = typer.Option(None, "--database-url",
+                                          envvar="JOBCTL_DATABASE_URL")) -> None:
+    pass
+
+
+@app.command()
+def show(
+    tz: str = typer.Option("UTC", "--tz", autocompletion=complete.time_zones),
+    schedule: str = typer.Option("", "--schedule", autocompletion=complete.schedule_names),
+    workflow: str = typer.Option("", "--workflow", autocompletion=complete.workflow_ids),
+    state: str = typer.Option("", "--state", autocompletion=complete.states),
+) -> None:
+    pass
+
+
+sys.exit(complete.handle_request(typer.main.get_command(app), "bash_complete"))
+"""
+
+
+def complete_in_app(tmp_path: Path, url: str, words: str) -> list[str]:
+    program = tmp_path / "completer_app.py"
+    program.write_text(COMPLETER_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env.update(JOBCTL_DATABASE_URL=url, COMP_WORDS=f"app show {words}",
+               COMP_CWORD=str(len(words.split(" ")) + 1))
     result = subprocess.run([sys.executable, str(program)], env=env, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0 and result.stderr == "", result
-    assert result.stdout.splitlines() == ["plain,Europe/Paris"]
+    return [line.partition(",")[2] for line in result.stdout.splitlines()]
+
+
+def test_time_zones_schedules_workflows_and_states(db_url: str, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from jobctl.store.schema import schedules, workflows
+
+    db = Database(db_url)
+    try:
+        db.ensure_schema()
+        now = sa.func.current_timestamp()
+        with db.write() as connection:
+            for name in ("nightly-backup", "nightly-report", "hourly"):
+                connection.execute(schedules.insert().values(
+                    name=name, every_s=3600.0, job={"argv": ["true"]}, created_at=now,
+                    updated_at=now))
+            workflow_ids = [connection.execute(workflows.insert().values(
+                name=name, definition={}, params={}, created_at=now, labels={}
+            ).returning(workflows.c.id)).scalar_one() for name in ("etl", "release")]
+    finally:
+        db.dispose()
+    assert complete_in_app(tmp_path, db_url, "--tz Europe/Pa") == ["Europe/Paris"]
+    assert "America/New_York" in complete_in_app(tmp_path, db_url, "--tz America/")
+    assert complete_in_app(tmp_path, db_url, "--schedule nightly") == [
+        "nightly-backup", "nightly-report"]
+    assert complete_in_app(tmp_path, db_url, "--workflow ") == [
+        str(i) for i in sorted(workflow_ids, reverse=True)]
+    assert complete_in_app(tmp_path, db_url, "--state s") == ["succeeded", "skipped"]
 
 
 @pytest.fixture
