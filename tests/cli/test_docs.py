@@ -107,3 +107,17 @@ def test_the_submit_page_reads_well() -> None:
     assert "jobctl job submit --wait -- make test" in out  # an example from its help
     assert "jobctl-job-list(1)" in out
     assert "±25 % jitter" in out  # beyond ASCII, through groff's escapes
+
+
+def test_man_finds_the_pages_installed_with_jobctl() -> None:
+    """`pip install` (editable too) puts the pages under PREFIX/share/man/man1, which man finds
+    through PATH's PREFIX/bin. (A stale copy there means: pip install again.)"""
+    bin_folder = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    env["PATH"] = f"{bin_folder}:/usr/local/bin:/usr/bin:/bin"
+    result = subprocess.run([_require("man"), "-w", "jobctl-job-submit"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result
+    installed = Path(result.stdout.strip())
+    assert installed == Path(sys.prefix) / "share" / "man" / "man1" / "jobctl-job-submit.1"
+    assert installed.read_text() == (ROOT / "man" / "jobctl-job-submit.1").read_text()
