@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 import click
 import typer
 
 from jobctl import __version__
 from jobctl.cli import complete, completion, config, db, job, worker
-from jobctl.cli.common import State
+from jobctl.cli.common import State, command_line
 from jobctl.cli.render import Terminal
-from jobctl.config import CommandLine, Source
 from jobctl.errors import ExitCode, JobctlError
 
 HELP = """Run shell commands on a cluster of machines, coordinated through one database.
@@ -69,23 +67,13 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    values = {"database_url": database_url, "profile": profile, "debug": debug,
-              "no_color": no_color}
-    ctx.obj = State(command_line=CommandLine(values, _sources(ctx, values)), debug=debug,
+    # The options' values are read back from ctx with their sources (flag or variable).
+    ctx.obj = State(command_line=command_line(ctx), debug=debug,
                     terminal=Terminal(no_color=no_color))
     if ctx.invoked_subcommand not in ("config", "completion"):
         # Read the config file now: an unknown profile or invalid file is an error before
         # anything runs. (`config` commands report it themselves; completion never errors.)
         ctx.obj.settings()
-
-
-def _sources(ctx: typer.Context, values: Mapping[str, object]) -> dict[str, str]:
-    """Whether each root option came from its flag or its JOBCTL_* variable."""
-    from click.core import ParameterSource
-
-    named = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
-    return {name: named.get(ctx.get_parameter_source(name), Source.DEFAULT)  # type: ignore[arg-type]
-            for name in values}
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import click
 import typer
 
 from jobctl.cli.render import Terminal
@@ -46,6 +47,24 @@ class State:
 
             self._client = Client(self.database_url)
         return self._client
+
+
+ROOT_SETTINGS = ("database_url", "profile", "debug", "no_color")
+
+
+def command_line(ctx: click.Context) -> CommandLine:
+    """The root options' values, and whether each came from its flag or its JOBCTL_* variable
+    (Click records which; the config file comes into it later, in `jobctl.config.resolve`)."""
+    from click.core import ParameterSource
+
+    from jobctl.config import Source
+
+    root = ctx.find_root()
+    named = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
+    values = {name: root.params.get(name) for name in ROOT_SETTINGS}
+    sources = {name: named.get(root.get_parameter_source(name), Source.DEFAULT)  # type: ignore[arg-type]
+               for name in ROOT_SETTINGS}
+    return CommandLine(values, sources)
 
 
 def state(ctx: typer.Context) -> State:

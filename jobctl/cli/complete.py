@@ -203,13 +203,7 @@ def _lookup(ctx: click.Context, query: Callable[[Any], list[T]]) -> list[T]:
 def _database_url(ctx: click.Context) -> str:
     """The database the words typed so far name (--database-url, --profile), or the
     environment's and config file's."""
-    from click.core import ParameterSource
+    from jobctl.cli.common import command_line
+    from jobctl.config import resolve
 
-    from jobctl.config import CommandLine, Source, resolve
-
-    root = ctx.find_root()
-    values = {name: root.params.get(name) for name in ("database_url", "profile")}
-    named = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
-    sources = {name: named.get(root.get_parameter_source(name), Source.DEFAULT)  # type: ignore[arg-type]
-               for name in values}
-    return str(resolve(CommandLine(values, sources))["database_url"].value)
+    return str(resolve(command_line(ctx))["database_url"].value)
