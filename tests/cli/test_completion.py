@@ -170,6 +170,18 @@ def complete_in_app(tmp_path: Path, url: str, words: str) -> list[str]:
     return [line.partition(",")[2] for line in result.stdout.splitlines()]
 
 
+def test_the_profile_named_on_the_command_line_is_used(
+        database: tuple[str, dict[str, int]]) -> None:
+    url, ids = database
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "jobctl" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[profiles.prod]\ndatabase_url = "{url}"\n[profiles.other]\n')
+    assert [v for v, _ in values("bash", ["jobctl", "--profile", ""])] == ["other", "prod"]
+    words = ["jobctl", "--profile", "prod", "job", "wait", ""]
+    assert {v for v, _ in values("zsh", words)} == {str(i) for i in ids.values()}
+    assert values("zsh", ["jobctl", "--profile", "nonesuch", "job", "wait", ""]) == []
+
+
 def test_time_zones_schedules_workflows_and_states(db_url: str, tmp_path: Path) -> None:
     import sqlalchemy as sa
 
