@@ -6,9 +6,10 @@ typed so far in `COMP_WORDS`/`COMP_CWORD`. `jobctl.cli.app.run` hands such a req
 `handle_request` before anything else runs.
 
 Completion must never print an error or keep the shell waiting: every completer catches
-everything and answers nothing instead; look-ups in the database run in a thread the request
-waits on for at most `LOOKUP_DEADLINE_S` once the driver is loaded (PostgreSQL's own
-connect_timeout cannot go below 2 s).
+everything and answers nothing instead; look-ups in the database run in a thread that the
+request waits on only until `DEFAULT_BUDGET_S` after the process started (PostgreSQL's own
+connect_timeout cannot go below 2 s), then it answers without them and exits at once.
+`JOBCTL_COMPLETE_TIMEOUT` (seconds) changes the budget, for a database far away.
 Commands and options complete without importing SQLAlchemy, psycopg or Rich: the completers
 import them only when they are asked for values from the database.
 
@@ -23,6 +24,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -32,8 +34,12 @@ import click.shell_completion  # Typer imports it anyway: no cost at start-up
 COMPLETE_VARIABLE = "_JOBCTL_COMPLETE"
 PROG_NAME = "jobctl"
 SHELLS = ("bash", "zsh", "fish")
-LOOKUP_DEADLINE_S = 0.7  # waiting on the database, from connecting to the last row
-IMPORT_DEADLINE_S = 5.0  # loading the driver (psycopg takes ~0.1 s, ~1 s on a loaded machine)
+# From the process's start to the answer: Python's start-up (~0.15 s), the driver's import
+# (psycopg ~0.1 s; both several times that on a loaded machine), connecting and the query. The
+# rest of a second is for printing and exiting.
+DEFAULT_BUDGET_S = 0.8
+BUDGET_VARIABLE = "JOBCTL_COMPLETE_TIMEOUT"
+THREAD_NAME = "jobctl-complete"
 LIMIT = 50  # values offered at most: more than a screen is noise
 
 Completion = str | tuple[str, str]
@@ -69,8 +75,13 @@ def handle_request(command: click.Command, instruction: str) -> int:
         except Exception:
             if debug:
                 raise
-            return 0
+            text = ""
     sys.stdout.write(text + "\n" if text else "")
+    if any(thread.name == THREAD_NAME for thread in threading.enumerate()):
+        # A look-up still waits on the database: leave now rather than in the interpreter's
+        # shutdown, which would wait on nothing useful.
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
@@ -174,30 +185,41 @@ def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
 
 def _lookup(ctx: click.Context, query: Callable[[Any], list[T]]) -> list[T]:
     """Run `query` on the database the command line names, in a daemon thread: an unreachable
-    or slow database yields [] after LOOKUP_DEADLINE_S, never an error.
-
-    The deadline starts once the driver is imported: loading a library is this machine's
-    speed, not the database's; waiting on a database that does not answer is what must end.
-    """
+    or slow database yields [] when the budget is spent, never an error."""
     found: list[T] = []
-    imported = threading.Event()
 
     def work() -> None:
         with contextlib.suppress(BaseException):
-            url = _database_url(ctx)
             from jobctl.store import names
 
-            names.import_driver(url)
-            imported.set()
+            url = _database_url(ctx)
             with names.connect(url) as connection:
                 found.extend(query(connection))
-        imported.set()
 
-    worker = threading.Thread(target=work, name="jobctl-complete", daemon=True)
+    worker = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
     worker.start()
-    imported.wait(IMPORT_DEADLINE_S)
-    worker.join(LOOKUP_DEADLINE_S)
+    worker.join(max(0.0, _budget_s() - _seconds_since_start()))
     return [] if worker.is_alive() else found
+
+
+def _budget_s() -> float:
+    try:
+        return float(os.environ.get(BUDGET_VARIABLE) or DEFAULT_BUDGET_S)
+    except ValueError:
+        return DEFAULT_BUDGET_S
+
+
+def _seconds_since_start() -> float:
+    """How long ago this process started (Linux: /proc), so that a slow start-up counts
+    against the budget too; 0 where that cannot be known."""
+    try:
+        with open("/proc/self/stat", "rb") as stat_file:
+            stat = stat_file.read()
+        # After "pid (comm) ", field 3 (state) is index 0; field 22, starttime, is index 19.
+        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def _database_url(ctx: click.Context) -> str:

@@ -35,6 +35,8 @@ GLOBAL_ENVIRONMENT = [
     ("JOBCTL_PROFILE", "The config file profile to use, as --profile."),
     ("JOBCTL_DEBUG", "Show tracebacks for errors, as --debug."),
     ("JOBCTL_NO_COLOR, NO_COLOR", "No colours in tables, as --no-color."),
+    ("JOBCTL_COMPLETE_TIMEOUT", "Seconds from its start within which shell completion answers, "
+                                "with or without values from the database (default 0.8)."),
     ("XDG_CONFIG_HOME", "Where the config file is (default ~/.config)."),
     ("XDG_DATA_HOME", "Where the default SQLite database is (default ~/.local/share)."),
 ]

@@ -16,14 +16,6 @@ from typing import Any
 CONNECT_TIMEOUT_S = 2  # libpq's least; the caller stops waiting sooner
 
 
-def import_driver(url: str) -> None:
-    """Load the driver `connect` will use (so that callers can time the two apart)."""
-    if url.partition("://")[0].split("+")[0] in ("postgresql", "postgres"):
-        import psycopg  # noqa: F401
-    else:
-        import sqlite3  # noqa: F401
-
-
 @contextlib.contextmanager
 def connect(url: str) -> Iterator[Any]:
     """A DB-API connection for a jobctl database URL (`sqlite:///path`, `postgresql://…`)."""

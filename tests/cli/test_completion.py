@@ -24,11 +24,19 @@ from jobctl.store.engine import Database
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
 
+# Tests of what completes give the database time even on a loaded machine; the test of the
+# time limit itself uses the default.
+PATIENT = {"JOBCTL_COMPLETE_TIMEOUT": "30"}
+
+
 def request(shell: str, words: list[str], url: str | None = None,
-            python_flags: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str], float]:
+            python_flags: tuple[str, ...] = (), patient: bool = True,
+            ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Ask for completions of the last word of `words` ("" for a new word) the way `shell`'s
     script does; returns the process and how long it took."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    if patient:
+        env.update(PATIENT)
     if url is not None:
         env["JOBCTL_DATABASE_URL"] = url
     env["_JOBCTL_COMPLETE"] = f"{shell}_complete"
@@ -162,7 +170,7 @@ def complete_in_app(tmp_path: Path, url: str, words: str) -> list[str]:
     program = tmp_path / "completer_app.py"
     program.write_text(COMPLETER_APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env.update(JOBCTL_DATABASE_URL=url, COMP_WORDS=f"app show {words}",
+    env.update(PATIENT, JOBCTL_DATABASE_URL=url, COMP_WORDS=f"app show {words}",
                COMP_CWORD=str(len(words.split(" ")) + 1))
     result = subprocess.run([sys.executable, str(program)], env=env, capture_output=True,
                             text=True, timeout=60, check=False)
@@ -220,15 +228,15 @@ def silent_server() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_an_unreachable_database_completes_nothing_silently_in_time(silent_server: int,
-                                                                   pg_url: str) -> None:
+def test_an_unreachable_database_completes_nothing_silently_in_time(silent_server: int) -> None:
     url = f"postgresql://jobctl:secret@127.0.0.1:{silent_server}/jobctl"
-    # The same start-up and driver import, against a server that answers at once.
-    _, answered = request("bash", ["jobctl", "job", "status", ""], pg_url)
-    result, elapsed = request("bash", ["jobctl", "job", "status", ""], url)
+    result, elapsed = request("bash", ["jobctl", "job", "status", ""], url, patient=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     # libpq's connect_timeout (2 s at least) would keep the shell waiting longer than this.
-    assert elapsed - answered < 1.0, f"{elapsed:.2f}s, {answered:.2f}s with a live server"
+    assert elapsed < 1.0, f"{elapsed:.2f}s"
+    # Commands still complete while the database does not answer.
+    result, elapsed = request("bash", ["jobctl", "job", "st"], url, patient=False)
+    assert result.stdout == "plain,status\n" and elapsed < 1.0
 
 
 def test_a_missing_sqlite_file_completes_nothing_and_is_not_created(tmp_path: Path) -> None:
@@ -276,6 +284,7 @@ def test_bash_itself_completes_through_the_script(database: tuple[str, dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
     env["PATH"] = f"{Path(JOBCTL).parent}:{env['PATH']}"
     env["JOBCTL_DATABASE_URL"] = url
+    env.update(PATIENT)
     result = subprocess.run(["bash", "--norc", "-c", program], env=env, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result
