@@ -203,7 +203,9 @@ def resolve_database_url(flag: str | None = None) -> str:
     return str(resolve(CommandLine(values, sources))["database_url"].value)
 
 
-_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")
+# The password runs to the last @ of the authority part: one with an unescaped @ in it is hidden
+# whole, not cut at its first @.
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
 _PARAMETER_PASSWORD = re.compile(r"(\bpassword=)[^&\s]*", re.IGNORECASE)
 
 
