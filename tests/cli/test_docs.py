@@ -117,7 +117,8 @@ def test_man_finds_the_pages_installed_with_jobctl() -> None:
     env["PATH"] = f"{bin_folder}:/usr/local/bin:/usr/bin:/bin"
     result = subprocess.run([_require("man"), "-w", "jobctl-job-submit"], env=env,
                             capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result
+    assert result.returncode == 0, f"man does not find the page: pip install -e . ({result})"
     installed = Path(result.stdout.strip())
     assert installed == Path(sys.prefix) / "share" / "man" / "man1" / "jobctl-job-submit.1"
-    assert installed.read_text() == (ROOT / "man" / "jobctl-job-submit.1").read_text()
+    assert installed.read_text() == (ROOT / "man" / "jobctl-job-submit.1").read_text(), (
+        f"{installed} is an older copy: pip install -e . again")
