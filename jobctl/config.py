@@ -1,22 +1,90 @@
-"""Settings: a flag beats a JOBCTL_* variable, which beats the config file, which beats the default.
+"""Settings and where each one came from: a flag beats a JOBCTL_* variable, which beats the
+chosen profile, which beats the config file's top level, which beats the default.
 
 The config file is TOML at `$XDG_CONFIG_HOME/jobctl/config.toml` (default `~/.config/jobctl/`):
 
+    database_url = "sqlite:////srv/jobctl/jobctl.db"     # used when no profile is chosen
+
+    [profiles.prod]                                      # --profile prod, or JOBCTL_PROFILE=prod
     database_url = "postgresql://jobctl@db.internal/jobctl"
+    no_color = true
 
 With nothing configured, jobctl uses an SQLite file at `$XDG_DATA_HOME/jobctl/jobctl.db`
 (default `~/.local/share/jobctl/jobctl.db`), created and migrated on first use.
+
+Standard library only, and nothing imported that the command line does not need at start-up:
+`jobctl config show` and every command's start read this module.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jobctl.errors import InvalidInput
 
 DATABASE_URL_VARIABLE = "JOBCTL_DATABASE_URL"
+PROFILE_VARIABLE = "JOBCTL_PROFILE"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """A setting the file may hold, and the flag and variable that override it."""
+
+    name: str
+    flag: str
+    variable: str
+    kind: type
+    help: str
+    in_file: bool = True  # False: flag and variable only
+
+
+# The settings a config file or profile may hold. (`profile` itself is chosen by flag or
+# variable only: a profile that chose a profile would be a riddle.)
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("database_url", "--database-url", DATABASE_URL_VARIABLE, str,
+                "the database: postgresql://user@host/db or sqlite:///path"),
+    SettingSpec("no_color", "--no-color", "JOBCTL_NO_COLOR", bool, "no colours in tables"),
+    # Not from the file: tracebacks are for one run of a command, and `--debug` must work
+    # before the file is read (an invalid file is itself an error worth a traceback).
+    SettingSpec("debug", "--debug", "JOBCTL_DEBUG", bool, "show tracebacks for errors",
+                in_file=False),
+)
+SETTING_NAMES = tuple(spec.name for spec in SETTINGS if spec.in_file)
+
+
+class Source:
+    """Where a setting's value came from, as `config show` prints it."""
+
+    FLAG = "flag"
+    ENV = "env"
+    PROFILE = "profile"
+    FILE = "file"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: Any
+    source: str  # one of Source
+    detail: str  # the flag, variable, profile or file it came from; "" for a default
+
+    def shown_value(self) -> Any:
+        """The value as it may be printed: passwords masked."""
+        return mask_password(self.value) if isinstance(self.value, str) else self.value
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What the root command's options said, and whether each was given as a flag or taken
+    from its JOBCTL_* variable (Click knows; `Source.DEFAULT` when neither)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
 
 
 def data_home() -> Path:
@@ -36,30 +104,119 @@ def default_database_url() -> str:
 
 
 def load_config_file(path: Path | None = None) -> dict[str, Any]:
-    """The config file's settings, or {} when there is none."""
+    """The config file's settings, or {} when there is none. Invalid TOML or an unknown
+    setting is invalid input naming the file (and the line, for TOML errors)."""
     path = path or config_file()
     try:
         text = path.read_text()
     except FileNotFoundError:
         return {}
-    except OSError as error:
-        raise InvalidInput(f"cannot read config file {path}: {error.strerror}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise InvalidInput(f"cannot read config file {path}: {reason}") from error
     import tomllib
 
     try:
-        return tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
+        # tomllib's message ends with "(at line N, column M)".
         raise InvalidInput(f"invalid config file {path}: {error}") from error
+    _check_settings(document, path, where="")
+    profiles = document.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise InvalidInput(f"invalid config file {path}: 'profiles' must be a table of tables")
+    for name, profile in profiles.items():
+        if not isinstance(profile, dict):
+            raise InvalidInput(f"invalid config file {path}: [profiles.{name}] must be a table")
+        _check_settings(profile, path, where=f"[profiles.{name}] ")
+    return document
+
+
+def _check_settings(table: dict[str, Any], path: Path, where: str) -> None:
+    by_name = {spec.name: spec for spec in SETTINGS if spec.in_file}
+    for key, value in table.items():
+        if key == "profiles" and not where:
+            continue
+        spec = by_name.get(key)
+        if spec is None:
+            known = ", ".join(SETTING_NAMES)
+            raise InvalidInput(f"unknown setting {where}{key!r} in config file {path} "
+                               f"(known: {known})")
+        if not isinstance(value, spec.kind):
+            raise InvalidInput(f"invalid config file {path}: {where}{key} must be a "
+                               f"{'string' if spec.kind is str else 'boolean'}")
+
+
+def resolve(command_line: CommandLine | None = None) -> dict[str, Setting]:
+    """Every effective setting, by name, with where it came from; `profile` first."""
+    command_line = command_line or CommandLine({}, {})
+    path = config_file()
+    document = load_config_file(path)
+    profile = _chosen_profile(command_line, document, path)
+    settings = {"profile": profile}
+    chosen = document.get("profiles", {}).get(profile.value, {}) if profile.value else {}
+    for spec in SETTINGS:
+        settings[spec.name] = _resolve_one(spec, command_line, chosen, profile.value, document,
+                                           path)
+    return settings
+
+
+def _chosen_profile(command_line: CommandLine, document: dict[str, Any], path: Path) -> Setting:
+    name = command_line.values.get("profile")
+    source = command_line.sources.get("profile", Source.DEFAULT)
+    if not name:
+        return Setting("profile", None, Source.DEFAULT, "")
+    profiles = document.get("profiles", {})
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise InvalidInput(f"no profile {name!r} in config file {path} (profiles: {known})")
+    detail = "--profile" if source == Source.FLAG else PROFILE_VARIABLE
+    return Setting("profile", name, source, detail)
+
+
+def _resolve_one(spec: SettingSpec, command_line: CommandLine, profile: dict[str, Any],
+                 profile_name: str | None, document: dict[str, Any], path: Path) -> Setting:
+    source = command_line.sources.get(spec.name, Source.DEFAULT)
+    value = command_line.values.get(spec.name)
+    # A boolean flag left at its default is indistinguishable from `false`; only `true` counts.
+    if source == Source.FLAG and value not in (None, "", False):
+        return Setting(spec.name, value, Source.FLAG, spec.flag)
+    if source == Source.ENV and value not in (None, ""):
+        return Setting(spec.name, value, Source.ENV, spec.variable)
+    if spec.in_file and spec.name in profile:
+        return Setting(spec.name, profile[spec.name], Source.PROFILE,
+                       f"[profiles.{profile_name}] in {path}")
+    if spec.in_file and spec.name in document:
+        return Setting(spec.name, document[spec.name], Source.FILE, str(path))
+    default: Any = default_database_url() if spec.name == "database_url" else False
+    return Setting(spec.name, default, Source.DEFAULT, "")
 
 
 def resolve_database_url(flag: str | None = None) -> str:
-    """The database to use: `--database-url`, then JOBCTL_DATABASE_URL, then the config file."""
+    """The database to use: `--database-url`, then JOBCTL_DATABASE_URL, then the config file
+    (JOBCTL_PROFILE's profile, then its top level), then the SQLite default."""
     if flag:
         return flag
-    from_env = os.environ.get(DATABASE_URL_VARIABLE)
-    if from_env:
-        return from_env
-    from_file = load_config_file().get("database_url")
-    if isinstance(from_file, str) and from_file:
-        return from_file
-    return default_database_url()
+    values: dict[str, Any] = {"database_url": os.environ.get(DATABASE_URL_VARIABLE),
+                              "profile": os.environ.get(PROFILE_VARIABLE)}
+    sources = {name: Source.ENV for name, value in values.items() if value}
+    return str(resolve(CommandLine(values, sources))["database_url"].value)
+
+
+# The password runs to the last @ of the authority part: one with an unescaped @ in it is hidden
+# whole, not cut at its first @.
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
+_PARAMETER_PASSWORD = re.compile(r"(\bpassword=)[^&\s]*", re.IGNORECASE)
+
+
+def mask_password(text: str) -> str:
+    """A URL (or any text holding one) with its password replaced by ***: in the user-info part
+    (`postgresql://user:secret@host`) and as a `password=` parameter."""
+    return _PARAMETER_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def redact(text: str) -> str:
+    """A URL as text with its password hidden, whether or not the rest of it parses; shortened
+    to fit a one-line message."""
+    hidden = mask_password(text)
+    return hidden if len(hidden) < 80 else hidden[:77] + "..."

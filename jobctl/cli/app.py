@@ -18,7 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from jobctl import __version__
-from jobctl.cli.common import State
+from jobctl.cli import complete
+from jobctl.cli.common import State, command_line
 from jobctl.cli.render import Terminal
 from jobctl.errors import ExitCode, JobctlError
 
@@ -36,6 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                   "running jobs, recent failures."),
     "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),
     "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention."),
+    "config": ("jobctl.cli.config", "Show the settings in effect and the config file's path."),
+    "completion": ("jobctl.cli.completion", "Print a shell completion script (commands, "
+                                            "options, job ids, queues, workers, …)."),
 }
 
 
@@ -123,9 +127,14 @@ def root(
     ctx: typer.Context,
     database_url: str | None = typer.Option(
         None, "--database-url", envvar="JOBCTL_DATABASE_URL", metavar="URL",
-        help="postgresql://user@host/db or sqlite:///path (default: an SQLite file under "
-             "$XDG_DATA_HOME/jobctl/)",
+        help="postgresql://user@host/db or sqlite:///path (default: the profile's, the config "
+             "file's, else an SQLite file under $XDG_DATA_HOME/jobctl/)",
         show_default=False,
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", envvar="JOBCTL_PROFILE", metavar="NAME",
+        help="Use the settings of [profiles.NAME] in the config file (see `jobctl config path`).",
+        show_default=False, autocompletion=complete.profile_names,
     ),
     debug: bool = typer.Option(False, "--debug", envvar="JOBCTL_DEBUG",
                                help="Show tracebacks for errors."),
@@ -134,13 +143,22 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    ctx.obj = State(database_url=database_url or None, debug=debug,
+    # The options' values are read back from ctx with their sources (flag or variable).
+    ctx.obj = State(command_line=command_line(ctx), debug=debug,
                     terminal=Terminal(no_color=no_color))
+    if ctx.invoked_subcommand not in ("config", "completion"):
+        # Read the config file now: an unknown profile or invalid file is an error before
+        # anything runs. (`config` commands report it themselves; completion never errors.)
+        ctx.obj.settings()
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting (tests call this)."""
     args = sys.argv[1:] if argv is None else argv
+    instruction = os.environ.get(complete.COMPLETE_VARIABLE)
+    if instruction:
+        # A shell asking for completions: answer before anything else can print or fail.
+        return complete.handle_request(typer.main.get_command(app), instruction)
     debug = _debug_requested(args)
     try:
         result = app(args=args, prog_name="jobctl", standalone_mode=False)
@@ -169,7 +187,7 @@ def _debug_requested(args: list[str]) -> bool:
             takes_value = False
         elif arg == "--debug":
             return True
-        elif arg == "--database-url":
+        elif arg in ("--database-url", "--profile"):
             takes_value = True
         elif arg == "--" or not arg.startswith("-"):
             break  # the sub-command: what follows is its own

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import click
 import typer
 
 from jobctl.cli.render import Terminal
+from jobctl.config import CommandLine, Setting
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -17,10 +19,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class State:
-    database_url: str | None = None
+    """What the root options said; the settings they lead to are resolved on first use (see
+    `jobctl.config`), so that `config path` works even when the config file does not parse."""
+
+    command_line: CommandLine = field(default_factory=lambda: CommandLine({}, {}))
     debug: bool = False
     terminal: Terminal = field(default_factory=Terminal)
+    _settings: dict[str, Setting] | None = None
     _client: Client | None = None
+
+    def settings(self) -> dict[str, Setting]:
+        if self._settings is None:
+            from jobctl.config import resolve
+
+            self._settings = resolve(self.command_line)
+            if self._settings["no_color"].value:
+                self.terminal.no_color = True
+        return self._settings
+
+    @property
+    def database_url(self) -> str:
+        return str(self.settings()["database_url"].value)
 
     def client(self) -> Client:
         if self._client is None:
@@ -28,6 +47,24 @@ class State:
 
             self._client = Client(self.database_url)
         return self._client
+
+
+ROOT_SETTINGS = ("database_url", "profile", "debug", "no_color")
+
+
+def command_line(ctx: click.Context) -> CommandLine:
+    """The root options' values, and whether each came from its flag or its JOBCTL_* variable
+    (Click records which; the config file comes into it later, in `jobctl.config.resolve`)."""
+    from click.core import ParameterSource
+
+    from jobctl.config import Source
+
+    root = ctx.find_root()
+    named = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
+    values = {name: root.params.get(name) for name in ROOT_SETTINGS}
+    sources = {name: named.get(root.get_parameter_source(name), Source.DEFAULT)  # type: ignore[arg-type]
+               for name in ROOT_SETTINGS}
+    return CommandLine(values, sources)
 
 
 def state(ctx: typer.Context) -> State:

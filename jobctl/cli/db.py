@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import ExitCode, InvalidInput
@@ -35,7 +36,8 @@ def upgrade(ctx: typer.Context) -> None:
 def status(
     ctx: typer.Context,
     output: OutputFormat | None = typer.Option(None, "--output", "-o",
-                                               help="table, plain or json.", show_default=False),
+                                               help="table, plain or json.", show_default=False,
+                                               autocompletion=complete.output_formats),
 ) -> None:
     """Show the database's schema revision beside the one this jobctl needs.
 
@@ -44,6 +46,8 @@ def status(
     from jobctl.store.retention import table_sizes
     from jobctl.store.schema import SCHEMA_REVISION
 
+    if output is OutputFormat.IDS:
+        raise InvalidInput("db status has no ids: use -o table, plain or json")
     st = state(ctx)
     database = open_database(st.database_url, migrate=False)
     current = database.current_revision()
@@ -59,7 +63,8 @@ def status(
     else:
         terminal.fields([("database", database.where), ("current", current or "none (empty)"),
                          ("latest", SCHEMA_REVISION),
-                         ("status", "up to date" if up_to_date else "run `jobctl db upgrade`")])
+                         ("status", "up to date" if up_to_date else "run `jobctl db upgrade`")],
+                        fmt)
         if tables:
             terminal.out()
             terminal.table(["table", "rows", "size"],

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_instant, parse_pairs, parse_queues, state
 from jobctl.cli.render import OutputFormat, Terminal, shell_join
 from jobctl.errors import InvalidInput
@@ -45,7 +46,7 @@ class StreamChoice(StrEnum):
 
 OUTPUT_OPTION = typer.Option(
     None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
-    "when piped), json or ids.", show_default=False)
+    "when piped), json or ids.", show_default=False, autocompletion=complete.output_formats)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -57,7 +58,8 @@ def submit(
         show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="A name to find the job by."),
     queue: str = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
-                              help="The queue; only workers of this queue take the job."),
+                              help="The queue; only workers of this queue take the job.",
+                              autocompletion=complete.queue_names),
     priority: int = typer.Option(0, "--priority", "-p", help="Higher runs first."),
     timeout: str | None = typer.Option(
         None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).",
@@ -238,7 +240,8 @@ def list_(
     state_: list[StateChoice] | None = typer.Option(
         None, "--state", "-s", help="Only jobs in this state (repeatable).", show_default=False),
     queue: list[str] | None = typer.Option(None, "--queue", "-q", help="Only this queue.",
-                                           show_default=False),
+                                           show_default=False,
+                                           autocompletion=complete.queue_names),
     name: str | None = typer.Option(None, "--name", "-n",
                                     help="Only jobs of this name (* and ? match any).",
                                     show_default=False),
@@ -292,7 +295,8 @@ def _print_jobs(terminal: Terminal, jobs: list[Job], output: OutputFormat | None
 @app.command()
 def status(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     output: OutputFormat | None = OUTPUT_OPTION,
 ) -> None:
     """Everything about one job, and one row per attempt."""
@@ -339,7 +343,7 @@ def status(
         ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
         ("waits for", _describe_deps(waits_for)),
         ("needed by", _describe_deps(needed_by)),
-    ])
+    ], fmt)
     if attempts:
         terminal.out()
         rows = [[a.attempt, a.worker_name or a.worker_id, a.started_at, a.finished_at,
@@ -359,7 +363,8 @@ def _describe_deps(found: list[Dependency]) -> str | None:
 @app.command()
 def logs(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Keep printing new output until the attempt ends."),
     attempt: int | None = typer.Option(None, "--attempt", "-a",
@@ -381,7 +386,8 @@ def logs(
 @app.command()
 def cancel(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
+                                      autocompletion=complete.job_ids),
 ) -> None:
     """Cancel jobs: a queued one never runs; a running one is killed wherever it runs."""
     from jobctl.models import JobState
@@ -400,7 +406,8 @@ def cancel(
 @app.command()
 def retry(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
+                                autocompletion=complete.job_ids),
     retries: int = typer.Option(0, "--retries", help="Further retries if this attempt fails."),
 ) -> None:
     """Run a finished job again, as a new attempt."""
@@ -416,7 +423,8 @@ def retry(
 @app.command("wait")
 def wait_(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids."),
+    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
+                                      autocompletion=complete.job_ids),
     timeout: str | None = typer.Option(None, "--timeout",
                                        help="Give up after this long (exit 124).",
                                        show_default=False),

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
-from jobctl.timeparse import format_duration, format_instant, isoformat_utc
+from jobctl.timeparse import format_age, format_duration, format_instant, isoformat_utc
 
 
 class OutputFormat(StrEnum):
@@ -89,11 +89,18 @@ class Terminal:
             table.add_row(*(Text(cell, style=_state_style(cell)) for cell in row))
         Console(no_color=self.no_color, highlight=False).print(table)
 
-    def fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
-        """`key: value` lines, for one object."""
+    def fields(self, pairs: Sequence[tuple[str, Any]],
+               fmt: OutputFormat = OutputFormat.TABLE) -> None:
+        """`key: value` lines, for one object: times as local time and age for people (table),
+        ISO 8601 UTC for programs (plain)."""
         width = max(len(key) for key, _ in pairs)
         for key, value in pairs:
-            self.out(f"{key + ':':<{width + 1}} {_cell(value, OutputFormat.TABLE)}")
+            if isinstance(value, datetime) and fmt is OutputFormat.TABLE:
+                text = f"{format_instant(value)} ({format_age(value)})"
+            else:
+                text = _one_line(_cell(value, fmt)) if fmt is OutputFormat.PLAIN else _cell(
+                    value, OutputFormat.TABLE)
+            self.out(f"{key + ':':<{width + 1}} {text}")
 
 
 _STATE_STYLES = {
@@ -107,10 +114,14 @@ def _state_style(cell: str) -> str:
 
 
 def _cell(value: Any, fmt: OutputFormat) -> str:
+    """One value as text: for people (table), times are ages ("3m05s ago") and seconds are
+    durations ("1m30s"); for programs (plain, ids), ISO 8601 UTC and seconds with decimals."""
     if value is None:
         return "-" if fmt is OutputFormat.TABLE else ""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, datetime):
-        return format_instant(value) if fmt is OutputFormat.TABLE else (isoformat_utc(value) or "")
+        return format_age(value) if fmt is OutputFormat.TABLE else (isoformat_utc(value) or "")
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, dict):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_queues, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
@@ -25,7 +26,7 @@ def start(
     queue: list[str] | None = typer.Option(
         None, "--queue", "-q", envvar="JOBCTL_QUEUES",
         help="Take jobs from this queue (repeatable, or comma-separated). [default: default]",
-        show_default=False),
+        show_default=False, autocompletion=complete.queue_names),
     concurrency: int = typer.Option(1, "--concurrency", "-c", envvar="JOBCTL_CONCURRENCY",
                                     help="Run up to this many jobs at once."),
     name: str | None = typer.Option(None, "--name", envvar="JOBCTL_WORKER_NAME",
@@ -127,7 +128,8 @@ def list_(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include stopped and lost workers."),
     output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table, plain, json or ids.", show_default=False),
+        None, "--output", "-o", help="table, plain, json or ids.", show_default=False,
+        autocompletion=complete.output_formats),
 ) -> None:
     """List the cluster's workers, newest first."""
     st = state(ctx)
@@ -137,26 +139,21 @@ def list_(
     if fmt is OutputFormat.JSON:
         terminal.json([w.to_json() for w in workers])
         return
-    from datetime import UTC, datetime
-
-    from jobctl.timeparse import format_age
-
-    now = datetime.now(UTC)
     rows = [
         [w.id, w.name, w.hostname, w.pid, ",".join(w.queues), w.concurrency, w.running_jobs,
-         format_age(w.heartbeat_at, now) if fmt is OutputFormat.TABLE else w.heartbeat_at,
-         w.state]
+         w.started_at, w.heartbeat_at, w.state]
         for w in workers
     ]
     terminal.table(["id", "name", "host", "pid", "queues", "concurrency", "running",
-                    "heartbeat", "state"], rows, fmt)
+                    "started", "heartbeat", "state"], rows, fmt)
 
 
 @app.command()
 def stop(
     ctx: typer.Context,
     workers: list[str] = typer.Argument(..., metavar="NAME_OR_ID...",
-                                        help="Workers, by name or id (see `worker list`)."),
+                                        help="Workers, by name or id (see `worker list`).",
+                                        autocompletion=complete.worker_names),
 ) -> None:
     """Stop workers gracefully, from any machine: like SIGTERM on their own machine, they stop
     claiming, let running jobs finish (up to their --grace) and exit."""

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from jobctl.config import redact
 from jobctl.errors import DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.store.schema import SCHEMA_REVISION
 
@@ -54,14 +55,6 @@ def parse_url(text: str) -> sa.URL:
     raise InvalidInput(
         f"unsupported database {backend!r} in {redact(text)!r}: use postgresql:// or sqlite:///"
     )
-
-
-def redact(text: str) -> str:
-    """A URL as text with its password hidden, whether or not the rest of it parses."""
-    import re
-
-    hidden = re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", text)
-    return hidden if len(hidden) < 80 else hidden[:77] + "..."
 
 
 def describe(url: sa.URL) -> str:

@@ -1,0 +1,154 @@
+"""Configuration through the real executable: profiles in $XDG_CONFIG_HOME/jobctl/config.toml,
+precedence flag > env > profile > file > default, `config show` and `config path`, errors that
+name the file, and passwords that never appear in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+JOBCTL = str(Path(sys.executable).parent / "jobctl")
+SECRET = "s3cr3t-Pa55"
+
+
+def jobctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    return subprocess.run([JOBCTL, *args], env={**base, **(env or {})},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def show(*args: str, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    result = jobctl(*args, "config", "show", "-o", "json", env=env)
+    assert result.returncode == 0, result
+    return {setting["name"]: setting for setting in json.loads(result.stdout)}
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """The config file the suite's isolated XDG_CONFIG_HOME points at (not yet written)."""
+    folder = Path(os.environ["XDG_CONFIG_HOME"]) / "jobctl"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "config.toml"
+
+
+def write_config(path: Path, tmp_path: Path) -> dict[str, str]:
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("file", "prod", "env", "flag")}
+    path.write_text(f'''
+database_url = "{urls["file"]}"
+
+[profiles.prod]
+database_url = "{urls["prod"]}"
+no_color = true
+
+[profiles.empty]
+''')
+    return urls
+
+
+def test_config_path_follows_xdg_config_home(config_file: Path) -> None:
+    result = jobctl("config", "path")
+    assert (result.returncode, result.stdout) == (0, f"{config_file}\n")
+
+
+def test_defaults_without_a_file(config_file: Path) -> None:
+    settings = show()
+    assert list(settings) == ["profile", "database_url", "no_color", "debug"]
+    data_home = Path(os.environ["XDG_DATA_HOME"])
+    assert settings["database_url"]["value"] == f"sqlite:///{data_home / 'jobctl' / 'jobctl.db'}"
+    assert {s["source"] for s in settings.values()} == {"default"}
+    assert settings["profile"]["value"] is None
+
+
+def test_precedence_flag_env_profile_file_default(config_file: Path, tmp_path: Path) -> None:
+    urls = write_config(config_file, tmp_path)
+
+    def effective(*args: str, **env: str) -> tuple[str, str]:
+        setting = show(*args, env=env)["database_url"]
+        return setting["value"], setting["source"]
+
+    assert effective() == (urls["file"], "file")
+    assert effective("--profile", "prod") == (urls["prod"], "profile")
+    assert effective(JOBCTL_PROFILE="prod") == (urls["prod"], "profile")
+    assert effective("--profile", "empty") == (urls["file"], "file")  # a profile without it
+    assert effective("--profile", "prod", JOBCTL_DATABASE_URL=urls["env"]) == (urls["env"], "env")
+    assert effective("--profile", "prod", "--database-url", urls["flag"],
+                     JOBCTL_DATABASE_URL=urls["env"]) == (urls["flag"], "flag")
+    profile = show(env={"JOBCTL_PROFILE": "empty"})["profile"]
+    assert (profile["value"], profile["source"], profile["detail"]) == (
+        "empty", "env", "JOBCTL_PROFILE")
+    flagged = show("--profile", "prod", env={"JOBCTL_PROFILE": "empty"})
+    assert (flagged["profile"]["value"], flagged["profile"]["source"]) == ("prod", "flag")
+    assert (flagged["no_color"]["value"], flagged["no_color"]["source"]) == (True, "profile")
+    assert flagged["no_color"]["detail"] == f"[profiles.prod] in {config_file}"
+    assert show("--no-color", "--profile", "prod")["no_color"]["source"] == "flag"
+
+
+def test_the_profiles_database_is_the_one_used(config_file: Path, tmp_path: Path) -> None:
+    urls = write_config(config_file, tmp_path)
+    submitted = jobctl("--profile", "prod", "job", "submit", "--", "true")
+    assert submitted.returncode == 0, submitted
+    assert (tmp_path / "prod.db").exists() and not (tmp_path / "file.db").exists()
+    listed = jobctl("job", "list", "-o", "ids", env={"JOBCTL_PROFILE": "prod"})
+    assert listed.stdout.split() == submitted.stdout.split()
+    assert jobctl("job", "list", "-o", "ids").stdout == ""  # the top level's database
+    assert urls["prod"].endswith("prod.db")
+
+
+def test_an_unknown_profile_names_the_file(config_file: Path, tmp_path: Path) -> None:
+    write_config(config_file, tmp_path)
+    for args, env in ((["--profile", "staging"], {}), ([], {"JOBCTL_PROFILE": "staging"})):
+        result = jobctl(*args, "job", "list", env=env)
+        assert result.returncode == 2, result
+        assert result.stderr == (f"jobctl: error: no profile 'staging' in config file "
+                                 f"{config_file} (profiles: empty, prod)\n")
+    assert jobctl("--profile", "staging", "config", "show").returncode == 2
+
+
+def test_invalid_toml_names_the_file_and_line(config_file: Path) -> None:
+    config_file.write_text('database_url = "sqlite:///x.db"\n\n[profiles.prod\n')
+    result = jobctl("job", "list")
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"jobctl: error: invalid config file {config_file}: ")
+    assert "line 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert jobctl("config", "path").returncode == 0  # still tells where the file is
+
+
+def test_an_unknown_or_mistyped_setting_is_refused(config_file: Path) -> None:
+    config_file.write_text('databse_url = "sqlite:///x.db"\n')
+    result = jobctl("config", "show")
+    assert result.returncode == 2
+    assert "unknown setting 'databse_url'" in result.stderr and str(config_file) in result.stderr
+    config_file.write_text("[profiles.prod]\nno_color = 'yes'\n")
+    result = jobctl("config", "show")
+    assert result.returncode == 2
+    assert "[profiles.prod] no_color must be a boolean" in result.stderr
+
+
+def test_passwords_never_appear_in_any_output(config_file: Path, tmp_path: Path) -> None:
+    in_file = f"postgresql://jobctl:{SECRET}@127.0.0.1:1/jobctl"
+    config_file.write_text(f'[profiles.prod]\ndatabase_url = "{in_file}"\n')
+    in_env = f"postgresql://jobctl@127.0.0.1:1/jobctl?password={SECRET}&sslmode=disable"
+    runs = [
+        jobctl("--profile", "prod", "config", "show"),
+        jobctl("--profile", "prod", "config", "show", "-o", "json"),
+        jobctl("--profile", "prod", "config", "show", "-o", "table"),
+        jobctl("--profile", "prod", "job", "list"),  # unreachable: the error names the database
+        jobctl("--profile", "prod", "db", "status"),
+        jobctl("config", "show", "-o", "plain", env={"JOBCTL_DATABASE_URL": in_env}),
+        jobctl("--database-url", in_env, "config", "show", "-o", "json"),
+        jobctl("--debug", "--profile", "prod", "config", "show"),
+    ]
+    for result in runs:
+        assert SECRET not in result.stdout + result.stderr, result
+    assert runs[3].returncode == 4, runs[3]
+    shown = {s["name"]: s for s in json.loads(runs[1].stdout)}
+    assert shown["database_url"]["value"] == "postgresql://jobctl:***@127.0.0.1:1/jobctl"
+    assert "password=***&sslmode=disable" in runs[5].stdout

@@ -1,0 +1,127 @@
+"""docs/json.md documents every JSON field jobctl emits, and only those: each `## name` table there
+is compared with the keys the real executable prints. To cover a new kind of object, add a
+section to docs/json.md and an entry to EMITTERS. Also: the same times read as ages in tables
+and as ISO 8601 UTC in plain output and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobctl.cli.gendocs import ROOT
+from jobctl.models import JobSpec, JobState
+from jobctl.store import jobs, queue
+from jobctl.store import workers as worker_rows
+from jobctl.store.engine import Database
+from jobctl.store.queue import Outcome
+
+JOBCTL = str(Path(sys.executable).parent / "jobctl")
+DOC = ROOT / "docs" / "json.md"
+
+
+def documented() -> dict[str, list[str]]:
+    """Each `## section` of docs/json.md and the fields (first column) of its table, in order."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in DOC.read_text().splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif current is not None and (match := re.match(r"\|\s*`([a-z_]+)`\s*\|", line)):
+            current.append(match.group(1))
+    return sections
+
+
+def jobctl(url: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env["JOBCTL_DATABASE_URL"] = url
+    result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result
+    return result.stdout
+
+
+def emitted(url: str, *args: str) -> Any:
+    return json.loads(jobctl(url, *args, "-o", "json"))
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A job that ran once and failed (so every field has a value somewhere), and a worker."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('json') / 'jobctl.db'}"
+    database = Database(url)
+    try:
+        database.ensure_schema()
+        with database.write() as connection:
+            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
+                                          queues=["default"], concurrency=1, version="test")
+            job_id, _ = jobs.submit(connection, JobSpec(argv=["false"], name="fails"))
+        with database.write() as connection:
+            queue.claim(connection, worker, ["default"], 1, 60.0)
+        with database.write() as connection:
+            queue.complete(connection, worker, [Outcome(
+                job_id=job_id, attempt=1, state=JobState.FAILED, attempt_outcome="failed",
+                exit_code=1, signal=None, error=None)])
+    finally:
+        database.dispose()
+    return url
+
+
+def _job_id(url: str) -> str:
+    """The job that ran (the submit test adds queued ones)."""
+    return str(emitted(url, "job", "list", "--state", "failed")[0]["id"])
+
+
+# How to make jobctl print each documented object: a function of the database URL that returns
+# one emitted object. Schedules, workflows and statistics join here with their sections.
+EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "job": lambda url: emitted(url, "job", "list")[0],
+    "job status": lambda url: {
+        key: value for key, value in emitted(url, "job", "status", _job_id(url)).items()
+        if key not in emitted(url, "job", "list")[0]},
+    "attempt": lambda url: emitted(url, "job", "status", _job_id(url))["attempts"][0],
+    "worker": lambda url: emitted(url, "worker", "list")[0],
+    "submit": lambda url: json.loads(jobctl(url, "job", "submit", "-o", "json", "--", "true")),
+    "db status": lambda url: emitted(url, "db", "status"),
+    "setting": lambda url: emitted(url, "config", "show")[0],
+}
+
+
+def test_every_documented_section_has_an_emitter() -> None:
+    assert set(documented()) == set(EMITTERS)
+
+
+@pytest.mark.parametrize("section", sorted(EMITTERS))
+def test_documented_fields_equal_the_emitted_keys(section: str, url: str) -> None:
+    fields = documented()[section]
+    assert len(fields) == len(set(fields)), f"a field twice in {section}"
+    assert fields == list(EMITTERS[section](url)), (
+        f"docs/json.md section {section!r} and the JSON differ (in order)")
+
+
+def test_times_are_ages_in_tables_and_iso_utc_elsewhere(url: str) -> None:
+    job_id = _job_id(url)
+    table = jobctl(url, "job", "list", "-o", "table")
+    assert re.search(r"\b[0-9]+(\.[0-9])?s ago\b|\b[0-9]+m[0-9]{2}s ago\b", table), table
+    assert not re.search(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", table), table
+    plain = jobctl(url, "job", "list", "-o", "plain", "--state", "failed").splitlines()
+    header = plain[0].split("\t")
+    row = dict(zip(header, plain[1].split("\t"), strict=True))
+    assert datetime.fromisoformat(row["CREATED"]).utcoffset() == timedelta(0)
+    assert re.fullmatch(r"[0-9]+\.[0-9]{3}", row["DURATION"]), row
+    workers = jobctl(url, "worker", "list", "-o", "table")
+    assert " ago" in workers
+    status = jobctl(url, "job", "status", job_id, "-o", "table")
+    assert re.search(r"^created: +[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8} \(.* ago\)$", status,
+                     re.MULTILINE), status
+    piped = jobctl(url, "job", "status", job_id)
+    created = re.search(r"^created: +(\S+)$", piped, re.MULTILINE)
+    assert created and datetime.fromisoformat(created.group(1)).utcoffset() == timedelta(0)
