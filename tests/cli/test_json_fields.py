@@ -82,6 +82,14 @@ def _job_id(url: str) -> str:
 
 # How to make jobctl print each documented object: a function of the database URL that returns
 # one emitted object. Schedules, workflows and statistics join here with their sections.
+def _dependency(url: str) -> dict[str, Any]:
+    """One `waits_for` edge: a job submitted --after another."""
+    first = jobctl(url, "job", "submit", "--", "true").strip()
+    second = jobctl(url, "job", "submit", "--after", first, "--", "true").strip()
+    edge: dict[str, Any] = emitted(url, "job", "status", second)["waits_for"][0]
+    return edge
+
+
 EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "job": lambda url: emitted(url, "job", "list")[0],
     "job status": lambda url: {
@@ -90,7 +98,9 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "attempt": lambda url: emitted(url, "job", "status", _job_id(url))["attempts"][0],
     "worker": lambda url: emitted(url, "worker", "list")[0],
     "submit": lambda url: json.loads(jobctl(url, "job", "submit", "-o", "json", "--", "true")),
+    "dependency": lambda url: _dependency(url),
     "db status": lambda url: emitted(url, "db", "status"),
+    "table size": lambda url: emitted(url, "db", "status")["tables"][0],
     "setting": lambda url: emitted(url, "config", "show")[0],
 }
 
