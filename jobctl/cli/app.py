@@ -10,7 +10,7 @@ import click
 import typer
 
 from jobctl import __version__
-from jobctl.cli import db, job, worker
+from jobctl.cli import db, job, schedule, scheduler, worker
 from jobctl.cli.common import State
 from jobctl.cli.render import Terminal
 from jobctl.errors import ExitCode, JobctlError
@@ -36,6 +36,8 @@ app = typer.Typer(
 app.add_typer(job.app, name="job")
 app.add_typer(worker.app, name="worker")
 app.add_typer(db.app, name="db")
+app.add_typer(schedule.app, name="schedule")
+app.add_typer(scheduler.app, name="scheduler")
 
 
 def _version(value: bool) -> None:
