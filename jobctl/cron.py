@@ -19,6 +19,8 @@ time to the whole second): time zones do not move them.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -46,6 +48,7 @@ class CronError(ValueError):
     """An invalid cron expression, interval or time zone; the message names what is wrong."""
 
 
+@lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
     """An IANA time zone, or CronError."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -152,14 +155,17 @@ class Timing:
         return found
 
     def upcoming(self, moment: datetime, count: int) -> list[datetime]:
-        times: list[datetime] = []
-        while len(times) < count:
-            found = self.next_after(moment)
-            if found is None:
-                break
-            times.append(found)
-            moment = found
-        return times
+        """The next `count` fire times after `moment` (fewer if the schedule ends)."""
+        if self.start_at is not None and moment < self.start_at:
+            moment = self.start_at - timedelta(microseconds=1)
+        if self.every_s:
+            times = [self._interval_next(moment)]
+            step = timedelta(microseconds=self._interval_us())
+            while len(times) < count:
+                times.append(times[-1] + step)
+        else:
+            times = list(itertools.islice(self._cron_after(moment), count))
+        return [t for t in times[:count] if self.end_at is None or t <= self.end_at]
 
     def due(self, since: datetime, until: datetime, limit: int) -> list[datetime]:
         """Fire times in [since, until], the latest `limit` of them, oldest first."""
@@ -192,15 +198,21 @@ class Timing:
     # --- cron ---------------------------------------------------------------------------------
 
     def _cron_next(self, moment: datetime) -> datetime | None:
+        return next(self._cron_after(moment), None)
+
+    def _cron_after(self, moment: datetime) -> Iterator[datetime]:
+        """Fire times after `moment`, in order, each once."""
         tz = zone(self.timezone)
         wall = moment.astimezone(tz).replace(tzinfo=None)
         iterator = _iterator(self.cron or "", wall)
-        for _ in range(100_000):
+        last = moment
+        for _ in range(10_000_000):
             candidate = wall_to_utc(iterator.get_next(datetime), tz)
-            # In a repeated hour the wall clock goes back: skip what already fired.
-            if candidate > moment:
-                return candidate
-        return None
+            # In a repeated hour the wall clock goes back, and the times in a gap all map to
+            # its end: skip what already fired.
+            if candidate > last:
+                last = candidate
+                yield candidate
 
     def _cron_due(self, low: datetime, high: datetime, limit: int) -> list[datetime]:
         tz = zone(self.timezone)
