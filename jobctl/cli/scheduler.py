@@ -23,7 +23,7 @@ def run(
         100, "--misfire-cap", envvar="JOBCTL_MISFIRE_CAP",
         help="`--misfire all` fires at most this many missed times of a schedule at once."),
     poll_interval: str | None = typer.Option(
-        None, "--poll-interval", envvar="JOBCTL_POLL_INTERVAL",
+        None, "--poll-interval", envvar="JOBCTL_SCHEDULER_POLL_INTERVAL",
         help="Longest sleep between looks at the schedules [default: 5s on PostgreSQL, woken "
              "by NOTIFY when a schedule changes; 0.5s on SQLite].", show_default=False),
     rescue_interval: str = typer.Option(

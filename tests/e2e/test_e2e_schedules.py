@@ -225,3 +225,30 @@ def test_overlap_policies_with_long_running_jobs(jobctl_pg: Jobctl) -> None:
     assert errors == [f"skipped: job {running_id} (running) is still going"] * 2
     with contextlib.suppress(Exception):
         scheduler.terminate()
+
+
+# --- wake-ups -------------------------------------------------------------------------------------
+
+
+def test_a_sleeping_scheduler_wakes_for_a_new_schedule_on_postgresql(jobctl_pg: Jobctl) -> None:
+    """With nothing to do and a 10-minute poll, only the NOTIFY sent by `schedule add` can wake
+    it in time; then it sleeps until the fire time, not on a tick."""
+    jobctl = jobctl_pg
+    scheduler = Scheduler(jobctl, 0, "--poll-interval", "10m", "--rescue-interval", "10m")
+    scheduler.wait_started()
+    time.sleep(1.0)  # it has looked, found nothing, and gone to sleep
+    start = next_whole_second(3)
+    db = Database(jobctl.database_url)
+    try:
+        Client(database=db).add_schedules([ScheduleDefinition(
+            name="woken", job=JobSpec(argv=["true"]), every_s=1.0, start_at=start,
+            end_at=start + timedelta(seconds=1), misfire=Misfire.SKIP, overlap=Overlap.ALLOW)])
+        wait_for(lambda: len(occurrences(db)) == 2, 30,
+                 lambda: f"fired {occurrences(db)}\n{scheduler.log()}")
+        with db.read() as connection:
+            late = connection.execute(sa.select(jobs.c.created_at - jobs.c.fire_time)).scalars()
+            # misfire skip: both were fired within the grace (1 s), i.e. not by a late poll
+            assert all(delay <= timedelta(seconds=1) for delay in late)
+    finally:
+        db.dispose()
+    assert scheduler.terminate() == 0

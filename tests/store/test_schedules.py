@@ -192,6 +192,7 @@ def test_overlap_replace_cancels_the_previous_run(db: Database, client: Client) 
 def test_overlap_allow_runs_both(db: Database, client: Client) -> None:
     schedule_id, first = _overlap_case(db, client, Overlap.ALLOW)
     assert [state for _, state, _ in runs(db, schedule_id)] == ["queued", "queued"]
+    assert client.get(first).state is JobState.QUEUED
 
 
 def test_forbid_with_several_due_times_queues_one_and_skips_the_rest(db: Database,
