@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobctl.scheduler")
 
 
+def first_line(error: BaseException) -> str:
+    from jobctl.store.engine import first_line as driver_first_line
+
+    return driver_first_line(error)
+
+
 @dataclass(frozen=True)
 class SchedulerSettings:
     once: bool = False  # fire what is due now, then exit
@@ -58,6 +64,8 @@ class Scheduler:
 
     def run(self) -> int:
         """Fire until stopped (or once, with `once`). Returns the exit status."""
+        import sqlalchemy as sa
+
         self._install_signal_handlers()
         listener = self._start_listener()
         log.info("started (%s)", self._db.where)
@@ -68,10 +76,14 @@ class Scheduler:
                     self.fire_all()
                     self._rescue_if_due()
                     backoff = 0.5
-                except DatabaseUnavailable as error:
+                except (DatabaseUnavailable, sa.exc.DBAPIError) as error:
+                    # A database that went away, or a transaction it aborted (a deadlock, a
+                    # restart): nothing was committed, so the next try fires the same times.
                     if self._settings.once:
                         raise
-                    log.warning("%s; retrying in %.1fs", error.message, backoff)
+                    message = (error.message if isinstance(error, DatabaseUnavailable)
+                               else first_line(error))
+                    log.warning("%s; retrying in %.1fs", message, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue

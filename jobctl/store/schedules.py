@@ -116,7 +116,7 @@ def _values(definition: ScheduleDefinition) -> dict[str, Any]:
         "every_s": definition.every_s,
         "timezone": definition.timezone,
         "job": job_template(definition.job),
-        "workflow": None,
+        "workflow": sa.null(),  # SQL NULL, not JSON null: workflow schedules come later
         "overlap": definition.overlap.value,
         "misfire": definition.misfire.value,
         "jitter_s": definition.jitter_s,

@@ -252,3 +252,25 @@ def test_a_sleeping_scheduler_wakes_for_a_new_schedule_on_postgresql(jobctl_pg: 
     finally:
         db.dispose()
     assert scheduler.terminate() == 0
+
+
+# --- rescue ---------------------------------------------------------------------------------------
+
+
+def test_the_scheduler_rescues_expired_leases(jobctl: Jobctl, database: Database) -> None:
+    """A job whose worker vanished goes back to the queue when only a scheduler runs."""
+    from jobctl.store import jobs as job_store
+    from jobctl.store import queue, workers
+
+    with database.write() as connection:
+        worker = workers.register(connection, name="gone", hostname="h", pid=1,
+                                  queues=["default"], concurrency=1, version="test")
+        job_id, _ = job_store.submit(connection, JobSpec(argv=["true"], retries=1))
+    with database.write() as connection:
+        [claimed] = queue.claim(connection, worker, ["default"], 1, 0.2)
+    assert claimed.id == job_id
+    time.sleep(0.5)  # the lease runs out; nobody renews it
+    result = jobctl("scheduler", "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert jobctl.status(job_id)["state"] == "queued"
+    assert "lost its lease" in (jobctl.status(job_id)["error"] or "")
