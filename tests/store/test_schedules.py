@@ -267,3 +267,21 @@ def test_a_locked_schedule_is_skipped_by_another_scheduler(pg_url: str) -> None:
         assert len(times) == len(set(times)) >= 3
     finally:
         db.dispose()
+
+
+def test_jitter_delays_the_run_not_the_fire_time(db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=40)
+    schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                      overlap=Overlap.ALLOW, jitter_s=30.0)
+    set_next_fire(db, "s", start)
+    before = db_now(db)
+    fire(db)
+    after = db_now(db)
+    with db.read() as connection:
+        rows = connection.execute(sa.select(jobs.c.fire_time, jobs.c.run_at)
+                                  .where(jobs.c.schedule_id == schedule_id)).all()
+    assert len(rows) == 41
+    assert {row.fire_time for row in rows} == {start + timedelta(seconds=k) for k in range(41)}
+    delays = [(row.run_at - before).total_seconds() for row in rows]
+    assert all(-0.01 <= d <= 30.0 + (after - before).total_seconds() for d in delays)
+    assert max(delays) - min(delays) > 1.0  # spread out, not all at once
