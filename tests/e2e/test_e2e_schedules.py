@@ -154,7 +154,7 @@ def test_misfire_after_a_scheduler_was_stopped_across_five_fire_times(
     jobctl = jobctl_pg
     scheduler = Scheduler(jobctl, 0)
     scheduler.wait_started()
-    start = next_whole_second(4)
+    start = next_whole_second(6)
     end = start + timedelta(seconds=8)  # five fire times: start, +2, +4, +6, +8
     db = Database(jobctl.database_url)
     Client(database=db).add_schedules([
