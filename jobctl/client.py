@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobctl.errors import InvalidInput, NotFound, WaitTimeout
@@ -25,6 +26,9 @@ from jobctl.models import (
     JobSpec,
     JobState,
     LogChunk,
+    Schedule,
+    ScheduleDefinition,
+    ScheduleRun,
     Stream,
     WorkerInfo,
     WorkerState,
@@ -248,6 +252,134 @@ class Client:
     def _wake_ups(self) -> _WakeUps:
         return _WakeUps(self.db)
 
+    # --- schedules ----------------------------------------------------------------------------
+
+    def add_schedule(self, definition: ScheduleDefinition, *, replace: bool = False) -> Schedule:
+        """Create a schedule; with `replace`, an existing one of that name is redefined."""
+        from jobctl.store import schedules
+
+        definition = _validate_schedule(definition)
+        with self.db.write() as connection:
+            existing = schedules.get(connection, definition.name, lock=True)
+            if existing is None:
+                schedules.create(connection, definition)
+            elif replace:
+                schedules.replace(connection, existing, definition, keep_created=False)
+            else:
+                raise InvalidInput(f"schedule {definition.name!r} exists already: give --replace "
+                                   "to redefine it, or use `jobctl schedule edit`")
+            created = schedules.get(connection, definition.name)
+        assert created is not None
+        return created
+
+    def add_schedules(self, definitions: Sequence[ScheduleDefinition], *,
+                      replace: bool = False) -> None:
+        """Create many schedules in one transaction: all or none (`schedule import`)."""
+        from jobctl.store import schedules
+
+        checked = [_validate_schedule(definition) for definition in definitions]
+        with self.db.write() as connection:
+            for definition in checked:
+                existing = schedules.get(connection, definition.name, lock=True)
+                if existing is None:
+                    schedules.create(connection, definition)
+                elif replace:
+                    schedules.replace(connection, existing, definition, keep_created=False)
+                else:
+                    raise InvalidInput(f"schedule {definition.name!r} exists already: give "
+                                       "--replace to redefine it")
+
+    def edit_schedule(self, name: str, **changes: object) -> Schedule:
+        """Change some fields of a schedule's definition (ScheduleDefinition's field names).
+        Giving `cron` clears `every_s` and the other way round."""
+        import dataclasses
+
+        from jobctl.store import schedules
+
+        if changes.get("cron") is not None:
+            changes["every_s"] = None
+        if changes.get("every_s") is not None:
+            changes["cron"] = None
+        with self.db.write() as connection:
+            existing = schedules.get(connection, name, lock=True)
+            if existing is None:
+                raise NotFound(f"no schedule named {name!r}")
+            definition = dataclasses.replace(ScheduleDefinition.of(existing),
+                                             **changes)  # type: ignore[arg-type]
+            definition = _validate_schedule(definition)
+            if definition.name != name and schedules.get(connection, definition.name):
+                raise InvalidInput(f"schedule {definition.name!r} exists already")
+            schedules.replace(connection, existing, definition)
+            edited = schedules.get(connection, definition.name)
+        assert edited is not None
+        return edited
+
+    def schedules(self) -> list[Schedule]:
+        from jobctl.store import schedules
+
+        with self.db.read() as connection:
+            return schedules.list_all(connection)
+
+    def schedule(self, name: str) -> Schedule:
+        from jobctl.store import schedules
+
+        with self.db.read() as connection:
+            found = schedules.get(connection, name)
+        if found is None:
+            raise NotFound(f"no schedule named {name!r}")
+        return found
+
+    def schedule_runs(self, name: str, limit: int = 5) -> list[ScheduleRun]:
+        """The schedule's latest occurrences (jobs), newest first."""
+        from jobctl.store import schedules
+
+        found = self.schedule(name)
+        with self.db.read() as connection:
+            return schedules.recent_runs(connection, found.id, limit)
+
+    def next_fire_times(self, name: str, count: int = 5) -> list[datetime]:
+        """The schedule's next `count` fire times (UTC), from its next due one on."""
+        from jobctl.store import schedules
+
+        found = self.schedule(name)
+        if found.next_fire_at is None or count <= 0:
+            return []
+        timing = schedules.timing(found)
+        return [found.next_fire_at, *timing.upcoming(found.next_fire_at, count - 1)]
+
+    def pause_schedule(self, name: str, paused: bool = True) -> bool:
+        """Pause (or resume) a schedule; returns whether it was paused before."""
+        from jobctl.store import schedules
+
+        with self.db.write() as connection:
+            before = schedules.set_paused(connection, name, paused)
+        if before is None:
+            raise NotFound(f"no schedule named {name!r}")
+        return before
+
+    def remove_schedule(self, name: str) -> None:
+        from jobctl.store import schedules
+
+        with self.db.write() as connection:
+            if not schedules.delete(connection, name):
+                raise NotFound(f"no schedule named {name!r}")
+
+    def trigger_schedule(self, name: str) -> int:
+        """One occurrence now (its fire time: the database's now), under the overlap policy.
+        Returns the job's id (a skipped occurrence is a job too, in state `skipped`)."""
+        from jobctl.store import schedules
+
+        with self.db.write() as connection:
+            found = schedules.get(connection, name, lock=True)
+            if found is None:
+                raise NotFound(f"no schedule named {name!r}")
+            moment = schedules.now(connection)
+            submitted = schedules.submit_occurrences(
+                connection, [schedules.Occurrence(found, moment)], moment, return_ids=True)
+        return submitted.job_ids[0]
+
+
+
     # --- dependencies and workflows -----------------------------------------------------------
 
     def dependencies(self, job_id: int) -> tuple[list[Dependency], list[Dependency]]:
@@ -386,6 +518,29 @@ if TYPE_CHECKING:
     _WakeUpFunction = Callable[[float | None], None]
 else:
     _WakeUpFunction = object
+
+
+def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
+    """Checked, with the cron expression normalized (aliases expanded)."""
+    import dataclasses
+
+    from jobctl.cron import CronError, check
+
+    if not definition.name or definition.name != definition.name.strip():
+        raise InvalidInput("a schedule needs a name without leading or trailing blanks")
+    try:
+        cron = check(definition.cron, definition.every_s, definition.timezone)
+    except CronError as error:
+        raise InvalidInput(str(error)) from error
+    if definition.every_s is not None and definition.every_s > MAX_DURATION_S:
+        raise InvalidInput(f"--every must be at most {MAX_DURATION_S / 86_400:.0f}d")
+    if not 0 <= definition.jitter_s <= MAX_DURATION_S:
+        raise InvalidInput("--jitter must be 0s or more")
+    if (definition.start_at is not None and definition.end_at is not None
+            and definition.end_at <= definition.start_at):
+        raise InvalidInput("--end-at must be after --start-at")
+    _validate(definition.job)
+    return dataclasses.replace(definition, cron=cron)
 
 
 def _check_ids(job_ids: Sequence[int]) -> None:

@@ -305,3 +305,123 @@ class Workflow:
                 for job in self.tasks
             ],
         }
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+
+class Overlap(StrEnum):
+    ALLOW = "allow"  # start the new run whatever the previous one does
+    FORBID = "forbid"  # skip the new run while the previous one is queued or running
+    REPLACE = "replace"  # cancel the previous run, start the new one
+
+
+class Misfire(StrEnum):
+    SKIP = "skip"  # fire nothing for fire times the scheduler missed
+    ONCE = "once"  # fire one job, for the latest missed time
+    ALL = "all"  # fire every missed time (up to a cap)
+
+
+# The JobSpec fields a schedule's job template keeps (when a job runs is the schedule's business).
+TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
+                   "delivery", "env", "cwd", "labels")
+
+
+def job_template(spec: JobSpec) -> dict[str, Any]:
+    """A JobSpec as the JSON a schedule stores."""
+    template = {key: getattr(spec, key) for key in TEMPLATE_FIELDS}
+    template["delivery"] = spec.delivery.value
+    return template
+
+
+def spec_from_template(template: dict[str, Any]) -> JobSpec:
+    known = {key: template[key] for key in TEMPLATE_FIELDS if key in template}
+    known["delivery"] = Delivery(known.get("delivery", Delivery.AT_LEAST_ONCE.value))
+    return JobSpec(**known)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: int
+    name: str
+    cron: str | None
+    every_s: float | None
+    timezone: str
+    job: JobSpec | None
+    workflow: dict[str, Any] | None
+    overlap: Overlap
+    misfire: Misfire
+    jitter_s: float
+    paused: bool
+    start_at: datetime | None
+    end_at: datetime | None
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "cron": self.cron,
+            "every_s": self.every_s,
+            "timezone": self.timezone,
+            "job": job_template(self.job) if self.job is not None else None,
+            "workflow": self.workflow,
+            "overlap": self.overlap.value,
+            "misfire": self.misfire.value,
+            "jitter_s": self.jitter_s,
+            "paused": self.paused,
+            "start_at": isoformat_utc(self.start_at),
+            "end_at": isoformat_utc(self.end_at),
+            "next_fire_at": isoformat_utc(self.next_fire_at),
+            "last_fire_at": isoformat_utc(self.last_fire_at),
+            "created_at": isoformat_utc(self.created_at),
+            "updated_at": isoformat_utc(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One occurrence of a schedule: the job it made."""
+
+    job_id: int
+    fire_time: datetime
+    state: JobState
+    created_at: datetime
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {"job_id": self.job_id, "fire_time": isoformat_utc(self.fire_time),
+                "state": self.state.value, "created_at": isoformat_utc(self.created_at),
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    """What `schedule add` and `schedule edit` say about a schedule."""
+
+    name: str
+    job: JobSpec
+    cron: str | None = None
+    every_s: float | None = None
+    timezone: str = "UTC"
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    overlap: Overlap = Overlap.FORBID
+    misfire: Misfire = Misfire.ONCE
+    jitter_s: float = 0.0
+    paused: bool = False
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> ScheduleDefinition:
+        assert schedule.job is not None
+        return cls(name=schedule.name, job=schedule.job, cron=schedule.cron,
+                   every_s=schedule.every_s, timezone=schedule.timezone,
+                   start_at=schedule.start_at, end_at=schedule.end_at, overlap=schedule.overlap,
+                   misfire=schedule.misfire, jitter_s=schedule.jitter_s, paused=schedule.paused)

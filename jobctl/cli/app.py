@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("jobctl.cli.job", "Submit and inspect one-off jobs."),
     "worker": ("jobctl.cli.worker", "Run and inspect workers."),
+    "schedule": ("jobctl.cli.schedule",
+                 "Recurring jobs: cron expressions or intervals, in any time zone."),
+    "scheduler": ("jobctl.cli.scheduler", "Run the scheduler that turns schedules into jobs."),
     "workflow": ("jobctl.cli.workflow", "Run graphs of jobs (workflows) from TOML files."),
     "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
                                   "running jobs, recent failures."),

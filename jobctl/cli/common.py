@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import click
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.render import Terminal
 from jobctl.config import CommandLine, Setting
 from jobctl.errors import InvalidInput
@@ -118,3 +121,77 @@ def parse_queues(values: list[str] | None) -> list[str]:
             if name not in queues:
                 queues.append(name)
     return queues
+
+
+# --- the job options that `job submit` and `schedule add/edit` share ------------------------------
+
+
+class DeliveryChoice(StrEnum):
+    AT_LEAST_ONCE = "at-least-once"
+    AT_MOST_ONCE = "at-most-once"
+
+
+QUEUE_OPTION = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
+                            help="The queue; only workers of this queue take the job.",
+                            autocompletion=complete.queue_names)
+PRIORITY_OPTION = typer.Option(0, "--priority", "-p", help="Higher runs first.")
+TIMEOUT_OPTION = typer.Option(
+    None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).", show_default=False)
+RETRIES_OPTION = typer.Option(0, "--retries", help="Run again this many times if it fails.")
+RETRY_BACKOFF_OPTION = typer.Option(
+    "10s", "--retry-backoff",
+    help="Wait before the first retry; doubles for each further one (±25 % jitter).")
+DELIVERY_OPTION = typer.Option(
+    DeliveryChoice.AT_LEAST_ONCE, "--delivery",
+    help="at-least-once: a job whose worker died runs again; at-most-once: it never does "
+         "(it becomes lost).")
+ENV_OPTION = typer.Option(
+    None, "--env", "-e", metavar="KEY=VALUE",
+    help="Set an environment variable for the job (repeatable); the rest of its environment "
+         "is the worker's.", show_default=False)
+CWD_OPTION = typer.Option(
+    None, "--cwd", help="Directory to run in, on the worker (default: the worker's).",
+    show_default=False)
+SHELL_OPTION = typer.Option(False, "--shell", help="COMMAND is one string run by /bin/sh -c.")
+LABEL_OPTION = typer.Option(
+    None, "--label", "-l", metavar="KEY=VALUE", help="Label the job (repeatable).",
+    show_default=False)
+
+
+def job_fields(
+    *,
+    queue: str,
+    priority: int,
+    timeout: str | None,
+    retries: int,
+    retry_backoff: str,
+    delivery: DeliveryChoice,
+    env: list[str] | None,
+    cwd: str | None,
+    label: list[str] | None,
+) -> dict[str, Any]:
+    """The shared job options, parsed into JobSpec fields."""
+    from jobctl.models import Delivery
+
+    return dict(
+        queue=queue,
+        priority=priority,
+        timeout_s=parse_duration(timeout, "--timeout"),
+        retries=retries,
+        backoff_s=parse_duration(retry_backoff, "--retry-backoff") or 0.0,
+        delivery=Delivery.parse(delivery.value),
+        env=parse_pairs(env, "--env"),
+        cwd=os.path.abspath(cwd) if cwd else None,
+        labels=parse_pairs(label, "--label"),
+    )
+
+
+def command_argv(command: list[str] | None, shell: bool, usage: str) -> list[str]:
+    """The job's argv from COMMAND [ARG]… (or one string for /bin/sh -c with --shell)."""
+    argv = list(command or [])
+    if shell:
+        if len(argv) != 1:
+            raise InvalidInput(f"--shell takes the command as one string: {usage} --shell "
+                               "'echo a && echo b'")
+        argv = ["/bin/sh", "-c", argv[0]]
+    return argv

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -11,7 +10,26 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobctl.cli import complete
-from jobctl.cli.common import parse_duration, parse_instant, parse_pairs, parse_queues, state
+from jobctl.cli.common import (
+    CWD_OPTION,
+    DELIVERY_OPTION,
+    ENV_OPTION,
+    LABEL_OPTION,
+    PRIORITY_OPTION,
+    QUEUE_OPTION,
+    RETRIES_OPTION,
+    RETRY_BACKOFF_OPTION,
+    SHELL_OPTION,
+    TIMEOUT_OPTION,
+    DeliveryChoice,
+    command_argv,
+    job_fields,
+    parse_duration,
+    parse_instant,
+    parse_pairs,
+    parse_queues,
+    state,
+)
 from jobctl.cli.render import OutputFormat, Terminal, shell_join
 from jobctl.errors import InvalidInput
 
@@ -21,11 +39,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Submit and inspect one-off jobs.", no_args_is_help=True,
                   rich_markup_mode=None)
-
-
-class DeliveryChoice(StrEnum):
-    AT_LEAST_ONCE = "at-least-once"
-    AT_MOST_ONCE = "at-most-once"
 
 
 class StateChoice(StrEnum):
@@ -57,42 +70,25 @@ def submit(
         help="The command and its arguments, run without a shell (see --shell).",
         show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="A name to find the job by."),
-    queue: str = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
-                              help="The queue; only workers of this queue take the job.",
-                              autocompletion=complete.queue_names),
-    priority: int = typer.Option(0, "--priority", "-p", help="Higher runs first."),
-    timeout: str | None = typer.Option(
-        None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).",
-        show_default=False),
-    retries: int = typer.Option(0, "--retries", help="Run again this many times if it fails."),
-    retry_backoff: str = typer.Option(
-        "10s", "--retry-backoff",
-        help="Wait before the first retry; doubles for each further one (±25 % jitter)."),
-    delivery: DeliveryChoice = typer.Option(
-        DeliveryChoice.AT_LEAST_ONCE, "--delivery",
-        help="at-least-once: a job whose worker died runs again; at-most-once: it never does "
-             "(it becomes lost)."),
+    queue: str = QUEUE_OPTION,
+    priority: int = PRIORITY_OPTION,
+    timeout: str | None = TIMEOUT_OPTION,
+    retries: int = RETRIES_OPTION,
+    retry_backoff: str = RETRY_BACKOFF_OPTION,
+    delivery: DeliveryChoice = DELIVERY_OPTION,
     at: str | None = typer.Option(
         None, "--at", help="Start no earlier than this time (ISO 8601, HH:MM, tomorrow HH:MM).",
         show_default=False),
     in_: str | None = typer.Option(None, "--in", help="Start no earlier than this long from now.",
                                    show_default=False),
-    env: list[str] | None = typer.Option(
-        None, "--env", "-e", metavar="KEY=VALUE",
-        help="Set an environment variable for the job (repeatable); the rest of its environment "
-             "is the worker's.", show_default=False),
-    cwd: str | None = typer.Option(
-        None, "--cwd", help="Directory to run in, on the worker (default: the worker's).",
-        show_default=False),
-    shell: bool = typer.Option(
-        False, "--shell", help="COMMAND is one string run by /bin/sh -c."),
+    env: list[str] | None = ENV_OPTION,
+    cwd: str | None = CWD_OPTION,
+    shell: bool = SHELL_OPTION,
     unique_key: str | None = typer.Option(
         None, "--unique-key",
         help="Submit only once: another submit with this key returns the first job's id.",
         show_default=False),
-    label: list[str] | None = typer.Option(
-        None, "--label", "-l", metavar="KEY=VALUE", help="Label the job (repeatable).",
-        show_default=False),
+    label: list[str] | None = LABEL_OPTION,
     from_file: str | None = typer.Option(
         None, "--from-file", metavar="PATH",
         help="Submit one job per line of PATH (- for standard input), each run by /bin/sh -c; "
@@ -121,7 +117,7 @@ def submit(
         jobctl job submit --shell 'pg_dump db | gzip > /backup/db.gz'
         jobctl job submit --wait -- make test    # exits with make's exit code
     """
-    from jobctl.models import Delivery, JobSpec
+    from jobctl.models import JobSpec
 
     st = state(ctx)
     terminal = st.terminal
@@ -130,18 +126,12 @@ def submit(
     run_at = parse_instant(at, "--at")
     template = dict(
         name=name,
-        queue=queue,
-        priority=priority,
-        timeout_s=parse_duration(timeout, "--timeout"),
-        retries=retries,
-        backoff_s=parse_duration(retry_backoff, "--retry-backoff") or 0.0,
-        delivery=Delivery.parse(delivery.value),
+        **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
+                     retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
+                     label=label),
         run_at=run_at,
         run_in_s=parse_duration(in_, "--in"),
-        env=parse_pairs(env, "--env"),
-        cwd=os.path.abspath(cwd) if cwd else None,
         unique_key=unique_key,
-        labels=parse_pairs(label, "--label"),
         after=_parse_ids(after, "--after"),
         after_any=_parse_ids(after_any, "--after-any"),
     )
@@ -151,19 +141,14 @@ def submit(
             raise InvalidInput("give a command or --from-file, not both")
         if wait or follow:
             raise InvalidInput("--wait and --follow work with one job, not with --from-file")
-        specs = [JobSpec(argv=["/bin/sh", "-c", line], **template)  # type: ignore[arg-type]
+        specs = [JobSpec(argv=["/bin/sh", "-c", line], **template)
                  for line in _read_command_lines(from_file)]
         ids = client.submit_many(specs)
         for job_id in ids:
             terminal.out(str(job_id))
         return
-    argv = list(command or [])
-    if shell:
-        if len(argv) != 1:
-            raise InvalidInput("--shell takes the command as one string: "
-                               "jobctl job submit --shell 'echo a && echo b'")
-        argv = ["/bin/sh", "-c", argv[0]]
-    spec = JobSpec(argv=argv, **template)  # type: ignore[arg-type]
+    argv = command_argv(command, shell, "jobctl job submit")
+    spec = JobSpec(argv=argv, **template)
     submitted = client.submit(spec)
     _report_submitted(terminal, submitted.id, submitted.created, spec, output, follow)
     if wait or follow:

@@ -16,6 +16,7 @@ JOBS_CHANNEL = "jobctl_jobs"  # payload: a queue name that has new work
 CANCEL_CHANNEL = "jobctl_cancel"  # payload: the id of a running job to cancel
 WORKER_CHANNEL = "jobctl_worker"  # payload: the id of a worker asked to stop
 DONE_CHANNEL = "jobctl_done"  # payload: ids of jobs that reached a final state, comma-separated
+SCHEDULES_CHANNEL = "jobctl_schedules"  # payload: the name of a schedule added, changed or removed
 
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
@@ -40,6 +41,10 @@ def worker_stop_requested(connection: sa.Connection, worker_id: int) -> None:
 def jobs_done(connection: sa.Connection, job_ids: list[int]) -> None:
     # A payload must stay under 8000 bytes; listeners re-read the database anyway.
     _send(connection, DONE_CHANNEL, ",".join(map(str, job_ids))[:7000])
+
+
+def schedules_changed(connection: sa.Connection, name: str) -> None:
+    _send(connection, SCHEDULES_CHANNEL, name[:7000])
 
 
 class Listener:

@@ -1,0 +1,375 @@
+"""`jobctl schedule …`: recurring jobs (cron or intervals) kept in the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from jobctl.cli.common import (
+    CWD_OPTION,
+    DELIVERY_OPTION,
+    ENV_OPTION,
+    LABEL_OPTION,
+    PRIORITY_OPTION,
+    QUEUE_OPTION,
+    RETRIES_OPTION,
+    RETRY_BACKOFF_OPTION,
+    SHELL_OPTION,
+    TIMEOUT_OPTION,
+    DeliveryChoice,
+    command_argv,
+    job_fields,
+    parse_duration,
+    parse_instant,
+    state,
+)
+from jobctl.cli.render import OutputFormat, shell_join
+from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.cli.render import Terminal
+    from jobctl.models import Schedule
+
+app = typer.Typer(help="Recurring jobs: cron expressions or intervals, in any time zone.",
+                  no_args_is_help=True, rich_markup_mode=None)
+
+
+class OverlapChoice(StrEnum):
+    ALLOW = "allow"
+    FORBID = "forbid"
+    REPLACE = "replace"
+
+
+class MisfireChoice(StrEnum):
+    SKIP = "skip"
+    ONCE = "once"
+    ALL = "all"
+
+
+OUTPUT_OPTION = typer.Option(
+    None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
+    "when piped) or json.", show_default=False)
+NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The schedule's name.")
+CRON_HELP = ("A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 "
+             "with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly. Quote it.")
+EVERY_HELP = "An interval instead of --cron (30s, 5m, 1h30m)."
+TZ_HELP = "IANA time zone the cron expression is read in (e.g. Europe/Berlin). [default: UTC]"
+OVERLAP_HELP = ("When the previous run is still queued or running: allow (run both), forbid "
+                "(skip this one, recorded as a skipped job) or replace (cancel the previous run).")
+MISFIRE_HELP = ("Fire times missed while no scheduler ran or the schedule was paused: skip "
+                "them, fire once for the latest, or fire all (up to a cap).")
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    name: str = NAME_ARGUMENT,
+    command: list[str] | None = typer.Argument(
+        None, metavar="[--] COMMAND [ARG]...", help="The command each occurrence runs.",
+        show_default=False),
+    cron: str | None = typer.Option(None, "--cron", help=CRON_HELP, show_default=False),
+    every: str | None = typer.Option(None, "--every", help=EVERY_HELP, show_default=False),
+    tz: str = typer.Option("UTC", "--tz", help=TZ_HELP, show_default=False),
+    start_at: str | None = typer.Option(None, "--start-at", help="No fire time before this.",
+                                        show_default=False),
+    end_at: str | None = typer.Option(None, "--end-at", help="No fire time after this.",
+                                      show_default=False),
+    overlap: OverlapChoice = typer.Option(OverlapChoice.FORBID, "--overlap", help=OVERLAP_HELP),
+    misfire: MisfireChoice = typer.Option(MisfireChoice.ONCE, "--misfire", help=MISFIRE_HELP),
+    jitter: str | None = typer.Option(
+        None, "--jitter", help="Delay each run by a random time up to this long.",
+        show_default=False),
+    replace: bool = typer.Option(False, "--replace",
+                                 help="Redefine the schedule if the name exists already."),
+    paused: bool = typer.Option(False, "--paused", help="Create it paused."),
+    queue: str = QUEUE_OPTION,
+    priority: int = PRIORITY_OPTION,
+    timeout: str | None = TIMEOUT_OPTION,
+    retries: int = RETRIES_OPTION,
+    retry_backoff: str = RETRY_BACKOFF_OPTION,
+    delivery: DeliveryChoice = DELIVERY_OPTION,
+    env: list[str] | None = ENV_OPTION,
+    cwd: str | None = CWD_OPTION,
+    shell: bool = SHELL_OPTION,
+    label: list[str] | None = LABEL_OPTION,
+) -> None:
+    """Add a schedule: a command run at every fire time, once per fire time. Put the command
+    after `--`.
+
+    \b
+        jobctl schedule add nightly-backup --cron '30 2 * * *' --tz Europe/Berlin \\
+            --shell 'pg_dump db | gzip > /backup/db.gz'
+        jobctl schedule add heartbeat --every 30s -- curl -fsS https://example.com/ping
+        jobctl schedule add weekday-ticks --cron '31 10-15 1 * * MON-FRI' -- ./tick.sh
+    """
+    from jobctl.models import JobSpec, Misfire, Overlap, ScheduleDefinition
+
+    st = state(ctx)
+    spec = JobSpec(
+        argv=command_argv(command, shell, f"jobctl schedule add {name}"),
+        **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
+                     retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
+                     label=label),
+    )
+    definition = ScheduleDefinition(
+        name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,
+        start_at=parse_instant(start_at, "--start-at"), end_at=parse_instant(end_at, "--end-at"),
+        overlap=Overlap(overlap.value), misfire=Misfire(misfire.value),
+        jitter_s=parse_duration(jitter, "--jitter") or 0.0, paused=paused,
+    )
+    schedule = st.client().add_schedule(definition, replace=replace)
+    st.terminal.err(f"schedule {schedule.name} added; next run "
+                    f"{_in_zone(schedule.next_fire_at, schedule.timezone)}")
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    name: str = NAME_ARGUMENT,
+    cron: str | None = typer.Option(None, "--cron", help=CRON_HELP, show_default=False),
+    every: str | None = typer.Option(None, "--every", help=EVERY_HELP, show_default=False),
+    tz: str | None = typer.Option(None, "--tz", help=TZ_HELP, show_default=False),
+    start_at: str | None = typer.Option(None, "--start-at", help="No fire time before this.",
+                                        show_default=False),
+    end_at: str | None = typer.Option(None, "--end-at", help="No fire time after this.",
+                                      show_default=False),
+    overlap: OverlapChoice | None = typer.Option(None, "--overlap", help=OVERLAP_HELP,
+                                                 show_default=False),
+    misfire: MisfireChoice | None = typer.Option(None, "--misfire", help=MISFIRE_HELP,
+                                                 show_default=False),
+    jitter: str | None = typer.Option(None, "--jitter", help="Random delay up to this long.",
+                                      show_default=False),
+    rename: str | None = typer.Option(None, "--rename", help="A new name.", show_default=False),
+) -> None:
+    """Change a schedule's timing or policies; its next fire time is computed afresh."""
+    from jobctl.models import Misfire, Overlap
+
+    if cron is not None and every is not None:
+        raise InvalidInput("give --cron or --every, not both")
+    changes: dict[str, Any] = {}
+    if cron is not None:
+        changes["cron"] = cron
+    if every is not None:
+        changes["every_s"] = parse_duration(every, "--every")
+    if tz is not None:
+        changes["timezone"] = tz
+    if start_at is not None:
+        changes["start_at"] = parse_instant(start_at, "--start-at")
+    if end_at is not None:
+        changes["end_at"] = parse_instant(end_at, "--end-at")
+    if overlap is not None:
+        changes["overlap"] = Overlap(overlap.value)
+    if misfire is not None:
+        changes["misfire"] = Misfire(misfire.value)
+    if jitter is not None:
+        changes["jitter_s"] = parse_duration(jitter, "--jitter")
+    if rename is not None:
+        changes["name"] = rename
+    if not changes:
+        raise InvalidInput("nothing to change: give an option such as --cron or --overlap")
+    st = state(ctx)
+    schedule = st.client().edit_schedule(name, **changes)
+    st.terminal.err(f"schedule {schedule.name} changed; next run "
+                    f"{_in_zone(schedule.next_fire_at, schedule.timezone)}")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPTION) -> None:
+    """List schedules by name."""
+    st = state(ctx)
+    found = st.client().schedules()
+    terminal = st.terminal
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        terminal.json([schedule.to_json() for schedule in found])
+        return
+    rows = [[s.name, _timing_text(s), s.timezone, "paused" if s.paused else "active",
+             s.overlap, s.misfire, s.next_fire_at, s.last_fire_at,
+             shell_join(s.job.argv) if s.job else "-"] for s in found]
+    terminal.table(["name", "schedule", "tz", "state", "overlap", "misfire", "next", "last",
+                    "command"], rows, fmt)
+
+
+@app.command()
+def show(ctx: typer.Context, name: str = NAME_ARGUMENT,
+         output: OutputFormat | None = OUTPUT_OPTION) -> None:
+    """A schedule's definition, its next 5 fire times (in its time zone) and its last runs."""
+    from jobctl.timeparse import format_duration
+
+    st = state(ctx)
+    client = st.client()
+    schedule = client.schedule(name)
+    upcoming = client.next_fire_times(name, 5)
+    runs = client.schedule_runs(name, 10)
+    terminal = st.terminal
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        from jobctl.timeparse import isoformat_utc
+
+        terminal.json({**schedule.to_json(), "next_fire_times": [isoformat_utc(t) for t in
+                                                                 upcoming],
+                       "runs": [run.to_json() for run in runs]})
+        return
+    job = schedule.job
+    zone_text = schedule.timezone + (" (the default)" if schedule.timezone == "UTC" else "")
+    terminal.fields([
+        ("name", schedule.name),
+        ("schedule", _timing_text(schedule)),
+        ("time zone", zone_text),
+        ("state", "paused" if schedule.paused else "active"),
+        ("command", shell_join(job.argv) if job else None),
+        ("queue", job.queue if job else None),
+        ("overlap", schedule.overlap.value),
+        ("misfire", schedule.misfire.value),
+        ("jitter", format_duration(schedule.jitter_s) if schedule.jitter_s else None),
+        ("start at", schedule.start_at),
+        ("end at", schedule.end_at),
+        ("last fired", _in_zone(schedule.last_fire_at, schedule.timezone)),
+        ("next runs", ", ".join(_in_zone(t, schedule.timezone) for t in upcoming) or "none"),
+    ])
+    if runs:
+        terminal.out()
+        rows = [[run.job_id, _in_zone(run.fire_time, schedule.timezone), run.state,
+                 run.created_at, run.error] for run in runs]
+        terminal.table(["job", "fire time", "state", "created", "error"], rows, fmt)
+
+
+@app.command("next")
+def next_(ctx: typer.Context, name: str = NAME_ARGUMENT,
+          count: int = typer.Option(5, "--count", "-n", help="How many fire times."),
+          output: OutputFormat | None = OUTPUT_OPTION) -> None:
+    """The schedule's next fire times, one a line, in its time zone (ISO 8601)."""
+    if not 1 <= count <= 10_000:
+        raise InvalidInput("-n must be between 1 and 10000")
+    st = state(ctx)
+    client = st.client()
+    schedule = client.schedule(name)
+    times = client.next_fire_times(name, count)
+    if st.terminal.resolve(output) is OutputFormat.JSON:
+        from jobctl.timeparse import isoformat_utc
+
+        st.terminal.json([isoformat_utc(t) for t in times])
+        return
+    for moment in times:
+        st.terminal.out(_in_zone(moment, schedule.timezone))
+
+
+@app.command()
+def pause(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
+    """Stop firing until resumed (fire times passed meanwhile follow the misfire policy)."""
+    st = state(ctx)
+    was = st.client().pause_schedule(name, True)
+    st.terminal.err(f"schedule {name} {'was already paused' if was else 'paused'}")
+
+
+@app.command()
+def resume(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
+    """Fire again after a pause."""
+    st = state(ctx)
+    was = st.client().pause_schedule(name, False)
+    st.terminal.err(f"schedule {name} {'resumed' if was else 'was not paused'}")
+
+
+@app.command()
+def remove(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
+    """Delete a schedule. The jobs it made stay."""
+    st = state(ctx)
+    st.client().remove_schedule(name)
+    st.terminal.err(f"schedule {name} removed")
+
+
+@app.command()
+def trigger(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
+    """Run the schedule once now (its overlap policy applies). Prints the job's id."""
+    st = state(ctx)
+    job_id = st.client().trigger_schedule(name)
+    st.terminal.out(str(job_id))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., metavar="FILE", help="A crontab file (- for standard input)."),
+    prefix: str | None = typer.Option(
+        None, "--prefix", help="Schedules are named PREFIX-LINE (LINE: the entry's line number). "
+        "[default: the file's name]", show_default=False),
+    tz: str = typer.Option("UTC", "--tz", help="Time zone of entries without CRON_TZ above "
+                           "them. [default: UTC]", show_default=False),
+    overlap: OverlapChoice = typer.Option(
+        OverlapChoice.ALLOW, "--overlap", help="cron itself starts a run whatever the last one "
+        "does: allow."),
+    misfire: MisfireChoice = typer.Option(
+        MisfireChoice.SKIP, "--misfire", help="cron itself runs nothing it missed: skip."),
+    queue: str = QUEUE_OPTION,
+    replace: bool = typer.Option(False, "--replace", help="Redefine schedules that exist."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be created."),
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """Create one schedule per crontab line (`m h dom mon dow command`, @daily…). Comments are
+    skipped; NAME=value lines set the environment of the lines below them, CRON_TZ their time
+    zone. Each command runs with /bin/sh -c (or the crontab's SHELL). All or nothing."""
+    import sys
+
+    from jobctl.cron import CronError, parse_crontab
+    from jobctl.models import JobSpec, Misfire, Overlap, ScheduleDefinition
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise InvalidInput(f"{path} is not UTF-8 text") from error
+    try:
+        entries = parse_crontab(text)
+    except CronError as error:
+        raise InvalidInput(f"{path}: {error}") from error
+    if not entries:
+        raise InvalidInput(f"{path} holds no crontab entries")
+    stem = prefix or ("stdin" if path == "-" else Path(path).name.split(".")[0] or "crontab")
+    definitions = []
+    for entry in entries:
+        shell = entry.env.get("SHELL", "/bin/sh")
+        definitions.append(ScheduleDefinition(
+            name=f"{stem}-{entry.line}",
+            job=JobSpec(argv=[shell, "-c", entry.command], env=entry.env, queue=queue),
+            cron=entry.cron, timezone=entry.timezone or tz, overlap=Overlap(overlap.value),
+            misfire=Misfire(misfire.value)))
+    st = state(ctx)
+    if not dry_run:
+        st.client().add_schedules(definitions, replace=replace)
+    _print_imported(st.terminal, definitions, output, dry_run)
+
+
+def _print_imported(terminal: Terminal, definitions: list[Any], output: OutputFormat | None,
+                    dry_run: bool) -> None:
+    fmt = terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        terminal.json([{"name": d.name, "cron": d.cron, "timezone": d.timezone,
+                        "argv": d.job.argv, "env": d.job.env} for d in definitions])
+    else:
+        rows = [[d.name, d.cron, d.timezone, shell_join(d.job.argv)] for d in definitions]
+        terminal.table(["name", "cron", "tz", "command"], rows, fmt)
+    verb = "would create" if dry_run else "created"
+    terminal.err(f"{verb} {len(definitions)} schedules")
+
+
+def _timing_text(schedule: Schedule) -> str:
+    from jobctl.timeparse import format_duration
+
+    if schedule.every_s is not None:
+        return f"every {format_duration(schedule.every_s)}"
+    return schedule.cron or "-"
+
+
+def _in_zone(moment: datetime | None, timezone: str) -> str:
+    """A time in the schedule's zone, ISO 8601 with its offset (what a cron user reads)."""
+    if moment is None:
+        return "never"
+    from zoneinfo import ZoneInfo
+
+    local = moment.astimezone(ZoneInfo(timezone))
+    return local.isoformat(timespec="seconds" if local.microsecond == 0 else "microseconds")

@@ -1,0 +1,64 @@
+"""`jobctl scheduler run`: fire due schedule occurrences (and rescue expired leases)."""
+
+from __future__ import annotations
+
+import typer
+
+from jobctl.cli.common import parse_duration, state
+from jobctl.errors import InvalidInput
+
+app = typer.Typer(help="Run the scheduler that turns schedules into jobs.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Fire what is due now, then exit."),
+    misfire_grace: str = typer.Option(
+        "1s", "--misfire-grace", envvar="JOBCTL_MISFIRE_GRACE",
+        help="A fire time we reach later than this was missed (its schedule's misfire policy "
+             "applies)."),
+    misfire_cap: int = typer.Option(
+        100, "--misfire-cap", envvar="JOBCTL_MISFIRE_CAP",
+        help="`--misfire all` fires at most this many missed times of a schedule at once."),
+    poll_interval: str | None = typer.Option(
+        None, "--poll-interval", envvar="JOBCTL_SCHEDULER_POLL_INTERVAL",
+        help="Longest sleep between looks at the schedules [default: 5s on PostgreSQL, woken "
+             "by NOTIFY when a schedule changes; 0.5s on SQLite].", show_default=False),
+    rescue_interval: str = typer.Option(
+        "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
+        help="How often to take back the jobs of workers whose leases ran out."),
+    quiet: bool = typer.Option(False, "--quiet", help="Log only warnings."),
+) -> None:
+    """Fire due occurrences until stopped. Run as many as you like (on any machines): each
+    occurrence becomes one job. SIGTERM or Ctrl-C stops it after the transaction under way."""
+    from jobctl.scheduler import Scheduler, SchedulerSettings
+
+    if misfire_cap < 1:
+        raise InvalidInput("--misfire-cap must be at least 1")
+    poll_s = parse_duration(poll_interval, "--poll-interval")
+    if poll_s is not None and poll_s <= 0:
+        raise InvalidInput("--poll-interval must be longer than 0s")
+    settings = SchedulerSettings(
+        once=once,
+        misfire_grace_s=parse_duration(misfire_grace, "--misfire-grace") or 0.0,
+        misfire_cap=misfire_cap,
+        poll_s=poll_s,
+        rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
+    )
+    _configure_logging(quiet)
+    from jobctl.store.engine import open_database
+
+    database = open_database(state(ctx).database_url, pool_size=2)
+    raise typer.Exit(Scheduler(database, settings).run())
+
+
+def _configure_logging(quiet: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s jobctl scheduler: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )

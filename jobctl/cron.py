@@ -1,0 +1,345 @@
+"""When a schedule fires: cron expressions (5 fields, or 6 with seconds first), intervals and
+time zones.
+
+Cron expressions are evaluated on the schedule's local wall clock, then mapped to UTC:
+
+* a local time that does not exist (the hour skipped when clocks spring forward) fires at the
+  first instant after the gap, i.e. at the transition itself; several such times fire once;
+* a local time that happens twice (the hour repeated when clocks fall back) fires once, at its
+  first occurrence. Iterating wall-clock times, each of them is seen once, which gives this rule.
+
+A five-field expression means what it means to Debian's cron (crontab(5)): when both day of
+month and day of week are restricted, either may match; a field that starts with `*` (also `*/2`)
+counts as unrestricted, so then both must match. croniter ORs the two whenever neither is exactly
+`*`, so we tell it which rule applies (`day_or`).
+
+Intervals (`--every`) are plain UTC arithmetic from an anchor (the start time, or the creation
+time to the whole second): time zones do not move them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+FIELDS_5 = ("minute", "hour", "day of month", "month", "day of week")
+FIELDS_6 = ("second", *FIELDS_5)
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# How far past a moment in a repeated hour its wall-clock iteration must start looking back.
+_MAX_DST_SHIFT = timedelta(hours=3)
+
+
+class CronError(ValueError):
+    """An invalid cron expression, interval or time zone; the message names what is wrong."""
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """An IANA time zone, or CronError."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not name or name != name.strip() or name.startswith("/") or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as error:
+        raise CronError(f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin "
+                        "or UTC") from error
+
+
+def normalize(expression: str) -> str:
+    """The expression with aliases expanded and blanks collapsed; CronError when it is invalid,
+    naming the field and the value that are wrong."""
+    text = " ".join(expression.split())
+    expanded = ALIASES.get(text.lower(), text)
+    if text.startswith("@") and expanded == text:
+        raise CronError(f"invalid cron expression {expression!r}: unknown alias {text!r} "
+                        f"(use {', '.join(sorted(ALIASES))})")
+    fields = expanded.split(" ")
+    if len(fields) not in (5, 6):
+        raise CronError(f"invalid cron expression {expression!r}: it has {len(fields)} fields; "
+                        "use 5 (minute hour day-of-month month day-of-week) or 6 (second first)")
+    names = FIELDS_6 if len(fields) == 6 else FIELDS_5
+    for index, value in enumerate(fields):
+        alone = ["*"] * len(fields)
+        alone[index] = value
+        if not _croniter_accepts(" ".join(alone)):
+            raise CronError(f"invalid cron expression {expression!r}: bad {names[index]} field "
+                            f"{value!r}")
+    if not _croniter_accepts(expanded):
+        raise CronError(f"invalid cron expression {expression!r}: no time matches it")
+    return expanded
+
+
+def _croniter_accepts(expanded: str) -> bool:
+    from croniter import CroniterError
+
+    try:
+        iterator = _iterator(expanded, datetime(2000, 1, 1))
+        iterator.get_next(datetime)
+    except (CroniterError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _day_or(expanded: str) -> bool:
+    """Debian cron ORs day of month and day of week only when neither field starts with `*`."""
+    fields = expanded.split(" ")
+    day_of_month, day_of_week = fields[-3], fields[-1]
+    return not (day_of_month.startswith("*") or day_of_week.startswith("*"))
+
+
+def _iterator(expanded: str, start: datetime, *, backwards: bool = False) -> Any:
+    from croniter import croniter
+
+    return croniter(expanded, start, day_or=_day_or(expanded),
+                    second_at_beginning=len(expanded.split(" ")) == 6, is_prev=backwards,
+                    max_years_between_matches=50)
+
+
+def wall_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
+    """A naive local wall-clock time as a UTC instant: its first occurrence when it happens
+    twice; the end of the gap (the first instant after it) when it does not exist."""
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == wall:
+        return first
+    # In a gap: fold=1 reads it with the offset after the transition (an instant before it),
+    # fold=0 with the offset before (an instant after it). Find the transition in between.
+    low = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    high = first
+    low, high = min(low, high), max(low, high)
+    before = low.astimezone(tz).utcoffset()
+    while high - low > timedelta(microseconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(tz).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a schedule fires: a cron expression in a time zone, or an interval from an anchor;
+    never before `start_at`, never after `end_at`."""
+
+    cron: str | None
+    every_s: float | None
+    timezone: str
+    anchor: datetime  # intervals only: fire times are anchor + k * every
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        """The first fire time strictly after `moment`, or None when there is none."""
+        if self.start_at is not None and moment < self.start_at:
+            moment = self.start_at - timedelta(microseconds=1)
+        found = self._interval_next(moment) if self.every_s else self._cron_next(moment)
+        if found is None or (self.end_at is not None and found > self.end_at):
+            return None
+        return found
+
+    def upcoming(self, moment: datetime, count: int) -> list[datetime]:
+        """The next `count` fire times after `moment` (fewer if the schedule ends)."""
+        if self.start_at is not None and moment < self.start_at:
+            moment = self.start_at - timedelta(microseconds=1)
+        if self.every_s:
+            times = [self._interval_next(moment)]
+            step = timedelta(microseconds=self._interval_us())
+            while len(times) < count:
+                times.append(times[-1] + step)
+        else:
+            times = list(itertools.islice(self._cron_after(moment), count))
+        return [t for t in times[:count] if self.end_at is None or t <= self.end_at]
+
+    def due(self, since: datetime, until: datetime, limit: int) -> list[datetime]:
+        """Fire times in [since, until], the latest `limit` of them, oldest first."""
+        low = since if self.start_at is None else max(since, self.start_at)
+        high = until if self.end_at is None else min(until, self.end_at)
+        if high < low or limit <= 0:
+            return []
+        found = (self._interval_due(low, high, limit) if self.every_s
+                 else self._cron_due(low, high, limit))
+        return sorted(found)
+
+    # --- intervals ----------------------------------------------------------------------------
+
+    def _interval_us(self) -> int:
+        return max(1, round((self.every_s or 0.0) * 1_000_000))
+
+    def _interval_next(self, moment: datetime) -> datetime:
+        step = self._interval_us()
+        elapsed = _micros(moment - self.anchor)
+        k = 0 if elapsed < 0 else elapsed // step + 1
+        return self.anchor + timedelta(microseconds=k * step)
+
+    def _interval_due(self, low: datetime, high: datetime, limit: int) -> list[datetime]:
+        step = self._interval_us()
+        last = _micros(high - self.anchor) // step
+        first = max(0, -(-_micros(low - self.anchor) // step))
+        first = max(first, last - limit + 1)
+        return [self.anchor + timedelta(microseconds=k * step) for k in range(first, last + 1)]
+
+    # --- cron ---------------------------------------------------------------------------------
+
+    def _cron_next(self, moment: datetime) -> datetime | None:
+        return next(self._cron_after(moment), None)
+
+    def _cron_after(self, moment: datetime) -> Iterator[datetime]:
+        """Fire times after `moment`, in order, each once."""
+        tz = zone(self.timezone)
+        wall = moment.astimezone(tz).replace(tzinfo=None)
+        iterator = _iterator(self.cron or "", wall)
+        last = moment
+        for _ in range(10_000_000):
+            candidate = wall_to_utc(iterator.get_next(datetime), tz)
+            # In a repeated hour the wall clock goes back, and the times in a gap all map to
+            # its end: skip what already fired.
+            if candidate > last:
+                last = candidate
+                yield candidate
+
+    def _cron_due(self, low: datetime, high: datetime, limit: int) -> list[datetime]:
+        tz = zone(self.timezone)
+        local = high.astimezone(tz)
+        start = local.replace(tzinfo=None) + timedelta(microseconds=1)
+        if _ambiguous(local.replace(tzinfo=None), tz):
+            # Wall times later than `high`'s may have happened before it (the hour's first pass).
+            start += _MAX_DST_SHIFT
+        iterator = _iterator(self.cron or "", start, backwards=True)
+        found: list[datetime] = []
+        while len(found) < limit:
+            candidate = wall_to_utc(iterator.get_prev(datetime), tz)
+            if candidate < low:
+                break
+            if candidate <= high and (not found or candidate != found[-1]):
+                found.append(candidate)
+        return found
+
+
+def _ambiguous(wall: datetime, tz: ZoneInfo) -> bool:
+    return (wall.replace(tzinfo=tz, fold=0).utcoffset()
+            != wall.replace(tzinfo=tz, fold=1).utcoffset())
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def interval_anchor(created_at: datetime) -> datetime:
+    """Intervals without a start time count from their creation, to the whole second."""
+    return created_at.replace(microsecond=0)
+
+
+@lru_cache(maxsize=4096)
+def check(cron: str | None, every_s: float | None, timezone: str) -> str | None:
+    """Validate a schedule's timing; returns the normalized cron expression (or None)."""
+    zone(timezone)
+    if (cron is None) == (every_s is None):
+        raise CronError("give --cron or --every (one of them)")
+    if every_s is not None:
+        if every_s <= 0:
+            raise CronError("--every must be longer than 0s")
+        return None
+    return normalize(cron or "")
+
+
+# --- crontab files ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrontabEntry:
+    line: int  # 1-based line number in the file
+    cron: str  # normalized
+    command: str
+    env: dict[str, str]  # the environment assignments above the line
+    timezone: str | None  # CRON_TZ above the line, if any
+
+
+_ENV_LINE = r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$"
+
+
+def parse_crontab(text: str) -> list[CrontabEntry]:
+    """A user crontab (crontab(5)): `m h dom mon dow command` lines, `@daily command` and the
+    like, comments, and `NAME=value` lines that set the environment of the lines below them
+    (`CRON_TZ` sets their time zone). CronError names the line of the first bad entry."""
+    import re
+
+    env: dict[str, str] = {}
+    timezone: str | None = None
+    entries: list[CrontabEntry] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        assignment = re.match(_ENV_LINE, line)
+        if assignment and not line.startswith("@") and " " not in assignment.group(1):
+            name, value = assignment.group(1), _unquote(assignment.group(2).strip())
+            if name == "CRON_TZ":
+                zone(value)
+                timezone = value
+            else:
+                env[name] = value
+            continue
+        try:
+            cron, command = _split_entry(line)
+            entries.append(CrontabEntry(number, normalize(cron), _command(command), dict(env),
+                                        timezone))
+        except CronError as error:
+            raise CronError(f"line {number}: {error}") from error
+    return entries
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _split_entry(line: str) -> tuple[str, str]:
+    parts = line.split(None, 1)
+    if line.startswith("@"):
+        if parts[0].lower() == "@reboot":
+            raise CronError("@reboot has no fire times: start it with the machine instead")
+        if len(parts) < 2:
+            raise CronError(f"no command after {parts[0]}")
+        return parts[0], parts[1].strip()
+    parts = line.split(None, 5)
+    if len(parts) < 6:
+        raise CronError(f"expected 5 time fields and a command: {line!r}")
+    return " ".join(parts[:5]), parts[5].strip()
+
+
+def _command(text: str) -> str:
+    """crontab(5): an unescaped % ends the command (the rest is its input); `\\%` is a `%`."""
+    out: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            out.append(char if char == "%" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            raise CronError(f"an unescaped % (standard input for the command) is not supported: "
+                            f"{text!r}; write \\% for a literal %")
+        else:
+            out.append(char)
+    if escaped:
+        out.append("\\")
+    return "".join(out)

@@ -1,0 +1,164 @@
+"""The scheduler: turns due schedule occurrences into jobs, and rescues expired leases.
+
+It does not tick: it asks the database when the next schedule is due and sleeps until then,
+woken early by a NOTIFY on `jobctl_schedules` when a schedule is added or changed (PostgreSQL);
+on SQLite it polls, at most `poll_s` apart. Any number of schedulers may run; the store makes
+each occurrence fire once (see jobctl.store.schedules).
+
+SIGTERM or SIGINT stops it between transactions: the one under way commits first; exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from jobctl.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from jobctl.store.engine import Database
+    from jobctl.store.notify import Listener
+    from jobctl.store.schedules import Fired
+
+log = logging.getLogger("jobctl.scheduler")
+
+
+def first_line(error: BaseException) -> str:
+    from jobctl.store.engine import first_line as driver_first_line
+
+    return driver_first_line(error)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    once: bool = False  # fire what is due now, then exit
+    batch: int = 200  # schedules per transaction
+    misfire_grace_s: float = 1.0  # a fire time later than this when we get to it was missed
+    misfire_cap: int = 100  # `--misfire all` fires at most this many missed times at once
+    poll_s: float | None = None  # longest sleep (default: 5 s on PostgreSQL, 0.5 s on SQLite)
+    rescue_every_s: float = 5.0
+
+
+class Scheduler:
+    def __init__(self, database: Database, settings: SchedulerSettings) -> None:
+        self._db = database
+        self._settings = settings
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next_rescue = 0.0
+
+    @property
+    def poll_s(self) -> float:
+        if self._settings.poll_s is not None:
+            return self._settings.poll_s
+        return 5.0 if self._db.is_postgres else 0.5
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        """Fire until stopped (or once, with `once`). Returns the exit status."""
+        import sqlalchemy as sa
+
+        self._install_signal_handlers()
+        listener = self._start_listener()
+        log.info("started (%s)", self._db.where)
+        backoff = 0.5
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.fire_all()
+                    self._rescue_if_due()
+                    backoff = 0.5
+                except (DatabaseUnavailable, sa.exc.DBAPIError) as error:
+                    # A database that went away, or a transaction it aborted (a deadlock, a
+                    # restart): nothing was committed, so the next try fires the same times.
+                    if self._settings.once:
+                        raise
+                    message = (error.message if isinstance(error, DatabaseUnavailable)
+                               else first_line(error))
+                    log.warning("%s; retrying in %.1fs", message, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if self._settings.once:
+                    break
+                self._sleep()
+        finally:
+            if listener is not None:
+                listener.stop()
+        log.info("stopped")
+        return 0
+
+    def fire_all(self) -> Fired:
+        """Fire every due occurrence, a batch of schedules per transaction."""
+        from jobctl.store import schedules
+        from jobctl.store.schedules import Fired
+
+        total = Fired()
+        while not self._stop.is_set():
+            with self._db.write() as connection:
+                fired = schedules.fire_due(connection, limit=self._settings.batch,
+                                           misfire_grace_s=self._settings.misfire_grace_s,
+                                           misfire_cap=self._settings.misfire_cap)
+            total.schedules += fired.schedules
+            total.jobs += fired.jobs
+            total.skipped += fired.skipped
+            total.missed += fired.missed
+            if fired.skipped or fired.missed:
+                log.info("fired %d jobs; %d skipped (overlap), %d missed (misfire)",
+                         fired.jobs, fired.skipped, fired.missed)
+            if fired.schedules < self._settings.batch:
+                break
+        return total
+
+    def _rescue_if_due(self) -> None:
+        if time.monotonic() < self._next_rescue:
+            return
+        from jobctl.store import queue
+
+        with self._db.write() as connection:
+            rescued = queue.rescue(connection)
+        if rescued.requeued or rescued.ended:
+            log.info("rescued %d jobs of expired leases",
+                     len(rescued.requeued) + len(rescued.ended))
+        self._next_rescue = time.monotonic() + self._settings.rescue_every_s
+
+    def _sleep(self) -> None:
+        from jobctl.store import schedules
+
+        with self._db.read() as connection:
+            due_in = schedules.seconds_until_next_due(connection)
+        until_rescue = max(0.0, self._next_rescue - time.monotonic())
+        timeout = min(self.poll_s, until_rescue, self.poll_s if due_in is None else due_in)
+        if timeout <= 0:
+            return
+        self._wake.wait(timeout + 0.001)  # a hair past the due time, not a hair before it
+        self._wake.clear()
+
+    def _start_listener(self) -> Listener | None:
+        if not self._db.is_postgres or self._settings.once:
+            return None
+        from jobctl.store import notify
+
+        listener = notify.Listener(self._db.url, [notify.SCHEDULES_CHANNEL],
+                                   lambda channel, payload: self._wake.set())
+        listener.start()
+        return listener
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,287 @@
+"""The schedule store on both backends: firing due occurrences once, misfire and overlap
+policies, pause, trigger, and the locks that keep racing schedulers apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from jobctl.client import Client
+from jobctl.errors import InvalidInput, NotFound
+from jobctl.models import JobSpec, JobState, Misfire, Overlap, ScheduleDefinition
+from jobctl.store import schedules
+from jobctl.store.engine import Database
+from jobctl.store.schema import jobs
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url, pool_size=4)
+    database.ensure_schema()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def client(db: Database) -> Client:
+    return Client(database=db)
+
+
+def db_now(db: Database) -> datetime:
+    with db.read() as connection:
+        return schedules.now(connection)
+
+
+def add(client: Client, name: str = "s", **fields: object) -> int:
+    fields.setdefault("every_s", 10.0)
+    definition = ScheduleDefinition(name=name, job=JobSpec(argv=["true"]),
+                                    **fields)  # type: ignore[arg-type]
+    return client.add_schedule(definition).id
+
+
+def set_next_fire(db: Database, name: str, moment: datetime) -> None:
+    """As if no scheduler had run since `moment`."""
+    with db.write() as connection:
+        connection.execute(sa.update(schedules.schedules)
+                           .where(schedules.schedules.c.name == name)
+                           .values(next_fire_at=moment))
+
+
+def fire(db: Database, **kwargs: object) -> schedules.Fired:
+    with db.write() as connection:
+        return schedules.fire_due(connection, **kwargs)  # type: ignore[arg-type]
+
+
+def runs(db: Database, schedule_id: int) -> list[tuple[datetime, str, str | None]]:
+    with db.read() as connection:
+        rows = connection.execute(
+            sa.select(jobs.c.fire_time, jobs.c.state, jobs.c.error)
+            .where(jobs.c.schedule_id == schedule_id).order_by(jobs.c.id))
+        return [(row.fire_time, row.state, row.error) for row in rows]
+
+
+def whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+# --- firing -------------------------------------------------------------------------------------
+
+
+def test_a_new_schedule_waits_for_its_first_fire_time(db: Database, client: Client) -> None:
+    add(client, every_s=3600.0)
+    assert fire(db).schedules == 0
+    with db.read() as connection:
+        due_in = schedules.seconds_until_next_due(connection)
+    assert due_in is not None and 3000 < due_in <= 3600
+
+
+@pytest.mark.parametrize(("policy", "expected"), [(Misfire.SKIP, 0), (Misfire.ONCE, 1),
+                                                  (Misfire.ALL, 6)])
+def test_misfire_policies_after_downtime(db: Database, client: Client, policy: Misfire,
+                                         expected: int) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=55)
+    schedule_id = add(client, every_s=10.0, start_at=start, misfire=policy)
+    set_next_fire(db, "s", start)  # fire times start+0 … start+50 were missed
+    fired = fire(db)
+    times = [fire_time for fire_time, _, _ in runs(db, schedule_id)]
+    assert len(times) == expected
+    assert fired.missed == 6 - expected
+    if policy is Misfire.ONCE:
+        assert times == [start + timedelta(seconds=50)]  # the latest missed time
+    if policy is Misfire.ALL:
+        assert times == [start + timedelta(seconds=10 * k) for k in range(6)]
+    assert client.schedule("s").next_fire_at == start + timedelta(seconds=60)
+
+
+def test_misfire_all_is_capped_to_the_latest(db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=100)
+    schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                      overlap=Overlap.ALLOW)
+    set_next_fire(db, "s", start)
+    fire(db, misfire_cap=7)
+    times = [fire_time for fire_time, _, _ in runs(db, schedule_id)]
+    assert len(times) == 7 and times == sorted(times)
+    assert times[-1] >= start + timedelta(seconds=99)
+
+
+def test_an_on_time_occurrence_fires_whatever_the_misfire_policy(db: Database,
+                                                                 client: Client) -> None:
+    now = db_now(db)
+    start = whole_second(now) - timedelta(seconds=20)
+    schedule_id = add(client, every_s=20.0, start_at=start, misfire=Misfire.SKIP)
+    set_next_fire(db, "s", start + timedelta(seconds=20))
+    fire(db, misfire_grace_s=30.0)
+    assert [t for t, _, _ in runs(db, schedule_id)] == [start + timedelta(seconds=20)]
+
+
+def test_firing_twice_never_duplicates_an_occurrence(db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=5)
+    schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                      overlap=Overlap.ALLOW)
+    set_next_fire(db, "s", start)
+    fire(db)
+    first = runs(db, schedule_id)
+    set_next_fire(db, "s", start)  # as if a stale scheduler fired the same times again
+    fire(db)
+    again = runs(db, schedule_id)
+    assert len(first) >= 5
+    assert [t for t, _, _ in again][:len(first)] == [t for t, _, _ in first]
+    assert len({t for t, _, _ in again}) == len(again)
+
+
+def test_jobs_carry_schedule_fire_time_name_and_template(db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=1)
+    definition = ScheduleDefinition(
+        name="backup", every_s=60.0, start_at=start,
+        job=JobSpec(argv=["/bin/sh", "-c", "echo hi"], queue="q1", priority=5, retries=2,
+                    env={"A": "1"}, labels={"team": "ops"}, timeout_s=30.0))
+    schedule_id = client.add_schedule(definition).id
+    set_next_fire(db, "backup", start)
+    fire(db)
+    [job] = client.list_jobs()
+    assert (job.name, job.queue, job.priority, job.max_attempts, job.env, job.labels,
+            job.timeout_s, job.argv) == ("backup", "q1", 5, 3, {"A": "1"}, {"team": "ops"},
+                                         30.0, ["/bin/sh", "-c", "echo hi"])
+    assert runs(db, schedule_id) == [(start, "queued", None)]
+
+
+def test_paused_schedules_do_not_fire_and_resume_under_their_misfire_policy(
+        db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=30)
+    schedule_id = add(client, every_s=10.0, start_at=start, misfire=Misfire.ONCE)
+    set_next_fire(db, "s", start)
+    assert client.pause_schedule("s") is False
+    assert fire(db).schedules == 0
+    assert client.pause_schedule("s", False) is True
+    fire(db)
+    assert [t for t, _, _ in runs(db, schedule_id)] == [start + timedelta(seconds=30)]
+
+
+# --- overlap ------------------------------------------------------------------------------------
+
+
+def _overlap_case(db: Database, client: Client, overlap: Overlap) -> tuple[int, int]:
+    """A schedule with one queued run, then its next occurrence fires. Returns (schedule id,
+    the first run's job id)."""
+    start = whole_second(db_now(db)) - timedelta(seconds=20)
+    schedule_id = add(client, every_s=10.0, start_at=start, overlap=overlap,
+                      misfire=Misfire.ONCE)
+    first = client.trigger_schedule("s")
+    set_next_fire(db, "s", start + timedelta(seconds=20))
+    fire(db, misfire_grace_s=60.0)
+    return schedule_id, first
+
+
+def test_overlap_forbid_records_a_skipped_occurrence(db: Database, client: Client) -> None:
+    schedule_id, first = _overlap_case(db, client, Overlap.FORBID)
+    states = runs(db, schedule_id)
+    assert [state for _, state, _ in states] == ["queued", "skipped"]
+    assert states[1][2] == f"skipped: job {first} (queued) is still going"
+    assert client.get(first).state is JobState.QUEUED
+
+
+def test_overlap_replace_cancels_the_previous_run(db: Database, client: Client) -> None:
+    schedule_id, first = _overlap_case(db, client, Overlap.REPLACE)
+    assert client.get(first).state is JobState.CANCELLED
+    assert [state for _, state, _ in runs(db, schedule_id)] == ["cancelled", "queued"]
+
+
+def test_overlap_allow_runs_both(db: Database, client: Client) -> None:
+    schedule_id, first = _overlap_case(db, client, Overlap.ALLOW)
+    assert [state for _, state, _ in runs(db, schedule_id)] == ["queued", "queued"]
+    assert client.get(first).state is JobState.QUEUED
+
+
+def test_forbid_with_several_due_times_queues_one_and_skips_the_rest(db: Database,
+                                                                     client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=25)
+    schedule_id = add(client, every_s=10.0, start_at=start, misfire=Misfire.ALL)
+    set_next_fire(db, "s", start)
+    fire(db)
+    assert [state for _, state, _ in runs(db, schedule_id)] == ["queued", "skipped", "skipped"]
+
+
+# --- the client around it -----------------------------------------------------------------------
+
+
+def test_add_existing_name_needs_replace(db: Database, client: Client) -> None:
+    add(client, every_s=10.0)
+    with pytest.raises(InvalidInput, match="exists already"):
+        add(client, every_s=20.0)
+    definition = ScheduleDefinition(name="s", job=JobSpec(argv=["false"]), cron="@hourly")
+    replaced = client.add_schedule(definition, replace=True)
+    assert (replaced.cron, replaced.every_s, replaced.job.argv if replaced.job else None) == (
+        "0 * * * *", None, ["false"])
+
+
+def test_edit_recomputes_the_next_fire_time(db: Database, client: Client) -> None:
+    add(client, every_s=3600.0)
+    edited = client.edit_schedule("s", cron="*/5 * * * *", timezone="Asia/Kolkata")
+    assert edited.every_s is None and edited.cron == "*/5 * * * *"
+    assert edited.next_fire_at is not None
+    assert edited.next_fire_at - db_now(db) <= timedelta(minutes=5)
+    with pytest.raises(InvalidInput, match="bad minute field"):
+        client.edit_schedule("s", cron="99 * * * *")
+
+
+def test_unknown_names_are_not_found(client: Client) -> None:
+    for call in (lambda: client.schedule("nope"), lambda: client.pause_schedule("nope"),
+                 lambda: client.remove_schedule("nope"), lambda: client.trigger_schedule("nope"),
+                 lambda: client.edit_schedule("nope", every_s=5.0)):
+        with pytest.raises(NotFound, match="no schedule named 'nope'"):
+            call()
+
+
+def test_trigger_runs_once_now_and_remove_keeps_the_jobs(db: Database, client: Client) -> None:
+    schedule_id = add(client, every_s=3600.0, overlap=Overlap.ALLOW)
+    job_id = client.trigger_schedule("s")
+    assert client.get(job_id).state is JobState.QUEUED
+    assert [state for _, state, _ in runs(db, schedule_id)] == ["queued"]
+    client.remove_schedule("s")
+    assert client.schedules() == []
+    assert client.get(job_id).name == "s"
+
+
+# --- racing schedulers (PostgreSQL: row locks) --------------------------------------------------
+
+
+def test_a_locked_schedule_is_skipped_by_another_scheduler(pg_url: str) -> None:
+    db = Database(pg_url, pool_size=4)
+    db.ensure_schema()
+    client = Client(database=db)
+    try:
+        start = whole_second(db_now(db)) - timedelta(seconds=3)
+        schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                          overlap=Overlap.ALLOW)
+        set_next_fire(db, "s", start)
+        with db.write() as first:
+            held = schedules.fire_due(first)
+            assert held.schedules == 1
+            # Meanwhile a second scheduler finds nothing to do: the row is locked, not waited on.
+            assert fire(db).schedules == 0
+        assert fire(db).schedules == 0  # and after the commit it is no longer due
+        times = [t for t, _, _ in runs(db, schedule_id)]
+        assert len(times) == len(set(times)) >= 3
+    finally:
+        db.dispose()
+
+
+def test_jitter_delays_the_run_not_the_fire_time(db: Database, client: Client) -> None:
+    start = whole_second(db_now(db)) - timedelta(seconds=40)
+    schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                      overlap=Overlap.ALLOW, jitter_s=30.0)
+    set_next_fire(db, "s", start)
+    before = db_now(db)
+    fire(db)
+    after = db_now(db)
+    with db.read() as connection:
+        rows = connection.execute(sa.select(jobs.c.fire_time, jobs.c.run_at)
+                                  .where(jobs.c.schedule_id == schedule_id)).all()
+    assert len(rows) == 41
+    assert {row.fire_time for row in rows} == {start + timedelta(seconds=k) for k in range(41)}
+    delays = [(row.run_at - before).total_seconds() for row in rows]
+    assert all(-0.01 <= d <= 30.0 + (after - before).total_seconds() for d in delays)
+    assert max(delays) - min(delays) > 1.0  # spread out, not all at once
