@@ -366,7 +366,8 @@ class Client:
 
     def trigger_schedule(self, name: str) -> int:
         """One occurrence now (its fire time: the database's now), under the overlap policy.
-        Returns the job's id (a skipped occurrence is a job too, in state `skipped`)."""
+        Returns the job's id (a skipped occurrence is a job too, in state `skipped`), or for a
+        schedule of a workflow the workflow's id."""
         from jobctl.store import schedules
 
         with self.db.write() as connection:
@@ -376,6 +377,11 @@ class Client:
             moment = schedules.now(connection)
             submitted = schedules.submit_occurrences(
                 connection, [schedules.Occurrence(found, moment)], moment, return_ids=True)
+        if found.workflow is not None:
+            if not submitted.workflow_ids:
+                raise InvalidInput(f"schedule {name!r} skipped this run: a workflow it started "
+                                   "has unfinished tasks (overlap forbid)")
+            return submitted.workflow_ids[0]
         return submitted.job_ids[0]
 
 

@@ -417,6 +417,9 @@ class ScheduleDefinition:
     misfire: Misfire = Misfire.ONCE
     jitter_s: float = 0.0
     paused: bool = False
+    # A schedule of a workflow: {"definition": jobctl.workflow.load(...), "params": {--set}};
+    # `job` then only describes it (its queue and a command line that says what runs).
+    workflow: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleDefinition:
@@ -424,4 +427,5 @@ class ScheduleDefinition:
         return cls(name=schedule.name, job=schedule.job, cron=schedule.cron,
                    every_s=schedule.every_s, timezone=schedule.timezone,
                    start_at=schedule.start_at, end_at=schedule.end_at, overlap=schedule.overlap,
-                   misfire=schedule.misfire, jitter_s=schedule.jitter_s, paused=schedule.paused)
+                   misfire=schedule.misfire, jitter_s=schedule.jitter_s, paused=schedule.paused,
+                   workflow=schedule.workflow)

@@ -25,6 +25,7 @@ from jobctl.cli.common import (
     job_fields,
     parse_duration,
     parse_instant,
+    parse_pairs,
     state,
 )
 from jobctl.cli.render import OutputFormat, shell_join
@@ -86,6 +87,14 @@ def add(
     replace: bool = typer.Option(False, "--replace",
                                  help="Redefine the schedule if the name exists already."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
+    workflow: str | None = typer.Option(
+        None, "--workflow", metavar="FILE",
+        help="Start this workflow (TOML, see `jobctl workflow run`) at every fire time instead "
+             "of a command; its validated definition is stored, not the path.",
+        show_default=False),
+    set_: list[str] | None = typer.Option(
+        None, "--set", metavar="KEY=VALUE",
+        help="With --workflow: replace {KEY} in its commands (repeatable).", show_default=False),
     queue: str = QUEUE_OPTION,
     priority: int = PRIORITY_OPTION,
     timeout: str | None = TIMEOUT_OPTION,
@@ -109,6 +118,10 @@ def add(
     from jobctl.models import JobSpec, Misfire, Overlap, ScheduleDefinition
 
     st = state(ctx)
+    stored_workflow = _workflow(workflow, set_, command)
+    if stored_workflow is not None:
+        # Only a description: an occurrence starts the workflow, not this command.
+        command, shell = ["jobctl", "workflow", "run", str(workflow)], False
     spec = JobSpec(
         argv=command_argv(command, shell, f"jobctl schedule add {name}"),
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -120,6 +133,7 @@ def add(
         start_at=parse_instant(start_at, "--start-at"), end_at=parse_instant(end_at, "--end-at"),
         overlap=Overlap(overlap.value), misfire=Misfire(misfire.value),
         jitter_s=parse_duration(jitter, "--jitter") or 0.0, paused=paused,
+        workflow=stored_workflow,
     )
     schedule = st.client().add_schedule(definition, replace=replace)
     st.terminal.err(f"schedule {schedule.name} added; next run "
@@ -284,7 +298,8 @@ def remove(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
 
 @app.command()
 def trigger(ctx: typer.Context, name: str = NAME_ARGUMENT) -> None:
-    """Run the schedule once now (its overlap policy applies). Prints the job's id."""
+    """Run the schedule once now (its overlap policy applies). Prints the job's id (the
+    workflow's, for a schedule of a workflow)."""
     st = state(ctx)
     job_id = st.client().trigger_schedule(name)
     st.terminal.out(str(job_id))
@@ -363,6 +378,24 @@ def _timing_text(schedule: Schedule) -> str:
     if schedule.every_s is not None:
         return f"every {format_duration(schedule.every_s)}"
     return schedule.cron or "-"
+
+
+def _workflow(path: str | None, params: list[str] | None,
+              command: list[str] | None) -> dict[str, Any] | None:
+    """`--workflow FILE [--set K=V]…`: the definition and parameters to store, validated now."""
+    if path is None:
+        if params:
+            raise InvalidInput("--set needs --workflow")
+        return None
+    if command:
+        raise InvalidInput("give either --workflow or a command, not both")
+    from jobctl.cli.workflow import read_definition
+    from jobctl.workflow import job_specs
+
+    definition = read_definition(path)
+    values = parse_pairs(params, "--set")
+    job_specs(definition, values)  # every task's command must build with these values
+    return {"definition": definition, "params": values}
 
 
 def _in_zone(moment: datetime | None, timezone: str) -> str:

@@ -34,7 +34,7 @@ from jobctl.models import (
 )
 from jobctl.store import jobs as job_store
 from jobctl.store import notify
-from jobctl.store.schema import db_now, jobs, schedules
+from jobctl.store.schema import db_now, jobs, schedules, workflows
 from jobctl.timeparse import isoformat_utc
 
 ACTIVE = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
@@ -116,7 +116,8 @@ def _values(definition: ScheduleDefinition) -> dict[str, Any]:
         "every_s": definition.every_s,
         "timezone": definition.timezone,
         "job": job_template(definition.job),
-        "workflow": sa.null(),  # SQL NULL, not JSON null: workflow schedules come later
+        # SQL NULL, not JSON null, for a schedule of a single command
+        "workflow": definition.workflow if definition.workflow is not None else sa.null(),
         "overlap": definition.overlap.value,
         "misfire": definition.misfire.value,
         "jitter_s": definition.jitter_s,
@@ -305,6 +306,7 @@ class Submitted:
     skipped: int = 0
     lateness_s: list[float] = field(default_factory=list)
     job_ids: list[int] = field(default_factory=list)  # only when asked for (trigger)
+    workflow_ids: list[int] = field(default_factory=list)  # workflows started
 
 
 def submit_occurrences(connection: sa.Connection, occurrences: Sequence[Occurrence],
@@ -312,14 +314,13 @@ def submit_occurrences(connection: sa.Connection, occurrences: Sequence[Occurren
     """Turn occurrences into jobs, applying each schedule's overlap policy. This is the one place
     that says what an occurrence submits (a workflow variant belongs here, beside jobs)."""
     moment = moment or now(connection)
-    workflows = [o for o in occurrences if o.schedule.workflow is not None]
-    if workflows:
-        # Schedules that start workflows come with the workflow engine; none can be created yet.
-        raise NotImplementedError("schedules of workflows are not supported yet")
+    result = Submitted()
+    _start_workflows(connection, [o for o in occurrences if o.schedule.workflow is not None],
+                     moment, result)
+    occurrences = [o for o in occurrences if o.schedule.workflow is None]
     active = _active_runs(connection, [o.schedule for o in occurrences
                                        if o.schedule.overlap is not Overlap.ALLOW])
     rows: list[dict[str, Any]] = []
-    result = Submitted()
     last_index: dict[int, int] = {}
     for occurrence in occurrences:
         last_index[occurrence.schedule.id] = len(rows)
@@ -351,6 +352,42 @@ def submit_occurrences(connection: sa.Connection, occurrences: Sequence[Occurren
     for queue in sorted({row["queue"] for row in rows if row["state"] == JobState.QUEUED.value}):
         notify.job_submitted(connection, queue)
     return result
+
+
+def _start_workflows(connection: sa.Connection, occurrences: Sequence[Occurrence],
+                     moment: datetime, result: Submitted) -> None:
+    """A schedule of a workflow starts one workflow per occurrence, unique per (schedule, fire
+    time) like a job. Overlap: `forbid` skips while a workflow it started has unfinished tasks,
+    `replace` cancels those tasks first."""
+    from jobctl.store import workflows as workflow_store
+
+    for occurrence in occurrences:
+        schedule = occurrence.schedule
+        assert schedule.workflow is not None
+        running = ([] if schedule.overlap is Overlap.ALLOW
+                   else _active_workflows(connection, schedule.id))
+        if schedule.overlap is Overlap.FORBID and running:
+            result.skipped += 1
+            continue
+        for workflow_id in running:
+            workflow_store.cancel(connection, workflow_id)
+        started = workflow_store.start(
+            connection, schedule.workflow["definition"], schedule.workflow.get("params", {}),
+            schedule_id=schedule.id, fire_time=occurrence.fire_time)
+        if started is not None:
+            result.workflow_ids.append(started)
+            result.jobs += 1
+            result.lateness_s.append((moment - occurrence.fire_time).total_seconds())
+
+
+def _active_workflows(connection: sa.Connection, schedule_id: int) -> list[int]:
+    """The workflows this schedule started that still have unfinished tasks."""
+    rows = connection.execute(
+        sa.select(workflows.c.id).distinct()
+        .join(jobs, jobs.c.workflow_id == workflows.c.id)
+        .where(workflows.c.schedule_id == schedule_id, jobs.c.state.in_(ACTIVE))
+        .order_by(workflows.c.id))
+    return [int(row.id) for row in rows]
 
 
 def _active_runs(connection: sa.Connection,

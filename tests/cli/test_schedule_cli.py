@@ -142,3 +142,45 @@ def test_import_names_the_bad_line_and_creates_nothing(sqlite_url: str, tmp_path
     assert message == (f"{path}: line 3: invalid cron expression '0 25 * * *': "
                        "bad hour field '25'")
     assert run(sqlite_url, "schedule", "list", "-o", "json").stdout.strip() == "[]"
+
+
+WORKFLOW = """[workflow]
+name = "nightly"
+
+[tasks.dump]
+command = "echo {day}"
+"""
+
+
+def test_add_a_workflow_schedule_stores_its_definition(sqlite_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "nightly.toml"
+    path.write_text(WORKFLOW)
+    result = run(sqlite_url, "schedule", "add", "n", "--every", "1h", "--workflow", str(path),
+                 "--set", "day=mon")
+    assert result.returncode == 0, result.stderr
+    path.unlink()  # the definition was stored, not the path
+    [schedule] = json.loads(run(sqlite_url, "schedule", "list", "-o", "json").stdout)
+    assert schedule["workflow"]["params"] == {"day": "mon"}
+    assert list(schedule["workflow"]["definition"]["tasks"]) == ["dump"]
+    triggered = run(sqlite_url, "schedule", "trigger", "n")
+    assert triggered.returncode == 0, triggered.stderr
+    [workflow] = json.loads(run(sqlite_url, "workflow", "list", "-o", "json").stdout)
+    assert workflow["name"] == "nightly"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workflow", "{missing}"], "cannot read"),
+    (["--workflow", "{bad}"], "bad.toml:"),
+    (["--workflow", "{good}", "--", "true"], "give either --workflow or a command, not both"),
+    (["--set", "day=mon", "--", "true"], "--set needs --workflow"),
+])
+def test_add_a_workflow_schedule_rejects_bad_input(sqlite_url: str, tmp_path: Path,
+                                                   args: list[str], message: str) -> None:
+    (tmp_path / "good.toml").write_text(WORKFLOW)
+    (tmp_path / "bad.toml").write_text("[workflow]\nname = 'x'\n[tasks.a]\nneeds = ['b']\n")
+    paths = {"missing": str(tmp_path / "missing.toml"), "bad": str(tmp_path / "bad.toml"),
+             "good": str(tmp_path / "good.toml")}
+    args = [arg.format(**paths) for arg in args]
+    result = run(sqlite_url, "schedule", "add", "n", "--every", "1h", *args)
+    assert message in error_of(result, 2)
+    assert run(sqlite_url, "schedule", "list", "-o", "json").stdout.strip() == "[]"

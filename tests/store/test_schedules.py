@@ -285,3 +285,90 @@ def test_jitter_delays_the_run_not_the_fire_time(db: Database, client: Client) -
     delays = [(row.run_at - before).total_seconds() for row in rows]
     assert all(-0.01 <= d <= 30.0 + (after - before).total_seconds() for d in delays)
     assert max(delays) - min(delays) > 1.0  # spread out, not all at once
+
+
+# --- schedules of workflows ---------------------------------------------------------------------
+
+WORKFLOW_TOML = """
+[workflow]
+name = "nightly"
+
+[tasks.dump]
+command = "echo dump {day}"
+
+[tasks.upload]
+command = "echo upload"
+needs = ["dump"]
+"""
+
+
+def add_workflow_schedule(client: Client, overlap: Overlap) -> int:
+    from jobctl.workflow import load
+
+    definition = ScheduleDefinition(
+        name="nightly", job=JobSpec(argv=["jobctl", "workflow", "run", "nightly.toml"]),
+        every_s=10.0, overlap=overlap,
+        workflow={"definition": load(WORKFLOW_TOML, "nightly.toml"), "params": {"day": "mon"}})
+    return client.add_schedule(definition).id
+
+
+def started_workflows(db: Database, schedule_id: int) -> list[tuple[int, list[tuple[str, str]]]]:
+    """(workflow id, [(task, state)]) for each workflow the schedule started."""
+    from jobctl.store.schema import workflows
+
+    with db.read() as connection:
+        ids = connection.execute(sa.select(workflows.c.id).where(
+            workflows.c.schedule_id == schedule_id).order_by(workflows.c.id)).scalars().all()
+        found = []
+        for workflow_id in ids:
+            tasks = connection.execute(
+                sa.select(jobs.c.task, jobs.c.state).where(jobs.c.workflow_id == workflow_id)
+                .order_by(jobs.c.task)).all()
+            found.append((int(workflow_id), [(row.task, row.state) for row in tasks]))
+        return found
+
+
+def test_a_workflow_schedule_starts_one_workflow_per_occurrence(db: Database,
+                                                                client: Client) -> None:
+    schedule_id = add_workflow_schedule(client, Overlap.ALLOW)
+    set_next_fire(db, "nightly", whole_second(db_now(db)) - timedelta(seconds=1))
+    assert fire(db).jobs == 1
+    [(workflow_id, tasks)] = started_workflows(db, schedule_id)
+    assert tasks == [("dump", "queued"), ("upload", "waiting")]
+    with db.read() as connection:
+        argv = connection.execute(sa.select(jobs.c.argv).where(
+            jobs.c.workflow_id == workflow_id, jobs.c.task == "dump")).scalar_one()
+    assert argv == ["/bin/sh", "-c", "echo dump mon"]  # --set values stored with it
+    # The same fire time again (a racing scheduler): nothing new, no job row for the schedule.
+    from jobctl.store.schema import workflows
+
+    with db.read() as connection:
+        fire_time = connection.execute(sa.select(workflows.c.fire_time)).scalar_one()
+    with db.write() as connection:
+        schedule = schedules.get(connection, "nightly")
+        assert schedule is not None
+        again = schedules.submit_occurrences(connection,
+                                             [schedules.Occurrence(schedule, fire_time)])
+    assert again.jobs == 0
+    assert len(started_workflows(db, schedule_id)) == 1
+    assert runs(db, schedule_id) == []
+
+
+def test_a_workflow_schedule_forbids_overlap_until_every_task_ended(db: Database,
+                                                                    client: Client) -> None:
+    schedule_id = add_workflow_schedule(client, Overlap.FORBID)
+    first = whole_second(db_now(db)) - timedelta(seconds=20)
+    with db.write() as connection:
+        schedule = schedules.get(connection, "nightly")
+        assert schedule is not None
+        started = schedules.submit_occurrences(connection, [schedules.Occurrence(schedule, first)])
+        skipped = schedules.submit_occurrences(
+            connection, [schedules.Occurrence(schedule, first + timedelta(seconds=10))])
+    assert (started.jobs, skipped.jobs, skipped.skipped) == (1, 0, 1)
+    [(workflow_id, _)] = started_workflows(db, schedule_id)
+    client.cancel_workflow(workflow_id)
+    with db.write() as connection:
+        later = schedules.submit_occurrences(
+            connection, [schedules.Occurrence(schedule, first + timedelta(seconds=20))])
+    assert later.jobs == 1
+    assert len(started_workflows(db, schedule_id)) == 2
