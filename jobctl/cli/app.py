@@ -50,8 +50,10 @@ def load_command(name: str) -> click.Command:
     """Import a registered command's module and build its click command."""
     module_path, _, function = COMMANDS[name][0].partition(":")
     module = importlib.import_module(module_path)
+    command: click.Command
     if not function:
-        command = typer.main.get_command(module.app)
+        # get_group, not get_command: a group of one command (`scheduler run`) stays a group.
+        command = typer.main.get_group(module.app)
     else:
         # A Typer with one command and no callback becomes that command itself.
         single = typer.Typer(rich_markup_mode=None)
