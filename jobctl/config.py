@@ -40,6 +40,7 @@ class SettingSpec:
     kind: type
     help: str
     in_file: bool = True  # False: flag and variable only
+    default: Any = False
 
 
 # The settings a config file or profile may hold. (`profile` itself is chosen by flag or
@@ -52,6 +53,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     # before the file is read (an invalid file is itself an error worth a traceback).
     SettingSpec("debug", "--debug", "JOBCTL_DEBUG", bool, "show tracebacks for errors",
                 in_file=False),
+    # `scheduler run --retention`: how long finished jobs are kept (e.g. "30d"); unset: forever.
+    SettingSpec("retention", "--retention", "JOBCTL_RETENTION", str,
+                "schedulers delete finished jobs older than this (e.g. 30d); unset keeps all",
+                default=None),
 )
 SETTING_NAMES = tuple(spec.name for spec in SETTINGS if spec.in_file)
 
@@ -188,7 +193,7 @@ def _resolve_one(spec: SettingSpec, command_line: CommandLine, profile: dict[str
                        f"[profiles.{profile_name}] in {path}")
     if spec.in_file and spec.name in document:
         return Setting(spec.name, document[spec.name], Source.FILE, str(path))
-    default: Any = default_database_url() if spec.name == "database_url" else False
+    default: Any = default_database_url() if spec.name == "database_url" else spec.default
     return Setting(spec.name, default, Source.DEFAULT, "")
 
 

@@ -151,6 +151,74 @@ class WorkerMetrics(NoMetrics):
         return True, "ok"
 
 
+class SchedulerMetrics:
+    """A scheduler's counters in a registry of their own, and its health: healthy while its
+    last pass over the schedules succeeded and is recent (it passes at least every poll)."""
+
+    def __init__(self, poll_s: float) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        # A pass is due at least every poll; allow for one slow pass before calling it stuck.
+        self.stale_after_s = 2 * poll_s + 10.0
+        self._lock = threading.Lock()
+        self._last_pass_ok = time.monotonic()
+        self._failing: str | None = None
+        registry = self.registry
+        self._occurrences = Counter(
+            "jobctl_schedule_occurrences",
+            "Schedule occurrences by what became of them: fired (a job or workflow started), "
+            "skipped (overlap forbid), missed (misfire policy).", ["result"], registry=registry)
+        self._lateness = Histogram("jobctl_schedule_lateness_seconds",
+                                   "From an occurrence's fire time to its job's creation.",
+                                   buckets=LATENCY_BUCKETS, registry=registry)
+        self._rescued = Counter("jobctl_jobs_rescued",
+                                "Jobs of expired leases taken back (requeued or ended).",
+                                registry=registry)
+        self._pruned = Counter("jobctl_jobs_pruned", "Finished jobs deleted by retention.",
+                               registry=registry)
+        self._failures = Counter("jobctl_scheduler_pass_failures",
+                                 "Passes that failed (database unavailable or aborted).",
+                                 registry=registry)
+        self._healthy = Gauge("jobctl_scheduler_healthy",
+                              "1 while passes succeed on time (as /healthz), else 0.",
+                              registry=registry)
+        self._healthy.set_function(lambda: 1.0 if self.health()[0] else 0.0)
+
+    def fired(self, jobs: int, skipped: int, missed: int, lateness_s: list[float]) -> None:
+        self._occurrences.labels("fired").inc(jobs)
+        self._occurrences.labels("skipped").inc(skipped)
+        self._occurrences.labels("missed").inc(missed)
+        for seconds in lateness_s:
+            self._lateness.observe(max(0.0, seconds))
+
+    def rescued(self, count: int) -> None:
+        self._rescued.inc(count)
+
+    def pruned(self, count: int) -> None:
+        self._pruned.inc(count)
+
+    def pass_ok(self) -> None:
+        with self._lock:
+            self._last_pass_ok = time.monotonic()
+            self._failing = None
+
+    def pass_failed(self, why: str) -> None:
+        self._failures.inc()
+        with self._lock:
+            self._failing = why
+
+    def health(self) -> tuple[bool, str]:
+        with self._lock:
+            age = time.monotonic() - self._last_pass_ok
+            failing = self._failing
+        if failing:
+            return False, f"scheduler pass failing: {failing} (last success {age:.1f}s ago)"
+        if age > self.stale_after_s:
+            return False, f"no scheduler pass for {age:.1f}s"
+        return True, "ok"
+
+
 class MetricsServer:
     """The HTTP server thread behind `serve`; `close()` stops it."""
 

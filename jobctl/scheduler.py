@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from jobctl.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
+    from jobctl.metrics import SchedulerMetrics
     from jobctl.store.engine import Database
     from jobctl.store.notify import Listener
     from jobctl.store.schedules import Fired
@@ -42,15 +43,22 @@ class SchedulerSettings:
     misfire_cap: int = 100  # `--misfire all` fires at most this many missed times at once
     poll_s: float | None = None  # longest sleep (default: 5 s on PostgreSQL, 0.5 s on SQLite)
     rescue_every_s: float = 5.0
+    # Retention: delete finished jobs older than this (None: keep everything), every
+    # `prune_every_s`, the first time at start.
+    retention_s: float | None = None
+    prune_every_s: float = 3600.0
 
 
 class Scheduler:
-    def __init__(self, database: Database, settings: SchedulerSettings) -> None:
+    def __init__(self, database: Database, settings: SchedulerSettings,
+                 metrics: SchedulerMetrics | None = None) -> None:
         self._db = database
         self._settings = settings
+        self._metrics = metrics
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next_rescue = 0.0
+        self._next_prune = 0.0
 
     @property
     def poll_s(self) -> float:
@@ -75,7 +83,10 @@ class Scheduler:
                 try:
                     self.fire_all()
                     self._rescue_if_due()
+                    self._prune_if_due()
                     backoff = 0.5
+                    if self._metrics is not None:
+                        self._metrics.pass_ok()
                 except (DatabaseUnavailable, sa.exc.DBAPIError) as error:
                     # A database that went away, or a transaction it aborted (a deadlock, a
                     # restart): nothing was committed, so the next try fires the same times.
@@ -83,6 +94,8 @@ class Scheduler:
                         raise
                     message = (error.message if isinstance(error, DatabaseUnavailable)
                                else first_line(error))
+                    if self._metrics is not None:
+                        self._metrics.pass_failed(message)
                     log.warning("%s; retrying in %.1fs", message, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -111,6 +124,8 @@ class Scheduler:
             total.jobs += fired.jobs
             total.skipped += fired.skipped
             total.missed += fired.missed
+            if self._metrics is not None:
+                self._metrics.fired(fired.jobs, fired.skipped, fired.missed, fired.lateness_s)
             if fired.skipped or fired.missed:
                 log.info("fired %d jobs; %d skipped (overlap), %d missed (misfire)",
                          fired.jobs, fired.skipped, fired.missed)
@@ -128,7 +143,24 @@ class Scheduler:
         if rescued.requeued or rescued.ended:
             log.info("rescued %d jobs of expired leases",
                      len(rescued.requeued) + len(rescued.ended))
+            if self._metrics is not None:
+                self._metrics.rescued(len(rescued.requeued) + len(rescued.ended))
         self._next_rescue = time.monotonic() + self._settings.rescue_every_s
+
+    def _prune_if_due(self) -> None:
+        """Retention: finished jobs older than `retention_s` go, in short batches (see
+        jobctl.store.retention); every scheduler may do it, they only share the work."""
+        if self._settings.retention_s is None or time.monotonic() < self._next_prune:
+            return
+        from jobctl.store import retention
+
+        pruned = retention.prune(self._db, self._settings.retention_s)
+        if pruned.jobs:
+            log.info("retention: deleted %d finished job(s) older than %gs", pruned.jobs,
+                     self._settings.retention_s)
+            if self._metrics is not None:
+                self._metrics.pruned(pruned.jobs)
+        self._next_prune = time.monotonic() + self._settings.prune_every_s
 
     def _sleep(self) -> None:
         from jobctl.store import schedules

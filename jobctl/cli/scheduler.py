@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobctl.cli.common import parse_duration, state
+from jobctl.cli.common import State, parse_duration, state
 from jobctl.errors import InvalidInput
 
 app = typer.Typer(help="Run the scheduler that turns schedules into jobs.", no_args_is_help=True,
@@ -29,6 +29,18 @@ def run(
     rescue_interval: str = typer.Option(
         "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
         help="How often to take back the jobs of workers whose leases ran out."),
+    retention: str | None = typer.Option(
+        None, "--retention", metavar="DURATION",
+        help="Delete finished jobs older than this (e.g. 30d), hourly, in short batches; also "
+             "JOBCTL_RETENTION or `retention` in the config file [default: keep everything].",
+        show_default=False),
+    metrics_port: int = typer.Option(
+        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
+        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
+             "passes over the schedules succeed on time, else 503). 0: off."),
+    metrics_address: str = typer.Option(
+        "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+        help="Listen on this address for --metrics-port."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings."),
 ) -> None:
     """Fire due occurrences until stopped. Run as many as you like (on any machines): each
@@ -40,7 +52,11 @@ def run(
     poll_s = parse_duration(poll_interval, "--poll-interval")
     if poll_s is not None and poll_s <= 0:
         raise InvalidInput("--poll-interval must be longer than 0s")
+    if not 0 <= metrics_port <= 65535:
+        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
+    st = state(ctx)
     settings = SchedulerSettings(
+        retention_s=_retention_s(st, retention),
         once=once,
         misfire_grace_s=parse_duration(misfire_grace, "--misfire-grace") or 0.0,
         misfire_cap=misfire_cap,
@@ -50,8 +66,40 @@ def run(
     _configure_logging(quiet)
     from jobctl.store.engine import open_database
 
-    database = open_database(state(ctx).database_url, pool_size=2)
-    raise typer.Exit(Scheduler(database, settings).run())
+    if not metrics_port:
+        database = open_database(st.database_url, pool_size=2)
+        raise typer.Exit(Scheduler(database, settings).run())
+    from jobctl.metrics import SchedulerMetrics, serve
+
+    # Listen first: a port in use fails before anything else happens.
+    metrics = SchedulerMetrics(settings.poll_s or 5.0)
+    server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
+    try:
+        database = open_database(st.database_url, pool_size=2)
+        raise typer.Exit(Scheduler(database, settings, metrics).run())
+    finally:
+        server.close()
+
+
+def _retention_s(st: State, flag: str | None) -> float | None:
+    """`--retention`, else JOBCTL_RETENTION, else the profile's or file's `retention`."""
+    import os
+
+    from jobctl.config import CommandLine, Source, resolve
+
+    values, sources = dict(st.command_line.values), dict(st.command_line.sources)
+    if flag:
+        values["retention"], sources["retention"] = flag, Source.FLAG
+    elif os.environ.get("JOBCTL_RETENTION"):
+        values["retention"], sources["retention"] = os.environ["JOBCTL_RETENTION"], Source.ENV
+    setting = resolve(CommandLine(values, sources))["retention"]
+    if setting.value in (None, ""):
+        return None
+    where = f"retention ({setting.detail})"
+    seconds = parse_duration(str(setting.value), where)
+    if not seconds or seconds <= 0:
+        raise InvalidInput(f"{where} must be longer than 0s")
+    return seconds
 
 
 def _configure_logging(quiet: bool) -> None:
