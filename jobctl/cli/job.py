@@ -94,11 +94,11 @@ def submit(
         help="Submit one job per line of PATH (- for standard input), each run by /bin/sh -c; "
              "blank lines and # comments are skipped. All or nothing.", show_default=False),
     after: str | None = typer.Option(
-        None, "--after", metavar="ID[,ID...]",
+        None, "--after", metavar="ID[,ID...]", autocompletion=complete.job_ids,
         help="Start only after each of these jobs succeeded; if one fails, is cancelled or "
              "lost, this job ends too (failed or cancelled).", show_default=False),
     after_any: str | None = typer.Option(
-        None, "--after-any", metavar="ID[,ID...]",
+        None, "--after-any", metavar="ID[,ID...]", autocompletion=complete.job_ids,
         help="Start only after each of these jobs ended, whatever its outcome.",
         show_default=False),
     wait: bool = typer.Option(False, "--wait", "-w",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import (
     CWD_OPTION,
     DELIVERY_OPTION,
@@ -54,7 +55,8 @@ class MisfireChoice(StrEnum):
 OUTPUT_OPTION = typer.Option(
     None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
     "when piped) or json.", show_default=False)
-NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The schedule's name.")
+NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The schedule's name.",
+                               autocompletion=complete.schedule_names)
 CRON_HELP = ("A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 "
              "with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly. Quote it.")
 EVERY_HELP = "An interval instead of --cron (30s, 5m, 1h30m)."
@@ -74,7 +76,8 @@ def add(
         show_default=False),
     cron: str | None = typer.Option(None, "--cron", help=CRON_HELP, show_default=False),
     every: str | None = typer.Option(None, "--every", help=EVERY_HELP, show_default=False),
-    tz: str = typer.Option("UTC", "--tz", help=TZ_HELP, show_default=False),
+    tz: str = typer.Option("UTC", "--tz", help=TZ_HELP, show_default=False,
+                           autocompletion=complete.time_zones),
     start_at: str | None = typer.Option(None, "--start-at", help="No fire time before this.",
                                         show_default=False),
     end_at: str | None = typer.Option(None, "--end-at", help="No fire time after this.",
@@ -146,7 +149,8 @@ def edit(
     name: str = NAME_ARGUMENT,
     cron: str | None = typer.Option(None, "--cron", help=CRON_HELP, show_default=False),
     every: str | None = typer.Option(None, "--every", help=EVERY_HELP, show_default=False),
-    tz: str | None = typer.Option(None, "--tz", help=TZ_HELP, show_default=False),
+    tz: str | None = typer.Option(None, "--tz", help=TZ_HELP, show_default=False,
+                                  autocompletion=complete.time_zones),
     start_at: str | None = typer.Option(None, "--start-at", help="No fire time before this.",
                                         show_default=False),
     end_at: str | None = typer.Option(None, "--end-at", help="No fire time after this.",
@@ -312,7 +316,8 @@ def import_(
     prefix: str | None = typer.Option(
         None, "--prefix", help="Schedules are named PREFIX-LINE (LINE: the entry's line number). "
         "[default: the file's name]", show_default=False),
-    tz: str = typer.Option("UTC", "--tz", help="Time zone of entries without CRON_TZ above "
+    tz: str = typer.Option("UTC", "--tz", autocompletion=complete.time_zones,
+                           help="Time zone of entries without CRON_TZ above "
                            "them. [default: UTC]", show_default=False),
     overlap: OverlapChoice = typer.Option(
         OverlapChoice.ALLOW, "--overlap", help="cron itself starts a run whatever the last one "

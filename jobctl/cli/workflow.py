@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_pairs, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
@@ -20,7 +21,8 @@ app = typer.Typer(help="Run graphs of jobs (workflows) from TOML files.", no_arg
 OUTPUT_OPTION = typer.Option(
     None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
     "when piped), json or ids.", show_default=False)
-ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The workflow's id.")
+ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The workflow's id.",
+                             autocompletion=complete.workflow_ids)
 
 
 def read_definition(path: str) -> dict[str, object]:

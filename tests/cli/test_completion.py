@@ -137,48 +137,9 @@ def test_the_database_named_on_the_command_line_is_used(
     assert {v for v, _ in values("bash", words, url=None)} == {str(i) for i in ids.values()}
 
 
-# The schedule and workflow commands are not in this tree yet: a small app attaches those
-# completers the way they will, and is driven through the same protocol.
-COMPLETER_APP = """
-import sys
-
-import typer
-
-from jobctl.cli import complete
-
-app = typer.Typer(add_completion=False)
-
-
-@app.callback()
-def root(database_url: str = typer.Option(None, "--database-url",
-                                          envvar="JOBCTL_DATABASE_URL")) -> None:
-    pass
-
-
-@app.command()
-def show(
-    tz: str = typer.Option("UTC", "--tz", autocompletion=complete.time_zones),
-    schedule: str = typer.Option("", "--schedule", autocompletion=complete.schedule_names),
-    workflow: str = typer.Option("", "--workflow", autocompletion=complete.workflow_ids),
-    state: str = typer.Option("", "--state", autocompletion=complete.states),
-) -> None:
-    pass
-
-
-sys.exit(complete.handle_request(typer.main.get_command(app), "bash_complete"))
-"""
-
-
-def complete_in_app(tmp_path: Path, url: str, words: str) -> list[str]:
-    program = tmp_path / "completer_app.py"
-    program.write_text(COMPLETER_APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env.update(PATIENT, JOBCTL_DATABASE_URL=url, COMP_WORDS=f"app show {words}",
-               COMP_CWORD=str(len(words.split(" ")) + 1))
-    result = subprocess.run([sys.executable, str(program)], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
-    assert result.returncode == 0 and result.stderr == "", result
-    return [line.partition(",")[2] for line in result.stdout.splitlines()]
+def on(url: str, *words: str) -> list[str]:
+    """Completions of the real `jobctl` for WORDS (bash's protocol) on the database at URL."""
+    return [value for value, _ in values("bash", ["jobctl", *words], url)]
 
 
 def test_the_profile_named_on_the_command_line_is_used(
@@ -193,7 +154,7 @@ def test_the_profile_named_on_the_command_line_is_used(
     assert values("zsh", ["jobctl", "--profile", "nonesuch", "job", "wait", ""]) == []
 
 
-def test_time_zones_schedules_workflows_and_states(db_url: str, tmp_path: Path) -> None:
+def test_time_zones_schedules_workflows_and_states(db_url: str) -> None:
     import sqlalchemy as sa
 
     from jobctl.store.schema import schedules, workflows
@@ -212,13 +173,12 @@ def test_time_zones_schedules_workflows_and_states(db_url: str, tmp_path: Path) 
             ).returning(workflows.c.id)).scalar_one() for name in ("etl", "release")]
     finally:
         db.dispose()
-    assert complete_in_app(tmp_path, db_url, "--tz Europe/Pa") == ["Europe/Paris"]
-    assert "America/New_York" in complete_in_app(tmp_path, db_url, "--tz America/")
-    assert complete_in_app(tmp_path, db_url, "--schedule nightly") == [
-        "nightly-backup", "nightly-report"]
-    assert complete_in_app(tmp_path, db_url, "--workflow ") == [
+    assert on(db_url, "schedule", "add", "x", "--tz", "Europe/Pa") == ["Europe/Paris"]
+    assert "America/New_York" in on(db_url, "schedule", "edit", "x", "--tz", "America/")
+    assert on(db_url, "schedule", "show", "nightly") == ["nightly-backup", "nightly-report"]
+    assert on(db_url, "workflow", "status", "") == [
         str(i) for i in sorted(workflow_ids, reverse=True)]
-    assert complete_in_app(tmp_path, db_url, "--state s") == ["succeeded", "skipped"]
+    assert on(db_url, "job", "list", "--state", "s") == ["succeeded", "skipped"]
 
 
 @pytest.fixture
