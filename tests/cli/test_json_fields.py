@@ -90,6 +90,25 @@ def _dependency(url: str) -> dict[str, Any]:
     return edge
 
 
+def _schedule(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A schedule that ran once: (its `schedule list` object, its `schedule show` object)."""
+    if not emitted(url, "schedule", "list"):
+        jobctl(url, "schedule", "add", "tick", "--every", "1h", "--", "true")
+        jobctl(url, "schedule", "trigger", "tick")
+    listed: dict[str, Any] = emitted(url, "schedule", "list")[0]
+    shown: dict[str, Any] = emitted(url, "schedule", "show", "tick")
+    return listed, shown
+
+
+def _workflow(url: str) -> dict[str, Any]:
+    if not emitted(url, "workflow", "list"):
+        path = Path(url.removeprefix("sqlite:///")).parent / "wf.toml"
+        path.write_text('[workflow]\nname = "w"\n[tasks.a]\ncommand = "true"\n')
+        jobctl(url, "workflow", "run", str(path))
+    listed: dict[str, Any] = emitted(url, "workflow", "list")[0]
+    return listed
+
+
 EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "job": lambda url: emitted(url, "job", "list")[0],
     "job status": lambda url: {
@@ -102,6 +121,15 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "db status": lambda url: emitted(url, "db", "status"),
     "table size": lambda url: emitted(url, "db", "status")["tables"][0],
     "setting": lambda url: emitted(url, "config", "show")[0],
+    "schedule": lambda url: _schedule(url)[0],
+    "schedule show": lambda url: {key: value for key, value in _schedule(url)[1].items()
+                                  if key not in _schedule(url)[0]},
+    "schedule run": lambda url: _schedule(url)[1]["runs"][0],
+    "job template": lambda url: _schedule(url)[0]["job"],
+    "workflow": lambda url: _workflow(url),
+    "workflow task": lambda url: _workflow(url)["tasks"][0],
+    "stats": lambda url: emitted(url, "stats"),
+    "queue stats": lambda url: emitted(url, "stats")["queues"][0],
 }
 
 
