@@ -182,6 +182,13 @@ def run(argv: list[str] | None = None) -> int:
         # `jobctl job list | head`: the reader left; that is not our error.
         _silence_stdout()
         return 0
+    except Exception as error:  # a bug, or a failure nobody foresaw: still one line, exit 1
+        if debug:
+            raise
+        detail = " ".join(str(error).split())[:300] or "no details"
+        _error(f"unexpected {type(error).__name__}: {detail} (run with --debug for the trace; "
+               "this is a bug worth reporting)")
+        return int(ExitCode.FAILURE)
 
 
 def _debug_requested(args: list[str]) -> bool:

@@ -65,6 +65,12 @@ def describe(url: sa.URL) -> str:
     return f"PostgreSQL at {host}:{url.port or 5432}/{url.database or ''}"
 
 
+def _not_an_sqlite_database(error: sa.exc.DBAPIError) -> bool:
+    """A file that is not an SQLite database, or a damaged one."""
+    text = str(error.orig)
+    return "file is not a database" in text or "malformed" in text
+
+
 def first_line(error: BaseException) -> str:
     """The driver's own message, first line only, without SQLAlchemy's background link."""
     original = getattr(error, "orig", None) or error
@@ -149,6 +155,9 @@ class Database:
         except sa.exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
+            if not self.is_postgres and _not_an_sqlite_database(error):
+                raise DatabaseUnavailable(
+                    f"cannot use {self.where}: {first_line(error)}") from error
             raise
 
     def dispose(self) -> None:

@@ -340,6 +340,18 @@ def test_sqlite_file_in_missing_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists(), "jobctl created the directory"
 
 
+@pytest.mark.parametrize("argv", [("job", "list"), ("job", "submit", "--", "true")],
+                         ids=["list", "submit"])
+def test_a_file_that_is_not_an_sqlite_database(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    path = tmp_path / "jobctl.db"
+    garbage = bytes(range(256)) * 40
+    path.write_bytes(garbage)
+    result = jobctl(*argv, url=f"sqlite:///{path}")
+    message = assert_one_line_error(result, 4)
+    assert str(path) in message and "not a database" in message
+    assert path.read_bytes() == garbage  # left as it was
+
+
 # --- a database at an older schema revision ---------------------------------------------------
 
 
