@@ -59,11 +59,12 @@ def test_config_path_follows_xdg_config_home(config_file: Path) -> None:
 
 def test_defaults_without_a_file(config_file: Path) -> None:
     settings = show()
-    assert list(settings) == ["profile", "database_url", "no_color", "debug"]
+    assert list(settings) == ["profile", "database_url", "no_color", "debug", "retention"]
     data_home = Path(os.environ["XDG_DATA_HOME"])
     assert settings["database_url"]["value"] == f"sqlite:///{data_home / 'jobctl' / 'jobctl.db'}"
     assert {s["source"] for s in settings.values()} == {"default"}
     assert settings["profile"]["value"] is None
+    assert settings["retention"]["value"] is None  # schedulers keep every job unless told
 
 
 def test_precedence_flag_env_profile_file_default(config_file: Path, tmp_path: Path) -> None:
