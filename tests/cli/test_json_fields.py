@@ -90,6 +90,11 @@ def _dependency(url: str) -> dict[str, Any]:
     return edge
 
 
+def _added(whole: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `whole` that `base` does not have, in order."""
+    return {key: value for key, value in whole.items() if key not in base}
+
+
 def _schedule(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A schedule that ran once: (its `schedule list` object, its `schedule show` object)."""
     if not emitted(url, "schedule", "list"):
@@ -111,9 +116,8 @@ def _workflow(url: str) -> dict[str, Any]:
 
 EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "job": lambda url: emitted(url, "job", "list")[0],
-    "job status": lambda url: {
-        key: value for key, value in emitted(url, "job", "status", _job_id(url)).items()
-        if key not in emitted(url, "job", "list")[0]},
+    "job status": lambda url: _added(emitted(url, "job", "status", _job_id(url)),
+                                     emitted(url, "job", "list")[0]),
     "attempt": lambda url: emitted(url, "job", "status", _job_id(url))["attempts"][0],
     "worker": lambda url: emitted(url, "worker", "list")[0],
     "submit": lambda url: json.loads(jobctl(url, "job", "submit", "-o", "json", "--", "true")),
@@ -122,8 +126,7 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "table size": lambda url: emitted(url, "db", "status")["tables"][0],
     "setting": lambda url: emitted(url, "config", "show")[0],
     "schedule": lambda url: _schedule(url)[0],
-    "schedule show": lambda url: {key: value for key, value in _schedule(url)[1].items()
-                                  if key not in _schedule(url)[0]},
+    "schedule show": lambda url: _added(_schedule(url)[1], _schedule(url)[0]),
     "schedule run": lambda url: _schedule(url)[1]["runs"][0],
     "job template": lambda url: _schedule(url)[0]["job"],
     "workflow": lambda url: _workflow(url),
