@@ -195,3 +195,23 @@ def command_argv(command: list[str] | None, shell: bool, usage: str) -> list[str
                                "'echo a && echo b'")
         argv = ["/bin/sh", "-c", argv[0]]
     return argv
+
+
+# --- `--metrics-port` and `--metrics-address`, shared by `worker start` and `scheduler run` ------
+
+def metrics_port_option(healthy_while: str) -> Any:
+    """The `--metrics-port` option; `healthy_while` says when /healthz answers 200."""
+    return typer.Option(
+        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
+        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
+             f"{healthy_while}, else 503) on this port; 0: off.")
+
+
+METRICS_ADDRESS_OPTION = typer.Option(
+    "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+    help="Listen on this address for --metrics-port.")
+
+
+def check_metrics_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from jobctl.cli.common import State, parse_duration, state
+from jobctl.cli.common import (
+    METRICS_ADDRESS_OPTION,
+    State,
+    check_metrics_port,
+    metrics_port_option,
+    parse_duration,
+    state,
+)
 from jobctl.errors import InvalidInput
 
 app = typer.Typer(help="Run the scheduler that turns schedules into jobs.", no_args_is_help=True,
@@ -34,13 +41,8 @@ def run(
         help="Delete finished jobs older than this (e.g. 30d), hourly, in short batches; also "
              "JOBCTL_RETENTION or `retention` in the config file [default: keep everything].",
         show_default=False),
-    metrics_port: int = typer.Option(
-        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
-        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
-             "passes over the schedules succeed on time, else 503). 0: off."),
-    metrics_address: str = typer.Option(
-        "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
-        help="Listen on this address for --metrics-port."),
+    metrics_port: int = metrics_port_option("passes over the schedules succeed on time"),
+    metrics_address: str = METRICS_ADDRESS_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings."),
 ) -> None:
     """Fire due occurrences until stopped. Run as many as you like (on any machines): each
@@ -52,8 +54,7 @@ def run(
     poll_s = parse_duration(poll_interval, "--poll-interval")
     if poll_s is not None and poll_s <= 0:
         raise InvalidInput("--poll-interval must be longer than 0s")
-    if not 0 <= metrics_port <= 65535:
-        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
+    check_metrics_port(metrics_port)
     st = state(ctx)
     settings = SchedulerSettings(
         retention_s=_retention_s(st, retention),

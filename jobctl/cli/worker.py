@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobctl.cli import complete
-from jobctl.cli.common import parse_duration, parse_queues, state
+from jobctl.cli.common import (
+    METRICS_ADDRESS_OPTION,
+    check_metrics_port,
+    metrics_port_option,
+    parse_duration,
+    parse_queues,
+    state,
+)
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
 
@@ -52,13 +59,8 @@ def start(
         64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
         help="Keep at most this much of each attempt's output (the head), then a marker."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
-    metrics_port: int = typer.Option(
-        0, "--metrics-port", envvar="JOBCTL_METRICS_PORT", metavar="PORT",
-        help="Serve Prometheus metrics on /metrics and a health check on /healthz (200 while "
-             "leases are renewed on time, else 503) on this port; 0: off."),
-    metrics_address: str = typer.Option(
-        "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
-        help="Listen on this address for --metrics-port."),
+    metrics_port: int = metrics_port_option("leases are renewed on time"),
+    metrics_address: str = METRICS_ADDRESS_OPTION,
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
@@ -85,8 +87,7 @@ def start(
         output_cap=output_cap,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
-    if not 0 <= metrics_port <= 65535:
-        raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
+    check_metrics_port(metrics_port)
     st = state(ctx)
     if not metrics_port:
         raise typer.Exit(_run_worker(st.database_url, settings, quiet))
