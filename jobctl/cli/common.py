@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 import typer
@@ -197,7 +199,12 @@ def command_argv(command: list[str] | None, shell: bool, usage: str) -> list[str
     return argv
 
 
-# --- `--metrics-port` and `--metrics-address`, shared by `worker start` and `scheduler run` ------
+# --- what `worker start` and `scheduler run` share ----------------------------------------------
+
+RESCUE_INTERVAL_OPTION = typer.Option(
+    "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
+    help="How often to take back the jobs of workers whose leases ran out.")
+
 
 def metrics_port_option(healthy_while: str) -> Any:
     """The `--metrics-port` option; `healthy_while` says when /healthz answers 200."""
@@ -215,3 +222,41 @@ METRICS_ADDRESS_OPTION = typer.Option(
 def check_metrics_port(port: int) -> None:
     if not 0 <= port <= 65535:
         raise InvalidInput("--metrics-port must be between 0 (off) and 65535")
+
+
+class ServedMetrics(Protocol):
+    registry: Any
+
+    def health(self) -> tuple[bool, str]: ...
+
+
+M = TypeVar("M", bound=ServedMetrics)
+
+
+@contextlib.contextmanager
+def metrics_served(port: int, address: str, make: Callable[[], M]) -> Iterator[M | None]:
+    """The metrics `make()` builds, served on `port` while the block runs; None when the port is
+    0 (and prometheus_client is never imported). It listens before the block starts, so a port
+    in use fails before anything else happens."""
+    if not port:
+        yield None
+        return
+    from jobctl.metrics import serve
+
+    metrics = make()
+    server = serve(port, metrics.registry, metrics.health, address)
+    try:
+        yield metrics
+    finally:
+        server.close()
+
+
+def configure_logging(quiet: bool, who: str) -> None:
+    """Log lines on stderr: `TIME jobctl WHO: message`; with `quiet`, warnings only."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format=f"%(asctime)s jobctl {who}: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from jobctl.cli.common import (
     METRICS_ADDRESS_OPTION,
+    RESCUE_INTERVAL_OPTION,
     State,
     check_metrics_port,
+    configure_logging,
     metrics_port_option,
+    metrics_served,
     parse_duration,
     state,
 )
 from jobctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jobctl.metrics import SchedulerMetrics
 
 app = typer.Typer(help="Run the scheduler that turns schedules into jobs.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -33,9 +41,7 @@ def run(
         None, "--poll-interval", envvar="JOBCTL_SCHEDULER_POLL_INTERVAL",
         help="Longest sleep between looks at the schedules [default: 5s on PostgreSQL, woken "
              "by NOTIFY when a schedule changes; 0.5s on SQLite].", show_default=False),
-    rescue_interval: str = typer.Option(
-        "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
-        help="How often to take back the jobs of workers whose leases ran out."),
+    rescue_interval: str = RESCUE_INTERVAL_OPTION,
     retention: str | None = typer.Option(
         None, "--retention", metavar="DURATION",
         help="Delete finished jobs older than this (e.g. 30d), hourly, in short batches; also "
@@ -64,22 +70,19 @@ def run(
         poll_s=poll_s,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
-    _configure_logging(quiet)
+    configure_logging(quiet, "scheduler")
     from jobctl.store.engine import open_database
 
-    if not metrics_port:
-        database = open_database(st.database_url, pool_size=2)
-        raise typer.Exit(Scheduler(database, settings).run())
-    from jobctl.metrics import SchedulerMetrics, serve
-
-    # Listen first: a port in use fails before anything else happens.
-    metrics = SchedulerMetrics(settings.poll_s or 5.0)
-    server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
-    try:
+    with metrics_served(metrics_port, metrics_address,
+                        lambda: _scheduler_metrics(settings.poll_s)) as metrics:
         database = open_database(st.database_url, pool_size=2)
         raise typer.Exit(Scheduler(database, settings, metrics).run())
-    finally:
-        server.close()
+
+
+def _scheduler_metrics(poll_s: float | None) -> SchedulerMetrics:
+    from jobctl.metrics import SchedulerMetrics
+
+    return SchedulerMetrics(poll_s or 5.0)
 
 
 def _retention_s(st: State, flag: str | None) -> float | None:
@@ -101,13 +104,3 @@ def _retention_s(st: State, flag: str | None) -> float | None:
     if not seconds or seconds <= 0:
         raise InvalidInput(f"{where} must be longer than 0s")
     return seconds
-
-
-def _configure_logging(quiet: bool) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s jobctl scheduler: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )

@@ -9,8 +9,11 @@ import typer
 from jobctl.cli import complete
 from jobctl.cli.common import (
     METRICS_ADDRESS_OPTION,
+    RESCUE_INTERVAL_OPTION,
     check_metrics_port,
+    configure_logging,
     metrics_port_option,
+    metrics_served,
     parse_duration,
     parse_queues,
     state,
@@ -52,9 +55,7 @@ def start(
         None, "--poll-interval", envvar="JOBCTL_POLL_INTERVAL",
         help="Look for due jobs this often [default: 2s on PostgreSQL, woken by NOTIFY; "
              "0.2s on SQLite].", show_default=False),
-    rescue_interval: str = typer.Option(
-        "5s", "--rescue-interval", envvar="JOBCTL_RESCUE_INTERVAL",
-        help="How often to take back the jobs of workers whose leases ran out."),
+    rescue_interval: str = RESCUE_INTERVAL_OPTION,
     output_cap: int = typer.Option(
         64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
         help="Keep at most this much of each attempt's output (the head), then a marker."),
@@ -89,39 +90,26 @@ def start(
     )
     check_metrics_port(metrics_port)
     st = state(ctx)
-    if not metrics_port:
-        raise typer.Exit(_run_worker(st.database_url, settings, quiet))
-    from jobctl.metrics import WorkerMetrics, serve
-
-    # Listen first: a port in use fails before anything else happens.
-    metrics = WorkerMetrics(settings.lease_s)
-    server = serve(metrics_port, metrics.registry, metrics.health, metrics_address)
-    try:
+    with metrics_served(metrics_port, metrics_address,
+                        lambda: _worker_metrics(settings.lease_s)) as metrics:
         raise typer.Exit(_run_worker(st.database_url, settings, quiet, metrics))
-    finally:
-        server.close()
+
+
+def _worker_metrics(lease_s: float) -> WorkerMetrics:
+    from jobctl.metrics import WorkerMetrics
+
+    return WorkerMetrics(lease_s)
 
 
 def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
-                metrics: WorkerMetrics | None = None) -> int:
+                metrics: WorkerMetrics | None) -> int:
+    from jobctl.metrics import NO_METRICS
     from jobctl.store.engine import open_database
     from jobctl.worker.loop import Worker
 
-    _configure_logging(quiet)
+    configure_logging(quiet, "worker")
     database = open_database(database_url, pool_size=3)
-    if metrics is None:
-        return Worker(database, settings).run()
-    return Worker(database, settings, metrics).run()
-
-
-def _configure_logging(quiet: bool) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s jobctl worker: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+    return Worker(database, settings, metrics or NO_METRICS).run()
 
 
 @app.command("list")
