@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from jobctl.models import (
 )
 
 if TYPE_CHECKING:
+    from jobctl.store.direct import Conn, DirectDatabase
     from jobctl.store.engine import Database
 
 SQLITE_POLL_S = 0.1
@@ -71,6 +73,8 @@ class Client:
     def __init__(self, database_url: str | None = None, *, database: Database | None = None):
         self._url = database_url
         self._db = database
+        self._direct: DirectDatabase | None = None
+        self._direct_tried = False
 
     @property
     def db(self) -> Database:
@@ -80,10 +84,53 @@ class Client:
             self._db = open_database(self._url)
         return self._db
 
+    # The commands typed all day (job list, status, submit) read and write through the driver
+    # alone, without importing SQLAlchemy (see jobctl.store.direct); the rest, and anything
+    # the direct road cannot do (creating the schema, unusual URLs), goes through `db`.
+
+    def _reading(self) -> AbstractContextManager[Conn]:
+        return self._transaction(write=False)
+
+    def _writing(self) -> AbstractContextManager[Conn]:
+        return self._transaction(write=True)
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Conn]:
+        direct = self._direct_database()
+        if direct is not None:
+            with direct.write() if write else direct.read() as conn:
+                yield conn
+            return
+        from jobctl.store.direct import Conn
+
+        with self.db.write() if write else self.db.read() as connection:
+            yield Conn.of(connection)
+
+    def _direct_database(self) -> DirectDatabase | None:
+        if not self._direct_tried:
+            from jobctl.store.direct import DirectDatabase
+
+            url = self._database_url()
+            direct = DirectDatabase.open(url)
+            if direct is None:
+                _ = self.db  # creates and migrates an empty database, or explains what is wrong
+                direct = DirectDatabase.open(url)
+            self._direct, self._direct_tried = direct, True
+        return self._direct
+
+    def _database_url(self) -> str:
+        if self._db is not None:
+            return self._db.url.render_as_string(hide_password=False)
+        from jobctl.config import resolve_database_url
+
+        return resolve_database_url(self._url)
+
     # --- submit -------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> Submitted:
         _validate(spec)
+        if _plain(spec) and spec.unique_key is None:
+            return Submitted(self._insert([spec])[0], True)
         from jobctl.store import jobs
 
         with self.db.write() as connection:
@@ -96,19 +143,28 @@ class Client:
             _validate(spec)
             if spec.unique_key is not None:
                 raise InvalidInput("--unique-key cannot be used when submitting many jobs")
+        if all(_plain(spec) for spec in specs):
+            return self._insert(specs)
         from jobctl.store import jobs
 
         with self.db.write() as connection:
             return jobs.submit_many(connection, specs)
 
+    def _insert(self, specs: Sequence[JobSpec]) -> list[int]:
+        """Jobs without dependencies, queued as they are (the common case, and the fast one)."""
+        from jobctl.store import submit
+
+        with self._writing() as conn:
+            return submit.insert_many(conn, specs, states=[JobState.QUEUED] * len(specs))
+
     # --- read ---------------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
-        from jobctl.store import jobs
+        from jobctl.store import reads
 
         _check_ids([job_id])
-        with self.db.read() as connection:
-            job = jobs.get(connection, job_id)
+        with self._reading() as conn:
+            job = reads.get(conn, job_id)
         if job is None:
             raise NotFound(f"no job with id {job_id}")
         return job
@@ -129,11 +185,11 @@ class Client:
         labels: dict[str, str] | None = None,
         limit: int | None = 50,
     ) -> list[Job]:
-        from jobctl.store import jobs
+        from jobctl.store import reads
 
-        with self.db.read() as connection:
-            return jobs.list_jobs(connection, states=states, queues=queues, name=name,
-                                  labels=labels, limit=limit)
+        with self._reading() as conn:
+            return reads.list_jobs(conn, states=states, queues=queues, name=name,
+                                   labels=labels, limit=limit)
 
     def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
         from jobctl.store import workers
@@ -491,7 +547,7 @@ class _WakeUps:
 
                 conninfo = self._db.url.set(drivername="postgresql").render_as_string(
                     hide_password=False)
-                from jobctl.store.engine import PG_CONNECTION_OPTIONS
+                from jobctl.store.direct import PG_CONNECTION_OPTIONS
 
                 connection = psycopg.connect(conninfo, autocommit=True,
                                              **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
@@ -547,6 +603,11 @@ def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
         raise InvalidInput("--end-at must be after --start-at")
     _validate(definition.job)
     return dataclasses.replace(definition, cron=cron)
+
+
+def _plain(spec: JobSpec) -> bool:
+    """No dependencies: the job is queued as it is inserted."""
+    return not spec.after and not spec.after_any
 
 
 def _check_ids(job_ids: Sequence[int]) -> None:

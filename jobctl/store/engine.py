@@ -18,21 +18,9 @@ from sqlalchemy import event
 
 from jobctl.config import redact
 from jobctl.errors import DatabaseUnavailable, InvalidInput, SchemaOutOfDate
-from jobctl.store.schema import SCHEMA_REVISION
+from jobctl.store import SCHEMA_REVISION
+from jobctl.store.direct import PG_CONNECTION_OPTIONS, SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-PG_CONNECT_TIMEOUT_S = 5
-# A silently cut network must not leave a connection waiting forever (the kernel's default is
-# about 15 minutes): keepalives notice a dead peer in ~11 s, tcp_user_timeout unacknowledged sends.
-PG_CONNECTION_OPTIONS: dict[str, int | str] = {
-    "connect_timeout": PG_CONNECT_TIMEOUT_S,
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-    "application_name": "jobctl",
-}
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
 
 
@@ -248,12 +236,8 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN, instead of the sqlite3 module's guess.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        # NORMAL is durable across application crashes in WAL mode; only power loss may drop the
-        # last commits. That is the usual trade for a local queue.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -7,8 +7,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+from jobctl.store.direct import Conn
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -18,32 +22,32 @@ WORKER_CHANNEL = "jobctl_worker"  # payload: the id of a worker asked to stop
 DONE_CHANNEL = "jobctl_done"  # payload: ids of jobs that reached a final state, comma-separated
 SCHEDULES_CHANNEL = "jobctl_schedules"  # payload: the name of a schedule added, changed or removed
 
-_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
-def _send(connection: sa.Connection, channel: str, payload: str) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(_NOTIFY, {"channel": channel, "payload": payload})
+def _send(connection: sa.Connection | Conn, channel: str, payload: str) -> None:
+    """Sent when the transaction commits; nothing on SQLite. Takes either kind of connection."""
+    conn = connection if isinstance(connection, Conn) else Conn.of(connection)
+    conn.notify(channel, payload)
 
 
-def job_submitted(connection: sa.Connection, queue: str) -> None:
+def job_submitted(connection: sa.Connection | Conn, queue: str) -> None:
     _send(connection, JOBS_CHANNEL, queue)
 
 
-def cancel_requested(connection: sa.Connection, job_id: int) -> None:
+def cancel_requested(connection: sa.Connection | Conn, job_id: int) -> None:
     _send(connection, CANCEL_CHANNEL, str(job_id))
 
 
-def worker_stop_requested(connection: sa.Connection, worker_id: int) -> None:
+def worker_stop_requested(connection: sa.Connection | Conn, worker_id: int) -> None:
     _send(connection, WORKER_CHANNEL, str(worker_id))
 
 
-def jobs_done(connection: sa.Connection, job_ids: list[int]) -> None:
+def jobs_done(connection: sa.Connection | Conn, job_ids: list[int]) -> None:
     # A payload must stay under 8000 bytes; listeners re-read the database anyway.
     _send(connection, DONE_CHANNEL, ",".join(map(str, job_ids))[:7000])
 
 
-def schedules_changed(connection: sa.Connection, name: str) -> None:
+def schedules_changed(connection: sa.Connection | Conn, name: str) -> None:
     _send(connection, SCHEDULES_CHANNEL, name[:7000])
 
 
@@ -78,7 +82,7 @@ class Listener:
         backoff = 0.5
         while not self._stopped.is_set():
             try:
-                from jobctl.store.engine import PG_CONNECTION_OPTIONS
+                from jobctl.store.direct import PG_CONNECTION_OPTIONS
 
                 with psycopg.connect(self._conninfo, autocommit=True,
                                      **PG_CONNECTION_OPTIONS) as conn:  # type: ignore[arg-type]

@@ -14,9 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-# The Alembic revision this code expects. A test checks it is the newest revision in migrations/,
-# so the CLI can compare it with the database's without importing Alembic on every call.
-SCHEMA_REVISION = "0002"
+from jobctl.store import SCHEMA_REVISION as SCHEMA_REVISION
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobctl.models import DepCondition, Job, JobState, Workflow
-from jobctl.store import deps, notify
+from jobctl.store import deps, notify, reads
 from jobctl.store import jobs as job_store
+from jobctl.store.direct import Conn
 from jobctl.store.schema import db_now, jobs, workflows
 
 RERUN = [JobState.FAILED.value, JobState.CANCELLED.value, JobState.LOST.value]
@@ -70,8 +71,7 @@ def _needs(task: Mapping[str, Any]) -> bool:
 
 
 def _tasks(connection: sa.Connection, workflow_id: int, definition: Mapping[str, Any]) -> list[Job]:
-    rows = connection.execute(sa.select(jobs).where(jobs.c.workflow_id == workflow_id)).all()
-    found = [job_store._job_from_row(row) for row in rows]
+    found = reads.select_jobs(Conn.of(connection), "workflow_id = :id", {"id": workflow_id})
     order = {task: index for index, task in enumerate(definition.get("tasks", {}))}
     return sorted(found, key=lambda job: (order.get(job.task or "", len(order)), job.id))
 
@@ -95,10 +95,10 @@ def list_workflows(connection: sa.Connection, *, limit: int | None = 50) -> list
     if not rows:
         return []
     tasks: dict[int, list[Job]] = {row.id: [] for row in rows}
-    for job_row in connection.execute(
-        sa.select(jobs).where(jobs.c.workflow_id.in_(list(tasks))).order_by(jobs.c.id)
-    ):
-        tasks[job_row.workflow_id].append(job_store._job_from_row(job_row))
+    conn = Conn.of(connection)
+    where, params = reads.in_(conn, "workflow_id", list(tasks), "ids")
+    for job in reads.select_jobs(conn, where, params):
+        tasks[job.workflow_id].append(job)  # type: ignore[index]  # the condition: not None
     return [Workflow(id=row.id, name=row.name, created_at=row.created_at,
                      params=dict(row.params or {}), definition=dict(row.definition),
                      tasks=tasks[row.id], schedule_id=row.schedule_id) for row in rows]

@@ -1,0 +1,309 @@
+"""The database through its driver alone (the standard library's sqlite3, or psycopg), without
+SQLAlchemy, for the commands people type all day and for bulk submit.
+
+SQLAlchemy's import alone takes about 0.3 s on a small machine: more than `jobctl job list` or a
+5,000-job `job submit --from-file` needs for everything else. So those commands talk to the
+driver directly through `Conn`, which smooths over the two drivers' differences (placeholders,
+transactions, how times and JSON come back), and the store functions they use (`store.reads`,
+`store.submit`) are written against `Conn` only. Code that already holds a SQLAlchemy connection
+calls the same functions through `Conn.of(connection)`, so each query exists once.
+
+What stays with SQLAlchemy (`store.engine`): creating and migrating the schema, and URLs this
+module does not understand. `DirectDatabase.open` returns None for those, and the caller takes
+the SQLAlchemy road, which also gives the same errors for bad URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from jobctl.errors import DatabaseUnavailable, SchemaOutOfDate
+from jobctl.store import SCHEMA_REVISION
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The same connection options as the SQLAlchemy engine's (see store.engine for why).
+PG_CONNECTION_OPTIONS: dict[str, int | str] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "application_name": "jobctl",
+}
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+    # NORMAL is durable across application crashes in WAL mode; only power loss may drop the
+    # last commits. That is the usual trade for a local queue.
+    "PRAGMA synchronous=NORMAL",
+)
+# How SQLite stores a time (UTC, fixed width, so that text order is time order); the same as
+# SQLAlchemy's SQLite DateTime and as `strftime('%Y-%m-%d %H:%M:%f000', 'now')`.
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a database is: a PostgreSQL conninfo URL or an SQLite file, and how to name it in
+    messages (host and port, or the file; never a password)."""
+
+    is_postgres: bool
+    target: str  # the URL psycopg takes, or the SQLite file's path
+    where: str
+
+
+def locate(url: str) -> Location | None:
+    """The database a jobctl URL names, or None when only SQLAlchemy's parser should judge it
+    (a driver name we do not know, anything unusual): the caller then takes the slow road."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    if scheme == "sqlite":
+        path = rest.removeprefix("/")  # sqlite:///relative, sqlite:////absolute
+        if not path or "?" in path or path == ":memory:":
+            return None
+        return Location(False, path, f"SQLite file {path}")
+    if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        return None
+    try:
+        parts = urlsplit(f"postgresql://{rest}")
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or "localhost (socket)"
+    database = unquote(parts.path.removeprefix("/"))
+    return Location(True, f"postgresql://{rest}", f"PostgreSQL at {host}:{port or 5432}/{database}")
+
+
+class Conn:
+    """One DB-API connection, either driver: `execute` takes SQL with `:name` placeholders."""
+
+    def __init__(self, raw: Any, is_postgres: bool, where: str = "the database") -> None:
+        self.raw = raw
+        self.is_postgres = is_postgres
+        self.where = where
+
+    @classmethod
+    def of(cls, connection: Any) -> Conn:
+        """The driver connection under a SQLAlchemy connection, inside its transaction."""
+        raw = connection.connection.driver_connection
+        return cls(raw, connection.dialect.name == "postgresql")
+
+    def execute(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> Any:
+        """Run one statement; returns the driver's cursor (fetchall/fetchone/rowcount)."""
+        cursor = self.raw.cursor()
+        cursor.execute(_for_psycopg(sql) if self.is_postgres else sql, params or {})
+        return cursor
+
+    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        cursor = self.raw.cursor()
+        cursor.executemany(_for_psycopg(sql) if self.is_postgres else sql, rows)
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        row = self.execute(sql, params).fetchone()
+        return row[0] if row is not None else None
+
+    # --- values as the drivers return them ---------------------------------------------------
+
+    def time(self, value: Any) -> datetime | None:
+        """An aware UTC datetime from a time column (SQLite keeps UTC text)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        result: datetime = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return result
+
+    def time_param(self, value: datetime | None) -> Any:
+        """A datetime as this driver should bind it (SQLite: UTC text in the stored format)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if self.is_postgres:
+            return value
+        return value.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
+
+    def json(self, value: Any) -> Any:
+        """A JSON column's value (psycopg decodes jsonb itself; SQLite keeps text)."""
+        if isinstance(value, str | bytes) and not self.is_postgres:
+            return json.loads(value)
+        return value
+
+    def notify(self, channel: str, payload: str) -> None:
+        """A PostgreSQL notification sent when the transaction commits; nothing on SQLite."""
+        if self.is_postgres:
+            self.execute("SELECT pg_notify(:channel, :payload)",
+                         {"channel": channel, "payload": payload})
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_translated: dict[str, str] = {}
+
+
+def _for_psycopg(sql: str) -> str:
+    """`:name` placeholders as psycopg's `%(name)s` (and a literal % doubled); `::` casts stay."""
+    translated = _translated.get(sql)
+    if translated is None:
+        translated = _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
+        _translated[sql] = translated
+    return translated
+
+
+class DirectDatabase:
+    """A database opened through its driver; `read()`/`write()` give a `Conn` in a transaction.
+
+    It keeps one connection, opened on first use, and runs one transaction at a time on it
+    (a lock makes threads take turns): these commands run a few statements and exit.
+    """
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.is_postgres = location.is_postgres
+        self.where = location.where
+        self._raw: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str) -> DirectDatabase | None:
+        """The database at `url` with its schema checked, or None when the direct road does
+        not apply: a URL only SQLAlchemy parses, a missing SQLite file or an empty database
+        (creating one is the migrations' job). A schema at another revision is SchemaOutOfDate,
+        an unreachable server DatabaseUnavailable."""
+        location = locate(url)
+        if location is None:
+            return None
+        if not location.is_postgres and not os.path.exists(location.target):
+            return None
+        database = cls(location)
+        revision = database.schema_revision()
+        if revision is None:
+            database.close()
+            return None
+        if revision != SCHEMA_REVISION:
+            database.close()
+            raise SchemaOutOfDate(
+                f"{location.where} has schema revision {revision}, this jobctl needs "
+                f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
+            )
+        return database
+
+    def schema_revision(self) -> str | None:
+        exists = (
+            "SELECT to_regclass('alembic_version') IS NOT NULL" if self.is_postgres
+            else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
+        )
+        with self.read() as conn:
+            if not conn.scalar(exists):
+                return None
+            revision = conn.scalar("SELECT version_num FROM alembic_version")
+            return str(revision) if revision is not None else None
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Conn]:
+        with self._transaction("BEGIN") as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Conn]:
+        # SQLite: take the write lock up front, so that two writers queue on the busy timeout
+        # instead of one failing on a lock upgrade.
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    @contextlib.contextmanager
+    def _transaction(self, sqlite_begin: str) -> Iterator[Conn]:
+        with self._lock:
+            if self._raw is None:
+                self._raw = self._connect()
+            raw = self._raw
+            try:
+                with self._translate_errors():
+                    if not self.is_postgres:
+                        raw.execute(sqlite_begin)
+                    yield Conn(raw, self.is_postgres, self.where)
+                    raw.commit()
+            except BaseException:
+                # Roll back; a connection that cannot even do that is dropped for a new one.
+                try:
+                    raw.rollback()
+                except Exception:
+                    self._close()
+                raise
+
+    def _close(self) -> None:
+        if self._raw is not None:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+            self._raw = None
+
+    def _connect(self) -> Any:
+        if self.is_postgres:
+            import psycopg
+
+            try:
+                return psycopg.connect(self.location.target, **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
+            except psycopg.Error as error:
+                raise DatabaseUnavailable(
+                    f"cannot reach {self.where}: {first_line(error)}") from error
+        import sqlite3
+
+        # isolation_level=None: we issue BEGIN ourselves (IMMEDIATE for writers), rather than
+        # the sqlite3 module's guess.
+        raw = sqlite3.connect(self.location.target, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                              isolation_level=None)
+        with self._translate_errors():
+            for pragma in SQLITE_PRAGMAS:
+                raw.execute(pragma)
+        return raw
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """Losing the server, or a file that is no database, is one line naming the database."""
+        try:
+            yield
+        except Exception as error:
+            if self.is_postgres and _is_disconnect(error):
+                raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
+            if not self.is_postgres and _not_an_sqlite_database(error):
+                raise DatabaseUnavailable(
+                    f"cannot use {self.where}: {first_line(error)}") from error
+            raise
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    if type(error).__module__.split(".")[0] != "psycopg":
+        return False
+    import psycopg
+
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(error, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
+
+
+def _not_an_sqlite_database(error: BaseException) -> bool:
+    text = str(error)
+    return (type(error).__module__ == "sqlite3"
+            and ("file is not a database" in text or "malformed" in text))
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,128 @@
+"""Reading jobs: one by id, or a filtered list, newest first.
+
+Written against `store.direct.Conn` (the driver, no SQLAlchemy): `jobctl job list` and
+`job status` are typed all day. Callers holding a SQLAlchemy connection use `Conn.of(it)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from jobctl.models import Delivery, Job, JobState
+from jobctl.store.direct import Conn
+
+JOB_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
+               "max_attempts", "backoff_s", "delivery", "attempt", "run_at", "created_at",
+               "started_at", "finished_at", "worker_id", "lease_until", "exit_code", "signal",
+               "error", "cancel_requested", "unique_key", "labels", "workflow_id", "task")
+SELECT_JOBS = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+
+
+def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
+    """A Job from a row of SELECT_JOBS."""
+    (id_, name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts, backoff_s,
+     delivery, attempt, run_at, created_at, started_at, finished_at, worker_id, lease_until,
+     exit_code, signal, error, cancel_requested, unique_key, labels, workflow_id, task) = row
+    return Job(
+        id=id_,
+        name=name,
+        queue=queue,
+        priority=priority,
+        state=JobState(state),
+        argv=list(conn.json(argv)),
+        env=dict(conn.json(env) or {}),
+        cwd=cwd,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        delivery=Delivery(delivery),
+        attempt=attempt,
+        run_at=conn.time(run_at),  # type: ignore[arg-type]  # NOT NULL
+        created_at=conn.time(created_at),  # type: ignore[arg-type]  # NOT NULL
+        started_at=conn.time(started_at),
+        finished_at=conn.time(finished_at),
+        worker_id=worker_id,
+        lease_until=conn.time(lease_until),
+        exit_code=exit_code,
+        signal=signal,
+        error=error,
+        cancel_requested=bool(cancel_requested),
+        unique_key=unique_key,
+        labels=dict(conn.json(labels) or {}),
+        workflow_id=workflow_id,
+        task=task,
+    )
+
+
+def select_jobs(conn: Conn, where: str, params: dict[str, Any], order: str = "id") -> list[Job]:
+    """The jobs matching an SQL condition (written with `:name` placeholders)."""
+    rows = conn.execute(f"{SELECT_JOBS} WHERE {where} ORDER BY {order}", params).fetchall()
+    return [job_from_row(conn, row) for row in rows]
+
+
+def get(conn: Conn, job_id: int) -> Job | None:
+    row = conn.execute(f"{SELECT_JOBS} WHERE id = :id", {"id": job_id}).fetchone()
+    return job_from_row(conn, row) if row is not None else None
+
+
+def get_many(conn: Conn, job_ids: Iterable[int]) -> dict[int, Job]:
+    where, params = in_(conn, "id", list(job_ids), "ids")
+    rows = conn.execute(f"{SELECT_JOBS} WHERE {where}", params).fetchall()
+    return {row[0]: job_from_row(conn, row) for row in rows}
+
+
+def list_jobs(
+    conn: Conn,
+    *,
+    states: Sequence[JobState] = (),
+    queues: Sequence[str] = (),
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
+    limit: int | None = 50,
+) -> list[Job]:
+    """Newest first. `name` matches exactly, or as a glob when it holds * or ?."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    if states:
+        where, more = in_(conn, "state", [state.value for state in states], "states")
+        conditions.append(where)
+        params.update(more)
+    if queues:
+        where, more = in_(conn, "queue", list(queues), "queues")
+        conditions.append(where)
+        params.update(more)
+    if name is not None:
+        if "*" in name or "?" in name:
+            pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append("name LIKE :name ESCAPE '\\'")
+            params["name"] = pattern.replace("*", "%").replace("?", "_")
+        else:
+            conditions.append("name = :name")
+            params["name"] = name
+    for index, (key, value) in enumerate((labels or {}).items()):
+        params[f"label_key_{index}"], params[f"label_value_{index}"] = key, value
+        if conn.is_postgres:
+            conditions.append(f"labels ->> :label_key_{index} = :label_value_{index}")
+        else:
+            # json_each rather than a JSON path: any key works, quotes and dots included.
+            conditions.append(f"EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE key = "
+                              f":label_key_{index} AND value = :label_value_{index})")
+    sql = SELECT_JOBS
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += " ORDER BY id DESC"
+    if limit:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return [job_from_row(conn, row) for row in conn.execute(sql, params).fetchall()]
+
+
+def in_(conn: Conn, column: str, values: list[Any], name: str) -> tuple[str, dict[str, Any]]:
+    """`column IN (values)`, one parameter: an array on PostgreSQL, a JSON list on SQLite."""
+    if conn.is_postgres:
+        return f"{column} = ANY(:{name})", {name: values}
+    import json
+
+    return (f"{column} IN (SELECT value FROM json_each(:{name}))",
+            {name: json.dumps(values)})

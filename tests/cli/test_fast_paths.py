@@ -1,0 +1,64 @@
+"""The commands typed all day, and bulk submit, never import SQLAlchemy once the database exists
+(its import alone costs more than the rest of `job list`): see jobctl.store.direct."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobctl.client import Client
+from jobctl.models import JobSpec
+
+PROBE = """
+import sys
+from jobctl.cli.app import run
+code = run(sys.argv[1:])
+sys.stderr.write(f"code={code} sqlalchemy={'sqlalchemy' in sys.modules}\\n")
+"""
+
+
+def run_probe(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", PROBE, "--database-url", url, *args],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("args", [
+    ["job", "list"],
+    ["job", "list", "--state", "queued", "--label", "team=ops", "-o", "json"],
+    ["job", "submit", "--", "echo", "hello"],
+    ["job", "submit", "--label", "a=b", "--in", "1h", "--shell", "echo hi"],
+])
+def test_everyday_commands_skip_sqlalchemy(db_url: str, args: list[str]) -> None:
+    Client(db_url).submit(JobSpec(argv=["true"], labels={"team": "ops"}))  # creates the schema
+    result = run_probe(db_url, *args)
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+
+
+def test_bulk_submit_skips_sqlalchemy_and_keeps_the_order(db_url: str, tmp_path: Path) -> None:
+    Client(db_url).list_jobs()  # creates the schema
+    commands = tmp_path / "commands.txt"
+    commands.write_text("".join(f"echo {n}\n" for n in range(200)))
+    result = run_probe(db_url, "job", "submit", "--from-file", str(commands), "--queue", "bulk")
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    ids = [int(line) for line in result.stdout.split()]
+    jobs = {job.id: job for job in Client(db_url).list_jobs(queues=["bulk"], limit=None)}
+    assert [jobs[job_id].argv[-1] for job_id in ids] == [f"echo {n}" for n in range(200)]
+
+
+def test_the_first_command_on_a_new_database_creates_it(sqlite_url: str) -> None:
+    result = run_probe(sqlite_url, "job", "submit", "--", "true")
+    assert "code=0" in result.stderr and result.stdout.strip() == "1", result.stderr
+    assert [job.argv for job in Client(sqlite_url).list_jobs()] == [["true"]]
+
+
+def test_dependencies_and_unique_keys_still_work_the_long_way(db_url: str) -> None:
+    client = Client(db_url)
+    first = client.submit(JobSpec(argv=["true"], unique_key="k")).id
+    result = run_probe(db_url, "job", "submit", "--unique-key", "k", "--", "true")
+    assert result.stdout.strip() == str(first), result.stderr
+    result = run_probe(db_url, "job", "submit", "--after", str(first), "--", "true")
+    assert "code=0" in result.stderr, result.stderr
+    assert client.get(int(result.stdout)).state.value == "waiting"

@@ -1,0 +1,201 @@
+"""The database through its driver alone (jobctl.store.direct): URLs, schema checks, errors, and
+the reads and inserts written on it, on both backends, against what SQLAlchemy's side sees."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jobctl.client import Client
+from jobctl.errors import DatabaseUnavailable, SchemaOutOfDate
+from jobctl.models import JobSpec, JobState
+from jobctl.store import SCHEMA_REVISION, reads, submit
+from jobctl.store.direct import Conn, DirectDatabase, _for_psycopg, locate
+from jobctl.store.engine import Database
+
+# --- URLs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "is_postgres", "target", "where"), [
+    ("sqlite:////var/lib/jobctl.db", False, "/var/lib/jobctl.db", "SQLite file /var/lib/jobctl.db"),
+    ("sqlite:///relative.db", False, "relative.db", "SQLite file relative.db"),
+    ("postgresql://u:secret@db.example:6543/jobs", True, "postgresql://u:secret@db.example:6543/jobs",
+     "PostgreSQL at db.example:6543/jobs"),
+    ("postgres://u@db/jobs", True, "postgresql://u@db/jobs", "PostgreSQL at db:5432/jobs"),
+    ("postgresql+psycopg://u@/jobs?host=/run/pg", True, "postgresql://u@/jobs?host=/run/pg",
+     "PostgreSQL at localhost (socket):5432/jobs"),
+])
+def test_locate_understands_the_usual_urls(url: str, is_postgres: bool, target: str,
+                                           where: str) -> None:
+    location = locate(url)
+    assert location is not None
+    assert (location.is_postgres, location.target, location.where) == (is_postgres, target, where)
+    assert "secret" not in location.where
+
+
+@pytest.mark.parametrize("url", [
+    "mysql://u@db/jobs",  # not ours: SQLAlchemy's parser gives the proper error
+    "sqlite://",  # no file
+    "sqlite:///:memory:",
+    "sqlite:///file.db?mode=ro",  # options only SQLAlchemy's URL would honour
+    "postgresql://u@db:notaport/jobs",
+    "no scheme at all",
+])
+def test_locate_leaves_the_rest_to_sqlalchemy(url: str) -> None:
+    assert locate(url) is None
+
+
+def test_placeholders_become_psycopg_ones_and_casts_and_percent_signs_survive() -> None:
+    sql = "SELECT :a::text, x % 2, 'HH24:MI', :b_2 FROM t WHERE y LIKE '%z'"
+    assert _for_psycopg(sql) == ("SELECT %(a)s::text, x %% 2, 'HH24:MI', %(b_2)s FROM t "
+                                 "WHERE y LIKE '%%z'")
+
+
+# --- opening: schema and errors -------------------------------------------------------------------
+
+
+@pytest.fixture
+def migrated(db_url: str) -> Iterator[str]:
+    database = Database(db_url)
+    database.ensure_schema()
+    database.dispose()
+    yield db_url
+
+
+def test_a_missing_or_empty_database_is_left_to_the_migrations(db_url: str, tmp_path: Path) -> None:
+    assert DirectDatabase.open(db_url) is None  # SQLite: no file; PostgreSQL: no tables
+    assert not Path(tmp_path / "jobctl.db").exists()  # and it created nothing
+
+
+def test_a_database_at_another_revision_must_be_upgraded(migrated: str) -> None:
+    database = Database(migrated)
+    with database.write() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    database.dispose()
+    with pytest.raises(SchemaOutOfDate, match="revision 0001, this jobctl needs "
+                       f"{SCHEMA_REVISION}: run `jobctl db upgrade`"):
+        DirectDatabase.open(migrated)
+
+
+def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        DirectDatabase.open("postgresql://me:hunter2@127.0.0.1:1/jobs")
+    message = caught.value.message
+    assert message.startswith("cannot reach PostgreSQL at 127.0.0.1:1/jobs: ")
+    assert "hunter2" not in message and "\n" not in message
+
+
+def test_a_file_that_is_no_database_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not an SQLite database, it only has its name" * 100)
+    with pytest.raises(DatabaseUnavailable, match=r"cannot use SQLite file .*notes\.txt: "):
+        DirectDatabase.open(f"sqlite:///{path}")
+
+
+def test_a_failed_transaction_rolls_back_and_the_next_one_works(migrated: str) -> None:
+    database = DirectDatabase.open(migrated)
+    assert database is not None
+    with pytest.raises(ZeroDivisionError), database.write() as conn:
+        submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
+        raise ZeroDivisionError
+    with database.read() as conn:
+        assert reads.list_jobs(conn) == []
+    database.close()
+
+
+# --- inserts and reads, checked against SQLAlchemy's view -------------------------------------
+
+
+def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) -> None:
+    later = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    specs = [
+        JobSpec(argv=["echo", "é", "two words"], name="first", queue="q", priority=5,
+                env={"A": "1"}, labels={"team": "ops"}, timeout_s=1.5, retries=2,
+                backoff_s=3.0, cwd="/tmp"),
+        JobSpec(argv=["sh", "-c", "echo\t'tab'\\n"], run_at=later),
+        JobSpec(argv=["true"], run_in_s=3600),
+    ]
+    database = DirectDatabase.open(migrated)
+    assert database is not None
+    with database.write() as conn:
+        ids = submit.insert_many(conn, specs, states=[JobState.QUEUED] * 3)
+    database.close()
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+    found = Client(database=Database(migrated)).db  # SQLAlchemy's side reads them back
+    from jobctl.store import jobs
+
+    with found.read() as connection:
+        first, second, third = (jobs.get(connection, job_id) for job_id in ids)
+    assert first is not None and second is not None and third is not None
+    assert (first.argv, first.name, first.queue, first.priority, first.env, first.labels,
+            first.timeout_s, first.max_attempts, first.backoff_s, first.cwd) == (
+        ["echo", "é", "two words"], "first", "q", 5, {"A": "1"}, {"team": "ops"}, 1.5, 3, 3.0,
+        "/tmp")
+    assert second.argv == ["sh", "-c", "echo\t'tab'\\n"] and second.run_at == later
+    assert timedelta(minutes=59) < third.run_at - third.created_at < timedelta(minutes=61)
+    assert first.state is JobState.QUEUED and first.created_at.tzinfo is not None
+
+
+def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(migrated: str) -> None:
+    client = Client(migrated)
+    a = client.submit(JobSpec(argv=["true"], name="backup-db", queue="ops",
+                              labels={'we"ird.key': "x"})).id
+    b = client.submit(JobSpec(argv=["true"], name="backup_files", queue="ops")).id
+    c = client.submit(JobSpec(argv=["true"], name="report", queue="default",
+                              labels={"team": "data"})).id
+    client.cancel([c])
+
+    def ids(**filters: object) -> list[int]:
+        return [job.id for job in client.list_jobs(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == [c, b, a]
+    assert ids(states=[JobState.CANCELLED]) == [c]
+    assert ids(states=[JobState.QUEUED, JobState.CANCELLED], queues=["ops"]) == [b, a]
+    assert ids(name="backup*") == [b, a]
+    assert ids(name="backup_?iles") == [b]  # _ is literal, ? is any one character
+    assert ids(name="backup_*") == [b]
+    assert ids(labels={'we"ird.key': "x"}) == [a]
+    assert ids(labels={"team": "data"}) == [c]
+    assert ids(labels={"team": "ops"}) == []
+    assert ids(limit=1) == [c]
+
+
+def test_reads_and_inserts_also_run_inside_a_sqlalchemy_transaction(migrated: str) -> None:
+    database = Database(migrated)
+    with database.write() as connection:
+        [job_id] = submit.insert_many(Conn.of(connection), [JobSpec(argv=["true"])],
+                                      states=[JobState.QUEUED])
+        # the same transaction sees it
+        assert [job.id for job in reads.list_jobs(Conn.of(connection))] == [job_id]
+    database.dispose()
+
+
+def test_the_client_creates_an_empty_database_then_takes_the_direct_road(db_url: str) -> None:
+    client = Client(db_url)
+    job_id = client.submit(JobSpec(argv=["true"])).id
+    assert client._direct is not None  # the migrations ran, then the driver took over
+    assert client.get(job_id).argv == ["true"]
+
+
+def test_sqlite_ids_stay_consecutive_beside_a_concurrent_writer(tmp_path: Path) -> None:
+    """Bulk inserts derive their ids from last_insert_rowid(); a second connection writing at
+    the same time must wait for the write lock rather than interleave ids."""
+    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
+    Database(url).ensure_schema()
+    database = DirectDatabase.open(url)
+    assert database is not None
+    with database.write() as conn:
+        ids = submit.insert_many(conn, [JobSpec(argv=["true"])] * 3, states=[JobState.QUEUED] * 3)
+        other = sqlite3.connect(tmp_path / "jobctl.db", timeout=0.1)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("INSERT INTO jobs (queue, state, argv, env, labels, run_at, "
+                          "created_at) VALUES ('q', 'queued', '[]', '{}', '{}', 'x', 'x')")
+        other.close()
+    assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+    database.close()
