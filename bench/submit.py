@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Bulk enqueue: `jobctl job submit --from-file` of N jobs (default 100,000) into PostgreSQL and
-SQLite, the whole CLI process timed (start-up included), beside a baseline in the same run: the
-same N rows by one psycopg `INSERT … SELECT FROM generate_series` (what a hand-written bulk
-insert costs on this machine; the `floor` of ../shared/peers).
+"""Bulk enqueue: `jobctl job submit --from-file` of N jobs (5,000 as in ../shared/peers, and
+100,000) into PostgreSQL and SQLite, the whole CLI process timed (start-up included), beside two
+baselines in the same run: the same N rows by one psycopg `INSERT … SELECT FROM generate_series`
+(what a hand-written bulk insert costs on this machine; the `floor` of ../shared/peers), and a
+process that only imports psycopg and connects (the least any command-line tool that talks to
+PostgreSQL from Python can take, whatever it then does).
 
-    python bench/submit.py [--jobs 100000]
+    python bench/submit.py [--jobs 5000,100000]
 
 Peers' bulk enqueue (PgQueuer, Procrastinate): ../shared/peers/run --only procrastinate,pgqueuer
 """
@@ -51,25 +53,45 @@ def floor_rate(url: str, jobs: int) -> float:
         return jobs / (time.perf_counter() - started)
 
 
+def connect_only_s(url: str) -> float:
+    """Wall seconds of a Python process that imports psycopg, connects and exits (best of 5)."""
+    probe = f"import psycopg; psycopg.connect({url.replace('+psycopg', '')!r}).close()"
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", probe], check=True)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--jobs", default="5000,100000",
+                        help="comma-separated job counts (default 5000,100000)")
     args = parser.parse_args()
+    for jobs in (int(count) for count in args.jobs.split(",")):
+        measure(jobs)
+
+
+def measure(jobs: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         job_file = Path(folder) / "jobs.txt"
-        job_file.write_text("true\n" * args.jobs)
+        job_file.write_text("true\n" * jobs)
         cluster = PgCluster().start()
         try:
-            pg = submit_rate(cluster.create_database("bench_submit"), job_file, args.jobs)
-            floor = floor_rate(cluster.create_database("bench_floor"), args.jobs)
+            pg = submit_rate(cluster.create_database("bench_submit"), job_file, jobs)
+            floor = floor_rate(cluster.create_database("bench_floor"), jobs)
+            process_s = connect_only_s(cluster.create_database("bench_connect"))
         finally:
             cluster.stop()
-        lite = submit_rate(f"sqlite:///{folder}/bench.db", job_file, args.jobs)
-    print(f"{args.jobs} jobs by job submit --from-file (whole CLI process):")
+        lite = submit_rate(f"sqlite:///{folder}/bench.db", job_file, jobs)
+    print(f"{jobs:,} jobs by job submit --from-file (whole CLI process):")
     print(f"  postgresql  {pg:10,.0f} jobs/s")
     print(f"  sqlite      {lite:10,.0f} jobs/s")
     print(f"  baseline: one INSERT … SELECT generate_series on the same cluster "
           f"{floor:10,.0f} rows/s (jobctl at {pg / floor:.0%})")
+    print(f"  baseline: a process that imports psycopg and connects takes {process_s * 1000:.0f} "
+          f"ms, so no such process enqueues {jobs:,} faster than {jobs / process_s:,.0f} jobs/s")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from jobctl.models import JobSpec, JobState
 from jobctl.store import notify
@@ -72,21 +72,53 @@ def _copy_postgres(
     ids = sorted(int(row[0]) for row in conn.execute(PG_RESERVE_IDS, {"n": len(specs)}))
     now = conn.scalar("SELECT clock_timestamp()")
     encode = json.JSONEncoder(ensure_ascii=False).encode
+    now_text = _instant(now)
+    lines = []
+    for index, spec in enumerate(specs):
+        if spec.run_at is not None:
+            run_at = _instant(spec.run_at)
+        else:
+            run_at = _instant(now + timedelta(seconds=spec.run_in_s)) if spec.run_in_s else now_text
+        state = states[index]
+        lines.append("\t".join((
+            str(ids[index]), _text(spec.name), _text(spec.queue), str(spec.priority),
+            state.value, _text(encode(list(spec.argv))),
+            _text(encode(dict(spec.env))) if spec.env else "{}", _text(spec.cwd),
+            _number(spec.timeout_s), str(spec.max_attempts), _number(spec.backoff_s),
+            spec.delivery.value, "0", _text(encode(dict(spec.labels))) if spec.labels else "{}",
+            run_at, now_text, now_text if state.is_final else NULL,
+            _text(errors[index]), _number(workflow_id),
+            _text(tasks[index]) if tasks is not None else NULL,
+        )))
     columns = ", ".join(_COPY_COLUMNS)
     with conn.raw.cursor() as cursor, cursor.copy(f"COPY jobs ({columns}) FROM STDIN") as copy:
-        for index, spec in enumerate(specs):
-            run_at = spec.run_at if spec.run_at is not None else (
-                now + timedelta(seconds=spec.run_in_s) if spec.run_in_s else now)
-            state = states[index]
-            copy.write_row((
-                ids[index], spec.name, spec.queue, spec.priority, state.value,
-                encode(list(spec.argv)), encode(dict(spec.env)) if spec.env else "{}",
-                spec.cwd, spec.timeout_s, spec.max_attempts, spec.backoff_s,
-                spec.delivery.value, 0, encode(dict(spec.labels)) if spec.labels else "{}",
-                run_at, now, now if state.is_final else None, errors[index], workflow_id,
-                tasks[index] if tasks is not None else None,
-            ))
+        # COPY's text format, written in blocks: about three times faster than write_row().
+        for start in range(0, len(lines), COPY_BLOCK_ROWS):
+            copy.write("".join(line + "\n" for line in lines[start:start + COPY_BLOCK_ROWS]))
     return ids
+
+
+# COPY's text format: a tab between columns, \N for NULL, and these characters escaped.
+NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+COPY_BLOCK_ROWS = 10_000
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return NULL
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _number(value: float | None) -> str:
+    return NULL if value is None else repr(value)
+
+
+def _instant(value: datetime) -> str:
+    # A time without a zone is UTC, as everywhere in jobctl (see store.schema.UTCDateTime).
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def _insert_sqlite(

@@ -119,20 +119,23 @@ def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) 
                 backoff_s=3.0, cwd="/tmp"),
         JobSpec(argv=["sh", "-c", "echo\t'tab'\\n"], run_at=later),
         JobSpec(argv=["true"], run_in_s=3600),
+        JobSpec(argv=["printf", "a\\b\r\n\t\\N"], name="tab\there", cwd="C:\\x",
+                labels={"k\n": "v\\"}, run_at=datetime(2031, 5, 6, 7, 8, 9)),
     ]
     database = DirectDatabase.open(migrated)
     assert database is not None
     with database.write() as conn:
-        ids = submit.insert_many(conn, specs, states=[JobState.QUEUED] * 3)
+        ids = submit.insert_many(conn, specs, states=[JobState.QUEUED] * 4)
     database.close()
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert ids == sorted(ids) and len(set(ids)) == 4
 
     found = Client(database=Database(migrated)).db  # SQLAlchemy's side reads them back
     from jobctl.store import jobs
 
     with found.read() as connection:
-        first, second, third = (jobs.get(connection, job_id) for job_id in ids)
+        first, second, third, fourth = (jobs.get(connection, job_id) for job_id in ids)
     assert first is not None and second is not None and third is not None
+    assert fourth is not None
     assert (first.argv, first.name, first.queue, first.priority, first.env, first.labels,
             first.timeout_s, first.max_attempts, first.backoff_s, first.cwd) == (
         ["echo", "é", "two words"], "first", "q", 5, {"A": "1"}, {"team": "ops"}, 1.5, 3, 3.0,
@@ -140,6 +143,10 @@ def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) 
     assert second.argv == ["sh", "-c", "echo\t'tab'\\n"] and second.run_at == later
     assert timedelta(minutes=59) < third.run_at - third.created_at < timedelta(minutes=61)
     assert first.state is JobState.QUEUED and first.created_at.tzinfo is not None
+    # what COPY's text format escapes comes back as it was given; a time without zone is UTC
+    assert (fourth.argv, fourth.name, fourth.cwd, fourth.labels, fourth.run_at) == (
+        ["printf", "a\\b\r\n\t\\N"], "tab\there", "C:\\x", {"k\n": "v\\"},
+        datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
 
 
 def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(migrated: str) -> None:
