@@ -170,11 +170,11 @@ class Client:
         return job
 
     def attempts(self, job_id: int) -> list[Attempt]:
-        from jobctl.store import jobs
+        from jobctl.store import reads
 
         _check_ids([job_id])
-        with self.db.read() as connection:
-            return jobs.list_attempts(connection, job_id)
+        with self._reading() as conn:
+            return reads.list_attempts(conn, job_id)
 
     def list_jobs(
         self,
@@ -220,7 +220,7 @@ class Client:
     ) -> Iterator[LogChunk]:
         """The output of one attempt (default: the latest), chunk by chunk, in written order.
         With `follow`, keeps yielding new output until the attempt has ended."""
-        from jobctl.store import jobs
+        from jobctl.store import reads
 
         job = self.get(job_id)
         if attempt is None:
@@ -236,9 +236,9 @@ class Client:
             # then certain to be in the read that follows.
             attempt_over = not follow or self._attempt_over(job_id, attempt)
             while True:
-                with self.db.read() as connection:
-                    chunks = jobs.read_logs(connection, job_id, attempt, after_seq=after,
-                                            stream=stream)
+                with self._reading() as conn:
+                    chunks = reads.read_logs(conn, job_id, attempt, after_seq=after,
+                                             stream=stream)
                 if not chunks:
                     break
                 yield from chunks
@@ -286,14 +286,14 @@ class Client:
 
     def wait(self, job_ids: Sequence[int], *, timeout_s: float | None = None) -> list[Job]:
         """Block until every job is in a final state; returns them in the order given."""
-        from jobctl.store import jobs
+        from jobctl.store import reads
 
         _check_ids(job_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._wake_ups() as wait_for_change:
             while True:
-                with self.db.read() as connection:
-                    found = jobs.get_many(connection, job_ids)
+                with self._reading() as conn:
+                    found = reads.get_many(conn, job_ids)
                 missing = sorted(set(job_ids) - set(found))
                 if missing:
                     raise NotFound(f"no job with id {', '.join(map(str, missing))}")
@@ -306,7 +306,13 @@ class Client:
                 wait_for_change(remaining)
 
     def _wake_ups(self) -> _WakeUps:
-        return _WakeUps(self.db)
+        direct = self._direct_database()
+        if direct is not None:
+            return _WakeUps(direct.location.target if direct.is_postgres else None)
+        if self.db.is_postgres:
+            return _WakeUps(self.db.url.set(drivername="postgresql").render_as_string(
+                hide_password=False))
+        return _WakeUps(None)
 
     # --- schedules ----------------------------------------------------------------------------
 
@@ -446,11 +452,11 @@ class Client:
 
     def dependencies(self, job_id: int) -> tuple[list[Dependency], list[Dependency]]:
         """(the jobs `job_id` waits for, the jobs that wait for it)."""
-        from jobctl.store import deps
+        from jobctl.store import reads
 
         _check_ids([job_id])
-        with self.db.read() as connection:
-            return deps.waits_for(connection, job_id), deps.needed_by(connection, job_id)
+        with self._reading() as conn:
+            return reads.waits_for(conn, job_id), reads.needed_by(conn, job_id)
 
     def run_workflow(self, definition: dict[str, Any], params: dict[str, str] | None = None,
                      *, labels: dict[str, str] | None = None) -> int:
@@ -534,19 +540,17 @@ class _WakeUps:
     """A context whose function sleeps until a job may have ended: NOTIFY on PostgreSQL, a short
     poll on SQLite."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, pg_conninfo: str | None) -> None:
+        self._conninfo = pg_conninfo  # None: SQLite
         self._connection: object | None = None
 
     def __enter__(self) -> _WakeUpFunction:
-        if self._db.is_postgres:
+        if self._conninfo is not None:
+            conninfo = self._conninfo
             try:
                 import psycopg
 
                 from jobctl.store import notify
-
-                conninfo = self._db.url.set(drivername="postgresql").render_as_string(
-                    hide_password=False)
                 from jobctl.store.direct import PG_CONNECTION_OPTIONS
 
                 connection = psycopg.connect(conninfo, autocommit=True,

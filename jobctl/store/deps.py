@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from jobctl.models import FINAL_STATES, DepCondition, Dependency, JobState
+from jobctl.models import FINAL_STATES, DepCondition, JobState
 from jobctl.store import notify
 from jobctl.store.schema import db_now, job_deps, jobs
 
@@ -216,32 +216,3 @@ def _notify(connection: sa.Connection, result: Settled) -> None:
             notify.job_submitted(connection, queue)
     if result.ended:
         notify.jobs_done(connection, sorted(result.ended))
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-
-def waits_for(connection: sa.Connection, job_id: int) -> list[Dependency]:
-    """The jobs `job_id` depends on (a pruned one shows as lost)."""
-    other = jobs.alias("other")
-    query = (
-        sa.select(job_deps.c.depends_on.label("other_id"), job_deps.c.condition, other.c.state)
-        .select_from(job_deps.outerjoin(other, other.c.id == job_deps.c.depends_on))
-        .where(job_deps.c.job_id == job_id)
-        .order_by(job_deps.c.depends_on)
-    )
-    return [Dependency(row.other_id, DepCondition(row.condition),
-                       JobState(row.state or JobState.LOST.value))
-            for row in connection.execute(query)]
-
-
-def needed_by(connection: sa.Connection, job_id: int) -> list[Dependency]:
-    """The jobs that depend on `job_id`."""
-    query = (
-        sa.select(job_deps.c.job_id.label("other_id"), job_deps.c.condition, jobs.c.state)
-        .select_from(job_deps.join(jobs, jobs.c.id == job_deps.c.job_id))
-        .where(job_deps.c.depends_on == job_id)
-        .order_by(job_deps.c.job_id)
-    )
-    return [Dependency(row.other_id, DepCondition(row.condition), JobState(row.state))
-            for row in connection.execute(query)]

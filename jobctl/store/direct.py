@@ -126,6 +126,13 @@ class Conn:
         result: datetime = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         return result
 
+    def time_not_null(self, value: Any) -> datetime:
+        """`time()` of a NOT NULL column."""
+        result = self.time(value)
+        if result is None:
+            raise ValueError("a NOT NULL time column held NULL")
+        return result
+
     def time_param(self, value: datetime | None) -> Any:
         """A datetime as this driver should bind it (SQLite: UTC text in the stored format)."""
         if value is None:

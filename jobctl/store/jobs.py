@@ -14,18 +14,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from jobctl.errors import NotFound
 from jobctl.models import (
     FINAL_STATES,
-    Attempt,
     DepCondition,
     Job,
     JobSpec,
     JobState,
-    LogChunk,
-    Stream,
 )
 from jobctl.store import deps, notify, reads
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
-from jobctl.store.schema import attempts, db_now, db_now_plus, job_logs, jobs, workers
+from jobctl.store.schema import db_now, db_now_plus, jobs
 
 FINAL = sorted(state.value for state in FINAL_STATES)
 NOT_STARTED = [JobState.QUEUED.value, JobState.WAITING.value]
@@ -157,68 +154,6 @@ def existing_ids(connection: sa.Connection, job_ids: Iterable[int]) -> set[int]:
 def list_jobs(connection: sa.Connection, **filters: Any) -> list[Job]:
     """`store.reads.list_jobs` inside a SQLAlchemy transaction."""
     return reads.list_jobs(Conn.of(connection), **filters)
-
-
-def list_attempts(connection: sa.Connection, job_id: int) -> list[Attempt]:
-    """Ended attempts from `attempts`, and the running one (if any) from the job's own row."""
-    query = (
-        sa.select(attempts, workers.c.name.label("worker_name"))
-        .select_from(attempts.outerjoin(workers, workers.c.id == attempts.c.worker_id))
-        .where(attempts.c.job_id == job_id)
-        .order_by(attempts.c.attempt)
-    )
-    ended = [
-        Attempt(
-            job_id=row.job_id,
-            attempt=row.attempt,
-            worker_id=row.worker_id,
-            worker_name=row.worker_name,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            outcome=row.outcome,
-            exit_code=row.exit_code,
-            signal=row.signal,
-            error=row.error,
-        )
-        for row in connection.execute(query)
-    ]
-    running = connection.execute(
-        sa.select(jobs.c.attempt, jobs.c.worker_id, jobs.c.started_at,
-                  workers.c.name.label("worker_name"))
-        .select_from(jobs.outerjoin(workers, workers.c.id == jobs.c.worker_id))
-        .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
-    ).first()
-    if running is not None:
-        ended.append(Attempt(job_id=job_id, attempt=running.attempt, worker_id=running.worker_id,
-                             worker_name=running.worker_name, started_at=running.started_at,
-                             finished_at=None, outcome=None, exit_code=None, signal=None,
-                             error=None))
-    return ended
-
-
-def read_logs(
-    connection: sa.Connection,
-    job_id: int,
-    attempt: int,
-    *,
-    after_seq: int = -1,
-    stream: Stream | None = None,
-    limit: int = 1000,
-) -> list[LogChunk]:
-    """Chunks of one attempt's output in the order they were written, after `after_seq`."""
-    query = (
-        sa.select(job_logs.c.attempt, job_logs.c.stream, job_logs.c.seq, job_logs.c.data)
-        .where(job_logs.c.job_id == job_id, job_logs.c.attempt == attempt,
-               job_logs.c.seq > after_seq)
-        .order_by(job_logs.c.seq)
-        .limit(limit)
-    )
-    if stream is not None:
-        query = query.where(job_logs.c.stream == stream.value)
-    return [
-        LogChunk(attempt=row.attempt, stream=Stream(row.stream), seq=row.seq, data=bytes(row.data))
-        for row in connection.execute(query)
-    ]
 
 
 def cancel(connection: sa.Connection, job_id: int) -> JobState | None:

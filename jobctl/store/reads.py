@@ -1,4 +1,5 @@
-"""Reading jobs: one by id, or a filtered list, newest first.
+"""Reading jobs: one by id or a filtered list (newest first), a job's attempts, its output and
+its dependencies.
 
 Written against `store.direct.Conn` (the driver, no SQLAlchemy): `jobctl job list` and
 `job status` are typed all day. Callers holding a SQLAlchemy connection use `Conn.of(it)`.
@@ -9,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jobctl.models import Delivery, Job, JobState
+from jobctl.models import (
+    Attempt,
+    Delivery,
+    DepCondition,
+    Dependency,
+    Job,
+    JobState,
+    LogChunk,
+    Stream,
+)
 from jobctl.store.direct import Conn
 
 JOB_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
@@ -38,8 +48,8 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         backoff_s=backoff_s,
         delivery=Delivery(delivery),
         attempt=attempt,
-        run_at=conn.time(run_at),  # type: ignore[arg-type]  # NOT NULL
-        created_at=conn.time(created_at),  # type: ignore[arg-type]  # NOT NULL
+        run_at=conn.time_not_null(run_at),
+        created_at=conn.time_not_null(created_at),
         started_at=conn.time(started_at),
         finished_at=conn.time(finished_at),
         worker_id=worker_id,
@@ -116,6 +126,77 @@ def list_jobs(
         sql += " LIMIT :limit"
         params["limit"] = limit
     return [job_from_row(conn, row) for row in conn.execute(sql, params).fetchall()]
+
+
+def list_attempts(conn: Conn, job_id: int) -> list[Attempt]:
+    """Ended attempts from `attempts`, and the running one (if any) from the job's own row."""
+    rows = conn.execute("""
+        SELECT a.attempt, a.worker_id, w.name, a.started_at, a.finished_at, a.outcome,
+               a.exit_code, a.signal, a.error
+        FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id
+        WHERE a.job_id = :job_id ORDER BY a.attempt""", {"job_id": job_id}).fetchall()
+    found = [
+        Attempt(job_id=job_id, attempt=attempt, worker_id=worker_id, worker_name=worker_name,
+                started_at=conn.time_not_null(started_at), finished_at=conn.time(finished_at),
+                outcome=outcome, exit_code=exit_code, signal=signal, error=error)
+        for (attempt, worker_id, worker_name, started_at, finished_at, outcome, exit_code,
+             signal, error) in rows
+    ]
+    running = conn.execute("""
+        SELECT j.attempt, j.worker_id, w.name, j.started_at
+        FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
+        WHERE j.id = :job_id AND j.state = :running""",
+        {"job_id": job_id, "running": JobState.RUNNING.value}).fetchone()
+    if running is not None:
+        attempt, worker_id, worker_name, started_at = running
+        found.append(Attempt(job_id=job_id, attempt=attempt, worker_id=worker_id,
+                             worker_name=worker_name, started_at=conn.time_not_null(started_at),
+                             finished_at=None, outcome=None, exit_code=None, signal=None,
+                             error=None))
+    return found
+
+
+def read_logs(
+    conn: Conn,
+    job_id: int,
+    attempt: int,
+    *,
+    after_seq: int = -1,
+    stream: Stream | None = None,
+    limit: int = 1000,
+) -> list[LogChunk]:
+    """Chunks of one attempt's output in the order they were written, after `after_seq`."""
+    params: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "after": after_seq,
+                              "limit": limit}
+    only_stream = ""
+    if stream is not None:
+        only_stream = " AND stream = :stream"
+        params["stream"] = stream.value
+    rows = conn.execute(
+        "SELECT stream, seq, data FROM job_logs WHERE job_id = :job_id AND attempt = :attempt "
+        f"AND seq > :after{only_stream} ORDER BY seq LIMIT :limit", params).fetchall()
+    return [LogChunk(attempt=attempt, stream=Stream(stream_), seq=seq, data=bytes(data))
+            for stream_, seq, data in rows]
+
+
+def waits_for(conn: Conn, job_id: int) -> list[Dependency]:
+    """The jobs `job_id` depends on (a pruned one shows as lost)."""
+    rows = conn.execute("""
+        SELECT d.depends_on, d.condition, other.state
+        FROM job_deps d LEFT JOIN jobs other ON other.id = d.depends_on
+        WHERE d.job_id = :job_id ORDER BY d.depends_on""", {"job_id": job_id}).fetchall()
+    return [Dependency(other, DepCondition(condition), JobState(state or JobState.LOST.value))
+            for other, condition, state in rows]
+
+
+def needed_by(conn: Conn, job_id: int) -> list[Dependency]:
+    """The jobs that depend on `job_id`."""
+    rows = conn.execute("""
+        SELECT d.job_id, d.condition, j.state
+        FROM job_deps d JOIN jobs j ON j.id = d.job_id
+        WHERE d.depends_on = :job_id ORDER BY d.job_id""", {"job_id": job_id}).fetchall()
+    return [Dependency(other, DepCondition(condition), JobState(state))
+            for other, condition, state in rows]
 
 
 def in_(conn: Conn, column: str, values: list[Any], name: str) -> tuple[str, dict[str, Any]]:

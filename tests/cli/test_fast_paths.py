@@ -30,6 +30,9 @@ def run_probe(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     ["job", "list", "--state", "queued", "--label", "team=ops", "-o", "json"],
     ["job", "submit", "--", "echo", "hello"],
     ["job", "submit", "--label", "a=b", "--in", "1h", "--shell", "echo hi"],
+    ["job", "status", "1"],
+    ["job", "status", "1", "-o", "json"],
+    ["job", "logs", "1"],
 ])
 def test_everyday_commands_skip_sqlalchemy(db_url: str, args: list[str]) -> None:
     Client(db_url).submit(JobSpec(argv=["true"], labels={"team": "ops"}))  # creates the schema
@@ -62,3 +65,11 @@ def test_dependencies_and_unique_keys_still_work_the_long_way(db_url: str) -> No
     result = run_probe(db_url, "job", "submit", "--after", str(first), "--", "true")
     assert "code=0" in result.stderr, result.stderr
     assert client.get(int(result.stdout)).state.value == "waiting"
+
+
+def test_waiting_for_a_job_skips_sqlalchemy(db_url: str) -> None:
+    client = Client(db_url)
+    job_id = client.submit(JobSpec(argv=["true"])).id
+    client.cancel([job_id])
+    result = run_probe(db_url, "job", "wait", str(job_id))
+    assert "code=125 sqlalchemy=False" in result.stderr, result.stderr  # cancelled: 125

@@ -13,8 +13,9 @@ import pytest
 
 from jobctl.errors import NotFound
 from jobctl.models import Delivery, JobSpec, JobState
-from jobctl.store import deps, jobs, queue, workflows
+from jobctl.store import jobs, queue, reads, workflows
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 from jobctl.workflow import load
@@ -178,10 +179,10 @@ def test_status_shows_both_directions(db: Database) -> None:
     b = submit(db, after=(a,))
     c = submit(db, after_any=(b,))
     with db.read() as connection:
-        assert [(d.job_id, d.condition.value) for d in deps.waits_for(connection, c)] == \
+        assert [(d.job_id, d.condition.value) for d in reads.waits_for(Conn.of(connection), c)] == \
             [(b, "any")]
-        assert [d.job_id for d in deps.needed_by(connection, a)] == [b]
-        assert [d.job_id for d in deps.needed_by(connection, b)] == [c]
+        assert [d.job_id for d in reads.needed_by(Conn.of(connection), a)] == [b]
+        assert [d.job_id for d in reads.needed_by(Conn.of(connection), b)] == [c]
 
 
 def test_the_sweep_releases_a_job_whose_dependencies_ended_unnoticed(db: Database) -> None:
