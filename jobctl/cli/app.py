@@ -4,6 +4,11 @@ exit codes (see `jobctl.errors.ExitCode`).
 Sub-commands are registered by module path and imported only when used (pip's `commands_dict`
 does the same): `jobctl --help` and completing a command name import none of them, and
 `jobctl job list` imports only `jobctl.cli.job`.
+
+The root itself is plain Click, not Typer: `jobctl --help`, `jobctl` alone, a usage error at the
+root and completing a command name or root option import Click only (Typer costs about as much
+again as Click, and `jobctl.cli.common` more). The sub-commands are Typer apps, turned into
+Click commands when they are loaded (`load_command`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-import typer
-from typer.core import TyperGroup
 
 from jobctl import __version__
 from jobctl.cli import complete
-from jobctl.cli.common import State, command_line
-from jobctl.cli.render import Terminal
 from jobctl.errors import ExitCode, JobctlError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def load_command(name: str) -> click.Command:
     """Import a registered command's module and build its click command."""
+    import typer
+
     module_path, _, function = COMMANDS[name][0].partition(":")
     module = importlib.import_module(module_path)
     command: click.Command
@@ -63,7 +66,7 @@ def load_command(name: str) -> click.Command:
     return command
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(click.Group):
     """The root group: knows its sub-commands by name and imports one only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -80,7 +83,7 @@ class LazyGroup(TyperGroup):
         except click.UsageError as error:
             from difflib import get_close_matches
 
-            # TyperGroup suggests from `self.commands`, which stays empty here.
+            # Click suggests from `self.commands`, which stays empty here.
             matches = get_close_matches(args[0], list(COMMANDS)) if args else []
             if not matches:
                 raise
@@ -100,6 +103,7 @@ class LazyGroup(TyperGroup):
         # click.Command's own completion: the root's options, no sub-command imports.
         return items + click.Command.shell_complete(self, ctx, incomplete)
 
+
 HELP = """Run shell commands on a cluster of machines, coordinated through one database.
 
 With no database configured, jobctl keeps its state in an SQLite file under
@@ -110,44 +114,21 @@ Exit status: 0 ok; 2 invalid input; 3 not found; 4 database unreachable or
 schema out of date; 124 a wait timed out; 130 interrupted. `job submit --wait`
 and `job wait` exit with the job's own exit code."""
 
-app = typer.Typer(
-    cls=LazyGroup,
-    help=HELP,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:  # not while completing: that prints candidates
         print(f"jobctl {__version__}")
-        raise typer.Exit(0)
+        ctx.exit(0)
 
 
-@app.callback()
-def root(
-    ctx: typer.Context,
-    database_url: str | None = typer.Option(
-        None, "--database-url", envvar="JOBCTL_DATABASE_URL", metavar="URL",
-        help="postgresql://user@host/db or sqlite:///path (default: the profile's, the config "
-             "file's, else an SQLite file under $XDG_DATA_HOME/jobctl/)",
-        show_default=False,
-    ),
-    profile: str | None = typer.Option(
-        None, "--profile", envvar="JOBCTL_PROFILE", metavar="NAME",
-        help="Use the settings of [profiles.NAME] in the config file (see `jobctl config path`).",
-        show_default=False, autocompletion=complete.profile_names,
-    ),
-    debug: bool = typer.Option(False, "--debug", envvar="JOBCTL_DEBUG",
-                               help="Show tracebacks for errors."),
-    no_color: bool = typer.Option(False, "--no-color", envvar="JOBCTL_NO_COLOR",
-                                  help="No colours in tables (NO_COLOR works too)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
+@click.pass_context
+def root(ctx: click.Context, database_url: str | None, profile: str | None, debug: bool,
+         no_color: bool) -> None:
+    # Imported here, not at the top: `--help` and completion never get this far, and
+    # `jobctl.cli.common` imports Typer, which every sub-command needs anyway.
+    from jobctl.cli.common import State, command_line
+    from jobctl.cli.render import Terminal
+
     # The options' values are read back from ctx with their sources (flag or variable).
     ctx.obj = State(command_line=command_line(ctx), debug=debug,
                     terminal=Terminal(no_color=no_color))
@@ -157,17 +138,55 @@ def root(
         ctx.obj.settings()
 
 
+def root_group() -> LazyGroup:
+    """A new root command. `run` uses `app`; whatever builds contexts of its own takes a new one
+    (the man page generator does): Click builds a command's help option once, with the names
+    the first context that asks for it has, and a bare `click.Context` knows `--help` only.
+    (Typer built a new command on each `typer.main.get_command(app)`.)"""
+    return LazyGroup(
+        name=complete.PROG_NAME,
+        callback=root,
+        help=HELP,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        params=[
+            click.Option(
+                ["--database-url"], envvar="JOBCTL_DATABASE_URL", metavar="URL", show_envvar=True,
+                help="postgresql://user@host/db or sqlite:///path (default: the profile's, the "
+                     "config file's, else an SQLite file under $XDG_DATA_HOME/jobctl/)"),
+            click.Option(
+                ["--profile"], envvar="JOBCTL_PROFILE", metavar="NAME", show_envvar=True,
+                help="Use the settings of [profiles.NAME] in the config file (see `jobctl config "
+                     "path`).",
+                shell_complete=complete.for_click(complete.profile_names)),
+            click.Option(["--debug"], is_flag=True, envvar="JOBCTL_DEBUG", show_envvar=True,
+                         help="Show tracebacks for errors."),
+            click.Option(["--no-color"], is_flag=True, envvar="JOBCTL_NO_COLOR", show_envvar=True,
+                         help="No colours in tables (NO_COLOR works too)."),
+            click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True,
+                         callback=_version, help="Print the version and exit."),
+        ],
+    )
+
+
+app = root_group()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting (tests call this)."""
     args = sys.argv[1:] if argv is None else argv
     instruction = os.environ.get(complete.COMPLETE_VARIABLE)
     if instruction:
         # A shell asking for completions: answer before anything else can print or fail.
-        return complete.handle_request(typer.main.get_command(app), instruction)
+        return complete.handle_request(app, instruction)
     debug = _debug_requested(args)
     try:
-        result = app(args=args, prog_name="jobctl", standalone_mode=False)
+        # Click's `main` without its standalone handling: the errors are ours to report.
+        with app.make_context(complete.PROG_NAME, list(args)) as ctx:
+            result = app.invoke(ctx)
         return int(result) if isinstance(result, int) else 0
+    except click.exceptions.Exit as exit_:  # `typer.Exit` is this one
+        return int(exit_.exit_code)
     except JobctlError as error:
         if debug:
             raise
@@ -175,7 +194,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(error.exit_code)
     except click.ClickException as error:
         return _usage_error(error, debug)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, EOFError, click.exceptions.Abort):
         sys.stderr.write("\n")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:

@@ -11,11 +11,13 @@ request waits on only until `DEFAULT_BUDGET_S` after the process started (Postgr
 connect_timeout cannot go below 2 s), then it answers without them and exits at once.
 `JOBCTL_COMPLETE_TIMEOUT` (seconds) changes the budget, for a database far away.
 Commands and options complete without importing SQLAlchemy, psycopg or Rich: the completers
-import them only when they are asked for values from the database.
+import them only when they are asked for values from the database. Command names and the root's
+options complete without Typer too (the root is plain Click; see `jobctl.cli.app`).
 
 A completer takes (ctx, incomplete) and returns values, or (value, description) pairs; attach it
 to an option or argument with `autocompletion=complete.job_ids`. Typer keeps only the values
-that start with what was typed.
+that start with what was typed. A plain Click option (the root's) takes it as
+`shell_complete=complete.for_click(complete.profile_names)`, which does the same.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import click.shell_completion  # Typer imports it anyway: no cost at start-up
+
+if TYPE_CHECKING:
+    # Imported when a request comes: `jobctl --help` needs none of it.
+    from click.shell_completion import CompletionItem, ShellComplete
 
 COMPLETE_VARIABLE = "_JOBCTL_COMPLETE"
 PROG_NAME = "jobctl"
@@ -85,29 +90,47 @@ def handle_request(command: click.Command, instruction: str) -> int:
     return 0
 
 
-def _shell_class(shell: str) -> type[click.shell_completion.ShellComplete]:
+def _shell_class(shell: str) -> type[ShellComplete]:
     # Click's own classes, not Typer's: Typer's zsh and fish ones import Rich to render every
     # description, and its bash one drops the type that lets bash complete file names.
     from click.shell_completion import BashComplete, FishComplete, ZshComplete
 
-    classes: dict[str, type[click.shell_completion.ShellComplete]] = {
+    classes: dict[str, type[ShellComplete]] = {
         "bash": BashComplete, "zsh": ZshComplete, "fish": FishComplete}
     return classes[shell]
 
 
-class _QuietBash(click.shell_completion.BashComplete):
-    """Click's bash class without its check of the running bash's version (it starts `bash` and
-    prints to stderr): the script must come out the same on every machine."""
-
-    @staticmethod
-    def _check_version() -> None:
-        return None
-
-
 def script(shell: str, command: click.Command) -> str:
     """The completion script for `shell`, as `jobctl completion SHELL` prints it."""
-    cls = _QuietBash if shell == "bash" else _shell_class(shell)
+    from click.shell_completion import BashComplete
+
+    class QuietBash(BashComplete):
+        """Click's bash class without its check of the running bash's version (it starts `bash`
+        and prints to stderr): the script must come out the same on every machine."""
+
+        @staticmethod
+        def _check_version() -> None:
+            return None
+
+    cls = QuietBash if shell == "bash" else _shell_class(shell)
     return cls(command, {}, PROG_NAME, COMPLETE_VARIABLE).source().strip() + "\n"
+
+
+def for_click(completer: Callable[[click.Context, str], Sequence[Completion]]) -> Callable[
+        [click.Context, click.Parameter, str], list[CompletionItem]]:
+    """`completer` as Click's `shell_complete=` takes it: what Typer does with `autocompletion=`
+    (values and (value, description) pairs become items; only those that start with what was
+    typed are kept)."""
+
+    def shell_complete(ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        items = [CompletionItem(found[0], help=found[1]) if isinstance(found, tuple)
+                 else CompletionItem(found) for found in completer(ctx, incomplete)]
+        return [item for item in items if str(item.value).startswith(incomplete)]
+
+    return shell_complete
 
 
 # --- completers of fixed values -----------------------------------------------------------------

@@ -105,11 +105,9 @@ class Page:
 
 
 def root_command() -> click.Command:
-    import typer
+    from jobctl.cli.app import root_group
 
-    from jobctl.cli.app import app
-
-    return typer.main.get_command(app)
+    return root_group()
 
 
 def pages(command: click.Command, parent: click.Context | None = None) -> Iterator[Page]:

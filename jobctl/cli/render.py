@@ -5,7 +5,6 @@ written to the byte streams as it is.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -54,6 +53,8 @@ class Terminal:
         target.buffer.flush()
 
     def json(self, document: Any) -> None:
+        import json
+
         self.out(json.dumps(document, indent=2, ensure_ascii=False))
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]], fmt: OutputFormat,

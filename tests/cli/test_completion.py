@@ -228,6 +228,35 @@ def test_commands_and_options_complete_without_sqlalchemy_psycopg_or_rich() -> N
     assert not imported & {"sqlalchemy", "psycopg", "rich"}, sorted(imported)
 
 
+IMPORTS_PROBE = """
+import sys
+from jobctl.cli.app import run
+code = run([])
+roots = {m.split(".")[0] for m in sys.modules}
+loaded = sorted(m for m in sys.modules if m.startswith("jobctl.cli.") and m.count(".") == 2)
+sys.stderr.write(f"code={code} typer={'typer' in roots} loaded={loaded}\\n")
+"""
+
+
+@pytest.mark.parametrize("words", [["jobctl", "j"], ["jobctl", ""], ["jobctl", "--"],
+                                   ["jobctl", "--debug", "wor"], ["jobctl", "--profile", ""]],
+                         ids=" ".join)
+def test_command_names_and_root_options_complete_without_typer(words: list[str]) -> None:
+    """The root is plain Click: completing a command name, a root option or a profile name
+    imports neither Typer nor any sub-command's module (as `jobctl --help` does not)."""
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "jobctl" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[profiles.prod]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env.update({"_JOBCTL_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(words),
+                "COMP_CWORD": str(len(words) - 1)})
+    result = subprocess.run([sys.executable, "-c", IMPORTS_PROBE], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout, result  # it did complete something
+    assert ("code=0 typer=False loaded=['jobctl.cli.app', 'jobctl.cli.complete']"
+            in result.stderr), result.stderr
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_the_printed_script_is_the_checked_in_one(shell: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}

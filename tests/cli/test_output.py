@@ -19,10 +19,9 @@ from pathlib import Path
 
 import click
 import pytest
-import typer
 
 from jobctl import __version__
-from jobctl.cli.app import COMMANDS, app, load_command, run
+from jobctl.cli.app import COMMANDS, load_command, root_group, run
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
@@ -361,7 +360,7 @@ def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterat
             yield from _command_paths(sub, (*path, name))
 
 
-COMMAND_PATHS = list(_command_paths(typer.main.get_command(app)))
+COMMAND_PATHS = list(_command_paths(root_group()))
 
 
 def test_every_command_is_covered() -> None:
@@ -400,24 +399,35 @@ code = run(sys.argv[1:])
 roots = {m.split(".")[0] for m in sys.modules}
 heavy = sorted(roots & {"sqlalchemy", "psycopg", "rich", "alembic"})
 loaded = sorted(m for m in sys.modules if m.startswith("jobctl.cli.") and m.count(".") == 2)
-sys.stderr.write(f"code={code} heavy={heavy} loaded={loaded}\\n")
+sys.stderr.write(f"code={code} heavy={heavy} typer={'typer' in roots} loaded={loaded}\\n")
 """
 
 
-# Always loaded: the root, what every command shares, and the completion hand-off (stdlib + Click).
-BASE = ["jobctl.cli.app", "jobctl.cli.common", "jobctl.cli.complete", "jobctl.cli.render"]
+# The root alone: plain Click and the completion hand-off (stdlib + Click), no Typer.
+ROOT_ONLY = ["jobctl.cli.app", "jobctl.cli.complete"]
+# What every sub-command loads besides its own module: what they share, and how they print.
+BASE = sorted([*ROOT_ONLY, "jobctl.cli.common", "jobctl.cli.render"])
 
 
-@pytest.mark.parametrize(("args", "loaded"), [
-    (["--help"], BASE),
-    (["job", "--help"], sorted([*BASE, "jobctl.cli.job"])),
-    (["worker", "list", "--help"], sorted([*BASE, "jobctl.cli.worker"])),
+@pytest.mark.parametrize(("args", "code", "typer", "loaded"), [
+    pytest.param(*case, id=" ".join(case[0]) or "(no arguments)") for case in [
+        (["--help"], 0, False, ROOT_ONLY),
+        (["-h"], 0, False, ROOT_ONLY),
+        ([], 0, False, ROOT_ONLY),  # the root's help
+        (["--debug", "--version"], 0, False, ROOT_ONLY),  # not alone: through Click
+        (["jbo"], 2, False, ROOT_ONLY),  # a usage error at the root, with its suggestion
+        (["--no-such-option"], 2, False, ROOT_ONLY),
+        (["job", "--help"], 0, True, sorted([*BASE, "jobctl.cli.job"])),
+        (["worker", "list", "--help"], 0, True, sorted([*BASE, "jobctl.cli.worker"])),
+    ]
 ])
-def test_help_imports_only_what_it_shows(args: list[str], loaded: list[str]) -> None:
-    """`--help` imports neither the database stack nor Rich, nor any other sub-command's module."""
+def test_help_imports_only_what_it_shows(args: list[str], code: int, typer: bool,
+                                         loaded: list[str]) -> None:
+    """`--help` imports neither the database stack nor Rich, nor any other sub-command's module;
+    what the root alone answers (its help, its usage errors) does not import Typer either."""
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
                             check=True)
-    assert f"code=0 heavy=[] loaded={loaded}" in result.stderr, result.stderr
+    assert f"code={code} heavy=[] typer={typer} loaded={loaded}" in result.stderr, result.stderr
 
 
 def test_version_is_answered_without_click() -> None:
