@@ -113,7 +113,7 @@ def root_command() -> click.Command:
 def pages(command: click.Command, parent: click.Context | None = None) -> Iterator[Page]:
     """A page for the root, every group and every command, depth first, in help order."""
     ctx = click.Context(command, info_name=command.name if parent else complete.PROG_NAME,
-                        parent=parent)
+                        parent=parent, **command.context_settings)
     yield Page(ctx, command)
     if isinstance(command, click.Group):
         for name in command.list_commands(ctx):
