@@ -15,11 +15,10 @@ from jobctl.errors import NotFound
 from jobctl.models import (
     FINAL_STATES,
     DepCondition,
-    Job,
     JobSpec,
     JobState,
 )
-from jobctl.store import deps, notify, reads
+from jobctl.store import deps, notify
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
 from jobctl.store.schema import db_now, db_now_plus, jobs
@@ -106,8 +105,9 @@ def submit_many(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[int
     if not specs:
         return []
     initials = _initials(connection, specs)
-    ids = insert_many(connection, specs, states=[i.state for i in initials],
-                      errors=[i.error for i in initials])
+    ids = submit_store.insert_many(Conn.of(connection), specs,
+                                   states=[i.state for i in initials],
+                                   errors=[i.error for i in initials])
     deps.add(connection, [edge for job_id, spec in zip(ids, specs, strict=True)
                           for edge in _edges(job_id, spec)])
     return ids
@@ -124,36 +124,9 @@ def _initials(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[deps.
     return [deps.initial_state(spec.after, spec.after_any, states) for spec in specs]
 
 
-def insert_many(
-    connection: sa.Connection,
-    specs: Sequence[JobSpec],
-    *,
-    states: Sequence[JobState],
-    errors: Sequence[str | None] | None = None,
-    workflow_id: int | None = None,
-    tasks: Sequence[str] | None = None,
-) -> list[int]:
-    """`store.submit.insert_many` inside a SQLAlchemy transaction."""
-    return submit_store.insert_many(Conn.of(connection), specs, states=states, errors=errors,
-                                    workflow_id=workflow_id, tasks=tasks)
-
-
-def get(connection: sa.Connection, job_id: int) -> Job | None:
-    return reads.get(Conn.of(connection), job_id)
-
-
-def get_many(connection: sa.Connection, job_ids: Iterable[int]) -> dict[int, Job]:
-    return reads.get_many(Conn.of(connection), job_ids)
-
-
 def existing_ids(connection: sa.Connection, job_ids: Iterable[int]) -> set[int]:
     ids = list(job_ids)
     return set(connection.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids))).scalars())
-
-
-def list_jobs(connection: sa.Connection, **filters: Any) -> list[Job]:
-    """`store.reads.list_jobs` inside a SQLAlchemy transaction."""
-    return reads.list_jobs(Conn.of(connection), **filters)
 
 
 def cancel(connection: sa.Connection, job_id: int) -> JobState | None:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from jobctl.models import DepCondition, Job, JobState, Workflow
 from jobctl.store import deps, notify, reads
 from jobctl.store import jobs as job_store
+from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
 from jobctl.store.schema import db_now, jobs, workflows
 
@@ -53,8 +54,8 @@ def start(
     specs = job_specs(definition, params)
     states = [JobState.WAITING if _needs(definition["tasks"][task]) else JobState.QUEUED
               for task in tasks]
-    ids = job_store.insert_many(connection, specs, states=states, workflow_id=workflow_id,
-                                tasks=tasks)
+    ids = submit_store.insert_many(Conn.of(connection), specs, states=states,
+                                   workflow_id=workflow_id, tasks=tasks)
     by_task = dict(zip(tasks, ids, strict=True))
     edges = []
     for task, job_id in by_task.items():

@@ -43,7 +43,7 @@ def submit(db: Database, **fields: Any) -> int:
 
 def state(db: Database, job_id: int) -> tuple[JobState, str | None]:
     with db.read() as connection:
-        job = jobs.get(connection, job_id)
+        job = reads.get(Conn.of(connection), job_id)
     assert job is not None
     return job.state, job.error
 
@@ -161,7 +161,7 @@ def test_unknown_dependency_is_not_found_and_writes_nothing(db: Database) -> Non
         jobs.submit_many(connection, [JobSpec(argv=["true"]), JobSpec(argv=["true"],
                                                                      after=(a, 999))])
     with db.read() as connection:
-        assert [j.id for j in jobs.list_jobs(connection)] == [a]
+        assert [j.id for j in reads.list_jobs(Conn.of(connection))] == [a]
 
 
 def test_after_an_already_failed_job_ends_at_once(db: Database) -> None:

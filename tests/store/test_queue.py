@@ -14,8 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from jobctl.models import Delivery, Job, JobSpec, JobState, WorkerState
-from jobctl.store import jobs, queue
+from jobctl.store import jobs, queue, reads
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import ClaimedJob, Outcome
 from jobctl.store.schema import attempts
@@ -73,7 +74,7 @@ def complete(db: Database, worker: int, *outcomes: Outcome) -> set[int]:
 
 def get(db: Database, job_id: int) -> Job:
     with db.read() as connection:
-        job = jobs.get(connection, job_id)
+        job = reads.get(Conn.of(connection), job_id)
     assert job is not None
     return job
 
@@ -202,7 +203,7 @@ def test_concurrent_claims_are_disjoint(db: Database) -> None:
     assert len(everything) == len(set(everything)), "a job was claimed twice"
     assert set(everything) == set(submitted)
     with db.read() as connection:
-        rows = jobs.get_many(connection, submitted)
+        rows = reads.get_many(Conn.of(connection), submitted)
     for worker, ids in claimed.items():
         for job_id in ids:
             assert rows[job_id].worker_id == worker
@@ -408,7 +409,7 @@ def test_submit_with_the_same_unique_key_returns_the_first_id(db: Database) -> N
     kept = get(db, first[0])
     assert (kept.argv, kept.queue) == (["true"], "default")
     with db.read() as connection:
-        assert len(jobs.list_jobs(connection, limit=None)) == 4
+        assert len(reads.list_jobs(Conn.of(connection), limit=None)) == 4
 
 
 def test_submit_many_returns_ids_in_order(db: Database) -> None:
