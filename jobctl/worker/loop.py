@@ -10,9 +10,9 @@
   and pushes the fencing deadline forward in the watchdog process (jobctl/worker/watchdog.py),
   which kills our jobs if the pushes stop before the leases run out. It has a database
   connection of its own (`DirectDatabase.clone()`), so a slow turn never delays a renewal.
+- On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
 
 The database is reached through its driver alone (jobctl.store.direct): no SQLAlchemy here.
-- On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
 """
 
 from __future__ import annotations
