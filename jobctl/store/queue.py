@@ -15,6 +15,7 @@ SQLAlchemy. Callers holding a SQLAlchemy connection (the scheduler's rescue, tes
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,7 +75,12 @@ class OutputChunk:
 _CLAIM_COLUMNS = "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue"
 
 # SQLite runs this under BEGIN IMMEDIATE: the write lock is ours, so there is nothing to skip.
-SQLITE_CLAIM = f"""
+# One placeholder per queue, not a JSON list: `queue IN (?)` with one queue is an equality, and
+# SQLite then reads the claim index in order; with json_each it sorts every queued job first.
+@functools.cache
+def _sqlite_claim(queue_count: int) -> str:
+    queues = ", ".join(f":queue_{index}" for index in range(queue_count))
+    return f"""
 UPDATE jobs SET
     state = 'running', attempt = attempt + 1, worker_id = :worker_id,
     started_at = {SQLITE_NOW}, finished_at = NULL,
@@ -82,8 +88,7 @@ UPDATE jobs SET
     exit_code = NULL, signal = NULL, error = NULL
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-      AND run_at <= {SQLITE_NOW}
+    WHERE state = 'queued' AND queue IN ({queues}) AND run_at <= {SQLITE_NOW}
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
@@ -99,9 +104,9 @@ def claim(
         return []
     if conn.is_postgres:
         return complete_and_claim(conn, worker_id, [], queues, limit, lease_s)[1]
-    params = {"worker_id": worker_id, "queues": json.dumps(list(queues)), "limit": limit,
-              "lease_s": lease_s}
-    rows = conn.execute(SQLITE_CLAIM, params).fetchall()
+    params: dict[str, Any] = {f"queue_{index}": queue for index, queue in enumerate(queues)}
+    params.update(worker_id=worker_id, limit=limit, lease_s=lease_s)
+    rows = conn.execute(_sqlite_claim(len(queues)), params).fetchall()
     return [_claimed_from_row(conn, row) for row in sorted(rows, key=lambda r: r[0])]
 
 
