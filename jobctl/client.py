@@ -194,16 +194,16 @@ class Client:
     def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
         from jobctl.store import workers
 
-        with self.db.read() as connection:
-            return workers.list_workers(connection, include_ended=include_ended)
+        with self._reading() as conn:
+            return workers.list_workers(conn, include_ended=include_ended)
 
     def stop_worker(self, name_or_id: str) -> list[tuple[int, WorkerState]]:
         """Ask a worker (by name or id; every live one of that name) to stop gracefully.
         Returns [(worker id, its state before)]."""
         from jobctl.store import workers
 
-        with self.db.write() as connection:
-            found = workers.request_stop(connection, name_or_id)
+        with self._writing() as conn:
+            found = workers.request_stop(conn, name_or_id)
         if not found:
             raise NotFound(f"no worker named {name_or_id!r}")
         return found
@@ -310,8 +310,7 @@ class Client:
         if direct is not None:
             return _WakeUps(direct.location.target if direct.is_postgres else None)
         if self.db.is_postgres:
-            return _WakeUps(self.db.url.set(drivername="postgresql").render_as_string(
-                hide_password=False))
+            return _WakeUps(self.db.conninfo)
         return _WakeUps(None)
 
     # --- schedules ----------------------------------------------------------------------------

@@ -137,9 +137,10 @@ class Scheduler:
         if time.monotonic() < self._next_rescue:
             return
         from jobctl.store import queue
+        from jobctl.store.direct import Conn
 
         with self._db.write() as connection:
-            rescued = queue.rescue(connection)
+            rescued = queue.rescue(Conn.of(connection))
         if rescued.requeued or rescued.ended:
             log.info("rescued %d jobs of expired leases",
                      len(rescued.requeued) + len(rescued.ended))
@@ -179,7 +180,7 @@ class Scheduler:
             return None
         from jobctl.store import notify
 
-        listener = notify.Listener(self._db.url, [notify.SCHEDULES_CHANNEL],
+        listener = notify.Listener(self._db.conninfo, [notify.SCHEDULES_CHANNEL],
                                    lambda channel, payload: self._wake.set())
         listener.start()
         return listener

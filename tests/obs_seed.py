@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome, OutputChunk
 from jobctl.store.schema import db_now_plus, job_deps
@@ -30,8 +31,9 @@ class Seeded:
 def register_worker(database: Database, name: str, queues: list[str], concurrency: int = 2
                     ) -> int:
     with database.write() as connection:
-        return worker_rows.register(connection, name=name, hostname=f"host-{name}", pid=4242,
-                                    queues=queues, concurrency=concurrency, version="test")
+        return worker_rows.register(Conn.of(connection), name=name, hostname=f"host-{name}",
+                                    pid=4242, queues=queues, concurrency=concurrency,
+                                    version="test")
 
 
 def submit(database: Database, name: str, queue_name: str = "default",
@@ -50,15 +52,15 @@ def run(database: Database, worker: int, queue_name: str, end: JobState | None,
     """Claim the next job of `queue_name` with `worker`, write `output`, and end it in `end`
     (None: leave it running). Returns its id."""
     with database.write() as connection:
-        [claimed] = queue.claim(connection, worker, [queue_name], 1, 300.0)
+        [claimed] = queue.claim(Conn.of(connection), worker, [queue_name], 1, 300.0)
     if output:
         with database.write() as connection:
-            queue.write_output(connection, [
+            queue.write_output(Conn.of(connection), [
                 OutputChunk(claimed.id, 1, "stdout", seq, output[seq::4]) for seq in range(4)])
     if end is not None:
         code = 0 if end is JobState.SUCCEEDED else 3
         with database.write() as connection:
-            assert queue.complete(connection, worker, [Outcome(
+            assert queue.complete(Conn.of(connection), worker, [Outcome(
                 job_id=claimed.id, attempt=claimed.attempt, state=end,
                 attempt_outcome=end.value, exit_code=code, signal=None,
                 error=None if code == 0 else "exit code 3")]) == {claimed.id}

@@ -226,7 +226,7 @@ def _wake_ups(database: Database) -> Iterator[threading.Event]:
         from jobctl.store import notify
 
         listener = notify.Listener(
-            database.url,
+            database.conninfo,
             [notify.JOBS_CHANNEL, notify.DONE_CHANNEL, notify.CANCEL_CHANNEL,
              notify.WORKER_CHANNEL],
             lambda channel, payload: woken.set())

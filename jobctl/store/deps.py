@@ -12,6 +12,9 @@ see the other's dependency still running (one snapshot per statement), and neith
 job; so the rescuer, which runs on every worker every few seconds, also calls `settle()` for all
 waiting jobs (`sweep`). That sweep is the backstop for this race only: the common case is
 released in the completing transaction.
+
+Written against `store.direct.Conn` (the driver, no SQLAlchemy), since the worker settles
+dependents; callers holding a SQLAlchemy connection pass `Conn.of(connection)`.
 """
 
 from __future__ import annotations
@@ -19,21 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
 from jobctl.models import FINAL_STATES, DepCondition, JobState
 from jobctl.store import notify
-from jobctl.store.schema import db_now, job_deps, jobs
+from jobctl.store.direct import Conn
+from jobctl.store.reads import in_
 
 FINAL = sorted(state.value for state in FINAL_STATES)
 # An `ok` dependency in one of these states can never succeed any more.
 FAILING = sorted(state.value for state in FINAL_STATES if state is not JobState.SUCCEEDED)
-CHUNK = 500  # ids per IN list: SQLite limits the number of bound parameters
-
-
-def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
-    for start in range(0, len(ids), CHUNK):
-        yield list(ids[start:start + CHUNK])
 
 
 def dependency_error(cause: int, cause_state: str) -> str:
@@ -56,17 +52,16 @@ class Initial:
     error: str | None = None
 
 
-def states_of(connection: sa.Connection, job_ids: Iterable[int]) -> dict[int, str]:
+def states_of(conn: Conn, job_ids: Iterable[int]) -> dict[int, str]:
     """The states of existing jobs, locked against a concurrent completion (PostgreSQL: FOR
     SHARE; a completion that got there first is waited for and its result read)."""
     ids = sorted(set(job_ids))
-    found: dict[int, str] = {}
-    for chunk in _chunks(ids):
-        query = sa.select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(chunk))
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update(read=True)
-        found.update({row.id: row.state for row in connection.execute(query)})
-    return found
+    if not ids:
+        return {}
+    where, params = in_(conn, "id", ids, "ids")
+    lock = " FOR SHARE" if conn.is_postgres else ""
+    rows = conn.execute(f"SELECT id, state FROM jobs WHERE {where}{lock}", params)
+    return {job_id: state for job_id, state in rows}
 
 
 def initial_state(after: Sequence[int], after_any: Sequence[int],
@@ -81,7 +76,7 @@ def initial_state(after: Sequence[int], after_any: Sequence[int],
     return Initial(JobState.QUEUED if met else JobState.WAITING)
 
 
-def add(connection: sa.Connection, edges: Sequence[tuple[int, int, DepCondition]]) -> None:
+def add(conn: Conn, edges: Sequence[tuple[int, int, DepCondition]]) -> None:
     """Insert (job, depends on, condition) rows; an id both in --after and --after-any is `ok`."""
     rows: dict[tuple[int, int], str] = {}
     for job_id, depends_on, condition in edges:
@@ -89,8 +84,9 @@ def add(connection: sa.Connection, edges: Sequence[tuple[int, int, DepCondition]
         if rows.get(key) != DepCondition.OK.value:
             rows[key] = condition.value
     if rows:
-        connection.execute(
-            sa.insert(job_deps),
+        conn.executemany(
+            "INSERT INTO job_deps (job_id, depends_on, condition)"
+            " VALUES (:job_id, :depends_on, :condition)",
             [{"job_id": j, "depends_on": d, "condition": c} for (j, d), c in rows.items()],
         )
 
@@ -104,42 +100,42 @@ class Settled:
     ended: dict[int, JobState] = field(default_factory=dict)  # dependents failed or cancelled
 
 
-def settle(connection: sa.Connection, ended: Mapping[int, str] | None) -> Settled:
+def settle(conn: Conn, ended: Mapping[int, str] | None) -> Settled:
     """Release or end the waiting dependents of jobs that just ended (`ended`: id → new state),
     transitively; with `ended=None`, every waiting job that has dependencies (the sweep).
     Runs in the caller's transaction and notifies workers and waiters."""
     result = Settled()
     causes: dict[int, tuple[int, str]] = {}
     if ended is None:
-        candidates = _all_waiting_with_deps(connection)
+        candidates = _all_waiting_with_deps(conn)
     else:
         causes = {job_id: (job_id, state) for job_id, state in ended.items() if state in FAILING}
-        candidates = _waiting_dependents(connection, sorted(ended))
+        candidates = _waiting_dependents(conn, sorted(ended))
     while candidates:
         failed_now: list[int] = []
-        for job_id, deps in sorted(_deps_of(connection, candidates).items()):
+        for job_id, deps in sorted(_deps_of(conn, candidates).items()):
             failing = sorted((dep, state) for dep, condition, state in deps
                              if condition == DepCondition.OK.value and state in FAILING)
             if failing:
                 dep, state = failing[0]
                 cause, cause_state = causes.get(dep, (dep, state))
                 new_state = dependent_state(cause_state)
-                if _end(connection, job_id, new_state, dependency_error(cause, cause_state)):
+                if _end(conn, job_id, new_state, dependency_error(cause, cause_state)):
                     causes[job_id] = (cause, cause_state)
                     result.ended[job_id] = new_state
                     failed_now.append(job_id)
             elif all(_met(condition, state) for _, condition, state in deps) and _release(
-                connection, job_id
+                conn, job_id
             ):
                 result.released.append(job_id)
-        candidates = _waiting_dependents(connection, failed_now) if failed_now else []
-    _notify(connection, result)
+        candidates = _waiting_dependents(conn, failed_now) if failed_now else []
+    _notify(conn, result)
     return result
 
 
-def sweep(connection: sa.Connection) -> Settled:
+def sweep(conn: Conn) -> Settled:
     """Settle every waiting job (the backstop for concurrent completions on PostgreSQL)."""
-    return settle(connection, None)
+    return settle(conn, None)
 
 
 def _met(condition: str, state: str | None) -> bool:
@@ -150,69 +146,58 @@ def _met(condition: str, state: str | None) -> bool:
     return state in FINAL
 
 
-def _waiting_dependents(connection: sa.Connection, job_ids: Sequence[int]) -> list[int]:
-    found: set[int] = set()
-    for chunk in _chunks(list(job_ids)):
-        query = (
-            sa.select(job_deps.c.job_id)
-            .join(jobs, jobs.c.id == job_deps.c.job_id)
-            .where(job_deps.c.depends_on.in_(chunk), jobs.c.state == JobState.WAITING.value)
-        )
-        found.update(connection.execute(query).scalars())
-    return sorted(found)
+def _waiting_dependents(conn: Conn, job_ids: Sequence[int]) -> list[int]:
+    if not job_ids:
+        return []
+    where, params = in_(conn, "dep.depends_on", list(job_ids), "ids")
+    rows = conn.execute(
+        "SELECT dep.job_id FROM job_deps dep JOIN jobs ON jobs.id = dep.job_id"
+        f" WHERE {where} AND jobs.state = 'waiting'", params)
+    return sorted({row[0] for row in rows})
 
 
-def _all_waiting_with_deps(connection: sa.Connection) -> list[int]:
-    query = (
-        sa.select(job_deps.c.job_id).distinct()
-        .join(jobs, jobs.c.id == job_deps.c.job_id)
-        .where(jobs.c.state == JobState.WAITING.value)
-    )
-    return sorted(connection.execute(query).scalars())
+def _all_waiting_with_deps(conn: Conn) -> list[int]:
+    rows = conn.execute(
+        "SELECT DISTINCT dep.job_id FROM job_deps dep JOIN jobs ON jobs.id = dep.job_id"
+        " WHERE jobs.state = 'waiting'")
+    return sorted(row[0] for row in rows)
 
 
-def _deps_of(connection: sa.Connection,
-             job_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str | None]]]:
+def _deps_of(conn: Conn, job_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str | None]]]:
+    """Each job's dependencies: (depends on, condition, its state; None once pruned)."""
+    where, params = in_(conn, "job_deps.job_id", list(job_ids), "ids")
+    rows = conn.execute(
+        "SELECT job_deps.job_id, job_deps.depends_on, job_deps.condition, dep.state"
+        " FROM job_deps LEFT OUTER JOIN jobs AS dep ON dep.id = job_deps.depends_on"
+        f" WHERE {where}", params)
     deps: dict[int, list[tuple[int, str, str | None]]] = {}
-    dep_jobs = jobs.alias("dep")
-    for chunk in _chunks(list(job_ids)):
-        query = (
-            sa.select(job_deps.c.job_id, job_deps.c.depends_on, job_deps.c.condition,
-                      dep_jobs.c.state)
-            .select_from(job_deps.outerjoin(dep_jobs, dep_jobs.c.id == job_deps.c.depends_on))
-            .where(job_deps.c.job_id.in_(chunk))
-        )
-        for row in connection.execute(query):
-            deps.setdefault(row.job_id, []).append((row.depends_on, row.condition, row.state))
+    for job_id, depends_on, condition, state in rows:
+        deps.setdefault(job_id, []).append((depends_on, condition, state))
     return deps
 
 
-def _end(connection: sa.Connection, job_id: int, state: JobState, error: str) -> bool:
-    result = connection.execute(
-        sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == JobState.WAITING.value)
-        .values(state=state.value, finished_at=db_now(), error=error)
-    )
-    return bool(result.rowcount)
+def _end(conn: Conn, job_id: int, state: JobState, error: str) -> bool:
+    cursor = conn.execute(
+        f"UPDATE jobs SET state = :state, finished_at = {conn.now}, error = :error"
+        " WHERE id = :id AND state = 'waiting'",
+        {"state": state.value, "error": error, "id": job_id})
+    return bool(cursor.rowcount)
 
 
-def _release(connection: sa.Connection, job_id: int) -> bool:
-    result = connection.execute(
-        sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == JobState.WAITING.value)
-        # run_at keeps an --at/--in given at submit when that is later than now
-        .values(state=JobState.QUEUED.value,
-                run_at=sa.case((jobs.c.run_at > db_now(), jobs.c.run_at), else_=db_now()))
-    )
-    return bool(result.rowcount)
+def _release(conn: Conn, job_id: int) -> bool:
+    # run_at keeps an --at/--in given at submit when that is later than now
+    cursor = conn.execute(
+        f"UPDATE jobs SET state = 'queued',"
+        f" run_at = CASE WHEN run_at > {conn.now} THEN run_at ELSE {conn.now} END"
+        " WHERE id = :id AND state = 'waiting'", {"id": job_id})
+    return bool(cursor.rowcount)
 
 
-def _notify(connection: sa.Connection, result: Settled) -> None:
+def _notify(conn: Conn, result: Settled) -> None:
     if result.released:
-        queues = connection.execute(
-            sa.select(jobs.c.queue).distinct().where(jobs.c.id.in_(result.released[:CHUNK]))
-        ).scalars()
-        for queue in sorted(set(queues)):
-            notify.job_submitted(connection, queue)
+        where, params = in_(conn, "id", result.released, "ids")
+        rows = conn.execute(f"SELECT DISTINCT queue FROM jobs WHERE {where}", params)
+        for queue in sorted({row[0] for row in rows}):
+            notify.job_submitted(conn, queue)
     if result.ended:
-        notify.jobs_done(connection, sorted(result.ended))
+        notify.jobs_done(conn, sorted(result.ended))

@@ -11,6 +11,9 @@ calls the same functions through `Conn.of(connection)`, so each query exists onc
 What stays with SQLAlchemy (`store.engine`): creating and migrating the schema, and URLs this
 module does not understand. `DirectDatabase.open` returns None for those, and the caller takes
 the SQLAlchemy road, which also gives the same errors for bad URLs.
+
+The worker runs on it too (`jobctl worker start`): its main thread on the database's own
+connection, with `turn()` for the hot path's statements, and its heartbeat thread on a `clone()`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +55,13 @@ SQLITE_PRAGMAS = (
 # SQLAlchemy's SQLite DateTime and as `strftime('%Y-%m-%d %H:%M:%f000', 'now')`.
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+# clock_timestamp(), not now(): now() stands still for a whole transaction.
+PG_NOW = "clock_timestamp()"
+
+
+def sqlite_now_plus(seconds_sql: str) -> str:
+    """SQLite's current time plus `seconds_sql` (a parameter or a column) seconds, stored alike."""
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,19 @@ class Conn:
         row = self.execute(sql, params).fetchone()
         return row[0] if row is not None else None
 
+    # --- the database clock, as SQL text -----------------------------------------------------
+
+    @property
+    def now(self) -> str:
+        """The database's current time (leases and run_at never use a machine's clock)."""
+        return PG_NOW if self.is_postgres else SQLITE_NOW
+
+    def now_plus(self, seconds_sql: str) -> str:
+        """The database's current time plus `seconds_sql` (a parameter or a column) seconds."""
+        if self.is_postgres:
+            return f"{PG_NOW} + make_interval(secs => {seconds_sql})"
+        return sqlite_now_plus(seconds_sql)
+
     # --- values as the drivers return them ---------------------------------------------------
 
     def time(self, value: Any) -> datetime | None:
@@ -170,16 +193,20 @@ def _for_psycopg(sql: str) -> str:
 
 
 class DirectDatabase:
-    """A database opened through its driver; `read()`/`write()` give a `Conn` in a transaction.
+    """A database opened through its driver; `read()`/`write()` give a `Conn` in a transaction,
+    `turn()` one for a worker's hot path.
 
-    It keeps one connection, opened on first use, and runs one transaction at a time on it
-    (a lock makes threads take turns): these commands run a few statements and exit.
+    It keeps one connection, opened on first use and opened again after it was lost, and runs
+    one transaction at a time on it (a lock makes threads take turns). A thread that must not
+    wait for another, like a worker's heartbeat, works on a `clone()`: a connection of its own.
+    A driver connection is never used by two threads at once.
     """
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, connect: Callable[[], Any] | None = None) -> None:
         self.location = location
         self.is_postgres = location.is_postgres
         self.where = location.where
+        self._connect_driver = connect
         self._raw: Any = None
         self._lock = threading.Lock()
 
@@ -194,18 +221,27 @@ class DirectDatabase:
             return None
         if not location.is_postgres and not os.path.exists(location.target):
             return None
-        database = cls(location)
-        revision = database.schema_revision()
+        return cls(location).checked()
+
+    def checked(self) -> DirectDatabase | None:
+        """Itself once its schema is the one this jobctl needs; None (and closed) when it has
+        none yet; SchemaOutOfDate when it has another."""
+        revision = self.schema_revision()
         if revision is None:
-            database.close()
+            self.close()
             return None
         if revision != SCHEMA_REVISION:
-            database.close()
+            self.close()
             raise SchemaOutOfDate(
-                f"{location.where} has schema revision {revision}, this jobctl needs "
+                f"{self.where} has schema revision {revision}, this jobctl needs "
                 f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
             )
-        return database
+        return self
+
+    def clone(self) -> DirectDatabase:
+        """The same database on a connection of its own (opened on first use), for a thread
+        that must not take turns with this one's users."""
+        return DirectDatabase(self.location, self._connect_driver)
 
     def schema_revision(self) -> str | None:
         exists = (
@@ -220,14 +256,23 @@ class DirectDatabase:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Conn]:
-        with self._transaction("BEGIN") as conn:
+        with self._use("BEGIN") as conn:
             yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Conn]:
         # SQLite: take the write lock up front, so that two writers queue on the busy timeout
         # instead of one failing on a lock upgrade.
-        with self._transaction("BEGIN IMMEDIATE") as conn:
+        with self._use("BEGIN IMMEDIATE" if not self.is_postgres else "BEGIN") as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[Conn]:
+        """A worker's turn on the hot path. PostgreSQL: no transaction around the statements,
+        each commits alone (one round trip and one commit each; the hot path's statements are
+        built to be atomic alone). SQLite: one BEGIN IMMEDIATE transaction, one commit for the
+        turn."""
+        with self._use(None if self.is_postgres else "BEGIN IMMEDIATE") as conn:
             yield conn
 
     def close(self) -> None:
@@ -235,23 +280,29 @@ class DirectDatabase:
             self._close()
 
     @contextlib.contextmanager
-    def _transaction(self, sqlite_begin: str) -> Iterator[Conn]:
+    def _use(self, begin: str | None) -> Iterator[Conn]:
+        """The connection (opened if need be), in a transaction begun with `begin` and
+        committed at the end; without one on PostgreSQL when `begin` is None (autocommit)."""
         with self._lock:
-            if self._raw is None:
-                self._raw = self._connect()
-            raw = self._raw
             try:
                 with self._translate_errors():
-                    if not self.is_postgres:
-                        raw.execute(sqlite_begin)
+                    if self._raw is None:
+                        self._raw = self._connect()
+                    raw = self._raw
+                    if begin is not None:
+                        raw.execute(begin)
                     yield Conn(raw, self.is_postgres, self.where)
-                    raw.commit()
-            except BaseException:
-                # Roll back; a connection that cannot even do that is dropped for a new one.
-                try:
-                    raw.rollback()
-                except Exception:
-                    self._close()
+                    if begin is not None:
+                        raw.commit()
+            except BaseException as error:
+                if isinstance(error, DatabaseUnavailable):
+                    self._close()  # lost, or never there: the next use connects anew
+                elif self._raw is not None:
+                    # Roll back; a connection that cannot even do that is dropped for a new one.
+                    try:
+                        self._raw.rollback()
+                    except Exception:
+                        self._close()
                 raise
 
     def _close(self) -> None:
@@ -265,24 +316,37 @@ class DirectDatabase:
             import psycopg
 
             try:
-                return psycopg.connect(self.location.target, **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
+                if self._connect_driver is not None:
+                    raw = self._connect_driver()
+                else:
+                    raw = psycopg.connect(self.location.target,
+                                          **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
+                # Transactions are begun explicitly (read, write), or not at all (turn).
+                raw.autocommit = True
             except psycopg.Error as error:
                 raise DatabaseUnavailable(
                     f"cannot reach {self.where}: {first_line(error)}") from error
+            return raw
         import sqlite3
 
-        # isolation_level=None: we issue BEGIN ourselves (IMMEDIATE for writers), rather than
-        # the sqlite3 module's guess.
-        raw = sqlite3.connect(self.location.target, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                              isolation_level=None)
         with self._translate_errors():
+            if self._connect_driver is not None:
+                raw = self._connect_driver()
+            else:
+                raw = sqlite3.connect(self.location.target,
+                                      timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            # We issue BEGIN ourselves (IMMEDIATE for writers), rather than the sqlite3
+            # module's guess.
+            raw.isolation_level = None
             for pragma in SQLITE_PRAGMAS:
                 raw.execute(pragma)
         return raw
 
     @contextlib.contextmanager
     def _translate_errors(self) -> Iterator[None]:
-        """Losing the server, or a file that is no database, is one line naming the database."""
+        """Losing the server, or a file that is no database, is one line naming the database.
+        As on the SQLAlchemy road (store.engine), any operational error of SQLite (locked past
+        the busy timeout, a file that cannot be opened) means the database cannot be reached."""
         try:
             yield
         except Exception as error:
@@ -291,6 +355,9 @@ class DirectDatabase:
             if not self.is_postgres and _not_an_sqlite_database(error):
                 raise DatabaseUnavailable(
                     f"cannot use {self.where}: {first_line(error)}") from error
+            if not self.is_postgres and _sqlite_operational(error):
+                raise DatabaseUnavailable(
+                    f"cannot reach {self.where}: {first_line(error)}") from error
             raise
 
 
@@ -309,6 +376,12 @@ def _not_an_sqlite_database(error: BaseException) -> bool:
     text = str(error)
     return (type(error).__module__ == "sqlite3"
             and ("file is not a database" in text or "malformed" in text))
+
+
+def _sqlite_operational(error: BaseException) -> bool:
+    import sqlite3
+
+    return isinstance(error, sqlite3.OperationalError)
 
 
 def first_line(error: BaseException) -> str:

@@ -19,7 +19,14 @@ from sqlalchemy import event
 from jobctl.config import redact
 from jobctl.errors import DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.store import SCHEMA_REVISION
-from jobctl.store.direct import PG_CONNECTION_OPTIONS, SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
+from jobctl.store.direct import (
+    PG_CONNECTION_OPTIONS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_PRAGMAS,
+    DirectDatabase,
+    Location,
+    locate,
+)
 
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
 
@@ -78,6 +85,27 @@ class Database:
         self._schema_checked = False
 
     @property
+    def conninfo(self) -> str:
+        """The URL as psycopg takes it (for a listener's own connection)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def direct(self) -> DirectDatabase:
+        """This database through its driver alone (store.direct), schema unchecked. A URL the
+        direct road does not parse itself (SQLite with options) gets its driver connections
+        made as SQLAlchemy would make them."""
+        location = locate(self.url.render_as_string(hide_password=False))
+        if location is not None:
+            return DirectDatabase(location)
+        dialect = self.engine.dialect
+        args, options = dialect.create_connect_args(self.url)
+        if self.is_postgres:
+            options = {**options, **PG_CONNECTION_OPTIONS}
+        else:
+            options = {**options, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        return DirectDatabase(Location(self.is_postgres, str(self.url.database), self.where),
+                              connect=lambda: dialect.connect(*args, **options))
+
+    @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
             self._engine = self._create_engine()
@@ -118,18 +146,6 @@ class Database:
             connection = connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
             with connection.begin():
                 yield connection
-
-    def connect_for_loop(self) -> sa.Connection:
-        """A long-lived connection for a worker's main loop (no pool checkout per turn).
-
-        PostgreSQL: autocommit, each statement its own transaction (the hot path's statements
-        are built to be atomic alone). SQLite: transactions begin IMMEDIATE.
-        """
-        with self.translate_errors():
-            connection = self.engine.connect()
-        if self.is_postgres:
-            return connection.execution_options(isolation_level="AUTOCOMMIT")
-        return connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
 
     @contextlib.contextmanager
     def translate_errors(self) -> Iterator[None]:

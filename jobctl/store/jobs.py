@@ -56,7 +56,7 @@ def _initial(connection: sa.Connection, spec: JobSpec) -> deps.Initial:
     """The state a job with `spec`'s dependencies starts in; unknown ids are NotFound."""
     if not spec.after and not spec.after_any:
         return deps.Initial(JobState.QUEUED)
-    states = deps.states_of(connection, [*spec.after, *spec.after_any])
+    states = deps.states_of(Conn.of(connection), [*spec.after, *spec.after_any])
     missing = sorted((set(spec.after) | set(spec.after_any)) - set(states))
     if missing:
         raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
@@ -90,7 +90,7 @@ def submit(connection: sa.Connection, spec: JobSpec) -> tuple[int, bool]:
             sa.select(jobs.c.id).where(jobs.c.unique_key == spec.unique_key)
         ).scalar_one()
         return int(existing), False
-    deps.add(connection, _edges(int(job_id), spec))
+    deps.add(Conn.of(connection), _edges(int(job_id), spec))
     if initial.state is JobState.QUEUED:
         notify.job_submitted(connection, spec.queue)
     return int(job_id), True
@@ -108,8 +108,8 @@ def submit_many(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[int
     ids = submit_store.insert_many(Conn.of(connection), specs,
                                    states=[i.state for i in initials],
                                    errors=[i.error for i in initials])
-    deps.add(connection, [edge for job_id, spec in zip(ids, specs, strict=True)
-                          for edge in _edges(job_id, spec)])
+    deps.add(Conn.of(connection), [edge for job_id, spec in zip(ids, specs, strict=True)
+                                   for edge in _edges(job_id, spec)])
     return ids
 
 
@@ -117,7 +117,7 @@ def _initials(connection: sa.Connection, specs: Sequence[JobSpec]) -> list[deps.
     if not any(spec.after or spec.after_any for spec in specs):
         return [deps.Initial(JobState.QUEUED)] * len(specs)
     wanted = {dep for spec in specs for dep in (*spec.after, *spec.after_any)}
-    states = deps.states_of(connection, wanted)
+    states = deps.states_of(Conn.of(connection), wanted)
     missing = sorted(wanted - set(states))
     if missing:
         raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
@@ -149,7 +149,7 @@ def cancel(connection: sa.Connection, job_id: int) -> JobState | None:
         )
         notify.jobs_done(connection, [job_id])
         # what waits on it (--after) is cancelled too, transitively; --after-any ones may start
-        deps.settle(connection, {job_id: JobState.CANCELLED.value})
+        deps.settle(Conn.of(connection), {job_id: JobState.CANCELLED.value})
     elif state == JobState.RUNNING.value:
         connection.execute(
             sa.update(jobs)

@@ -60,11 +60,13 @@ class Listener:
 
     def __init__(
         self,
-        url: sa.URL,
+        conninfo: str,
         channels: list[str],
         on_notify: Callable[[str, str], None],
     ) -> None:
-        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        """`conninfo`: what psycopg connects to (a `postgresql://` URL; see
+        `DirectDatabase.location.target` and `Database.conninfo`)."""
+        self._conninfo = conninfo
         self._channels = channels
         self._on_notify = on_notify
         self._stopped = threading.Event()

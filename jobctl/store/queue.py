@@ -7,28 +7,25 @@ lost its lease can never overwrite what the rescuer or another worker did since.
 
 An `attempts` row is written when an attempt ends (one insert, no lookup); the attempt that is
 running now is described by the job's own row (started_at, worker_id).
+
+Written against `store.direct.Conn` (the driver, no SQLAlchemy): a worker never imports
+SQLAlchemy. Callers holding a SQLAlchemy connection (the scheduler's rescue, tests) pass
+`Conn.of(connection)`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.store import deps, notify
-from jobctl.store.schema import UTCDateTime, db_now, job_logs, workers
-
-# --- the database clock, as SQL text --------------------------------------------------------------
-PG_NOW = "clock_timestamp()"
-SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
-
-
-def _sqlite_now_plus(seconds_sql: str) -> str:
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
+from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn
+from jobctl.store.direct import sqlite_now_plus as _sqlite_now_plus
+from jobctl.store.reads import in_
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,12 @@ class OutputChunk:
 _CLAIM_COLUMNS = "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue"
 
 # SQLite runs this under BEGIN IMMEDIATE: the write lock is ours, so there is nothing to skip.
-SQLITE_CLAIM = sa.text(f"""
+# One placeholder per queue, not a JSON list: `queue IN (?)` with one queue is an equality, and
+# SQLite then reads the claim index in order; with json_each it sorts every queued job first.
+@functools.cache
+def _sqlite_claim(queue_count: int) -> str:
+    queues = ", ".join(f":queue_{index}" for index in range(queue_count))
+    return f"""
 UPDATE jobs SET
     state = 'running', attempt = attempt + 1, worker_id = :worker_id,
     started_at = {SQLITE_NOW}, finished_at = NULL,
@@ -86,40 +88,40 @@ UPDATE jobs SET
     exit_code = NULL, signal = NULL, error = NULL
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'queued' AND queue IN :queues AND run_at <= {SQLITE_NOW}
+    WHERE state = 'queued' AND queue IN ({queues}) AND run_at <= {SQLITE_NOW}
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
 RETURNING {_CLAIM_COLUMNS}
-""").bindparams(sa.bindparam("queues", expanding=True))
-
-def _decode_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+"""
 
 
 def claim(
-    connection: sa.Connection, worker_id: int, queues: Sequence[str], limit: int, lease_s: float
+    conn: Conn, worker_id: int, queues: Sequence[str], limit: int, lease_s: float
 ) -> list[ClaimedJob]:
     """Start up to `limit` due jobs of `queues`, highest priority first, then oldest."""
     if limit <= 0:
         return []
-    if connection.dialect.name == "postgresql":
-        return complete_and_claim(connection, worker_id, [], queues, limit, lease_s)[1]
-    params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "lease_s": lease_s}
-    rows = connection.execute(SQLITE_CLAIM, params).all()
-    return [_claimed_from_row(row) for row in sorted(rows, key=lambda r: r.id)]
+    if conn.is_postgres:
+        return complete_and_claim(conn, worker_id, [], queues, limit, lease_s)[1]
+    params: dict[str, Any] = {f"queue_{index}": queue for index, queue in enumerate(queues)}
+    params.update(worker_id=worker_id, limit=limit, lease_s=lease_s)
+    rows = conn.execute(_sqlite_claim(len(queues)), params).fetchall()
+    return [_claimed_from_row(conn, row) for row in sorted(rows, key=lambda r: r[0])]
 
 
 # --- output -----------------------------------------------------------------------------------
 
 
-def write_output(connection: sa.Connection, chunks: Sequence[OutputChunk]) -> None:
-    """Append output chunks (one multi-row insert). Chunks of a job whose lease is gone still
-    land: they are that attempt's real output, and attempts never share a (job, attempt) key."""
+def write_output(conn: Conn, chunks: Sequence[OutputChunk]) -> None:
+    """Append output chunks (one batch: the driver's executemany). Chunks of a job whose lease
+    is gone still land: they are that attempt's real output, and attempts never share a (job,
+    attempt) key."""
     if not chunks:
         return
-    connection.execute(
-        sa.insert(job_logs).values(ts=db_now()),
+    conn.executemany(
+        "INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)"
+        f" VALUES (:job_id, :attempt, :stream, :seq, {conn.now}, :data)",
         [
             {"job_id": c.job_id, "attempt": c.attempt, "stream": c.stream, "seq": c.seq,
              "data": c.data}
@@ -130,7 +132,7 @@ def write_output(connection: sa.Connection, chunks: Sequence[OutputChunk]) -> No
 
 # --- complete ---------------------------------------------------------------------------------
 
-SQLITE_COMPLETE_JOB = sa.text(f"""
+SQLITE_COMPLETE_JOB = f"""
 UPDATE jobs SET
     state = :state,
     finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
@@ -139,23 +141,23 @@ UPDATE jobs SET
     max_attempts = max_attempts + CASE WHEN :outcome = 'released' THEN 1 ELSE 0 END
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
 RETURNING id, started_at
-""")
+"""
 
-SQLITE_RECORD_ATTEMPT = sa.text(f"""
+SQLITE_RECORD_ATTEMPT = f"""
 INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, exit_code,
                       signal, error)
 VALUES (:id, :attempt, :worker_id, :started_at, {SQLITE_NOW}, :outcome, :exit_code, :signal,
         :error)
-""")
+"""
 
 
-def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outcome]) -> set[int]:
+def complete(conn: Conn, worker_id: int, outcomes: Sequence[Outcome]) -> set[int]:
     """Record how attempts ended. Returns the ids whose results were applied; the others had
     lost their lease (the rescuer or a cancel got there first) and were left alone."""
     if not outcomes:
         return set()
-    if connection.dialect.name == "postgresql":
-        return complete_and_claim(connection, worker_id, outcomes, [], 0, 0.0)[0]
+    if conn.is_postgres:
+        return complete_and_claim(conn, worker_id, outcomes, [], 0, 0.0)[0]
     applied = set()
     ended: dict[int, str] = {}
     for o in outcomes:
@@ -164,14 +166,14 @@ def complete(connection: sa.Connection, worker_id: int, outcomes: Sequence[Outco
             "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
             "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
         }
-        row = connection.execute(SQLITE_COMPLETE_JOB, params).first()
+        row = conn.execute(SQLITE_COMPLETE_JOB, params).fetchone()
         if row is not None:
-            connection.execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row.started_at})
+            conn.execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row[1]})
             applied.add(o.job_id)
             if o.state.is_final:
                 ended[o.job_id] = o.state.value
     if ended:
-        deps.settle(connection, ended)  # the same transaction (see deps.py)
+        deps.settle(conn, ended)  # the same transaction (see deps.py)
     return applied
 
 
@@ -230,7 +232,7 @@ ended AS (
 # slots. On PostgreSQL one statement does it all, autocommitted: one round trip and one commit per
 # turn, however many jobs ended. The claim cannot pick a job the same statement re-queues (all
 # CTEs see one snapshot), so a failed job is never retried by the statement that failed it.
-def _pg_complete_and_claim(settle: bool) -> sa.TextClause:
+def _pg_complete_and_claim(settle: bool) -> str:
     """The turn's statement, with or without the CTEs that settle dependents.
 
     Most jobs have no dependents, and the settling CTEs double the statement's planning time, so
@@ -241,7 +243,7 @@ def _pg_complete_and_claim(settle: bool) -> sa.TextClause:
     late = "false" if settle else "EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = j.id)"
     released = ("UNION ALL\nSELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
                 "false\nFROM released") if settle else ""
-    return sa.text(f"""
+    return f"""
 WITH RECURSIVE done AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:states AS text[]),
@@ -306,7 +308,7 @@ SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, d
        has_dependents
 FROM claimed
 {released}
-""")
+"""
 
 
 PG_COMPLETE_AND_CLAIM = _pg_complete_and_claim(settle=True)
@@ -314,34 +316,37 @@ PG_COMPLETE_AND_CLAIM_PLAIN = _pg_complete_and_claim(settle=False)
 
 # Settle the dependents of jobs that ended (id, state) without completing anything: for a job
 # someone started waiting on after the worker claimed it (see `_pg_complete_and_claim`).
-PG_SETTLE = sa.text(f"""
+PG_SETTLE = f"""
 WITH RECURSIVE finished AS (
     SELECT id, state FROM jobs WHERE id = ANY(CAST(:ids AS bigint[]))
 ),
 {_PG_SETTLE_DEPENDENTS.rstrip().rstrip(",")}
 SELECT id FROM released
-""")
+"""
 
 
-def _claimed_from_row(row: Any) -> ClaimedJob:
+def _claimed_from_row(conn: Conn, row: Sequence[Any]) -> ClaimedJob:
+    """A ClaimedJob from the claim's columns (_CLAIM_COLUMNS), then has_dependents if given."""
+    (id_, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery,
+     queue) = row[:10]
     return ClaimedJob(
-        id=row.id,
-        attempt=row.attempt,
-        argv=list(_decode_json(row.argv)),
-        env=dict(_decode_json(row.env) or {}),
-        cwd=row.cwd,
-        timeout_s=row.timeout_s,
-        max_attempts=row.max_attempts,
-        backoff_s=row.backoff_s,
-        delivery=Delivery(row.delivery),
-        queue=row.queue,
+        id=id_,
+        attempt=attempt,
+        argv=list(conn.json(argv)),
+        env=dict(conn.json(env) or {}),
+        cwd=cwd,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        delivery=Delivery(delivery),
+        queue=queue,
         # SQLite's claim does not say; its completion always settles dependents anyway.
-        has_dependents=getattr(row, "has_dependents", True),
+        has_dependents=row[10] if len(row) > 10 else True,
     )
 
 
 def complete_and_claim(
-    connection: sa.Connection,
+    conn: Conn,
     worker_id: int,
     outcomes: Sequence[Outcome],
     queues: Sequence[str],
@@ -350,9 +355,9 @@ def complete_and_claim(
 ) -> tuple[set[int], list[ClaimedJob]]:
     """`complete` then `claim`: on PostgreSQL in one autocommitted statement; on SQLite the two,
     in the caller's transaction. Returns (ids whose results were applied, jobs claimed)."""
-    if connection.dialect.name != "postgresql":
-        applied = complete(connection, worker_id, outcomes) if outcomes else set()
-        return applied, claim(connection, worker_id, queues, limit, lease_s)
+    if not conn.is_postgres:
+        applied = complete(conn, worker_id, outcomes) if outcomes else set()
+        return applied, claim(conn, worker_id, queues, limit, lease_s)
     if not outcomes and limit <= 0:
         return set(), []
     params = {
@@ -371,59 +376,64 @@ def complete_and_claim(
     }
     settle = any(outcome.has_dependents for outcome in outcomes)
     statement = PG_COMPLETE_AND_CLAIM if settle else PG_COMPLETE_AND_CLAIM_PLAIN
-    rows = connection.execute(statement, params).all()
-    applied = {row.id for row in rows if row.completed}
-    claimed = sorted((_claimed_from_row(row) for row in rows if row.completed is False),
+    # Rows: (completed, id, the claim's other columns…, has_dependents); completed is true for
+    # an applied result, false for a claimed job, NULL for a released dependent.
+    rows = conn.execute(statement, params).fetchall()
+    applied = {row[1] for row in rows if row[0]}
+    claimed = sorted((_claimed_from_row(conn, row[1:]) for row in rows if row[0] is False),
                      key=lambda job: job.id)
-    released = any(row.completed is None for row in rows)
-    late = [row.id for row in rows if row.completed and row.has_dependents]
+    released = any(row[0] is None for row in rows)
+    late = [row[1] for row in rows if row[0] and row[11]]
     if late:
-        released = bool(connection.execute(PG_SETTLE, {"ids": late}).all()) or released
+        released = bool(conn.execute(PG_SETTLE, {"ids": late}).fetchall()) or released
     if released and len(claimed) < limit:
         # The statement could not claim the dependents it released (one snapshot): claim again
         # now, rather than on the notification, so a chain goes on without a turn's delay and
         # a burst worker does not mistake them for an empty queue.
-        claimed += complete_and_claim(connection, worker_id, [], queues,
+        claimed += complete_and_claim(conn, worker_id, [], queues,
                                       limit - len(claimed), lease_s)[1]
     return applied, claimed
 
 
-RELEASE = sa.text("""
+RELEASE = """
 UPDATE jobs SET state = 'queued', attempt = attempt - 1, started_at = NULL, lease_until = NULL
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
 RETURNING queue
-""")
+"""
 
 
-def release(connection: sa.Connection, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None:
+def release(conn: Conn, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None:
     """Put claimed jobs that never started back in the queue, their attempt not counted."""
     queues: set[str] = set()
     for job_id, attempt in jobs:
-        row = connection.execute(
+        row = conn.execute(
             RELEASE, {"id": job_id, "attempt": attempt, "worker_id": worker_id}
-        ).first()
+        ).fetchone()
         if row is not None:
-            queues.add(row.queue)
+            queues.add(row[0])
     for name in sorted(queues):
-        notify.job_submitted(connection, name)
+        notify.job_submitted(conn, name)
 
 
 # --- leases and heartbeats --------------------------------------------------------------------
 
-PG_RENEW = sa.text(f"""
+PG_RENEW = f"""
 UPDATE jobs SET lease_until = {PG_NOW} + make_interval(secs => :lease_s)
 WHERE id = ANY(:ids) AND worker_id = :worker_id AND state = 'running'
   -- an expired lease is not ours any more, even before the rescuer has taken the job back
   AND lease_until >= {PG_NOW}
 RETURNING id, cancel_requested
-""")
+"""
 
-SQLITE_RENEW = sa.text(f"""
+SQLITE_RENEW = f"""
 UPDATE jobs SET lease_until = {_sqlite_now_plus(":lease_s")}
-WHERE id IN :ids AND worker_id = :worker_id AND state = 'running'
-  AND lease_until >= {SQLITE_NOW}
+WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id
+  AND state = 'running' AND lease_until >= {SQLITE_NOW}
 RETURNING id, cancel_requested
-""").bindparams(sa.bindparam("ids", expanding=True))
+"""
+
+# The heartbeat; no row back: our worker row is gone.
+HEARTBEAT = "UPDATE workers SET heartbeat_at = {now} WHERE id = :worker_id RETURNING state"
 
 
 @dataclass(frozen=True)
@@ -433,41 +443,31 @@ class Renewal:
     worker_state: WorkerState | None  # None: our worker row is gone
 
 
-def renew(
-    connection: sa.Connection, worker_id: int, job_ids: Sequence[int], lease_s: float
-) -> Renewal:
+def renew(conn: Conn, worker_id: int, job_ids: Sequence[int], lease_s: float) -> Renewal:
     """Heartbeat and extend the leases of `job_ids`; learn which are lost or to be cancelled."""
     held: set[int] = set()
     cancel: set[int] = set()
     if job_ids:
-        postgres = connection.dialect.name == "postgresql"
-        rows = connection.execute(
-            PG_RENEW if postgres else SQLITE_RENEW,
-            {"ids": list(job_ids), "worker_id": worker_id, "lease_s": lease_s},
-        ).all()
-        held = {row.id for row in rows}
-        cancel = {row.id for row in rows if row.cancel_requested}
-    state = connection.execute(
-        sa.update(workers)
-        .where(workers.c.id == worker_id)
-        .values(heartbeat_at=db_now())
-        .returning(workers.c.state)
-    ).scalar()
+        ids: Any = list(job_ids) if conn.is_postgres else json.dumps(list(job_ids))
+        rows = conn.execute(
+            PG_RENEW if conn.is_postgres else SQLITE_RENEW,
+            {"ids": ids, "worker_id": worker_id, "lease_s": lease_s},
+        ).fetchall()
+        held = {row[0] for row in rows}
+        cancel = {row[0] for row in rows if row[1]}
+    state = conn.scalar(HEARTBEAT.format(now=conn.now), {"worker_id": worker_id})
     return Renewal(held, cancel, WorkerState(state) if state else None)
 
 
-CANCEL_REQUESTS = sa.text(
-    "SELECT id FROM jobs WHERE id IN :ids AND worker_id = :worker_id AND state = 'running'"
-    " AND cancel_requested"
-).bindparams(sa.bindparam("ids", expanding=True))
-
-
-def cancel_requests(connection: sa.Connection, worker_id: int, job_ids: Sequence[int]) -> set[int]:
+def cancel_requests(conn: Conn, worker_id: int, job_ids: Sequence[int]) -> set[int]:
     """Which of this worker's running jobs somebody asked to cancel (by primary key)."""
     if not job_ids:
         return set()
-    rows = connection.execute(CANCEL_REQUESTS, {"ids": list(job_ids), "worker_id": worker_id})
-    return set(rows.scalars())
+    where, params = in_(conn, "id", list(job_ids), "ids")
+    rows = conn.execute(
+        f"SELECT id FROM jobs WHERE {where} AND worker_id = :worker_id AND state = 'running'"
+        " AND cancel_requested", {**params, "worker_id": worker_id})
+    return {row[0] for row in rows}
 
 
 # --- rescue -----------------------------------------------------------------------------------
@@ -481,7 +481,7 @@ _RESCUE_STATE = """CASE
 # A running job whose lease ran out belongs to a worker that crashed, hung or was cut off (and
 # that has killed the job itself: see fencing in jobctl/worker). At-least-once jobs go back to the
 # queue, at-most-once jobs become lost: they may have run, and must never run again.
-PG_RESCUE = sa.text(f"""
+PG_RESCUE = f"""
 WITH expired AS (
     SELECT id FROM jobs
     WHERE state = 'running' AND lease_until < {PG_NOW}
@@ -500,9 +500,9 @@ WITH expired AS (
     SELECT id, attempt, worker_id, started_at, {PG_NOW}, 'lost', error FROM rescued
 )
 SELECT id, state, queue FROM rescued
-""")
+"""
 
-SQLITE_RESCUE = sa.text(f"""
+SQLITE_RESCUE = f"""
 UPDATE jobs SET
     state = {_RESCUE_STATE},
     finished_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
@@ -511,18 +511,19 @@ UPDATE jobs SET
     error = 'worker ' || coalesce(worker_id, '?') || ' lost its lease'
 WHERE state = 'running' AND lease_until < {SQLITE_NOW}
 RETURNING id, attempt, state, queue, error, worker_id, started_at
-""")
+"""
 
-SQLITE_RESCUE_ATTEMPT = sa.text(f"""
+SQLITE_RESCUE_ATTEMPT = f"""
 INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
 VALUES (:id, :attempt, :worker_id, :started_at, {SQLITE_NOW}, 'lost', :error)
-""")
+"""
 
 # Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
-MARK_LOST_WORKERS = sa.update(workers).where(
-    workers.c.state.in_([WorkerState.RUNNING.value, WorkerState.DRAINING.value]),
-    workers.c.heartbeat_at < sa.bindparam("stale_before", type_=UTCDateTime()),
-).values(state=WorkerState.LOST.value)
+MARK_LOST_WORKERS = f"""
+UPDATE workers SET state = '{WorkerState.LOST.value}'
+WHERE state IN ('{WorkerState.RUNNING.value}', '{WorkerState.DRAINING.value}')
+  AND heartbeat_at < {{stale_before}}
+"""
 
 
 @dataclass(frozen=True)
@@ -531,55 +532,47 @@ class Rescued:
     ended: dict[int, JobState]  # lost, failed or cancelled
 
 
-def rescue(connection: sa.Connection) -> Rescued:
+def rescue(conn: Conn) -> Rescued:
     """Take back the jobs of expired leases. Idempotent; any worker or scheduler may call it."""
-    postgres = connection.dialect.name == "postgresql"
-    rows = connection.execute(PG_RESCUE if postgres else SQLITE_RESCUE).all()
-    if not postgres and rows:
-        connection.execute(
-            SQLITE_RESCUE_ATTEMPT,
-            [{"id": r.id, "attempt": r.attempt, "error": r.error, "worker_id": r.worker_id,
-              "started_at": r.started_at} for r in rows],
-        )
-    requeued = [r.id for r in rows if r.state == JobState.QUEUED.value]
-    ended = {r.id: JobState(r.state) for r in rows if r.state != JobState.QUEUED.value}
-    for queue in sorted({r.queue for r in rows if r.state == JobState.QUEUED.value}):
-        notify.job_submitted(connection, queue)
+    # Rows: (id, state, queue), and on SQLite what the attempts row needs after them.
+    if conn.is_postgres:
+        rows = conn.execute(PG_RESCUE).fetchall()
+    else:
+        found = conn.execute(SQLITE_RESCUE).fetchall()
+        if found:
+            conn.executemany(
+                SQLITE_RESCUE_ATTEMPT,
+                [{"id": id_, "attempt": attempt, "error": error, "worker_id": worker_id,
+                  "started_at": started_at}
+                 for id_, attempt, _, _, error, worker_id, started_at in found],
+            )
+        rows = [(id_, state, queue) for id_, _, state, queue, *_ in found]
+    requeued = [id_ for id_, state, _ in rows if state == JobState.QUEUED.value]
+    ended = {id_: JobState(state) for id_, state, _ in rows if state != JobState.QUEUED.value}
+    for queue in sorted({queue for _, state, queue in rows if state == JobState.QUEUED.value}):
+        notify.job_submitted(conn, queue)
     if ended:
-        notify.jobs_done(connection, sorted(ended))
-        settled = deps.settle(connection, {job_id: state.value for job_id, state in ended.items()})
+        notify.jobs_done(conn, sorted(ended))
+        settled = deps.settle(conn, {job_id: state.value for job_id, state in ended.items()})
         ended.update(settled.ended)
     # The backstop for dependents that two concurrent completions both left waiting (deps.py).
-    ended.update(deps.sweep(connection).ended)
+    ended.update(deps.sweep(conn).ended)
     return Rescued(requeued, ended)
 
 
-def mark_lost_workers(connection: sa.Connection, lease_s: float) -> int:
-    stale_before = connection.execute(
-        sa.select(sa.literal_column(PG_NOW if connection.dialect.name == "postgresql"
-                                    else SQLITE_NOW, UTCDateTime()))
-    ).scalar_one()
-    from datetime import timedelta
-
-    result = connection.execute(
-        MARK_LOST_WORKERS, {"stale_before": stale_before - timedelta(seconds=lease_s)}
-    )
-    return int(result.rowcount or 0)
+def mark_lost_workers(conn: Conn, lease_s: float) -> int:
+    cursor = conn.execute(MARK_LOST_WORKERS.format(stale_before=conn.now_plus("-(:lease_s)")),
+                          {"lease_s": lease_s})
+    return int(cursor.rowcount or 0)
 
 
-def next_retry_due_in(connection: sa.Connection, queues: Sequence[str]) -> float | None:
+def next_retry_due_in(conn: Conn, queues: Sequence[str]) -> float | None:
     """Seconds until the next job of `queues` that waits for a retry is due (0 if one is due
     now), None if none waits."""
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        query = sa.text(
-            f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
-            " WHERE state = 'queued' AND attempt > 0 AND queue = ANY(:queues)"
-        )
+    where, params = in_(conn, "queue", list(queues), "queues")
+    if conn.is_postgres:
+        query = f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
     else:
-        query = sa.text(
-            f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
-            " WHERE state = 'queued' AND attempt > 0 AND queue IN :queues"
-        ).bindparams(sa.bindparam("queues", expanding=True))
-    seconds = connection.execute(query, {"queues": list(queues)}).scalar()
+        query = f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
+    seconds = conn.scalar(f"{query} WHERE state = 'queued' AND attempt > 0 AND {where}", params)
     return None if seconds is None else max(0.0, float(seconds))

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from jobctl.models import JobState, WorkerInfo
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.schema import db_now, jobs, workers
 from jobctl.timeparse import isoformat_utc
@@ -182,7 +183,7 @@ def snapshot(connection: sa.Connection, *, window_s: float = 3600.0, running_lim
     failures = [FailedJob(row.id, row.name, row.queue, row.state, row.exit_code, row.error,
                           row.finished_at) for row in connection.execute(failures_query)]
     return Snapshot(now=now, report=report,
-                    workers=worker_rows.list_workers(connection),
+                    workers=worker_rows.list_workers(Conn.of(connection)),
                     running=running, failures=failures, running_total=report.total.running)
 
 

@@ -1,18 +1,22 @@
-"""The workers table: register, stop, list."""
+"""The workers table: register, stop, list.
+
+Written against `store.direct.Conn` (the driver, no SQLAlchemy), since a worker registers and
+stops itself; callers holding a SQLAlchemy connection pass `Conn.of(connection)`.
+"""
 
 from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
-
 from jobctl.models import JobState, WorkerInfo, WorkerState
 from jobctl.store import notify
-from jobctl.store.schema import db_now, jobs, workers
+from jobctl.store.direct import Conn
+
+_LIVE = f"('{WorkerState.RUNNING.value}', '{WorkerState.DRAINING.value}')"
 
 
 def register(
-    connection: sa.Connection,
+    conn: Conn,
     *,
     name: str,
     hostname: str,
@@ -21,81 +25,72 @@ def register(
     concurrency: int,
     version: str,
 ) -> int:
-    worker_id = connection.execute(
-        sa.insert(workers)
-        .values(
-            name=name, hostname=hostname, pid=pid, queues=queues, concurrency=concurrency,
-            version=version, started_at=db_now(), heartbeat_at=db_now(),
-            state=WorkerState.RUNNING.value,
-        )
-        .returning(workers.c.id)
-    ).scalar_one()
+    queues_json = "CAST(:queues AS jsonb)" if conn.is_postgres else ":queues"
+    worker_id = conn.scalar(
+        "INSERT INTO workers (name, hostname, pid, queues, concurrency, version, started_at,"
+        " heartbeat_at, state)"
+        f" VALUES (:name, :hostname, :pid, {queues_json}, :concurrency, :version, {conn.now},"
+        f" {conn.now}, '{WorkerState.RUNNING.value}') RETURNING id",
+        {"name": name, "hostname": hostname, "pid": pid, "queues": json.dumps(queues),
+         "concurrency": concurrency, "version": version},
+    )
     return int(worker_id)
 
 
-def set_state(connection: sa.Connection, worker_id: int, state: WorkerState) -> None:
-    connection.execute(
-        sa.update(workers)
-        .where(workers.c.id == worker_id)
-        .values(state=state.value, heartbeat_at=db_now())
-    )
+def set_state(conn: Conn, worker_id: int, state: WorkerState) -> None:
+    conn.execute(f"UPDATE workers SET state = :state, heartbeat_at = {conn.now} WHERE id = :id",
+                 {"state": state.value, "id": worker_id})
 
 
-def get_state(connection: sa.Connection, worker_id: int) -> WorkerState | None:
-    state = connection.execute(
-        sa.select(workers.c.state).where(workers.c.id == worker_id)
-    ).scalar()
+def get_state(conn: Conn, worker_id: int) -> WorkerState | None:
+    state = conn.scalar("SELECT state FROM workers WHERE id = :id", {"id": worker_id})
     return WorkerState(state) if state else None
 
 
-def request_stop(connection: sa.Connection, name_or_id: str) -> list[tuple[int, WorkerState]]:
+def request_stop(conn: Conn, name_or_id: str) -> list[tuple[int, WorkerState]]:
     """Ask the live workers of this name (or id) to stop. Returns [(id, state before)] of every
     worker that matched, live or not."""
-    match = workers.c.name == name_or_id
+    params: dict[str, object]
+    match, params = "name = :name", {"name": name_or_id}
     if name_or_id.isdigit():
-        match = sa.or_(match, workers.c.id == int(name_or_id))
-    found = [(row.id, WorkerState(row.state))
-             for row in connection.execute(sa.select(workers.c.id, workers.c.state).where(match))]
+        match, params = "(name = :name OR id = :id)", {"name": name_or_id, "id": int(name_or_id)}
+    found = [(worker_id, WorkerState(state)) for worker_id, state
+             in conn.execute(f"SELECT id, state FROM workers WHERE {match}", params)]
     for worker_id, state in found:
         if state is WorkerState.RUNNING:
-            connection.execute(
-                sa.update(workers)
-                .where(workers.c.id == worker_id, workers.c.state == WorkerState.RUNNING.value)
-                .values(state=WorkerState.DRAINING.value)
-            )
-            notify.worker_stop_requested(connection, worker_id)
+            conn.execute(
+                "UPDATE workers SET state = :draining WHERE id = :id AND state = :running",
+                {"draining": WorkerState.DRAINING.value, "running": WorkerState.RUNNING.value,
+                 "id": worker_id})
+            notify.worker_stop_requested(conn, worker_id)
     return found
 
 
-def list_workers(connection: sa.Connection, *, include_ended: bool = False) -> list[WorkerInfo]:
-    running = (
-        sa.select(jobs.c.worker_id, sa.func.count().label("running"))
-        .where(jobs.c.state == JobState.RUNNING.value)
-        .group_by(jobs.c.worker_id)
-        .subquery()
-    )
-    query = (
-        sa.select(workers, sa.func.coalesce(running.c.running, 0).label("running_jobs"))
-        .select_from(workers.outerjoin(running, running.c.worker_id == workers.c.id))
-        .order_by(workers.c.id.desc())
-    )
-    if not include_ended:
-        query = query.where(
-            workers.c.state.in_([WorkerState.RUNNING.value, WorkerState.DRAINING.value])
-        )
+def list_workers(conn: Conn, *, include_ended: bool = False) -> list[WorkerInfo]:
+    where = "" if include_ended else f" WHERE workers.state IN {_LIVE}"
+    rows = conn.execute(
+        "SELECT workers.id, workers.name, workers.hostname, workers.pid, workers.queues,"
+        " workers.concurrency, workers.version, workers.started_at, workers.heartbeat_at,"
+        " workers.state, coalesce(running.running, 0)"
+        " FROM workers LEFT OUTER JOIN ("
+        "   SELECT worker_id, count(*) AS running FROM jobs"
+        f"   WHERE state = '{JobState.RUNNING.value}' GROUP BY worker_id"
+        " ) AS running ON running.worker_id = workers.id"
+        f"{where} ORDER BY workers.id DESC")
     return [
         WorkerInfo(
-            id=row.id,
-            name=row.name,
-            hostname=row.hostname,
-            pid=row.pid,
-            queues=list(json.loads(row.queues) if isinstance(row.queues, str) else row.queues),
-            concurrency=row.concurrency,
-            version=row.version,
-            started_at=row.started_at,
-            heartbeat_at=row.heartbeat_at,
-            state=WorkerState(row.state),
-            running_jobs=row.running_jobs,
+            id=id_,
+            name=name,
+            hostname=hostname,
+            pid=pid,
+            queues=list(conn.json(queues)),
+            concurrency=concurrency,
+            version=version,
+            started_at=conn.time(started_at),  # type: ignore[arg-type]  # NOT NULL
+            heartbeat_at=conn.time(heartbeat_at),  # type: ignore[arg-type]  # NOT NULL
+            state=WorkerState(state),
+            running_jobs=running_jobs,
         )
-        for row in connection.execute(query)
+        for (id_, name, hostname, pid, queues, concurrency, version, started_at, heartbeat_at,
+             state, running_jobs) in rows
     ]

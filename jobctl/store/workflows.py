@@ -63,7 +63,7 @@ def start(
         edges += [(job_id, by_task[other], DepCondition.OK) for other in spec.get("needs", [])]
         edges += [(job_id, by_task[other], DepCondition.ANY)
                   for other in spec.get("needs_any", [])]
-    deps.add(connection, edges)
+    deps.add(Conn.of(connection), edges)
     return int(workflow_id)
 
 

@@ -1,20 +1,23 @@
 """The worker's loops.
 
 - The main thread is the only one that writes job results: each turn it stores the output the
-  jobs wrote, completes the attempts that ended and claims as many jobs as it has free slots, all
-  in one transaction, then sleeps until a job ends, a notification arrives or the poll is due.
+  jobs wrote, completes the attempts that ended and claims as many jobs as it has free slots
+  (`DirectDatabase.turn()`: on PostgreSQL autocommitted statements, each atomic alone; on SQLite
+  one transaction), then sleeps until a job ends, a notification arrives or the poll is due.
 - One slot thread per running job runs it (`JobProcess`) and hands back its result, then starts
   the next job from the read-ahead buffer, if there is one, without waiting for the main thread.
 - The heartbeat thread renews leases, learns of cancels, rescues expired leases of other workers,
   and pushes the fencing deadline forward in the watchdog process (jobctl/worker/watchdog.py),
-  which kills our jobs if the pushes stop before the leases run out.
+  which kills our jobs if the pushes stop before the leases run out. It has a database
+  connection of its own (`DirectDatabase.clone()`), so a slow turn never delays a renewal.
 - On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
+
+The database is reached through its driver alone (jobctl.store.direct): no SQLAlchemy here.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import queue as queue_module
@@ -28,15 +31,13 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TypeVar
 
-import sqlalchemy as sa
-
 from jobctl import __version__
 from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.store import notify, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.engine import Database
+from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
 from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult, Watchdog
 
@@ -117,9 +118,10 @@ class Running:
 
 
 class Worker:
-    def __init__(self, database: Database, settings: WorkerSettings,
+    def __init__(self, database: DirectDatabase, settings: WorkerSettings,
                  metrics: NoMetrics = NO_METRICS) -> None:
-        self.db = database
+        self.db = database  # the main thread's
+        self._heartbeat_db = database.clone()  # the heartbeat thread's: a connection of its own
         self._metrics = metrics
         self.settings = settings
         self.hostname = socket.gethostname()
@@ -145,7 +147,6 @@ class Worker:
         self._listener: notify.Listener | None = None
         self._last_renewal_ok = time.monotonic()
         self._watchdog: Watchdog | None = None
-        self._connection: sa.Connection | None = None
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
@@ -154,9 +155,9 @@ class Worker:
     # --- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        with self.db.write() as connection:
+        with self.db.write() as conn:
             self.worker_id = worker_rows.register(
-                connection, name=self.name, hostname=self.hostname, pid=os.getpid(),
+                conn, name=self.name, hostname=self.hostname, pid=os.getpid(),
                 queues=self.settings.queues, concurrency=self.settings.concurrency,
                 version=__version__,
             )
@@ -171,7 +172,8 @@ class Worker:
         heartbeat.start()
         if self.db.is_postgres:
             self._listener = notify.Listener(
-                self.db.url, [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL, notify.WORKER_CHANNEL],
+                self.db.location.target,
+                [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL, notify.WORKER_CHANNEL],
                 self._on_notify,
             )
             self._listener.start()
@@ -185,14 +187,13 @@ class Worker:
             if self._watchdog is not None:
                 self._watchdog.close()
             self._flush_until_done()
-            self._close_loop_connection()
             self._deregister()
         return 0
 
     def _deregister(self) -> None:
         try:
-            with self.db.write() as connection:
-                worker_rows.set_state(connection, self.worker_id, WorkerState.STOPPED)
+            with self.db.write() as conn:
+                worker_rows.set_state(conn, self.worker_id, WorkerState.STOPPED)
         except DatabaseUnavailable as error:
             log.warning("could not mark worker stopped: %s", error)
         log.info("worker %s stopped: %d job(s) finished in %d database turn(s)", self.name,
@@ -324,8 +325,8 @@ class Worker:
         if not runs:
             return
         try:
-            with self.db.write() as connection:
-                queue.release(connection, self.worker_id, [(r.job.id, r.job.attempt) for r in runs])
+            with self.db.write() as conn:
+                queue.release(conn, self.worker_id, [(r.job.id, r.job.attempt) for r in runs])
         except DatabaseUnavailable as error:
             # Their leases run out and the rescuer re-queues them (counting an attempt).
             log.warning("could not release %d unstarted job(s): %s", len(runs), error)
@@ -333,45 +334,21 @@ class Worker:
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
                      claim_limit: int) -> list[ClaimedJob]:
         """Store output, complete what ended, claim up to `claim_limit`: one turn's database work,
-        on the loop's own connection (dropped and reopened if the database goes away)."""
-        try:
-            with self.db.translate_errors():
-                connection = self._loop_connection()
-                if self.db.is_postgres:  # autocommit: each statement stands alone
-                    queue.write_output(connection, chunks)
-                    applied, claimed = queue.complete_and_claim(
-                        connection, self.worker_id, outcomes, self.settings.queues,
-                        claim_limit, self.settings.lease_s)
-                else:
-                    with connection.begin():
-                        queue.write_output(connection, chunks)
-                        applied, claimed = queue.complete_and_claim(
-                            connection, self.worker_id, outcomes, self.settings.queues,
-                            claim_limit, self.settings.lease_s)
-        except DatabaseUnavailable:
-            self._close_loop_connection()
-            raise
+        on the main thread's connection (dropped and reopened if the database goes away)."""
+        with self.db.turn() as conn:
+            queue.write_output(conn, chunks)
+            applied, claimed = queue.complete_and_claim(
+                conn, self.worker_id, outcomes, self.settings.queues, claim_limit,
+                self.settings.lease_s)
         for outcome in outcomes:
             self._log_outcome(outcome, outcome.job_id in applied)
         return claimed
 
-    def _loop_connection(self) -> sa.Connection:
-        if self._connection is None:
-            self._connection = self.db.connect_for_loop()
-        return self._connection
-
-    def _close_loop_connection(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                self._connection.invalidate()
-                self._connection.close()
-            self._connection = None
-
     def _burst_has_more(self) -> bool:
         """A burst worker also waits for retries of jobs it ran (queued with a backoff)."""
         try:
-            with self.db.read() as connection:
-                due_in = queue.next_retry_due_in(connection, self.settings.queues)
+            with self.db.read() as conn:
+                due_in = queue.next_retry_due_in(conn, self.settings.queues)
         except DatabaseUnavailable:
             return True
         if due_in is None:
@@ -517,33 +494,36 @@ class Worker:
                           0.5 if not self.db.is_postgres else renew_every)
         next_renewal = time.monotonic() + renew_every
         next_rescue = time.monotonic()
-        while not self._stop.wait(check_every):
-            now = time.monotonic()
-            try:
-                if now >= next_renewal:
-                    self._renew()
-                    next_renewal = now + renew_every
-                elif not self.db.is_postgres:
-                    self._check_cancels()
-                if now >= next_rescue:
-                    self._rescue()
-                    next_rescue = now + self.settings.rescue_every_s
-            except DatabaseUnavailable as error:
-                self._metrics.renewal_failed()
-                log.warning("heartbeat: %s; retrying", error)
-                next_renewal = now + min(renew_every, 1.0)
-            except Exception:  # this thread must outlive any surprise: it keeps our leases
-                self._metrics.renewal_failed()
-                log.exception("heartbeat failed; retrying")
-                next_renewal = now + min(renew_every, 1.0)
-            self._fence_if_overdue()
+        try:
+            while not self._stop.wait(check_every):
+                now = time.monotonic()
+                try:
+                    if now >= next_renewal:
+                        self._renew()
+                        next_renewal = now + renew_every
+                    elif not self.db.is_postgres:
+                        self._check_cancels()
+                    if now >= next_rescue:
+                        self._rescue()
+                        next_rescue = now + self.settings.rescue_every_s
+                except DatabaseUnavailable as error:
+                    self._metrics.renewal_failed()
+                    log.warning("heartbeat: %s; retrying", error)
+                    next_renewal = now + min(renew_every, 1.0)
+                except Exception:  # this thread must outlive any surprise: it keeps our leases
+                    self._metrics.renewal_failed()
+                    log.exception("heartbeat failed; retrying")
+                    next_renewal = now + min(renew_every, 1.0)
+                self._fence_if_overdue()
+        finally:
+            self._heartbeat_db.close()  # in the thread that used it
 
     def _renew(self) -> None:
         started = time.monotonic()
         with self._lock:
             ids = sorted(self._running)
-        with self.db.write() as connection:
-            renewal = queue.renew(connection, self.worker_id, ids, self.settings.lease_s)
+        with self._heartbeat_db.write() as conn:
+            renewal = queue.renew(conn, self.worker_id, ids, self.settings.lease_s)
         self._last_renewal_ok = started
         self._metrics.renewed()
         if self._watchdog is not None:
@@ -562,9 +542,9 @@ class Worker:
         """Where no notification brings them (SQLite): cancels, and `jobctl worker stop`."""
         with self._lock:
             ids = sorted(self._running)
-        with self.db.read() as connection:
-            cancel = queue.cancel_requests(connection, self.worker_id, ids)
-            state = worker_rows.get_state(connection, self.worker_id)
+        with self._heartbeat_db.read() as conn:
+            cancel = queue.cancel_requests(conn, self.worker_id, ids)
+            state = worker_rows.get_state(conn, self.worker_id)
         if cancel:
             self._kill(cancel, "cancelled", cancelled=True)
         if state is not WorkerState.RUNNING and not self._draining:
@@ -572,9 +552,9 @@ class Worker:
             self.request_drain(self.settings.grace_s)
 
     def _rescue(self) -> None:
-        with self.db.write() as connection:
-            rescued = queue.rescue(connection)
-            queue.mark_lost_workers(connection, self.settings.lease_s)
+        with self._heartbeat_db.write() as conn:
+            rescued = queue.rescue(conn)
+            queue.mark_lost_workers(conn, self.settings.lease_s)
         for job_id in rescued.requeued:
             log.info("job %d: its worker lost the lease; queued again", job_id)
         for job_id, state in rescued.ended.items():

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 from jobctl.store.schema import metadata
@@ -109,14 +110,14 @@ def seed(url: str, folder: Path) -> Seeded:
     try:
         database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
+            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
             finished, _ = jobs.submit(connection, JobSpec(argv=["echo", "done"], name="done"))
         with database.write() as connection:
-            [claimed] = queue.claim(connection, worker, ["default"], 1, 60.0)
+            [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 60.0)
             assert claimed.id == finished
         with database.write() as connection:
-            applied = queue.complete(connection, worker, [Outcome(
+            applied = queue.complete(Conn.of(connection), worker, [Outcome(
                 job_id=finished, attempt=1, state=JobState.SUCCEEDED,
                 attempt_outcome="succeeded", exit_code=0, signal=None, error=None)])
             assert applied == {finished}

@@ -20,6 +20,7 @@ from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec
 from jobctl.store import jobs
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
@@ -79,7 +80,7 @@ def database(db_url: str) -> Iterator[tuple[str, dict[str, int]]]:
             for name in ("build", "deploy prod", "test"):
                 ids[name], _ = jobs.submit(connection, JobSpec(argv=["true"], name=name,
                                                                queue=f"q-{name.split()[0]}"))
-            worker_rows.register(connection, name="builder-1", hostname="h", pid=1,
+            worker_rows.register(Conn.of(connection), name="builder-1", hostname="h", pid=1,
                                  queues=["default"], concurrency=1, version="test")
     finally:
         db.dispose()

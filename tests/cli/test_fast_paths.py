@@ -73,3 +73,49 @@ def test_waiting_for_a_job_skips_sqlalchemy(db_url: str) -> None:
     client.cancel([job_id])
     result = run_probe(db_url, "job", "wait", str(job_id))
     assert "code=125 sqlalchemy=False" in result.stderr, result.stderr  # cancelled: 125
+
+
+def test_a_worker_runs_its_jobs_without_sqlalchemy(db_url: str) -> None:
+    """`worker start` on an existing database: register, claim, output, completion, retries,
+    dependents released and failed, the rescuer, deregister — all through the driver."""
+    client = Client(db_url)
+    ok = client.submit(JobSpec(argv=["sh", "-c", "echo out; echo err >&2"], queue="w")).id
+    flaky = client.submit(JobSpec(argv=["sh", "-c", "exit 3"], queue="w", retries=1,
+                                  backoff_s=0.1)).id
+    after_ok = client.submit(JobSpec(argv=["true"], queue="w", after=(ok,))).id
+    after_flaky = client.submit(JobSpec(argv=["true"], queue="w", after=(flaky,))).id
+    result = run_probe(db_url, "worker", "start", "--burst", "--queue", "w", "--concurrency", "2",
+                       "--rescue-interval", "0.1s")
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    states = {job_id: client.get(job_id).state.value
+              for job_id in (ok, flaky, after_ok, after_flaky)}
+    assert states == {ok: "succeeded", flaky: "failed", after_ok: "succeeded",
+                      after_flaky: "failed"}
+    assert client.get(flaky).attempt == 2
+    chunks = list(client.logs(ok))
+    assert {(chunk.stream.value, chunk.data) for chunk in chunks} == {("stdout", b"out\n"),
+                                                                      ("stderr", b"err\n")}
+    [worker] = client.workers(include_ended=True)
+    assert worker.state.value == "stopped"
+
+
+def test_a_worker_on_a_new_database_creates_it_first(sqlite_url: str) -> None:
+    result = run_probe(sqlite_url, "worker", "start", "--burst")
+    assert "code=0" in result.stderr, result.stderr
+    assert Client(sqlite_url).workers(include_ended=True)[0].state.value == "stopped"
+
+
+def test_a_worker_on_a_url_only_sqlalchemy_parses_still_works(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobctl.db'}?timeout=5"
+    job_id = Client(url).submit(JobSpec(argv=["true"])).id
+    result = run_probe(url, "worker", "start", "--burst")
+    assert "code=0" in result.stderr, result.stderr
+    assert Client(url).get(job_id).state.value == "succeeded"
+
+
+def test_a_worker_that_cannot_reach_the_server_says_so_in_one_line() -> None:
+    result = run_probe("postgresql://me:hunter2@127.0.0.1:1/jobs", "worker", "start", "--burst")
+    assert "code=4" in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if not line.startswith("code=")]
+    assert line.startswith("jobctl: error: cannot reach PostgreSQL at 127.0.0.1:1/jobs: ")
+    assert "hunter2" not in result.stderr

@@ -21,6 +21,7 @@ from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 
@@ -61,13 +62,13 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     try:
         database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
+            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
             job_id, _ = jobs.submit(connection, JobSpec(argv=["false"], name="fails"))
         with database.write() as connection:
-            queue.claim(connection, worker, ["default"], 1, 60.0)
+            queue.claim(Conn.of(connection), worker, ["default"], 1, 60.0)
         with database.write() as connection:
-            queue.complete(connection, worker, [Outcome(
+            queue.complete(Conn.of(connection), worker, [Outcome(
                 job_id=job_id, attempt=1, state=JobState.FAILED, attempt_outcome="failed",
                 exit_code=1, signal=None, error=None)])
     finally:

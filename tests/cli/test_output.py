@@ -25,6 +25,7 @@ from jobctl.cli.app import COMMANDS, load_command, root_group, run
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 
@@ -81,7 +82,7 @@ def seed(url: str) -> Jobs:
     try:
         database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
+            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
         for name, queue_name, labels, end in SEEDS:
             spec = JobSpec(argv=["echo", f"[red]{name}[/red]"], name=name, queue=queue_name,
@@ -94,11 +95,11 @@ def seed(url: str) -> Jobs:
                     jobs.cancel(connection, job_id)
             elif end is not None:
                 with database.write() as connection:
-                    [claimed] = queue.claim(connection, worker, [queue_name], 1, 60.0)
+                    [claimed] = queue.claim(Conn.of(connection), worker, [queue_name], 1, 60.0)
                     assert claimed.id == job_id
                 code = 0 if end is JobState.SUCCEEDED else 3
                 with database.write() as connection:
-                    assert queue.complete(connection, worker, [Outcome(
+                    assert queue.complete(Conn.of(connection), worker, [Outcome(
                         job_id=job_id, attempt=1, state=end, attempt_outcome=end.value,
                         exit_code=code, signal=None, error=None)]) == {job_id}
     finally:

@@ -261,13 +261,14 @@ def test_the_scheduler_rescues_expired_leases(jobctl: Jobctl, database: Database
     """A job whose worker vanished goes back to the queue when only a scheduler runs."""
     from jobctl.store import jobs as job_store
     from jobctl.store import queue, workers
+    from jobctl.store.direct import Conn
 
     with database.write() as connection:
-        worker = workers.register(connection, name="gone", hostname="h", pid=1,
+        worker = workers.register(Conn.of(connection), name="gone", hostname="h", pid=1,
                                   queues=["default"], concurrency=1, version="test")
         job_id, _ = job_store.submit(connection, JobSpec(argv=["true"], retries=1))
     with database.write() as connection:
-        [claimed] = queue.claim(connection, worker, ["default"], 1, 0.2)
+        [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 0.2)
     assert claimed.id == job_id
     time.sleep(0.5)  # the lease runs out; nobody renews it
     result = jobctl("scheduler", "run", "--once")

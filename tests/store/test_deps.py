@@ -5,7 +5,6 @@ and workflows started, cancelled and retried."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ def db(db_url: str) -> Iterator[Database]:
 
 def register(db: Database) -> int:
     with db.write() as connection:
-        return worker_rows.register(connection, name="w", hostname="h", pid=1,
+        return worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
                                     queues=["default"], concurrency=4, version="test")
 
 
@@ -51,11 +50,11 @@ def state(db: Database, job_id: int) -> tuple[JobState, str | None]:
 def run(db: Database, worker: int, outcome: JobState = JobState.SUCCEEDED) -> list[int]:
     """Claim everything due and end each with `outcome` (through complete_and_claim)."""
     with db.write() as connection:
-        claimed = queue.claim(connection, worker, ["default"], 100, 60.0)
+        claimed = queue.claim(Conn.of(connection), worker, ["default"], 100, 60.0)
     outcomes = [Outcome(c.id, c.attempt, outcome, outcome.value,
                         0 if outcome is JobState.SUCCEEDED else 1, None, None) for c in claimed]
     with db.write() as connection:
-        queue.complete(connection, worker, outcomes)
+        queue.complete(Conn.of(connection), worker, outcomes)
     return [c.id for c in claimed]
 
 
@@ -76,7 +75,8 @@ def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
     b = submit(db)
     submit(db, after=(a,))
     with db.write() as connection:
-        claimed = {job.id: job for job in queue.claim(connection, worker, ["default"], 10, 60.0)}
+        claimed = {job.id: job
+                   for job in queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)}
     assert set(claimed) == {a, b}
     assert claimed[a].has_dependents
     # PostgreSQL's worker then completes `b` with the statement that skips settling.
@@ -91,20 +91,20 @@ def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completi
     worker = register(db)
     a = submit(db)
     with db.write() as connection:
-        [claimed] = queue.claim(connection, worker, ["default"], 10, 60.0)
+        [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)
     b = submit(db, after=(a,))
     assert state(db, b)[0] is JobState.WAITING
     ended = Outcome(a, 1, JobState.SUCCEEDED, "succeeded", 0, None, None,
                     has_dependents=claimed.has_dependents)
-    # The worker's own connection: autocommitted statements on PostgreSQL (so `now()` moves on
+    # The worker's own turn: autocommitted statements on PostgreSQL (so `now()` moves on
     # between them), a transaction per turn on SQLite.
-    connection = db.connect_for_loop()
+    direct = db.direct()
     try:
-        with contextlib.nullcontext() if db.is_postgres else connection.begin():
-            applied, next_jobs = queue.complete_and_claim(connection, worker, [ended],
+        with direct.turn() as conn:
+            applied, next_jobs = queue.complete_and_claim(conn, worker, [ended],
                                                           ["default"], 10, 60.0)
     finally:
-        connection.close()
+        direct.close()
     assert applied == {a}
     assert [job.id for job in next_jobs] == [b]
 
@@ -117,9 +117,10 @@ def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Da
     d = submit(db, after_any=(b,))
     sibling = submit(db)
     with db.write() as connection:
-        [job] = [j for j in queue.claim(connection, worker, ["default"], 100, 60.0) if j.id == a]
+        [job] = [j for j in queue.claim(Conn.of(connection), worker, ["default"], 100, 60.0)
+                 if j.id == a]
     with db.write() as connection:
-        queue.complete(connection, worker,
+        queue.complete(Conn.of(connection), worker,
                        [Outcome(a, 1, JobState.FAILED, "failed", 3, None, None)])
     assert state(db, b) == (JobState.FAILED, f"dependency {a} failed")
     assert state(db, c) == (JobState.FAILED, f"dependency {a} failed")
@@ -145,12 +146,12 @@ def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: Datab
     a = submit(db, delivery=Delivery.AT_MOST_ONCE)
     b = submit(db, after=(a,))
     with db.write() as connection:
-        queue.claim(connection, worker, ["default"], 10, 0.01)
+        queue.claim(Conn.of(connection), worker, ["default"], 10, 0.01)
     import time
 
     time.sleep(0.05)
     with db.write() as connection:
-        queue.rescue(connection)
+        queue.rescue(Conn.of(connection))
     assert state(db, a)[0] is JobState.LOST
     assert state(db, b) == (JobState.FAILED, f"dependency {a} lost")
 
@@ -197,7 +198,7 @@ def test_the_sweep_releases_a_job_whose_dependencies_ended_unnoticed(db: Databas
                            .values(state="succeeded"))
     assert state(db, b)[0] is JobState.WAITING
     with db.write() as connection:
-        queue.rescue(connection)
+        queue.rescue(Conn.of(connection))
     assert state(db, b)[0] is JobState.QUEUED
 
 
@@ -237,9 +238,9 @@ def test_workflow_start_fail_and_retry(db: Database) -> None:
     ids = {t.task: t.id for t in wf.tasks}
     run(db, worker)  # a
     with db.write() as connection:
-        claimed = queue.claim(connection, worker, ["default"], 10, 60.0)
+        claimed = queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)
         by_id = {c.id: c for c in claimed}
-        queue.complete(connection, worker, [
+        queue.complete(Conn.of(connection), worker, [
             Outcome(ids["b"], by_id[ids["b"]].attempt, JobState.SUCCEEDED, "succeeded", 0, None,
                     None),
             Outcome(ids["c"], by_id[ids["c"]].attempt, JobState.FAILED, "failed", 1, None, None),

@@ -4,6 +4,7 @@ the reads and inserts written on it, on both backends, against what SQLAlchemy's
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,3 +206,123 @@ def test_sqlite_ids_stay_consecutive_beside_a_concurrent_writer(tmp_path: Path) 
         other.close()
     assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
     database.close()
+
+
+# --- connections: one per thread, the worker's turns, losing the database -------------------------
+
+
+def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(migrated: str) -> None:
+    """The worker's heartbeat thread renews leases on a clone while the main thread is inside a
+    turn: it must neither wait for the main thread's lock nor touch its connection."""
+    database = DirectDatabase.open(migrated)
+    assert database is not None
+    clone = database.clone()
+    seen: list[object] = []
+
+    def heartbeat() -> None:
+        try:
+            with clone.read() as conn:
+                seen.append(conn.raw)
+                seen.append(conn.scalar("SELECT count(*) FROM jobs"))
+        except Exception as error:  # e.g. sqlite3's "created in another thread"
+            seen.append(error)
+        finally:
+            clone.close()  # in the thread that used it
+
+    with database.write() as conn:  # holds the main connection (and its lock) meanwhile
+        thread = threading.Thread(target=heartbeat)
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the clone waited for the other connection's lock"
+        assert len(seen) == 2 and seen[0] is not conn.raw and seen[1] == 0, seen
+    database.close()
+
+
+def test_a_turn_autocommits_each_statement_on_postgresql(pg_url: str) -> None:
+    database = Database(pg_url)
+    database.ensure_schema()
+    database.dispose()
+    direct = DirectDatabase.open(pg_url)
+    assert direct is not None
+    other = direct.clone()
+    with direct.turn() as conn:
+        submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
+        with other.read() as reader:  # committed already, before the turn ends
+            assert len(reads.list_jobs(reader)) == 1
+    direct.close()
+    other.close()
+
+
+def test_a_turn_is_one_transaction_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
+    Database(url).ensure_schema()
+    direct = DirectDatabase.open(url)
+    assert direct is not None
+    with pytest.raises(ZeroDivisionError), direct.turn() as conn:
+        submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
+        raise ZeroDivisionError
+    with direct.read() as conn:
+        assert reads.list_jobs(conn) == []
+    direct.close()
+
+
+def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url: str) -> None:
+    database = Database(pg_url)
+    database.ensure_schema()
+    database.dispose()
+    direct = DirectDatabase.open(pg_url)
+    assert direct is not None
+    with direct.read() as conn:
+        first = conn.scalar("SELECT pg_backend_pid()")
+    killer = direct.clone()
+    with killer.write() as conn:
+        assert conn.scalar("SELECT pg_terminate_backend(:pid)", {"pid": first})
+    killer.close()
+    for use in (direct.read, direct.turn):
+        with pytest.raises(DatabaseUnavailable) as caught, use() as conn:
+            conn.scalar("SELECT 1")
+        assert caught.value.message.startswith("lost PostgreSQL at ")
+        assert "\n" not in caught.value.message
+        with direct.read() as conn:  # a new connection, at once
+            second = conn.scalar("SELECT pg_backend_pid()")
+        assert second != first
+        with direct.clone().write() as conn:
+            conn.scalar("SELECT pg_terminate_backend(:pid)", {"pid": second})
+        first = second
+    direct.close()
+
+
+def test_a_locked_sqlite_file_cannot_be_reached_and_the_next_use_works(tmp_path: Path) -> None:
+    """As on the SQLAlchemy road: past the busy timeout the database cannot be reached (the
+    worker retries later); the connection is replaced, with the usual busy timeout."""
+    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
+    Database(url).ensure_schema()
+    holder = DirectDatabase.open(url)
+    waiter = DirectDatabase.open(url)
+    assert holder is not None and waiter is not None
+    with waiter.read() as conn:
+        conn.execute("PRAGMA busy_timeout = 10")
+    locked = r"^cannot reach SQLite file .*jobctl\.db: database is locked"
+    with holder.write(), pytest.raises(DatabaseUnavailable, match=locked), waiter.write():
+        pass
+    with waiter.write() as conn:
+        assert conn.scalar("PRAGMA busy_timeout") == 30_000  # a new connection
+    holder.close()
+    waiter.close()
+
+
+def test_a_url_only_sqlalchemy_parses_still_gets_a_direct_database(tmp_path: Path) -> None:
+    """SQLite with driver options: the connections are made as SQLAlchemy makes them."""
+    url = f"sqlite:///{tmp_path / 'jobctl.db'}?timeout=5"
+    assert locate(url) is None
+    database = Database(url)
+    database.ensure_schema()
+    direct = database.direct()
+    database.dispose()
+    assert direct.checked() is direct
+    with direct.write() as conn:
+        [job_id] = submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
+    with direct.read() as conn:
+        assert [job.id for job in reads.list_jobs(conn)] == [job_id]
+        assert conn.scalar("PRAGMA journal_mode") == "wal"
+    direct.close()

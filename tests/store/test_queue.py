@@ -37,7 +37,7 @@ def db(db_url: str) -> Iterator[Database]:
 
 def register(db: Database, name: str = "w") -> int:
     with db.write() as connection:
-        return worker_rows.register(connection, name=name, hostname="host", pid=1,
+        return worker_rows.register(Conn.of(connection), name=name, hostname="host", pid=1,
                                     queues=["default"], concurrency=4, version="test")
 
 
@@ -52,7 +52,7 @@ def submit(db: Database, **fields: Any) -> int:
 def claim(db: Database, worker: int, queues: Sequence[str] = ("default",), limit: int = 10,
           lease_s: float = LEASE_S) -> list[ClaimedJob]:
     with db.write() as connection:
-        return queue.claim(connection, worker, list(queues), limit, lease_s)
+        return queue.claim(Conn.of(connection), worker, list(queues), limit, lease_s)
 
 
 def claim_one(db: Database, worker: int, **kwargs: Any) -> ClaimedJob:
@@ -69,7 +69,7 @@ def outcome(job_id: int, attempt: int, state: JobState = JobState.SUCCEEDED,
 
 def complete(db: Database, worker: int, *outcomes: Outcome) -> set[int]:
     with db.write() as connection:
-        return queue.complete(connection, worker, outcomes)
+        return queue.complete(Conn.of(connection), worker, outcomes)
 
 
 def get(db: Database, job_id: int) -> Job:
@@ -88,7 +88,7 @@ def attempt_rows(db: Database, job_id: int) -> list[Any]:
 
 def rescue(db: Database) -> queue.Rescued:
     with db.write() as connection:
-        return queue.rescue(connection)
+        return queue.rescue(Conn.of(connection))
 
 
 def ago(seconds: float) -> datetime:
@@ -343,7 +343,7 @@ def test_renew_reports_lost_leases_and_cancel_requests(db: Database) -> None:
     rescue(db)  # takes `expiring` away from w
 
     with db.write() as connection:
-        renewal = queue.renew(connection, w, [a, b, expiring, theirs], LEASE_S)
+        renewal = queue.renew(Conn.of(connection), w, [a, b, expiring, theirs], LEASE_S)
     assert renewal.held == {a, b}
     assert renewal.cancel == set()
     assert renewal.worker_state is WorkerState.RUNNING
@@ -353,16 +353,16 @@ def test_renew_reports_lost_leases_and_cancel_requests(db: Database) -> None:
     with db.write() as connection:
         jobs.cancel(connection, b)
     with db.write() as connection:
-        renewal = queue.renew(connection, w, [a, b], LEASE_S)
+        renewal = queue.renew(Conn.of(connection), w, [a, b], LEASE_S)
     assert renewal.held == {a, b}
     assert renewal.cancel == {b}
     with db.read() as connection:
-        assert queue.cancel_requests(connection, w, [a, b]) == {b}
+        assert queue.cancel_requests(Conn.of(connection), w, [a, b]) == {b}
 
     with db.write() as connection:
-        assert queue.renew(connection, 987654, [a], LEASE_S).worker_state is None
+        assert queue.renew(Conn.of(connection), 987654, [a], LEASE_S).worker_state is None
     with db.write() as connection:
-        assert queue.renew(connection, w, [], LEASE_S).held == set()
+        assert queue.renew(Conn.of(connection), w, [], LEASE_S).held == set()
 
 
 # --- release --------------------------------------------------------------------------------------
@@ -373,14 +373,15 @@ def test_release_returns_a_job_to_the_queue_with_its_attempt_not_counted(db: Dat
     job_id = submit(db, retries=0)
     job = claim_one(db, w)
     with db.write() as connection:
-        queue.release(connection, other, [(job_id, job.attempt)])  # not theirs: no effect
+        queue.release(Conn.of(connection), other, [(job_id, job.attempt)])  # not theirs: no effect
     assert get(db, job_id).state is JobState.RUNNING
     with db.write() as connection:
-        queue.release(connection, w, [(job_id, job.attempt + 1)])  # wrong attempt: no effect
+        # wrong attempt: no effect
+        queue.release(Conn.of(connection), w, [(job_id, job.attempt + 1)])
     assert get(db, job_id).state is JobState.RUNNING
 
     with db.write() as connection:
-        queue.release(connection, w, [(job_id, job.attempt)])
+        queue.release(Conn.of(connection), w, [(job_id, job.attempt)])
     released = get(db, job_id)
     assert (released.state, released.attempt) == (JobState.QUEUED, 0)
     assert released.started_at is None and released.lease_until is None
