@@ -19,6 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobctl.errors import DatabaseUnavailable
+from jobctl.store.direct import first_line
 
 if TYPE_CHECKING:
     from jobctl.metrics import SchedulerMetrics
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
     from jobctl.store.schedules import Fired
 
 log = logging.getLogger("jobctl.scheduler")
-
-
-def first_line(error: BaseException) -> str:
-    from jobctl.store.engine import first_line as driver_first_line
-
-    return driver_first_line(error)
 
 
 @dataclass(frozen=True)

@@ -350,9 +350,9 @@ class DirectDatabase:
         try:
             yield
         except Exception as error:
-            if self.is_postgres and _is_disconnect(error):
+            if self.is_postgres and is_disconnect(error):
                 raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
-            if not self.is_postgres and _not_an_sqlite_database(error):
+            if not self.is_postgres and not_an_sqlite_database(error):
                 raise DatabaseUnavailable(
                     f"cannot use {self.where}: {first_line(error)}") from error
             if not self.is_postgres and _sqlite_operational(error):
@@ -361,7 +361,8 @@ class DirectDatabase:
             raise
 
 
-def _is_disconnect(error: BaseException) -> bool:
+def is_disconnect(error: BaseException | None) -> bool:
+    """psycopg's error for a refused, failed or cut connection (sqlstate None, 08xxx, 57Pxx)."""
     if type(error).__module__.split(".")[0] != "psycopg":
         return False
     import psycopg
@@ -372,7 +373,8 @@ def _is_disconnect(error: BaseException) -> bool:
     return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
 
 
-def _not_an_sqlite_database(error: BaseException) -> bool:
+def not_an_sqlite_database(error: BaseException | None) -> bool:
+    """sqlite3's error for a file that is not an SQLite database, or a damaged one."""
     text = str(error)
     return (type(error).__module__ == "sqlite3"
             and ("file is not a database" in text or "malformed" in text))
@@ -385,5 +387,8 @@ def _sqlite_operational(error: BaseException) -> bool:
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    """The driver's own message, first line only (under a SQLAlchemy error: its `orig`, without
+    SQLAlchemy's background link)."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__

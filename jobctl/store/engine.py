@@ -25,7 +25,10 @@ from jobctl.store.direct import (
     SQLITE_PRAGMAS,
     DirectDatabase,
     Location,
+    first_line,
+    is_disconnect,
     locate,
+    not_an_sqlite_database,
 )
 
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
@@ -58,19 +61,6 @@ def describe(url: sa.URL) -> str:
         return f"SQLite file {url.database}"
     host = url.host or "localhost (socket)"
     return f"PostgreSQL at {host}:{url.port or 5432}/{url.database or ''}"
-
-
-def _not_an_sqlite_database(error: sa.exc.DBAPIError) -> bool:
-    """A file that is not an SQLite database, or a damaged one."""
-    text = str(error.orig)
-    return "file is not a database" in text or "malformed" in text
-
-
-def first_line(error: BaseException) -> str:
-    """The driver's own message, first line only, without SQLAlchemy's background link."""
-    original = getattr(error, "orig", None) or error
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
 
 
 class Database:
@@ -159,7 +149,7 @@ class Database:
         except sa.exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
-            if not self.is_postgres and _not_an_sqlite_database(error):
+            if not self.is_postgres and not_an_sqlite_database(error.orig):
                 raise DatabaseUnavailable(
                     f"cannot use {self.where}: {first_line(error)}") from error
             raise
@@ -236,12 +226,7 @@ class Database:
 
 
 def _is_disconnect(error: sa.exc.DBAPIError) -> bool:
-    if error.connection_invalidated:
-        return True
-    orig = error.orig
-    # psycopg raises OperationalError for refused/failed connections; sqlstate is None or 08xxx.
-    sqlstate = getattr(orig, "sqlstate", None)
-    return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
+    return error.connection_invalidated or is_disconnect(error.orig)
 
 
 def _install_sqlite_hooks(engine: sa.Engine) -> None:

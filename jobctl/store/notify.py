@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jobctl.store.direct import Conn
+from jobctl.store.direct import Conn, first_line
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -100,7 +100,3 @@ class Listener:
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
