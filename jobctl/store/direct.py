@@ -52,11 +52,17 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
 )
 # How SQLite stores a time (UTC, fixed width, so that text order is time order); the same as
-# SQLAlchemy's SQLite DateTime and as `strftime('%Y-%m-%d %H:%M:%f000', 'now')`.
+# SQLAlchemy's SQLite DateTime and as SQLITE_NOW, where %f gives milliseconds and the trailing
+# 000 pads them to microseconds.
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 # clock_timestamp(), not now(): now() stands still for a whole transaction.
 PG_NOW = "clock_timestamp()"
+
+
+def pg_now_plus(seconds_sql: str) -> str:
+    """PostgreSQL's current time plus `seconds_sql` (a parameter or a column) seconds."""
+    return f"{PG_NOW} + make_interval(secs => {seconds_sql})"
 
 
 def sqlite_now_plus(seconds_sql: str) -> str:
@@ -134,9 +140,7 @@ class Conn:
 
     def now_plus(self, seconds_sql: str) -> str:
         """The database's current time plus `seconds_sql` (a parameter or a column) seconds."""
-        if self.is_postgres:
-            return f"{PG_NOW} + make_interval(secs => {seconds_sql})"
-        return sqlite_now_plus(seconds_sql)
+        return pg_now_plus(seconds_sql) if self.is_postgres else sqlite_now_plus(seconds_sql)
 
     # --- values as the drivers return them ---------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.store import deps, notify
-from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn
+from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, pg_now_plus
 from jobctl.store.direct import sqlite_now_plus as _sqlite_now_plus
 from jobctl.store.reads import in_
 
@@ -255,7 +255,7 @@ WITH RECURSIVE done AS (
         state = d.state,
         finished_at = CASE WHEN d.state = 'queued' THEN NULL ELSE {PG_NOW} END,
         run_at = CASE WHEN d.state = 'queued'
-                      THEN {PG_NOW} + make_interval(secs => d.delay) ELSE j.run_at END,
+                      THEN {pg_now_plus("d.delay")} ELSE j.run_at END,
         lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error,
         -- a job released by a worker that shut down under it keeps all its retries
         max_attempts = j.max_attempts + CASE WHEN d.outcome = 'released' THEN 1 ELSE 0 END
@@ -291,7 +291,7 @@ picked AS MATERIALIZED (
     UPDATE jobs SET
         state = 'running', attempt = jobs.attempt + 1, worker_id = :worker_id,
         started_at = {PG_NOW}, finished_at = NULL,
-        lease_until = {PG_NOW} + make_interval(secs => :lease_s),
+        lease_until = {pg_now_plus(":lease_s")},
         exit_code = NULL, signal = NULL, error = NULL
     FROM picked WHERE jobs.id = picked.id
     RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")},
@@ -418,7 +418,7 @@ def release(conn: Conn, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None
 # --- leases and heartbeats --------------------------------------------------------------------
 
 PG_RENEW = f"""
-UPDATE jobs SET lease_until = {PG_NOW} + make_interval(secs => :lease_s)
+UPDATE jobs SET lease_until = {pg_now_plus(":lease_s")}
 WHERE id = ANY(:ids) AND worker_id = :worker_id AND state = 'running'
   -- an expired lease is not ours any more, even before the rescuer has taken the job back
   AND lease_until >= {PG_NOW}

@@ -15,6 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from jobctl.store import SCHEMA_REVISION as SCHEMA_REVISION
+from jobctl.store.direct import PG_NOW, SQLITE_NOW, pg_now_plus, sqlite_now_plus
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -60,27 +61,24 @@ class db_now_plus(FunctionElement[datetime]):
 
 @compiles(db_now, "postgresql")
 def _pg_now(element: db_now, compiler: Any, **kw: Any) -> str:
-    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
-    return "clock_timestamp()"
+    return PG_NOW
 
 
 @compiles(db_now, "sqlite")
 def _sqlite_now(element: db_now, compiler: Any, **kw: Any) -> str:
-    # %f gives milliseconds; the trailing 000 pads them to the microseconds UTCDateTime stores.
-    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+    return SQLITE_NOW
 
 
 @compiles(db_now_plus, "postgresql")
 def _pg_now_plus(element: db_now_plus, compiler: Any, **kw: Any) -> str:
     (seconds,) = list(element.clauses)
-    return f"clock_timestamp() + make_interval(secs => {compiler.process(seconds, **kw)})"
+    return pg_now_plus(compiler.process(seconds, **kw))
 
 
 @compiles(db_now_plus, "sqlite")
 def _sqlite_now_plus(element: db_now_plus, compiler: Any, **kw: Any) -> str:
     (seconds,) = list(element.clauses)
-    offset = f"printf('%+.6f seconds', {compiler.process(seconds, **kw)})"
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', {offset})"
+    return sqlite_now_plus(compiler.process(seconds, **kw))
 
 
 def _json() -> sa.types.TypeEngine[Any]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from jobctl.models import JobSpec, JobState
 from jobctl.store import notify
-from jobctl.store.direct import SQLITE_NOW, Conn
+from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, sqlite_now_plus
 
 _COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                  "max_attempts", "backoff_s", "delivery", "attempt", "labels", "run_at",
@@ -33,8 +33,7 @@ INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_a
                   run_at, created_at, finished_at)
 VALUES (:name, :queue, :priority, :state, :argv, :env, :cwd, :timeout_s, :max_attempts,
         :backoff_s, :delivery, 0, NULL, :labels, :error, :workflow_id, :task,
-        coalesce(:run_at, strftime('%Y-%m-%d %H:%M:%f000', 'now',
-                                   printf('%+.6f seconds', :run_in_s))),
+        coalesce(:run_at, {sqlite_now_plus(":run_in_s")}),
         {SQLITE_NOW}, CASE WHEN :ended THEN {SQLITE_NOW} END)
 """
 
@@ -70,7 +69,7 @@ def _copy_postgres(
     tasks: Sequence[str] | None,
 ) -> list[int]:
     ids = sorted(int(row[0]) for row in conn.execute(PG_RESERVE_IDS, {"n": len(specs)}))
-    now = conn.scalar("SELECT clock_timestamp()")
+    now = conn.scalar(f"SELECT {PG_NOW}")
     encode = json.JSONEncoder(ensure_ascii=False).encode
     now_text = _instant(now)
     lines = []
