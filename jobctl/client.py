@@ -129,12 +129,10 @@ class Client:
 
     def submit(self, spec: JobSpec) -> Submitted:
         _validate(spec)
-        if _plain(spec) and spec.unique_key is None:
-            return Submitted(self._insert([spec])[0], True)
         from jobctl.store import jobs
 
-        with self.db.write() as connection:
-            job_id, created = jobs.submit(connection, spec)
+        with self._writing() as conn:
+            job_id, created = jobs.submit(conn, spec)
         return Submitted(job_id, created)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[int]:
@@ -143,19 +141,10 @@ class Client:
             _validate(spec)
             if spec.unique_key is not None:
                 raise InvalidInput("--unique-key cannot be used when submitting many jobs")
-        if all(_plain(spec) for spec in specs):
-            return self._insert(specs)
         from jobctl.store import jobs
 
-        with self.db.write() as connection:
-            return jobs.submit_many(connection, specs)
-
-    def _insert(self, specs: Sequence[JobSpec]) -> list[int]:
-        """Jobs without dependencies, queued as they are (the common case, and the fast one)."""
-        from jobctl.store import submit
-
         with self._writing() as conn:
-            return submit.insert_many(conn, specs, states=[JobState.QUEUED] * len(specs))
+            return jobs.submit_many(conn, specs)
 
     # --- read ---------------------------------------------------------------------------------
 
@@ -260,11 +249,11 @@ class Client:
         from jobctl.store import jobs
 
         _check_ids(job_ids)
-        with self.db.write() as connection:
-            missing = sorted(set(job_ids) - jobs.existing_ids(connection, job_ids))
+        with self._writing() as conn:
+            missing = sorted(set(job_ids) - jobs.existing_ids(conn, job_ids))
             if missing:
                 raise NotFound(f"no job with id {', '.join(map(str, missing))}")
-            return {job_id: jobs.cancel(connection, job_id) or JobState.CANCELLED
+            return {job_id: jobs.cancel(conn, job_id) or JobState.CANCELLED
                     for job_id in job_ids}
 
     def retry(self, job_id: int, *, retries: int = 0) -> JobState:
@@ -273,8 +262,8 @@ class Client:
 
         _check_ids([job_id])
         _check_retries(retries)
-        with self.db.write() as connection:
-            before = jobs.retry(connection, job_id, retries)
+        with self._writing() as conn:
+            before = jobs.retry(conn, job_id, retries)
         if before is None:
             raise NotFound(f"no job with id {job_id}")
         if not before.is_final:
@@ -606,11 +595,6 @@ def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
         raise InvalidInput("--end-at must be after --start-at")
     _validate(definition.job)
     return dataclasses.replace(definition, cron=cron)
-
-
-def _plain(spec: JobSpec) -> bool:
-    """No dependencies: the job is queued as it is inserted."""
-    return not spec.after and not spec.after_any
 
 
 def _check_ids(job_ids: Sequence[int]) -> None:

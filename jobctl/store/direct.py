@@ -113,7 +113,10 @@ class Conn:
 
     @classmethod
     def of(cls, connection: Any) -> Conn:
-        """The driver connection under a SQLAlchemy connection, inside its transaction."""
+        """The driver connection under a SQLAlchemy connection, inside its transaction (a Conn
+        is returned as it is, so store functions can take either)."""
+        if isinstance(connection, Conn):
+            return connection
         raw = connection.connection.driver_connection
         return cls(raw, connection.dialect.name == "postgresql")
 

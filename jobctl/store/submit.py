@@ -2,8 +2,7 @@
 
 Written against `store.direct.Conn` (the driver, no SQLAlchemy), so that `jobctl job submit`,
 above all a bulk `--from-file`, costs little more than the driver's own import. Dependencies
-(`--after`) and unique keys are decided in `store.jobs`, which calls `insert_many` through
-`Conn.of(connection)`.
+(`--after`) are decided in `store.jobs`, which calls these.
 """
 
 from __future__ import annotations
@@ -11,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from jobctl.models import JobSpec, JobState
 from jobctl.store import notify
-from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, sqlite_now_plus
+from jobctl.store.direct import PG_NOW, Conn
 
 _COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                  "max_attempts", "backoff_s", "delivery", "attempt", "labels", "run_at",
@@ -27,15 +27,53 @@ _COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd
 PG_RESERVE_IDS = (
     "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)")
 
-SQLITE_INSERT = f"""
+
+
+def _insert_sql(conn: Conn, *, unique: bool) -> str:
+    """One job's INSERT with `:name` parameters (see `_row`); with `unique`, it inserts nothing
+    when another job holds the unique key, and returns the new id otherwise."""
+    def as_json(name: str) -> str:
+        return f"CAST(:{name} AS jsonb)" if conn.is_postgres else f":{name}"
+
+    run_at = "CAST(:run_at AS timestamptz)" if conn.is_postgres else ":run_at"
+    sql = f"""
 INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
                   backoff_s, delivery, attempt, unique_key, labels, error, workflow_id, task,
                   run_at, created_at, finished_at)
-VALUES (:name, :queue, :priority, :state, :argv, :env, :cwd, :timeout_s, :max_attempts,
-        :backoff_s, :delivery, 0, NULL, :labels, :error, :workflow_id, :task,
-        coalesce(:run_at, {sqlite_now_plus(":run_in_s")}),
-        {SQLITE_NOW}, CASE WHEN :ended THEN {SQLITE_NOW} END)
-"""
+VALUES (:name, :queue, :priority, :state, {as_json("argv")}, {as_json("env")}, :cwd, :timeout_s,
+        :max_attempts, :backoff_s, :delivery, 0, :unique_key, {as_json("labels")}, :error,
+        :workflow_id, :task, coalesce({run_at}, {conn.now_plus(":run_in_s")}),
+        {conn.now}, CASE WHEN :ended THEN {conn.now} END)"""
+    if unique:
+        sql += """
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id"""
+    return sql
+
+
+def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None,
+         workflow_id: int | None = None, task: str | None = None) -> dict[str, Any]:
+    """The parameters of `_insert_sql` for one job."""
+    encode = json.dumps
+    return {
+        "name": spec.name, "queue": spec.queue, "priority": spec.priority,
+        "state": state.value, "argv": encode(list(spec.argv)), "env": encode(dict(spec.env)),
+        "cwd": spec.cwd, "timeout_s": spec.timeout_s, "max_attempts": spec.max_attempts,
+        "backoff_s": spec.backoff_s, "delivery": spec.delivery.value,
+        "unique_key": spec.unique_key, "labels": encode(dict(spec.labels)), "error": error,
+        "workflow_id": workflow_id, "task": task, "run_at": conn.time_param(spec.run_at),
+        "run_in_s": spec.run_in_s or 0.0, "ended": state.is_final,
+    }
+
+
+def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
+    """One job with a unique key; None, and nothing inserted, when a job holds the key already."""
+    row = conn.execute(_insert_sql(conn, unique=True), _row(conn, spec, state, error)).fetchone()
+    if row is None:
+        return None
+    if state is JobState.QUEUED:
+        notify.job_submitted(conn, spec.queue)
+    return int(row[0])
 
 
 def insert_many(
@@ -128,22 +166,10 @@ def _insert_sqlite(
     workflow_id: int | None,
     tasks: Sequence[str] | None,
 ) -> list[int]:
-    encode = json.dumps
-    rows = [
-        {
-            "name": spec.name, "queue": spec.queue, "priority": spec.priority,
-            "state": states[index].value, "argv": encode(list(spec.argv)),
-            "env": encode(dict(spec.env)), "cwd": spec.cwd, "timeout_s": spec.timeout_s,
-            "max_attempts": spec.max_attempts, "backoff_s": spec.backoff_s,
-            "delivery": spec.delivery.value, "labels": encode(dict(spec.labels)),
-            "error": errors[index], "workflow_id": workflow_id,
-            "task": tasks[index] if tasks is not None else None,
-            "run_at": conn.time_param(spec.run_at), "run_in_s": spec.run_in_s or 0.0,
-            "ended": states[index].is_final,
-        }
-        for index, spec in enumerate(specs)
-    ]
-    conn.executemany(SQLITE_INSERT, rows)
+    rows = [_row(conn, spec, states[index], errors[index], workflow_id,
+                 tasks[index] if tasks is not None else None)
+            for index, spec in enumerate(specs)]
+    conn.executemany(_insert_sql(conn, unique=False), rows)
     # The transaction holds SQLite's write lock (BEGIN IMMEDIATE) and `jobs` is AUTOINCREMENT,
     # so the rows got consecutive ids ending at the last one inserted; the count proves it.
     last = int(conn.scalar("SELECT last_insert_rowid()"))

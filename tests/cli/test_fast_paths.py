@@ -57,14 +57,23 @@ def test_the_first_command_on_a_new_database_creates_it(sqlite_url: str) -> None
     assert [job.argv for job in Client(sqlite_url).list_jobs()] == [["true"]]
 
 
-def test_dependencies_and_unique_keys_still_work_the_long_way(db_url: str) -> None:
+def test_dependencies_unique_keys_cancel_and_retry_skip_sqlalchemy_too(db_url: str) -> None:
     client = Client(db_url)
     first = client.submit(JobSpec(argv=["true"], unique_key="k")).id
     result = run_probe(db_url, "job", "submit", "--unique-key", "k", "--", "true")
-    assert result.stdout.strip() == str(first), result.stderr
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    assert result.stdout.strip() == str(first)  # the key's first job, nothing new
     result = run_probe(db_url, "job", "submit", "--after", str(first), "--", "true")
-    assert "code=0" in result.stderr, result.stderr
-    assert client.get(int(result.stdout)).state.value == "waiting"
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    waiting = int(result.stdout)
+    assert client.get(waiting).state.value == "waiting"
+    result = run_probe(db_url, "job", "cancel", str(first))
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    # cancelling it cancels what waits for it (--after), in the same transaction
+    assert [client.get(i).state.value for i in (first, waiting)] == ["cancelled", "cancelled"]
+    result = run_probe(db_url, "job", "retry", str(first))
+    assert "code=0 sqlalchemy=False" in result.stderr, result.stderr
+    assert client.get(first).state.value == "queued"
 
 
 def test_waiting_for_a_job_skips_sqlalchemy(db_url: str) -> None:
