@@ -28,7 +28,6 @@ PG_RESERVE_IDS = (
     "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)")
 
 
-
 def _insert_sql(conn: Conn, *, unique: bool) -> str:
     """One job's INSERT with `:name` parameters (see `_row`); with `unique`, it inserts nothing
     when another job holds the unique key, and returns the new id otherwise."""
@@ -51,8 +50,9 @@ RETURNING id"""
     return sql
 
 
-def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None,
-         workflow_id: int | None = None, task: str | None = None) -> dict[str, Any]:
+def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
+         unique_key: str | None = None, workflow_id: int | None = None,
+         task: str | None = None) -> dict[str, Any]:
     """The parameters of `_insert_sql` for one job."""
     encode = json.dumps
     return {
@@ -60,7 +60,7 @@ def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None,
         "state": state.value, "argv": encode(list(spec.argv)), "env": encode(dict(spec.env)),
         "cwd": spec.cwd, "timeout_s": spec.timeout_s, "max_attempts": spec.max_attempts,
         "backoff_s": spec.backoff_s, "delivery": spec.delivery.value,
-        "unique_key": spec.unique_key, "labels": encode(dict(spec.labels)), "error": error,
+        "unique_key": unique_key, "labels": encode(dict(spec.labels)), "error": error,
         "workflow_id": workflow_id, "task": task, "run_at": conn.time_param(spec.run_at),
         "run_in_s": spec.run_in_s or 0.0, "ended": state.is_final,
     }
@@ -68,7 +68,8 @@ def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None,
 
 def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
     """One job with a unique key; None, and nothing inserted, when a job holds the key already."""
-    row = conn.execute(_insert_sql(conn, unique=True), _row(conn, spec, state, error)).fetchone()
+    params = _row(conn, spec, state, error, unique_key=spec.unique_key)
+    row = conn.execute(_insert_sql(conn, unique=True), params).fetchone()
     if row is None:
         return None
     if state is JobState.QUEUED:
@@ -166,8 +167,8 @@ def _insert_sqlite(
     workflow_id: int | None,
     tasks: Sequence[str] | None,
 ) -> list[int]:
-    rows = [_row(conn, spec, states[index], errors[index], workflow_id,
-                 tasks[index] if tasks is not None else None)
+    rows = [_row(conn, spec, states[index], errors[index], workflow_id=workflow_id,
+                 task=tasks[index] if tasks is not None else None)
             for index, spec in enumerate(specs)]
     conn.executemany(_insert_sql(conn, unique=False), rows)
     # The transaction holds SQLite's write lock (BEGIN IMMEDIATE) and `jobs` is AUTOINCREMENT,
