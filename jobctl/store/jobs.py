@@ -40,17 +40,6 @@ def _row_values(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def _initial(conn: Conn, spec: JobSpec) -> deps.Initial:
-    """The state a job with `spec`'s dependencies starts in; unknown ids are NotFound."""
-    if not spec.after and not spec.after_any:
-        return deps.Initial(JobState.QUEUED)
-    states = deps.states_of(conn, [*spec.after, *spec.after_any])
-    missing = sorted((set(spec.after) | set(spec.after_any)) - set(states))
-    if missing:
-        raise NotFound(f"no job with id {', '.join(map(str, missing))} (in --after)")
-    return deps.initial_state(spec.after, spec.after_any, states)
-
-
 def _edges(job_id: int, spec: JobSpec) -> list[tuple[int, int, DepCondition]]:
     return ([(job_id, dep, DepCondition.OK) for dep in spec.after]
             + [(job_id, dep, DepCondition.ANY) for dep in spec.after_any])
@@ -60,7 +49,7 @@ def submit(connection: Any, spec: JobSpec) -> tuple[int, bool]:
     """Insert one job; returns (id, created). A known unique key returns the first job's id.
     With dependencies it starts `waiting` (or `queued` when they are all met already)."""
     conn = Conn.of(connection)
-    initial = _initial(conn, spec)
+    [initial] = _initials(conn, [spec])
     if spec.unique_key is None:
         [job_id] = submit_store.insert_many(conn, [spec], states=[initial.state],
                                             errors=[initial.error])
