@@ -26,7 +26,7 @@ SCHEDULES_CHANNEL = "jobctl_schedules"  # payload: the name of a schedule added,
 
 def _send(connection: sa.Connection | Conn, channel: str, payload: str) -> None:
     """Sent when the transaction commits; nothing on SQLite. Takes either kind of connection."""
-    conn = connection if isinstance(connection, Conn) else Conn.of(connection)
+    conn = Conn.of(connection)
     conn.notify(channel, payload)
 
 
