@@ -310,14 +310,8 @@ class Client:
 
         definition = _validate_schedule(definition)
         with self.db.write() as connection:
-            existing = schedules.get(connection, definition.name, lock=True)
-            if existing is None:
-                schedules.create(connection, definition)
-            elif replace:
-                schedules.replace(connection, existing, definition, keep_created=False)
-            else:
-                raise InvalidInput(f"schedule {definition.name!r} exists already: give --replace "
-                                   "to redefine it, or use `jobctl schedule edit`")
+            _put_schedule(connection, definition, replace,
+                          "give --replace to redefine it, or use `jobctl schedule edit`")
             created = schedules.get(connection, definition.name)
         assert created is not None
         return created
@@ -325,19 +319,11 @@ class Client:
     def add_schedules(self, definitions: Sequence[ScheduleDefinition], *,
                       replace: bool = False) -> None:
         """Create many schedules in one transaction: all or none (`schedule import`)."""
-        from jobctl.store import schedules
 
         checked = [_validate_schedule(definition) for definition in definitions]
         with self.db.write() as connection:
             for definition in checked:
-                existing = schedules.get(connection, definition.name, lock=True)
-                if existing is None:
-                    schedules.create(connection, definition)
-                elif replace:
-                    schedules.replace(connection, existing, definition, keep_created=False)
-                else:
-                    raise InvalidInput(f"schedule {definition.name!r} exists already: give "
-                                       "--replace to redefine it")
+                _put_schedule(connection, definition, replace, "give --replace to redefine it")
 
     def edit_schedule(self, name: str, **changes: object) -> Schedule:
         """Change some fields of a schedule's definition (ScheduleDefinition's field names).
@@ -572,6 +558,21 @@ if TYPE_CHECKING:
     _WakeUpFunction = Callable[[float | None], None]
 else:
     _WakeUpFunction = object
+
+
+def _put_schedule(connection: Any, definition: ScheduleDefinition, replace: bool,
+                  hint: str) -> None:
+    """Create the schedule, or redefine the one of that name with `replace`; else invalid input
+    ending with `hint`."""
+    from jobctl.store import schedules
+
+    existing = schedules.get(connection, definition.name, lock=True)
+    if existing is None:
+        schedules.create(connection, definition)
+    elif replace:
+        schedules.replace(connection, existing, definition, keep_created=False)
+    else:
+        raise InvalidInput(f"schedule {definition.name!r} exists already: {hint}")
 
 
 def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
