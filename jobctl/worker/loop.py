@@ -93,6 +93,11 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
         return replace(ended, state=JobState.SUCCEEDED, attempt_outcome="succeeded")
     if cancelled:
         return replace(ended, state=JobState.CANCELLED, attempt_outcome="cancelled")
+    if result.kill_reason is not None and not result.started:
+        # Killed while it waited in the read-ahead buffer (fenced, or the worker stopped): its
+        # command never started, so whatever the delivery it may run elsewhere, retries intact.
+        return replace(ended, state=JobState.QUEUED, attempt_outcome="released",
+                       error=f"released before it started: {result.kill_reason}")
     if shutdown:
         if job.delivery is Delivery.AT_LEAST_ONCE:
             # Released, not failed: the worker stopped under it; it runs again at once elsewhere.
@@ -131,7 +136,10 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()  # set when the whole worker must end
         self._lock = threading.Lock()
-        self._running: dict[int, Running] = {}  # every job we hold a lease on
+        self._running: dict[int, Running] = {}  # jobs claimed and not yet ended
+        # Ended jobs whose result is not written yet: their leases are renewed too, or a slow
+        # database turn could let the rescuer take back (and run again) a job that has finished.
+        self._unwritten: set[int] = set()
         self._ready: collections.deque[Running] = collections.deque()  # claimed, not started
         self._busy_slots = 0
         self._average_run_s = 1.0  # moving average of recent jobs' run time
@@ -140,6 +148,7 @@ class Worker:
         self._chunks: queue_module.SimpleQueue[OutputChunk] = queue_module.SimpleQueue()
         self._claim_wanted = True
         self._next_poll = 0.0
+        self._next_rescue = 0.0  # at once: a worker that starts rescues what crashed before it
         self._draining = False
         self._drain_deadline = float("inf")
         self._signals = 0
@@ -239,6 +248,8 @@ class Worker:
             if self._worth_gathering(len(pending_outcomes), now - first_pending_at):
                 self._wake.wait(COALESCE_S)
                 continue
+            if now >= self._next_rescue and now >= next_db_try:
+                self._rescue()  # first: what it re-queues can be claimed in this turn
             free = self._claim_room()
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
@@ -287,7 +298,7 @@ class Worker:
             if self._claim_wanted and not self._draining and self._claim_room() > 0:
                 continue
             timeout = max(0.0, self._next_poll - time.monotonic()) if free > 0 else 1.0
-            self._wake.wait(min(timeout, 1.0))
+            self._wake.wait(min(timeout, 1.0, max(0.0, self._next_rescue - time.monotonic())))
 
     def _worth_gathering(self, results: int, waited_s: float) -> bool:
         """Wait for more results before writing these? Only while no slot waits for work."""
@@ -340,6 +351,8 @@ class Worker:
             applied, claimed = queue.complete_and_claim(
                 conn, self.worker_id, outcomes, self.settings.queues, claim_limit,
                 self.settings.lease_s)
+        with self._lock:
+            self._unwritten.difference_update(outcome.job_id for outcome in outcomes)
         for outcome in outcomes:
             self._log_outcome(outcome, outcome.job_id in applied)
         return claimed
@@ -436,6 +449,7 @@ class Worker:
                           time.monotonic() - started)
         with self._lock:
             del self._running[run.job.id]
+            self._unwritten.add(run.job.id)
         self._outcomes.put(outcome)
         self._wake.set()
 
@@ -488,12 +502,12 @@ class Worker:
     # --- leases -------------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Renew our leases, and nothing that could wait on somebody else's locks: fencing
+        depends on this thread alone (rescuing others' jobs is the main thread's work)."""
         renew_every = self.settings.lease_s / 3
         # Check for cancels this often where no notification brings them (SQLite).
-        check_every = min(renew_every, self.settings.rescue_every_s,
-                          0.5 if not self.db.is_postgres else renew_every)
+        check_every = min(renew_every, 0.5 if not self.db.is_postgres else renew_every)
         next_renewal = time.monotonic() + renew_every
-        next_rescue = time.monotonic()
         try:
             while not self._stop.wait(check_every):
                 now = time.monotonic()
@@ -503,9 +517,6 @@ class Worker:
                         next_renewal = now + renew_every
                     elif not self.db.is_postgres:
                         self._check_cancels()
-                    if now >= next_rescue:
-                        self._rescue()
-                        next_rescue = now + self.settings.rescue_every_s
                 except DatabaseUnavailable as error:
                     self._metrics.renewal_failed()
                     log.warning("heartbeat: %s; retrying", error)
@@ -521,7 +532,7 @@ class Worker:
     def _renew(self) -> None:
         started = time.monotonic()
         with self._lock:
-            ids = sorted(self._running)
+            ids = sorted(self._running.keys() | self._unwritten)
         with self._heartbeat_db.write() as conn:
             renewal = queue.renew(conn, self.worker_id, ids, self.settings.lease_s)
         self._last_renewal_ok = started
@@ -552,9 +563,19 @@ class Worker:
             self.request_drain(self.settings.grace_s)
 
     def _rescue(self) -> None:
-        with self._heartbeat_db.write() as conn:
-            rescued = queue.rescue(conn)
-            queue.mark_lost_workers(conn, self.settings.lease_s)
+        """Take back the jobs of expired leases, any worker's (on the main thread's connection;
+        it may wait on locks, e.g. behind a long `db prune`, without delaying our renewals)."""
+        self._next_rescue = time.monotonic() + self.settings.rescue_every_s
+        try:
+            with self.db.write() as conn:
+                rescued = queue.rescue(conn)
+                queue.mark_lost_workers(conn, self.settings.lease_s)
+        except DatabaseUnavailable as error:
+            log.warning("rescue: %s; trying again in %.0fs", error, self.settings.rescue_every_s)
+            return
+        except Exception:  # e.g. a deadlock with another rescuer: a chore, never worth dying for
+            log.exception("rescue failed; trying again in %.0fs", self.settings.rescue_every_s)
+            return
         for job_id in rescued.requeued:
             log.info("job %d: its worker lost the lease; queued again", job_id)
         for job_id, state in rescued.ended.items():

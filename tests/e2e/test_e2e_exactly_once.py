@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def _drain_with_workers(jobctl: Jobctl, tmp_path: Path, workers: int, jobs: int)
     commands.write_text(f'echo "$JOBCTL_JOB_ID" >> {record}\n' * jobs)
 
     for _ in range(workers):
-        jobctl.start_worker("--concurrency", "4", wait_started=False)
+        # The default lease, not the tests' 5 s one: this test is about claims, and on a loaded
+        # CI machine it once ended a job with no exit code (125), as a stall beyond a 5 s lease
+        # does. Leases under stalls and locks are the chaos tests' subject.
+        jobctl.start_worker("--concurrency", "4", "--lease", "20s", wait_started=False)
     for worker in jobctl.workers:
         worker.wait_started()
 
@@ -32,7 +36,7 @@ def _drain_with_workers(jobctl: Jobctl, tmp_path: Path, workers: int, jobs: int)
 
     started = time.monotonic()
     waited = jobctl("job", "wait", "--timeout", "240s", *map(str, ids), timeout=300)
-    assert waited.returncode == 0, describe(waited)
+    assert waited.returncode == 0, _explain(jobctl, waited)
     elapsed = time.monotonic() - started
 
     ran = collections.Counter(int(line) for line in record.read_text().split())
@@ -52,6 +56,19 @@ def _drain_with_workers(jobctl: Jobctl, tmp_path: Path, workers: int, jobs: int)
     per_worker = collections.Counter(job["worker_id"] for job in listed)
     assert len(per_worker) == workers, per_worker
     print(f"{jobs} jobs on {workers} workers in {elapsed:.1f}s: {dict(per_worker)}")
+
+
+def _explain(jobctl: Jobctl, waited: subprocess.CompletedProcess[str]) -> str:
+    """The failed wait, the jobs that did not succeed, and the workers' logs."""
+    listed = json.loads(jobctl.ok("job", "list", "--limit", "0", "-o", "json"))
+    unsuccessful = [job for job in listed if job["state"] != "succeeded"]
+    telling = ("lease", "fenc", "unavailable", "fail", "error", "released", "killing")
+    logs = "\n".join(
+        f"--- worker {worker.pid}, the lines about trouble:\n" + "\n".join(
+            [line for line in worker.log().splitlines() if any(w in line for w in telling)][-20:])
+        for worker in jobctl.workers)
+    return (f"{describe(waited)}\n{len(unsuccessful)} job(s) did not succeed, e.g. "
+            f"{json.dumps(unsuccessful[:3], indent=1)}\n{logs}")
 
 
 def test_exactly_once_postgresql_four_workers_2000_jobs(jobctl_pg: Jobctl, tmp_path: Path) -> None:

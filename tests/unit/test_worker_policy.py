@@ -132,6 +132,36 @@ def test_shutdown_does_not_release_or_retry_an_at_most_once_job() -> None:
         assert out.retry_delay_s == 0
 
 
+def test_a_job_killed_before_it_started_is_released_whatever_the_delivery() -> None:
+    # Fenced or shut down while it waited in the read-ahead buffer: it never ran, so even an
+    # at-most-once job on its last attempt may run elsewhere, and no retry is used up.
+    never_started = ProcessResult(exit_code=None, signal=None, error="fenced", kill_reason="fenced",
+                                  started=False)
+    for delivery in Delivery:
+        for shutdown in (False, True):
+            claimed = job(attempt=1, max_attempts=1, delivery=delivery)
+            out = outcome_of(claimed, never_started, cancelled=False, shutdown=shutdown)
+            assert out.state is JobState.QUEUED
+            assert out.attempt_outcome == "released"
+            assert out.retry_delay_s == 0
+            assert out.error is not None and "fenced" in out.error
+
+
+def test_a_job_cancelled_before_it_started_is_cancelled() -> None:
+    never_started = ProcessResult(exit_code=None, signal=None, error="cancelled",
+                                  kill_reason="cancelled", started=False)
+    out = outcome_of(job(max_attempts=3), never_started, cancelled=True, shutdown=False)
+    assert out.state is JobState.CANCELLED
+
+
+def test_a_command_that_cannot_start_fails() -> None:
+    # Not started, but not killed either: its own fault, so it counts (exit 127 as in a shell).
+    not_found = ProcessResult(exit_code=127, signal=None, error="command not found: nope",
+                              kill_reason=None, started=False)
+    out = outcome_of(job(), not_found, cancelled=False, shutdown=False)
+    assert (out.state, out.exit_code) == (JobState.FAILED, 127)
+
+
 # --- retry_delay ----------------------------------------------------------------------------------
 
 
