@@ -17,33 +17,25 @@ and renewing a lease does not, for several leases' time, and watch the lease sta
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from chaos_support import wait_event
-from e2e_support import Jobctl, wait_for
+from e2e_support import Jobctl
 
 LEASE_S = 2.0
 HOLD_S = 3 * LEASE_S
 
 
-def _wait_running(conn: psycopg.Connection[Any], job_id: int) -> None:
-    def running() -> bool:
-        row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return row is not None and row[0] == "running"
-
-    wait_for(running, 30, f"job {job_id} did not start")
-
-
-def _hold_attempts_and_watch_lease(pg_url: str, watcher: psycopg.Connection[Any], job_id: int,
-                                   before: Path | None = None) -> None:
-    """Lock `attempts` for HOLD_S (after `before` exists, if given); fail if the job's lease
-    runs out meanwhile, or if it is not running any more."""
-    with psycopg.connect(pg_url) as locker:
+def _hold_attempts_and_watch_lease(pg_url: str, job_id: int,
+                                   when_locked: Callable[[], None] = lambda: None) -> None:
+    """Lock `attempts`, call `when_locked()`, hold the lock for HOLD_S more; fail if the job's
+    lease runs out meanwhile, or if it is not running any more."""
+    with psycopg.connect(pg_url, autocommit=True) as watcher, psycopg.connect(pg_url) as locker:
         locker.execute("LOCK TABLE attempts IN EXCLUSIVE MODE")
-        if before is not None:
-            wait_for(before.exists, 30, f"{before} was not written")
+        when_locked()
         held_until = time.monotonic() + HOLD_S
         while time.monotonic() < held_until:
             row = watcher.execute(
@@ -58,23 +50,26 @@ def _hold_attempts_and_watch_lease(pg_url: str, watcher: psycopg.Connection[Any]
 
 
 def _final(jobctl: Jobctl, job_id: int) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        job = jobctl.status(job_id)
-        return None if job["state"] in ("queued", "running") else job
-
-    found: dict[str, Any] = wait_for(ended, 30, f"job {job_id} did not end")
-    return found
+    jobctl("job", "wait", "--timeout", "30s", str(job_id))
+    return jobctl.status(job_id)
 
 
 def test_a_finished_job_keeps_its_lease_while_its_result_waits(
         chaos_jobctl: Jobctl, pg_url: str, tmp_path: Path) -> None:
-    ended = tmp_path / "ended"
+    log, go = tmp_path / "side-effects.log", tmp_path / "go"
     chaos_jobctl.start_worker("--lease", f"{LEASE_S:g}s")
-    job_id = chaos_jobctl.submit("--retries", "0", "--shell", f"sleep 1; touch {ended}")
-    with psycopg.connect(pg_url, autocommit=True) as watcher:
-        _wait_running(watcher, job_id)
-        # Locked while the command still sleeps: its result cannot be written once it ends.
-        _hold_attempts_and_watch_lease(pg_url, watcher, job_id, before=ended)
+    job_id = chaos_jobctl.submit(
+        "--retries", "0", "--shell",
+        f"echo start $JOBCTL_JOB_ID $JOBCTL_ATTEMPT >> {log}; "
+        f"while [ ! -e {go} ]; do sleep 0.05; done; "
+        f"echo end $JOBCTL_JOB_ID $JOBCTL_ATTEMPT >> {log}")
+    wait_event(log, "start", job_id)
+
+    def let_it_end() -> None:  # once the lock is held: its result cannot be written
+        go.touch()
+        wait_event(log, "end", job_id)
+
+    _hold_attempts_and_watch_lease(pg_url, job_id, when_locked=let_it_end)
     job = _final(chaos_jobctl, job_id)
     assert (job["state"], job["attempt"], job["exit_code"]) == ("succeeded", 1, 0), job
 
@@ -88,10 +83,9 @@ def test_a_stuck_rescue_does_not_fence_a_running_job(
         "--retries", "0", "--shell",
         f"echo start $JOBCTL_JOB_ID $JOBCTL_ATTEMPT >> {log}; sleep {HOLD_S + 2:g}; "
         f"echo end $JOBCTL_JOB_ID $JOBCTL_ATTEMPT >> {log}")
-    with psycopg.connect(pg_url, autocommit=True) as watcher:
-        wait_event(log, "start", job_id)
-        time.sleep(1.5)  # a rescue is due while the lock is held
-        _hold_attempts_and_watch_lease(pg_url, watcher, job_id)
+    wait_event(log, "start", job_id)
+    time.sleep(1.5)  # a rescue is due while the lock is held
+    _hold_attempts_and_watch_lease(pg_url, job_id)
     wait_event(log, "end", job_id, attempt=1)
     job = _final(chaos_jobctl, job_id)
     assert (job["state"], job["attempt"], job["exit_code"]) == ("succeeded", 1, 0), job
