@@ -172,13 +172,14 @@ class Client:
         queues: Sequence[str] = (),
         name: str | None = None,
         labels: dict[str, str] | None = None,
+        schedule: str | None = None,
         limit: int | None = 50,
     ) -> list[Job]:
         from jobctl.store import reads
 
         with self._reading() as conn:
             return reads.list_jobs(conn, states=states, queues=queues, name=name,
-                                   labels=labels, limit=limit)
+                                   labels=labels, schedule=schedule, limit=limit)
 
     def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
         from jobctl.store import workers

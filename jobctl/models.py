@@ -31,6 +31,13 @@ FINAL_STATES = frozenset(
 )
 
 
+# A job that loses its worker this many times (kill -9, fencing, a cut, a stall) fails: losses
+# cost no retry, but a job that keeps taking its workers down must not loop forever.
+DEFAULT_MAX_LOST = 3
+# The most standard input a job may carry (`job submit --input`, a crontab's `%` lines).
+MAX_INPUT_BYTES = 1 << 20
+
+
 class Delivery(StrEnum):
     AT_LEAST_ONCE = "at_least_once"
     AT_MOST_ONCE = "at_most_once"
@@ -77,6 +84,9 @@ class JobSpec:
     labels: dict[str, str] = field(default_factory=dict)
     after: tuple[int, ...] = ()  # start only after each of these succeeded
     after_any: tuple[int, ...] = ()  # start only after each of these ended, however
+    max_lost: int = DEFAULT_MAX_LOST  # fail after losing this many workers (not a retry)
+    input: bytes | None = None  # standard input; None: /dev/null
+    user: str | None = None  # the Unix user it runs as; None: the worker's own
 
     @property
     def max_attempts(self) -> int:
@@ -112,6 +122,13 @@ class Job:
     labels: dict[str, str]
     workflow_id: int | None = None
     task: str | None = None
+    max_lost: int = DEFAULT_MAX_LOST
+    losses: int = 0  # attempts that ended because the worker was lost (not counted as retries)
+    user: str | None = None
+    input_bytes: int | None = None  # the size of its standard input; None: /dev/null
+    schedule_id: int | None = None  # the schedule that made it, and for which fire time
+    schedule: str | None = None  # that schedule's name (None once it is removed)
+    fire_time: datetime | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -153,6 +170,13 @@ class Job:
             "labels": self.labels,
             "workflow_id": self.workflow_id,
             "task": self.task,
+            "max_lost": self.max_lost,
+            "losses": self.losses,
+            "user": self.user,
+            "input_bytes": self.input_bytes,
+            "schedule_id": self.schedule_id,
+            "schedule": self.schedule,
+            "fire_time": isoformat_utc(self.fire_time),
         }
 
 
@@ -324,19 +348,27 @@ class Misfire(StrEnum):
 
 # The JobSpec fields a schedule's job template keeps (when a job runs is the schedule's business).
 TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
-                   "delivery", "env", "cwd", "labels")
+                   "delivery", "env", "cwd", "labels", "max_lost", "input", "user")
 
 
 def job_template(spec: JobSpec) -> dict[str, Any]:
-    """A JobSpec as the JSON a schedule stores."""
+    """A JobSpec as the JSON a schedule stores (standard input as base64)."""
+    import base64
+
     template = {key: getattr(spec, key) for key in TEMPLATE_FIELDS}
     template["delivery"] = spec.delivery.value
+    if spec.input is not None:
+        template["input"] = base64.b64encode(spec.input).decode("ascii")
     return template
 
 
 def spec_from_template(template: dict[str, Any]) -> JobSpec:
+    import base64
+
     known = {key: template[key] for key in TEMPLATE_FIELDS if key in template}
     known["delivery"] = Delivery(known.get("delivery", Delivery.AT_LEAST_ONCE.value))
+    if known.get("input") is not None:
+        known["input"] = base64.b64decode(known["input"])
     return JobSpec(**known)
 
 

@@ -52,7 +52,7 @@ def run(database: Database, worker: int, queue_name: str, end: JobState | None,
     """Claim the next job of `queue_name` with `worker`, write `output`, and end it in `end`
     (None: leave it running). Returns its id."""
     with database.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, [queue_name], 1, 300.0)
+        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim([queue_name], 1, 300.0))
     if output:
         with database.write() as connection:
             queue.write_output(Conn.of(connection), [

@@ -233,6 +233,10 @@ def list_(
     label: list[str] | None = typer.Option(None, "--label", "-l", metavar="KEY=VALUE",
                                            help="Only jobs with this label (repeatable).",
                                            show_default=False),
+    schedule: str | None = typer.Option(None, "--schedule",
+                                        help="Only jobs this schedule made.",
+                                        show_default=False,
+                                        autocompletion=complete.schedule_names),
     limit: int = typer.Option(50, "--limit", help="At most this many (0: all)."),
     output: OutputFormat | None = OUTPUT_OPTION,
     watch: bool = typer.Option(False, "--watch", "-w",
@@ -252,6 +256,7 @@ def list_(
             queues=parse_queues(queue),
             name=name,
             labels=parse_pairs(label, "--label"),
+            schedule=schedule,
             limit=limit or None,
         )
 

@@ -37,6 +37,9 @@ def _row_values(spec: JobSpec) -> dict[str, Any]:
         "unique_key": spec.unique_key,
         "labels": dict(spec.labels),
         "run_at": spec.run_at,
+        "max_lost": spec.max_lost,
+        "input": spec.input,
+        "run_as": spec.user,
     }
 
 
@@ -145,7 +148,7 @@ def retry(connection: Any, job_id: int, retries: int = 0) -> JobState | None:
     if state in FINAL:
         final, more = reads.in_(conn, "state", FINAL, "final")
         conn.execute(
-            f"UPDATE jobs SET state = :queued, max_attempts = attempt + 1 + :retries, "
+            f"UPDATE jobs SET state = :queued, max_attempts = attempt + 1 + :retries, losses = 0, "
             f"run_at = {conn.now}, finished_at = NULL, lease_until = NULL, exit_code = NULL, "
             f"signal = NULL, error = NULL, cancel_requested = FALSE WHERE id = :id AND {final}",
             {"id": job_id, "queued": JobState.QUEUED.value, "retries": retries, **more})

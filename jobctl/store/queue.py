@@ -18,10 +18,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from jobctl.models import Delivery, JobState, WorkerState
+from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobState, WorkerState
 from jobctl.store import deps, notify
 from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, pg_now_plus
 from jobctl.store.direct import sqlite_now_plus as _sqlite_now_plus
@@ -42,6 +42,13 @@ class ClaimedJob:
     backoff_s: float
     delivery: Delivery
     queue: str
+    losses: int = 0  # workers lost under it so far (not retries: see DEFAULT_MAX_LOST)
+    max_lost: int = DEFAULT_MAX_LOST
+    input: bytes | None = None  # standard input; None: /dev/null
+    user: str | None = None  # the Unix user to run it as; None: the worker's own
+    # Claimed into the read-ahead buffer: its command has not started, and the database knows it
+    # (`jobs.in_buffer`) until the worker says it started (`complete_and_claim`'s `started`).
+    in_buffer: bool = False
     # Whether other jobs waited on it when it was claimed: its completion must settle them.
     has_dependents: bool = True
 
@@ -52,8 +59,10 @@ class Outcome:
 
     job_id: int
     attempt: int
-    state: JobState  # succeeded | failed | cancelled, or queued for a retry
-    attempt_outcome: str  # what the attempts row records: succeeded | failed | cancelled
+    state: JobState  # succeeded | failed | cancelled | lost, or queued for a retry
+    # What the attempts row records: succeeded | failed | cancelled | lost (the worker lost the
+    # job: it costs no retry and counts in `losses`) | released (never started: no retry).
+    attempt_outcome: str
     exit_code: int | None
     signal: int | None
     error: str | None
@@ -72,7 +81,38 @@ class OutputChunk:
 
 # --- claim ------------------------------------------------------------------------------------
 
-_CLAIM_COLUMNS = "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue"
+_CLAIM_COLUMNS = ("id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, "
+                  "queue, losses, max_lost, input, run_as, in_buffer")
+_CLAIM_COLUMN_COUNT = len(_CLAIM_COLUMNS.split(", "))
+
+# Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
+# root can become anyone (:any_user); any other only itself (:user).
+_USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker asks of one claim."""
+
+    queues: Sequence[str]
+    limit: int  # at most this many jobs
+    lease_s: float
+    # The first `start_now` (in claim order; None: all) start at once in free slots; the rest go
+    # to the read-ahead buffer, marked `in_buffer`. At-most-once jobs are never claimed into the
+    # buffer: a job that must not run twice is known to have started before a worker can lose it.
+    start_now: int | None = None
+    user: str | None = None  # the worker's Unix user
+    any_user: bool = False  # the worker runs as root: it can run a job as any user
+
+    def params(self) -> dict[str, Any]:
+        limit = max(0, self.limit)
+        start_now = limit if self.start_now is None else self.start_now
+        return {"limit": limit, "start_now": start_now, "lease_s": self.lease_s,
+                "user": self.user, "any_user": self.any_user}
+
+
+NO_CLAIM = Claim(queues=(), limit=0, lease_s=0.0)
+
 
 # SQLite runs this under BEGIN IMMEDIATE: the write lock is ours, so there is nothing to skip.
 # One placeholder per queue, not a JSON list: `queue IN (?)` with one queue is an equality, and
@@ -81,33 +121,51 @@ _CLAIM_COLUMNS = "id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_
 def _sqlite_claim(queue_count: int) -> str:
     queues = ", ".join(f":queue_{index}" for index in range(queue_count))
     return f"""
+WITH picked AS (
+    SELECT id, delivery,
+           row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank
+    FROM (SELECT id, delivery, priority, run_at FROM jobs
+          WHERE state = 'queued' AND queue IN ({queues}) AND run_at <= {SQLITE_NOW}
+            AND {_USER_FITS}
+          ORDER BY priority DESC, run_at, id
+          LIMIT :limit)
+)
 UPDATE jobs SET
     state = 'running', attempt = attempt + 1, worker_id = :worker_id,
     started_at = {SQLITE_NOW}, finished_at = NULL,
     lease_until = {_sqlite_now_plus(":lease_s")},
-    exit_code = NULL, signal = NULL, error = NULL
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND queue IN ({queues}) AND run_at <= {SQLITE_NOW}
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-)
+    exit_code = NULL, signal = NULL, error = NULL,
+    in_buffer = (SELECT rank > :start_now FROM picked WHERE picked.id = jobs.id)
+WHERE id IN (SELECT id FROM picked
+             WHERE rank <= :start_now OR delivery = 'at_least_once')
 RETURNING {_CLAIM_COLUMNS}
 """
 
 
-def claim(
-    conn: Conn, worker_id: int, queues: Sequence[str], limit: int, lease_s: float
-) -> list[ClaimedJob]:
-    """Start up to `limit` due jobs of `queues`, highest priority first, then oldest."""
-    if limit <= 0:
+def claim(conn: Conn, worker_id: int, claim: Claim) -> list[ClaimedJob]:
+    """Start up to `claim.limit` due jobs of its queues, highest priority first, then oldest."""
+    if claim.limit <= 0:
         return []
     if conn.is_postgres:
-        return complete_and_claim(conn, worker_id, [], queues, limit, lease_s)[1]
-    params: dict[str, Any] = {f"queue_{index}": queue for index, queue in enumerate(queues)}
-    params.update(worker_id=worker_id, limit=limit, lease_s=lease_s)
-    rows = conn.execute(_sqlite_claim(len(queues)), params).fetchall()
-    return [_claimed_from_row(conn, row) for row in sorted(rows, key=lambda r: r[0])]
+        return complete_and_claim(conn, worker_id, [], claim)[1]
+    params: dict[str, Any] = {f"queue_{index}": q for index, q in enumerate(claim.queues)}
+    params.update(claim.params(), worker_id=worker_id)
+    rows = conn.execute(_sqlite_claim(len(claim.queues)), params).fetchall()
+    return _in_start_order([_claimed_from_row(conn, row) for row in rows])
+
+
+def _in_start_order(jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+    """The jobs to start at once first, then the read-ahead ones; each by id."""
+    return sorted(jobs, key=lambda job: (job.in_buffer, job.id))
+
+
+# The worker started these jobs from its read-ahead buffer: from now on losing the worker may
+# cost them (see rescue). Written in the turn after they started.
+SQLITE_MARK_STARTED = """
+UPDATE jobs SET in_buffer = FALSE
+WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id
+  AND state = 'running' AND in_buffer
+"""
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -115,13 +173,15 @@ def claim(
 
 def write_output(conn: Conn, chunks: Sequence[OutputChunk]) -> None:
     """Append output chunks (one batch: the driver's executemany). Chunks of a job whose lease
-    is gone still land: they are that attempt's real output, and attempts never share a (job,
-    attempt) key."""
+    is gone still land: they are that attempt's real output. One case cannot land: a stalled
+    worker's job that had just left its read-ahead buffer, rescued as never started and claimed
+    again under the same attempt number; those chunks are dropped, not a failed turn."""
     if not chunks:
         return
     conn.executemany(
         "INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)"
-        f" VALUES (:job_id, :attempt, :stream, :seq, {conn.now}, :data)",
+        f" VALUES (:job_id, :attempt, :stream, :seq, {conn.now}, :data)"
+        " ON CONFLICT DO NOTHING",
         [
             {"job_id": c.job_id, "attempt": c.attempt, "stream": c.stream, "seq": c.seq,
              "data": c.data}
@@ -138,7 +198,10 @@ UPDATE jobs SET
     finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
     run_at = CASE WHEN :state = 'queued' THEN {_sqlite_now_plus(":delay")} ELSE run_at END,
     lease_until = NULL, exit_code = :exit_code, signal = :signal, error = :error,
-    max_attempts = max_attempts + CASE WHEN :outcome = 'released' THEN 1 ELSE 0 END
+    in_buffer = FALSE,
+    -- released (never started) and lost (the worker went away) attempts cost no retry
+    max_attempts = max_attempts + CASE WHEN :outcome IN ('released', 'lost') THEN 1 ELSE 0 END,
+    losses = losses + CASE WHEN :outcome = 'lost' THEN 1 ELSE 0 END
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
 RETURNING id, started_at
 """
@@ -157,7 +220,7 @@ def complete(conn: Conn, worker_id: int, outcomes: Sequence[Outcome]) -> set[int
     if not outcomes:
         return set()
     if conn.is_postgres:
-        return complete_and_claim(conn, worker_id, outcomes, [], 0, 0.0)[0]
+        return complete_and_claim(conn, worker_id, outcomes, NO_CLAIM)[0]
     applied = set()
     ended: dict[int, str] = {}
     for o in outcomes:
@@ -241,8 +304,8 @@ def _pg_complete_and_claim(settle: bool) -> str:
     since (`late_dependents`), and `complete_and_claim` settles those straight after.
     """
     late = "false" if settle else "EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = j.id)"
-    released = ("UNION ALL\nSELECT NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-                "false\nFROM released") if settle else ""
+    padding = "NULL, " * (_CLAIM_COLUMN_COUNT - 1)
+    released = (f"UNION ALL\nSELECT NULL, id, {padding}false\nFROM released") if settle else ""
     return f"""
 WITH RECURSIVE done AS (
     SELECT * FROM unnest(
@@ -257,8 +320,11 @@ WITH RECURSIVE done AS (
         run_at = CASE WHEN d.state = 'queued'
                       THEN {pg_now_plus("d.delay")} ELSE j.run_at END,
         lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error,
-        -- a job released by a worker that shut down under it keeps all its retries
-        max_attempts = j.max_attempts + CASE WHEN d.outcome = 'released' THEN 1 ELSE 0 END
+        in_buffer = false,
+        -- released (never started) and lost (the worker went away) attempts cost no retry
+        max_attempts = j.max_attempts
+                       + CASE WHEN d.outcome IN ('released', 'lost') THEN 1 ELSE 0 END,
+        losses = j.losses + CASE WHEN d.outcome = 'lost' THEN 1 ELSE 0 END
     FROM done d
     WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = :worker_id
       AND j.state = 'running'
@@ -271,6 +337,12 @@ WITH RECURSIVE done AS (
     SELECT f.id, f.attempt, :worker_id, f.started_at, {PG_NOW}, d.outcome, d.exit_code,
            d.signal, d.error
     FROM finished f JOIN done d ON d.id = f.id
+), marked AS (
+    -- jobs this worker started from its read-ahead buffer since the last turn (none of them
+    -- completes in this statement: the caller leaves those out)
+    UPDATE jobs SET in_buffer = false
+    WHERE id = ANY(CAST(:started AS bigint[])) AND worker_id = :worker_id
+      AND state = 'running' AND in_buffer
 ),
 {_PG_SETTLE_DEPENDENTS if settle else ""}
 picked AS MATERIALIZED (
@@ -278,9 +350,14 @@ picked AS MATERIALIZED (
     -- order: `queue = ANY(:queues)` would make PostgreSQL read and sort the whole backlog.
     -- SKIP LOCKED: concurrent workers never wait on each other's rows. MATERIALIZED: the planner
     -- must not re-run this per row, which could lock more than :limit.
-    SELECT j.id FROM unnest(CAST(:queues AS text[])) AS q(name), LATERAL (
-        SELECT id, priority, run_at FROM jobs
+    -- `rank` orders the claim: the first :start_now start at once, the rest wait in the
+    -- read-ahead buffer (at-most-once jobs never do: locked here, left queued below).
+    SELECT j.id, j.delivery,
+           row_number() OVER (ORDER BY j.priority DESC, j.run_at, j.id) AS rank
+    FROM unnest(CAST(:queues AS text[])) AS q(name), LATERAL (
+        SELECT id, priority, run_at, delivery FROM jobs
         WHERE queue = q.name AND state = 'queued' AND run_at <= now()
+          AND {_USER_FITS}
         ORDER BY priority DESC, run_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -292,20 +369,22 @@ picked AS MATERIALIZED (
         state = 'running', attempt = jobs.attempt + 1, worker_id = :worker_id,
         started_at = {PG_NOW}, finished_at = NULL,
         lease_until = {pg_now_plus(":lease_s")},
-        exit_code = NULL, signal = NULL, error = NULL
+        exit_code = NULL, signal = NULL, error = NULL,
+        in_buffer = picked.rank > :start_now
     FROM picked WHERE jobs.id = picked.id
+      AND (picked.rank <= :start_now OR picked.delivery = 'at_least_once')
     RETURNING jobs.{_CLAIM_COLUMNS.replace(", ", ", jobs.")},
               EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id)
                 AS has_dependents
 )
 SELECT true AS completed, id, NULL::int AS attempt, NULL::jsonb AS argv, NULL::jsonb AS env,
        NULL AS cwd, NULL::float8 AS timeout_s, NULL::int AS max_attempts,
-       NULL::float8 AS backoff_s, NULL AS delivery, NULL AS queue,
+       NULL::float8 AS backoff_s, NULL AS delivery, NULL AS queue, NULL::int AS losses,
+       NULL::int AS max_lost, NULL::bytea AS input, NULL AS run_as, NULL::boolean AS in_buffer,
        late_dependents AS has_dependents
 FROM finished
 UNION ALL
-SELECT false, id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
-       has_dependents
+SELECT false, {_CLAIM_COLUMNS}, has_dependents
 FROM claimed
 {released}
 """
@@ -328,7 +407,7 @@ SELECT id FROM released
 def _claimed_from_row(conn: Conn, row: Sequence[Any]) -> ClaimedJob:
     """A ClaimedJob from the claim's columns (_CLAIM_COLUMNS), then has_dependents if given."""
     (id_, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery,
-     queue) = row[:10]
+     queue, losses, max_lost, input_, run_as, in_buffer) = row[:_CLAIM_COLUMN_COUNT]
     return ClaimedJob(
         id=id_,
         attempt=attempt,
@@ -340,8 +419,13 @@ def _claimed_from_row(conn: Conn, row: Sequence[Any]) -> ClaimedJob:
         backoff_s=backoff_s,
         delivery=Delivery(delivery),
         queue=queue,
+        losses=losses,
+        max_lost=max_lost,
+        input=bytes(input_) if input_ is not None else None,
+        user=run_as,
+        in_buffer=bool(in_buffer),
         # SQLite's claim does not say; its completion always settles dependents anyway.
-        has_dependents=row[10] if len(row) > 10 else True,
+        has_dependents=(row[_CLAIM_COLUMN_COUNT] if len(row) > _CLAIM_COLUMN_COUNT else True),
     )
 
 
@@ -349,16 +433,22 @@ def complete_and_claim(
     conn: Conn,
     worker_id: int,
     outcomes: Sequence[Outcome],
-    queues: Sequence[str],
-    limit: int,
-    lease_s: float,
+    claim_: Claim,
+    started: Sequence[int] = (),
 ) -> tuple[set[int], list[ClaimedJob]]:
-    """`complete` then `claim`: on PostgreSQL in one autocommitted statement; on SQLite the two,
-    in the caller's transaction. Returns (ids whose results were applied, jobs claimed)."""
+    """Mark `started` (jobs started from the read-ahead buffer), `complete` then `claim`: on
+    PostgreSQL in one autocommitted statement; on SQLite in the caller's transaction. Returns
+    (ids whose results were applied, jobs claimed: those to start at once first)."""
+    ending = {outcome.job_id for outcome in outcomes}
+    started = [job_id for job_id in started if job_id not in ending]
     if not conn.is_postgres:
+        if started:
+            conn.execute(SQLITE_MARK_STARTED,
+                         {"ids": json.dumps(started), "worker_id": worker_id})
         applied = complete(conn, worker_id, outcomes) if outcomes else set()
-        return applied, claim(conn, worker_id, queues, limit, lease_s)
-    if not outcomes and limit <= 0:
+        return applied, claim(conn, worker_id, claim_)
+    limit = claim_.limit
+    if not outcomes and limit <= 0 and not started:
         return set(), []
     params = {
         "worker_id": worker_id,
@@ -370,9 +460,9 @@ def complete_and_claim(
         "signals": [o.signal for o in outcomes],
         "errors": [o.error for o in outcomes],
         "delays": [o.retry_delay_s for o in outcomes],
-        "queues": list(queues),
-        "limit": max(0, limit),
-        "lease_s": lease_s,
+        "queues": list(claim_.queues),
+        "started": started,
+        **claim_.params(),
     }
     settle = any(outcome.has_dependents for outcome in outcomes)
     statement = PG_COMPLETE_AND_CLAIM if settle else PG_COMPLETE_AND_CLAIM_PLAIN
@@ -380,23 +470,25 @@ def complete_and_claim(
     # an applied result, false for a claimed job, NULL for a released dependent.
     rows = conn.execute(statement, params).fetchall()
     applied = {row[1] for row in rows if row[0]}
-    claimed = sorted((_claimed_from_row(conn, row[1:]) for row in rows if row[0] is False),
-                     key=lambda job: job.id)
+    claimed = _in_start_order([_claimed_from_row(conn, row[1:]) for row in rows
+                               if row[0] is False])
     released = any(row[0] is None for row in rows)
-    late = [row[1] for row in rows if row[0] and row[11]]
+    late = [row[1] for row in rows if row[0] and row[1 + _CLAIM_COLUMN_COUNT]]
     if late:
         released = bool(conn.execute(PG_SETTLE, {"ids": late}).fetchall()) or released
     if released and len(claimed) < limit:
         # The statement could not claim the dependents it released (one snapshot): claim again
         # now, rather than on the notification, so a chain goes on without a turn's delay and
         # a burst worker does not mistake them for an empty queue.
-        claimed += complete_and_claim(conn, worker_id, [], queues,
-                                      limit - len(claimed), lease_s)[1]
+        free = max(0, claim_.params()["start_now"] - sum(not job.in_buffer for job in claimed))
+        more = replace(claim_, limit=limit - len(claimed), start_now=free)
+        claimed = _in_start_order(claimed + complete_and_claim(conn, worker_id, [], more)[1])
     return applied, claimed
 
 
 RELEASE = """
-UPDATE jobs SET state = 'queued', attempt = attempt - 1, started_at = NULL, lease_until = NULL
+UPDATE jobs SET state = 'queued', attempt = attempt - 1, started_at = NULL, lease_until = NULL,
+    in_buffer = FALSE
 WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'running'
 RETURNING queue
 """
@@ -472,45 +564,83 @@ def cancel_requests(conn: Conn, worker_id: int, job_ids: Sequence[int]) -> set[i
 
 # --- rescue -----------------------------------------------------------------------------------
 
-_RESCUE_STATE = """CASE
+# A job claimed into a worker's read-ahead buffer whose command never started (no output from
+# this attempt either: the worker writes the start before any output): it goes back as if
+# never claimed, whatever its delivery, uncharged.
+_NEVER_STARTED = """(in_buffer AND NOT EXISTS (
+    SELECT 1 FROM job_logs l WHERE l.job_id = jobs.id AND l.attempt = jobs.attempt))"""
+
+# What an expired lease makes of a job. Losing a worker is not the command's failure: it costs
+# no retry (max_attempts grows with it), but counts in `losses`, and a job that has taken
+# `max_lost` workers down fails rather than loop forever. At-most-once jobs that may have
+# started become lost: they must never run twice.
+_RESCUE_STATE = f"""CASE
     WHEN cancel_requested THEN 'cancelled'
+    WHEN {_NEVER_STARTED} THEN 'requeue'
     WHEN delivery = 'at_most_once' THEN 'lost'
-    WHEN attempt < max_attempts THEN 'queued'
+    WHEN losses + 1 < max_lost THEN 'queued'
     ELSE 'failed' END"""
 
+_RESCUE_ERROR = """'worker ' || coalesce(CAST(worker_id AS text), '?') || ' lost its lease'
+    || CASE WHEN new_state = 'failed'
+            THEN ' (' || (losses + 1) || ' workers lost under it, the most allowed)'
+            ELSE '' END"""
+
 # A running job whose lease ran out belongs to a worker that crashed, hung or was cut off (and
-# that has killed the job itself: see fencing in jobctl/worker). At-least-once jobs go back to the
-# queue, at-most-once jobs become lost: they may have run, and must never run again.
+# that has killed the job itself: see fencing in jobctl/worker). `requeue` (never started) puts
+# it back with its attempt uncounted and no attempts row; every other outcome records a `lost`
+# attempt.
 PG_RESCUE = f"""
 WITH expired AS (
-    SELECT id FROM jobs
+    SELECT id, {_RESCUE_STATE} AS new_state FROM jobs
     WHERE state = 'running' AND lease_until < {PG_NOW}
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE jobs j SET
-        state = {_RESCUE_STATE},
-        finished_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN NULL ELSE {PG_NOW} END,
-        run_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN {PG_NOW} ELSE j.run_at END,
-        lease_until = NULL,
-        error = 'worker ' || coalesce(j.worker_id::text, '?') || ' lost its lease'
+        state = CASE WHEN e.new_state = 'requeue' THEN 'queued' ELSE e.new_state END,
+        attempt = j.attempt - CASE WHEN e.new_state = 'requeue' THEN 1 ELSE 0 END,
+        losses = j.losses + CASE WHEN e.new_state = 'requeue' THEN 0 ELSE 1 END,
+        max_attempts = j.max_attempts + CASE WHEN e.new_state = 'queued' THEN 1 ELSE 0 END,
+        finished_at = CASE WHEN e.new_state IN ('queued', 'requeue') THEN NULL ELSE {PG_NOW} END,
+        run_at = CASE WHEN e.new_state = 'queued' THEN {PG_NOW} ELSE j.run_at END,
+        started_at = CASE WHEN e.new_state = 'requeue' THEN NULL ELSE j.started_at END,
+        worker_id = CASE WHEN e.new_state = 'requeue' THEN NULL ELSE j.worker_id END,
+        lease_until = NULL, in_buffer = false,
+        error = CASE WHEN e.new_state = 'requeue' THEN j.error ELSE
+            {_RESCUE_ERROR.replace("new_state", "e.new_state").replace("worker_id", "j.worker_id")
+             .replace("losses", "j.losses")} END
     FROM expired e WHERE j.id = e.id AND j.state = 'running'
-    RETURNING j.id, j.attempt, j.state, j.queue, j.error, j.worker_id, j.started_at
+    RETURNING j.id, j.attempt, e.new_state, j.queue, j.error, j.worker_id, j.started_at
 ), recorded AS (
     INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT id, attempt, worker_id, started_at, {PG_NOW}, 'lost', error FROM rescued
+    WHERE new_state <> 'requeue'
 )
-SELECT id, state, queue FROM rescued
+SELECT id, new_state, queue FROM rescued
+"""
+
+# SQLite: the same in two steps under the caller's write transaction (nothing else writes
+# meanwhile): decide, then update and record.
+SQLITE_EXPIRED = f"""
+SELECT id, {_RESCUE_STATE} AS new_state FROM jobs
+WHERE state = 'running' AND lease_until < {SQLITE_NOW}
 """
 
 SQLITE_RESCUE = f"""
 UPDATE jobs SET
-    state = {_RESCUE_STATE},
-    finished_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN NULL ELSE {SQLITE_NOW} END,
-    run_at = CASE WHEN {_RESCUE_STATE} = 'queued' THEN {SQLITE_NOW} ELSE run_at END,
-    lease_until = NULL,
-    error = 'worker ' || coalesce(worker_id, '?') || ' lost its lease'
-WHERE state = 'running' AND lease_until < {SQLITE_NOW}
-RETURNING id, attempt, state, queue, error, worker_id, started_at
+    state = CASE WHEN :new_state = 'requeue' THEN 'queued' ELSE :new_state END,
+    attempt = attempt - CASE WHEN :new_state = 'requeue' THEN 1 ELSE 0 END,
+    losses = losses + CASE WHEN :new_state = 'requeue' THEN 0 ELSE 1 END,
+    max_attempts = max_attempts + CASE WHEN :new_state = 'queued' THEN 1 ELSE 0 END,
+    finished_at = CASE WHEN :new_state IN ('queued', 'requeue') THEN NULL ELSE {SQLITE_NOW} END,
+    run_at = CASE WHEN :new_state = 'queued' THEN {SQLITE_NOW} ELSE run_at END,
+    started_at = CASE WHEN :new_state = 'requeue' THEN NULL ELSE started_at END,
+    worker_id = CASE WHEN :new_state = 'requeue' THEN NULL ELSE worker_id END,
+    lease_until = NULL, in_buffer = FALSE,
+    error = CASE WHEN :new_state = 'requeue' THEN error ELSE
+        {_RESCUE_ERROR.replace("new_state", ":new_state")} END
+WHERE id = :id AND state = 'running' AND lease_until < {SQLITE_NOW}
+RETURNING id, attempt, queue, error, worker_id, started_at
 """
 
 SQLITE_RESCUE_ATTEMPT = f"""
@@ -534,23 +664,26 @@ class Rescued:
 
 def rescue(conn: Conn) -> Rescued:
     """Take back the jobs of expired leases. Idempotent; any worker or scheduler may call it."""
-    # Rows: (id, state, queue), and on SQLite what the attempts row needs after them.
+    # Rows: (id, new state, queue); 'requeue' is a job that never started.
     if conn.is_postgres:
         rows = conn.execute(PG_RESCUE).fetchall()
     else:
-        found = conn.execute(SQLITE_RESCUE).fetchall()
-        if found:
-            conn.executemany(
-                SQLITE_RESCUE_ATTEMPT,
-                [{"id": id_, "attempt": attempt, "error": error, "worker_id": worker_id,
-                  "started_at": started_at}
-                 for id_, attempt, _, _, error, worker_id, started_at in found],
-            )
-        rows = [(id_, state, queue) for id_, _, state, queue, *_ in found]
-    requeued = [id_ for id_, state, _ in rows if state == JobState.QUEUED.value]
-    ended = {id_: JobState(state) for id_, state, _ in rows if state != JobState.QUEUED.value}
-    for queue in sorted({queue for _, state, queue in rows if state == JobState.QUEUED.value}):
-        notify.job_submitted(conn, queue)
+        rows = []
+        for id_, new_state in conn.execute(SQLITE_EXPIRED).fetchall():
+            row = conn.execute(SQLITE_RESCUE, {"id": id_, "new_state": new_state}).fetchone()
+            if row is None:
+                continue
+            _, attempt, queue_name, error, worker_id, started_at = row
+            if new_state != "requeue":
+                conn.execute(SQLITE_RESCUE_ATTEMPT, {
+                    "id": id_, "attempt": attempt, "error": error, "worker_id": worker_id,
+                    "started_at": started_at})
+            rows.append((id_, new_state, queue_name))
+    again = ("queued", "requeue")
+    requeued = [id_ for id_, state, _ in rows if state in again]
+    ended = {id_: JobState(state) for id_, state, _ in rows if state not in again}
+    for queue_name in sorted({queue_name for _, state, queue_name in rows if state in again}):
+        notify.job_submitted(conn, queue_name)
     if ended:
         notify.jobs_done(conn, sorted(ended))
         settled = deps.settle(conn, {job_id: state.value for job_id, state in ended.items()})

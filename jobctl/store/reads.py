@@ -25,7 +25,12 @@ from jobctl.store.direct import Conn
 JOB_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                "max_attempts", "backoff_s", "delivery", "attempt", "run_at", "created_at",
                "started_at", "finished_at", "worker_id", "lease_until", "exit_code", "signal",
-               "error", "cancel_requested", "unique_key", "labels", "workflow_id", "task")
+               "error", "cancel_requested", "unique_key", "labels", "workflow_id", "task",
+               "max_lost", "losses", "run_as",
+               # the size of its standard input, not the bytes: a listing never needs them
+               "length(input)", "schedule_id",
+               # the schedule's name, NULL once it is removed
+               "(SELECT s.name FROM schedules s WHERE s.id = jobs.schedule_id)", "fire_time")
 SELECT_JOBS = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 
 
@@ -33,7 +38,8 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
     """A Job from a row of SELECT_JOBS."""
     (id_, name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts, backoff_s,
      delivery, attempt, run_at, created_at, started_at, finished_at, worker_id, lease_until,
-     exit_code, signal, error, cancel_requested, unique_key, labels, workflow_id, task) = row
+     exit_code, signal, error, cancel_requested, unique_key, labels, workflow_id, task,
+     max_lost, losses, run_as, input_bytes, schedule_id, schedule, fire_time) = row
     return Job(
         id=id_,
         name=name,
@@ -62,6 +68,13 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         labels=dict(conn.json(labels) or {}),
         workflow_id=workflow_id,
         task=task,
+        max_lost=max_lost,
+        losses=losses,
+        user=run_as,
+        input_bytes=input_bytes,
+        schedule_id=schedule_id,
+        schedule=schedule,
+        fire_time=conn.time(fire_time),
     )
 
 
@@ -89,9 +102,11 @@ def list_jobs(
     queues: Sequence[str] = (),
     name: str | None = None,
     labels: dict[str, str] | None = None,
+    schedule: str | None = None,
     limit: int | None = 50,
 ) -> list[Job]:
-    """Newest first. `name` matches exactly, or as a glob when it holds * or ?."""
+    """Newest first. `name` matches exactly, or as a glob when it holds * or ?; `schedule`
+    names the schedule that made the jobs."""
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if states:
@@ -110,6 +125,9 @@ def list_jobs(
         else:
             conditions.append("name = :name")
             params["name"] = name
+    if schedule is not None:
+        conditions.append("schedule_id = (SELECT id FROM schedules WHERE name = :schedule)")
+        params["schedule"] = schedule
     for index, (key, value) in enumerate((labels or {}).items()):
         params[f"label_key_{index}"], params[f"label_value_{index}"] = key, value
         if conn.is_postgres:

@@ -441,14 +441,15 @@ def _template_columns(schedule: Schedule) -> dict[str, Any]:
 PG_INSERT_OCCURRENCES = sa.text("""
 INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
                   backoff_s, delivery, attempt, labels, run_at, created_at, finished_at, error,
-                  cancel_requested, schedule_id, fire_time)
+                  cancel_requested, schedule_id, fire_time, max_lost, input, run_as)
 SELECT coalesce(s.job->>'name', s.name), coalesce(s.job->>'queue', 'default'),
        coalesce((s.job->>'priority')::int, 0), o.state, s.job->'argv',
        coalesce(s.job->'env', '{}'::jsonb), s.job->>'cwd', (s.job->>'timeout_s')::float8,
        coalesce((s.job->>'retries')::int, 0) + 1, coalesce((s.job->>'backoff_s')::float8, 10),
        coalesce(s.job->>'delivery', 'at_least_once'), 0, coalesce(s.job->'labels', '{}'::jsonb),
        o.run_at, clock_timestamp(), o.finished_at, o.error, o.cancel_requested, o.schedule_id,
-       o.fire_time
+       o.fire_time, coalesce((s.job->>'max_lost')::int, 3),
+       decode(s.job->>'input', 'base64'), s.job->>'user'
 FROM unnest(CAST(:schedule_ids AS bigint[]), CAST(:fire_times AS timestamptz[]),
             CAST(:states AS text[]), CAST(:run_ats AS timestamptz[]),
             CAST(:finished_ats AS timestamptz[]), CAST(:errors AS text[]),

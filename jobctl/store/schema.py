@@ -150,6 +150,17 @@ jobs = sa.Table(
     # A workflow's task: the workflow and the task's name in it.
     sa.Column("workflow_id", sa.BigInteger),
     sa.Column("task", sa.Text),
+    # Losing a worker is not the command's failure: it costs no retry but counts here, and the
+    # job fails once `losses` reaches `max_lost` (a job that keeps taking its workers down).
+    sa.Column("max_lost", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("losses", sa.Integer, nullable=False, server_default="0"),
+    # Claimed into a worker's read-ahead buffer, its command not started: if that worker dies,
+    # the rescuer puts it back as if never claimed (see store/queue.py).
+    sa.Column("in_buffer", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The job's standard input (bytes; NULL: /dev/null) and the Unix user it runs as (NULL: the
+    # worker's own).
+    sa.Column("input", sa.LargeBinary),
+    sa.Column("run_as", sa.Text),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per

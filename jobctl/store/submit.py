@@ -18,7 +18,8 @@ from jobctl.store.direct import PG_NOW, Conn
 
 _COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                  "max_attempts", "backoff_s", "delivery", "attempt", "labels", "run_at",
-                 "created_at", "finished_at", "error", "workflow_id", "task")
+                 "created_at", "finished_at", "error", "workflow_id", "task", "max_lost",
+                 "input", "run_as")
 
 # Ids first (one query: the identity's sequence, as many values as jobs), then COPY: no per-row
 # statement and no array parameters to parse, which makes it about twice as fast as
@@ -38,10 +39,11 @@ def _insert_sql(conn: Conn, *, unique: bool) -> str:
     sql = f"""
 INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
                   backoff_s, delivery, attempt, unique_key, labels, error, workflow_id, task,
-                  run_at, created_at, finished_at)
+                  max_lost, input, run_as, run_at, created_at, finished_at)
 VALUES (:name, :queue, :priority, :state, {as_json("argv")}, {as_json("env")}, :cwd, :timeout_s,
         :max_attempts, :backoff_s, :delivery, 0, :unique_key, {as_json("labels")}, :error,
-        :workflow_id, :task, coalesce({run_at}, {conn.now_plus(":run_in_s")}),
+        :workflow_id, :task, :max_lost, :input, :run_as,
+        coalesce({run_at}, {conn.now_plus(":run_in_s")}),
         {conn.now}, CASE WHEN :ended THEN {conn.now} END)"""
     if unique:
         sql += """
@@ -61,7 +63,8 @@ def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
         "cwd": spec.cwd, "timeout_s": spec.timeout_s, "max_attempts": spec.max_attempts,
         "backoff_s": spec.backoff_s, "delivery": spec.delivery.value,
         "unique_key": unique_key, "labels": encode(dict(spec.labels)), "error": error,
-        "workflow_id": workflow_id, "task": task, "run_at": conn.time_param(spec.run_at),
+        "workflow_id": workflow_id, "task": task, "max_lost": spec.max_lost,
+        "input": spec.input, "run_as": spec.user, "run_at": conn.time_param(spec.run_at),
         "run_in_s": spec.run_in_s or 0.0, "ended": state.is_final,
     }
 
@@ -127,6 +130,7 @@ def _copy_postgres(
             run_at, now_text, now_text if state.is_final else NULL,
             _text(errors[index]), _number(workflow_id),
             _text(tasks[index]) if tasks is not None else NULL,
+            str(spec.max_lost), _bytes(spec.input), _text(spec.user),
         )))
     columns = ", ".join(_COPY_COLUMNS)
     with conn.raw.cursor() as cursor, cursor.copy(f"COPY jobs ({columns}) FROM STDIN") as copy:
@@ -148,6 +152,11 @@ def _text(value: str | None) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_ESCAPES)
     return value
+
+
+def _bytes(value: bytes | None) -> str:
+    # bytea's hex format, its backslash escaped for COPY's text format.
+    return NULL if value is None else "\\\\x" + value.hex()
 
 
 def _number(value: float | None) -> str:

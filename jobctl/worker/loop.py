@@ -84,8 +84,11 @@ def retry_delay(backoff_s: float, attempt: int) -> float:
     return float(min(cap, delay) * random.uniform(0.75, 1.25))
 
 
-def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown: bool) -> Outcome:
-    """What the database should record for one ended attempt."""
+def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown: bool,
+               lost: bool = False) -> Outcome:
+    """What the database should record for one ended attempt. `lost`: this worker killed it
+    because it could not keep the job's lease (fencing): the worker's failure, not the
+    command's, so it costs no retry (see `lost_outcome`)."""
     ended = Outcome(job_id=job.id, attempt=job.attempt, state=JobState.FAILED,
                     attempt_outcome="failed", exit_code=result.exit_code, signal=result.signal,
                     error=result.error, has_dependents=job.has_dependents)
@@ -98,6 +101,8 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
         # command never started, so whatever the delivery it may run elsewhere, retries intact.
         return replace(ended, state=JobState.QUEUED, attempt_outcome="released",
                        error=f"released before it started: {result.kill_reason}")
+    if lost:
+        return lost_outcome(job, ended)
     if shutdown:
         if job.delivery is Delivery.AT_LEAST_ONCE:
             # Released, not failed: the worker stopped under it; it runs again at once elsewhere.
@@ -111,6 +116,18 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
     return ended
 
 
+def lost_outcome(job: ClaimedJob, ended: Outcome) -> Outcome:
+    """A started job its worker lost: at-most-once, it is lost (never to run again); at least
+    once, it runs again, retries intact, unless it has now taken `max_lost` workers down."""
+    if job.delivery is Delivery.AT_MOST_ONCE:
+        return replace(ended, state=JobState.LOST, attempt_outcome="lost")
+    if job.losses + 1 < job.max_lost:
+        return replace(ended, state=JobState.QUEUED, attempt_outcome="lost")
+    return replace(ended, attempt_outcome="lost",
+                   error=f"{ended.error} ({job.losses + 1} workers lost under it, the most "
+                         "allowed)")
+
+
 class Running:
     """One job this worker holds: claimed, maybe waiting in the read-ahead buffer, maybe running."""
 
@@ -120,6 +137,7 @@ class Running:
         self.claimed_at = time.monotonic()
         self.cancelled = False
         self.released = False
+        self.lost = False  # killed because its lease could not be kept (fencing)
 
 
 class Worker:
@@ -141,6 +159,10 @@ class Worker:
         # database turn could let the rescuer take back (and run again) a job that has finished.
         self._unwritten: set[int] = set()
         self._ready: collections.deque[Running] = collections.deque()  # claimed, not started
+        # Jobs started from the read-ahead buffer since the last turn: the next turn tells the
+        # database (`jobs.in_buffer`), so a rescuer knows their command may have run.
+        self._started_from_buffer: list[int] = []
+        self._user, self._any_user = _unix_identity()
         self._busy_slots = 0
         self._average_run_s = 1.0  # moving average of recent jobs' run time
         self._backlog = False  # the last claim was full: there is more to claim
@@ -254,15 +276,19 @@ class Worker:
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
             claimed: list[ClaimedJob] = []
-            if (pending_outcomes or pending_chunks or want_claim) and now >= next_db_try:
+            with self._lock:
+                marks, self._started_from_buffer = self._started_from_buffer, []
+            if (pending_outcomes or pending_chunks or want_claim or marks) and now >= next_db_try:
                 try:
                     claimed = self._transaction(pending_chunks, pending_outcomes,
-                                                free if want_claim else 0)
+                                                free if want_claim else 0, marks)
                 except DatabaseUnavailable as error:
                     # Keep what we have and retry; running jobs go on meanwhile (the watchdog
                     # fences them if the outage outlasts the lease).
                     db_backoff = min(max(db_backoff * 2, 0.5), 10.0)
                     next_db_try = now + db_backoff
+                    with self._lock:
+                        self._started_from_buffer[:0] = marks
                     log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
                 else:
                     self._turns += 1
@@ -343,14 +369,21 @@ class Worker:
             log.warning("could not release %d unstarted job(s): %s", len(runs), error)
 
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
-                     claim_limit: int) -> list[ClaimedJob]:
-        """Store output, complete what ended, claim up to `claim_limit`: one turn's database work,
-        on the main thread's connection (dropped and reopened if the database goes away)."""
+                     claim_limit: int, started: list[int] | None = None) -> list[ClaimedJob]:
+        """Mark the jobs started from the read-ahead buffer, store output, complete what ended,
+        claim up to `claim_limit`: one turn's database work, on the main thread's connection
+        (dropped and reopened if the database goes away)."""
+        with self._lock:
+            start_now = max(0, self.settings.concurrency - self._busy_slots)
+        claim = queue.Claim(queues=self.settings.queues, limit=claim_limit,
+                            start_now=min(start_now, claim_limit), lease_s=self.settings.lease_s,
+                            user=self._user, any_user=self._any_user)
         with self.db.turn() as conn:
+            # Output can land before the start marks (two statements on PostgreSQL): a rescuer
+            # that finds output of the attempt counts it as started either way.
             queue.write_output(conn, chunks)
             applied, claimed = queue.complete_and_claim(
-                conn, self.worker_id, outcomes, self.settings.queues, claim_limit,
-                self.settings.lease_s)
+                conn, self.worker_id, outcomes, claim, started or ())
         with self._lock:
             self._unwritten.difference_update(outcome.job_id for outcome in outcomes)
         for outcome in outcomes:
@@ -417,6 +450,8 @@ class Worker:
                 self._ready.append(run)
                 return
             self._busy_slots += 1
+            if job.in_buffer:  # claimed for the buffer, but a slot freed meanwhile
+                self._started_from_buffer.append(job.id)
         self._slots.submit(self._run_slot, run)
 
     def _run_slot(self, first: Running) -> None:
@@ -427,6 +462,7 @@ class Worker:
             with self._lock:
                 if self._ready and not self._draining:
                     run = self._ready.popleft()
+                    self._started_from_buffer.append(run.job.id)
                 else:
                     run = None
                     self._busy_slots -= 1
@@ -444,7 +480,9 @@ class Worker:
             # Nobody here asked for that SIGKILL: the watchdog fenced the job while we were stalled.
             reason = "fenced: the worker could not renew its lease in time"
             result = replace(result, error=reason, kill_reason=reason)
-        outcome = outcome_of(run.job, result, run.cancelled, run.released)
+            run.lost = True
+        outcome = outcome_of(run.job, result, run.cancelled, run.released,
+                             lost=run.lost and result.started)
         self._metrics.ran(run.job.id, run.job.queue, started - run.claimed_at,
                           time.monotonic() - started)
         with self._lock:
@@ -475,6 +513,7 @@ class Worker:
             run.cancelled = run.cancelled or cancelled
             log.info("job %d: killing it: %s", run.job.id, reason)
             if at_once:  # it may already run elsewhere: no grace period
+                run.lost = True
                 run.process.kill_now(reason)
             else:
                 run.process.kill(reason)
@@ -599,7 +638,20 @@ class Worker:
             with self._lock:
                 runs = [self._running[i] for i in ids if i in self._running]
             for run in runs:
+                run.lost = True
                 run.process.kill_now("fenced: the worker could not renew its lease")
+
+
+def _unix_identity() -> tuple[str | None, bool]:
+    """The Unix user this worker runs as, and whether it may run jobs as anyone (root)."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        name: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = None
+    return name, uid == 0
 
 
 def _drain(source: queue_module.SimpleQueue[T]) -> list[T]:

@@ -114,7 +114,7 @@ def seed(url: str, folder: Path) -> Seeded:
                                           queues=["default"], concurrency=1, version="test")
             finished, _ = jobs.submit(connection, JobSpec(argv=["echo", "done"], name="done"))
         with database.write() as connection:
-            [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 60.0)
+            [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 60.0))
             assert claimed.id == finished
         with database.write() as connection:
             applied = queue.complete(Conn.of(connection), worker, [Outcome(

@@ -66,7 +66,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
                                           queues=["default"], concurrency=1, version="test")
             job_id, _ = jobs.submit(connection, JobSpec(argv=["false"], name="fails"))
         with database.write() as connection:
-            queue.claim(Conn.of(connection), worker, ["default"], 1, 60.0)
+            queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 60.0))
         with database.write() as connection:
             queue.complete(Conn.of(connection), worker, [Outcome(
                 job_id=job_id, attempt=1, state=JobState.FAILED, attempt_outcome="failed",

@@ -95,7 +95,8 @@ def seed(url: str) -> Jobs:
                     jobs.cancel(connection, job_id)
             elif end is not None:
                 with database.write() as connection:
-                    [claimed] = queue.claim(Conn.of(connection), worker, [queue_name], 1, 60.0)
+                    [claimed] = queue.claim(Conn.of(connection), worker,
+                                            queue.Claim([queue_name], 1, 60.0))
                     assert claimed.id == job_id
                 code = 0 if end is JobState.SUCCEEDED else 3
                 with database.write() as connection:

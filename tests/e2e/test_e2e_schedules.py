@@ -268,7 +268,7 @@ def test_the_scheduler_rescues_expired_leases(jobctl: Jobctl, database: Database
                                   queues=["default"], concurrency=1, version="test")
         job_id, _ = job_store.submit(connection, JobSpec(argv=["true"], retries=1))
     with database.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 0.2)
+        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 0.2))
     assert claimed.id == job_id
     time.sleep(0.5)  # the lease runs out; nobody renews it
     result = jobctl("scheduler", "run", "--once")

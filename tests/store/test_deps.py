@@ -50,7 +50,7 @@ def state(db: Database, job_id: int) -> tuple[JobState, str | None]:
 def run(db: Database, worker: int, outcome: JobState = JobState.SUCCEEDED) -> list[int]:
     """Claim everything due and end each with `outcome` (through complete_and_claim)."""
     with db.write() as connection:
-        claimed = queue.claim(Conn.of(connection), worker, ["default"], 100, 60.0)
+        claimed = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 100, 60.0))
     outcomes = [Outcome(c.id, c.attempt, outcome, outcome.value,
                         0 if outcome is JobState.SUCCEEDED else 1, None, None) for c in claimed]
     with db.write() as connection:
@@ -75,8 +75,8 @@ def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
     b = submit(db)
     submit(db, after=(a,))
     with db.write() as connection:
-        claimed = {job.id: job
-                   for job in queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)}
+        claimed = {job.id: job for job in queue.claim(Conn.of(connection), worker,
+                                                      queue.Claim(["default"], 10, 60.0))}
     assert set(claimed) == {a, b}
     assert claimed[a].has_dependents
     # PostgreSQL's worker then completes `b` with the statement that skips settling.
@@ -91,7 +91,7 @@ def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completi
     worker = register(db)
     a = submit(db)
     with db.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)
+        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 60.0))
     b = submit(db, after=(a,))
     assert state(db, b)[0] is JobState.WAITING
     ended = Outcome(a, 1, JobState.SUCCEEDED, "succeeded", 0, None, None,
@@ -101,8 +101,8 @@ def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completi
     direct = db.direct()
     try:
         with direct.turn() as conn:
-            applied, next_jobs = queue.complete_and_claim(conn, worker, [ended],
-                                                          ["default"], 10, 60.0)
+            applied, next_jobs = queue.complete_and_claim(
+                conn, worker, [ended], queue.Claim(["default"], 10, 60.0))
     finally:
         direct.close()
     assert applied == {a}
@@ -117,8 +117,8 @@ def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Da
     d = submit(db, after_any=(b,))
     sibling = submit(db)
     with db.write() as connection:
-        [job] = [j for j in queue.claim(Conn.of(connection), worker, ["default"], 100, 60.0)
-                 if j.id == a]
+        [job] = [j for j in queue.claim(Conn.of(connection), worker,
+                                        queue.Claim(["default"], 100, 60.0)) if j.id == a]
     with db.write() as connection:
         queue.complete(Conn.of(connection), worker,
                        [Outcome(a, 1, JobState.FAILED, "failed", 3, None, None)])
@@ -146,7 +146,7 @@ def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: Datab
     a = submit(db, delivery=Delivery.AT_MOST_ONCE)
     b = submit(db, after=(a,))
     with db.write() as connection:
-        queue.claim(Conn.of(connection), worker, ["default"], 10, 0.01)
+        queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 0.01))
     import time
 
     time.sleep(0.05)
@@ -238,7 +238,7 @@ def test_workflow_start_fail_and_retry(db: Database) -> None:
     ids = {t.task: t.id for t in wf.tasks}
     run(db, worker)  # a
     with db.write() as connection:
-        claimed = queue.claim(Conn.of(connection), worker, ["default"], 10, 60.0)
+        claimed = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 60.0))
         by_id = {c.id: c for c in claimed}
         queue.complete(Conn.of(connection), worker, [
             Outcome(ids["b"], by_id[ids["b"]].attempt, JobState.SUCCEEDED, "succeeded", 0, None,

@@ -52,7 +52,7 @@ def submit(db: Database, **fields: Any) -> int:
 def claim(db: Database, worker: int, queues: Sequence[str] = ("default",), limit: int = 10,
           lease_s: float = LEASE_S) -> list[ClaimedJob]:
     with db.write() as connection:
-        return queue.claim(Conn.of(connection), worker, list(queues), limit, lease_s)
+        return queue.claim(Conn.of(connection), worker, queue.Claim(list(queues), limit, lease_s))
 
 
 def claim_one(db: Database, worker: int, **kwargs: Any) -> ClaimedJob:
@@ -268,13 +268,16 @@ def test_complete_with_a_retry_requeues_later(db: Database) -> None:
 
 
 def test_rescue_of_expired_leases(db: Database) -> None:
+    """Losing a worker costs no retry: an at-least-once job with none left runs again; it
+    fails only when it has taken `max_lost` workers down. At-most-once jobs become lost."""
     w = register(db)
     retry_left = submit(db, retries=1, queue="a")
     at_most_once = submit(db, retries=3, delivery=Delivery.AT_MOST_ONCE, queue="b")
-    no_retry_left = submit(db, queue="c")
+    no_retry_left = submit(db, queue="c")  # the defaults: no retries, max_lost 3
     cancel_me = submit(db, retries=3, queue="d")
     healthy = submit(db, queue="e")
-    for q in "abcd":
+    last_loss = submit(db, queue="f", max_lost=1)
+    for q in "abcdf":
         claim(db, w, queues=[q], lease_s=0.05)
     claim(db, w, queues=["e"], lease_s=LEASE_S)
     with db.write() as connection:
@@ -282,20 +285,25 @@ def test_rescue_of_expired_leases(db: Database) -> None:
     time.sleep(0.2)
 
     rescued = rescue(db)
-    assert rescued.requeued == [retry_left]
-    assert rescued.ended == {at_most_once: JobState.LOST, no_retry_left: JobState.FAILED,
+    assert sorted(rescued.requeued) == [retry_left, no_retry_left]
+    assert rescued.ended == {at_most_once: JobState.LOST, last_loss: JobState.FAILED,
                              cancel_me: JobState.CANCELLED}
 
-    requeued = get(db, retry_left)
-    assert (requeued.state, requeued.attempt) == (JobState.QUEUED, 1)
-    assert requeued.lease_until is None and requeued.finished_at is None
-    [row] = attempt_rows(db, retry_left)
-    assert (row.attempt, row.outcome, row.worker_id) == (1, "lost", w)
+    for job_id in (retry_left, no_retry_left):
+        requeued = get(db, job_id)
+        assert (requeued.state, requeued.attempt, requeued.losses) == (JobState.QUEUED, 1, 1)
+        assert requeued.max_attempts == get_spec_attempts(job_id, retry_left) + 1
+        assert requeued.lease_until is None and requeued.finished_at is None
+        [row] = attempt_rows(db, job_id)
+        assert (row.attempt, row.outcome, row.worker_id) == (1, "lost", w)
     for job_id, state in rescued.ended.items():
         job = get(db, job_id)
         assert job.state is state
         assert job.finished_at is not None and job.lease_until is None
         assert [r.attempt for r in attempt_rows(db, job_id)] == [1]
+    failed = get(db, last_loss)
+    assert failed.losses == 1
+    assert failed.error == f"worker {w} lost its lease (1 workers lost under it, the most allowed)"
     assert get(db, healthy).state is JobState.RUNNING
 
     # Idempotent: nothing is left to rescue.
@@ -316,6 +324,88 @@ def test_rescue_of_expired_leases(db: Database) -> None:
     assert get(db, retry_left).state is JobState.RUNNING
     assert complete(db, other, outcome(retry_left, 2)) == {retry_left}
     assert [r.outcome for r in attempt_rows(db, retry_left)] == ["lost", "succeeded"]
+
+
+def get_spec_attempts(job_id: int, retry_left: int) -> int:
+    """max_attempts as submitted by the test above: retries + 1."""
+    return 2 if job_id == retry_left else 1
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_after_max_lost(db: Database) -> None:
+    """The default max_lost is 3: two losses re-queue it, the third fails it; every loss has
+    its attempts row."""
+    w = register(db)
+    job_id = submit(db)
+    for round_ in range(3):
+        claim(db, w, lease_s=0.05)
+        time.sleep(0.15)
+        rescued = rescue(db)
+        if round_ < 2:
+            assert rescued.requeued == [job_id]
+    job = get(db, job_id)
+    assert (job.state, job.losses, job.attempt) == (JobState.FAILED, 3, 3)
+    assert "3 workers lost under it" in (job.error or "")
+    assert [r.outcome for r in attempt_rows(db, job_id)] == ["lost"] * 3
+
+
+def test_jobs_claimed_into_the_read_ahead_buffer_go_back_uncharged(db: Database) -> None:
+    """A claim that starts one job at once and buffers the rest: when the worker is lost, the
+    started one is charged a loss, the buffered ones go back as if never claimed (no attempt,
+    no attempts row), and at-most-once jobs are never buffered at all."""
+    w = register(db)
+    first = submit(db, priority=9)
+    buffered = [submit(db, priority=5) for _ in range(2)]
+    most_once = submit(db, priority=1, delivery=Delivery.AT_MOST_ONCE)
+    with db.write() as connection:
+        claimed = queue.claim(Conn.of(connection), w,
+                              queue.Claim(["default"], 10, 0.05, start_now=1))
+    assert [(job.id, job.in_buffer) for job in claimed] == (
+        [(first, False)] + [(job_id, True) for job_id in buffered])
+    assert get(db, most_once).state is JobState.QUEUED  # never into a buffer
+    time.sleep(0.15)
+    rescued = rescue(db)
+    assert sorted(rescued.requeued) == sorted([first, *buffered])
+    assert get(db, first).losses == 1
+    for job_id in buffered:
+        job = get(db, job_id)
+        assert (job.state, job.attempt, job.losses, job.worker_id) == (
+            JobState.QUEUED, 0, 0, None)
+        assert attempt_rows(db, job_id) == []
+
+
+def test_a_buffered_job_marked_started_is_charged(db: Database) -> None:
+    """Once the worker says it started a buffered job (the next turn's `started`), losing the
+    worker costs the job a loss like any other."""
+    w = register(db)
+    job_id = submit(db)
+    with db.write() as connection:
+        [job] = queue.claim(Conn.of(connection), w, queue.Claim(["default"], 1, 0.05,
+                                                                  start_now=0))
+    assert job.in_buffer
+    with db.write() as connection:
+        queue.complete_and_claim(Conn.of(connection), w, [], queue.NO_CLAIM, [job_id])
+    time.sleep(0.15)
+    assert rescue(db).requeued == [job_id]
+    found = get(db, job_id)
+    assert (found.attempt, found.losses) == (1, 1)
+    assert [r.outcome for r in attempt_rows(db, job_id)] == ["lost"]
+
+
+def test_workers_claim_only_jobs_they_can_run_as(db: Database) -> None:
+    """`--user`: a root worker may run a job as anyone, any other worker only as itself."""
+    w = register(db)
+    mine = submit(db, user="alice")
+    theirs = submit(db, user="bob")
+    anyone = submit(db)
+    with db.write() as connection:
+        got = queue.claim(Conn.of(connection), w,
+                          queue.Claim(["default"], 10, LEASE_S, user="alice"))
+    assert sorted(job.id for job in got) == [mine, anyone]
+    assert [job.user for job in got if job.id == mine] == ["alice"]
+    with db.write() as connection:
+        got = queue.claim(Conn.of(connection), w,
+                          queue.Claim(["default"], 10, LEASE_S, user="root", any_user=True))
+    assert [job.id for job in got] == [theirs]
 
 
 def test_rescue_leaves_live_leases_alone(db: Database) -> None:
