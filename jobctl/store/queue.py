@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jobctl import policy
 from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobState, WorkerState
 from jobctl.store import deps, notify
 from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, pg_now_plus
@@ -699,13 +700,76 @@ def mark_lost_workers(conn: Conn, lease_s: float) -> int:
     return int(cursor.rowcount or 0)
 
 
-def next_retry_due_in(conn: Conn, queues: Sequence[str]) -> float | None:
-    """Seconds until the next job of `queues` that waits for a retry is due (0 if one is due
-    now), None if none waits."""
-    where, params = in_(conn, "queue", list(queues), "queues")
-    if conn.is_postgres:
-        query = f"SELECT EXTRACT(EPOCH FROM min(run_at) - {PG_NOW}) FROM jobs"
-    else:
-        query = f"SELECT (julianday(min(run_at)) - julianday({SQLITE_NOW})) * 86400.0 FROM jobs"
-    seconds = conn.scalar(f"{query} WHERE state = 'queued' AND attempt > 0 AND {where}", params)
-    return None if seconds is None else max(0.0, float(seconds))
+# --- burst workers ------------------------------------------------------------------------------
+
+# A burst worker's view of its queues when it has nothing to run (see policy.burst_decision):
+# jobs due that it may run, jobs running anywhere, the next retry (a queued job that ran before
+# and waits out its backoff; one merely submitted for later is not waited for), waiting jobs.
+_BURST_COUNTS = """
+SELECT
+    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {now} AND {user_fits}
+                      THEN 1 ELSE 0 END), 0),
+    coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
+    min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {now} AND {user_fits}
+             THEN run_at END),
+    coalesce(sum(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END), 0),
+    {now}
+FROM jobs WHERE {in_queues}
+"""
+
+# Queued jobs of these queues that this worker may not run (another Unix user's).
+_NOT_MINE = "SELECT id, run_as FROM jobs WHERE state = 'queued' AND {in_queues} AND NOT {user_fits}"
+
+# The dependencies of some jobs that have not ended (a missing dependency: state NULL).
+_OPEN_DEPS = """
+SELECT dep.job_id, dep.depends_on, j.state, j.queue
+FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
+WHERE {in_jobs} AND (j.state IS NULL OR j.state IN ('queued', 'running', 'waiting'))
+"""
+
+_LIVE_WORKER_QUEUES = "SELECT queues FROM workers WHERE state IN ('running', 'draining')"
+
+
+def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
+    """What is left in `claim_.queues` for a burst worker to wait for (see policy)."""
+    in_queues, params = in_(conn, "queue", list(claim_.queues), "queues")
+    params.update(claim_.params())
+    due, running, next_retry, waiting, now = conn.execute(_BURST_COUNTS.format(
+        now=conn.now, user_fits=_USER_FITS, in_queues=in_queues), params).fetchone()
+    if due or running:
+        return policy.Backlog(due=due, running=running)
+    retry_in = None
+    if next_retry is not None:
+        retry_in = max(0.0, (conn.time_not_null(next_retry)
+                             - conn.time_not_null(now)).total_seconds())
+    served = set(claim_.queues)
+    for (queues,) in conn.execute(_LIVE_WORKER_QUEUES).fetchall():
+        served.update(conn.json(queues))
+    not_mine = {
+        job_id: f"runs as user {user!r}, which this worker cannot become"
+        for job_id, user in conn.execute(
+            _NOT_MINE.format(in_queues=in_queues, user_fits=_USER_FITS), params).fetchall()}
+    waiting_ids: tuple[int, ...] = ()
+    jobs: dict[int, policy.Unfinished] = {}
+    if waiting:
+        rows = conn.execute(f"SELECT id, queue FROM jobs WHERE state = 'waiting' AND {in_queues}",
+                            params).fetchall()
+        waiting_ids = tuple(row[0] for row in rows)
+        # Walk the dependencies that have not ended, waiting ones level by level.
+        pending = {job_id: policy.Unfinished("waiting", queue_name) for job_id, queue_name in rows}
+        while pending:
+            jobs.update(pending)
+            in_jobs, ids = in_(conn, "dep.job_id", list(pending), "ids")
+            open_deps: dict[int, list[int]] = {}
+            found: dict[int, policy.Unfinished] = {}
+            for job_id, dep, state, queue_name in conn.execute(
+                    _OPEN_DEPS.format(in_jobs=in_jobs), ids).fetchall():
+                open_deps.setdefault(job_id, []).append(dep)
+                if state is not None and dep not in jobs:
+                    found[dep] = policy.Unfinished(state, queue_name)
+            for job_id, deps_ in open_deps.items():
+                jobs[job_id] = replace(jobs[job_id], deps=tuple(deps_))
+            jobs.update({job_id: job for job_id, job in found.items() if job.state != "waiting"})
+            pending = {job_id: job for job_id, job in found.items() if job.state == "waiting"}
+    return policy.Backlog(retry_in_s=retry_in, waiting=waiting_ids, jobs=jobs,
+                          served=frozenset(served), not_mine=not_mine)

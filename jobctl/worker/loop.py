@@ -74,6 +74,8 @@ READAHEAD_MAX_WAIT_S = 1.0
 # (or until there are as many as slots) and written together: fewer, larger turns. Measured:
 # a 5,000-job drain 16 % faster than gathering half as many with half the read-ahead.
 COALESCE_S = 0.01
+# A burst worker that exits with jobs it cannot start logs this many of them, then a count.
+BURST_LEFT_LOGGED = 20
 
 
 def retry_delay(backoff_s: float, attempt: int) -> float:
@@ -373,11 +375,7 @@ class Worker:
         """Mark the jobs started from the read-ahead buffer, store output, complete what ended,
         claim up to `claim_limit`: one turn's database work, on the main thread's connection
         (dropped and reopened if the database goes away)."""
-        with self._lock:
-            start_now = max(0, self.settings.concurrency - self._busy_slots)
-        claim = queue.Claim(queues=self.settings.queues, limit=claim_limit,
-                            start_now=min(start_now, claim_limit), lease_s=self.settings.lease_s,
-                            user=self._user, any_user=self._any_user)
+        claim = self._claim(claim_limit)
         with self.db.turn() as conn:
             # Output can land before the start marks (two statements on PostgreSQL): a rescuer
             # that finds output of the attempt counts it as started either way.
@@ -390,17 +388,35 @@ class Worker:
             self._log_outcome(outcome, outcome.job_id in applied)
         return claimed
 
+    def _claim(self, limit: int) -> queue.Claim:
+        """A claim of up to `limit` jobs: as many start at once as slots are free now."""
+        with self._lock:
+            start_now = max(0, self.settings.concurrency - self._busy_slots)
+        return queue.Claim(queues=self.settings.queues, limit=limit,
+                           start_now=min(start_now, limit), lease_s=self.settings.lease_s,
+                           user=self._user, any_user=self._any_user)
+
     def _burst_has_more(self) -> bool:
-        """A burst worker also waits for retries of jobs it ran (queued with a backoff)."""
+        """A burst worker goes on while its queues hold anything that can still run: due,
+        running anywhere, waiting out a retry, or waiting on jobs that can still end."""
+        from jobctl import policy
+
         try:
             with self.db.read() as conn:
-                due_in = queue.next_retry_due_in(conn, self.settings.queues)
+                backlog = queue.burst_backlog(conn, self._claim(0))
         except DatabaseUnavailable:
             return True
-        if due_in is None:
-            return False
-        self._next_poll = time.monotonic() + min(due_in, self.poll_s)
-        return True
+        decision = policy.burst_decision(backlog)
+        if decision.keep_going:
+            wait_s = self.poll_s if decision.wait_s is None else min(decision.wait_s, self.poll_s)
+            self._next_poll = time.monotonic() + wait_s
+            return True
+        for job_id, why in sorted(decision.left.items())[:BURST_LEFT_LOGGED]:
+            log.warning("burst: leaving job %d: %s", job_id, why)
+        if len(decision.left) > BURST_LEFT_LOGGED:
+            log.warning("burst: and %d more job(s) that cannot start",
+                        len(decision.left) - BURST_LEFT_LOGGED)
+        return False
 
     def _enforce_drain_deadline(self) -> None:
         if time.monotonic() < self._drain_deadline:

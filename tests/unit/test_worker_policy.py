@@ -199,3 +199,31 @@ def test_retry_delay_of_a_very_late_attempt_is_the_cap() -> None:
                      shutdown=False)
     assert out.state is JobState.QUEUED
     assert 0.75 * MAX_BACKOFF_S <= out.retry_delay_s <= 1.25 * MAX_BACKOFF_S
+
+
+# --- losing the worker (fencing) ------------------------------------------------------------------
+
+
+def test_a_job_fenced_by_its_own_worker_is_lost_not_failed() -> None:
+    """The worker could not keep the lease and killed the job: that is the worker's failure.
+    With default options (no retries, max_lost 3) an at-least-once job runs again, retries
+    intact; an at-most-once job is lost."""
+    fenced = killed("fenced: the worker could not renew its lease", signal.SIGKILL)
+    out = outcome_of(job(), fenced, cancelled=False, shutdown=False, lost=True)
+    assert (out.state, out.attempt_outcome, out.retry_delay_s) == (JobState.QUEUED, "lost", 0)
+    most = outcome_of(job(delivery=Delivery.AT_MOST_ONCE), fenced, cancelled=False,
+                      shutdown=False, lost=True)
+    assert (most.state, most.attempt_outcome) == (JobState.LOST, "lost")
+
+
+def test_the_last_allowed_loss_fails_the_job_and_says_why() -> None:
+    fenced = killed("fenced", signal.SIGKILL)
+    claimed = ClaimedJob(id=42, attempt=3, argv=["true"], env={}, cwd=None, timeout_s=None,
+                         max_attempts=3, backoff_s=10.0, delivery=Delivery.AT_LEAST_ONCE,
+                         queue="default", losses=2, max_lost=3)
+    out = outcome_of(claimed, fenced, cancelled=False, shutdown=False, lost=True)
+    assert (out.state, out.attempt_outcome) == (JobState.FAILED, "lost")
+    assert out.error is not None and "3 workers lost under it" in out.error
+    # A cancel wins over the loss: the user asked for it.
+    cancelled = outcome_of(claimed, fenced, cancelled=True, shutdown=False, lost=True)
+    assert cancelled.state is JobState.CANCELLED
