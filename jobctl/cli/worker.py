@@ -44,7 +44,9 @@ def start(
                                     help="Name shown in `worker list` [default: HOST.PID].",
                                     show_default=False),
     burst: bool = typer.Option(False, "--burst",
-                               help="Run every job that is due (and its retries), then exit."),
+                               help="Run what the queues can finish (due jobs, their retries "
+                                    "and dependents, jobs other workers run), then exit; log "
+                                    "jobs left that nothing can start."),
     lease: str = typer.Option("20s", "--lease", envvar="JOBCTL_LEASE",
                               help="How long a job stays ours without renewal; a crashed "
                                    "worker's jobs are rescued after it."),
