@@ -1,12 +1,20 @@
 """When a schedule fires: cron expressions (5 fields, or 6 with seconds first), intervals and
 time zones.
 
-Cron expressions are evaluated on the schedule's local wall clock, then mapped to UTC:
+Cron expressions are evaluated on the schedule's local wall clock, then mapped to UTC, with the
+daylight-saving rule of Debian's cron(8) ("Only jobs that run at a particular time (not specified
+as @hourly, nor with '*' in the hour or minute specifier) are affected. Jobs which are specified
+with wildcards are run based on the new time immediately."):
 
-* a local time that does not exist (the hour skipped when clocks spring forward) fires at the
-  first instant after the gap, i.e. at the transition itself; several such times fire once;
-* a local time that happens twice (the hour repeated when clocks fall back) fires once, at its
-  first occurrence. Iterating wall-clock times, each of them is seen once, which gives this rule.
+* a *wildcard* expression is one whose minute or hour field starts with `*` (also `*/2`, as
+  Debian sets its MIN_STAR/HR_STAR flags on the first character; `@hourly` is `0 * * * *`); in
+  six fields, one whose second, minute or hour field starts with `*`. It fires at every instant
+  whose local wall-clock time matches: a local time that does not exist (the hour skipped when
+  clocks spring forward) does not fire, and one that happens twice (the hour repeated when they
+  fall back) fires twice, once per pass. An hourly job so fires every elapsed hour.
+* a *fixed-time* expression (any other) fires once per matching local time: a time that does not
+  exist fires at the first instant after the gap, i.e. at the transition itself (several such
+  times fire once); a time that happens twice fires at its first occurrence only.
 
 A five-field expression means what it means to Debian's cron (crontab(5)): when both day of
 month and day of week are restricted, either may match; a field that starts with `*` (also `*/2`)
@@ -19,6 +27,7 @@ time to the whole second): time zones do not move them.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +49,8 @@ ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-# How far past a moment in a repeated hour its wall-clock iteration must start looking back.
-_MAX_DST_SHIFT = timedelta(hours=3)
+# How many wall-clock times a search looks at before it gives up (croniter stops sooner).
+_MAX_STEPS = 10_000_000
 
 
 class CronError(ValueError):
@@ -102,6 +111,15 @@ def _day_or(expanded: str) -> bool:
     fields = expanded.split(" ")
     day_of_month, day_of_week = fields[-3], fields[-1]
     return not (day_of_month.startswith("*") or day_of_week.startswith("*"))
+
+
+def is_wildcard(expression: str) -> bool:
+    """Whether the expression follows the new wall clock across a DST change (cron(8)): its
+    minute or hour field starts with `*` (six fields: its second, minute or hour field)."""
+    text = " ".join(expression.split())
+    fields = ALIASES.get(text.lower(), text).split(" ")
+    time_of_day = fields[:3] if len(fields) == 6 else fields[:2]
+    return any(field.startswith("*") for field in time_of_day)
 
 
 def _iterator(expanded: str, start: datetime, *, backwards: bool = False) -> Any:
@@ -203,38 +221,84 @@ class Timing:
     def _cron_after(self, moment: datetime) -> Iterator[datetime]:
         """Fire times after `moment`, in order, each once."""
         tz = zone(self.timezone)
+        expression = self.cron or ""
         wall = moment.astimezone(tz).replace(tzinfo=None)
-        iterator = _iterator(self.cron or "", wall)
-        last = moment
-        for _ in range(10_000_000):
-            candidate = wall_to_utc(iterator.get_next(datetime), tz)
-            # In a repeated hour the wall clock goes back, and the times in a gap all map to
-            # its end: skip what already fired.
-            if candidate > last:
-                last = candidate
-                yield candidate
+        if not is_wildcard(expression):
+            iterator = _iterator(expression, wall)
+            last = moment
+            for _ in range(_MAX_STEPS):
+                candidate = wall_to_utc(iterator.get_next(datetime), tz)
+                # In a repeated hour the wall clock goes back, and the times in a gap all map to
+                # its end: skip what already fired.
+                if candidate > last:
+                    last = candidate
+                    yield candidate
+            return
+        # Inside a repeated hour, earlier wall times have their second pass still ahead.
+        iterator = _iterator(expression, wall - _repeat(wall, tz) - timedelta(seconds=1))
+        pending: list[datetime] = []  # instants found, not yet known to be the earliest left
+        for _ in range(_MAX_STEPS):
+            instants = _instants(iterator.get_next(datetime), tz)
+            for instant in instants:
+                if instant > moment:
+                    bisect.insort(pending, instant)
+            # Later wall times first happen after this one first does: what is not later than
+            # that is final. (A second pass comes up to a repeated hour later.)
+            while pending and instants and pending[0] <= instants[0]:
+                yield pending.pop(0)
 
     def _cron_due(self, low: datetime, high: datetime, limit: int) -> list[datetime]:
+        """The latest `limit` fire times in [low, high], newest first."""
         tz = zone(self.timezone)
-        local = high.astimezone(tz)
-        start = local.replace(tzinfo=None) + timedelta(microseconds=1)
-        if _ambiguous(local.replace(tzinfo=None), tz):
-            # Wall times later than `high`'s may have happened before it (the hour's first pass).
-            start += _MAX_DST_SHIFT
-        iterator = _iterator(self.cron or "", start, backwards=True)
+        expression = self.cron or ""
+        wall = high.astimezone(tz).replace(tzinfo=None)
+        # Wall times later than `high`'s may have happened before it (the hour's first pass).
+        iterator = _iterator(expression, wall + _repeat(wall, tz) + timedelta(microseconds=1),
+                             backwards=True)
         found: list[datetime] = []
-        while len(found) < limit:
-            candidate = wall_to_utc(iterator.get_prev(datetime), tz)
-            if candidate < low:
+        if not is_wildcard(expression):
+            while len(found) < limit:
+                candidate = wall_to_utc(iterator.get_prev(datetime), tz)
+                if candidate < low:
+                    break
+                if candidate <= high and (not found or candidate != found[-1]):
+                    found.append(candidate)
+            return found
+        pending: list[datetime] = []
+        for _ in range(_MAX_STEPS):
+            instants = _instants(iterator.get_prev(datetime), tz)
+            for instant in instants:
+                if low <= instant <= high:
+                    bisect.insort(pending, instant)
+            # Mirror image of _cron_after: earlier wall times last happen before this one last
+            # does.
+            while pending and instants and pending[-1] >= instants[-1]:
+                found.append(pending.pop())
+                if len(found) == limit:
+                    return found
+            if instants and instants[-1] < low:
                 break
-            if candidate <= high and (not found or candidate != found[-1]):
-                found.append(candidate)
         return found
 
 
-def _ambiguous(wall: datetime, tz: ZoneInfo) -> bool:
-    return (wall.replace(tzinfo=tz, fold=0).utcoffset()
-            != wall.replace(tzinfo=tz, fold=1).utcoffset())
+def _instants(wall: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Every instant at which the local wall clock reads `wall`, in order: none in a gap, two in
+    a repeated hour, else one."""
+    found: list[datetime] = []
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if instant not in found and instant.astimezone(tz).replace(tzinfo=None) == wall:
+            found.append(instant)
+    return sorted(found)
+
+
+def _repeat(wall: datetime, tz: ZoneInfo) -> timedelta:
+    """How long the clock goes back over `wall` when it happens twice (else 0)."""
+    first = wall.replace(tzinfo=tz, fold=0).utcoffset()
+    second = wall.replace(tzinfo=tz, fold=1).utcoffset()
+    if first is None or second is None or first <= second:
+        return timedelta(0)
+    return first - second
 
 
 def _micros(delta: timedelta) -> int:
