@@ -367,7 +367,7 @@ class Worker:
             with self.db.write() as conn:
                 queue.release(conn, self.worker_id, [(r.job.id, r.job.attempt) for r in runs])
         except DatabaseUnavailable as error:
-            # Their leases run out and the rescuer re-queues them (counting an attempt).
+            # Their leases run out and the rescuer re-queues them, uncharged (`in_buffer`).
             log.warning("could not release %d unstarted job(s): %s", len(runs), error)
 
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
