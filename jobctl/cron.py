@@ -324,49 +324,92 @@ def check(cron: str | None, every_s: float | None, timezone: str) -> str | None:
 
 
 # --- crontab files ----------------------------------------------------------------------------
+#
+# What cron(8) makes of a line is Debian's cron 3.0pl1 (entry.c, do_command.c with its patch
+# "handle-escapes-in-commands"); crontab(5) describes it.
 
 
 @dataclass(frozen=True)
 class CrontabEntry:
     line: int  # 1-based line number in the file
     cron: str  # normalized
-    command: str
+    command: str  # what the shell runs: the command field up to its first unescaped %
     env: dict[str, str]  # the environment assignments above the line
     timezone: str | None  # CRON_TZ above the line, if any
+    input: bytes | None = None  # the command's standard input (after the first %); None: none
+    user: str | None = None  # a system crontab's user field
+
+
+@dataclass(frozen=True)
+class CrontabSkip:
+    """A valid entry that no schedule can express (@reboot)."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Crontab:
+    entries: list[CrontabEntry]
+    skipped: list[CrontabSkip]
+
+
+class CrontabError(CronError):
+    """A line cron would not accept; `line` is its number, `reason` what is wrong with it."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
 
 
 _ENV_LINE = r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$"
+# A system crontab's user field: what a user name may look like (user@domain included). A first
+# word that does not (a path, $HOME/…, VAR=value, a quote) means the line has no user field.
+_USER_FIELD = r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*\$?"
 
 
-def parse_crontab(text: str) -> list[CrontabEntry]:
-    """A user crontab (crontab(5)): `m h dom mon dow command` lines, `@daily command` and the
-    like, comments, and `NAME=value` lines that set the environment of the lines below them
-    (`CRON_TZ` sets their time zone). CronError names the line of the first bad entry."""
+def parse_crontab(text: str, *, system: bool = False) -> Crontab:
+    """A crontab (crontab(5)): `m h dom mon dow command` lines, `@daily command` and the like,
+    comments, and `NAME=value` lines that set the environment of the lines below them
+    (`CRON_TZ` sets their time zone). A system crontab (`system`: /etc/crontab, /etc/cron.d/*)
+    has a user field before each command. `%` in a command starts its standard input, as in cron
+    (`split_command`). @reboot entries are skipped, not refused: they are valid, but have no fire
+    times. CrontabError names the line of the first entry cron would not accept."""
     import re
 
     env: dict[str, str] = {}
     timezone: str | None = None
     entries: list[CrontabEntry] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    skipped: list[CrontabSkip] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r").lstrip(" \t")
+        if not line.strip() or line.startswith("#"):
             continue
-        assignment = re.match(_ENV_LINE, line)
-        if assignment and not line.startswith("@") and " " not in assignment.group(1):
+        assignment = re.match(_ENV_LINE, line.strip())
+        if assignment and not line.startswith("@"):
             name, value = assignment.group(1), _unquote(assignment.group(2).strip())
             if name == "CRON_TZ":
-                zone(value)
+                try:
+                    zone(value)
+                except CronError as error:
+                    raise CrontabError(number, str(error)) from error
                 timezone = value
             else:
                 env[name] = value
             continue
+        timing, user, field = _split_entry(number, line, system)
+        if timing.lower() == "@reboot":
+            skipped.append(CrontabSkip(number, "@reboot has no fire times (cron runs it when "
+                                               "cron starts); start it with the machine instead"))
+            continue
         try:
-            cron, command = _split_entry(line)
-            entries.append(CrontabEntry(number, normalize(cron), _command(command), dict(env),
-                                        timezone))
+            cron = normalize(timing)
         except CronError as error:
-            raise CronError(f"line {number}: {error}") from error
-    return entries
+            raise CrontabError(number, str(error)) from error
+        command, stdin = split_command(field)
+        entries.append(CrontabEntry(number, cron, command, dict(env), timezone, stdin, user))
+    return Crontab(entries, skipped)
 
 
 def _unquote(value: str) -> str:
@@ -375,35 +418,86 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _split_entry(line: str) -> tuple[str, str]:
-    parts = line.split(None, 1)
-    if line.startswith("@"):
-        if parts[0].lower() == "@reboot":
-            raise CronError("@reboot has no fire times: start it with the machine instead")
-        if len(parts) < 2:
-            raise CronError(f"no command after {parts[0]}")
-        return parts[0], parts[1].strip()
-    parts = line.split(None, 5)
-    if len(parts) < 6:
-        raise CronError(f"expected 5 time fields and a command: {line!r}")
-    return " ".join(parts[:5]), parts[5].strip()
+def _split_entry(number: int, line: str, system: bool) -> tuple[str, str | None, str]:
+    """An entry's timing (5 fields or an @alias), user (system crontabs) and command field: the
+    rest of the line, its leading blanks skipped."""
+    import re
+
+    timing_fields = 1 if line.startswith("@") else 5
+    parts = re.split(r"[ \t]+", line, maxsplit=timing_fields)
+    timing = " ".join(parts[:timing_fields])
+    rest = parts[timing_fields] if len(parts) > timing_fields else ""
+    if not rest:
+        expected = "a user and a command" if system else "a command"
+        if timing_fields == 1:
+            raise CrontabError(number, f"expected {expected} after {timing}")
+        raise CrontabError(number, f"expected 5 time fields and {expected}: {line.strip()!r}")
+    if not system:
+        return timing, None, rest
+    user, *command = re.split(r"[ \t]+", rest, maxsplit=1)
+    if not re.fullmatch(_USER_FIELD, user) or user.isdigit():
+        raise CrontabError(number, f"no user field: {user!r} is not a user name (a system "
+                                   "crontab reads `m h dom mon dow user command`; --no-system "
+                                   "reads a user crontab)")
+    if not command or not command[0]:
+        raise CrontabError(number, f"no command after the user {user!r}")
+    return timing, user, command[0]
 
 
-def _command(text: str) -> str:
-    """crontab(5): an unescaped % ends the command (the rest is its input); `\\%` is a `%`."""
-    out: list[str] = []
-    escaped = False
-    for char in text:
-        if escaped:
-            out.append(char if char == "%" else "\\" + char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
+def split_command(field: str) -> tuple[str, bytes | None]:
+    """A crontab command field as cron runs it: (the command for the shell, its standard input).
+
+    The first unescaped % ends the command; in it, `\\%` is a % and `\\\\` a backslash (a
+    backslash before anything else stays). The rest is the standard input, as UTF-8: each
+    unescaped % a newline, `\\%` a %, every other backslash kept; a newline is added unless the
+    input ends with one. Nothing after the % (or no %) means no input (None)."""
+    command: list[str] = []
+    index = 0
+    while index < len(field):
+        char = field[index]
+        if char == "\\" and index + 1 < len(field) and field[index + 1] in "%\\":
+            command.append(field[index + 1])
+            index += 2
         elif char == "%":
-            raise CronError(f"an unescaped % (standard input for the command) is not supported: "
-                            f"{text!r}; write \\% for a literal %")
+            return "".join(command), _stdin(field[index + 1:])
         else:
+            command.append(char)
+            index += 1
+    return "".join(command), None
+
+
+def _stdin(data: str) -> bytes | None:
+    """do_command.c's translation of the text after the first %, character for character."""
+    if not data:
+        return None
+    out: list[str] = []
+    escaped = need_newline = False
+    for char in data:
+        if escaped:
+            if char != "%":
+                out.append("\\")
+        elif char == "%":
+            char = "\n"
+        escaped = char == "\\"
+        if not escaped:
             out.append(char)
+            need_newline = char != "\n"
     if escaped:
         out.append("\\")
-    return "".join(out)
+    if need_newline:
+        out.append("\n")
+    return "".join(out).encode()
+
+
+def is_system_crontab(path: str) -> bool:
+    """Whether cron reads the file at `path` as a system crontab (with user fields): a file in a
+    directory named cron.d, or a file named crontab in a directory named etc (/etc/crontab, and
+    a copy of another machine's /etc), as given or with its symbolic links resolved."""
+    import os
+    from pathlib import Path
+
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        if candidate.parent.name == "cron.d" or (candidate.name == "crontab"
+                                                 and candidate.parent.name == "etc"):
+            return True
+    return False

@@ -319,6 +319,13 @@ def import_(
     tz: str = typer.Option("UTC", "--tz", autocompletion=complete.time_zones,
                            help="Time zone of entries without CRON_TZ above "
                            "them. [default: UTC]", show_default=False),
+    system: bool | None = typer.Option(
+        None, "--system/--no-system", help="A system crontab (/etc/crontab, /etc/cron.d/*): a "
+        "user field after the time fields, the user each job runs as. [default: by the path: a "
+        "file in a cron.d directory, or etc/crontab]", show_default=False),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the file (and import nothing) if an entry would be "
+        "skipped (@reboot)."),
     overlap: OverlapChoice = typer.Option(
         OverlapChoice.ALLOW, "--overlap", help="cron itself starts a run whatever the last one "
         "does: allow."),
@@ -331,48 +338,68 @@ def import_(
 ) -> None:
     """Create one schedule per crontab line (`m h dom mon dow command`, @daily…). Comments are
     skipped; NAME=value lines set the environment of the lines below them, CRON_TZ their time
-    zone. Each command runs with /bin/sh -c (or the crontab's SHELL). All or nothing."""
+    zone. Each command runs with /bin/sh -c (or the crontab's SHELL); as in cron, the text after
+    its first unescaped % is its standard input, each further % a newline. @reboot entries are
+    skipped with a warning. Any other error imports nothing."""
     import sys
 
-    from jobctl.cron import CronError, parse_crontab
-    from jobctl.models import JobSpec, Misfire, Overlap, ScheduleDefinition
+    from jobctl.cron import CrontabError, is_system_crontab, parse_crontab
+    from jobctl.models import MAX_INPUT_BYTES, JobSpec, Misfire, Overlap, ScheduleDefinition
 
+    where = "<stdin>" if path == "-" else path
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
     except UnicodeDecodeError as error:
         raise InvalidInput(f"{path} is not UTF-8 text") from error
+    if system is None:
+        system = path != "-" and is_system_crontab(path)
     try:
-        entries = parse_crontab(text)
-    except CronError as error:
-        raise InvalidInput(f"{path}: {error}") from error
-    if not entries:
+        crontab = parse_crontab(text, system=system)
+    except CrontabError as error:
+        raise InvalidInput(f"{where}:{error.line}: {error.reason}") from error
+    if not crontab.entries and not crontab.skipped:
         raise InvalidInput(f"{path} holds no crontab entries")
+    if strict and crontab.skipped:
+        first = crontab.skipped[0]
+        raise InvalidInput(f"{where}:{first.line}: {first.reason} (--strict: nothing imported)")
+    st = state(ctx)
+    for skip in crontab.skipped:
+        st.terminal.err(f"jobctl: warning: {where}:{skip.line}: skipped: {skip.reason}")
     stem = prefix or ("stdin" if path == "-" else Path(path).name.split(".")[0] or "crontab")
     definitions = []
-    for entry in entries:
+    for entry in crontab.entries:
+        if entry.input is not None and len(entry.input) > MAX_INPUT_BYTES:
+            raise InvalidInput(f"{where}:{entry.line}: the standard input after % is more than "
+                               f"1 MiB ({MAX_INPUT_BYTES} bytes)")
         shell = entry.env.get("SHELL", "/bin/sh")
         definitions.append(ScheduleDefinition(
             name=f"{stem}-{entry.line}",
-            job=JobSpec(argv=[shell, "-c", entry.command], env=entry.env, queue=queue),
+            job=JobSpec(argv=[shell, "-c", entry.command], env=entry.env, queue=queue,
+                        input=entry.input, user=entry.user),
             cron=entry.cron, timezone=entry.timezone or tz, overlap=Overlap(overlap.value),
             misfire=Misfire(misfire.value)))
-    st = state(ctx)
-    if not dry_run:
+    if definitions and not dry_run:
         st.client().add_schedules(definitions, replace=replace)
     _print_imported(st.terminal, definitions, output, dry_run)
 
 
 def _print_imported(terminal: Terminal, definitions: list[Any], output: OutputFormat | None,
                     dry_run: bool) -> None:
+    from jobctl.models import job_template
+
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
+        # user and input as `schedule show` has them (input in base64)
         terminal.json([{"name": d.name, "cron": d.cron, "timezone": d.timezone,
-                        "argv": d.job.argv, "env": d.job.env} for d in definitions])
+                        "argv": d.job.argv, "env": d.job.env, "user": d.job.user,
+                        "input": job_template(d.job)["input"]} for d in definitions])
     else:
-        rows = [[d.name, d.cron, d.timezone, shell_join(d.job.argv)] for d in definitions]
-        terminal.table(["name", "cron", "tz", "command"], rows, fmt)
+        rows = [[d.name, d.cron, d.timezone, d.job.user,
+                 None if d.job.input is None else f"{len(d.job.input)} bytes",
+                 shell_join(d.job.argv)] for d in definitions]
+        terminal.table(["name", "cron", "tz", "user", "stdin", "command"], rows, fmt)
     verb = "would create" if dry_run else "created"
     terminal.err(f"{verb} {len(definitions)} schedules")
 

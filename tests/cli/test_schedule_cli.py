@@ -118,7 +118,8 @@ def test_import_a_crontab(sqlite_url: str, tmp_path: Path) -> None:
     assert sorted(listed) == ["ops-10", "ops-4", "ops-7", "ops-8"]  # named by line number
     assert json.loads(preview.stdout) == [
         {"name": name, "cron": listed[name]["cron"], "timezone": listed[name]["timezone"],
-         "argv": listed[name]["job"]["argv"], "env": listed[name]["job"]["env"]}
+         "argv": listed[name]["job"]["argv"], "env": listed[name]["job"]["env"],
+         "user": None, "input": None}
         for name in ("ops-4", "ops-7", "ops-8", "ops-10")]
     assert (listed["ops-4"]["cron"], listed["ops-8"]["cron"], listed["ops-10"]["cron"]) == (
         "*/5 * * * *", "0 0 * * *", "0 9 * * MON-FRI")
@@ -139,7 +140,7 @@ def test_import_names_the_bad_line_and_creates_nothing(sqlite_url: str, tmp_path
     path = tmp_path / "bad.crontab"
     path.write_text("0 * * * * true\n# fine so far\n0 25 * * * false\n")
     message = error_of(run(sqlite_url, "schedule", "import", str(path)), 2)
-    assert message == (f"{path}: line 3: invalid cron expression '0 25 * * *': "
+    assert message == (f"{path}:3: invalid cron expression '0 25 * * *': "
                        "bad hour field '25'")
     assert run(sqlite_url, "schedule", "list", "-o", "json").stdout.strip() == "[]"
 
