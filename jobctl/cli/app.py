@@ -241,6 +241,12 @@ def _usage_error(error: click.ClickException, debug: bool) -> int:
 
 
 def _error(message: str) -> None:
+    if not message.isprintable():
+        # A name or value in the message with control characters: shown, never obeyed (and
+        # render imported only then, to keep usage errors cheap).
+        from jobctl.cli.render import visible
+
+        message = visible(message)
     sys.stderr.write(f"jobctl: error: {message}\n")
 
 

@@ -143,7 +143,8 @@ def states(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
 
 
 def output_formats(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
-    return [("table", "a table (default on a terminal)"),
+    return [("table", "a table (default on a terminal), long values cut to its width"),
+            ("wide", "a table with every value whole"),
             ("plain", "tab-separated with a header (default when piped)"),
             ("json", "JSON, ISO 8601 UTC times"), ("ids", "one id a line")]
 

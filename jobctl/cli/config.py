@@ -16,7 +16,9 @@ app = typer.Typer(help="Show the settings in effect and the config file's path."
 def show(
     ctx: typer.Context,
     output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table, plain, json or ids (the setting names).",
+        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+        "table, nothing cut), plain (tab-separated, default when piped), json or ids (the "
+        "setting names).",
         show_default=False, autocompletion=complete.output_formats),
 ) -> None:
     """Print every setting in effect, its value and where it came from: flag, env (a JOBCTL_*

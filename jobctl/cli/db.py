@@ -35,9 +35,10 @@ def upgrade(ctx: typer.Context) -> None:
 @app.command()
 def status(
     ctx: typer.Context,
-    output: OutputFormat | None = typer.Option(None, "--output", "-o",
-                                               help="table, plain or json.", show_default=False,
-                                               autocompletion=complete.output_formats),
+    output: OutputFormat | None = typer.Option(
+        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+        "table, nothing cut), plain (tab-separated, default when piped) or json.",
+        show_default=False, autocompletion=complete.output_formats),
 ) -> None:
     """Show the database's schema revision beside the one this jobctl needs.
 
@@ -47,7 +48,7 @@ def status(
     from jobctl.store.schema import SCHEMA_REVISION
 
     if output is OutputFormat.IDS:
-        raise InvalidInput("db status has no ids: use -o table, plain or json")
+        raise InvalidInput("db status has no ids: use -o table, wide, plain or json")
     st = state(ctx)
     database = open_database(st.database_url, migrate=False)
     current = database.current_revision()
@@ -76,7 +77,7 @@ def status(
 def _size(size: int | None, fmt: OutputFormat) -> str:
     if size is None:
         return "n/a"
-    if fmt is not OutputFormat.TABLE:
+    if not fmt.for_people:
         return str(size)
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -100,8 +101,9 @@ def prune(
                                    help="Delete only the jobs' output; keep jobs and attempts."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Count what would be deleted; delete nothing."),
-    output: OutputFormat | None = typer.Option(None, "--output", "-o",
-                                               help="table, plain or json.", show_default=False),
+    output: OutputFormat | None = typer.Option(
+        None, "--output", "-o", help="table, wide, plain or json.", show_default=False,
+        autocompletion=complete.output_formats),
 ) -> None:
     """Delete finished jobs, their attempts and their output, in short batches.
 

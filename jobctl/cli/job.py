@@ -30,7 +30,7 @@ from jobctl.cli.common import (
     parse_queues,
     state,
 )
-from jobctl.cli.render import OutputFormat, Terminal, shell_join
+from jobctl.cli.render import OutputFormat, Terminal, shell_join, visible
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -58,8 +58,9 @@ class StreamChoice(StrEnum):
 
 
 OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
-    "when piped), json or ids.", show_default=False, autocompletion=complete.output_formats)
+    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+    "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
+    show_default=False, autocompletion=complete.output_formats)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -196,7 +197,7 @@ def _report_submitted(terminal: Terminal, job_id: int, created: bool, spec: JobS
     elif follow:
         terminal.err(f"jobctl: job {job_id} submitted")
     elif terminal.stdout_is_tty and output is None:
-        terminal.out(f"submitted job {job_id} to queue {spec.queue}")
+        terminal.out(f"submitted job {job_id} to queue {visible(spec.queue)}")
     else:
         terminal.out(str(job_id))
 

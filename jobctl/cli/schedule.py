@@ -53,8 +53,9 @@ class MisfireChoice(StrEnum):
 
 
 OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
-    "when piped) or json.", show_default=False)
+    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+    "table, nothing cut), plain (tab-separated, default when piped) or json.",
+    show_default=False, autocompletion=complete.output_formats)
 NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The schedule's name.",
                                autocompletion=complete.schedule_names)
 CRON_HELP = ("A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 "
@@ -248,7 +249,7 @@ def show(ctx: typer.Context, name: str = NAME_ARGUMENT,
         ("end at", schedule.end_at),
         ("last fired", _in_zone(schedule.last_fire_at, schedule.timezone)),
         ("next runs", ", ".join(_in_zone(t, schedule.timezone) for t in upcoming) or "none"),
-    ])
+    ], fmt)
     if runs:
         terminal.out()
         rows = [[run.job_id, _in_zone(run.fire_time, schedule.timezone), run.state,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, state
 from jobctl.cli.render import OutputFormat, Terminal
 from jobctl.errors import DatabaseUnavailable, InvalidInput
@@ -26,7 +27,6 @@ T = TypeVar("T")
 
 REFRESH_S = 1.0
 MIN_REFRESH_S = 0.25  # a burst of notifications must not turn into a burst of queries
-ONCE_WIDTH = 160  # columns for a snapshot printed to a pipe or file
 
 
 def top(
@@ -49,8 +49,10 @@ def top(
     window_s = _positive(parse_duration(window, "--window"), "--window")
     database = st.client().db
     if once or not st.terminal.stdout_is_tty:
-        console = _console(st.terminal)
-        console.print(render_snapshot(read_snapshot(database, window_s=window_s), database.where))
+        # Cut to the terminal on one; whole values when piped.
+        width = st.terminal.width(OutputFormat.TABLE)
+        st.terminal.print_rich(render_snapshot(read_snapshot(database, window_s=window_s),
+                                               database.where, width))
         return
     _live(database, st.terminal, interval_s, window_s)
 
@@ -59,8 +61,10 @@ def stats(
     ctx: typer.Context,
     window: str = typer.Option("1h", "--window", "-w", metavar="DURATION",
                                help="Count finished jobs within this window."),
-    output: OutputFormat | None = typer.Option(None, "--output", "-o",
-                                               help="table, plain or json.", show_default=False),
+    output: OutputFormat | None = typer.Option(
+        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide "
+        "(a table, nothing cut), plain (tab-separated, default when piped) or json.",
+        show_default=False, autocompletion=complete.output_formats),
 ) -> None:
     """Queue depth, throughput and failure rate over a window.
 
@@ -77,7 +81,7 @@ def stats(
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.IDS:
-        raise InvalidInput("stats: -o ids is not supported; use table, plain or json")
+        raise InvalidInput("stats: -o ids is not supported; use table, wide, plain or json")
     if fmt is OutputFormat.JSON:
         terminal.json(report.to_json())
         return
@@ -90,15 +94,19 @@ def _stats_table(report: QueueReport, fmt: OutputFormat) -> tuple[list[str], lis
     def rate(value: float | None) -> str | None:
         if value is None:
             return None
-        return f"{value:.1%}" if fmt is OutputFormat.TABLE else f"{value:.4f}"
+        return f"{value:.1%}" if fmt.for_people else f"{value:.4f}"
 
-    headers = ["queue", "waiting", "queued", "running", "succeeded", "failed", "cancelled",
-               "per_min", "failure_rate", "oldest_queued"]
+    if fmt.for_people:
+        # Short headers, so that the table fits 80 columns: ok = succeeded within the window.
+        headers = ["queue", "waiting", "queued", "running", "ok", "failed", "cancelled", "/min",
+                   "fail%", "oldest"]
+    else:
+        headers = ["queue", "waiting", "queued", "running", "succeeded", "failed", "cancelled",
+                   "per_min", "failure_rate", "oldest_queued"]
     rows = [
         [q.queue, q.waiting, q.queued, q.running, q.succeeded, q.failed, q.cancelled,
          f"{q.throughput_per_min(report.window_s):.2f}", rate(q.failure_rate()),
-         (format_duration(q.oldest_queued_s) if fmt is OutputFormat.TABLE
-          else q.oldest_queued_s)]
+         (format_duration(q.oldest_queued_s) if fmt.for_people else q.oldest_queued_s)]
         for q in [*report.queues, report.total]
     ]
     return headers, rows
@@ -114,71 +122,49 @@ def _positive(seconds: float | None, option: str) -> float:
 
 
 def _console(terminal: Terminal) -> Any:
+    """The live view's console: the terminal's, at its width (read again at each refresh)."""
     from rich.console import Console
 
-    if terminal.stdout_is_tty:
-        return Console(no_color=terminal.no_color, highlight=False)
-    return Console(no_color=True, highlight=False, width=ONCE_WIDTH, color_system=None)
+    return Console(no_color=terminal.no_color, highlight=False)
 
 
-def render_snapshot(snap: Snapshot, where: str) -> RenderableType:
-    """The whole view. Every value goes in as Text: names and errors are never Rich markup."""
-    from rich import box
+def render_snapshot(snap: Snapshot, where: str, width: int | None = None) -> RenderableType:
+    """The whole view, each table cut to `width` columns (None: whole values; see
+    `jobctl.cli.render.fitted_table`, which also keeps names and errors from acting on the
+    terminal or being read as Rich markup)."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
+    from jobctl.cli.render import fitted_table, visible
     from jobctl.timeparse import format_age, format_duration, format_instant
-
-    def table(title: str, *headers: str) -> Table:
-        grid = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False,
-                     expand=False)
-        for header in headers:
-            grid.add_column(header, overflow="fold")
-        return grid
-
-    def cells(*values: Any) -> list[Text]:
-        return [Text("-" if value is None else str(value), style=_style(value))
-                for value in values]
 
     report = snap.report
     window = format_duration(report.window_s)
-    queues = table("Queues", "QUEUE", "WAITING", "QUEUED", "RUNNING", f"SUCCEEDED {window}",
-                   f"FAILED {window}", "OLDEST QUEUED")
-    for q in [*report.queues, report.total]:
-        queues.add_row(*cells(q.queue, q.waiting, q.queued, q.running, q.succeeded, q.failed,
-                              format_duration(q.oldest_queued_s)))
-    workers = table("Workers", "ID", "NAME", "HOST", "PID", "SLOTS", "QUEUES", "HEARTBEAT",
-                    "STATE")
-    for w in snap.workers:
-        workers.add_row(*cells(w.id, w.name, w.hostname, w.pid,
-                               f"{w.running_jobs}/{w.concurrency}", ",".join(w.queues),
-                               format_age(w.heartbeat_at, snap.now), w.state.value))
-    running = table(f"Running jobs ({snap.running_total})", "ID", "NAME", "QUEUE", "WORKER",
-                    "ELAPSED")
-    for r in snap.running:
-        running.add_row(*cells(r.id, r.name, r.queue, r.worker, format_duration(r.elapsed_s)))
-    failures = table("Recent failures", "ID", "NAME", "QUEUE", "STATE", "EXIT", "FINISHED",
-                     "ERROR")
-    for f in snap.failures:
-        failures.add_row(*cells(f.id, f.name, f.queue, f.state, f.exit_code,
-                                format_age(f.finished_at, snap.now), _one_line(f.error)))
-    header = Text(f"jobctl top · {where} · {format_instant(snap.now)}", style="bold")
+    queues = fitted_table(
+        ["QUEUE", "WAITING", "QUEUED", "RUNNING", f"SUCCEEDED {window}", f"FAILED {window}",
+         "OLDEST QUEUED"],
+        [[q.queue, q.waiting, q.queued, q.running, q.succeeded, q.failed,
+          format_duration(q.oldest_queued_s)] for q in [*report.queues, report.total]],
+        width, title="Queues")
+    workers = fitted_table(
+        ["ID", "NAME", "HOST", "PID", "SLOTS", "QUEUES", "HEARTBEAT", "STATE"],
+        [[w.id, w.name, w.hostname, w.pid, f"{w.running_jobs}/{w.concurrency}",
+          ",".join(w.queues), format_age(w.heartbeat_at, snap.now), w.state.value]
+         for w in snap.workers],
+        width, title="Workers")
+    running = fitted_table(
+        ["ID", "NAME", "QUEUE", "WORKER", "ELAPSED"],
+        [[r.id, r.name, r.queue, r.worker, format_duration(r.elapsed_s)] for r in snap.running],
+        width, title=f"Running jobs ({snap.running_total})")
+    failures = fitted_table(
+        ["ID", "NAME", "QUEUE", "STATE", "EXIT", "FINISHED", "ERROR"],
+        [[f.id, f.name, f.queue, f.state, f.exit_code, format_age(f.finished_at, snap.now),
+          f.error] for f in snap.failures],
+        width, title="Recent failures")
+    header = Text(f"jobctl top · {visible(where)} · {format_instant(snap.now)}", style="bold")
+    if width is not None:
+        header.truncate(width, overflow="ellipsis")
     return Group(header, queues, workers, running, failures)
-
-
-def _one_line(text: str | None, width: int = 80) -> str | None:
-    if text is None:
-        return None
-    line = text.replace("\n", " ").replace("\t", " ")
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-_STYLES = {"failed": "red", "lost": "red", "running": "cyan", "draining": "yellow"}
-
-
-def _style(value: Any) -> str:
-    return _STYLES.get(value, "") if isinstance(value, str) else ""
 
 
 # --- the live view ------------------------------------------------------------------------------
@@ -204,7 +190,7 @@ def _live(database: Database, terminal: Terminal, interval_s: float, window_s: f
             woken.clear()
             try:
                 view: RenderableType = render_snapshot(read_snapshot(database, window_s=window_s),
-                                                       database.where)
+                                                       database.where, console.width)
             except DatabaseUnavailable as error:
                 view = Text(f"jobctl top: {error.message} (retrying; q to quit)", style="red")
             live.update(view, refresh=True)

@@ -140,8 +140,9 @@ def list_(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include stopped and lost workers."),
     output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table, plain, json or ids.", show_default=False,
-        autocompletion=complete.output_formats),
+        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+        "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
+        show_default=False, autocompletion=complete.output_formats),
 ) -> None:
     """List the cluster's workers, newest first."""
     st = state(ctx)
@@ -150,6 +151,15 @@ def list_(
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
         terminal.json([w.to_json() for w in workers])
+        return
+    if fmt.for_people:
+        # SLOTS, jobs running of the concurrency (as `top` shows it): one column, not two, so
+        # that a row fits 80 columns.
+        terminal.table(["id", "name", "host", "pid", "queues", "slots", "started", "heartbeat",
+                        "state"],
+                       [[w.id, w.name, w.hostname, w.pid, ",".join(w.queues),
+                         f"{w.running_jobs}/{w.concurrency}", w.started_at, w.heartbeat_at,
+                         w.state] for w in workers], fmt)
         return
     rows = [
         [w.id, w.name, w.hostname, w.pid, ",".join(w.queues), w.concurrency, w.running_jobs,

@@ -9,7 +9,7 @@ import typer
 
 from jobctl.cli import complete
 from jobctl.cli.common import parse_duration, parse_pairs, state
-from jobctl.cli.render import OutputFormat
+from jobctl.cli.render import OutputFormat, visible
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -19,8 +19,9 @@ app = typer.Typer(help="Run graphs of jobs (workflows) from TOML files.", no_arg
                   rich_markup_mode=None)
 
 OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal), plain (tab-separated, default "
-    "when piped), json or ids.", show_default=False)
+    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+    "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
+    show_default=False, autocompletion=complete.output_formats)
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The workflow's id.",
                              autocompletion=complete.workflow_ids)
 
@@ -69,7 +70,7 @@ def run(
     client = st.client()
     workflow_id = client.run_workflow(definition, params, labels=parse_pairs(label, "--label"))
     if st.terminal.stdout_is_tty:
-        st.terminal.out(f"started workflow {workflow_id} ({definition['name']})")
+        st.terminal.out(f"started workflow {workflow_id} ({visible(str(definition['name']))})")
     else:
         st.terminal.out(str(workflow_id))
     if wait:

@@ -104,7 +104,7 @@ def test_an_option(shell: str) -> None:
     assert [value for value, _ in values(shell, ["jobctl", "job", "submit", "--qu"])] == [
         "--queue"]
     formats = values(shell, ["jobctl", "job", "list", "-o", ""])
-    assert [value for value, _ in formats] == ["table", "plain", "json", "ids"]
+    assert [value for value, _ in formats] == ["table", "wide", "plain", "json", "ids"]
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
