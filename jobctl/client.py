@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobctl.errors import InvalidInput, NotFound, WaitTimeout
 from jobctl.models import (
+    MAX_INPUT_BYTES,
     Attempt,
     Dependency,
     Job,
@@ -35,6 +36,7 @@ from jobctl.models import (
     WorkerState,
     Workflow,
     WorkflowState,
+    user_name_problem,
 )
 
 if TYPE_CHECKING:
@@ -627,3 +629,21 @@ def _validate(spec: JobSpec) -> None:
                             ("--in", spec.run_in_s)):
         if seconds is not None and seconds > MAX_DURATION_S:
             raise InvalidInput(f"{option} must be at most {MAX_DURATION_S / 86_400:.0f}d")
+    _validate_run_fields(spec)
+
+
+def _validate_run_fields(spec: JobSpec) -> None:
+    """max_lost, input and user: worded after the JobSpec fields (the CLI checks its own flags
+    first, and a workflow file its keys)."""
+    if isinstance(spec.max_lost, bool) or not 1 <= spec.max_lost <= MAX_INT:
+        raise InvalidInput(f"max_lost must be between 1 and {MAX_INT}, not {spec.max_lost!r}")
+    if spec.input is not None:
+        if not isinstance(spec.input, bytes):
+            raise InvalidInput("a job's input must be bytes (encode text first)")
+        if len(spec.input) > MAX_INPUT_BYTES:
+            raise InvalidInput(f"a job's input is at most {MAX_INPUT_BYTES} bytes (1 MiB), not "
+                               f"{len(spec.input)}")
+    if spec.user is not None:
+        problem = user_name_problem(spec.user)
+        if problem is not None:
+            raise InvalidInput(f"invalid user {spec.user!r}: {problem}")

@@ -38,6 +38,21 @@ DEFAULT_MAX_LOST = 3
 MAX_INPUT_BYTES = 1 << 20
 
 
+def user_name_problem(name: str) -> str | None:
+    """Why `name` cannot be the Unix user a job runs as, or None when it can (whether the user
+    exists is the worker's to find out: users differ from machine to machine)."""
+    if not name:
+        return "a user name cannot be empty"
+    if len(name) > 256:
+        return "a user name is at most 256 characters"
+    if name.isdigit():
+        return "give the user's name, not a uid"
+    if name.startswith("-") or any(c in ":/" or c.isspace() or not c.isprintable()
+                                   for c in name):
+        return "a user name cannot start with - or hold blanks, control characters, : or /"
+    return None
+
+
 class Delivery(StrEnum):
     AT_LEAST_ONCE = "at_least_once"
     AT_MOST_ONCE = "at_most_once"

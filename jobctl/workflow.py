@@ -4,7 +4,7 @@ substitution. Pure: no database, no terminal.
     [workflow]
     name = "nightly"
     queue = "batch"          # defaults for every task: queue, priority, retries, retry_backoff,
-    retries = 1              # timeout, env, cwd, delivery, labels
+    retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost
     [tasks.dump]
     command = "pg_dump app > /backup/app-{date}.sql"      # a string runs under /bin/sh -c
     [tasks.compress]
@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobctl.errors import InvalidInput
-from jobctl.models import Delivery, JobSpec
+from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobSpec
 
 WORKFLOW_KEYS = {"name", "queue", "priority", "retries", "retry_backoff", "timeout", "env",
-                 "cwd", "delivery", "labels"}
+                 "cwd", "delivery", "labels", "input", "user", "max_lost"}
 DEFAULT_KEYS = WORKFLOW_KEYS - {"name"}
 TASK_KEYS = DEFAULT_KEYS | {"command", "needs", "needs_any", "name"}
 TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -157,6 +157,8 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
                                                                          "a duration"),
         "delivery": (str, "at-least-once or at-most-once"), "env": (dict, "a table"),
         "labels": (dict, "a table"), "name": (str, "a string"),
+        "input": (str, "a string (the job's standard input, UTF-8)"), "user": (str, "a string"),
+        "max_lost": (int, "an integer"),
     }
     for key, raw in options.items():
         value: Any = raw
@@ -175,8 +177,26 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
                 raise ValueError("must be 0 or more")
             elif key in ("env", "labels") and not all(isinstance(v, str) for v in value.values()):
                 raise ValueError("values must be strings")
+            else:
+                _check_run_option(key, value)
         except (ValueError, InvalidInput) as bad:
             raise error(line, f"{path}.{key}: {bad}") from bad
+
+
+def _check_run_option(key: str, value: Any) -> None:
+    """input, user, max_lost (the rest is checked in `_check_options`); ValueError if bad."""
+    from jobctl.models import MAX_INPUT_BYTES, user_name_problem
+
+    if key == "input" and len(value.encode()) > MAX_INPUT_BYTES:
+        raise ValueError(f"at most 1 MiB ({MAX_INPUT_BYTES} bytes) of UTF-8")
+    if key == "input" and "\x00" in value:
+        # The definition is stored as JSON, and PostgreSQL's jsonb cannot hold U+0000.
+        raise ValueError("cannot hold a NUL character (\\u0000); binary input needs "
+                         "`job submit --input FILE`")
+    if key == "user" and (problem := user_name_problem(value)) is not None:
+        raise ValueError(problem)
+    if key == "max_lost" and not 1 <= value <= 2**31 - 1:
+        raise ValueError("must be 1 or more (and a 32-bit integer)")
 
 
 def _check_needs(tasks: dict[str, dict[str, Any]], where: _Locator, error: Any) -> None:
@@ -286,5 +306,8 @@ def job_specs(definition: Mapping[str, Any], params: Mapping[str, str]) -> list[
             env=dict(task.get("env", {})),
             cwd=task.get("cwd"),
             labels=dict(task.get("labels", {})),
+            max_lost=task.get("max_lost", DEFAULT_MAX_LOST),
+            input=task["input"].encode() if "input" in task else None,
+            user=task.get("user"),
         ))
     return specs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,6 +187,55 @@ def job_fields(
         cwd=os.path.abspath(cwd) if cwd else None,
         labels=parse_pairs(label, "--label"),
     )
+
+
+INPUT_OPTION = typer.Option(
+    None, "--input", metavar="FILE|-",
+    help="Feed FILE (- for standard input) to the job's standard input, byte for byte, at "
+         "most 1 MiB. Without it, the job's standard input is /dev/null.", show_default=False)
+USER_OPTION = typer.Option(
+    None, "--user", metavar="NAME",
+    help="Run as this Unix user (its uid, groups, HOME, USER, LOGNAME and SHELL); only a "
+         "worker running as root or as NAME takes the job. [default: the worker's user]",
+    show_default=False)
+# 3: models.DEFAULT_MAX_LOST (not imported here: `--help` stays quick).
+MAX_LOST_OPTION = typer.Option(
+    3, "--max-lost", metavar="N",
+    help="Fail after its worker was lost N times (N >= 1); losing a worker costs no retry.")
+
+
+def run_fields(*, input_path: str | None, user: str | None, max_lost: int) -> dict[str, Any]:
+    """--input, --user and --max-lost as JobSpec fields (`input` read here)."""
+    from jobctl.models import user_name_problem
+
+    if not 1 <= max_lost <= 2**31 - 1:  # a 32-bit column
+        raise InvalidInput(f"--max-lost must be between 1 and {2**31 - 1}, not {max_lost}")
+    problem = None if user is None else user_name_problem(user)
+    if problem is not None:
+        raise InvalidInput(f"--user {user!r}: {problem}")
+    return dict(input=read_input(input_path), user=user, max_lost=max_lost)
+
+
+def read_input(path: str | None) -> bytes | None:
+    """`--input FILE|-`: the bytes of FILE (of standard input for -), at most MAX_INPUT_BYTES;
+    None without --input (the job reads /dev/null)."""
+    from jobctl.models import MAX_INPUT_BYTES
+
+    if path is None:
+        return None
+    source = "standard input" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as file:
+                data = file.read(MAX_INPUT_BYTES + 1)
+    except OSError as error:
+        raise InvalidInput(f"--input: cannot read {source}: {error.strerror}") from error
+    if len(data) > MAX_INPUT_BYTES:
+        raise InvalidInput(f"--input: {source} holds more than 1 MiB ({MAX_INPUT_BYTES} bytes), "
+                           "the most a job's input may be")
+    return data
 
 
 def command_argv(command: list[str] | None, shell: bool, usage: str) -> list[str]:

@@ -14,13 +14,16 @@ from jobctl.cli.common import (
     CWD_OPTION,
     DELIVERY_OPTION,
     ENV_OPTION,
+    INPUT_OPTION,
     LABEL_OPTION,
+    MAX_LOST_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
+    USER_OPTION,
     DeliveryChoice,
     command_argv,
     job_fields,
@@ -28,6 +31,7 @@ from jobctl.cli.common import (
     parse_instant,
     parse_pairs,
     parse_queues,
+    run_fields,
     state,
 )
 from jobctl.cli.render import OutputFormat, Terminal, shell_join, visible
@@ -90,6 +94,9 @@ def submit(
         help="Submit only once: another submit with this key returns the first job's id.",
         show_default=False),
     label: list[str] | None = LABEL_OPTION,
+    input_: str | None = INPUT_OPTION,
+    user: str | None = USER_OPTION,
+    max_lost: int = MAX_LOST_OPTION,
     from_file: str | None = typer.Option(
         None, "--from-file", metavar="PATH",
         help="Submit one job per line of PATH (- for standard input), each run by /bin/sh -c; "
@@ -117,6 +124,7 @@ def submit(
         jobctl job submit --queue gpu --timeout 2h -- ./train.sh --epochs 10
         jobctl job submit --shell 'pg_dump db | gzip > /backup/db.gz'
         jobctl job submit --wait -- make test    # exits with make's exit code
+        jobctl job submit --input query.sql --user postgres -- psql
     """
     from jobctl.models import JobSpec
 
@@ -125,6 +133,8 @@ def submit(
     if at is not None and in_ is not None:
         raise InvalidInput("give --at or --in, not both")
     run_at = parse_instant(at, "--at")
+    if input_ == "-" and from_file == "-":
+        raise InvalidInput("--input - and --from-file - cannot both read standard input")
     template = dict(
         name=name,
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -135,6 +145,7 @@ def submit(
         unique_key=unique_key,
         after=_parse_ids(after, "--after"),
         after_any=_parse_ids(after_any, "--after-any"),
+        **run_fields(input_path=input_, user=user, max_lost=max_lost),
     )
     client = st.client()
     if from_file is not None:
@@ -318,9 +329,12 @@ def status(
         ("priority", job.priority),
         ("delivery", job.delivery.label),
         ("attempts", f"{job.attempt} of {job.max_attempts}"),
+        ("workers lost", f"{job.losses} of {job.max_lost}"),
         ("timeout", format_duration(job.timeout_s) if job.timeout_s else None),
         ("retry backoff", format_duration(job.backoff_s)),
         ("cwd", job.cwd),
+        ("user", job.user),
+        ("input", "/dev/null" if job.input_bytes is None else f"{job.input_bytes} bytes"),
         ("env", job.env or None),
         ("labels", job.labels or None),
         ("unique key", job.unique_key),

@@ -14,19 +14,23 @@ from jobctl.cli.common import (
     CWD_OPTION,
     DELIVERY_OPTION,
     ENV_OPTION,
+    INPUT_OPTION,
     LABEL_OPTION,
+    MAX_LOST_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
+    USER_OPTION,
     DeliveryChoice,
     command_argv,
     job_fields,
     parse_duration,
     parse_instant,
     parse_pairs,
+    run_fields,
     state,
 )
 from jobctl.cli.render import OutputFormat, shell_join
@@ -109,6 +113,9 @@ def add(
     cwd: str | None = CWD_OPTION,
     shell: bool = SHELL_OPTION,
     label: list[str] | None = LABEL_OPTION,
+    input_: str | None = INPUT_OPTION,
+    user: str | None = USER_OPTION,
+    max_lost: int = MAX_LOST_OPTION,
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -126,11 +133,15 @@ def add(
     if stored_workflow is not None:
         # Only a description: an occurrence starts the workflow, not this command.
         command, shell = ["jobctl", "workflow", "run", str(workflow)], False
+        if input_ is not None or user is not None or max_lost != MAX_LOST_OPTION.default:
+            raise InvalidInput("--input, --user and --max-lost are for a command: a workflow's "
+                               "tasks take input, user and max_lost in its file")
     spec = JobSpec(
         argv=command_argv(command, shell, f"jobctl schedule add {name}"),
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
                      retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
                      label=label),
+        **run_fields(input_path=input_, user=user, max_lost=max_lost),
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,

@@ -4,6 +4,11 @@ its output pumped in chunks, its timeout, and a kill that reaches grandchildren 
 The process group is the unit: a timeout, a cancel or a lost lease signals the whole group
 (SIGTERM, then SIGKILL after a grace period), and when the command itself exits, whatever it left
 running in its group is killed as well, so no job leaves orphans behind on a worker.
+
+Standard input is /dev/null, or the job's `input` bytes through a pipe that the same loop that
+pumps the output fills as the command reads (non-blocking writes: a command that writes much
+before it reads, or never reads, cannot deadlock it), closed at the end of the bytes. A job with
+a `user` runs as that user (see `RunAs`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO, Any
 
 from jobctl.store.queue import ClaimedJob
 
@@ -26,6 +32,7 @@ CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
 FLUSH_INTERVAL_S = 0.1  # ...or when its oldest byte has waited this long (live `logs -f`)
 POLL_S = 0.2  # upper bound on how long the pump sleeps, so kill deadlines are checked
 LEFTOVER_WAIT_S = 0.1  # after the command exits, how long its leftovers may keep the pipes open
+PROBE_TIMEOUT_S = 10.0  # checking whether a job's user can enter a directory (see `RunAs`)
 DEFAULT_OUTPUT_CAP = 64 * 1024 * 1024
 
 # exit codes for commands that never ran, as shells use them
@@ -102,20 +109,35 @@ class JobProcess:
         with self._lock:
             if self._kill_reason is not None:  # cancelled or fenced before it started
                 return ProcessResult(None, None, self._kill_reason, self._kill_reason, False)
+        run_as = None
+        if job.user is not None:
+            run_as = RunAs.lookup(job.user)
+            if run_as is None:
+                return self._not_started(EXIT_CANNOT_START,
+                                         f"no such user {job.user!r} on this worker")
         if job.cwd is not None and not os.path.isdir(job.cwd):
             return self._not_started(EXIT_CANNOT_START,
                                      f"working directory {job.cwd} does not exist")
-        env = {**self._base_env, **job.env,
+        cwd = job.cwd
+        identity: dict[str, Any] = {}
+        if run_as is not None and run_as.switches:
+            cwd = run_as.start_directory(job.cwd)
+            if cwd is None:
+                return self._not_started(EXIT_CANNOT_START, f"user {run_as.name!r} cannot "
+                                         f"enter working directory {job.cwd}")
+            identity = run_as.popen_arguments()
+        env = {**self._base_env, **(run_as.env() if run_as is not None else {}), **job.env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         try:
             proc = subprocess.Popen(
                 job.argv,
-                stdin=_devnull(),
+                stdin=_devnull() if job.input is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 env=env,
-                cwd=job.cwd,
+                cwd=cwd,
+                **identity,
             )
         except OSError as start_error:
             return self._start_failed(start_error)
@@ -128,7 +150,7 @@ class JobProcess:
                 _signal_group(proc.pid, signal.SIGTERM)
         started = time.monotonic()
         deadline = started + job.timeout_s if job.timeout_s else None
-        self._pump(proc, deadline)
+        self._pump(proc, deadline, job.input)
         returncode = proc.wait()
         self._kill_leftovers(proc.pid)
         if self._watchdog is not None:
@@ -142,8 +164,10 @@ class JobProcess:
         failure = reason if reason else (f"exit code {returncode}" if returncode else None)
         return ProcessResult(returncode, None, failure, reason, True)
 
-    def _pump(self, proc: subprocess.Popen[bytes], deadline: float | None) -> None:
-        """Copy the pipes to the sink until both close, enforcing the deadline and kill grace."""
+    def _pump(self, proc: subprocess.Popen[bytes], deadline: float | None,
+              stdin_data: bytes | None = None) -> None:
+        """Copy the pipes to the sink until both close, and `stdin_data` to the command's stdin
+        as it reads it, enforcing the deadline and kill grace."""
         assert proc.stdout is not None and proc.stderr is not None
         streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -152,13 +176,24 @@ class JobProcess:
         poller = select.poll()
         for fd in streams:
             poller.register(fd, select.POLLIN)
+        feeder = None
+        if proc.stdin is not None:
+            feeder = _Feeder(proc.stdin, stdin_data or b"")
+            if feeder.feed():
+                feeder = None  # all written at once (or nobody reads it): closed
+            else:
+                poller.register(feeder.fd, select.POLLOUT)
         try:
-            while streams:
+            while streams or feeder is not None:
                 now = time.monotonic()
                 timeout = POLL_S
                 if pending_since is not None:
                     timeout = min(timeout, max(0.0, pending_since + FLUSH_INTERVAL_S - now))
                 for fd, _event in poller.poll(timeout * 1000):
+                    if feeder is not None and fd == feeder.fd:
+                        if feeder.feed(before_closing=poller.unregister):
+                            feeder = None
+                        continue
                     data = os.read(fd, CHUNK_BYTES)
                     if not data:
                         poller.unregister(fd)
@@ -175,13 +210,19 @@ class JobProcess:
                     self._flush(pending)
                     pending_since = None
                 self._enforce_deadlines(now, deadline)
-                if streams and exited_at is None and proc.poll() is not None:
+                if exited_at is None and proc.poll() is not None:
                     exited_at = now
                 if exited_at is not None and now - exited_at >= LEFTOVER_WAIT_S:
-                    # The command is gone but something it started still holds the pipes.
-                    self._kill_leftovers(proc.pid)
-                    exited_at = now + self._kill_grace_s
+                    if feeder is not None:  # the rest of its input goes with the command
+                        feeder.close(before_closing=poller.unregister)
+                        feeder = None
+                    if streams:
+                        # The command is gone but something it started still holds the pipes.
+                        self._kill_leftovers(proc.pid)
+                        exited_at = now + self._kill_grace_s
         finally:
+            if feeder is not None:
+                feeder.close(before_closing=poller.unregister)
             self._flush(pending)
             proc.stdout.close()
             proc.stderr.close()
@@ -250,6 +291,116 @@ class JobProcess:
         # Shown in `job logs` too: the user looks there first.
         self._emit("stderr", f"jobctl: {message}\n".encode())
         return ProcessResult(exit_code, None, message, None, False)
+
+
+class _Feeder:
+    """A job's input on its way into the command's stdin pipe: written without blocking, as
+    much as the pipe takes each time, then the pipe is closed (the command reads EOF)."""
+
+    def __init__(self, pipe: IO[bytes], data: bytes) -> None:
+        self._pipe = pipe
+        self.fd = pipe.fileno()
+        self._rest = memoryview(data)
+        os.set_blocking(self.fd, False)
+
+    def feed(self, before_closing: Callable[[int], None] | None = None) -> bool:
+        """Write what the pipe takes now; True once done (and the pipe closed): every byte
+        written, or the command closed its end (it does not read its input: not an error)."""
+        try:
+            while self._rest:
+                written = os.write(self.fd, self._rest[:CHUNK_BYTES])
+                self._rest = self._rest[written:]
+        except BlockingIOError:
+            return False  # the pipe is full: more when the command has read some
+        except OSError:  # EPIPE: nobody reads it any more
+            pass
+        self.close(before_closing)
+        return True
+
+    def close(self, before_closing: Callable[[int], None] | None = None) -> None:
+        # Unregistered from the poller first: a closed descriptor's number is soon reused.
+        if before_closing is not None:
+            with contextlib.suppress(KeyError):
+                before_closing(self.fd)
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The Unix user a job runs as (`job submit --user`), as found on this worker.
+
+    A worker running as root starts the job with the user's uid, primary group and
+    supplementary groups (those of /etc/group and NSS, as login does), and the job's
+    environment has the user's HOME, USER, LOGNAME and SHELL (its own --env still wins). It
+    starts in its --cwd, which the user must be able to enter (else it does not start, exit
+    125); without one, in the worker's directory if the user can enter it, else in the user's
+    home directory, else in /. A job whose user is the worker's own runs without switching
+    (its environment variables are set all the same).
+    """
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    @classmethod
+    def lookup(cls, name: str) -> RunAs | None:
+        """The user of that name on this machine, or None when there is none."""
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        try:
+            groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        except OSError:
+            groups = (entry.pw_gid,)
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir,
+                   entry.pw_shell)
+
+    @property
+    def switches(self) -> bool:
+        """Whether the job's process must change user (this worker runs as someone else)."""
+        return self.uid != os.geteuid()
+
+    def env(self) -> dict[str, str]:
+        env = {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+        if self.shell:
+            env["SHELL"] = self.shell
+        return env
+
+    def popen_arguments(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+    def start_directory(self, cwd: str | None) -> str | None:
+        """Where the job starts (see the class); None when the user cannot enter `cwd`."""
+        if cwd is not None:
+            return cwd if self.can_enter(cwd) else None
+        with contextlib.suppress(OSError):
+            here = os.getcwd()
+            if self.can_enter(here):
+                return here
+        if self.home and self.can_enter(self.home):
+            return self.home
+        return "/"
+
+    def can_enter(self, directory: str) -> bool:
+        """Whether this user may `cd` into `directory`. Asked of a shell running as the user:
+        Popen changes directory before it changes user, so it cannot tell, and permission bits
+        alone would miss ACLs, root-squashing NFS and the like."""
+        try:
+            probe = subprocess.run(
+                ["/bin/sh", "-c", 'cd -- "$1"', "sh", directory], stdin=_devnull(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                env={"PATH": os.defpath}, timeout=PROBE_TIMEOUT_S, check=False,
+                **self.popen_arguments())
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return probe.returncode == 0
 
 
 _DEVNULL: int | None = None

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from jobctl.models import JobSpec, JobState
+from jobctl.models import MAX_INPUT_BYTES, JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn
@@ -126,6 +126,8 @@ def seed(url: str, folder: Path) -> Seeded:
         database.dispose()
     (folder / "empty.txt").write_text("")
     (folder / "comments.txt").write_text("# nothing but a comment\n\n   \n")
+    (folder / "big.bin").write_bytes(b"\x00" * (MAX_INPUT_BYTES + 1))
+    (folder / "flow.toml").write_text('[tasks.a]\ncommand = "true"\n')
     return Seeded(url, queued, finished, folder)
 
 
@@ -240,6 +242,23 @@ CASES = [
     Case("retry-queued-job", ("job", "retry", "{queued}"), 2, ("{queued}", "queued")),
     Case("logs-attempt-out-of-range", ("job", "logs", "{finished}", "--attempt", "9"), 3,
          ("{finished}", "9")),
+    Case("max-lost-zero", ("job", "submit", "--max-lost", "0", "--", "echo"), 2,
+         ("--max-lost", "0")),
+    Case("max-lost-not-a-number", ("job", "submit", "--max-lost", "abc", "--", "echo"), 2,
+         ("--max-lost", "abc")),
+    Case("schedule-max-lost-zero",
+         ("schedule", "add", "s", "--every", "1h", "--max-lost", "0", "--", "echo"), 2,
+         ("--max-lost",)),
+    Case("input-missing", ("job", "submit", "--input", "{folder}/missing.bin", "--", "cat"), 2,
+         ("--input", "missing.bin")),
+    Case("input-beyond-1-mib", ("job", "submit", "--input", "{folder}/big.bin", "--", "cat"), 2,
+         ("--input", "big.bin", "1 MiB")),
+    Case("input-and-from-file-both-stdin", ("job", "submit", "--input", "-", "--from-file", "-"),
+         2, ("--input -", "--from-file -")),
+    Case("user-empty", ("job", "submit", "--user", "", "--", "id"), 2, ("--user",)),
+    Case("schedule-workflow-and-user",
+         ("schedule", "add", "s", "--every", "1h", "--workflow", "{folder}/flow.toml", "--user",
+          "alice"), 2, ("--user", "workflow")),
     # `--debug` after `--` belongs to the job's command, not to jobctl.
     Case("debug-in-job-command", ("job", "submit", "--timeout", "5x", "--", "tool", "--debug"),
          2, ("5x",)),
