@@ -77,7 +77,9 @@ def stuck(jobs: Mapping[int, Unfinished], served: frozenset[str],
 def burst_decision(backlog: Backlog) -> BurstDecision:
     """A burst worker goes on while anything in its queues is due, running, waiting for a retry,
     or waiting on dependencies that can still end; otherwise it exits, naming what it left."""
-    if backlog.due or backlog.running:
+    if backlog.due:
+        return BurstDecision(True, wait_s=0.0)  # claim them now
+    if backlog.running:
         return BurstDecision(True)
     left = dict(backlog.not_mine)
     left.update(stuck(backlog.jobs, backlog.served, backlog.waiting))

@@ -409,7 +409,8 @@ class Worker:
         decision = policy.burst_decision(backlog)
         if decision.keep_going:
             wait_s = self.poll_s if decision.wait_s is None else min(decision.wait_s, self.poll_s)
-            self._next_poll = time.monotonic() + wait_s
+            # Never later than already planned: this runs on every idle turn of the loop.
+            self._next_poll = min(self._next_poll, time.monotonic() + wait_s)
             return True
         for job_id, why in sorted(decision.left.items())[:BURST_LEFT_LOGGED]:
             log.warning("burst: leaving job %d: %s", job_id, why)

@@ -8,7 +8,8 @@ SERVED = frozenset({"default"})
 
 
 def test_due_or_running_work_keeps_it_going() -> None:
-    assert burst_decision(Backlog(due=1)).keep_going
+    due = burst_decision(Backlog(due=1))
+    assert due.keep_going and due.wait_s == 0.0  # claim at once, not after a poll interval
     assert burst_decision(Backlog(running=1)).keep_going
 
 
