@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
     FAILURE = 1  # a job or command failed for a reason that has no code of its own
     INVALID_INPUT = 2  # bad usage or input; nothing was changed
     NOT_FOUND = 3  # an id or name that does not exist
-    DATABASE = 4  # database unreachable, or its schema is out of date
+    DATABASE = 4  # database unreachable, locked past the wait bound, or its schema out of date
     CANNOT_START = 125  # the job's command could not be started (e.g. its cwd is missing)
     WAIT_TIMEOUT = 124  # a wait timed out before the job ended
     INTERRUPTED = 130  # Ctrl-C
@@ -49,6 +49,13 @@ class DatabaseUnavailable(JobctlError):
     """The database cannot be reached."""
 
     exit_code = ExitCode.DATABASE
+
+
+# SQLite only: a lock held by another process is contention, and every command waits for its turn
+# (jobctl.store.direct.LockWait); this is raised only once that wait's overall bound has
+# passed, with a message naming the lock. The exit code stays the database's (4).
+class DatabaseLocked(DatabaseUnavailable):
+    """The database stayed locked by another process for too long."""
 
 
 class SchemaOutOfDate(JobctlError):

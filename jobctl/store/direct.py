@@ -14,25 +14,51 @@ the SQLAlchemy road, which also gives the same errors for bad URLs.
 
 The worker runs on it too (`jobctl worker start`): its main thread on the database's own
 connection, with `turn()` for the hot path's statements, and its heartbeat thread on a `clone()`.
+
+SQLite under contention: a lock held by another process (a bulk submit, another worker's turn,
+schema creation) is waited for, never reported as an unreachable database. Every connection has
+a busy timeout (SQLITE_BUSY_TIMEOUT_MS: SQLite's own wait, inside one statement), and what SQLite
+returns "database is locked" for at once, without its busy handler (WAL mode set up on a new file
+by two processes at once, a snapshot that went stale, a WAL recovery), or past the busy timeout,
+is retried with backoff (`LockWait`): setting up a connection, beginning a transaction
+(BEGIN IMMEDIATE for writers; a read's BEGIN together with its first read, which takes the read
+lock and loads the schema) and committing it. Only after SQLITE_LOCK_WAIT_S in all does it give
+up, with DatabaseLocked (exit 4) naming the lock. A file that cannot be opened at all is still
+DatabaseUnavailable at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from jobctl.errors import DatabaseUnavailable, SchemaOutOfDate
+from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
 from jobctl.store import SCHEMA_REVISION
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
+
+# SQLite's own wait for a lock, inside one statement (its busy handler, on every connection).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# How long jobctl waits in all for a lock another process holds, across the busy timeouts and
+# the retries of what SQLite returns at once (LockWait), before DatabaseLocked (exit 4).
+SQLITE_LOCK_WAIT_S = 60.0
+# Backoff between those retries: from the first delay, doubling up to the last, each with jitter
+# (a random share of it, from half to all), so that waiting processes do not retry in lockstep.
+SQLITE_RETRY_FIRST_S = 0.005
+SQLITE_RETRY_MAX_S = 0.25
+# Taken first in a read transaction: the read lock (a snapshot, in WAL mode) and the schema,
+# while a busy answer can still be retried; the caller's statements then never wait.
+SQLITE_READ_LOCK_SQL = "SELECT 1 FROM sqlite_master LIMIT 1"
 # The same connection options as the SQLAlchemy engine's (see store.engine for why).
 PG_CONNECTION_OPTIONS: dict[str, int | str] = {
     "connect_timeout": 5,
@@ -43,9 +69,11 @@ PG_CONNECTION_OPTIONS: dict[str, int | str] = {
     "tcp_user_timeout": 10_000,
     "application_name": "jobctl",
 }
+# Run on every new connection, after `PRAGMA busy_timeout` (setup_sqlite).
 SQLITE_PRAGMAS = (
+    # On a new file this writes its header: with two processes at it at once, one of them gets
+    # "database is locked" at once, busy timeout or not (setup_sqlite retries it).
     "PRAGMA journal_mode=WAL",
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
     # NORMAL is durable across application crashes in WAL mode; only power loss may drop the
     # last commits. That is the usual trade for a local queue.
@@ -289,28 +317,46 @@ class DirectDatabase:
     @contextlib.contextmanager
     def _use(self, begin: str | None) -> Iterator[Conn]:
         """The connection (opened if need be), in a transaction begun with `begin` and
-        committed at the end; without one on PostgreSQL when `begin` is None (autocommit)."""
+        committed at the end; without one on PostgreSQL when `begin` is None (autocommit).
+        SQLite: opening, beginning and committing wait for locks other processes hold (see
+        the module's docstring)."""
         with self._lock:
             try:
                 with self._translate_errors():
-                    if self._raw is None:
-                        self._raw = self._connect()
-                    raw = self._raw
-                    if begin is not None:
-                        raw.execute(begin)
+                    raw = self._begin(begin)
                     yield Conn(raw, self.is_postgres, self.where)
                     if begin is not None:
-                        raw.commit()
+                        if self.is_postgres:
+                            raw.commit()
+                        else:
+                            commit_sqlite(raw, LockWait(self.where))
             except BaseException as error:
-                if isinstance(error, DatabaseUnavailable):
+                if isinstance(error, DatabaseUnavailable) and not isinstance(error,
+                                                                           DatabaseLocked):
                     self._close()  # lost, or never there: the next use connects anew
                 elif self._raw is not None:
                     # Roll back; a connection that cannot even do that is dropped for a new one.
+                    # (One that waited too long for a lock is sound: it is kept.)
                     try:
                         self._raw.rollback()
                     except Exception:
                         self._close()
                 raise
+
+    def _begin(self, begin: str | None) -> Any:
+        """The connection, opened if need be, with `begin` issued."""
+        if self.is_postgres:
+            if self._raw is None:
+                self._raw = self._connect()
+            if begin is not None:
+                self._raw.execute(begin)
+            return self._raw
+        wait = LockWait(self.where)  # one bound for connecting and beginning together
+        if self._raw is None:
+            self._raw = self._connect(wait)
+        if begin is not None:
+            begin_sqlite(self._raw, begin, wait)
+        return self._raw
 
     def _close(self) -> None:
         if self._raw is not None:
@@ -318,7 +364,7 @@ class DirectDatabase:
                 self._raw.close()
             self._raw = None
 
-    def _connect(self) -> Any:
+    def _connect(self, wait: LockWait | None = None) -> Any:
         if self.is_postgres:
             import psycopg
 
@@ -342,18 +388,19 @@ class DirectDatabase:
             else:
                 raw = sqlite3.connect(self.location.target,
                                       timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-            # We issue BEGIN ourselves (IMMEDIATE for writers), rather than the sqlite3
-            # module's guess.
-            raw.isolation_level = None
-            for pragma in SQLITE_PRAGMAS:
-                raw.execute(pragma)
+            try:
+                setup_sqlite(raw, wait or LockWait(self.where))
+            except BaseException:
+                raw.close()
+                raise
         return raw
 
     @contextlib.contextmanager
     def _translate_errors(self) -> Iterator[None]:
         """Losing the server, or a file that is no database, is one line naming the database.
-        As on the SQLAlchemy road (store.engine), any operational error of SQLite (locked past
-        the busy timeout, a file that cannot be opened) means the database cannot be reached."""
+        As on the SQLAlchemy road (store.engine), any other operational error of SQLite (a file
+        that cannot be opened) means the database cannot be reached; a lock that another
+        process holds where no retry applies is DatabaseLocked."""
         try:
             yield
         except Exception as error:
@@ -362,10 +409,108 @@ class DirectDatabase:
             if not self.is_postgres and not_an_sqlite_database(error):
                 raise DatabaseUnavailable(
                     f"cannot use {self.where}: {first_line(error)}") from error
+            if not self.is_postgres and is_sqlite_busy(error):
+                raise DatabaseLocked(
+                    f"{self.where} is locked by another process: {first_line(error)}") from error
             if not self.is_postgres and _sqlite_operational(error):
                 raise DatabaseUnavailable(
                     f"cannot reach {self.where}: {first_line(error)}") from error
             raise
+
+
+# --- SQLite: waiting for locks other processes hold -----------------------------------------------
+
+
+class LockWait:
+    """One wait for SQLite locks, bounded by SQLITE_LOCK_WAIT_S from its creation: `retry` runs
+    an action again and again, with backoff, while SQLite answers that another connection holds
+    a lock; past the bound it raises DatabaseLocked naming the lock. Several actions may share
+    one wait (connecting and beginning a transaction: one bound for both)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.started = time.monotonic()
+        self.deadline = self.started + SQLITE_LOCK_WAIT_S
+        self._delay = SQLITE_RETRY_FIRST_S
+
+    def retry(self, action: Callable[[], T], lock: str) -> T:
+        while True:
+            try:
+                return action()
+            except Exception as error:
+                if not is_sqlite_busy(error):
+                    raise
+                self.pause(lock, error)
+
+    def pause(self, lock: str, error: BaseException | None = None,
+              holder: str = "another connection") -> None:
+        """Sleep before the next try (a jittered, growing delay); DatabaseLocked once the bound
+        has passed. `lock` names what was waited for, `holder` who held it, for the message."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            cause = f" ({first_line(error)})" if error is not None else ""
+            raise DatabaseLocked(
+                f"gave up after {now - self.started:.0f}s waiting for {lock} of {self.where}: "
+                f"{holder} held it at every try{cause}") from error
+        import random  # here: only a wait needs it, not every command's start-up
+
+        time.sleep(min(self.deadline - now, random.uniform(self._delay / 2, self._delay)))
+        self._delay = min(self._delay * 2, SQLITE_RETRY_MAX_S)
+
+
+def setup_sqlite(raw: Any, wait: LockWait) -> None:
+    """A new sqlite3 connection made ready: BEGIN issued by us, never the sqlite3 module's guess
+    (IMMEDIATE for writers), the busy timeout and SQLITE_PRAGMAS, each retried while another
+    process holds a lock it needs (WAL mode on a new file)."""
+    raw.isolation_level = None
+    # First (the driver's connect sets it too): it takes no lock, and the others may wait.
+    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    for pragma in SQLITE_PRAGMAS:
+        wait.retry(functools.partial(raw.execute, pragma), f"the lock to run {pragma}")
+
+
+def begin_sqlite(raw: Any, begin: str, wait: LockWait) -> None:
+    """`begin` on an sqlite3 connection, retried while another process holds the lock it needs.
+    BEGIN IMMEDIATE takes the write lock; a deferred BEGIN takes nothing yet, so the read lock is
+    taken here too (SQLITE_READ_LOCK_SQL), with the schema."""
+    deferred = begin.split() in (["BEGIN"], ["BEGIN", "DEFERRED"])
+
+    def attempt() -> None:
+        try:
+            raw.execute(begin)
+            if deferred:
+                raw.execute(SQLITE_READ_LOCK_SQL).fetchall()
+        except BaseException:
+            if raw.in_transaction:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+            raise
+
+    wait.retry(attempt, "a read lock" if deferred else "the write lock")
+
+
+def commit_sqlite(raw: Any, wait: LockWait) -> None:
+    """COMMIT, retried while another process holds the lock it needs (in rollback-journal mode,
+    where WAL is not available; a COMMIT that failed as busy leaves the transaction open)."""
+    if raw.in_transaction:
+        wait.retry(raw.commit, "the lock to commit")
+
+
+# SQLite's primary result codes for a lock held elsewhere: SQLITE_BUSY ("database is locked", and
+# its extended codes: recovery, snapshot, timeout), SQLITE_LOCKED ("database table is locked")
+# and SQLITE_PROTOCOL (a race for WAL locks lost too many times in a row).
+_SQLITE_BUSY_CODES = (5, 6, 15)
+
+
+def is_sqlite_busy(error: BaseException | None) -> bool:
+    """sqlite3's error for a lock that another connection holds: worth waiting for."""
+    if type(error).__module__ != "sqlite3":
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_BUSY_CODES
+    text = str(error)
+    return "is locked" in text or "locking protocol" in text
 
 
 def is_disconnect(error: BaseException | None) -> bool:

@@ -1,8 +1,17 @@
 """The database handle: an engine from a URL, SQLite pragmas, schema checks and connect errors.
 
 `Database.write()` opens a transaction that may write; on SQLite it is `BEGIN IMMEDIATE`, which
-takes the write lock up front so two writers queue on the busy timeout instead of failing on a
-lock upgrade. `Database.read()` opens a plain (deferred) one that never blocks a writer.
+takes the write lock up front so two writers queue for it instead of failing on a lock upgrade.
+`Database.read()` opens a plain (deferred) one that never blocks a writer. On SQLite both wait
+for a lock another process holds as the direct road does (store.direct: the busy timeout, then
+retries with backoff up to SQLITE_LOCK_WAIT_S, then DatabaseLocked): the connection's set-up,
+BEGIN (and a read's first read) and COMMIT are issued by this module's hooks, on the driver's
+connection, each retried while busy.
+
+Creating the schema on first use is serialised between processes (`_migration_lock`: a lock
+file beside the SQLite file, an advisory lock on PostgreSQL), and whoever gets the lock checks
+again whether it is still needed: two processes that meet a new, empty database at once create
+it once, and neither sees a half-made schema (the migrations run in one transaction).
 """
 
 from __future__ import annotations
@@ -17,18 +26,22 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from jobctl.config import redact
-from jobctl.errors import DatabaseUnavailable, InvalidInput, SchemaOutOfDate
+from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.store import SCHEMA_REVISION
 from jobctl.store.direct import (
     PG_CONNECTION_OPTIONS,
     SQLITE_BUSY_TIMEOUT_MS,
-    SQLITE_PRAGMAS,
     DirectDatabase,
     Location,
+    LockWait,
+    begin_sqlite,
+    commit_sqlite,
     first_line,
     is_disconnect,
+    is_sqlite_busy,
     locate,
     not_an_sqlite_database,
+    setup_sqlite,
 )
 
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
@@ -122,7 +135,7 @@ class Database:
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
         )
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, self.where)
         return engine
 
     @contextlib.contextmanager
@@ -139,12 +152,16 @@ class Database:
 
     @contextlib.contextmanager
     def translate_errors(self) -> Iterator[None]:
-        """Connection failures become one line naming the database, never its password."""
+        """Connection failures become one line naming the database, never its password; an
+        SQLite lock held elsewhere where no retry applies is DatabaseLocked."""
         try:
             yield
         except sa.exc.OperationalError as error:
             if self.is_postgres and not _is_disconnect(error):
                 raise
+            if not self.is_postgres and is_sqlite_busy(error.orig):
+                raise DatabaseLocked(f"{self.where} is locked by another process: "
+                                     f"{first_line(error)}") from error
             raise DatabaseUnavailable(f"cannot reach {self.where}: {first_line(error)}") from error
         except sa.exc.DBAPIError as error:
             if error.connection_invalidated:
@@ -152,6 +169,22 @@ class Database:
             if not self.is_postgres and not_an_sqlite_database(error.orig):
                 raise DatabaseUnavailable(
                     f"cannot use {self.where}: {first_line(error)}") from error
+            raise
+        except Exception as error:
+            # The driver's own errors, from the hooks that set up, begin and commit on it.
+            if self.is_postgres or type(error).__module__ != "sqlite3":
+                raise
+            if not_an_sqlite_database(error):
+                raise DatabaseUnavailable(
+                    f"cannot use {self.where}: {first_line(error)}") from error
+            if is_sqlite_busy(error):
+                raise DatabaseLocked(f"{self.where} is locked by another process: "
+                                     f"{first_line(error)}") from error
+            import sqlite3
+
+            if isinstance(error, sqlite3.OperationalError):
+                raise DatabaseUnavailable(
+                    f"cannot reach {self.where}: {first_line(error)}") from error
             raise
 
     def dispose(self) -> None:
@@ -189,11 +222,13 @@ class Database:
     def upgrade(self) -> tuple[str | None, str]:
         """Migrate to the newest revision; returns (revision before, revision after)."""
         with self.translate_errors(), self._migration_lock():
-            before = self.current_revision()
+            before = self.current_revision()  # again: another process may have done it
             if before != SCHEMA_REVISION:
                 from jobctl.store.migrate import upgrade_to_head
 
-                with self.engine.begin() as connection:
+                # A writer from the start (SQLite: BEGIN IMMEDIATE): a deferred transaction
+                # that read first could not wait for the write lock when it came to write.
+                with self.write() as connection:
                     upgrade_to_head(connection)
         self._schema_checked = True
         return before, SCHEMA_REVISION
@@ -217,9 +252,22 @@ class Database:
         import fcntl
 
         lock_path = f"{self.url.database}.migrate-lock"
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as error:
+            raise DatabaseUnavailable(
+                f"cannot open {self.where}: cannot create its lock file {lock_path}: "
+                f"{error.strerror}") from error
+        try:
+            # Not forever: as long as for any other lock (LockWait), then a message naming it.
+            wait = LockWait(self.where)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    wait.pause(f"the schema-creation lock {lock_path}",
+                               holder="another jobctl (creating or upgrading the schema)")
             yield
         finally:
             os.close(fd)
@@ -229,22 +277,24 @@ def _is_disconnect(error: sa.exc.DBAPIError) -> bool:
     return error.connection_invalidated or is_disconnect(error.orig)
 
 
-def _install_sqlite_hooks(engine: sa.Engine) -> None:
-    """WAL and a busy timeout on every connection; BEGIN issued by us, IMMEDIATE for writers."""
+def _install_sqlite_hooks(engine: sa.Engine, where: str) -> None:
+    """WAL and a busy timeout on every connection; BEGIN and COMMIT issued by us (IMMEDIATE for
+    writers), each retried while another process holds the lock it needs (store.direct)."""
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below issue BEGIN, instead of the sqlite3 module's guess.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
+        # Issued on the driver's connection: the retries must see the driver's own errors.
+        setup_sqlite(dbapi_connection, LockWait(where))
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: sa.Connection) -> None:
         mode = connection.get_execution_options().get("jobctl_sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        begin_sqlite(connection.connection.driver_connection, f"BEGIN {mode}", LockWait(where))
+
+    @event.listens_for(engine, "commit")
+    def on_commit(connection: sa.Connection) -> None:
+        # SQLAlchemy's own commit() after this one finds no transaction and does nothing.
+        commit_sqlite(connection.connection.driver_connection, LockWait(where))
 
 
 def open_database(url: str | None = None, *, migrate: bool = True, pool_size: int = 5) -> Database:

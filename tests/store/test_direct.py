@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from jobctl.client import Client
-from jobctl.errors import DatabaseUnavailable, SchemaOutOfDate
+from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
 from jobctl.models import JobSpec, JobState
-from jobctl.store import SCHEMA_REVISION, reads, schema, submit
+from jobctl.store import SCHEMA_REVISION, direct, reads, schema, submit
 from jobctl.store.direct import Conn, DirectDatabase, _for_psycopg, locate
 from jobctl.store.engine import Database
 
@@ -292,9 +292,11 @@ def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url
     direct.close()
 
 
-def test_a_locked_sqlite_file_cannot_be_reached_and_the_next_use_works(tmp_path: Path) -> None:
-    """As on the SQLAlchemy road: past the busy timeout the database cannot be reached (the
-    worker retries later); the connection is replaced, with the usual busy timeout."""
+def test_a_locked_sqlite_file_is_waited_for_and_then_database_locked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock held elsewhere is waited for (see test_sqlite_locks.py), up to the overall bound:
+    then DatabaseLocked (exit 4, the worker retries later); the connection is kept."""
+    monkeypatch.setattr(direct, "SQLITE_LOCK_WAIT_S", 0.2)
     url = f"sqlite:///{tmp_path / 'jobctl.db'}"
     Database(url).ensure_schema()
     holder = DirectDatabase.open(url)
@@ -302,11 +304,11 @@ def test_a_locked_sqlite_file_cannot_be_reached_and_the_next_use_works(tmp_path:
     assert holder is not None and waiter is not None
     with waiter.read() as conn:
         conn.execute("PRAGMA busy_timeout = 10")
-    locked = r"^cannot reach SQLite file .*jobctl\.db: database is locked"
-    with holder.write(), pytest.raises(DatabaseUnavailable, match=locked), waiter.write():
+    locked = r"^gave up after \d+s waiting for the write lock of SQLite file .*jobctl\.db: "
+    with holder.write(), pytest.raises(DatabaseLocked, match=locked), waiter.write():
         pass
     with waiter.write() as conn:
-        assert conn.scalar("PRAGMA busy_timeout") == 30_000  # a new connection
+        assert conn.scalar("PRAGMA busy_timeout") == 10  # the same connection
     holder.close()
     waiter.close()
 
