@@ -1,12 +1,19 @@
-"""Pure decisions, tested without a database: when a burst worker is done.
+"""Pure decisions, tested without a database: when a burst worker is done, and what a
+schedule's misfire and overlap policies make of its due fire times.
 
-The store gathers the facts (jobctl.store.queue.burst_backlog); these functions decide.
+The store gathers the facts (jobctl.store.queue.burst_backlog, jobctl.store.schedules); these
+functions decide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from jobctl.models import Misfire, Overlap
+from jobctl.timeparse import isoformat_utc
 
 
 @dataclass(frozen=True)
@@ -88,3 +95,83 @@ def burst_decision(backlog: Backlog) -> BurstDecision:
     if backlog.retry_in_s is not None:
         return BurstDecision(True, wait_s=backlog.retry_in_s)
     return BurstDecision(False, left=left)
+
+
+# --- schedules: misfire and overlap ---------------------------------------------------------------
+#
+# The store (jobctl.store.schedules) gathers the facts, in one query each: a schedule's due fire
+# times, the database's now, its runs that have not ended. These decide what becomes of them.
+
+
+def misfire_fire_times(policy: Misfire, due: Sequence[datetime], moment: datetime,
+                       grace_s: float, cap: int) -> list[datetime]:
+    """Of a schedule's `due` fire times (oldest first), the ones to fire at `moment`.
+
+    A fire time more than `grace_s` before `moment` was missed (no scheduler got to it in time).
+    On-time ones always fire; of the missed ones, `all` fires every one, `once` the latest only
+    when nothing is on time (one run stands for the downtime), `skip` none. At most the latest
+    `cap` fire times are considered at all: a schedule of every second that was off for a week
+    fires `cap` jobs, not 600,000."""
+    considered = list(due)[-cap:] if cap > 0 else []
+    grace = timedelta(seconds=grace_s)
+    on_time = [fire_time for fire_time in considered if moment - fire_time <= grace]
+    missed = [fire_time for fire_time in considered if moment - fire_time > grace]
+    if policy is Misfire.ALL:
+        return considered
+    if policy is Misfire.ONCE and missed and not on_time:
+        return missed[-1:]
+    return on_time
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    """A run of a schedule that has not ended (a queued, waiting or running job, or a workflow
+    with unfinished tasks)."""
+
+    id: int | None  # the job or workflow; None: a run queued earlier in the same batch
+    description: str  # for the skipped occurrence's error: "job 12 (running)"
+
+
+class OverlapAction(StrEnum):
+    RUN = "run"  # submit it (after cancelling `cancel`, for `replace`)
+    SKIP = "skip"  # record it as skipped: an earlier run is still going (`forbid`)
+    SUPERSEDED = "superseded"  # record it as cancelled: a later one of the batch replaces it
+
+
+@dataclass(frozen=True)
+class OverlapDecision:
+    action: OverlapAction
+    error: str | None = None  # what the recorded occurrence says (skipped or superseded)
+    cancel: tuple[int, ...] = ()  # runs to cancel before this one starts (`replace`)
+
+
+def overlap_decisions(overlap: Overlap, fire_times: Sequence[datetime],
+                      active: Sequence[ActiveRun]) -> list[OverlapDecision]:
+    """What becomes of one schedule's occurrences fired together (`fire_times`, oldest first),
+    given its runs that have not ended (`active`, oldest first).
+
+    `allow` runs them all. `forbid` runs one only when nothing is going: the first of the batch,
+    the others skipped behind it; with a run going, all are skipped. `replace` runs the latest,
+    cancelling the runs going; the earlier ones of the batch are cancelled before they start."""
+    if overlap is Overlap.ALLOW:
+        return [OverlapDecision(OverlapAction.RUN) for _ in fire_times]
+    decisions = []
+    if overlap is Overlap.FORBID:
+        going = active[0].description if active else None
+        for fire_time in fire_times:
+            if going is not None:
+                decisions.append(OverlapDecision(OverlapAction.SKIP,
+                                                 f"skipped: {going} is still going"))
+                continue
+            decisions.append(OverlapDecision(OverlapAction.RUN))
+            going = f"the run of {isoformat_utc(fire_time)} (queued)"
+        return decisions
+    last = len(fire_times) - 1
+    for index in range(len(fire_times)):
+        if index != last:
+            decisions.append(OverlapDecision(
+                OverlapAction.SUPERSEDED, "replaced by a later occurrence before it started"))
+        else:
+            decisions.append(OverlapDecision(
+                OverlapAction.RUN, cancel=tuple(run.id for run in active if run.id is not None)))
+    return decisions
