@@ -312,7 +312,7 @@ class Client:
         from jobctl.store import schedules
 
         definition = _validate_schedule(definition)
-        with self.db.write() as connection:
+        with self._writing() as connection:
             _put_schedule(connection, definition, replace,
                           "give --replace to redefine it, or use `jobctl schedule edit`")
             created = schedules.get(connection, definition.name)
@@ -324,7 +324,7 @@ class Client:
         """Create many schedules in one transaction: all or none (`schedule import`)."""
 
         checked = [_validate_schedule(definition) for definition in definitions]
-        with self.db.write() as connection:
+        with self._writing() as connection:
             for definition in checked:
                 _put_schedule(connection, definition, replace, "give --replace to redefine it")
 
@@ -339,7 +339,7 @@ class Client:
             changes["every_s"] = None
         if changes.get("every_s") is not None:
             changes["cron"] = None
-        with self.db.write() as connection:
+        with self._writing() as connection:
             existing = schedules.get(connection, name, lock=True)
             if existing is None:
                 raise NotFound(f"no schedule named {name!r}")
@@ -356,13 +356,13 @@ class Client:
     def schedules(self) -> list[Schedule]:
         from jobctl.store import schedules
 
-        with self.db.read() as connection:
+        with self._reading() as connection:
             return schedules.list_all(connection)
 
     def schedule(self, name: str) -> Schedule:
         from jobctl.store import schedules
 
-        with self.db.read() as connection:
+        with self._reading() as connection:
             found = schedules.get(connection, name)
         if found is None:
             raise NotFound(f"no schedule named {name!r}")
@@ -373,7 +373,7 @@ class Client:
         from jobctl.store import schedules
 
         found = self.schedule(name)
-        with self.db.read() as connection:
+        with self._reading() as connection:
             return schedules.recent_runs(connection, found.id, limit)
 
     def next_fire_times(self, name: str, count: int = 5) -> list[datetime]:
@@ -390,7 +390,7 @@ class Client:
         """Pause (or resume) a schedule; returns whether it was paused before."""
         from jobctl.store import schedules
 
-        with self.db.write() as connection:
+        with self._writing() as connection:
             before = schedules.set_paused(connection, name, paused)
         if before is None:
             raise NotFound(f"no schedule named {name!r}")
@@ -399,7 +399,7 @@ class Client:
     def remove_schedule(self, name: str) -> None:
         from jobctl.store import schedules
 
-        with self.db.write() as connection:
+        with self._writing() as connection:
             if not schedules.delete(connection, name):
                 raise NotFound(f"no schedule named {name!r}")
 
@@ -409,7 +409,7 @@ class Client:
         schedule of a workflow the workflow's id."""
         from jobctl.store import schedules
 
-        with self.db.write() as connection:
+        with self._writing() as connection:
             found = schedules.get(connection, name, lock=True)
             if found is None:
                 raise NotFound(f"no schedule named {name!r}")
@@ -563,7 +563,7 @@ else:
     _WakeUpFunction = object
 
 
-def _put_schedule(connection: Any, definition: ScheduleDefinition, replace: bool,
+def _put_schedule(connection: Conn, definition: ScheduleDefinition, replace: bool,
                   hint: str) -> None:
     """Create the schedule, or redefine the one of that name with `replace`; else invalid input
     ending with `hint`."""

@@ -1,5 +1,8 @@
 """The scheduler: turns due schedule occurrences into jobs, and rescues expired leases.
 
+It talks to the database through its driver alone (jobctl.store.direct: no SQLAlchemy, whose
+import costs more than a pass over a thousand schedules), on one connection.
+
 It does not tick: it asks the database when the next schedule is due and sleeps until then,
 woken early by a NOTIFY on `jobctl_schedules` when a schedule is added or changed (PostgreSQL);
 on SQLite it polls, at most `poll_s` apart. Any number of schedulers may run; the store makes
@@ -19,10 +22,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobctl.errors import DatabaseUnavailable
-from jobctl.store.direct import first_line
+from jobctl.store.direct import first_line, is_driver_error
 
 if TYPE_CHECKING:
     from jobctl.metrics import SchedulerMetrics
+    from jobctl.store.direct import DirectDatabase
     from jobctl.store.engine import Database
     from jobctl.store.notify import Listener
     from jobctl.store.schedules import Fired
@@ -45,9 +49,10 @@ class SchedulerSettings:
 
 
 class Scheduler:
-    def __init__(self, database: Database, settings: SchedulerSettings,
+    def __init__(self, database: DirectDatabase, settings: SchedulerSettings,
                  metrics: SchedulerMetrics | None = None) -> None:
         self._db = database
+        self._retention_db: Database | None = None
         self._settings = settings
         self._metrics = metrics
         self._stop = threading.Event()
@@ -67,8 +72,6 @@ class Scheduler:
 
     def run(self) -> int:
         """Fire until stopped (or once, with `once`). Returns the exit status."""
-        import sqlalchemy as sa
-
         self._install_signal_handlers()
         listener = self._start_listener()
         log.info("started (%s)", self._db.where)
@@ -82,9 +85,11 @@ class Scheduler:
                     backoff = 0.5
                     if self._metrics is not None:
                         self._metrics.pass_ok()
-                except (DatabaseUnavailable, sa.exc.DBAPIError) as error:
+                except Exception as error:
                     # A database that went away, or a transaction it aborted (a deadlock, a
                     # restart): nothing was committed, so the next try fires the same times.
+                    if not isinstance(error, DatabaseUnavailable) and not is_driver_error(error):
+                        raise
                     if self._settings.once:
                         raise
                     message = (error.message if isinstance(error, DatabaseUnavailable)
@@ -101,6 +106,8 @@ class Scheduler:
         finally:
             if listener is not None:
                 listener.stop()
+            if self._retention_db is not None:
+                self._retention_db.dispose()
         log.info("stopped")
         return 0
 
@@ -111,8 +118,8 @@ class Scheduler:
 
         total = Fired()
         while not self._stop.is_set():
-            with self._db.write() as connection:
-                fired = schedules.fire_due(connection, limit=self._settings.batch,
+            with self._db.write() as conn:
+                fired = schedules.fire_due(conn, limit=self._settings.batch,
                                            misfire_grace_s=self._settings.misfire_grace_s,
                                            misfire_cap=self._settings.misfire_cap)
             total.schedules += fired.schedules
@@ -132,10 +139,9 @@ class Scheduler:
         if time.monotonic() < self._next_rescue:
             return
         from jobctl.store import queue
-        from jobctl.store.direct import Conn
 
-        with self._db.write() as connection:
-            rescued = queue.rescue(Conn.of(connection))
+        with self._db.write() as conn:
+            rescued = queue.rescue(conn)
         if rescued.requeued or rescued.ended:
             log.info("rescued %d jobs of expired leases",
                      len(rescued.requeued) + len(rescued.ended))
@@ -150,7 +156,7 @@ class Scheduler:
             return
         from jobctl.store import retention
 
-        pruned = retention.prune(self._db, self._settings.retention_s)
+        pruned = retention.prune(self._retention_database(), self._settings.retention_s)
         if pruned.jobs:
             log.info("retention: deleted %d finished job(s) older than %gs", pruned.jobs,
                      self._settings.retention_s)
@@ -158,11 +164,23 @@ class Scheduler:
                 self._metrics.pruned(pruned.jobs)
         self._next_prune = time.monotonic() + self._settings.prune_every_s
 
+    def _retention_database(self) -> Database:
+        """store.retention still runs on SQLAlchemy (its move to the driver road is another
+        branch's): the same database through store.engine, opened on first use, so that a
+        scheduler without --retention never imports SQLAlchemy."""
+        if self._retention_db is None:
+            from jobctl.store.engine import Database
+
+            target = self._db.location.target
+            url = target if self._db.is_postgres else f"sqlite:///{target}"
+            self._retention_db = Database(url, pool_size=1)
+        return self._retention_db
+
     def _sleep(self) -> None:
         from jobctl.store import schedules
 
-        with self._db.read() as connection:
-            due_in = schedules.seconds_until_next_due(connection)
+        with self._db.read() as conn:
+            due_in = schedules.seconds_until_next_due(conn)
         until_rescue = max(0.0, self._next_rescue - time.monotonic())
         timeout = min(self.poll_s, until_rescue, self.poll_s if due_in is None else due_in)
         if timeout <= 0:
@@ -175,7 +193,7 @@ class Scheduler:
             return None
         from jobctl.store import notify
 
-        listener = notify.Listener(self._db.conninfo, [notify.SCHEDULES_CHANNEL],
+        listener = notify.Listener(self._db.location.target, [notify.SCHEDULES_CHANNEL],
                                    lambda channel, payload: self._wake.set())
         listener.start()
         return listener

@@ -71,12 +71,17 @@ def run(
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
     configure_logging(quiet, "scheduler")
-    from jobctl.store.engine import open_database
+    from jobctl.store.direct import open_or_create
 
     with metrics_served(metrics_port, metrics_address,
                         lambda: _scheduler_metrics(settings.poll_s)) as metrics:
-        database = open_database(st.database_url, pool_size=2)
-        raise typer.Exit(Scheduler(database, settings, metrics).run())
+        # Through the driver alone, as the worker (the schema created first when empty).
+        database = open_or_create(st.database_url)
+        try:
+            status = Scheduler(database, settings, metrics).run()
+        finally:
+            database.close()
+        raise typer.Exit(status)
 
 
 def _scheduler_metrics(poll_s: float | None) -> SchedulerMetrics:

@@ -23,7 +23,6 @@ from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from jobctl.metrics import WorkerMetrics
-    from jobctl.store.direct import DirectDatabase
     from jobctl.worker.loop import WorkerSettings
 
 MAX_CONCURRENCY = 2**31 - 1  # stored as a 32-bit integer
@@ -107,32 +106,15 @@ def _worker_metrics(lease_s: float) -> WorkerMetrics:
 def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
                 metrics: WorkerMetrics | None) -> int:
     from jobctl.metrics import NO_METRICS
+    from jobctl.store.direct import open_or_create
     from jobctl.worker.loop import Worker
 
     configure_logging(quiet, "worker")
-    database = _open_database(database_url)
+    database = open_or_create(database_url)
     try:
         return Worker(database, settings, metrics or NO_METRICS).run()
     finally:
         database.close()
-
-
-def _open_database(database_url: str | None) -> DirectDatabase:
-    """The database through its driver alone (no SQLAlchemy: see jobctl.store.direct) once it
-    has its schema. An empty or missing one is created and migrated first, and a URL the
-    direct road does not parse is judged, by the SQLAlchemy road (store.engine)."""
-    from jobctl.config import resolve_database_url
-    from jobctl.store.direct import DirectDatabase
-
-    url = resolve_database_url(database_url)
-    database = DirectDatabase.open(url)
-    if database is None:
-        from jobctl.store.engine import open_database
-
-        migrated = open_database(database_url, pool_size=1)
-        migrated.dispose()
-        database = DirectDatabase.open(url) or migrated.direct()
-    return database
 
 
 @app.command("list")

@@ -418,6 +418,25 @@ class DirectDatabase:
             raise
 
 
+def open_or_create(database_url: str | None) -> DirectDatabase:
+    """The configured database (`database_url`, else the configuration's) through its driver
+    alone, once it has its schema: for the long-running processes (`worker start`,
+    `scheduler run`). An empty or missing one is created and migrated first, the one thing
+    SQLAlchemy and Alembic are imported for, and a URL this module does not parse is judged by
+    the SQLAlchemy road (store.engine), which gives the same errors for bad URLs."""
+    from jobctl.config import resolve_database_url
+
+    url = resolve_database_url(database_url)
+    database = DirectDatabase.open(url)
+    if database is None:
+        from jobctl.store.engine import open_database
+
+        migrated = open_database(database_url, pool_size=1)
+        migrated.dispose()
+        database = DirectDatabase.open(url) or migrated.direct()
+    return database
+
+
 # --- SQLite: waiting for locks other processes hold -----------------------------------------------
 
 
@@ -511,6 +530,12 @@ def is_sqlite_busy(error: BaseException | None) -> bool:
         return code & 0xFF in _SQLITE_BUSY_CODES
     text = str(error)
     return "is locked" in text or "locking protocol" in text
+
+
+def is_driver_error(error: BaseException | None) -> bool:
+    """An error of psycopg or sqlite3 itself (a deadlock, a serialization failure, an aborted
+    transaction): the transaction is lost, the connection may well not be."""
+    return type(error).__module__.split(".")[0] in ("psycopg", "sqlite3")
 
 
 def is_disconnect(error: BaseException | None) -> bool:

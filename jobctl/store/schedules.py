@@ -1,28 +1,36 @@
 """Schedules: CRUD, and firing due occurrences so that each one becomes exactly one job.
 
 Any number of schedulers may fire at once. Each locks the due schedule rows it takes
-(`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` lets one writer in at a time),
-inserts the occurrences with `ON CONFLICT (schedule_id, fire_time) DO NOTHING` on the partial
-unique index `uq_jobs_schedule_fire_time`, and advances `next_fire_at` only if nobody else did
-(the update is conditional on the value it read). A scheduler killed mid-transaction leaves
-nothing behind: its rows unlock, and the next scheduler fires the same fire times.
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the caller's `BEGIN IMMEDIATE`,
+`DirectDatabase.write()`, lets one writer in at a time), inserts the occurrences with
+`ON CONFLICT (schedule_id, fire_time) DO NOTHING` on the partial unique index
+`uq_jobs_schedule_fire_time`, and advances `next_fire_at` only if nobody else did (the update is
+conditional on the value it read). A scheduler killed mid-transaction leaves nothing behind: its
+rows unlock, and the next scheduler fires the same fire times.
 
-Every function takes an open connection; the caller owns the transaction.
+What the misfire and overlap policies make of the fire times is decided in jobctl.policy; this
+module gathers the facts for it (due times, the database's now, runs that have not ended) and
+writes the outcome.
+
+Written against `store.direct.Conn` (the driver, no SQLAlchemy): the scheduler never imports
+SQLAlchemy on a database that has its schema. Every function takes an open connection; the
+caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
-
+from jobctl import policy
 from jobctl.cron import Timing, interval_anchor
 from jobctl.models import (
+    JobSpec,
     JobState,
     Misfire,
     Overlap,
@@ -33,35 +41,45 @@ from jobctl.models import (
     spec_from_template,
 )
 from jobctl.store import jobs as job_store
-from jobctl.store import notify
-from jobctl.store.schema import db_now, jobs, schedules, workflows
-from jobctl.timeparse import isoformat_utc
+from jobctl.store import notify, reads
+from jobctl.store import submit as submit_store
+from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn
 
 ACTIVE = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
 
 
 # --- reading ----------------------------------------------------------------------------------
 
+SCHEDULE_COLUMNS = ("id", "name", "cron", "every_s", "timezone", "job", "workflow", "overlap",
+                    "misfire", "jitter_s", "paused", "start_at", "end_at", "next_fire_at",
+                    "last_fire_at", "created_at", "updated_at")
+SELECT_SCHEDULES = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM schedules"
 
-def _schedule_from_row(row: Any) -> Schedule:
+
+def _schedule_from_row(conn: Conn, row: Sequence[Any]) -> Schedule:
+    """A Schedule from the first columns of a row of SELECT_SCHEDULES (more may follow)."""
+    (id_, name, cron, every_s, timezone, job, workflow, overlap, misfire, jitter_s, paused,
+     start_at, end_at, next_fire_at, last_fire_at, created_at,
+     updated_at) = row[:len(SCHEDULE_COLUMNS)]
+    template = conn.json(job)
     return Schedule(
-        id=row.id,
-        name=row.name,
-        cron=row.cron,
-        every_s=row.every_s,
-        timezone=row.timezone,
-        job=spec_from_template(row.job) if row.job is not None else None,
-        workflow=row.workflow,
-        overlap=Overlap(row.overlap),
-        misfire=Misfire(row.misfire),
-        jitter_s=row.jitter_s,
-        paused=bool(row.paused),
-        start_at=row.start_at,
-        end_at=row.end_at,
-        next_fire_at=row.next_fire_at,
-        last_fire_at=row.last_fire_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=int(id_),
+        name=name,
+        cron=cron,
+        every_s=every_s,
+        timezone=timezone,
+        job=spec_from_template(template) if template is not None else None,
+        workflow=conn.json(workflow),
+        overlap=Overlap(overlap),
+        misfire=Misfire(misfire),
+        jitter_s=jitter_s,
+        paused=bool(paused),
+        start_at=conn.time(start_at),
+        end_at=conn.time(end_at),
+        next_fire_at=conn.time(next_fire_at),
+        last_fire_at=conn.time(last_fire_at),
+        created_at=conn.time_not_null(created_at),
+        updated_at=conn.time_not_null(updated_at),
     )
 
 
@@ -76,54 +94,76 @@ def timing(schedule: Schedule) -> Timing:
     )
 
 
-def get(connection: sa.Connection, name: str, *, lock: bool = False) -> Schedule | None:
-    query = sa.select(schedules).where(schedules.c.name == name)
-    if lock:
-        query = query.with_for_update()
-    row = connection.execute(query).first()
-    return _schedule_from_row(row) if row is not None else None
+def get(conn: Conn, name: str, *, lock: bool = False) -> Schedule | None:
+    """The schedule of that name; with `lock`, its row locked until the transaction ends (on
+    SQLite the write transaction holds the whole database already)."""
+    for_update = " FOR UPDATE" if lock and conn.is_postgres else ""
+    row = conn.execute(f"{SELECT_SCHEDULES} WHERE name = :name{for_update}",
+                       {"name": name}).fetchone()
+    return _schedule_from_row(conn, row) if row is not None else None
 
 
-def list_all(connection: sa.Connection) -> list[Schedule]:
-    rows = connection.execute(sa.select(schedules).order_by(schedules.c.name))
-    return [_schedule_from_row(row) for row in rows]
+def list_all(conn: Conn) -> list[Schedule]:
+    rows = conn.execute(f"{SELECT_SCHEDULES} ORDER BY name").fetchall()
+    return [_schedule_from_row(conn, row) for row in rows]
 
 
-def recent_runs(connection: sa.Connection, schedule_id: int, limit: int = 5) -> list[ScheduleRun]:
+def recent_runs(conn: Conn, schedule_id: int, limit: int = 5) -> list[ScheduleRun]:
     """The schedule's latest occurrences, newest first."""
-    rows = connection.execute(
-        sa.select(jobs.c.id, jobs.c.fire_time, jobs.c.state, jobs.c.created_at, jobs.c.error)
-        .where(jobs.c.schedule_id == schedule_id)
-        .order_by(jobs.c.fire_time.desc())
-        .limit(limit)
-    )
-    return [ScheduleRun(job_id=row.id, fire_time=row.fire_time, state=JobState(row.state),
-                        created_at=row.created_at, error=row.error) for row in rows]
+    rows = conn.execute(
+        "SELECT id, fire_time, state, created_at, error FROM jobs WHERE schedule_id = :id "
+        "ORDER BY fire_time DESC LIMIT :limit", {"id": schedule_id, "limit": limit}).fetchall()
+    return [ScheduleRun(job_id=job_id, fire_time=conn.time_not_null(fire_time),
+                        state=JobState(state), created_at=conn.time_not_null(created_at),
+                        error=error)
+            for job_id, fire_time, state, created_at, error in rows]
 
 
-def now(connection: sa.Connection) -> datetime:
-    moment: datetime = connection.execute(sa.select(db_now())).scalar_one()
-    return moment
+def now(conn: Conn) -> datetime:
+    """The database's clock (fire times are compared with it, never with a machine's)."""
+    return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
 
 
 # --- changing ---------------------------------------------------------------------------------
 
 
-def _values(definition: ScheduleDefinition) -> dict[str, Any]:
+def _json_param(conn: Conn, name: str) -> str:
+    return f"CAST(:{name} AS jsonb)" if conn.is_postgres else f":{name}"
+
+
+def _time_param(conn: Conn, name: str) -> str:
+    # PostgreSQL: a typed parameter, so that a NULL one is a time, not text.
+    return f"CAST(:{name} AS timestamptz)" if conn.is_postgres else f":{name}"
+
+
+DEFINITION_COLUMNS = ("name", "cron", "every_s", "timezone", "job", "workflow", "overlap",
+                      "misfire", "jitter_s", "paused", "start_at", "end_at")
+
+
+def _definition_sql(conn: Conn, column: str) -> str:
+    if column in ("job", "workflow"):
+        return _json_param(conn, column)
+    if column in ("start_at", "end_at", "next_fire_at", "created_at"):
+        return _time_param(conn, column)
+    return f":{column}"
+
+
+def _values(conn: Conn, definition: ScheduleDefinition) -> dict[str, Any]:
+    """The parameters for DEFINITION_COLUMNS."""
     return {
         "name": definition.name,
         "cron": definition.cron,
         "every_s": definition.every_s,
         "timezone": definition.timezone,
-        "job": job_template(definition.job),
+        "job": json.dumps(job_template(definition.job)),
         # SQL NULL, not JSON null, for a schedule of a single command
-        "workflow": definition.workflow if definition.workflow is not None else sa.null(),
+        "workflow": json.dumps(definition.workflow) if definition.workflow is not None else None,
         "overlap": definition.overlap.value,
         "misfire": definition.misfire.value,
         "jitter_s": definition.jitter_s,
         "paused": definition.paused,
-        "start_at": definition.start_at,
-        "end_at": definition.end_at,
+        "start_at": conn.time_param(definition.start_at),
+        "end_at": conn.time_param(definition.end_at),
     }
 
 
@@ -136,56 +176,65 @@ def _first_fire(definition: ScheduleDefinition, created_at: datetime,
     ).next_after(moment)
 
 
-def create(connection: sa.Connection, definition: ScheduleDefinition) -> int:
+def create(conn: Conn, definition: ScheduleDefinition) -> int:
     """Insert a schedule whose first occurrence is the first fire time after now."""
-    moment = now(connection)
-    values = _values(definition)
-    values.update(created_at=moment, updated_at=moment,
-                  next_fire_at=_first_fire(definition, moment, moment))
-    schedule_id = connection.execute(
-        sa.insert(schedules).values(**values).returning(schedules.c.id)
-    ).scalar_one()
-    notify.schedules_changed(connection, definition.name)
+    moment = now(conn)
+    columns = (*DEFINITION_COLUMNS, "next_fire_at", "created_at")
+    sql = (f"INSERT INTO schedules ({', '.join(columns)}, updated_at) "
+           f"VALUES ({', '.join(_definition_sql(conn, c) for c in columns)}, "
+           f"{_time_param(conn, 'created_at')}) RETURNING id")
+    schedule_id = conn.scalar(sql, {
+        **_values(conn, definition),
+        "next_fire_at": conn.time_param(_first_fire(definition, moment, moment)),
+        "created_at": conn.time_param(moment),
+    })
+    notify.schedules_changed(conn, definition.name)
     return int(schedule_id)
 
 
-def replace(connection: sa.Connection, existing: Schedule, definition: ScheduleDefinition,
+def replace(conn: Conn, existing: Schedule, definition: ScheduleDefinition,
             *, keep_created: bool = True) -> None:
     """Rewrite a schedule's definition; its next occurrence is recomputed from now."""
-    moment = now(connection)
+    moment = now(conn)
     created_at = existing.created_at if keep_created else moment
-    values = _values(definition)
-    values.update(updated_at=moment, next_fire_at=_first_fire(definition, created_at, moment))
-    if not keep_created:
-        values["created_at"] = moment
-    connection.execute(sa.update(schedules).where(schedules.c.id == existing.id).values(**values))
-    notify.schedules_changed(connection, definition.name)
+    columns = (*DEFINITION_COLUMNS, "next_fire_at", *(() if keep_created else ("created_at",)))
+    assignments = ", ".join(f"{c} = {_definition_sql(conn, c)}" for c in columns)
+    conn.execute(
+        f"UPDATE schedules SET {assignments}, updated_at = {_time_param(conn, 'updated_at')} "
+        "WHERE id = :id", {
+            **_values(conn, definition),
+            "next_fire_at": conn.time_param(_first_fire(definition, created_at, moment)),
+            "created_at": conn.time_param(moment),
+            "updated_at": conn.time_param(moment),
+            "id": existing.id,
+        })
+    notify.schedules_changed(conn, definition.name)
 
 
-def set_paused(connection: sa.Connection, name: str, paused: bool) -> bool | None:
+def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
     """Pause or resume; returns whether it was paused before (None: no such schedule).
 
     Resuming keeps `next_fire_at`: the fire times passed while paused are missed, and the
     schedule's misfire policy decides what becomes of them."""
-    before = connection.execute(
-        sa.select(schedules.c.paused).where(schedules.c.name == name).with_for_update()
-    ).scalar()
+    for_update = " FOR UPDATE" if conn.is_postgres else ""
+    before = conn.scalar(f"SELECT paused FROM schedules WHERE name = :name{for_update}",
+                         {"name": name})
     if before is None:
         return None
-    connection.execute(
-        sa.update(schedules)
-        .where(schedules.c.name == name, schedules.c.paused == sa.literal(bool(before)))
-        .values(paused=paused, updated_at=db_now())
-    )
-    notify.schedules_changed(connection, name)
+    # Conditional on what was read, like every state change.
+    conn.execute(
+        f"UPDATE schedules SET paused = :paused, updated_at = {conn.now} "
+        "WHERE name = :name AND paused = :before",
+        {"name": name, "paused": paused, "before": bool(before)})
+    notify.schedules_changed(conn, name)
     return bool(before)
 
 
-def delete(connection: sa.Connection, name: str) -> bool:
+def delete(conn: Conn, name: str) -> bool:
     """Remove a schedule. Its jobs stay (they keep their schedule_id and fire_time)."""
-    result = connection.execute(sa.delete(schedules).where(schedules.c.name == name))
-    notify.schedules_changed(connection, name)
-    return bool(result.rowcount)
+    deleted = conn.execute("DELETE FROM schedules WHERE name = :name", {"name": name}).rowcount
+    notify.schedules_changed(conn, name)
+    return bool(deleted)
 
 
 # --- firing -----------------------------------------------------------------------------------
@@ -210,94 +259,98 @@ class Fired:
     lateness_s: list[float] = field(default_factory=list)  # db now - fire time, per queued job
 
 
-def fire_due(connection: sa.Connection, *, limit: int = 200, misfire_grace_s: float = 1.0,
+# The due schedules, oldest due first, with the database's now (one clock for the batch).
+# PostgreSQL: their rows locked, and rows another scheduler holds skipped, not waited for: it
+# fires those. SQLite: the caller's BEGIN IMMEDIATE already keeps every other writer out.
+PG_LOCK_DUE = f"""
+SELECT {PG_NOW}, {', '.join(SCHEDULE_COLUMNS)} FROM schedules
+WHERE NOT paused AND next_fire_at <= {PG_NOW}
+ORDER BY next_fire_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+SQLITE_DUE = f"""
+SELECT {SQLITE_NOW}, {', '.join(SCHEDULE_COLUMNS)} FROM schedules
+WHERE NOT paused AND next_fire_at <= {SQLITE_NOW}
+ORDER BY next_fire_at
+LIMIT :limit
+"""
+
+
+def fire_due(conn: Conn, *, limit: int = 200, misfire_grace_s: float = 1.0,
              misfire_cap: int = 100) -> Fired:
     """Fire the occurrences of up to `limit` due schedules, in one transaction.
 
     A fire time more than `misfire_grace_s` in the past when we get to it is missed: the
     schedule's misfire policy says whether it fires (`all`: up to `misfire_cap` of them, the
-    latest), once for the latest (`once`), or not at all (`skip`)."""
-    query = (
-        sa.select(schedules, db_now().label("db_now"))
-        .where(sa.not_(schedules.c.paused), schedules.c.next_fire_at <= db_now())
-        .order_by(schedules.c.next_fire_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = connection.execute(query).all()
+    latest), once for the latest (`once`), or not at all (`skip`); see policy.misfire_fire_times.
+    """
+    rows = conn.execute(PG_LOCK_DUE if conn.is_postgres else SQLITE_DUE,
+                        {"limit": limit}).fetchall()
     report = Fired(schedules=len(rows))
+    if not rows:
+        return report
+    moment = conn.time_not_null(rows[0][0])
     occurrences: list[Occurrence] = []
-    advances: list[dict[str, Any]] = []
+    advances: list[Advance] = []
     for row in rows:
-        schedule = _schedule_from_row(row)
-        moment: datetime = row.db_now
+        schedule = _schedule_from_row(conn, row[1:])
         assert schedule.next_fire_at is not None  # the query asked for it
         when = timing(schedule)
         due = when.due(schedule.next_fire_at, moment, misfire_cap)
-        chosen = _apply_misfire(schedule.misfire, due, moment, misfire_grace_s)
+        chosen = policy.misfire_fire_times(schedule.misfire, due, moment, misfire_grace_s,
+                                           misfire_cap)
         report.missed += len(due) - len(chosen)
         occurrences.extend(Occurrence(schedule, fire_time) for fire_time in chosen)
-        advances.append({
-            "id": schedule.id,
-            "expected": schedule.next_fire_at,
-            "next_fire_at": when.next_after(moment),
-            "last_fire_at": chosen[-1] if chosen else schedule.last_fire_at,
-        })
+        advances.append(Advance(schedule.id, schedule.next_fire_at, when.next_after(moment),
+                                chosen[-1] if chosen else schedule.last_fire_at))
     if occurrences:
-        submitted = submit_occurrences(connection, occurrences, rows[0].db_now if rows else None)
+        submitted = submit_occurrences(conn, occurrences, moment)
         report.jobs += submitted.jobs
         report.skipped += submitted.skipped
         report.lateness_s.extend(submitted.lateness_s)
-    if advances:
-        _advance(connection, advances)
+    _advance(conn, advances)
     return report
 
 
-def _apply_misfire(policy: Misfire, due: list[datetime], moment: datetime,
-                   grace_s: float) -> list[datetime]:
-    grace = timedelta(seconds=grace_s)
-    on_time = [fire_time for fire_time in due if moment - fire_time <= grace]
-    missed = [fire_time for fire_time in due if moment - fire_time > grace]
-    if policy is Misfire.ALL:
-        return due
-    if policy is Misfire.ONCE and missed and not on_time:
-        return missed[-1:]
-    return on_time
+@dataclass(frozen=True)
+class Advance:
+    schedule_id: int
+    expected: datetime  # next_fire_at as we read it
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
 
 
 # Conditional on the value read: a schedule someone edited meanwhile keeps its new next time.
-ADVANCE = (
-    sa.update(schedules)
-    .where(schedules.c.id == sa.bindparam("schedule_id"),
-           schedules.c.next_fire_at == sa.bindparam("expected",
-                                                   type_=schedules.c.next_fire_at.type))
-    .values(next_fire_at=sa.bindparam("next_fire_at", type_=schedules.c.next_fire_at.type),
-            last_fire_at=sa.bindparam("last_fire_at", type_=schedules.c.last_fire_at.type))
-)
-
-
+SQLITE_ADVANCE = """
+UPDATE schedules SET next_fire_at = :next_fire_at, last_fire_at = :last_fire_at
+WHERE id = :id AND next_fire_at = :expected
+"""
 # PostgreSQL: every schedule of the batch in one statement, one array parameter per column.
-PG_ADVANCE = sa.text("""
+PG_ADVANCE = """
 UPDATE schedules s SET next_fire_at = u.next_fire_at, last_fire_at = u.last_fire_at
 FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS timestamptz[]),
             CAST(:next_fire_ats AS timestamptz[]), CAST(:last_fire_ats AS timestamptz[]))
      AS u(id, expected, next_fire_at, last_fire_at)
 WHERE s.id = u.id AND s.next_fire_at = u.expected
-""")
+"""
 
 
-def _advance(connection: sa.Connection, advances: Sequence[dict[str, Any]]) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(PG_ADVANCE, {
-            "ids": [a["id"] for a in advances],
-            "expected": [a["expected"] for a in advances],
-            "next_fire_ats": [a["next_fire_at"] for a in advances],
-            "last_fire_ats": [a["last_fire_at"] for a in advances],
+def _advance(conn: Conn, advances: Sequence[Advance]) -> None:
+    if not advances:
+        return
+    if conn.is_postgres:
+        conn.execute(PG_ADVANCE, {
+            "ids": [a.schedule_id for a in advances],
+            "expected": [a.expected for a in advances],
+            "next_fire_ats": [a.next_fire_at for a in advances],
+            "last_fire_ats": [a.last_fire_at for a in advances],
         })
         return
-    connection.execute(ADVANCE, [{"schedule_id": a["id"], "expected": a["expected"],
-                                  "next_fire_at": a["next_fire_at"],
-                                  "last_fire_at": a["last_fire_at"]} for a in advances])
+    conn.executemany(SQLITE_ADVANCE, [
+        {"id": a.schedule_id, "expected": conn.time_param(a.expected),
+         "next_fire_at": conn.time_param(a.next_fire_at),
+         "last_fire_at": conn.time_param(a.last_fire_at)} for a in advances])
 
 
 @dataclass
@@ -309,70 +362,100 @@ class Submitted:
     workflow_ids: list[int] = field(default_factory=list)  # workflows started
 
 
-def submit_occurrences(connection: sa.Connection, occurrences: Sequence[Occurrence],
+@dataclass
+class _Row:
+    """One occurrence's own columns; the rest come from its schedule's job template (in SQL on
+    PostgreSQL, see PG_INSERT_OCCURRENCES; through store.submit's job row on SQLite)."""
+
+    occurrence: Occurrence
+    state: JobState
+    run_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+
+def submit_occurrences(conn: Conn, occurrences: Sequence[Occurrence],
                        moment: datetime | None = None, *, return_ids: bool = False) -> Submitted:
-    """Turn occurrences into jobs, applying each schedule's overlap policy. This is the one place
-    that says what an occurrence submits (a workflow variant belongs here, beside jobs)."""
-    moment = moment or now(connection)
+    """Turn occurrences into jobs, applying each schedule's overlap policy
+    (policy.overlap_decisions). This is the one place that says what an occurrence submits (a
+    workflow variant belongs here, beside jobs)."""
+    moment = moment or now(conn)
     result = Submitted()
-    _start_workflows(connection, [o for o in occurrences if o.schedule.workflow is not None],
+    _start_workflows(conn, [o for o in occurrences if o.schedule.workflow is not None],
                      moment, result)
     occurrences = [o for o in occurrences if o.schedule.workflow is None]
-    active = _active_runs(connection, [o.schedule for o in occurrences
-                                       if o.schedule.overlap is not Overlap.ALLOW])
-    rows: list[dict[str, Any]] = []
-    last_index: dict[int, int] = {}
-    for occurrence in occurrences:
-        last_index[occurrence.schedule.id] = len(rows)
-        rows.append(_occurrence_row(occurrence, moment))
-    for index, (occurrence, row) in enumerate(zip(occurrences, rows, strict=True)):
-        schedule = occurrence.schedule
-        running = active.get(schedule.id, [])
-        if schedule.overlap is Overlap.FORBID and running:
-            row.update(state=JobState.SKIPPED.value, finished_at=moment,
-                       error=f"skipped: {running[0][1]} is still going")
+    active = _active_runs(conn, [o.schedule for o in occurrences
+                                 if o.schedule.overlap is not Overlap.ALLOW])
+    positions: dict[int, list[int]] = {}  # schedule id: its occurrences' indexes
+    for index, occurrence in enumerate(occurrences):
+        positions.setdefault(occurrence.schedule.id, []).append(index)
+    decisions: list[policy.OverlapDecision] = [policy.OverlapDecision(policy.OverlapAction.RUN)]
+    decisions *= len(occurrences)
+    for schedule_id, indexes in positions.items():
+        batch = [occurrences[index] for index in indexes]
+        for index, decision in zip(indexes, policy.overlap_decisions(
+                batch[0].schedule.overlap, [o.fire_time for o in batch],
+                active.get(schedule_id, [])), strict=True):
+            decisions[index] = decision
+    rows: list[_Row] = []
+    for occurrence, decision in zip(occurrences, decisions, strict=True):  # ids in this order
+        rows.append(_occurrence_row(occurrence, decision, moment))
+        if decision.action is policy.OverlapAction.SKIP:
             result.skipped += 1
-            continue
-        if schedule.overlap is Overlap.REPLACE and index != last_index[schedule.id]:
-            # Several fire times at once: only the latest runs, the earlier ones replaced at once.
-            row.update(state=JobState.CANCELLED.value, finished_at=moment, cancel_requested=True,
-                       error="replaced by a later occurrence before it started")
-            continue
-        if schedule.overlap is Overlap.REPLACE:
-            for job_id, _description in running:
-                if job_id is not None:
-                    job_store.cancel(connection, job_id)
-        if schedule.overlap is Overlap.FORBID:
-            fire_time = isoformat_utc(occurrence.fire_time)
-            active[schedule.id] = [(None, f"the run of {fire_time} (queued)")]
-        result.jobs += 1
-        result.lateness_s.append((moment - occurrence.fire_time).total_seconds())
-    ids = _insert(connection, rows, [o.schedule for o in occurrences], return_ids)
-    result.job_ids = ids
-    for queue in sorted({row["queue"] for row in rows if row["state"] == JobState.QUEUED.value}):
-        notify.job_submitted(connection, queue)
+        elif decision.action is policy.OverlapAction.RUN:
+            for job_id in decision.cancel:
+                job_store.cancel(conn, job_id)
+            result.jobs += 1
+            result.lateness_s.append((moment - occurrence.fire_time).total_seconds())
+    result.job_ids = _insert(conn, rows, return_ids)
+    for queue in sorted({_queue(row.occurrence.schedule) for row in rows
+                         if row.state is JobState.QUEUED}):
+        notify.job_submitted(conn, queue)
     return result
 
 
-def _start_workflows(connection: sa.Connection, occurrences: Sequence[Occurrence],
-                     moment: datetime, result: Submitted) -> None:
+def _occurrence_row(occurrence: Occurrence, decision: policy.OverlapDecision,
+                    moment: datetime) -> _Row:
+    if decision.action is policy.OverlapAction.SKIP:
+        return _Row(occurrence, JobState.SKIPPED, moment, finished_at=moment,
+                    error=decision.error)
+    if decision.action is policy.OverlapAction.SUPERSEDED:
+        return _Row(occurrence, JobState.CANCELLED, moment, finished_at=moment,
+                    error=decision.error, cancel_requested=True)
+    jitter_s = occurrence.schedule.jitter_s
+    jitter = random.uniform(0.0, jitter_s) if jitter_s > 0 else 0.0
+    return _Row(occurrence, JobState.QUEUED,
+                moment + timedelta(seconds=jitter) if jitter else moment)
+
+
+def _queue(schedule: Schedule) -> str:
+    return schedule.job.queue if schedule.job is not None else "default"
+
+
+def _start_workflows(conn: Conn, occurrences: Sequence[Occurrence], moment: datetime,
+                     result: Submitted) -> None:
     """A schedule of a workflow starts one workflow per occurrence, unique per (schedule, fire
     time) like a job. Overlap: `forbid` skips while a workflow it started has unfinished tasks,
-    `replace` cancels those tasks first."""
+    `replace` cancels those tasks first. One occurrence at a time: each sees the workflows the
+    ones before it started."""
+    if not occurrences:
+        return
     from jobctl.store import workflows as workflow_store
 
     for occurrence in occurrences:
         schedule = occurrence.schedule
         assert schedule.workflow is not None
         running = ([] if schedule.overlap is Overlap.ALLOW
-                   else _active_workflows(connection, schedule.id))
-        if schedule.overlap is Overlap.FORBID and running:
+                   else _active_workflows(conn, schedule.id))
+        [decision] = policy.overlap_decisions(schedule.overlap, [occurrence.fire_time], running)
+        if decision.action is not policy.OverlapAction.RUN:
             result.skipped += 1
             continue
-        for workflow_id in running:
-            workflow_store.cancel(connection, workflow_id)
+        for workflow_id in decision.cancel:
+            workflow_store.cancel(conn, workflow_id)
         started = workflow_store.start(
-            connection, schedule.workflow["definition"], schedule.workflow.get("params", {}),
+            conn, schedule.workflow["definition"], schedule.workflow.get("params", {}),
             schedule_id=schedule.id, fire_time=occurrence.fire_time)
         if started is not None:
             result.workflow_ids.append(started)
@@ -380,65 +463,39 @@ def _start_workflows(connection: sa.Connection, occurrences: Sequence[Occurrence
             result.lateness_s.append((moment - occurrence.fire_time).total_seconds())
 
 
-def _active_workflows(connection: sa.Connection, schedule_id: int) -> list[int]:
+def _active_workflows(conn: Conn, schedule_id: int) -> list[policy.ActiveRun]:
     """The workflows this schedule started that still have unfinished tasks."""
-    rows = connection.execute(
-        sa.select(workflows.c.id).distinct()
-        .join(jobs, jobs.c.workflow_id == workflows.c.id)
-        .where(workflows.c.schedule_id == schedule_id, jobs.c.state.in_(ACTIVE))
-        .order_by(workflows.c.id))
-    return [int(row.id) for row in rows]
+    active, params = reads.in_(conn, "j.state", ACTIVE, "active")
+    rows = conn.execute(
+        "SELECT DISTINCT w.id FROM workflows w JOIN jobs j ON j.workflow_id = w.id "
+        f"WHERE w.schedule_id = :schedule_id AND {active} ORDER BY w.id",
+        {"schedule_id": schedule_id, **params}).fetchall()
+    return [policy.ActiveRun(int(workflow_id), f"workflow {workflow_id}")
+            for (workflow_id,) in rows]
 
 
-def _active_runs(connection: sa.Connection,
-                 of: Sequence[Schedule]) -> dict[int, list[tuple[int | None, str]]]:
-    """The queued, waiting or running jobs of these schedules:
-    {schedule id: [(job id, "job N (state)")]}."""
+def _active_runs(conn: Conn, of: Sequence[Schedule]) -> dict[int, list[policy.ActiveRun]]:
+    """The queued, waiting or running jobs of these schedules, oldest first, by schedule id."""
     ids = sorted({schedule.id for schedule in of})
     if not ids:
         return {}
-    rows = connection.execute(
-        sa.select(jobs.c.schedule_id, jobs.c.id, jobs.c.state)
-        .where(jobs.c.schedule_id.in_(ids), jobs.c.state.in_(ACTIVE))
-        .order_by(jobs.c.id)
-    )
-    found: dict[int, list[tuple[int | None, str]]] = {}
-    for row in rows:
-        found.setdefault(row.schedule_id, []).append((row.id, f"job {row.id} ({row.state})"))
+    of_schedules, params = reads.in_(conn, "schedule_id", ids, "ids")
+    active, more = reads.in_(conn, "state", ACTIVE, "active")
+    rows = conn.execute(
+        f"SELECT schedule_id, id, state FROM jobs WHERE {of_schedules} AND {active} ORDER BY id",
+        {**params, **more}).fetchall()
+    found: dict[int, list[policy.ActiveRun]] = {}
+    for schedule_id, job_id, state in rows:
+        found.setdefault(int(schedule_id), []).append(
+            policy.ActiveRun(int(job_id), f"job {job_id} ({state})"))
     return found
-
-
-def _occurrence_row(occurrence: Occurrence, moment: datetime) -> dict[str, Any]:
-    """The columns an occurrence sets itself; the rest come from its schedule's job template
-    (in SQL on PostgreSQL, see PG_INSERT_OCCURRENCES; from `_template_columns` on SQLite)."""
-    schedule = occurrence.schedule
-    jitter = random.uniform(0.0, schedule.jitter_s) if schedule.jitter_s > 0 else 0.0
-    return {
-        "schedule_id": schedule.id,
-        "fire_time": occurrence.fire_time,
-        "state": JobState.QUEUED.value,
-        "run_at": moment + timedelta(seconds=jitter) if jitter else moment,
-        "finished_at": None,
-        "error": None,
-        "cancel_requested": False,
-        "queue": schedule.job.queue if schedule.job is not None else "default",
-    }
-
-
-def _template_columns(schedule: Schedule) -> dict[str, Any]:
-    assert schedule.job is not None
-    spec = schedule.job
-    row = job_store._row_values(spec)
-    for per_occurrence in ("state", "run_at", "unique_key"):
-        row.pop(per_occurrence)
-    row["name"] = spec.name or schedule.name
-    return row
 
 
 # PostgreSQL: the batch's occurrences in one statement that reads each job's fields from its
 # schedule's template (the row we hold locked), so that only the per-occurrence columns travel
 # as parameters, one array each: a thousand occurrences cost about what one does to send.
-PG_INSERT_OCCURRENCES = sa.text("""
+# The template's defaults here are JobSpec's (jobctl.models), as store.submit's row has them.
+PG_INSERT_OCCURRENCES = """
 INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
                   backoff_s, delivery, attempt, labels, run_at, created_at, finished_at, error,
                   cancel_requested, schedule_id, fire_time, max_lost, input, run_as)
@@ -460,46 +517,58 @@ JOIN schedules s ON s.id = o.schedule_id
 ORDER BY o.position
 ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id
-""")
+"""
 
 
-def _insert(connection: sa.Connection, rows: list[dict[str, Any]], of: list[Schedule],
-            return_ids: bool) -> list[int]:
+def _insert(conn: Conn, rows: Sequence[_Row], return_ids: bool) -> list[int]:
+    """Insert the occurrences' jobs; those a job already holds (schedule, fire time) for are
+    left out. Returns the new ids when asked."""
     if not rows:
         return []
-    if connection.dialect.name == "postgresql":
-        inserted = connection.execute(PG_INSERT_OCCURRENCES, {
-            "schedule_ids": [row["schedule_id"] for row in rows],
-            "fire_times": [row["fire_time"] for row in rows],
-            "states": [row["state"] for row in rows],
-            "run_ats": [row["run_at"] for row in rows],
-            "finished_ats": [row["finished_at"] for row in rows],
-            "errors": [row["error"] for row in rows],
-            "cancels": [row["cancel_requested"] for row in rows],
-        }).scalars().all()
-        return [int(job_id) for job_id in inserted] if return_ids else []
-    templates = {schedule.id: _template_columns(schedule) for schedule in of}
-    full_rows = [{**templates[row["schedule_id"]], **row} for row in rows]
-    statement = sqlite.insert(jobs).values(created_at=db_now()).on_conflict_do_nothing(
-        index_elements=["schedule_id", "fire_time"], index_where=jobs.c.schedule_id.isnot(None))
-    if return_ids:
-        ids = [connection.execute(statement.values(**row).returning(jobs.c.id)).scalar()
-               for row in full_rows]
-        return [int(job_id) for job_id in ids if job_id is not None]
-    connection.execute(statement, full_rows)
-    return []
+    if conn.is_postgres:
+        inserted = conn.execute(PG_INSERT_OCCURRENCES, {
+            "schedule_ids": [row.occurrence.schedule.id for row in rows],
+            "fire_times": [row.occurrence.fire_time for row in rows],
+            "states": [row.state.value for row in rows],
+            "run_ats": [row.run_at for row in rows],
+            "finished_ats": [row.finished_at for row in rows],
+            "errors": [row.error for row in rows],
+            "cancels": [row.cancel_requested for row in rows],
+        }).fetchall()
+        return [int(job_id) for (job_id,) in inserted] if return_ids else []
+    # SQLite: each job's row from its spec, as every other job's (store.submit), plus the
+    # occurrence's columns. finished_at is the database's now for a job that ended (skipped or
+    # superseded), as it is for any job submitted ended.
+    params = [submit_store._row(conn, _spec(row), row.state, row.error,
+                                schedule_id=row.occurrence.schedule.id,
+                                fire_time=row.occurrence.fire_time,
+                                cancel_requested=row.cancel_requested) for row in rows]
+    sql = submit_store._insert_sql(conn, unique=False, occurrence=True)
+    if not return_ids:
+        conn.executemany(sql, params)
+        return []
+    found = [conn.execute(sql + submit_store.RETURNING_ID, one).fetchone() for one in params]
+    return [int(row[0]) for row in found if row is not None]
+
+
+def _spec(row: _Row) -> JobSpec:
+    """The job an occurrence submits: its schedule's template, named after the schedule unless
+    the template names it, due at the occurrence's run_at."""
+    schedule = row.occurrence.schedule
+    assert schedule.job is not None
+    return dataclasses.replace(schedule.job, name=schedule.job.name or schedule.name,
+                               run_at=row.run_at, run_in_s=None, unique_key=None)
 
 
 # --- the scheduler's clock --------------------------------------------------------------------
 
+PG_SECONDS_UNTIL_DUE = ("SELECT EXTRACT(EPOCH FROM min(next_fire_at) - clock_timestamp())"
+                        " FROM schedules WHERE NOT paused")
+SQLITE_SECONDS_UNTIL_DUE = ("SELECT (julianday(min(next_fire_at)) - julianday('now')) * 86400.0"
+                            " FROM schedules WHERE NOT paused")
 
-def seconds_until_next_due(connection: sa.Connection) -> float | None:
+
+def seconds_until_next_due(conn: Conn) -> float | None:
     """Seconds until the next active schedule is due (0 if one is due now), None if none is."""
-    if connection.dialect.name == "postgresql":
-        query = sa.text("SELECT EXTRACT(EPOCH FROM min(next_fire_at) - clock_timestamp())"
-                        " FROM schedules WHERE NOT paused")
-    else:
-        query = sa.text("SELECT (julianday(min(next_fire_at)) - julianday('now')) * 86400.0"
-                        " FROM schedules WHERE NOT paused")
-    seconds = connection.execute(query).scalar()
+    seconds = conn.scalar(PG_SECONDS_UNTIL_DUE if conn.is_postgres else SQLITE_SECONDS_UNTIL_DUE)
     return None if seconds is None else max(0.0, float(seconds))

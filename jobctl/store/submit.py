@@ -29,33 +29,50 @@ PG_RESERVE_IDS = (
     "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)")
 
 
-def _insert_sql(conn: Conn, *, unique: bool) -> str:
+def _insert_sql(conn: Conn, *, unique: bool, occurrence: bool = False) -> str:
     """One job's INSERT with `:name` parameters (see `_row`); with `unique`, it inserts nothing
-    when another job holds the unique key, and returns the new id otherwise."""
+    when another job holds the unique key, and returns the new id otherwise. With `occurrence`
+    (a schedule's fire time: jobctl.store.schedules), it sets schedule_id, fire_time and
+    cancel_requested too, and inserts nothing when a job of that (schedule, fire time) exists:
+    another scheduler fired it (add RETURNING_ID for the new id)."""
     def as_json(name: str) -> str:
         return f"CAST(:{name} AS jsonb)" if conn.is_postgres else f":{name}"
 
-    run_at = "CAST(:run_at AS timestamptz)" if conn.is_postgres else ":run_at"
+    def as_time(name: str) -> str:
+        return f"CAST(:{name} AS timestamptz)" if conn.is_postgres else f":{name}"
+
+    columns, values = "", ""
+    if occurrence:
+        columns = ", schedule_id, fire_time, cancel_requested"
+        values = f", :schedule_id, {as_time('fire_time')}, :cancel_requested"
     sql = f"""
 INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
                   backoff_s, delivery, attempt, unique_key, labels, error, workflow_id, task,
-                  max_lost, input, run_as, run_at, created_at, finished_at)
+                  max_lost, input, run_as, run_at, created_at, finished_at{columns})
 VALUES (:name, :queue, :priority, :state, {as_json("argv")}, {as_json("env")}, :cwd, :timeout_s,
         :max_attempts, :backoff_s, :delivery, 0, :unique_key, {as_json("labels")}, :error,
         :workflow_id, :task, :max_lost, :input, :run_as,
-        coalesce({run_at}, {conn.now_plus(":run_in_s")}),
-        {conn.now}, CASE WHEN :ended THEN {conn.now} END)"""
+        coalesce({as_time("run_at")}, {conn.now_plus(":run_in_s")}),
+        {conn.now}, CASE WHEN :ended THEN {conn.now} END{values})"""
     if unique:
         sql += """
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
 RETURNING id"""
+    elif occurrence:
+        # The partial unique index uq_jobs_schedule_fire_time: each fire time becomes one job.
+        sql += """
+ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING"""
     return sql
+
+
+RETURNING_ID = "\nRETURNING id"
 
 
 def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
          unique_key: str | None = None, workflow_id: int | None = None,
-         task: str | None = None) -> dict[str, Any]:
-    """The parameters of `_insert_sql` for one job."""
+         task: str | None = None, schedule_id: int | None = None,
+         fire_time: datetime | None = None, cancel_requested: bool = False) -> dict[str, Any]:
+    """The parameters of `_insert_sql` for one job (the last three: for an `occurrence`)."""
     encode = json.dumps
     return {
         "name": spec.name, "queue": spec.queue, "priority": spec.priority,
@@ -66,6 +83,8 @@ def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
         "workflow_id": workflow_id, "task": task, "max_lost": spec.max_lost,
         "input": spec.input, "run_as": spec.user, "run_at": conn.time_param(spec.run_at),
         "run_in_s": spec.run_in_s or 0.0, "ended": state.is_final,
+        "schedule_id": schedule_id, "fire_time": conn.time_param(fire_time),
+        "cancel_requested": cancel_requested,
     }
 
 

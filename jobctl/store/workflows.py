@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from jobctl.models import DepCondition, Job, JobState, Workflow
 from jobctl.store import deps, notify, reads
@@ -25,7 +24,7 @@ RERUN = [JobState.FAILED.value, JobState.CANCELLED.value, JobState.LOST.value]
 
 
 def start(
-    connection: sa.Connection,
+    connection: sa.Connection | Conn,
     definition: Mapping[str, Any],
     params: Mapping[str, str],
     *,
@@ -36,25 +35,34 @@ def start(
     """Start a validated workflow (`jobctl.workflow.load`): its row, one job per task (tasks
     without `needs` queued, the others waiting) and the edges. Returns the workflow's id, or
     None when this (schedule_id, fire_time) has started one already (nothing is written)."""
+    import json
+
     from jobctl.workflow import job_specs
 
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(workflows).values(
-        name=definition["name"], definition=dict(definition), params=dict(params),
-        created_at=db_now(), schedule_id=schedule_id, fire_time=fire_time,
-        labels=dict(labels or {}))
+    # On the driver road (a Conn): the scheduler fires a workflow's occurrences without
+    # SQLAlchemy (jobctl.store.schedules).
+    conn = Conn.of(connection)
+
+    def as_json(name: str) -> str:
+        return f"CAST(:{name} AS jsonb)" if conn.is_postgres else f":{name}"
+
+    fire_time_sql = "CAST(:fire_time AS timestamptz)" if conn.is_postgres else ":fire_time"
+    sql = (f"INSERT INTO workflows (name, definition, params, created_at, schedule_id, "
+           f"fire_time, labels) VALUES (:name, {as_json('definition')}, {as_json('params')}, "
+           f"{conn.now}, :schedule_id, {fire_time_sql}, {as_json('labels')})")
     if schedule_id is not None:
-        statement = statement.on_conflict_do_nothing(
-            index_elements=["schedule_id", "fire_time"],
-            index_where=workflows.c.schedule_id.isnot(None))
-    workflow_id = connection.execute(statement.returning(workflows.c.id)).scalar()
+        sql += " ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING"
+    workflow_id = conn.scalar(sql + " RETURNING id", {
+        "name": definition["name"], "definition": json.dumps(dict(definition)),
+        "params": json.dumps(dict(params)), "schedule_id": schedule_id,
+        "fire_time": conn.time_param(fire_time), "labels": json.dumps(dict(labels or {}))})
     if workflow_id is None:
         return None
     tasks = list(definition["tasks"])
     specs = job_specs(definition, params)
     states = [JobState.WAITING if _needs(definition["tasks"][task]) else JobState.QUEUED
               for task in tasks]
-    ids = submit_store.insert_many(Conn.of(connection), specs, states=states,
+    ids = submit_store.insert_many(conn, specs, states=states,
                                    workflow_id=workflow_id, tasks=tasks)
     by_task = dict(zip(tasks, ids, strict=True))
     edges = []
@@ -63,7 +71,7 @@ def start(
         edges += [(job_id, by_task[other], DepCondition.OK) for other in spec.get("needs", [])]
         edges += [(job_id, by_task[other], DepCondition.ANY)
                   for other in spec.get("needs_any", [])]
-    deps.add(Conn.of(connection), edges)
+    deps.add(conn, edges)
     return int(workflow_id)
 
 
@@ -105,19 +113,20 @@ def list_workflows(connection: sa.Connection, *, limit: int | None = 50) -> list
                      tasks=tasks[row.id], schedule_id=row.schedule_id) for row in rows]
 
 
-def cancel(connection: sa.Connection, workflow_id: int) -> dict[int, JobState]:
+def cancel(connection: sa.Connection | Conn, workflow_id: int) -> dict[int, JobState]:
     """Cancel every task that has not ended (the waiting ones first, so that nothing they wait
     for releases them meanwhile). Returns {job id: state before} for those."""
-    rows = connection.execute(
-        sa.select(jobs.c.id, jobs.c.state)
-        .where(jobs.c.workflow_id == workflow_id, jobs.c.state.notin_(deps.FINAL))
-        .order_by(jobs.c.state != JobState.WAITING.value, jobs.c.id)
-    ).all()
+    conn = Conn.of(connection)
+    final, params = reads.in_(conn, "state", list(deps.FINAL), "final")
+    rows = conn.execute(
+        f"SELECT id, state FROM jobs WHERE workflow_id = :id AND NOT ({final}) "
+        "ORDER BY state <> :waiting, id",
+        {"id": workflow_id, "waiting": JobState.WAITING.value, **params}).fetchall()
     before: dict[int, JobState] = {}
-    for row in rows:
-        state = job_store.cancel(connection, row.id)
+    for job_id, state_before in rows:
+        state = job_store.cancel(conn, job_id)
         if state is not None:
-            before[row.id] = JobState(row.state)
+            before[job_id] = JobState(state_before)
     return before
 
 

@@ -4,6 +4,7 @@ policies, pause, trigger, and the locks that keep racing schedulers apart."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,8 +14,10 @@ from jobctl.client import Client
 from jobctl.errors import InvalidInput, NotFound
 from jobctl.models import JobSpec, JobState, Misfire, Overlap, ScheduleDefinition
 from jobctl.store import schedules
+from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.schema import jobs
+from jobctl.store.schema import schedules as schedule_rows
 
 
 @pytest.fixture
@@ -30,9 +33,31 @@ def client(db: Database) -> Client:
     return Client(database=db)
 
 
+@contextmanager
+def writing(db: Database) -> Iterator[Conn]:
+    """A write transaction on the driver road, as the scheduler and the client run the store's
+    functions (SQLite: BEGIN IMMEDIATE), on a connection of its own."""
+    direct = db.direct()
+    try:
+        with direct.write() as conn:
+            yield conn
+    finally:
+        direct.close()
+
+
+@contextmanager
+def reading(db: Database) -> Iterator[Conn]:
+    direct = db.direct()
+    try:
+        with direct.read() as conn:
+            yield conn
+    finally:
+        direct.close()
+
+
 def db_now(db: Database) -> datetime:
-    with db.read() as connection:
-        return schedules.now(connection)
+    with reading(db) as conn:
+        return schedules.now(conn)
 
 
 def add(client: Client, name: str = "s", **fields: object) -> int:
@@ -45,14 +70,14 @@ def add(client: Client, name: str = "s", **fields: object) -> int:
 def set_next_fire(db: Database, name: str, moment: datetime) -> None:
     """As if no scheduler had run since `moment`."""
     with db.write() as connection:
-        connection.execute(sa.update(schedules.schedules)
-                           .where(schedules.schedules.c.name == name)
+        connection.execute(sa.update(schedule_rows)
+                           .where(schedule_rows.c.name == name)
                            .values(next_fire_at=moment))
 
 
 def fire(db: Database, **kwargs: object) -> schedules.Fired:
-    with db.write() as connection:
-        return schedules.fire_due(connection, **kwargs)  # type: ignore[arg-type]
+    with writing(db) as conn:
+        return schedules.fire_due(conn, **kwargs)  # type: ignore[arg-type]
 
 
 def runs(db: Database, schedule_id: int) -> list[tuple[datetime, str, str | None]]:
@@ -73,8 +98,8 @@ def whole_second(moment: datetime) -> datetime:
 def test_a_new_schedule_waits_for_its_first_fire_time(db: Database, client: Client) -> None:
     add(client, every_s=3600.0)
     assert fire(db).schedules == 0
-    with db.read() as connection:
-        due_in = schedules.seconds_until_next_due(connection)
+    with reading(db) as conn:
+        due_in = schedules.seconds_until_next_due(conn)
     assert due_in is not None and 3000 < due_in <= 3600
 
 
@@ -257,7 +282,7 @@ def test_a_locked_schedule_is_skipped_by_another_scheduler(pg_url: str) -> None:
         schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
                           overlap=Overlap.ALLOW)
         set_next_fire(db, "s", start)
-        with db.write() as first:
+        with writing(db) as first:
             held = schedules.fire_due(first)
             assert held.schedules == 1
             # Meanwhile a second scheduler finds nothing to do: the row is locked, not waited on.
@@ -349,11 +374,10 @@ def test_a_workflow_schedule_starts_one_workflow_per_occurrence(db: Database,
 
     with db.read() as connection:
         fire_time = connection.execute(sa.select(workflows.c.fire_time)).scalar_one()
-    with db.write() as connection:
-        schedule = schedules.get(connection, "nightly")
+    with writing(db) as conn:
+        schedule = schedules.get(conn, "nightly")
         assert schedule is not None
-        again = schedules.submit_occurrences(connection,
-                                             [schedules.Occurrence(schedule, fire_time)])
+        again = schedules.submit_occurrences(conn, [schedules.Occurrence(schedule, fire_time)])
     assert again.jobs == 0
     assert len(started_workflows(db, schedule_id)) == 1
     assert runs(db, schedule_id) == []
@@ -363,17 +387,17 @@ def test_a_workflow_schedule_forbids_overlap_until_every_task_ended(db: Database
                                                                     client: Client) -> None:
     schedule_id = add_workflow_schedule(client, Overlap.FORBID)
     first = whole_second(db_now(db)) - timedelta(seconds=20)
-    with db.write() as connection:
-        schedule = schedules.get(connection, "nightly")
+    with writing(db) as conn:
+        schedule = schedules.get(conn, "nightly")
         assert schedule is not None
-        started = schedules.submit_occurrences(connection, [schedules.Occurrence(schedule, first)])
+        started = schedules.submit_occurrences(conn, [schedules.Occurrence(schedule, first)])
         skipped = schedules.submit_occurrences(
-            connection, [schedules.Occurrence(schedule, first + timedelta(seconds=10))])
+            conn, [schedules.Occurrence(schedule, first + timedelta(seconds=10))])
     assert (started.jobs, skipped.jobs, skipped.skipped) == (1, 0, 1)
     [(workflow_id, _)] = started_workflows(db, schedule_id)
     client.cancel_workflow(workflow_id)
-    with db.write() as connection:
+    with writing(db) as conn:
         later = schedules.submit_occurrences(
-            connection, [schedules.Occurrence(schedule, first + timedelta(seconds=20))])
+            conn, [schedules.Occurrence(schedule, first + timedelta(seconds=20))])
     assert later.jobs == 1
     assert len(started_workflows(db, schedule_id)) == 2
