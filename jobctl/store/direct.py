@@ -14,6 +14,8 @@ the SQLAlchemy road, which also gives the same errors for bad URLs.
 
 The worker runs on it too (`jobctl worker start`): its main thread on the database's own
 connection, with `turn()` for the hot path's statements, and its heartbeat thread on a `clone()`.
+So does the scheduler (`jobctl scheduler run`, store.schedules), in `write()` transactions. Both
+open the database with `open_or_create`, which takes the SQLAlchemy road only for an empty one.
 
 SQLite under contention: a lock held by another process (a bulk submit, another worker's turn,
 schema creation) is waited for, never reported as an unreachable database. Every connection has
