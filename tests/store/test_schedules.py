@@ -401,3 +401,36 @@ def test_a_workflow_schedule_forbids_overlap_until_every_task_ended(db: Database
             conn, [schedules.Occurrence(schedule, first + timedelta(seconds=20))])
     assert later.jobs == 1
     assert len(started_workflows(db, schedule_id)) == 2
+
+
+# --- the driver road ----------------------------------------------------------------------------
+
+SCHEDULER_ONCE = """
+import sys
+from jobctl.scheduler import Scheduler, SchedulerSettings
+from jobctl.store.direct import open_or_create
+
+database = open_or_create(sys.argv[1])
+Scheduler(database, SchedulerSettings(once=True)).run()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic"))[:3])
+"""
+
+
+def test_the_scheduler_fires_without_importing_sqlalchemy(sqlite_url: str) -> None:
+    import subprocess
+    import sys
+
+    db = Database(sqlite_url)
+    db.ensure_schema()
+    client = Client(database=db)
+    try:
+        start = whole_second(db_now(db)) - timedelta(seconds=2)
+        schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
+                          overlap=Overlap.ALLOW)
+        set_next_fire(db, "s", start)
+        done = subprocess.run([sys.executable, "-c", SCHEDULER_ONCE, sqlite_url],
+                              capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout.strip() == "[]", done.stderr
+        assert len(runs(db, schedule_id)) >= 3
+    finally:
+        db.dispose()
