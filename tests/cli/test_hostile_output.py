@@ -140,7 +140,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
                 data.ids[key], _ = jobs.submit(connection, spec)
         for key, worker in (("failed", evil_worker), ("running", plain_worker)):
             with database.write() as connection:
-                [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 600.0)
+                [claimed] = queue.claim(Conn.of(connection), worker,
+                                        queue.Claim(["default"], 1, 600.0))
                 assert claimed.id == data.ids[key]
         with database.write() as connection:
             queue.write_output(Conn.of(connection), [
