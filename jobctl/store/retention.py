@@ -4,7 +4,8 @@ sizes of the tables, for `jobctl db prune` and `jobctl db status`.
 Pruning goes in batches of short transactions (a few thousand rows each), so it never holds a
 lock for long: workers keep claiming and completing meanwhile. A job is kept while a job that has
 not finished depends on it, since deleting it would leave that dependent waiting on nothing.
-Times come from the database clock.
+Times come from the database clock. Written against `store.direct.Conn` (the driver, no
+SQLAlchemy): `db prune` and the scheduler's retention run on a `DirectDatabase`.
 """
 
 from __future__ import annotations

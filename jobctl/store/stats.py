@@ -2,6 +2,7 @@
 `jobctl stats` (per-queue depth, throughput and failure rate over a window).
 
 Each function reads in one short transaction and measures ages against the database clock.
+Written against `store.direct.Conn` (the driver, no SQLAlchemy): `top` and `stats` never need it.
 """
 
 from __future__ import annotations
