@@ -275,7 +275,7 @@ def list_(
     if watch:
         from jobctl.cli.top import watch_changes
 
-        watch_changes(client.db, fetch, lambda jobs: _print_jobs(st.terminal, jobs, output))
+        watch_changes(client, fetch, lambda jobs: _print_jobs(st.terminal, jobs, output))
     else:
         _print_jobs(st.terminal, fetch(), output)
 

@@ -35,7 +35,7 @@ def jobctl(url: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess
 def seeded(db_url: str) -> Iterator[Seeded]:
     data = seed(db_url)
     yield data
-    data.database.dispose()
+    data.close()
 
 
 # --- top ------------------------------------------------------------------------------------------
