@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from jobctl.models import JobSpec  # noqa: E402
 from jobctl.store import jobs, retention  # noqa: E402
+from jobctl.store.direct import DirectDatabase  # noqa: E402
 from jobctl.store.engine import Database  # noqa: E402
 from jobctl.store.schema import attempts, db_now_plus, job_logs  # noqa: E402
 from jobctl.store.schema import jobs as jobs_table  # noqa: E402
@@ -61,9 +62,10 @@ def _epoch() -> datetime:
 
 
 class Prober(threading.Thread):
-    """Submits a job every 10 ms and records each write transaction's latency."""
+    """Submits a job every 10 ms and records each write transaction's latency (on the driver
+    road, as clients and workers do)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: DirectDatabase) -> None:
         super().__init__(daemon=True)
         self.database = database
         self.latencies: list[float] = []
@@ -79,15 +81,19 @@ class Prober(threading.Thread):
 
 def measure(database: Database, count: int, batch: int) -> tuple[float, list[float], int]:
     seed(database, count)
-    prober = Prober(database)
+    # Pruning and probing on the driver road, each on a connection of its own, as in production.
+    pruner, probe = database.direct(), database.direct()
+    prober = Prober(probe)
     prober.start()
     time.sleep(0.3)
     started = time.perf_counter()
-    pruned = retention.prune(database, 30 * 86_400.0, batch=batch)
+    pruned = retention.prune(pruner, 30 * 86_400.0, batch=batch)
     took = time.perf_counter() - started
     time.sleep(0.3)
     prober.stop.set()
     prober.join()
+    pruner.close()
+    probe.close()
     return took, prober.latencies, pruned.jobs
 
 

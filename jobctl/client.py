@@ -12,6 +12,7 @@ It knows nothing of terminals: it returns data and raises `jobctl.errors.JobctlE
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -42,6 +43,8 @@ from jobctl.models import (
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn, DirectDatabase
     from jobctl.store.engine import Database
+    from jobctl.store.retention import Pruned, TableSize
+    from jobctl.store.stats import QueueReport, Snapshot
 
 SQLITE_POLL_S = 0.1
 POSTGRES_POLL_S = 1.0  # a fallback: NOTIFY wakes waiters at once
@@ -58,6 +61,28 @@ MAX_DURATION_S = 36_500 * 86_400.0  # a century: run_at must stay a date every l
 class Submitted:
     id: int
     created: bool  # False: the unique key was known and this is the first job's id
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    """`jobctl db status`: the schema's revision beside the one this jobctl needs, and the
+    tables' sizes (only when the revisions match: then the tables are the ones it knows)."""
+
+    where: str
+    current: str | None  # None: no jobctl schema yet
+    latest: str
+    tables: list[TableSize]
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.latest
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    where: str
+    before: str | None  # None: the database was empty
+    after: str
 
 
 def job_exit_code(job: Job) -> int:
@@ -77,6 +102,7 @@ class Client:
         self._db = database
         self._direct: DirectDatabase | None = None
         self._direct_tried = False
+        self._fallback_direct: DirectDatabase | None = None
 
     @property
     def db(self) -> Database:
@@ -298,12 +324,36 @@ class Client:
                 wait_for_change(remaining)
 
     def _wake_ups(self) -> _WakeUps:
+        return _WakeUps(self._pg_conninfo())
+
+    def _pg_conninfo(self) -> str | None:
+        """What a PostgreSQL listener connects to; None on SQLite (no notifications)."""
         direct = self._direct_database()
         if direct is not None:
-            return _WakeUps(direct.location.target if direct.is_postgres else None)
-        if self.db.is_postgres:
-            return _WakeUps(self.db.conninfo)
-        return _WakeUps(None)
+            return direct.location.target if direct.is_postgres else None
+        return self.db.conninfo if self.db.is_postgres else None
+
+    @contextmanager
+    def changes(self) -> Iterator[threading.Event]:
+        """An event that PostgreSQL notifications set while the context lasts: jobs submitted,
+        ended or cancelled, workers asked to stop, and each (re)connect of the listener, after
+        which notifications may have been missed. Never set on SQLite, which has none: watchers
+        poll (`jobctl top`, `job list --watch`); clear it before each look."""
+        woken = threading.Event()
+        conninfo = self._pg_conninfo()
+        listener = None
+        if conninfo is not None:
+            from jobctl.store import notify
+
+            listener = notify.Listener(
+                conninfo, [notify.JOBS_CHANNEL, notify.DONE_CHANNEL, notify.CANCEL_CHANNEL,
+                           notify.WORKER_CHANNEL], lambda channel, payload: woken.set())
+            listener.start()
+        try:
+            yield woken
+        finally:
+            if listener is not None:
+                listener.stop()
 
     # --- schedules ----------------------------------------------------------------------------
 
@@ -444,8 +494,8 @@ class Client:
 
         for spec in job_specs(definition, params or {}):
             _validate(spec)
-        with self.db.write() as connection:
-            workflow_id = workflows.start(connection, definition, params or {}, labels=labels)
+        with self._writing() as conn:
+            workflow_id = workflows.start(conn, definition, params or {}, labels=labels)
         assert workflow_id is not None  # only a schedule's occurrence can conflict
         return workflow_id
 
@@ -453,8 +503,8 @@ class Client:
         from jobctl.store import workflows
 
         _check_workflow_ids([workflow_id])
-        with self.db.read() as connection:
-            found = workflows.get(connection, workflow_id)
+        with self._reading() as conn:
+            found = workflows.get(conn, workflow_id)
         if found is None:
             raise NotFound(f"no workflow with id {workflow_id}")
         return found
@@ -462,16 +512,16 @@ class Client:
     def workflows(self, *, limit: int | None = 50) -> list[Workflow]:
         from jobctl.store import workflows
 
-        with self.db.read() as connection:
-            return workflows.list_workflows(connection, limit=limit)
+        with self._reading() as conn:
+            return workflows.list_workflows(conn, limit=limit)
 
     def cancel_workflow(self, workflow_id: int) -> dict[int, JobState]:
         """Cancel every task of a workflow that has not ended; {job id: state before}."""
         from jobctl.store import workflows
 
         self.workflow(workflow_id)
-        with self.db.write() as connection:
-            return workflows.cancel(connection, workflow_id)
+        with self._writing() as conn:
+            return workflows.cancel(conn, workflow_id)
 
     def retry_workflow(self, workflow_id: int) -> list[int]:
         """Re-run the failed, cancelled and lost tasks and what depends on them; the ids."""
@@ -482,8 +532,8 @@ class Client:
             t.state.value in workflows.RERUN for t in before.tasks
         ):
             raise InvalidInput(f"workflow {workflow_id} is running and has nothing to retry")
-        with self.db.write() as connection:
-            ids = workflows.retry(connection, workflow_id)
+        with self._writing() as conn:
+            ids = workflows.retry(conn, workflow_id)
         if not ids:
             raise InvalidInput(f"workflow {workflow_id} has no failed, cancelled or lost task")
         return ids
@@ -500,6 +550,89 @@ class Client:
                     raise WaitTimeout(f"timed out waiting for workflow {workflow_id}")
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 wait_for_change(remaining)
+
+    # --- observing the cluster: top, stats, retention, the schema -----------------------------
+
+    @property
+    def where(self) -> str:
+        """Where the database is, for people: host and port, or the SQLite file; never a
+        password."""
+        return self._driver().where
+
+    def top_snapshot(self, *, window_s: float = 3600.0, running_limit: int = 30,
+                     failures_limit: int = 10) -> Snapshot:
+        """What `jobctl top` shows: queues, workers, running jobs and recent failures, read in
+        one transaction; finished jobs counted within `window_s`."""
+        from jobctl.store import stats
+
+        with self._reading() as conn:
+            return stats.snapshot(conn, window_s=window_s, running_limit=running_limit,
+                                  failures_limit=failures_limit)
+
+    def queue_stats(self, window_s: float) -> QueueReport:
+        """Per queue: depth now, and jobs that ended within `window_s` (`jobctl stats`)."""
+        from jobctl.store import stats
+
+        with self._reading() as conn:
+            return stats.queue_stats(conn, window_s)
+
+    def prune(self, older_than_s: float, states: Sequence[JobState] | None = None, *,
+              logs_only: bool = False, dry_run: bool = False) -> Pruned:
+        """Delete finished jobs (default: in every final state) that finished more than
+        `older_than_s` ago, with their attempts and output (`logs_only`: only their output), in
+        short transactions of a batch each; jobs an unfinished job depends on are kept. With
+        `dry_run`, count what would go."""
+        from jobctl.store import retention
+
+        states = retention.DEFAULT_STATES if states is None else states
+        unfinished = [state.value for state in states if not state.is_final]
+        if unfinished:
+            raise InvalidInput(f"only finished jobs can be pruned, not {', '.join(unfinished)}")
+        return retention.prune(self._driver(), older_than_s, states, logs_only=logs_only,
+                               dry_run=dry_run)
+
+    def db_status(self) -> DatabaseStatus:
+        """The schema's revision, and the tables' sizes when it is the one this jobctl needs.
+        Never creates nor migrates the schema."""
+        from jobctl.store import SCHEMA_REVISION
+        from jobctl.store.retention import table_sizes
+
+        database = self._schema_database()
+        current = database.current_revision()
+        tables: list[TableSize] = []
+        if current == SCHEMA_REVISION:
+            direct = database.direct()
+            try:
+                tables = table_sizes(direct)
+            finally:
+                direct.close()
+        return DatabaseStatus(database.where, current, SCHEMA_REVISION, tables)
+
+    def upgrade_schema(self) -> SchemaUpgrade:
+        """Create the schema, or migrate it to the newest revision (`jobctl db upgrade`)."""
+        database = self._schema_database()
+        before, after = database.upgrade()
+        return SchemaUpgrade(database.where, before, after)
+
+    def _schema_database(self) -> Database:
+        """The database on the migrations' road (SQLAlchemy and Alembic), schema unchecked:
+        the one place left for them at run time is creating and checking the schema."""
+        if self._db is not None:
+            return self._db
+        from jobctl.store.engine import open_database
+
+        return open_database(self._url, migrate=False)
+
+    def _driver(self) -> DirectDatabase:
+        """The database through its driver (store.direct), for store functions that run their
+        own transactions (retention's batches). A URL the direct road does not parse itself gets
+        its driver connections made as SQLAlchemy would make them (`Database.direct`)."""
+        direct = self._direct_database()
+        if direct is not None:
+            return direct
+        if self._fallback_direct is None:
+            self._fallback_direct = self.db.direct()
+        return self._fallback_direct
 
 
 def workflow_exit_code(workflow: Workflow) -> int:

@@ -27,7 +27,6 @@ from jobctl.store.direct import first_line, is_driver_error
 if TYPE_CHECKING:
     from jobctl.metrics import SchedulerMetrics
     from jobctl.store.direct import DirectDatabase
-    from jobctl.store.engine import Database
     from jobctl.store.notify import Listener
     from jobctl.store.schedules import Fired
 
@@ -52,7 +51,6 @@ class Scheduler:
     def __init__(self, database: DirectDatabase, settings: SchedulerSettings,
                  metrics: SchedulerMetrics | None = None) -> None:
         self._db = database
-        self._retention_db: Database | None = None
         self._settings = settings
         self._metrics = metrics
         self._stop = threading.Event()
@@ -106,8 +104,6 @@ class Scheduler:
         finally:
             if listener is not None:
                 listener.stop()
-            if self._retention_db is not None:
-                self._retention_db.dispose()
         log.info("stopped")
         return 0
 
@@ -156,25 +152,13 @@ class Scheduler:
             return
         from jobctl.store import retention
 
-        pruned = retention.prune(self._retention_database(), self._settings.retention_s)
+        pruned = retention.prune(self._db, self._settings.retention_s)
         if pruned.jobs:
             log.info("retention: deleted %d finished job(s) older than %gs", pruned.jobs,
                      self._settings.retention_s)
             if self._metrics is not None:
                 self._metrics.pruned(pruned.jobs)
         self._next_prune = time.monotonic() + self._settings.prune_every_s
-
-    def _retention_database(self) -> Database:
-        """store.retention still runs on SQLAlchemy (its move to the driver road is another
-        branch's): the same database through store.engine, opened on first use, so that a
-        scheduler without --retention never imports SQLAlchemy."""
-        if self._retention_db is None:
-            from jobctl.store.engine import Database
-
-            target = self._db.location.target
-            url = target if self._db.is_postgres else f"sqlite:///{target}"
-            self._retention_db = Database(url, pool_size=1)
-        return self._retention_db
 
     def _sleep(self) -> None:
         from jobctl.store import schedules

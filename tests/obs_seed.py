@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome, OutputChunk
 from jobctl.store.schema import db_now_plus, job_deps
@@ -20,12 +20,18 @@ from jobctl.store.schema import jobs as jobs_table
 
 @dataclass
 class Seeded:
-    database: Database
+    database: Database  # for seeding and looking: SQLAlchemy, as the schema's creator
+    # What the code under test gets: the driver road, in production's transaction modes.
+    direct: DirectDatabase
     workers: dict[str, int] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> int:
         return self.ids[name]
+
+    def close(self) -> None:
+        self.direct.close()
+        self.database.dispose()
 
 
 def register_worker(database: Database, name: str, queues: list[str], concurrency: int = 2
@@ -86,7 +92,9 @@ def seed(url: str) -> Seeded:
     and an old failure that only a finished job depends on; in `batch`: a running job."""
     database = Database(url)
     database.ensure_schema()
-    seeded = Seeded(database)
+    direct = DirectDatabase.open(url)
+    assert direct is not None
+    seeded = Seeded(database, direct)
     seeded.workers["alpha"] = register_worker(database, "alpha", ["default"])
     seeded.workers["beta"] = register_worker(database, "beta", ["batch"])
     alpha, beta = seeded.workers["alpha"], seeded.workers["beta"]

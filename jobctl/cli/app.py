@@ -9,14 +9,21 @@ The root itself is plain Click, not Typer: `jobctl --help`, `jobctl` alone, a us
 root and completing a command name or root option import Click only (Typer costs about as much
 again as Click, and `jobctl.cli.common` more). The sub-commands are Typer apps, turned into
 Click commands when they are loaded (`load_command`).
+
+Everything the command line reads or writes goes through one `IOStreams` (gh's `IOStreams`,
+httpie's `Environment`): the standard streams, whether each is a terminal, the terminal's width
+and the environment variables. `run` takes one (tests pass their own, see tests/cli/conftest.py)
+or makes it from the process, and returns the exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import click
 
@@ -26,6 +33,108 @@ from jobctl.errors import ExitCode, JobctlError
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
+
+
+class IOStreams:
+    """Where one run of the command line reads and writes, and what it knows of its terminal
+    and environment. `from_process` describes the real process; tests build their own (any
+    text streams with a `.buffer`, any environment, a terminal of any width).
+
+    Click, Rich and the configuration read `sys.std*` and `os.environ` themselves: `run` puts
+    the streams and environment of an injected `IOStreams` in their place for the run (`bound`),
+    so that they too see what the test gave."""
+
+    def __init__(self, *, stdin: TextIO, stdout: TextIO, stderr: TextIO,
+                 environ: MutableMapping[str, str], stdin_is_tty: bool = False,
+                 stdout_is_tty: bool = False, stderr_is_tty: bool = False,
+                 width: int | None = None) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.environ = environ
+        self.stdin_is_tty = stdin_is_tty
+        self.stdout_is_tty = stdout_is_tty
+        self.stderr_is_tty = stderr_is_tty
+        self._width = width
+
+    @classmethod
+    def from_process(cls, *, tty: bool | None = None, width: int | None = None) -> IOStreams:
+        """The process's own streams and environment (whatever `sys.std*` and `os.environ` are
+        now); `tty` overrides what `isatty` says of all three, `width` the terminal's width."""
+
+        def is_tty(stream: TextIO | None) -> bool:
+            if tty is not None:
+                return tty
+            try:
+                return stream is not None and stream.isatty()
+            except ValueError:  # closed
+                return False
+
+        return cls(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, environ=os.environ,
+                   stdin_is_tty=is_tty(sys.stdin), stdout_is_tty=is_tty(sys.stdout),
+                   stderr_is_tty=is_tty(sys.stderr), width=width)
+
+    @property
+    def stdin_bytes(self) -> BinaryIO:
+        return self.stdin.buffer
+
+    @property
+    def no_color(self) -> bool:
+        """NO_COLOR is set (to anything: https://no-color.org)."""
+        return "NO_COLOR" in self.environ
+
+    def terminal_width(self) -> int:
+        """The terminal's columns: as given, else COLUMNS or the terminal's own (80 if none)."""
+        if self._width is not None:
+            return max(1, self._width)
+        import shutil
+
+        return max(1, shutil.get_terminal_size((80, 24)).columns)
+
+    def write_bytes(self, stream: str, data: bytes) -> None:
+        """Bytes as they are (a job's output) on "stdout" or "stderr", after any text before."""
+        target = self.stderr if stream == "stderr" else self.stdout
+        target.flush()
+        target.buffer.write(data)
+        target.buffer.flush()
+
+    @contextlib.contextmanager
+    def bound(self) -> Iterator[None]:
+        """`sys.std*` and `os.environ` as this says while the block runs, for the code that
+        reads them itself (Click's help and prompts, Rich, the configuration). Nothing changes
+        for the process's own `IOStreams`."""
+        saved_streams = sys.stdin, sys.stdout, sys.stderr
+        saved_environ = None
+        if self.environ is not os.environ:
+            saved_environ = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(self.environ)
+        sys.stdin, sys.stdout, sys.stderr = self.stdin, self.stdout, self.stderr
+        try:
+            yield
+        finally:
+            try:
+                self.stdout.flush()
+            except BrokenPipeError:
+                _silence(self.stdout)  # the reader left (see `_run`)
+            except (OSError, ValueError):
+                pass
+            with contextlib.suppress(OSError, ValueError):
+                self.stderr.flush()
+            sys.stdin, sys.stdout, sys.stderr = saved_streams
+            if saved_environ is not None:
+                os.environ.clear()
+                os.environ.update(saved_environ)
+
+
+def io_of(ctx: click.Context) -> IOStreams:
+    """The `IOStreams` of the run `ctx` belongs to (the process's outside `run`)."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, IOStreams):
+        return obj
+    terminal = getattr(obj, "terminal", None)
+    io = getattr(terminal, "io", None)
+    return io if isinstance(io, IOStreams) else IOStreams.from_process()
 
 # name → (where the command lives, the line `jobctl --help` shows for it). "module" means that
 # module's `app`, a Typer group; "module:function" a single command. A test checks each line
@@ -117,7 +226,7 @@ and `job wait` exit with the job's own exit code."""
 
 def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:  # not while completing: that prints candidates
-        print(f"jobctl {__version__}")
+        io_of(ctx).stdout.write(f"jobctl {__version__}\n")
         ctx.exit(0)
 
 
@@ -131,7 +240,7 @@ def root(ctx: click.Context, database_url: str | None, profile: str | None, debu
 
     # The options' values are read back from ctx with their sources (flag or variable).
     ctx.obj = State(command_line=command_line(ctx), debug=debug,
-                    terminal=Terminal(no_color=no_color))
+                    terminal=Terminal(io_of(ctx), no_color=no_color))
     if ctx.invoked_subcommand not in ("config", "completion"):
         # Read the config file now: an unknown profile or invalid file is an error before
         # anything runs. (`config` commands report it themselves; completion never errors.)
@@ -172,17 +281,25 @@ def root_group() -> LazyGroup:
 app = root_group()
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code instead of exiting (tests call this)."""
-    args = sys.argv[1:] if argv is None else argv
-    instruction = os.environ.get(complete.COMPLETE_VARIABLE)
+def run(argv: list[str] | None = None, io: IOStreams | None = None) -> int:
+    """Run the command line with `argv` (default: the process's arguments) and `io` (default:
+    the process's streams and environment); returns the exit code instead of exiting. Tests
+    call this. Every exception becomes an exit code here, and only here."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    io = IOStreams.from_process() if io is None else io
+    with io.bound():
+        return _run(args, io)
+
+
+def _run(args: list[str], io: IOStreams) -> int:
+    instruction = io.environ.get(complete.COMPLETE_VARIABLE)
     if instruction:
         # A shell asking for completions: answer before anything else can print or fail.
         return complete.handle_request(app, instruction)
-    debug = _debug_requested(args)
+    debug = _debug_requested(args, io)
     try:
         # Click's `main` without its standalone handling: the errors are ours to report.
-        with app.make_context(complete.PROG_NAME, list(args)) as ctx:
+        with app.make_context(complete.PROG_NAME, args, obj=io) as ctx:
             result = app.invoke(ctx)
         return int(result) if isinstance(result, int) else 0
     except click.exceptions.Exit as exit_:  # `typer.Exit` is this one
@@ -190,27 +307,27 @@ def run(argv: list[str] | None = None) -> int:
     except JobctlError as error:
         if debug:
             raise
-        _error(error.message)
+        _error(io, error.message)
         return int(error.exit_code)
     except click.ClickException as error:
-        return _usage_error(error, debug)
+        return _usage_error(io, error, debug)
     except (KeyboardInterrupt, EOFError, click.exceptions.Abort):
-        sys.stderr.write("\n")
+        io.stderr.write("\n")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # `jobctl job list | head`: the reader left; that is not our error.
-        _silence_stdout()
+        _silence(io.stdout)
         return 0
     except Exception as error:  # a bug, or a failure nobody foresaw: still one line, exit 1
         if debug:
             raise
         detail = " ".join(str(error).split())[:300] or "no details"
-        _error(f"unexpected {type(error).__name__}: {detail} (run with --debug for the trace; "
-               "this is a bug worth reporting)")
+        _error(io, f"unexpected {type(error).__name__}: {detail} (run with --debug for the "
+                   "trace; this is a bug worth reporting)")
         return int(ExitCode.FAILURE)
 
 
-def _debug_requested(args: list[str]) -> bool:
+def _debug_requested(args: list[str], io: IOStreams) -> bool:
     """`--debug` among the root options (not in a job's command after `--`), or JOBCTL_DEBUG."""
     takes_value = False
     for arg in args:
@@ -222,37 +339,43 @@ def _debug_requested(args: list[str]) -> bool:
             takes_value = True
         elif arg == "--" or not arg.startswith("-"):
             break  # the sub-command: what follows is its own
-    return os.environ.get("JOBCTL_DEBUG", "").strip().lower() in {"1", "true", "t", "yes", "y",
+    return io.environ.get("JOBCTL_DEBUG", "").strip().lower() in {"1", "true", "t", "yes", "y",
                                                                    "on"}
 
 
-def _usage_error(error: click.ClickException, debug: bool) -> int:
+def _usage_error(io: IOStreams, error: click.ClickException, debug: bool) -> int:
     ctx = getattr(error, "ctx", None)
     if isinstance(error, click.exceptions.NoArgsIsHelpError) and ctx is not None:
-        sys.stdout.write(ctx.get_help() + "\n")
+        io.stdout.write(ctx.get_help() + "\n")
         return 0
     if debug:
         raise error
     message = error.format_message().strip().splitlines()
     text = (message[0] if message else type(error).__name__).rstrip(".")
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    _error(text[:1].lower() + text[1:] + hint)
+    _error(io, text[:1].lower() + text[1:] + hint)
     return int(getattr(error, "exit_code", ExitCode.INVALID_INPUT))
 
 
-def _error(message: str) -> None:
+def _error(io: IOStreams, message: str) -> None:
     if not message.isprintable():
         # A name or value in the message with control characters: shown, never obeyed (and
         # render imported only then, to keep usage errors cheap).
         from jobctl.cli.render import visible
 
         message = visible(message)
-    sys.stderr.write(f"jobctl: error: {message}\n")
+    io.stderr.write(f"jobctl: error: {message}\n")
 
 
-def _silence_stdout() -> None:
+def _silence(stdout: TextIO) -> None:
+    """Whatever is still buffered for a reader that left goes nowhere (not to a traceback at
+    exit)."""
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):  # not a file (a test's buffer): nothing to silence
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import click
 import typer
@@ -42,6 +42,11 @@ class State:
             if self._settings["no_color"].value:
                 self.terminal.no_color = True
         return self._settings
+
+    @property
+    def stdin(self) -> BinaryIO:
+        """The run's standard input, as bytes (see `jobctl.cli.app.IOStreams`)."""
+        return self.terminal.io.stdin_bytes
 
     @property
     def database_url(self) -> str:
@@ -204,8 +209,10 @@ MAX_LOST_OPTION = typer.Option(
     help="Fail after its worker was lost N times (N >= 1); losing a worker costs no retry.")
 
 
-def run_fields(*, input_path: str | None, user: str | None, max_lost: int) -> dict[str, Any]:
-    """--input, --user and --max-lost as JobSpec fields (`input` read here)."""
+def run_fields(*, input_path: str | None, user: str | None, max_lost: int,
+               stdin: BinaryIO | None = None) -> dict[str, Any]:
+    """--input, --user and --max-lost as JobSpec fields (`input` read here, from `stdin` for
+    `--input -`: the run's, `State.stdin`)."""
     from jobctl.models import user_name_problem
 
     if not 1 <= max_lost <= 2**31 - 1:  # a 32-bit column
@@ -213,12 +220,12 @@ def run_fields(*, input_path: str | None, user: str | None, max_lost: int) -> di
     problem = None if user is None else user_name_problem(user)
     if problem is not None:
         raise InvalidInput(f"--user {user!r}: {problem}")
-    return dict(input=read_input(input_path), user=user, max_lost=max_lost)
+    return dict(input=read_input(input_path, stdin), user=user, max_lost=max_lost)
 
 
-def read_input(path: str | None) -> bytes | None:
-    """`--input FILE|-`: the bytes of FILE (of standard input for -), at most MAX_INPUT_BYTES;
-    None without --input (the job reads /dev/null)."""
+def read_input(path: str | None, stdin: BinaryIO | None = None) -> bytes | None:
+    """`--input FILE|-`: the bytes of FILE (of `stdin`, by default the process's standard
+    input, for -), at most MAX_INPUT_BYTES; None without --input (the job reads /dev/null)."""
     from jobctl.models import MAX_INPUT_BYTES
 
     if path is None:
@@ -226,7 +233,7 @@ def read_input(path: str | None) -> bytes | None:
     source = "standard input" if path == "-" else path
     try:
         if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+            data = (stdin or sys.stdin.buffer).read(MAX_INPUT_BYTES + 1)
         else:
             with open(path, "rb") as file:
                 data = file.read(MAX_INPUT_BYTES + 1)

@@ -21,15 +21,13 @@ app = typer.Typer(help="Manage the database: schema, sizes, retention.", no_args
 @app.command()
 def upgrade(ctx: typer.Context) -> None:
     """Create the schema, or migrate it to the newest revision. Safe to run at any time."""
-    from jobctl.store.engine import open_database
-
     st = state(ctx)
-    database = open_database(st.database_url, migrate=False)
-    before, after = database.upgrade()
-    if before == after:
-        st.terminal.err(f"{database.where} is up to date (revision {after})")
+    done = st.client().upgrade_schema()
+    if done.before == done.after:
+        st.terminal.err(f"{done.where} is up to date (revision {done.after})")
     else:
-        st.terminal.err(f"{database.where} upgraded from revision {before or 'none'} to {after}")
+        st.terminal.err(f"{done.where} upgraded from revision {done.before or 'none'} to "
+                        f"{done.after}")
 
 
 @app.command()
@@ -43,34 +41,30 @@ def status(
     """Show the database's schema revision beside the one this jobctl needs.
 
     Exits 0 when they match, 4 when the database needs `jobctl db upgrade`."""
-    from jobctl.store.engine import open_database
-    from jobctl.store.retention import table_sizes
-    from jobctl.store.schema import SCHEMA_REVISION
-
     if output is OutputFormat.IDS:
         raise InvalidInput("db status has no ids: use -o table, wide, plain or json")
     st = state(ctx)
-    database = open_database(st.database_url, migrate=False)
-    current = database.current_revision()
-    up_to_date = current == SCHEMA_REVISION
+    schema = st.client().db_status()
     terminal = st.terminal
     fmt = terminal.resolve(output)
-    # Sizes only where the tables are the ones this jobctl knows.
-    tables = table_sizes(database) if up_to_date else []
+    # Sizes only where the tables are the ones this jobctl knows (db_status reads them then).
+    tables = schema.tables
     if fmt is OutputFormat.JSON:
-        terminal.json({"database": database.where, "current": current,
-                       "latest": SCHEMA_REVISION, "up_to_date": up_to_date,
+        terminal.json({"database": schema.where, "current": schema.current,
+                       "latest": schema.latest, "up_to_date": schema.up_to_date,
                        "tables": [t.to_json() for t in tables]})
     else:
-        terminal.fields([("database", database.where), ("current", current or "none (empty)"),
-                         ("latest", SCHEMA_REVISION),
-                         ("status", "up to date" if up_to_date else "run `jobctl db upgrade`")],
+        terminal.fields([("database", schema.where),
+                         ("current", schema.current or "none (empty)"),
+                         ("latest", schema.latest),
+                         ("status", "up to date" if schema.up_to_date
+                          else "run `jobctl db upgrade`")],
                         fmt)
         if tables:
             terminal.out()
             terminal.table(["table", "rows", "size"],
                            [[t.table, t.rows, _size(t.bytes, fmt)] for t in tables], fmt)
-    if not up_to_date:
+    if not schema.up_to_date:
         raise typer.Exit(ExitCode.DATABASE)
 
 
@@ -109,15 +103,12 @@ def prune(
 
     Jobs that a job still waiting or running depends on are kept. Prints what was deleted (or,
     with --dry-run, what would be)."""
-    from jobctl.store.retention import DEFAULT_STATES
-    from jobctl.store.retention import prune as prune_jobs
-
     seconds = parse_duration(older_than, "--older-than")
     if seconds is None or seconds < 0:
         raise InvalidInput("--older-than must be 0s or more")
-    states = _final_states(state_) or list(DEFAULT_STATES)
+    states = _final_states(state_) or None  # None: every final state
     st = state(ctx)
-    pruned = prune_jobs(st.client().db, seconds, states, logs_only=logs_only, dry_run=dry_run)
+    pruned = st.client().prune(seconds, states, logs_only=logs_only, dry_run=dry_run)
     terminal = st.terminal
     if terminal.resolve(output) is OutputFormat.JSON:
         terminal.json(pruned.to_json())

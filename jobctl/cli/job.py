@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import typer
 
@@ -145,7 +144,7 @@ def submit(
         unique_key=unique_key,
         after=_parse_ids(after, "--after"),
         after_any=_parse_ids(after_any, "--after-any"),
-        **run_fields(input_path=input_, user=user, max_lost=max_lost),
+        **run_fields(input_path=input_, user=user, max_lost=max_lost, stdin=st.stdin),
     )
     client = st.client()
     if from_file is not None:
@@ -154,7 +153,7 @@ def submit(
         if wait or follow:
             raise InvalidInput("--wait and --follow work with one job, not with --from-file")
         specs = [JobSpec(argv=["/bin/sh", "-c", line], **template)
-                 for line in _read_command_lines(from_file)]
+                 for line in _read_command_lines(from_file, st.stdin)]
         ids = client.submit_many(specs)
         for job_id in ids:
             terminal.out(str(job_id))
@@ -177,11 +176,11 @@ def _parse_ids(text: str | None, option: str) -> tuple[int, ...]:
         raise InvalidInput(f"{option} takes job ids separated by commas, not {text!r}") from error
 
 
-def _read_command_lines(path: str) -> list[str]:
+def _read_command_lines(path: str, stdin: BinaryIO) -> list[str]:
     """The commands of a --from-file file: every line but blank ones and # comments, in order.
     A line that cannot be a command (not UTF-8, a NUL byte) rejects the file, naming the line."""
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        data = stdin.read() if path == "-" else Path(path).read_bytes()
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
     commands = []
@@ -275,7 +274,7 @@ def list_(
     if watch:
         from jobctl.cli.top import watch_changes
 
-        watch_changes(client.db, fetch, lambda jobs: _print_jobs(st.terminal, jobs, output))
+        watch_changes(client, fetch, lambda jobs: _print_jobs(st.terminal, jobs, output))
     else:
         _print_jobs(st.terminal, fetch(), output)
 

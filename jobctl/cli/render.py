@@ -18,9 +18,7 @@ the same table with every value whole.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -30,6 +28,8 @@ from jobctl.timeparse import format_age, format_duration, format_instant, isofor
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from jobctl.cli.app import IOStreams
 
 
 class OutputFormat(StrEnum):
@@ -88,12 +88,18 @@ def _json_safe(text: str) -> str:
 
 
 class Terminal:
-    """What we print to, and whether a person is reading it. Tests swap it."""
+    """What we print to, and whether a person is reading it: the run's `IOStreams` (the
+    process's by default; tests pass their own)."""
 
-    def __init__(self, no_color: bool = False) -> None:
-        self.stdout_is_tty = sys.stdout.isatty()
-        self.stderr_is_tty = sys.stderr.isatty()
-        self.no_color = no_color or "NO_COLOR" in os.environ
+    def __init__(self, io: IOStreams | None = None, no_color: bool = False) -> None:
+        if io is None:
+            from jobctl.cli.app import IOStreams
+
+            io = IOStreams.from_process()
+        self.io = io
+        self.stdout_is_tty = io.stdout_is_tty
+        self.stderr_is_tty = io.stderr_is_tty
+        self.no_color = no_color or io.no_color
 
     def resolve(self, fmt: OutputFormat | None) -> OutputFormat:
         if fmt is not None:
@@ -105,16 +111,14 @@ class Terminal:
         when set); None (as wide as its values) for `wide` and when stdout is not a terminal."""
         if fmt is not OutputFormat.TABLE or not self.stdout_is_tty:
             return None
-        import shutil
-
-        return max(1, shutil.get_terminal_size((80, 24)).columns)
+        return self.io.terminal_width()
 
     def out(self, text: str = "") -> None:
-        sys.stdout.write(text + "\n")
+        self.io.stdout.write(text + "\n")
 
     def err(self, text: str) -> None:
         """A one-line message on stderr; names in it cannot act on the terminal."""
-        sys.stderr.write(visible(text) + "\n")
+        self.io.stderr.write(visible(text) + "\n")
 
     def note(self, text: str) -> None:
         """A remark for a person: on a terminal only, never mixed into piped output."""
@@ -122,10 +126,7 @@ class Terminal:
             self.out(visible(text))
 
     def write_bytes(self, stream: str, data: bytes) -> None:
-        target = sys.stderr if stream == "stderr" else sys.stdout
-        target.flush()
-        target.buffer.write(data)
-        target.buffer.flush()
+        self.io.write_bytes(stream, data)
 
     def json(self, document: Any) -> None:
         import json
@@ -157,10 +158,8 @@ class Terminal:
         probe = Console(width=10**6, color_system=None)
         needed = Measurement.get(probe, probe.options, renderable).maximum
         if self.stdout_is_tty:
-            import shutil
-
-            console = Console(no_color=self.no_color, highlight=False,
-                              width=max(needed, shutil.get_terminal_size((80, 24)).columns))
+            console = Console(file=self.io.stdout, force_terminal=True, no_color=self.no_color,
+                              highlight=False, width=max(needed, self.io.terminal_width()))
             console.print(renderable)
             return
         console = Console(no_color=True, highlight=False, color_system=None, width=max(needed, 1))

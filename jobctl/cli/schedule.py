@@ -141,7 +141,8 @@ def add(
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
                      retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
                      label=label),
-        **run_fields(input_path=input_, user=user, max_lost=max_lost),
+        **run_fields(input_path=input_, user=user, max_lost=max_lost,
+                     stdin=st.stdin),
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,
@@ -353,14 +354,12 @@ def import_(
     zone. Each command runs with /bin/sh -c (or the crontab's SHELL); as in cron, the text after
     its first unescaped % is its standard input, each further % a newline. @reboot entries are
     skipped with a warning. Any other error imports nothing."""
-    import sys
-
     from jobctl.cron import CrontabError, is_system_crontab, parse_crontab
     from jobctl.models import MAX_INPUT_BYTES, JobSpec, Misfire, Overlap, ScheduleDefinition
 
     where = "<stdin>" if path == "-" else path
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        text = state(ctx).terminal.io.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from error
     except UnicodeDecodeError as error:

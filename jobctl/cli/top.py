@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +19,7 @@ from jobctl.errors import DatabaseUnavailable, InvalidInput
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from jobctl.store.engine import Database
+    from jobctl.client import Client
     from jobctl.store.stats import QueueReport, Snapshot
 
 T = TypeVar("T")
@@ -42,19 +41,17 @@ def top(
 
     Press q or Ctrl-C to leave. With --once (or when stdout is not a terminal) it prints one
     snapshot instead."""
-    from jobctl.store.stats import read_snapshot
-
     st = state(ctx)
     interval_s = max(MIN_REFRESH_S, parse_duration(interval, "--interval") or REFRESH_S)
     window_s = _positive(parse_duration(window, "--window"), "--window")
-    database = st.client().db
+    client = st.client()
     if once or not st.terminal.stdout_is_tty:
         # Cut to the terminal on one; whole values when piped.
         width = st.terminal.width(OutputFormat.TABLE)
-        st.terminal.print_rich(render_snapshot(read_snapshot(database, window_s=window_s),
-                                               database.where, width))
+        st.terminal.print_rich(render_snapshot(client.top_snapshot(window_s=window_s),
+                                               client.where, width))
         return
-    _live(database, st.terminal, interval_s, window_s)
+    _live(client, st.terminal, interval_s, window_s)
 
 
 def stats(
@@ -73,11 +70,9 @@ def stats(
 
     The JSON form (`-o json`) is meant for scripts and alerts; its rates are null when nothing
     finished in the window."""
-    from jobctl.store.stats import read_queue_stats
-
     st = state(ctx)
     window_s = _positive(parse_duration(window, "--window"), "--window")
-    report = read_queue_stats(st.client().db, window_s)
+    report = st.client().queue_stats(window_s)
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.IDS:
@@ -170,27 +165,25 @@ def render_snapshot(snap: Snapshot, where: str, width: int | None = None) -> Ren
 # --- the live view ------------------------------------------------------------------------------
 
 
-def _live(database: Database, terminal: Terminal, interval_s: float, window_s: float) -> None:
+def _live(client: Client, terminal: Terminal, interval_s: float, window_s: float) -> None:
     import logging
 
     from rich.live import Live
     from rich.text import Text
-
-    from jobctl.store.stats import read_snapshot
 
     # The listener's reconnect warnings would scribble over the full-screen view; the view
     # shows an unreachable database itself.
     logging.getLogger("jobctl.store.notify").addHandler(logging.NullHandler())
     logging.getLogger("jobctl.store.notify").propagate = False
     console = _console(terminal)
-    with _wake_ups(database) as woken, _keys() as read_key, contextlib.suppress(
+    with client.changes() as woken, _keys() as read_key, contextlib.suppress(
             KeyboardInterrupt), Live(Text("loading…"), console=console, screen=True,
                                      auto_refresh=False, transient=True) as live:
         while True:
             woken.clear()
             try:
-                view: RenderableType = render_snapshot(read_snapshot(database, window_s=window_s),
-                                                       database.where, console.width)
+                view: RenderableType = render_snapshot(client.top_snapshot(window_s=window_s),
+                                                       client.where, console.width)
             except DatabaseUnavailable as error:
                 view = Text(f"jobctl top: {error.message} (retrying; q to quit)", style="red")
             live.update(view, refresh=True)
@@ -201,27 +194,6 @@ def _live(database: Database, terminal: Terminal, interval_s: float, window_s: f
                     break
                 if read_key(min(0.1, interval_s - elapsed)) in ("q", "Q"):
                     return
-
-
-@contextlib.contextmanager
-def _wake_ups(database: Database) -> Iterator[threading.Event]:
-    """An event that PostgreSQL notifications (submits, ends, cancels, stops) set."""
-    woken = threading.Event()
-    listener = None
-    if database.is_postgres:
-        from jobctl.store import notify
-
-        listener = notify.Listener(
-            database.conninfo,
-            [notify.JOBS_CHANNEL, notify.DONE_CHANNEL, notify.CANCEL_CHANNEL,
-             notify.WORKER_CHANNEL],
-            lambda channel, payload: woken.set())
-        listener.start()
-    try:
-        yield woken
-    finally:
-        if listener is not None:
-            listener.stop()
 
 
 @contextlib.contextmanager
@@ -261,12 +233,12 @@ def _keys() -> Iterator[Callable[[float], str | None]]:
 _NOTHING = object()
 
 
-def watch_changes(database: Database, fetch: Callable[[], T], show: Callable[[T], None],
+def watch_changes(client: Client, fetch: Callable[[], T], show: Callable[[T], None],
                   interval_s: float = REFRESH_S) -> None:
     """Show `fetch()`'s result, then again each time it changes (like `kubectl get -w`), until
     interrupted. Polls every `interval_s`; PostgreSQL notifications make it look sooner."""
     last: object = _NOTHING
-    with _wake_ups(database) as woken:
+    with client.changes() as woken:
         while True:
             woken.clear()
             current = fetch()

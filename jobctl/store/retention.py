@@ -4,7 +4,8 @@ sizes of the tables, for `jobctl db prune` and `jobctl db status`.
 Pruning goes in batches of short transactions (a few thousand rows each), so it never holds a
 lock for long: workers keep claiming and completing meanwhile. A job is kept while a job that has
 not finished depends on it, since deleting it would leave that dependent waiting on nothing.
-Times come from the database clock.
+Times come from the database clock. Written against `store.direct.Conn` (the driver, no
+SQLAlchemy): `db prune` and the scheduler's retention run on a `DirectDatabase`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,54 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobctl.models import FINAL_STATES, JobState
-from jobctl.store.engine import Database
-from jobctl.store.schema import (
-    attempts,
-    db_now,
-    job_deps,
-    job_logs,
-    jobs,
-    metadata,
-)
+from jobctl.store.direct import Conn, Transactions
+from jobctl.store.reads import in_
 
 BATCH = 1000
 DEFAULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST,
                   JobState.SKIPPED)
+# jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
+TABLES = ("attempts", "job_deps", "job_logs", "jobs", "schedules", "workers", "workflows")
+
+_FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES))
+
+# Old enough: in one of the states asked for (:states, see `reads.in_`), and finished before
+# :cutoff. A job that ended without a finish time (none should) counts from its creation.
+_OLD_ENOUGH = "{states} AND coalesce(jobs.finished_at, jobs.created_at) < :cutoff"
+# Whether a job that has not reached a final state depends on the job: such a job is kept,
+# since deleting it would leave that dependent waiting on nothing.
+_NEEDED = f"""EXISTS (
+    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
+    WHERE job_deps.depends_on = jobs.id AND dependent.state NOT IN ({_FINAL_SQL}))"""
+
+COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {_NEEDED}"
+
+# The next batch by id (keyset: each batch starts after the last one's highest id).
+NEXT_BATCH = f"""
+SELECT id FROM jobs
+WHERE id > :after_id AND {_OLD_ENOUGH} AND NOT {_NEEDED}{{logs_only}}
+ORDER BY id LIMIT :batch{{lock}}"""
+# With --logs-only: only jobs that still have output.
+_HAS_LOGS = " AND EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id)"
+# PostgreSQL, when deleting: lock what we delete, so that a submit that makes one of them a
+# dependency (and locks it to check it exists) either waits for us or is seen by the check
+# above; SKIP LOCKED leaves rows someone is busy with for the next run. SQLite's write
+# transaction (BEGIN IMMEDIATE) holds the whole database already.
+_PG_LOCK = " FOR UPDATE OF jobs SKIP LOCKED"
+
+# What a batch holds, in one round trip: its output (chunks and bytes) and its attempts.
+COUNT_BATCH = """
+SELECT (SELECT count(*) FROM job_logs WHERE {logs}),
+       (SELECT coalesce(sum(length(data)), 0) FROM job_logs WHERE {logs}),
+       (SELECT count(*) FROM attempts WHERE {attempts})"""
+
+# Children first: the foreign keys cascade too, but explicit deletes do not depend on SQLite's
+# foreign_keys pragma being on for the connection. The jobs themselves only while final.
+DELETE_LOGS = "DELETE FROM job_logs WHERE {ids}"
+DELETE_ATTEMPTS = "DELETE FROM attempts WHERE {ids}"
+DELETE_DEPS = "DELETE FROM job_deps WHERE {ids}"
+DELETE_JOBS = f"DELETE FROM jobs WHERE {{ids}} AND state IN ({_FINAL_SQL})"
 
 
 @dataclass
@@ -52,53 +85,40 @@ class Pruned:
                 "dry_run": self.dry_run, "logs_only": self.logs_only}
 
 
-def _needed_by_unfinished() -> sa.ColumnElement[bool]:
-    """Whether some job that has not reached a final state depends on `jobs.id`."""
-    dependent = jobs.alias("dependent")
-    return sa.exists(
-        sa.select(1)
-        .select_from(job_deps.join(dependent, dependent.c.id == job_deps.c.job_id))
-        .where(job_deps.c.depends_on == jobs.c.id,
-               dependent.c.state.notin_([s.value for s in FINAL_STATES]))
-    )
-
-
-def _old_enough(states: Sequence[JobState], cutoff: Any) -> sa.ColumnElement[bool]:
-    # A job that ended without a finish time (none should) counts from its creation.
-    return sa.and_(jobs.c.state.in_([s.value for s in states]),
-                   sa.func.coalesce(jobs.c.finished_at, jobs.c.created_at) < cutoff)
-
-
 def check_states(states: Sequence[JobState]) -> None:
     unfinished = [s.value for s in states if not s.is_final]
     if unfinished:
         raise ValueError(f"only finished jobs can be pruned, not {', '.join(unfinished)}")
 
 
-def prune(database: Database, older_than_s: float, states: Sequence[JobState] = DEFAULT_STATES,
-          logs_only: bool = False, dry_run: bool = False, batch: int = BATCH) -> Pruned:
+def prune(database: Transactions, older_than_s: float,
+          states: Sequence[JobState] = DEFAULT_STATES, logs_only: bool = False,
+          dry_run: bool = False, batch: int = BATCH) -> Pruned:
     """Delete jobs in `states` that finished more than `older_than_s` ago, with their attempts
     and output (or, with `logs_only`, only their output). Jobs that an unfinished job depends on
-    are kept. The scheduler may call this periodically."""
+    are kept. The scheduler may call this periodically. `database`: a `DirectDatabase`."""
     check_states(states)
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
+    values = [state.value for state in states]
     with database.read() as connection:
-        cutoff = connection.execute(sa.select(db_now())).scalar_one() - timedelta(
-            seconds=older_than_s)
-        result.kept_for_dependents = connection.execute(
-            sa.select(sa.func.count()).select_from(jobs)
-            .where(_old_enough(states, cutoff), _needed_by_unfinished())
-        ).scalar_one()
+        conn = Conn.of(connection)
+        now = conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
+        # One cutoff for every batch, from the database clock.
+        cutoff = conn.time_param(now - timedelta(seconds=older_than_s))
+        where, params = in_(conn, "jobs.state", values, "states")
+        result.kept_for_dependents = int(conn.scalar(
+            COUNT_KEPT.format(states=where), {**params, "cutoff": cutoff}))
     after_id = 0
     while True:
         started = time.monotonic()
         with database.read() if dry_run else database.write() as connection:
-            ids = _next_batch(connection, states, cutoff, after_id, batch, logs_only, dry_run)
+            conn = Conn.of(connection)
+            ids = _next_batch(conn, values, cutoff, after_id, batch, logs_only, dry_run)
             if not ids:
                 break
             result.batches += 1
             after_id = ids[-1]
-            _count_or_delete(connection, ids, logs_only, dry_run, result)
+            _count_or_delete(conn, ids, logs_only, dry_run, result)
         if len(ids) < batch:
             break
         if not dry_run and not database.is_postgres:
@@ -109,49 +129,36 @@ def prune(database: Database, older_than_s: float, states: Sequence[JobState] = 
     return result
 
 
-def _next_batch(connection: sa.Connection, states: Sequence[JobState], cutoff: Any,
-                after_id: int, batch: int, logs_only: bool, dry_run: bool) -> list[int]:
-    query = (sa.select(jobs.c.id)
-             .where(jobs.c.id > after_id, _old_enough(states, cutoff),
-                    sa.not_(_needed_by_unfinished()))
-             .order_by(jobs.c.id).limit(batch))
-    if logs_only:
-        query = query.where(sa.exists(sa.select(1).where(job_logs.c.job_id == jobs.c.id)))
-    if not dry_run and connection.dialect.name == "postgresql":
-        # Lock what we delete, so that a submit that makes one of them a dependency (and locks
-        # it to check it exists) either waits for us or is seen by the check above; SKIP LOCKED
-        # leaves rows someone is busy with for the next run.
-        query = query.with_for_update(of=jobs, skip_locked=True)
-    return [row.id for row in connection.execute(query)]
+def _next_batch(conn: Conn, states: list[str], cutoff: Any, after_id: int, batch: int,
+                logs_only: bool, dry_run: bool) -> list[int]:
+    where, params = in_(conn, "jobs.state", states, "states")
+    sql = NEXT_BATCH.format(states=where, logs_only=_HAS_LOGS if logs_only else "",
+                            lock=_PG_LOCK if conn.is_postgres and not dry_run else "")
+    rows = conn.execute(sql, {**params, "cutoff": cutoff, "after_id": after_id,
+                              "batch": batch}).fetchall()
+    return [int(row[0]) for row in rows]
 
 
-def _count_or_delete(connection: sa.Connection, ids: list[int], logs_only: bool, dry_run: bool,
+def _count_or_delete(conn: Conn, ids: list[int], logs_only: bool, dry_run: bool,
                      result: Pruned) -> None:
-    chunks, size = connection.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(job_logs.c.data)),
-                                                    0))
-        .where(job_logs.c.job_id.in_(ids))
-    ).one()
+    by_job, params = in_(conn, "job_id", ids, "ids")
+    chunks, size, attempt_count = conn.execute(
+        COUNT_BATCH.format(logs=by_job, attempts=by_job), params).fetchone()
     result.log_chunks += int(chunks)
     result.log_bytes += int(size)
     if logs_only:
         if not dry_run:
-            connection.execute(sa.delete(job_logs).where(job_logs.c.job_id.in_(ids)))
+            conn.execute(DELETE_LOGS.format(ids=by_job), params)
         return
-    result.attempts += connection.execute(
-        sa.select(sa.func.count()).select_from(attempts).where(attempts.c.job_id.in_(ids))
-    ).scalar_one()
+    result.attempts += int(attempt_count)
     if dry_run:
         result.jobs += len(ids)
         return
-    # Children first: the foreign keys cascade too, but explicit deletes do not depend on
-    # SQLite's foreign_keys pragma being on for this connection.
-    connection.execute(sa.delete(job_logs).where(job_logs.c.job_id.in_(ids)))
-    connection.execute(sa.delete(attempts).where(attempts.c.job_id.in_(ids)))
-    connection.execute(sa.delete(job_deps).where(job_deps.c.job_id.in_(ids)))
-    result.jobs += connection.execute(
-        sa.delete(jobs).where(jobs.c.id.in_(ids),
-                              jobs.c.state.in_([s.value for s in FINAL_STATES]))).rowcount
+    conn.execute(DELETE_LOGS.format(ids=by_job), params)
+    conn.execute(DELETE_ATTEMPTS.format(ids=by_job), params)
+    conn.execute(DELETE_DEPS.format(ids=by_job), params)
+    by_id, params = in_(conn, "id", ids, "ids")
+    result.jobs += conn.execute(DELETE_JOBS.format(ids=by_id), params).rowcount
 
 
 # --- table sizes --------------------------------------------------------------------------------
@@ -167,32 +174,39 @@ class TableSize:
         return {"table": self.table, "rows": self.rows, "bytes": self.bytes}
 
 
-def table_sizes(database: Database) -> list[TableSize]:
+# Row counts of every table in one statement; on PostgreSQL with each one's on-disk size (its
+# indexes and TOAST included). The names are TABLES, never input.
+_COUNT_ROWS = " UNION ALL ".join(f"SELECT '{name}', count(*), NULL FROM {name}"
+                                 for name in TABLES)
+_PG_COUNT_ROWS_AND_SIZES = " UNION ALL ".join(
+    f"SELECT '{name}', count(*), pg_total_relation_size('{name}') FROM {name}" for name in TABLES)
+# SQLite: bytes per table, its indexes included, from the dbstat virtual table, which not every
+# build of SQLite has ("no such table: dbstat" then, and the sizes are unknown).
+SQLITE_SIZES = """
+SELECT m.tbl_name, SUM(s.pgsize) FROM dbstat AS s
+JOIN sqlite_master AS m ON m.name = s.name GROUP BY m.tbl_name"""
+
+
+def table_sizes(database: Transactions) -> list[TableSize]:
     """Row counts and on-disk sizes (with indexes and, on PostgreSQL, TOAST) of jobctl's tables."""
-    names = sorted(metadata.tables)
     with database.read() as connection:
-        rows = {name: connection.execute(
-            sa.select(sa.func.count()).select_from(metadata.tables[name])).scalar_one()
-            for name in names}
-        if database.is_postgres:
-            sizes = {name: connection.execute(
-                sa.text("SELECT pg_total_relation_size(CAST(:name AS regclass))"),
-                {"name": name}).scalar_one() for name in names}
-        else:
-            sizes = _sqlite_sizes(connection, names)
-    return [TableSize(name, int(rows[name]), None if sizes.get(name) is None
-                      else int(sizes[name])) for name in names]
+        conn = Conn.of(connection)
+        found = conn.execute(_PG_COUNT_ROWS_AND_SIZES if conn.is_postgres
+                             else _COUNT_ROWS).fetchall()
+        rows = {name: int(count) for name, count, _ in found}
+        sizes = ({name: size for name, _, size in found} if conn.is_postgres
+                 else _sqlite_sizes(conn))
+    return [TableSize(name, rows[name], None if (size := sizes.get(name)) is None else int(size))
+            for name in TABLES]
 
 
-def _sqlite_sizes(connection: sa.Connection, names: list[str]) -> dict[str, int | None]:
-    """Bytes per table, its indexes included, from the dbstat virtual table when SQLite was
-    built with it; nothing otherwise."""
+def _sqlite_sizes(conn: Conn) -> dict[str, int | None]:
+    import sqlite3
+
     try:
-        with connection.begin_nested():
-            found = connection.execute(sa.text(
-                "SELECT m.tbl_name AS name, SUM(s.pgsize) AS size FROM dbstat AS s "
-                "JOIN sqlite_master AS m ON m.name = s.name GROUP BY m.tbl_name")).all()
-    except sa.exc.OperationalError:  # no such table: dbstat
+        found = conn.execute(SQLITE_SIZES).fetchall()
+    except sqlite3.OperationalError as error:  # a failed prepare leaves the transaction as it was
+        if "dbstat" not in str(error):
+            raise
         return {}
-    by_name = {row.name: row.size for row in found}
-    return {name: by_name.get(name) for name in names}
+    return {name: size for name, size in found}

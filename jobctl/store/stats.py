@@ -2,6 +2,7 @@
 `jobctl stats` (per-queue depth, throughput and failure rate over a window).
 
 Each function reads in one short transaction and measures ages against the database clock.
+Written against `store.direct.Conn` (the driver, no SQLAlchemy): `top` and `stats` never need it.
 """
 
 from __future__ import annotations
@@ -10,19 +11,58 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
-from jobctl.models import JobState, WorkerInfo
+from jobctl.models import FINAL_STATES, JobState, WorkerInfo
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
-from jobctl.store.schema import db_now, jobs, workers
+from jobctl.store.direct import Conn, Transactions
 from jobctl.timeparse import isoformat_utc
 
-UNFINISHED = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
+# The state sets come from jobctl.models (FINAL_STATES), as everywhere in the store.
+UNFINISHED = sorted(state.value for state in JobState if not state.is_final)
+ENDED = sorted(state.value for state in FINAL_STATES)
 FAILED = [JobState.FAILED.value, JobState.LOST.value]  # what counts against the failure rate
-ENDED = [JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value,
-         JobState.LOST.value]
+
+
+def _values(states: list[str]) -> str:
+    return ", ".join(f"'{state}'" for state in states)
+
+
+# Everything `stats` counts, in one statement (one round trip), one branch per figure, each with
+# its own condition so that it keeps its own index:
+#   oldest  the longest-due queued job per queue (the claim index: queued rows only), jobs due
+#           later not counted. First: PostgreSQL types a UNION's NULL columns from the branches
+#           before them, and this one types the last column (a time);
+#   depth   jobs not finished, per queue and state (few rows: the claim index's states);
+#   ended   jobs that reached a final state within the window, per queue and state. Skipped
+#           occurrences are final too, but count as none of succeeded, failed or cancelled.
+# :now and :since are the database clock's time, read first (database_now), so that every
+# branch and every age is measured against one instant.
+QUEUE_STATS = f"""
+SELECT 'oldest', queue, NULL, NULL, min(run_at) FROM jobs
+WHERE state = 'queued' AND run_at <= :now
+GROUP BY queue
+UNION ALL
+SELECT 'depth', queue, state, count(*), NULL FROM jobs
+WHERE state IN ({_values(UNFINISHED)})
+GROUP BY queue, state
+UNION ALL
+SELECT 'ended', queue, state, count(*), NULL FROM jobs
+WHERE state IN ({_values(ENDED)}) AND finished_at >= :since
+GROUP BY queue, state"""
+
+# The running jobs, longest-running first, with the name of the worker that runs each.
+RUNNING_JOBS = """
+SELECT jobs.id, jobs.name, jobs.queue, jobs.started_at, workers.name
+FROM jobs LEFT OUTER JOIN workers ON workers.id = jobs.worker_id
+WHERE jobs.state = 'running'
+ORDER BY jobs.started_at, jobs.id
+LIMIT :limit"""
+
+# The latest failures (failed or lost), newest first.
+RECENT_FAILURES = f"""
+SELECT id, name, queue, state, exit_code, error, finished_at FROM jobs
+WHERE state IN ({_values(FAILED)})
+ORDER BY finished_at DESC, id DESC
+LIMIT :limit"""
 
 
 @dataclass
@@ -108,41 +148,35 @@ class Snapshot:
     running_total: int = 0
 
 
-def database_now(connection: sa.Connection) -> datetime:
-    now: datetime = connection.execute(sa.select(db_now())).scalar_one()
-    return now
+def database_now(connection: Any) -> datetime:
+    conn = Conn.of(connection)
+    return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
 
 
-def queue_stats(connection: sa.Connection, window_s: float) -> QueueReport:
-    now = database_now(connection)
+def queue_stats(connection: Any, window_s: float) -> QueueReport:
+    conn = Conn.of(connection)
+    now = database_now(conn)
     since = now - timedelta(seconds=window_s)
     by_queue: dict[str, QueueStats] = {}
 
     def stats(queue: str) -> QueueStats:
         return by_queue.setdefault(queue, QueueStats(queue))
 
-    unfinished = (sa.select(jobs.c.queue, jobs.c.state, sa.func.count().label("n"))
-                  .where(jobs.c.state.in_(UNFINISHED)).group_by(jobs.c.queue, jobs.c.state))
-    for row in connection.execute(unfinished):
-        setattr(stats(row.queue), row.state, row.n)
-    ended = (sa.select(jobs.c.queue, jobs.c.state, sa.func.count().label("n"))
-             .where(jobs.c.state.in_(ENDED), jobs.c.finished_at >= since)
-             .group_by(jobs.c.queue, jobs.c.state))
-    for row in connection.execute(ended):
-        entry = stats(row.queue)
-        if row.state == JobState.SUCCEEDED.value:
-            entry.succeeded += row.n
-        elif row.state == JobState.CANCELLED.value:
-            entry.cancelled += row.n
-        else:
-            entry.failed += row.n
-    # Served by the claim index (queued rows only).
-    oldest = (sa.select(jobs.c.queue, sa.func.min(jobs.c.run_at).label("due"))
-              .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_at <= now)
-              .group_by(jobs.c.queue))
-    for row in connection.execute(oldest):
-        if row.due is not None:
-            stats(row.queue).oldest_queued_s = max(0.0, (now - row.due).total_seconds())
+    rows = conn.execute(QUEUE_STATS, {"now": conn.time_param(now),
+                                      "since": conn.time_param(since)}).fetchall()
+    for figure, queue, state, count, due in rows:
+        entry = stats(queue)
+        if figure == "depth":
+            setattr(entry, state, count)
+        elif figure == "ended":
+            if state == JobState.SUCCEEDED.value:
+                entry.succeeded += count
+            elif state == JobState.CANCELLED.value:
+                entry.cancelled += count
+            elif state in FAILED:
+                entry.failed += count
+        elif due is not None:
+            entry.oldest_queued_s = max(0.0, (now - conn.time_not_null(due)).total_seconds())
     queues = [by_queue[name] for name in sorted(by_queue)]
     return QueueReport(now, window_s, queues, _total(queues))
 
@@ -157,41 +191,31 @@ def _total(queues: list[QueueStats]) -> QueueStats:
     return total
 
 
-def snapshot(connection: sa.Connection, *, window_s: float = 3600.0, running_limit: int = 30,
+def snapshot(connection: Any, *, window_s: float = 3600.0, running_limit: int = 30,
              failures_limit: int = 10) -> Snapshot:
-    report = queue_stats(connection, window_s)
+    conn = Conn.of(connection)
+    report = queue_stats(conn, window_s)
     now = report.now
-    running_query = (
-        sa.select(jobs.c.id, jobs.c.name, jobs.c.queue, jobs.c.started_at,
-                  workers.c.name.label("worker"))
-        .select_from(jobs.outerjoin(workers, workers.c.id == jobs.c.worker_id))
-        .where(jobs.c.state == JobState.RUNNING.value)
-        .order_by(jobs.c.started_at, jobs.c.id)
-        .limit(running_limit)
-    )
-    running = [RunningJob(row.id, row.name, row.queue, row.worker, row.started_at,
-                          None if row.started_at is None
-                          else max(0.0, (now - row.started_at).total_seconds()))
-               for row in connection.execute(running_query)]
-    failures_query = (
-        sa.select(jobs.c.id, jobs.c.name, jobs.c.queue, jobs.c.state, jobs.c.exit_code,
-                  jobs.c.error, jobs.c.finished_at)
-        .where(jobs.c.state.in_(FAILED))
-        .order_by(jobs.c.finished_at.desc(), jobs.c.id.desc())
-        .limit(failures_limit)
-    )
-    failures = [FailedJob(row.id, row.name, row.queue, row.state, row.exit_code, row.error,
-                          row.finished_at) for row in connection.execute(failures_query)]
-    return Snapshot(now=now, report=report,
-                    workers=worker_rows.list_workers(Conn.of(connection)),
+    running = []
+    for id_, name, queue, started_at, worker in conn.execute(
+            RUNNING_JOBS, {"limit": running_limit}).fetchall():
+        started = conn.time(started_at)
+        running.append(RunningJob(id_, name, queue, worker, started,
+                                  None if started is None
+                                  else max(0.0, (now - started).total_seconds())))
+    failures = [FailedJob(id_, name, queue, state, exit_code, error, conn.time(finished_at))
+                for id_, name, queue, state, exit_code, error, finished_at in conn.execute(
+                    RECENT_FAILURES, {"limit": failures_limit}).fetchall()]
+    return Snapshot(now=now, report=report, workers=worker_rows.list_workers(conn),
                     running=running, failures=failures, running_total=report.total.running)
 
 
-def read_snapshot(database: Database, **options: Any) -> Snapshot:
+def read_snapshot(database: Transactions, **options: Any) -> Snapshot:
+    """One snapshot, in one read transaction of `database` (a `DirectDatabase`)."""
     with database.read() as connection:
         return snapshot(connection, **options)
 
 
-def read_queue_stats(database: Database, window_s: float) -> QueueReport:
+def read_queue_stats(database: Transactions, window_s: float) -> QueueReport:
     with database.read() as connection:
         return queue_stats(connection, window_s)

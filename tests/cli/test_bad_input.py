@@ -1,4 +1,5 @@
-"""Malformed invocations, through the real `jobctl` executable, on both backends.
+"""Malformed invocations, run in-process (`run_cli`; one through the real `jobctl` executable),
+on both backends.
 
 Each one must exit with its documented code, say why in exactly one line on stderr that starts
 `jobctl: error: ` (no traceback, nothing on stdout), and leave the database exactly as it was:
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from inprocess import JOBCTL, run_cli
 
 from jobctl.models import MAX_INPUT_BYTES, JobSpec, JobState
 from jobctl.store import jobs, queue
@@ -29,7 +30,6 @@ from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 from jobctl.store.schema import metadata
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 UNKNOWN = "987654"  # an id that no test database holds
 HUGE = str(2**64)  # an id no database can hold
@@ -46,18 +46,12 @@ class Result:
     seconds: float
 
 
-def jobctl(*args: str, url: str | None, extra_env: dict[str, str] | None = None,
-           timeout: float = 60) -> Result:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    if url is not None:
-        env["JOBCTL_DATABASE_URL"] = url
+def jobctl(*args: str, url: str | None, extra_env: dict[str, str] | None = None) -> Result:
+    env = {} if url is None else {"JOBCTL_DATABASE_URL": url}
     env.update(extra_env or {})
     started = time.monotonic()
-    proc = subprocess.run(
-        [JOBCTL, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    result = run_cli(*args, env=env)
+    return Result(result.exit_code, result.stdout, result.stderr, time.monotonic() - started)
 
 
 def assert_one_line_error(result: Result, code: int) -> str:
@@ -278,6 +272,19 @@ def test_malformed_invocation(case: Case, seeded: Seeded) -> None:
     for fragment in case.says:
         assert _fill(fragment, seeded).lower() in message.lower(), message
     assert snapshot(seeded.url) == before, "the database changed"
+
+
+def test_a_malformed_invocation_through_the_console_script(seeded: Seeded) -> None:
+    """The installed `jobctl` script exits with the code `run` returns, one line on stderr."""
+    before = snapshot(seeded.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env["JOBCTL_DATABASE_URL"] = seeded.url
+    proc = subprocess.run([JOBCTL, "job", "submit", "--timeout", "5x", "--", "echo"], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          check=False)
+    message = assert_one_line_error(Result(proc.returncode, proc.stdout, proc.stderr, 0.0), 2)
+    assert "5x" in message
+    assert snapshot(seeded.url) == before
 
 
 def test_at_least_eighteen_distinct_cases() -> None:

@@ -1,27 +1,24 @@
-"""Configuration through the real executable: profiles in $XDG_CONFIG_HOME/jobctl/config.toml,
-precedence flag > env > profile > file > default, `config show` and `config path`, errors that
-name the file, and passwords that never appear in any output."""
+"""Configuration, run in-process (`run_cli`; once through the real executable): profiles in
+$XDG_CONFIG_HOME/jobctl/config.toml, precedence flag > env > profile > file > default, `config
+show` and `config path`, errors that name the file, and passwords that never appear in any
+output."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from inprocess import JOBCTL, Result, run_cli
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 SECRET = "s3cr3t-Pa55"
 
 
-def jobctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    return subprocess.run([JOBCTL, *args], env={**base, **(env or {})},
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-                          check=False)
+def jobctl(*args: str, env: dict[str, str] | None = None) -> Result:
+    return run_cli(*args, env=env)
 
 
 def show(*args: str, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
@@ -110,6 +107,20 @@ def test_an_unknown_profile_names_the_file(config_file: Path, tmp_path: Path) ->
         assert result.stderr == (f"jobctl: error: no profile 'staging' in config file "
                                  f"{config_file} (profiles: empty, prod)\n")
     assert jobctl("--profile", "staging", "config", "show").returncode == 2
+
+
+def test_a_profile_from_the_environment_through_the_console_script(config_file: Path,
+                                                                   tmp_path: Path) -> None:
+    """A real process: JOBCTL_PROFILE from its environment, the config file under its
+    XDG_CONFIG_HOME, the exit code from the console script."""
+    write_config(config_file, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env["JOBCTL_PROFILE"] = "staging"
+    result = subprocess.run([JOBCTL, "job", "list"], env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert result.stderr == (f"jobctl: error: no profile 'staging' in config file "
+                             f"{config_file} (profiles: empty, prod)\n")
 
 
 def test_invalid_toml_names_the_file_and_line(config_file: Path) -> None:

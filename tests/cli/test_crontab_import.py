@@ -1,4 +1,5 @@
-"""`jobctl schedule import` of real crontabs through the real executable (SQLite): @reboot skipped
+"""`jobctl schedule import` of real crontabs, run in-process (`run_cli`, SQLite; a pipe into the
+real executable once): @reboot skipped
 with a warning (or refused with --strict), `%` as the job's standard input, and system crontabs
 (/etc/crontab, /etc/cron.d/*) whose user field becomes the job's user."""
 
@@ -8,26 +9,21 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from crontab_samples import DEBIAN_ETC_CRONTAB, DEBIAN_ETC_CRONTAB_ENTRIES, DEBIAN_EXAMPLE
+from inprocess import JOBCTL, Result, run_cli
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin"
 
 
-def run(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = url
-    return subprocess.run([JOBCTL, *args], env=env, input=stdin,
-                          stdin=subprocess.DEVNULL if stdin is None else None,
-                          capture_output=True, text=True, timeout=60, check=False)
+def run(url: str, *args: str, stdin: str | None = None) -> Result:
+    return run_cli(*args, env={"JOBCTL_DATABASE_URL": url}, stdin=stdin or "")
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+def ok(result: Result) -> Result:
     assert result.returncode == 0, f"stdout={result.stdout!r} stderr={result.stderr!r}"
     assert "Traceback" not in result.stderr
     return result
@@ -202,3 +198,16 @@ def test_standard_input_is_a_user_crontab_unless_system(sqlite_url: str) -> None
     bad = run(sqlite_url, "schedule", "import", "-", "--system", stdin="@reboot\n")
     assert bad.returncode == 2
     assert bad.stderr == "jobctl: error: <stdin>:1: expected a user and a command after @reboot\n"
+
+
+def test_a_crontab_piped_to_the_console_script(sqlite_url: str) -> None:
+    """A real pipe into the installed executable: `schedule import -` reads all of it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env["JOBCTL_DATABASE_URL"] = sqlite_url
+    result = subprocess.run([JOBCTL, "schedule", "import", "-", "--prefix", "piped"], env=env,
+                            input="*/5 * * * * /usr/local/bin/poll\n", capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result
+    assert "created 1 schedule" in result.stderr, result
+    listed = schedules(sqlite_url)
+    assert listed["piped-1"]["job"]["argv"] == ["/bin/sh", "-c", "/usr/local/bin/poll"]

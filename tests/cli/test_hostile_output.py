@@ -1,6 +1,7 @@
 """Names, commands, labels, errors and host names full of terminal escapes (kubectl's
 CVE-2021-25743), and values too long for 80 columns, through every listing of the real `jobctl`
-executable (SQLite): in a pseudo-terminal (tables), piped (plain rows), `-o wide` and JSON.
+executable (SQLite): in a pseudo-terminal (tables), piped (plain rows, run in-process), `-o wide`
+and JSON.
 
 - Nothing a user or a job supplied reaches the terminal as a control character: ESC, BEL, CSI,
   OSC, the 8-bit CSI (U+009B), DEL, CR, tab, newline, bidi overrides and line separators come out
@@ -21,7 +22,6 @@ import re
 import select
 import struct
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inprocess import JOBCTL, run_cli
 from rich.cells import cell_len
 
 from jobctl.cli.render import plain_field, visible
@@ -39,8 +40,6 @@ from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome, OutputChunk
-
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
 # Sets the window title, turns text red, clears the screen (7-bit and 8-bit CSI), rings the bell,
 # deletes, returns the carriage, breaks the line, reverses the text, and looks like Rich markup.
@@ -65,15 +64,15 @@ class Seeded:
 
 def jobctl(url: str, *args: str, columns: int | None = None,
            tty: bool = False) -> tuple[str, str]:
-    """(stdout, stderr) of a successful run: piped, or in a pseudo-terminal `columns` wide
-    (TERM=dumb: Rich prints no escapes of its own, so any escape in the output is a leak)."""
+    """(stdout, stderr) of a successful run: piped (in-process, `run_cli`), or through the real
+    executable in a pseudo-terminal `columns` wide (TERM=dumb: Rich prints no escapes of its
+    own, so any escape in the output is a leak)."""
+    if not tty:
+        result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
+        assert result.exit_code == 0, result
+        return result.stdout, result.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
     env.update(JOBCTL_DATABASE_URL=url)
-    if not tty:
-        result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                                capture_output=True, timeout=60, check=False)
-        assert result.returncode == 0, result
-        return result.stdout.decode(), result.stderr.decode()
     env.update(TERM="dumb", LINES="50", COLUMNS=str(columns or 80))
     env.pop("NO_COLOR", None)
     controller, terminal = pty.openpty()
@@ -140,7 +139,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
                 data.ids[key], _ = jobs.submit(connection, spec)
         for key, worker in (("failed", evil_worker), ("running", plain_worker)):
             with database.write() as connection:
-                [claimed] = queue.claim(Conn.of(connection), worker, ["default"], 1, 600.0)
+                [claimed] = queue.claim(Conn.of(connection), worker,
+                                        queue.Claim(["default"], 1, 600.0))
                 assert claimed.id == data.ids[key]
         with database.write() as connection:
             queue.write_output(Conn.of(connection), [
@@ -366,10 +366,7 @@ def test_schedule_and_workflow_names_in_messages_are_escaped(seeded: Seeded,
 def test_an_error_naming_hostile_text_is_one_inert_line(seeded: Seeded, tmp_path: Path) -> None:
     workflow = tmp_path / "bad.toml"
     workflow.write_text('[tasks."b\\u001b[2Jx"]\ncommand = "true"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = seeded.url
-    result = subprocess.run([JOBCTL, "workflow", "run", str(workflow)], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = run_cli("workflow", "run", str(workflow), env={"JOBCTL_DATABASE_URL": seeded.url})
     assert result.returncode == 2
     assert "\x1b" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert "b\\x1b[2Jx" in result.stderr

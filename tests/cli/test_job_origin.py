@@ -4,20 +4,13 @@ when not scheduled; `job list --schedule NAME` lists one schedule's jobs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
+from inprocess import run_cli
 
 
 def run(url: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = url
-    result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
     assert result.returncode == 0, result
     return result.stdout
 

@@ -1,21 +1,19 @@
 """docs/json.md documents every JSON field jobctl emits, and only those: each `## name` table there
-is compared with the keys the real executable prints. To cover a new kind of object, add a
-section to docs/json.md and an entry to EMITTERS. Also: the same times read as ages in tables
-and as ISO 8601 UTC in plain output and JSON."""
+is compared with the keys jobctl prints (run in-process: `run_cli`). To cover a new kind of
+object, add a section to docs/json.md and an entry to EMITTERS. Also: the same times read as
+ages in tables and as ISO 8601 UTC in plain output and JSON."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from inprocess import run_cli
 
 from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec, JobState
@@ -25,7 +23,6 @@ from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 DOC = ROOT / "docs" / "json.md"
 
 
@@ -42,11 +39,8 @@ def documented() -> dict[str, list[str]]:
 
 
 def jobctl(url: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = url
-    result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result
+    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
+    assert result.exit_code == 0, result
     return result.stdout
 
 

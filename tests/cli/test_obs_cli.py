@@ -1,5 +1,6 @@
-"""The operator's commands through the real `jobctl` executable: `top --once` and the live view in
-a pseudo-terminal, `stats`, `db prune`, `db status` with table sizes, and `job list --watch`."""
+"""The operator's commands: `top --once`, `stats`, `db prune` and `db status` with table sizes run
+in-process (`run_cli`); the live view of `top` in a pseudo-terminal and `job list --watch`
+(stopped by SIGINT) through the real `jobctl` executable."""
 
 from __future__ import annotations
 
@@ -9,23 +10,17 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from inprocess import JOBCTL, Result, run_cli
 from obs_seed import Seeded, seed
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
-
-def jobctl(url: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = url
-    result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60, check=False)
+def jobctl(url: str, *args: str, expect: int = 0) -> Result:
+    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
     assert result.returncode == expect, result
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -35,7 +30,7 @@ def jobctl(url: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess
 def seeded(db_url: str) -> Iterator[Seeded]:
     data = seed(db_url)
     yield data
-    data.database.dispose()
+    data.close()
 
 
 # --- top ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The output contract, through the real `jobctl` executable with stdout piped (and once on a
-terminal): bare ids, tab-separated tables with a header, JSON with ISO 8601 UTC times, filters,
-and job names that look like Rich markup printed as they are."""
+"""The output contract with stdout piped (and once on a terminal): bare ids, tab-separated tables
+with a header, JSON with ISO 8601 UTC times, filters, and job names that look like Rich markup
+printed as they are. Run in-process (`run_cli`); the terminal, `--version`, help and import
+probes through the real `jobctl` executable."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
+from inprocess import JOBCTL, Result, run_cli
 
 from jobctl import __version__
 from jobctl.cli.app import COMMANDS, load_command, root_group, run
@@ -29,21 +31,26 @@ from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 MARKUP = "[bold]x[/bold]"
 HEADER = ["ID", "NAME", "QUEUE", "STATE", "ATTEMPT", "EXIT", "CREATED", "DURATION", "COMMAND"]
 
 
-def jobctl(url: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def jobctl(url: str | None, *args: str, check: bool = True) -> Result:
+    result = run_cli(*args, env={} if url is None else {"JOBCTL_DATABASE_URL": url})
+    if check:
+        assert result.exit_code == 0, result
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def jobctl_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed executable, for what its process decides (the `--version` fast path)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    if url is not None:
-        env["JOBCTL_DATABASE_URL"] = url
     result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
-    if check:
-        assert result.returncode == 0, result
-        assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result
+    assert "Traceback" not in result.stderr, result.stderr
     return result
 
 
@@ -347,7 +354,7 @@ def test_markup_in_a_name_is_printed_literally_on_a_terminal(seeded: Jobs) -> No
 
 
 def test_version() -> None:
-    result = jobctl(None, "--version")
+    result = jobctl_process("--version")
     assert re.fullmatch(r"jobctl [0-9]+\.[0-9]+\.[0-9]+\S*\n", result.stdout), result.stdout
     assert __version__ in result.stdout
 
@@ -381,7 +388,7 @@ def test_help_of_every_command(path: tuple[str, ...], capsys: pytest.CaptureFixt
 
 
 def test_help_through_the_executable() -> None:
-    result = jobctl(None, "job", "submit", "--help")
+    result = jobctl_process("job", "submit", "--help")
     assert result.stdout.startswith("Usage: jobctl job submit")
     assert "--unique-key" in result.stdout
 

@@ -1,27 +1,20 @@
-"""`jobctl schedule …` through the real executable (SQLite): exit codes and one-line errors for bad
+"""`jobctl schedule …` run in-process (`run_cli`, SQLite): exit codes and one-line errors for bad
 input, what `show`/`next` print, and `schedule import` of a crontab."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
-
-
-def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = url
-    return subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=60, check=False)
+from inprocess import Result, run_cli
 
 
-def error_of(result: subprocess.CompletedProcess[str], code: int) -> str:
+def run(url: str, *args: str) -> Result:
+    return run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
+
+
+def error_of(result: Result, code: int) -> str:
     where = f"stdout={result.stdout!r} stderr={result.stderr!r}"
     assert result.returncode == code, where
     assert "Traceback" not in result.stderr, where

@@ -14,7 +14,7 @@ from jobctl.errors import NotFound
 from jobctl.models import Delivery, JobSpec, JobState
 from jobctl.store import jobs, queue, reads, workflows
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 from jobctl.workflow import load
@@ -26,6 +26,14 @@ def db(db_url: str) -> Iterator[Database]:
     database.ensure_schema()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def direct(db: Database) -> Iterator[DirectDatabase]:
+    """The same database on the driver road, in production's transaction modes (workflows)."""
+    database = db.direct()
+    yield database
+    database.close()
 
 
 def register(db: Database) -> int:
@@ -223,12 +231,12 @@ needs_any = ["c"]
 """
 
 
-def test_workflow_start_fail_and_retry(db: Database) -> None:
+def test_workflow_start_fail_and_retry(db: Database, direct: DirectDatabase) -> None:
     worker = register(db)
-    with db.write() as connection:
+    with direct.write() as connection:
         wid = workflows.start(connection, load(DIAMOND, "d.toml"), {"day": "mon"})
     assert wid is not None
-    with db.read() as connection:
+    with direct.read() as connection:
         wf = workflows.get(connection, wid)
     assert wf is not None
     assert [t.task for t in wf.tasks] == ["a", "b", "c", "d", "e"]
@@ -248,34 +256,34 @@ def test_workflow_start_fail_and_retry(db: Database) -> None:
     assert state(db, ids["d"]) == (JobState.FAILED, f"dependency {ids['c']} failed")
     assert state(db, ids["e"])[0] is JobState.QUEUED
     run(db, worker)  # e
-    with db.read() as connection:
+    with direct.read() as connection:
         assert workflows.get(connection, wid).state.value == "failed"  # type: ignore[union-attr]
-    with db.write() as connection:
+    with direct.write() as connection:
         again = workflows.retry(connection, wid)
     assert sorted(again) == sorted([ids["c"], ids["d"]])
     assert state(db, ids["c"])[0] is JobState.QUEUED
     assert state(db, ids["d"])[0] is JobState.WAITING
     assert run(db, worker) == [ids["c"]]
     assert run(db, worker) == [ids["d"]]
-    with db.read() as connection:
+    with direct.read() as connection:
         wf = workflows.get(connection, wid)
     assert wf is not None and wf.state.value == "succeeded"
     assert {t.task: t.attempt for t in wf.tasks} == {"a": 1, "b": 1, "c": 2, "d": 1, "e": 1}
 
 
-def test_workflow_cancel_and_schedule_uniqueness(db: Database) -> None:
+def test_workflow_cancel_and_schedule_uniqueness(direct: DirectDatabase) -> None:
     from datetime import UTC, datetime
 
     definition = load(DIAMOND, "d.toml")
     fire = datetime(2024, 1, 1, tzinfo=UTC)
-    with db.write() as connection:
+    with direct.write() as connection:
         wid = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
         again = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
     assert wid is not None and again is None
-    with db.write() as connection:
+    with direct.write() as connection:
         cancelled = workflows.cancel(connection, wid)
     assert len(cancelled) == 5
-    with db.read() as connection:
+    with direct.read() as connection:
         wf = workflows.get(connection, wid)
     assert wf is not None
     assert {t.state for t in wf.tasks} == {JobState.CANCELLED}

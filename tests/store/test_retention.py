@@ -12,14 +12,14 @@ from obs_seed import Seeded, seed
 
 from jobctl.models import JobState
 from jobctl.store import retention
-from jobctl.store.schema import attempts, db_now, job_deps, job_logs, jobs
+from jobctl.store.schema import attempts, db_now, job_deps, job_logs, jobs, metadata
 
 
 @pytest.fixture
 def seeded(db_url: str) -> Iterator[Seeded]:
     data = seed(db_url)
     yield data
-    data.database.dispose()
+    data.close()
 
 
 def job_names(seeded: Seeded) -> set[str]:
@@ -43,7 +43,7 @@ def test_prune_deletes_old_finished_jobs_and_keeps_the_rest(seeded: Seeded) -> N
     assert job_names(seeded) == everything
     assert rows_of(seeded, job_logs, "old-ok") == 4 and rows_of(seeded, attempts, "old-ok") == 1
 
-    pruned = retention.prune(seeded.database, 30 * 86_400.0)
+    pruned = retention.prune(seeded.direct, 30 * 86_400.0)
 
     # "needed" is as old as the others, but the waiting job depends on it; "needed-by-done"
     # goes, since the only job that depends on it has finished.
@@ -66,23 +66,23 @@ def test_prune_deletes_old_finished_jobs_and_keeps_the_rest(seeded: Seeded) -> N
     with seeded.database.write() as connection:
         connection.execute(sa.update(jobs).where(jobs.c.id == seeded["waiting"])
                            .values(state=JobState.CANCELLED.value, finished_at=db_now()))
-    again = retention.prune(seeded.database, 30 * 86_400.0)
+    again = retention.prune(seeded.direct, 30 * 86_400.0)
     assert again.jobs == 1 and again.kept_for_dependents == 0
     assert "needed" not in job_names(seeded)
 
 
 def test_a_dry_run_counts_the_same_and_deletes_nothing(seeded: Seeded) -> None:
-    dry = retention.prune(seeded.database, 30 * 86_400.0, dry_run=True)
+    dry = retention.prune(seeded.direct, 30 * 86_400.0, dry_run=True)
     assert job_names(seeded) == set(seeded.ids)
     assert rows_of(seeded, job_logs, "old-ok") == 4
-    real = retention.prune(seeded.database, 30 * 86_400.0)
+    real = retention.prune(seeded.direct, 30 * 86_400.0)
     assert dry.dry_run and not real.dry_run
     assert (dry.jobs, dry.attempts, dry.log_chunks, dry.log_bytes, dry.kept_for_dependents) == (
         real.jobs, real.attempts, real.log_chunks, real.log_bytes, real.kept_for_dependents)
 
 
 def test_logs_only_keeps_jobs_and_attempts(seeded: Seeded) -> None:
-    pruned = retention.prune(seeded.database, 30 * 86_400.0, logs_only=True)
+    pruned = retention.prune(seeded.direct, 30 * 86_400.0, logs_only=True)
     assert job_names(seeded) == set(seeded.ids)
     assert pruned.jobs == 0 and pruned.log_chunks == 16
     assert rows_of(seeded, job_logs, "old-ok") == 0
@@ -92,30 +92,31 @@ def test_logs_only_keeps_jobs_and_attempts(seeded: Seeded) -> None:
 
 
 def test_only_the_states_asked_for_and_older_than_the_cutoff(seeded: Seeded) -> None:
-    pruned = retention.prune(seeded.database, 30 * 86_400.0, states=[JobState.FAILED])
+    pruned = retention.prune(seeded.direct, 30 * 86_400.0, states=[JobState.FAILED])
     assert set(seeded.ids) - job_names(seeded) == {"old-failed", "needed-by-done"}
     assert pruned.jobs == 2
     # Nothing finished more than 50 days ago.
-    assert retention.prune(seeded.database, 50 * 86_400.0).jobs == 0
+    assert retention.prune(seeded.direct, 50 * 86_400.0).jobs == 0
     # A cutoff of zero takes recent jobs too, but never an unfinished one.
-    retention.prune(seeded.database, 0.0)
+    retention.prune(seeded.direct, 0.0)
     assert job_names(seeded) == {"needed", "running", "batch-running", "queued", "waiting"}
 
 
 def test_batches_are_small_transactions_that_together_take_everything(seeded: Seeded) -> None:
-    pruned = retention.prune(seeded.database, 30 * 86_400.0, batch=2)
+    pruned = retention.prune(seeded.direct, 30 * 86_400.0, batch=2)
     assert pruned.batches == 3
     assert job_names(seeded) == set(seeded.ids) - OLD_PRUNABLE
 
 
 def test_an_unfinished_state_cannot_be_pruned(seeded: Seeded) -> None:
     with pytest.raises(ValueError, match="queued"):
-        retention.prune(seeded.database, 0.0, states=[JobState.QUEUED])
+        retention.prune(seeded.direct, 0.0, states=[JobState.QUEUED])
     assert job_names(seeded) == set(seeded.ids)
 
 
 def test_table_sizes_count_rows(seeded: Seeded) -> None:
-    sizes = {t.table: t for t in retention.table_sizes(seeded.database)}
+    sizes = {t.table: t for t in retention.table_sizes(seeded.direct)}
+    assert list(retention.TABLES) == sorted(metadata.tables)  # every table of the schema
     assert {"jobs", "attempts", "job_logs", "workers", "job_deps"} <= set(sizes)
     assert sizes["jobs"].rows == len(seeded.ids)
     assert sizes["workers"].rows == 2
