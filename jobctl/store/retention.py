@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from jobctl.models import FINAL_STATES, JobState
+from jobctl.models import FINAL_STATES, JobState, sql_states
 from jobctl.store.direct import Conn, Transactions
 from jobctl.store.reads import in_
 
 BATCH = 1000
-DEFAULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST,
-                  JobState.SKIPPED)
+DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
 TABLES = ("attempts", "job_deps", "job_logs", "jobs", "schedules", "workers", "workflows")
 
-_FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES))
+_FINAL_SQL = sql_states(FINAL_STATES)
 
 # Old enough: in one of the states asked for (:states, see `reads.in_`), and finished before
 # :cutoff. A job that ended without a finish time (none should) counts from its creation.
