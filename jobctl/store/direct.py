@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
 from jobctl.store import SCHEMA_REVISION
@@ -203,18 +203,6 @@ def _for_psycopg(sql: str) -> str:
         translated = _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
         _translated[sql] = translated
     return translated
-
-
-class Transactions(Protocol):
-    """What a store function that runs its own transactions needs of a database (retention's
-    batches, the summaries of `store.stats`): a `DirectDatabase`, or during the move off
-    SQLAlchemy its `store.engine.Database`, whose connections `Conn.of` takes."""
-
-    is_postgres: bool
-
-    def read(self) -> contextlib.AbstractContextManager[Any]: ...
-
-    def write(self) -> contextlib.AbstractContextManager[Any]: ...
 
 
 class DirectDatabase:

@@ -24,29 +24,6 @@ from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
 
 
-def _row_values(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "queue": spec.queue,
-        "priority": spec.priority,
-        "state": JobState.QUEUED.value,
-        "argv": list(spec.argv),
-        "env": dict(spec.env),
-        "cwd": spec.cwd,
-        "timeout_s": spec.timeout_s,
-        "max_attempts": spec.max_attempts,
-        "backoff_s": spec.backoff_s,
-        "delivery": spec.delivery.value,
-        "attempt": 0,
-        "unique_key": spec.unique_key,
-        "labels": dict(spec.labels),
-        "run_at": spec.run_at,
-        "max_lost": spec.max_lost,
-        "input": spec.input,
-        "run_as": spec.user,
-    }
-
-
 def _edges(job_id: int, spec: JobSpec) -> list[tuple[int, int, DepCondition]]:
     return ([(job_id, dep, DepCondition.OK) for dep in spec.after]
             + [(job_id, dep, DepCondition.ANY) for dep in spec.after_any])

@@ -13,7 +13,7 @@ from typing import Any
 
 from jobctl.models import FINAL_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn, Transactions
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.timeparse import isoformat_utc
 
 # The state sets come from jobctl.models, as everywhere in the store.
@@ -142,13 +142,11 @@ class Snapshot:
     running_total: int = 0
 
 
-def database_now(connection: Any) -> datetime:
-    conn = Conn.of(connection)
+def database_now(conn: Conn) -> datetime:
     return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
 
 
-def queue_stats(connection: Any, window_s: float) -> QueueReport:
-    conn = Conn.of(connection)
+def queue_stats(conn: Conn, window_s: float) -> QueueReport:
     now = database_now(conn)
     since = now - timedelta(seconds=window_s)
     by_queue: dict[str, QueueStats] = {}
@@ -185,9 +183,8 @@ def _total(queues: list[QueueStats]) -> QueueStats:
     return total
 
 
-def snapshot(connection: Any, *, window_s: float = 3600.0, running_limit: int = 30,
+def snapshot(conn: Conn, *, window_s: float = 3600.0, running_limit: int = 30,
              failures_limit: int = 10) -> Snapshot:
-    conn = Conn.of(connection)
     report = queue_stats(conn, window_s)
     now = report.now
     running = []
@@ -204,12 +201,12 @@ def snapshot(connection: Any, *, window_s: float = 3600.0, running_limit: int = 
                     running=running, failures=failures, running_total=report.total.running)
 
 
-def read_snapshot(database: Transactions, **options: Any) -> Snapshot:
-    """One snapshot, in one read transaction of `database` (a `DirectDatabase`)."""
-    with database.read() as connection:
-        return snapshot(connection, **options)
+def read_snapshot(database: DirectDatabase, **options: Any) -> Snapshot:
+    """One snapshot, in one read transaction of `database`."""
+    with database.read() as conn:
+        return snapshot(conn, **options)
 
 
-def read_queue_stats(database: Transactions, window_s: float) -> QueueReport:
-    with database.read() as connection:
-        return queue_stats(connection, window_s)
+def read_queue_stats(database: DirectDatabase, window_s: float) -> QueueReport:
+    with database.read() as conn:
+        return queue_stats(conn, window_s)
