@@ -26,15 +26,18 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from jobctl.errors import DatabaseUnavailable, SchemaOutOfDate
+from jobctl.errors import DatabaseUnavailable
 from jobctl.store import SCHEMA_REVISION
 from jobctl.store.direct import (
     PG_CONNECTION_OPTIONS,
     SQLITE_BUSY_TIMEOUT_MS,
+    Conn,
     DirectDatabase,
     LockWait,
     begin_sqlite,
     commit_sqlite,
+    schema_out_of_date,
+    schema_revision,
     setup_sqlite,
     translating_errors,
 )
@@ -138,7 +141,7 @@ class Database:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sa.Connection]:
         """A connection from the engine's pool; failing to make one is DatabaseUnavailable."""
-        with translating_errors(self.is_postgres, self.where, connecting=True):
+        with translating_errors(self.location, connecting=True):
             connection = self.engine.connect()
         with connection:
             yield connection
@@ -146,7 +149,7 @@ class Database:
     def translate_errors(self) -> contextlib.AbstractContextManager[None]:
         """Driver errors as the direct road gives them (store.direct.database_error): one line
         naming the database, never its password."""
-        return translating_errors(self.is_postgres, self.where)
+        return translating_errors(self.location)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -156,15 +159,8 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The database's Alembic revision, or None when it has no jobctl schema yet."""
-        # A catalog query, not sa.inspect(): the inspector costs a tenth of a second to import.
-        exists = (
-            "SELECT to_regclass('alembic_version') IS NOT NULL" if self.is_postgres
-            else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
-        )
         with self.read() as connection:
-            if not connection.execute(sa.text(exists)).scalar():
-                return None
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return schema_revision(Conn.of(connection))
 
     def ensure_schema(self) -> None:
         """Create the schema in an empty database; refuse one at another revision."""
@@ -174,10 +170,7 @@ class Database:
         if revision is None:
             self.upgrade()
         elif revision != SCHEMA_REVISION:
-            raise SchemaOutOfDate(
-                f"{self.where} has schema revision {revision}, this jobctl needs "
-                f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
-            )
+            raise schema_out_of_date(self.where, revision)
         self._schema_checked = True
 
     def upgrade(self) -> tuple[str | None, str]:
