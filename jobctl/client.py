@@ -99,59 +99,28 @@ def job_exit_code(job: Job) -> int:
 class Client:
     def __init__(self, database_url: str | None = None, *, database: Database | None = None):
         self._url = database_url
-        self._db = database
+        self._db = database  # given: its URL is the one used, and it serves the migrations
         self._direct: DirectDatabase | None = None
-        self._direct_tried = False
-        self._fallback_direct: DirectDatabase | None = None
 
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            from jobctl.store.engine import open_database
-
-            self._db = open_database(self._url)
-        return self._db
-
-    # The commands typed all day (job list, status, submit) read and write through the driver
-    # alone, without importing SQLAlchemy (see jobctl.store.direct); the rest, and anything
-    # the direct road cannot do (creating the schema, unusual URLs), goes through `db`.
+    # Every command reads and writes through the database's driver alone, without importing
+    # SQLAlchemy (see jobctl.store.direct); SQLAlchemy and Alembic are imported only to create
+    # and migrate the schema (`store.direct.open_or_create`, `db status`, `db upgrade`).
 
     def _reading(self) -> AbstractContextManager[Conn]:
-        return self._transaction(write=False)
+        return self._database().read()
 
     def _writing(self) -> AbstractContextManager[Conn]:
-        return self._transaction(write=True)
+        return self._database().write()
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Conn]:
-        direct = self._direct_database()
-        if direct is not None:
-            with direct.write() if write else direct.read() as conn:
-                yield conn
-            return
-        from jobctl.store.direct import Conn
+    def _database(self) -> DirectDatabase:
+        """The database through its driver (store.direct), opened on first use: created and
+        migrated first when it is empty, or an error that explains what is wrong."""
+        if self._direct is None:
+            from jobctl.store.direct import open_or_create
 
-        with self.db.write() if write else self.db.read() as connection:
-            yield Conn.of(connection)
-
-    def _direct_database(self) -> DirectDatabase | None:
-        if not self._direct_tried:
-            from jobctl.store.direct import DirectDatabase
-
-            url = self._database_url()
-            direct = DirectDatabase.open(url)
-            if direct is None:
-                _ = self.db  # creates and migrates an empty database, or explains what is wrong
-                direct = DirectDatabase.open(url)
-            self._direct, self._direct_tried = direct, True
+            self._direct = open_or_create(self._db.url_text if self._db is not None
+                                          else self._url)
         return self._direct
-
-    def _database_url(self) -> str:
-        if self._db is not None:
-            return self._db.url.render_as_string(hide_password=False)
-        from jobctl.config import resolve_database_url
-
-        return resolve_database_url(self._url)
 
     # --- submit -------------------------------------------------------------------------------
 
@@ -328,10 +297,8 @@ class Client:
 
     def _pg_conninfo(self) -> str | None:
         """What a PostgreSQL listener connects to; None on SQLite (no notifications)."""
-        direct = self._direct_database()
-        if direct is not None:
-            return direct.location.target if direct.is_postgres else None
-        return self.db.conninfo if self.db.is_postgres else None
+        direct = self._database()
+        return direct.location.target if direct.is_postgres else None
 
     @contextmanager
     def changes(self) -> Iterator[threading.Event]:
@@ -557,7 +524,7 @@ class Client:
     def where(self) -> str:
         """Where the database is, for people: host and port, or the SQLite file; never a
         password."""
-        return self._driver().where
+        return self._database().where
 
     def top_snapshot(self, *, window_s: float = 3600.0, running_limit: int = 30,
                      failures_limit: int = 10) -> Snapshot:
@@ -588,7 +555,7 @@ class Client:
         unfinished = [state.value for state in states if not state.is_final]
         if unfinished:
             raise InvalidInput(f"only finished jobs can be pruned, not {', '.join(unfinished)}")
-        return retention.prune(self._driver(), older_than_s, states, logs_only=logs_only,
+        return retention.prune(self._database(), older_than_s, states, logs_only=logs_only,
                                dry_run=dry_run)
 
     def db_status(self) -> DatabaseStatus:
@@ -622,17 +589,6 @@ class Client:
         from jobctl.store.engine import open_database
 
         return open_database(self._url, migrate=False)
-
-    def _driver(self) -> DirectDatabase:
-        """The database through its driver (store.direct), for store functions that run their
-        own transactions (retention's batches). A URL the direct road does not parse itself gets
-        its driver connections made as SQLAlchemy would make them (`Database.direct`)."""
-        direct = self._direct_database()
-        if direct is not None:
-            return direct
-        if self._fallback_direct is None:
-            self._fallback_direct = self.db.direct()
-        return self._fallback_direct
 
 
 def workflow_exit_code(workflow: Workflow) -> int:

@@ -5,6 +5,7 @@ Nothing here touches the database or the terminal, so every layer can import it 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,9 +27,25 @@ class JobState(StrEnum):
         return self in FINAL_STATES
 
 
+# The state sets, defined here once for every layer (the store's SQL renders them with
+# `sql_states`, or binds `state_values` through `store.reads.in_`).
 FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.SKIPPED}
 )
+# Not finished: waiting for its dependencies, queued, or running.
+UNFINISHED_STATES = frozenset(state for state in JobState if state not in FINAL_STATES)
+# Not started yet: cancelled at once, without a worker.
+NOT_STARTED_STATES = frozenset({JobState.WAITING, JobState.QUEUED})
+
+
+def state_values(states: Iterable[JobState]) -> list[str]:
+    """The states' values, sorted (a query's text and parameters stay the same run to run)."""
+    return sorted(state.value for state in states)
+
+
+def sql_states(states: Iterable[JobState]) -> str:
+    """The states as SQL literals for `IN (…)`: `'cancelled', 'failed'`."""
+    return ", ".join(f"'{value}'" for value in state_values(states))
 
 
 # A job that loses its worker this many times (kill -9, fencing, a cut, a stall) fails: losses

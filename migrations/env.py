@@ -28,13 +28,13 @@ connection = config.attributes.get("connection")
 if connection is not None:
     run_with(connection)
 else:
-    from jobctl.store.engine import parse_url
+    from jobctl.store.engine import sqlalchemy_url
 
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
     if not url:
         raise SystemExit("give the database with -x url=postgresql://… or sqlite:///…")
-    engine = sa.create_engine(parse_url(url))
+    engine = sa.create_engine(sqlalchemy_url(url))
     with engine.begin() as own_connection:
         run_with(own_connection)

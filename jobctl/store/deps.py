@@ -27,9 +27,8 @@ from jobctl.store import notify
 from jobctl.store.direct import Conn
 from jobctl.store.reads import in_
 
-FINAL = sorted(state.value for state in FINAL_STATES)
 # An `ok` dependency in one of these states can never succeed any more.
-FAILING = sorted(state.value for state in FINAL_STATES if state is not JobState.SUCCEEDED)
+FAILING = FINAL_STATES - {JobState.SUCCEEDED}
 
 
 def dependency_error(cause: int, cause_state: str) -> str:
@@ -72,7 +71,7 @@ def initial_state(after: Sequence[int], after_any: Sequence[int],
         if states[dep] in FAILING:
             return Initial(dependent_state(states[dep]), dependency_error(dep, states[dep]))
     met = all(states[dep] == JobState.SUCCEEDED.value for dep in after) and all(
-        states[dep] in FINAL for dep in after_any)
+        states[dep] in FINAL_STATES for dep in after_any)
     return Initial(JobState.QUEUED if met else JobState.WAITING)
 
 
@@ -143,7 +142,7 @@ def _met(condition: str, state: str | None) -> bool:
         return False
     if condition == DepCondition.OK.value:
         return state == JobState.SUCCEEDED.value
-    return state in FINAL
+    return state in FINAL_STATES
 
 
 def _waiting_dependents(conn: Conn, job_ids: Sequence[int]) -> list[int]:

@@ -8,14 +8,16 @@ transactions, how times and JSON come back), and the store functions they use (`
 `store.submit`) are written against `Conn` only. Code that already holds a SQLAlchemy connection
 calls the same functions through `Conn.of(connection)`, so each query exists once.
 
-What stays with SQLAlchemy (`store.engine`): creating and migrating the schema, and URLs this
-module does not understand. `DirectDatabase.open` returns None for those, and the caller takes
-the SQLAlchemy road, which also gives the same errors for bad URLs.
+What stays with SQLAlchemy (`store.engine`): creating and migrating the schema, and making the
+driver connections for SQLite URLs with driver options (`Database.direct`). URLs are parsed by
+`store.url` alone, for both roads; driver errors are translated by `database_error` alone, for
+both roads too.
 
 The worker runs on it too (`jobctl worker start`): its main thread on the database's own
 connection, with `turn()` for the hot path's statements, and its heartbeat thread on a `clone()`.
-So does the scheduler (`jobctl scheduler run`, store.schedules), in `write()` transactions. Both
-open the database with `open_or_create`, which takes the SQLAlchemy road only for an empty one.
+So does the scheduler (`jobctl scheduler run`, store.schedules), in `write()` transactions. They,
+and every command (jobctl.client), open the database with `open_or_create`, which takes the
+SQLAlchemy road only for an empty one.
 
 SQLite under contention: a lock held by another process (a bulk submit, another worker's turn,
 schema creation) is waited for, never reported as an unreachable database. Every connection has
@@ -39,13 +41,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, TypeVar
 
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
 from jobctl.store import SCHEMA_REVISION
+from jobctl.store.url import Location, parse
 
 T = TypeVar("T")
 
@@ -100,37 +101,12 @@ def sqlite_now_plus(seconds_sql: str) -> str:
     return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a database is: a PostgreSQL conninfo URL or an SQLite file, and how to name it in
-    messages (host and port, or the file; never a password)."""
-
-    is_postgres: bool
-    target: str  # the URL psycopg takes, or the SQLite file's path
-    where: str
-
-
 def locate(url: str) -> Location | None:
-    """The database a jobctl URL names, or None when only SQLAlchemy's parser should judge it
-    (a driver name we do not know, anything unusual): the caller then takes the slow road."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None
-    if scheme == "sqlite":
-        path = rest.removeprefix("/")  # sqlite:///relative, sqlite:////absolute
-        if not path or "?" in path or path == ":memory:":
-            return None
-        return Location(False, path, f"SQLite file {path}")
-    if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-        return None
-    try:
-        parts = urlsplit(f"postgresql://{rest}")
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname or "localhost (socket)"
-    database = unquote(parts.path.removeprefix("/"))
-    return Location(True, f"postgresql://{rest}", f"PostgreSQL at {host}:{port or 5432}/{database}")
+    """The database a jobctl URL names (store.url.parse), when its driver alone can open it;
+    None for SQLite driver options (?timeout=5), which only SQLAlchemy's dialect applies. A URL
+    that is no valid jobctl URL is InvalidInput."""
+    location = parse(url)
+    return None if location.options else location
 
 
 class Conn:
@@ -229,18 +205,6 @@ def _for_psycopg(sql: str) -> str:
     return translated
 
 
-class Transactions(Protocol):
-    """What a store function that runs its own transactions needs of a database (retention's
-    batches, the summaries of `store.stats`): a `DirectDatabase`, or during the move off
-    SQLAlchemy its `store.engine.Database`, whose connections `Conn.of` takes."""
-
-    is_postgres: bool
-
-    def read(self) -> contextlib.AbstractContextManager[Any]: ...
-
-    def write(self) -> contextlib.AbstractContextManager[Any]: ...
-
-
 class DirectDatabase:
     """A database opened through its driver; `read()`/`write()` give a `Conn` in a transaction,
     `turn()` one for a worker's hot path.
@@ -262,9 +226,10 @@ class DirectDatabase:
     @classmethod
     def open(cls, url: str) -> DirectDatabase | None:
         """The database at `url` with its schema checked, or None when the direct road does
-        not apply: a URL only SQLAlchemy parses, a missing SQLite file or an empty database
-        (creating one is the migrations' job). A schema at another revision is SchemaOutOfDate,
-        an unreachable server DatabaseUnavailable."""
+        not apply: SQLite driver options only SQLAlchemy applies, a missing SQLite file or an
+        empty database (creating one is the migrations' job). An invalid URL is InvalidInput,
+        a schema at another revision SchemaOutOfDate, an unreachable server
+        DatabaseUnavailable."""
         location = locate(url)
         if location is None:
             return None
@@ -281,10 +246,7 @@ class DirectDatabase:
             return None
         if revision != SCHEMA_REVISION:
             self.close()
-            raise SchemaOutOfDate(
-                f"{self.where} has schema revision {revision}, this jobctl needs "
-                f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
-            )
+            raise schema_out_of_date(self.where, revision)
         return self
 
     def clone(self) -> DirectDatabase:
@@ -293,15 +255,8 @@ class DirectDatabase:
         return DirectDatabase(self.location, self._connect_driver)
 
     def schema_revision(self) -> str | None:
-        exists = (
-            "SELECT to_regclass('alembic_version') IS NOT NULL" if self.is_postgres
-            else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
-        )
         with self.read() as conn:
-            if not conn.scalar(exists):
-                return None
-            revision = conn.scalar("SELECT version_num FROM alembic_version")
-            return str(revision) if revision is not None else None
+            return schema_revision(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Conn]:
@@ -336,7 +291,7 @@ class DirectDatabase:
         the module's docstring)."""
         with self._lock:
             try:
-                with self._translate_errors():
+                with translating_errors(self.location):
                     raw = self._begin(begin)
                     yield Conn(raw, self.is_postgres, self.where)
                     if begin is not None:
@@ -382,7 +337,7 @@ class DirectDatabase:
         if self.is_postgres:
             import psycopg
 
-            try:
+            with translating_errors(self.location, connecting=True):
                 if self._connect_driver is not None:
                     raw = self._connect_driver()
                 else:
@@ -390,13 +345,10 @@ class DirectDatabase:
                                           **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
                 # Transactions are begun explicitly (read, write), or not at all (turn).
                 raw.autocommit = True
-            except psycopg.Error as error:
-                raise DatabaseUnavailable(
-                    f"cannot reach {self.where}: {first_line(error)}") from error
             return raw
         import sqlite3
 
-        with self._translate_errors():
+        with translating_errors(self.location):
             if self._connect_driver is not None:
                 raw = self._connect_driver()
             else:
@@ -409,35 +361,70 @@ class DirectDatabase:
                 raise
         return raw
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        """Losing the server, or a file that is no database, is one line naming the database.
-        As on the SQLAlchemy road (store.engine), any other operational error of SQLite (a file
-        that cannot be opened) means the database cannot be reached; a lock that another
-        process holds where no retry applies is DatabaseLocked."""
-        try:
-            yield
-        except Exception as error:
-            if self.is_postgres and is_disconnect(error):
-                raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
-            if not self.is_postgres and not_an_sqlite_database(error):
-                raise DatabaseUnavailable(
-                    f"cannot use {self.where}: {first_line(error)}") from error
-            if not self.is_postgres and is_sqlite_busy(error):
-                raise DatabaseLocked(
-                    f"{self.where} is locked by another process: {first_line(error)}") from error
-            if not self.is_postgres and _sqlite_operational(error):
-                raise DatabaseUnavailable(
-                    f"cannot reach {self.where}: {first_line(error)}") from error
+
+def schema_revision(conn: Conn) -> str | None:
+    """The database's Alembic revision, or None when it has no jobctl schema yet. (A catalog
+    query, not SQLAlchemy's inspector: that costs a tenth of a second to import.)"""
+    exists = (
+        "SELECT to_regclass('alembic_version') IS NOT NULL" if conn.is_postgres
+        else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
+    )
+    if not conn.scalar(exists):
+        return None
+    revision = conn.scalar("SELECT version_num FROM alembic_version")
+    return str(revision) if revision is not None else None
+
+
+def schema_out_of_date(where: str, revision: str) -> SchemaOutOfDate:
+    return SchemaOutOfDate(f"{where} has schema revision {revision}, this jobctl needs "
+                           f"{SCHEMA_REVISION}: run `jobctl db upgrade`")
+
+
+@contextlib.contextmanager
+def translating_errors(location: Location, *, connecting: bool = False) -> Iterator[None]:
+    """`database_error` applied to what the block raises."""
+    try:
+        yield
+    except Exception as error:
+        translated = database_error(error, location, connecting=connecting)
+        if translated is None:
             raise
+        raise translated from error
+
+
+def database_error(error: BaseException, location: Location, *,
+                   connecting: bool = False) -> DatabaseUnavailable | None:
+    """What a driver's error (psycopg's or sqlite3's, or one SQLAlchemy wrapped) means for
+    jobctl, as one line naming the database (never its password), or None when it is no matter
+    of the database's reachability (the caller re-raises it). Both roads use it: this module's
+    connections and the migrations' (store.engine).
+
+    PostgreSQL: any driver error while `connecting` means the server cannot be reached; losing
+    it later is "lost". SQLite: a file that is no database "cannot use"; a lock another process
+    holds, where no retry applies, DatabaseLocked; any other operational error (a file that
+    cannot be opened) "cannot reach"."""
+    driver = getattr(error, "orig", None) or error  # under a SQLAlchemy error: the driver's
+    is_postgres, where = location.is_postgres, location.where
+    if is_postgres and connecting and type(driver).__module__.split(".")[0] == "psycopg":
+        return DatabaseUnavailable(f"cannot reach {where}: {first_line(error)}")
+    if getattr(error, "connection_invalidated", False) or (is_postgres and is_disconnect(driver)):
+        return DatabaseUnavailable(f"lost {where}: {first_line(error)}")
+    if is_postgres:
+        return None
+    if not_an_sqlite_database(driver):
+        return DatabaseUnavailable(f"cannot use {where}: {first_line(error)}")
+    if is_sqlite_busy(driver):
+        return DatabaseLocked(f"{where} is locked by another process: {first_line(error)}")
+    if _sqlite_operational(driver):
+        return DatabaseUnavailable(f"cannot reach {where}: {first_line(error)}")
+    return None
 
 
 def open_or_create(database_url: str | None) -> DirectDatabase:
     """The configured database (`database_url`, else the configuration's) through its driver
-    alone, once it has its schema: for the long-running processes (`worker start`,
-    `scheduler run`). An empty or missing one is created and migrated first, the one thing
-    SQLAlchemy and Alembic are imported for, and a URL this module does not parse is judged by
-    the SQLAlchemy road (store.engine), which gives the same errors for bad URLs."""
+    alone, once it has its schema: for every command (jobctl.client) and the long-running
+    processes (`worker start`, `scheduler run`). An empty or missing one is created and migrated
+    first, the one thing SQLAlchemy and Alembic are imported for."""
     from jobctl.config import resolve_database_url
 
     url = resolve_database_url(database_url)

@@ -21,92 +21,80 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from jobctl.config import redact
-from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput, SchemaOutOfDate
+from jobctl.errors import DatabaseUnavailable
 from jobctl.store import SCHEMA_REVISION
 from jobctl.store.direct import (
     PG_CONNECTION_OPTIONS,
     SQLITE_BUSY_TIMEOUT_MS,
+    Conn,
     DirectDatabase,
-    Location,
     LockWait,
     begin_sqlite,
     commit_sqlite,
-    first_line,
-    is_disconnect,
-    is_sqlite_busy,
-    locate,
-    not_an_sqlite_database,
+    schema_out_of_date,
+    schema_revision,
     setup_sqlite,
+    translating_errors,
 )
+from jobctl.store.url import Location, parse, port_of
 
 _MIGRATION_LOCK_ID = 0x6A6F6263746C  # "jobctl": the advisory lock that serialises migrations
 
 
-def parse_url(text: str) -> sa.URL:
-    """A SQLAlchemy URL for `postgresql://…` (psycopg 3) or `sqlite:///path`."""
-    try:
-        url = sa.make_url(text)
-        url.port  # noqa: B018 - parsed lazily; a port that is not a number raises here
-    except (sa.exc.ArgumentError, ValueError) as error:
-        raise InvalidInput(
-            f"invalid database URL {redact(text)!r}: use postgresql://user@host/db or sqlite:///path"
-        ) from error
-    backend = url.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:":
-            raise InvalidInput("an SQLite database URL needs a file path: sqlite:///path/to/jobctl.db")
-        return url.set(drivername="sqlite")
-    raise InvalidInput(
-        f"unsupported database {backend!r} in {redact(text)!r}: use postgresql:// or sqlite:///"
-    )
+def sqlalchemy_url(url: str | Location) -> sa.URL:
+    """A jobctl database URL (parsed by store.url, the one parser) as SQLAlchemy's, for the
+    migrations: psycopg 3 for PostgreSQL, the standard library's driver for SQLite."""
+    location = parse(url) if isinstance(url, str) else url
+    if not location.is_postgres:
+        return sa.URL.create("sqlite", database=location.target,
+                             query=_query(location.options))
+    parts = urlsplit(location.target)
+    return sa.URL.create(
+        "postgresql+psycopg",
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        host=parts.hostname, port=port_of(parts.netloc),
+        database=unquote(parts.path.removeprefix("/")) or None, query=_query(parts.query))
 
 
-def describe(url: sa.URL) -> str:
-    """Where a database is, for messages: host and port, or the SQLite file. Never a password."""
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite file {url.database}"
-    host = url.host or "localhost (socket)"
-    return f"PostgreSQL at {host}:{url.port or 5432}/{url.database or ''}"
+def _query(text: str) -> dict[str, str | tuple[str, ...]]:
+    """A URL's query as SQLAlchemy's URLs hold it: a key given more than once, a tuple."""
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, value in parse_qsl(text):
+        held = query.get(key)
+        query[key] = value if held is None else (*((held,) if isinstance(held, str) else held),
+                                                 value)
+    return query
 
 
 class Database:
     """One database, as a URL and a lazily created engine."""
 
-    def __init__(self, url: str | sa.URL, *, pool_size: int = 5) -> None:
-        self.url = parse_url(url) if isinstance(url, str) else url
-        self.is_postgres = self.url.get_backend_name() == "postgresql"
-        self.where = describe(self.url)
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url_text = url
+        self.location = parse(url)
+        self.url = sqlalchemy_url(self.location)
+        self.is_postgres = self.location.is_postgres
+        self.where = self.location.where
         self._pool_size = pool_size
         self._engine: sa.Engine | None = None
         self._schema_checked = False
 
-    @property
-    def conninfo(self) -> str:
-        """The URL as psycopg takes it (for a listener's own connection)."""
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
     def direct(self) -> DirectDatabase:
-        """This database through its driver alone (store.direct), schema unchecked. A URL the
-        direct road does not parse itself (SQLite with options) gets its driver connections
-        made as SQLAlchemy would make them."""
-        location = locate(self.url.render_as_string(hide_password=False))
-        if location is not None:
-            return DirectDatabase(location)
+        """This database through its driver alone (store.direct), schema unchecked. SQLite
+        driver options in the URL (?timeout=5), which the direct road does not apply itself,
+        get its driver connections made as SQLAlchemy would make them."""
+        if not self.location.options:
+            return DirectDatabase(self.location)
         dialect = self.engine.dialect
         args, options = dialect.create_connect_args(self.url)
-        if self.is_postgres:
-            options = {**options, **PG_CONNECTION_OPTIONS}
-        else:
-            options = {**options, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        return DirectDatabase(Location(self.is_postgres, str(self.url.database), self.where),
-                              connect=lambda: dialect.connect(*args, **options))
+        options = {**options, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        return DirectDatabase(self.location, connect=lambda: dialect.connect(*args, **options))
 
     @property
     def engine(self) -> sa.Engine:
@@ -123,7 +111,7 @@ class Database:
                 pool_pre_ping=True,
                 connect_args=dict(PG_CONNECTION_OPTIONS),
             )
-        path = Path(str(self.url.database))
+        path = Path(self.location.target)
         if not path.parent.exists():
             raise DatabaseUnavailable(
                 f"cannot open {self.where}: directory {path.parent} does not exist"
@@ -140,52 +128,28 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        with self.translate_errors(), self.engine.connect() as connection, connection.begin():
+        with self._connect() as connection, self.translate_errors(), connection.begin():
             yield connection
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        with self.translate_errors(), self.engine.connect() as connection:
+        with self._connect() as connection, self.translate_errors():
             connection = connection.execution_options(jobctl_sqlite_begin="IMMEDIATE")
             with connection.begin():
                 yield connection
 
     @contextlib.contextmanager
-    def translate_errors(self) -> Iterator[None]:
-        """Connection failures become one line naming the database, never its password; an
-        SQLite lock held elsewhere where no retry applies is DatabaseLocked."""
-        try:
-            yield
-        except sa.exc.OperationalError as error:
-            if self.is_postgres and not _is_disconnect(error):
-                raise
-            if not self.is_postgres and is_sqlite_busy(error.orig):
-                raise DatabaseLocked(f"{self.where} is locked by another process: "
-                                     f"{first_line(error)}") from error
-            raise DatabaseUnavailable(f"cannot reach {self.where}: {first_line(error)}") from error
-        except sa.exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise DatabaseUnavailable(f"lost {self.where}: {first_line(error)}") from error
-            if not self.is_postgres and not_an_sqlite_database(error.orig):
-                raise DatabaseUnavailable(
-                    f"cannot use {self.where}: {first_line(error)}") from error
-            raise
-        except Exception as error:
-            # The driver's own errors, from the hooks that set up, begin and commit on it.
-            if self.is_postgres or type(error).__module__ != "sqlite3":
-                raise
-            if not_an_sqlite_database(error):
-                raise DatabaseUnavailable(
-                    f"cannot use {self.where}: {first_line(error)}") from error
-            if is_sqlite_busy(error):
-                raise DatabaseLocked(f"{self.where} is locked by another process: "
-                                     f"{first_line(error)}") from error
-            import sqlite3
+    def _connect(self) -> Iterator[sa.Connection]:
+        """A connection from the engine's pool; failing to make one is DatabaseUnavailable."""
+        with translating_errors(self.location, connecting=True):
+            connection = self.engine.connect()
+        with connection:
+            yield connection
 
-            if isinstance(error, sqlite3.OperationalError):
-                raise DatabaseUnavailable(
-                    f"cannot reach {self.where}: {first_line(error)}") from error
-            raise
+    def translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        """Driver errors as the direct road gives them (store.direct.database_error): one line
+        naming the database, never its password."""
+        return translating_errors(self.location)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -195,15 +159,8 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The database's Alembic revision, or None when it has no jobctl schema yet."""
-        # A catalog query, not sa.inspect(): the inspector costs a tenth of a second to import.
-        exists = (
-            "SELECT to_regclass('alembic_version') IS NOT NULL" if self.is_postgres
-            else "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'alembic_version'"
-        )
         with self.read() as connection:
-            if not connection.execute(sa.text(exists)).scalar():
-                return None
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return schema_revision(Conn.of(connection))
 
     def ensure_schema(self) -> None:
         """Create the schema in an empty database; refuse one at another revision."""
@@ -213,10 +170,7 @@ class Database:
         if revision is None:
             self.upgrade()
         elif revision != SCHEMA_REVISION:
-            raise SchemaOutOfDate(
-                f"{self.where} has schema revision {revision}, this jobctl needs "
-                f"{SCHEMA_REVISION}: run `jobctl db upgrade`"
-            )
+            raise schema_out_of_date(self.where, revision)
         self._schema_checked = True
 
     def upgrade(self) -> tuple[str | None, str]:
@@ -237,7 +191,7 @@ class Database:
     def _migration_lock(self) -> Iterator[None]:
         """Two processes that meet an empty database at once must not both create the schema."""
         if self.is_postgres:
-            with self.engine.connect() as connection:
+            with self._connect() as connection:
                 lock = {"id": _MIGRATION_LOCK_ID}
                 connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), lock)
                 connection.commit()
@@ -251,7 +205,7 @@ class Database:
             return
         import fcntl
 
-        lock_path = f"{self.url.database}.migrate-lock"
+        lock_path = f"{self.location.target}.migrate-lock"
         try:
             fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         except OSError as error:
@@ -271,10 +225,6 @@ class Database:
             yield
         finally:
             os.close(fd)
-
-
-def _is_disconnect(error: sa.exc.DBAPIError) -> bool:
-    return error.connection_invalidated or is_disconnect(error.orig)
 
 
 def _install_sqlite_hooks(engine: sa.Engine, where: str) -> None:
@@ -303,7 +253,7 @@ def open_database(url: str | None = None, *, migrate: bool = True, pool_size: in
 
     text = resolve_database_url(url)
     if text == default_database_url():
-        Path(str(sa.make_url(text).database)).parent.mkdir(parents=True, exist_ok=True)
+        Path(parse(text).target).parent.mkdir(parents=True, exist_ok=True)
     database = Database(text, pool_size=pool_size)
     if migrate:
         database.ensure_schema()

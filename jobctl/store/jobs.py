@@ -11,36 +11,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobctl.errors import NotFound
-from jobctl.models import FINAL_STATES, DepCondition, JobSpec, JobState
+from jobctl.models import (
+    FINAL_STATES,
+    NOT_STARTED_STATES,
+    DepCondition,
+    JobSpec,
+    JobState,
+    state_values,
+)
 from jobctl.store import deps, notify, reads
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
-
-FINAL = sorted(state.value for state in FINAL_STATES)
-NOT_STARTED = [JobState.QUEUED.value, JobState.WAITING.value]
-
-
-def _row_values(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "queue": spec.queue,
-        "priority": spec.priority,
-        "state": JobState.QUEUED.value,
-        "argv": list(spec.argv),
-        "env": dict(spec.env),
-        "cwd": spec.cwd,
-        "timeout_s": spec.timeout_s,
-        "max_attempts": spec.max_attempts,
-        "backoff_s": spec.backoff_s,
-        "delivery": spec.delivery.value,
-        "attempt": 0,
-        "unique_key": spec.unique_key,
-        "labels": dict(spec.labels),
-        "run_at": spec.run_at,
-        "max_lost": spec.max_lost,
-        "input": spec.input,
-        "run_as": spec.user,
-    }
 
 
 def _edges(job_id: int, spec: JobSpec) -> list[tuple[int, int, DepCondition]]:
@@ -121,8 +102,9 @@ def cancel(connection: Any, job_id: int) -> JobState | None:
     if found is None:
         return None
     state = found[0]
-    if state in NOT_STARTED:
-        not_started, more = reads.in_(conn, "state", NOT_STARTED, "not_started")
+    if state in NOT_STARTED_STATES:
+        not_started, more = reads.in_(conn, "state", state_values(NOT_STARTED_STATES),
+                                      "not_started")
         conn.execute(
             f"UPDATE jobs SET state = :cancelled, finished_at = {conn.now}, "
             "error = 'cancelled before it started', cancel_requested = TRUE "
@@ -145,8 +127,8 @@ def retry(connection: Any, job_id: int, retries: int = 0) -> JobState | None:
     if found is None:
         return None
     state, queue = found
-    if state in FINAL:
-        final, more = reads.in_(conn, "state", FINAL, "final")
+    if state in FINAL_STATES:
+        final, more = reads.in_(conn, "state", state_values(FINAL_STATES), "final")
         conn.execute(
             f"UPDATE jobs SET state = :queued, max_attempts = attempt + 1 + :retries, losses = 0, "
             f"run_at = {conn.now}, finished_at = NULL, lease_until = NULL, exit_code = NULL, "

@@ -18,22 +18,22 @@ CONNECT_TIMEOUT_S = 2  # libpq's least; the caller stops waiting sooner
 
 @contextlib.contextmanager
 def connect(url: str) -> Iterator[Any]:
-    """A DB-API connection for a jobctl database URL (`sqlite:///path`, `postgresql://…`)."""
-    scheme, _, rest = url.partition("://")
-    backend = scheme.split("+")[0]
-    if backend == "sqlite":
-        import sqlite3
+    """A DB-API connection for a jobctl database URL (parsed by store.url, as everywhere)."""
+    from jobctl.store.url import parse
 
-        path = rest.removeprefix("/").split("?")[0]
-        # mode=rw: open only a file that exists; completing must never create a database.
-        connection: Any = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0.5)
-    elif backend in ("postgresql", "postgres"):
+    location = parse(url)
+    if location.is_postgres:
         import psycopg
 
-        connection = psycopg.connect(f"postgresql://{rest}", connect_timeout=CONNECT_TIMEOUT_S,
-                                     autocommit=True, application_name="jobctl-complete")
+        connection: Any = psycopg.connect(location.target, connect_timeout=CONNECT_TIMEOUT_S,
+                                          autocommit=True, application_name="jobctl-complete")
     else:
-        raise ValueError(f"unsupported database {backend!r}")
+        import sqlite3
+        from urllib.parse import quote
+
+        # mode=rw: open only a file that exists; completing must never create a database.
+        connection = sqlite3.connect(f"file:{quote(location.target)}?mode=rw", uri=True,
+                                     timeout=0.5)
     try:
         yield connection
     finally:

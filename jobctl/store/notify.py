@@ -7,12 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from jobctl.store.direct import Conn, first_line
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -24,31 +20,30 @@ SCHEDULES_CHANNEL = "jobctl_schedules"  # payload: the name of a schedule added,
 
 
 
-def _send(connection: sa.Connection | Conn, channel: str, payload: str) -> None:
-    """Sent when the transaction commits; nothing on SQLite. Takes either kind of connection."""
-    conn = Conn.of(connection)
+def _send(conn: Conn, channel: str, payload: str) -> None:
+    """Sent when the transaction commits; nothing on SQLite."""
     conn.notify(channel, payload)
 
 
-def job_submitted(connection: sa.Connection | Conn, queue: str) -> None:
-    _send(connection, JOBS_CHANNEL, queue)
+def job_submitted(conn: Conn, queue: str) -> None:
+    _send(conn, JOBS_CHANNEL, queue)
 
 
-def cancel_requested(connection: sa.Connection | Conn, job_id: int) -> None:
-    _send(connection, CANCEL_CHANNEL, str(job_id))
+def cancel_requested(conn: Conn, job_id: int) -> None:
+    _send(conn, CANCEL_CHANNEL, str(job_id))
 
 
-def worker_stop_requested(connection: sa.Connection | Conn, worker_id: int) -> None:
-    _send(connection, WORKER_CHANNEL, str(worker_id))
+def worker_stop_requested(conn: Conn, worker_id: int) -> None:
+    _send(conn, WORKER_CHANNEL, str(worker_id))
 
 
-def jobs_done(connection: sa.Connection | Conn, job_ids: list[int]) -> None:
+def jobs_done(conn: Conn, job_ids: list[int]) -> None:
     # A payload must stay under 8000 bytes; listeners re-read the database anyway.
-    _send(connection, DONE_CHANNEL, ",".join(map(str, job_ids))[:7000])
+    _send(conn, DONE_CHANNEL, ",".join(map(str, job_ids))[:7000])
 
 
-def schedules_changed(connection: sa.Connection | Conn, name: str) -> None:
-    _send(connection, SCHEDULES_CHANNEL, name[:7000])
+def schedules_changed(conn: Conn, name: str) -> None:
+    _send(conn, SCHEDULES_CHANNEL, name[:7000])
 
 
 class Listener:
@@ -65,7 +60,7 @@ class Listener:
         on_notify: Callable[[str, str], None],
     ) -> None:
         """`conninfo`: what psycopg connects to (a `postgresql://` URL; see
-        `DirectDatabase.location.target` and `Database.conninfo`)."""
+        `DirectDatabase.location.target`, as store.url parses it)."""
         self._conninfo = conninfo
         self._channels = channels
         self._on_notify = on_notify

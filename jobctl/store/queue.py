@@ -22,7 +22,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobctl import policy
-from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobState, WorkerState
+from jobctl.models import (
+    DEFAULT_MAX_LOST,
+    FINAL_STATES,
+    Delivery,
+    JobState,
+    WorkerState,
+    sql_states,
+)
 from jobctl.store import deps, notify
 from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, pg_now_plus
 from jobctl.store.direct import sqlite_now_plus as _sqlite_now_plus
@@ -249,7 +256,7 @@ def complete(conn: Conn, worker_id: int, outcomes: Sequence[Outcome]) -> set[int
 # queues the waiting jobs whose every dependency is now met, reading the new states of this
 # statement's jobs from `finished`/`doomed` since all CTEs share one snapshot. A job with no
 # dependents costs two index probes on job_deps (depends_on), no more.
-_FINAL_SQL = ", ".join(f"'{state}'" for state in deps.FINAL)
+_FINAL_SQL = sql_states(FINAL_STATES)
 _PG_SETTLE_DEPENDENTS = f"""
 ended AS (
     SELECT id, state FROM finished WHERE state IN ({_FINAL_SQL})

@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from jobctl.models import FINAL_STATES, JobState
-from jobctl.store.direct import Conn, Transactions
+from jobctl.models import FINAL_STATES, JobState, sql_states
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.reads import in_
 
 BATCH = 1000
-DEFAULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST,
-                  JobState.SKIPPED)
+DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
 TABLES = ("attempts", "job_deps", "job_logs", "jobs", "schedules", "workers", "workflows")
 
-_FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES))
+_FINAL_SQL = sql_states(FINAL_STATES)
 
 # Old enough: in one of the states asked for (:states, see `reads.in_`), and finished before
 # :cutoff. A job that ended without a finish time (none should) counts from its creation.
@@ -91,17 +90,16 @@ def check_states(states: Sequence[JobState]) -> None:
         raise ValueError(f"only finished jobs can be pruned, not {', '.join(unfinished)}")
 
 
-def prune(database: Transactions, older_than_s: float,
+def prune(database: DirectDatabase, older_than_s: float,
           states: Sequence[JobState] = DEFAULT_STATES, logs_only: bool = False,
           dry_run: bool = False, batch: int = BATCH) -> Pruned:
     """Delete jobs in `states` that finished more than `older_than_s` ago, with their attempts
     and output (or, with `logs_only`, only their output). Jobs that an unfinished job depends on
-    are kept. The scheduler may call this periodically. `database`: a `DirectDatabase`."""
+    are kept. The scheduler may call this periodically."""
     check_states(states)
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
     values = [state.value for state in states]
-    with database.read() as connection:
-        conn = Conn.of(connection)
+    with database.read() as conn:
         now = conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
         # One cutoff for every batch, from the database clock.
         cutoff = conn.time_param(now - timedelta(seconds=older_than_s))
@@ -111,8 +109,7 @@ def prune(database: Transactions, older_than_s: float,
     after_id = 0
     while True:
         started = time.monotonic()
-        with database.read() if dry_run else database.write() as connection:
-            conn = Conn.of(connection)
+        with database.read() if dry_run else database.write() as conn:
             ids = _next_batch(conn, values, cutoff, after_id, batch, logs_only, dry_run)
             if not ids:
                 break
@@ -187,10 +184,9 @@ SELECT m.tbl_name, SUM(s.pgsize) FROM dbstat AS s
 JOIN sqlite_master AS m ON m.name = s.name GROUP BY m.tbl_name"""
 
 
-def table_sizes(database: Transactions) -> list[TableSize]:
+def table_sizes(database: DirectDatabase) -> list[TableSize]:
     """Row counts and on-disk sizes (with indexes and, on PostgreSQL, TOAST) of jobctl's tables."""
-    with database.read() as connection:
-        conn = Conn.of(connection)
+    with database.read() as conn:
         found = conn.execute(_PG_COUNT_ROWS_AND_SIZES if conn.is_postgres
                              else _COUNT_ROWS).fetchall()
         rows = {name: int(count) for name, count, _ in found}

@@ -30,6 +30,7 @@ from typing import Any
 from jobctl import policy
 from jobctl.cron import Timing, interval_anchor
 from jobctl.models import (
+    UNFINISHED_STATES,
     JobSpec,
     JobState,
     Misfire,
@@ -39,13 +40,15 @@ from jobctl.models import (
     ScheduleRun,
     job_template,
     spec_from_template,
+    state_values,
 )
 from jobctl.store import jobs as job_store
 from jobctl.store import notify, reads
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn
 
-ACTIVE = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
+# What a schedule's overlap policy counts as still running: unfinished jobs.
+ACTIVE = state_values(UNFINISHED_STATES)
 
 
 # --- reading ----------------------------------------------------------------------------------

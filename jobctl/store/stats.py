@@ -11,19 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobctl.models import FINAL_STATES, JobState, WorkerInfo
+from jobctl.models import FINAL_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn, Transactions
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.timeparse import isoformat_utc
 
-# The state sets come from jobctl.models (FINAL_STATES), as everywhere in the store.
-UNFINISHED = sorted(state.value for state in JobState if not state.is_final)
-ENDED = sorted(state.value for state in FINAL_STATES)
-FAILED = [JobState.FAILED.value, JobState.LOST.value]  # what counts against the failure rate
-
-
-def _values(states: list[str]) -> str:
-    return ", ".join(f"'{state}'" for state in states)
+# The state sets come from jobctl.models, as everywhere in the store.
+FAILED = frozenset({JobState.FAILED, JobState.LOST})  # what counts against the failure rate
 
 
 # Everything `stats` counts, in one statement (one round trip), one branch per figure, each with
@@ -42,11 +36,11 @@ WHERE state = 'queued' AND run_at <= :now
 GROUP BY queue
 UNION ALL
 SELECT 'depth', queue, state, count(*), NULL FROM jobs
-WHERE state IN ({_values(UNFINISHED)})
+WHERE state IN ({sql_states(UNFINISHED_STATES)})
 GROUP BY queue, state
 UNION ALL
 SELECT 'ended', queue, state, count(*), NULL FROM jobs
-WHERE state IN ({_values(ENDED)}) AND finished_at >= :since
+WHERE state IN ({sql_states(FINAL_STATES)}) AND finished_at >= :since
 GROUP BY queue, state"""
 
 # The running jobs, longest-running first, with the name of the worker that runs each.
@@ -60,7 +54,7 @@ LIMIT :limit"""
 # The latest failures (failed or lost), newest first.
 RECENT_FAILURES = f"""
 SELECT id, name, queue, state, exit_code, error, finished_at FROM jobs
-WHERE state IN ({_values(FAILED)})
+WHERE state IN ({sql_states(FAILED)})
 ORDER BY finished_at DESC, id DESC
 LIMIT :limit"""
 
@@ -148,13 +142,11 @@ class Snapshot:
     running_total: int = 0
 
 
-def database_now(connection: Any) -> datetime:
-    conn = Conn.of(connection)
+def database_now(conn: Conn) -> datetime:
     return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
 
 
-def queue_stats(connection: Any, window_s: float) -> QueueReport:
-    conn = Conn.of(connection)
+def queue_stats(conn: Conn, window_s: float) -> QueueReport:
     now = database_now(conn)
     since = now - timedelta(seconds=window_s)
     by_queue: dict[str, QueueStats] = {}
@@ -191,9 +183,8 @@ def _total(queues: list[QueueStats]) -> QueueStats:
     return total
 
 
-def snapshot(connection: Any, *, window_s: float = 3600.0, running_limit: int = 30,
+def snapshot(conn: Conn, *, window_s: float = 3600.0, running_limit: int = 30,
              failures_limit: int = 10) -> Snapshot:
-    conn = Conn.of(connection)
     report = queue_stats(conn, window_s)
     now = report.now
     running = []
@@ -210,12 +201,12 @@ def snapshot(connection: Any, *, window_s: float = 3600.0, running_limit: int = 
                     running=running, failures=failures, running_total=report.total.running)
 
 
-def read_snapshot(database: Transactions, **options: Any) -> Snapshot:
-    """One snapshot, in one read transaction of `database` (a `DirectDatabase`)."""
-    with database.read() as connection:
-        return snapshot(connection, **options)
+def read_snapshot(database: DirectDatabase, **options: Any) -> Snapshot:
+    """One snapshot, in one read transaction of `database`."""
+    with database.read() as conn:
+        return snapshot(conn, **options)
 
 
-def read_queue_stats(database: Transactions, window_s: float) -> QueueReport:
-    with database.read() as connection:
-        return queue_stats(connection, window_s)
+def read_queue_stats(database: DirectDatabase, window_s: float) -> QueueReport:
+    with database.read() as conn:
+        return queue_stats(conn, window_s)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from jobctl.models import FINAL_STATES, DepCondition, Job, JobState, Workflow
+from jobctl.models import FINAL_STATES, DepCondition, Job, JobState, Workflow, sql_states
 from jobctl.store import deps, notify, reads
 from jobctl.store import jobs as job_store
 from jobctl.store import submit as submit_store
@@ -23,9 +23,9 @@ from jobctl.store.direct import Conn
 # What `workflow retry` runs again: the tasks that ended without succeeding because of
 # themselves or a dependency. Skipped is final too, but only a schedule's occurrence is skipped,
 # never a workflow's task.
-RERUN = [JobState.FAILED.value, JobState.CANCELLED.value, JobState.LOST.value]
-_RERUN_SQL = ", ".join(f"'{state}'" for state in RERUN)
-_FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES))
+RERUN = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.LOST})
+_RERUN_SQL = sql_states(RERUN)
+_FINAL_SQL = sql_states(FINAL_STATES)
 
 
 def _insert_sql(conn: Conn) -> str:

@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from jobctl.client import Client
-from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
+from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.models import JobSpec, JobState
 from jobctl.store import SCHEMA_REVISION, direct, reads, schema, submit
 from jobctl.store.direct import Conn, DirectDatabase, _for_psycopg, locate
 from jobctl.store.engine import Database
+from jobctl.store.url import Location, parse
 
 # --- URLs -----------------------------------------------------------------------------------------
 
@@ -39,16 +40,24 @@ def test_locate_understands_the_usual_urls(url: str, is_postgres: bool, target: 
     assert "secret" not in location.where
 
 
-@pytest.mark.parametrize("url", [
-    "mysql://u@db/jobs",  # not ours: SQLAlchemy's parser gives the proper error
-    "sqlite://",  # no file
-    "sqlite:///:memory:",
-    "sqlite:///file.db?mode=ro",  # options only SQLAlchemy's URL would honour
-    "postgresql://u@db:notaport/jobs",
-    "no scheme at all",
+@pytest.mark.parametrize(("url", "message"), [
+    ("mysql://u:secret@db/jobs", "unsupported database 'mysql' in 'mysql://u:***@db/jobs'"),
+    ("sqlite://", "an SQLite database URL needs a file path"),
+    ("sqlite:///:memory:", "an SQLite database URL needs a file path"),
+    ("postgresql://u:secret@db:notaport/jobs", "invalid database URL 'postgresql://u:***@db:"),
+    ("no scheme at all", "invalid database URL 'no scheme at all'"),
 ])
-def test_locate_leaves_the_rest_to_sqlalchemy(url: str) -> None:
-    assert locate(url) is None
+def test_the_one_parser_refuses_what_is_no_jobctl_url(url: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse(url)
+    assert caught.value.message.startswith(message)
+    assert "secret" not in caught.value.message
+
+
+def test_sqlite_driver_options_are_left_to_sqlalchemy() -> None:
+    assert locate("sqlite:///file.db?mode=ro") is None  # only SQLAlchemy's dialect honours them
+    assert parse("sqlite:///file.db?mode=ro") == Location(False, "file.db", "SQLite file file.db",
+                                                         "mode=ro")
 
 
 def test_placeholders_become_psycopg_ones_and_casts_and_percent_signs_survive() -> None:
