@@ -11,6 +11,9 @@ a template, and each test gets a copy of it. PostgreSQL copies with `CREATE DATA
 (`pg_url`); SQLite copies the file (`sqlite_url`). Tests about an EMPTY database (the schema made
 on first use, `db upgrade` from nothing, the migrations themselves) ask for `pg_url_empty`,
 `sqlite_url_empty` or `db_url_empty` instead; `db_url` and `db_url_empty` run on both backends.
+A test that gets its database through another fixture (`jobctl`, `jobctl_sqlite`, `chaos_jobctl`
+…) is marked `@pytest.mark.empty_database` instead, which makes `pg_url`, `sqlite_url` and so
+`db_url` hand out empty databases for it.
 """
 
 from __future__ import annotations
@@ -95,11 +98,17 @@ def _pg_database(pg_cluster: PgServer, template: str | None) -> Iterator[str]:
     pg_cluster.drop_database(name)
 
 
+def _wants_empty(request: pytest.FixtureRequest) -> bool:
+    """Whether the test is marked `empty_database` (see the module's docstring)."""
+    return request.node.get_closest_marker("empty_database") is not None
+
+
 @pytest.fixture
-def pg_url(pg_cluster: PgServer, pg_template: str) -> Iterator[str]:
+def pg_url(request: pytest.FixtureRequest, pg_cluster: PgServer) -> Iterator[str]:
     """URL of a new PostgreSQL database for this test only, migrated to head and without rows (a
-    copy of `pg_template`); dropped afterwards."""
-    yield from _pg_database(pg_cluster, pg_template)
+    copy of `pg_template`; empty under `@pytest.mark.empty_database`); dropped afterwards."""
+    template = None if _wants_empty(request) else str(request.getfixturevalue("pg_template"))
+    yield from _pg_database(pg_cluster, template)
 
 
 @pytest.fixture
@@ -126,11 +135,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """URL of an SQLite database file in this test's temporary directory, migrated to head and
-    without rows (a copy of `sqlite_template`)."""
+    without rows (a copy of `sqlite_template`; not yet created under
+    `@pytest.mark.empty_database`)."""
     path = tmp_path / "jobctl.db"
-    shutil.copyfile(sqlite_template, path)
+    if not _wants_empty(request):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
     return f"sqlite:///{path}"
 
 

@@ -157,6 +157,16 @@ def test_db_url_empty_gives_each_backend_empty(db_url_empty: str,
         database.dispose()
 
 
+@pytest.mark.empty_database
+def test_the_empty_database_marker_empties_db_url(db_url: str, tmp_path: Path) -> None:
+    if db_url.startswith("sqlite"):
+        assert not (tmp_path / "jobctl.db").exists()
+        return
+    with psycopg.connect(db_url, connect_timeout=10) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)
+
+
 def test_environment_is_isolated(tmp_path: Path) -> None:
     assert not [name for name in os.environ if name.startswith("JOBCTL_")]
     for variable in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
