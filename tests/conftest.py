@@ -4,17 +4,32 @@ PostgreSQL comes from a throwaway cluster per test process (tests/pgcluster.py),
 a test first asks for it, or from the server named by JOBCTL_TEST_DATABASE_URL when that is set.
 Under pytest-xdist every worker is its own process, so each gets its own cluster; database names
 also carry the worker id so that workers sharing a JOBCTL_TEST_DATABASE_URL server never clash.
+
+A test's database comes already migrated to the newest schema revision: the migrations run once
+per test process, through jobctl's own upgrade path (`Database.upgrade`, to Alembic's head), into
+a template, and each test gets a copy of it. PostgreSQL copies with `CREATE DATABASE … TEMPLATE`
+(`pg_url`); SQLite copies the file (`sqlite_url`). Tests about an EMPTY database (the schema made
+on first use, `db upgrade` from nothing, the migrations themselves) ask for `pg_url_empty`,
+`sqlite_url_empty` or `db_url_empty` instead; `db_url` and `db_url_empty` run on both backends.
+A test that gets its database through another fixture (`jobctl`, `jobctl_sqlite`, `chaos_jobctl`
+…) is marked `@pytest.mark.empty_database` instead, which makes `pg_url`, `sqlite_url` and so
+`db_url` hand out empty databases for it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from pgcluster import PgCluster, PgServer, server_from_url_or_new_cluster
+
+from jobctl.store.engine import Database
 
 # Read once at import: the autouse fixture below removes every JOBCTL_* variable during tests.
 EXTERNAL_DATABASE_URL = os.environ.get("JOBCTL_TEST_DATABASE_URL") or None
@@ -47,12 +62,34 @@ def private_pg_cluster() -> Iterator[PgCluster]:
         cluster.stop()
 
 
-@pytest.fixture
-def pg_url(pg_cluster: PgServer) -> Iterator[str]:
-    """URL of a new, empty PostgreSQL database for this test only; dropped afterwards."""
+def _migrate(url: str) -> None:
+    """Bring the database at `url` to the newest revision, as `jobctl db upgrade` does, and leave
+    no connection open (a PostgreSQL template must have none)."""
+    database = Database(url)
+    try:
+        database.upgrade()
+    finally:
+        database.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: PgServer) -> Iterator[str]:
+    """Name of a database of `pg_cluster` migrated to head once for this test process: `pg_url`
+    copies it. Sealed (a template that accepts no connections), so that nothing a test leaves
+    connected can make the copy fail; dropped at the end of the session."""
+    name = f"jobctl_template_{WORKER_ID}_{uuid.uuid4().hex[:12]}".lower()
+    _migrate(pg_cluster.create_database(name))
+    pg_cluster.seal_template(name)
+    yield name
+    if isinstance(pg_cluster, PgCluster) and not pg_cluster.server_running:
+        return  # stop() at the end of the session deletes the cluster anyway
+    pg_cluster.drop_database(name)
+
+
+def _pg_database(pg_cluster: PgServer, template: str | None) -> Iterator[str]:
     # 63 bytes is PostgreSQL's limit on names; this is about 30.
     name = f"jobctl_test_{WORKER_ID}_{uuid.uuid4().hex[:12]}".lower()
-    url = pg_cluster.create_database(name)
+    url = pg_cluster.create_database(name, template=template)
     yield url
     # A chaos test that failed between stop_server() and start_server() would otherwise break
     # this drop and every later test in the process.
@@ -61,18 +98,74 @@ def pg_url(pg_cluster: PgServer) -> Iterator[str]:
     pg_cluster.drop_database(name)
 
 
+def _wants_empty(request: pytest.FixtureRequest) -> bool:
+    """Whether the test is marked `empty_database` (see the module's docstring)."""
+    return request.node.get_closest_marker("empty_database") is not None
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """URL of a SQLite database file in this test's temporary directory (not yet created)."""
+def pg_url(request: pytest.FixtureRequest, pg_cluster: PgServer) -> Iterator[str]:
+    """URL of a new PostgreSQL database for this test only, migrated to head and without rows (a
+    copy of `pg_template`; empty under `@pytest.mark.empty_database`); dropped afterwards."""
+    template = None if _wants_empty(request) else str(request.getfixturevalue("pg_template"))
+    yield from _pg_database(pg_cluster, template)
+
+
+@pytest.fixture
+def pg_url_empty(pg_cluster: PgServer) -> Iterator[str]:
+    """URL of a new, EMPTY PostgreSQL database (no schema) for this test only; dropped
+    afterwards. For tests of what happens on first use, and of the migrations."""
+    yield from _pg_database(pg_cluster, None)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to head once for this test process: `sqlite_url` copies it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "jobctl.db"
+    _migrate(f"sqlite:///{path}")
+    # jobctl runs SQLite in WAL mode: fold the log into the main file, so that copying that one
+    # file copies everything. (Closing the last connection does that too; this makes it sure.)
+    with closing(sqlite3.connect(path)) as connection:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "the SQLite template is still in use"
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, f"{wal} was not checkpointed"
+    path.chmod(0o444)  # no test may change the template; shutil.copyfile does not copy the mode
+    return path
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of an SQLite database file in this test's temporary directory, migrated to head and
+    without rows (a copy of `sqlite_template`; not yet created under
+    `@pytest.mark.empty_database`)."""
+    path = tmp_path / "jobctl.db"
+    if not _wants_empty(request):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sqlite_url_empty(tmp_path: Path) -> str:
+    """URL of an SQLite database file in this test's temporary directory, NOT yet created: the
+    first jobctl command creates and migrates it. For tests of first use and of the
+    migrations."""
     return f"sqlite:///{tmp_path / 'jobctl.db'}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Both backends in turn: a test taking `db_url` runs once with each."""
+    """Both backends in turn, migrated: a test taking `db_url` runs once with each."""
     # getfixturevalue, not a dependency on both fixtures, so that the sqlite run never starts
     # the cluster (and `-k sqlite` runs never need PostgreSQL at all).
     fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def db_url_empty(request: pytest.FixtureRequest) -> str:
+    """Both backends in turn, EMPTY (see `pg_url_empty`, `sqlite_url_empty`)."""
+    fixture = "sqlite_url_empty" if request.param == "sqlite" else "pg_url_empty"
     return str(request.getfixturevalue(fixture))
 
 

@@ -91,27 +91,47 @@ class PgServer:
         """URL of database `name`: the admin URL with its path replaced (query string kept)."""
         return urlunsplit(urlsplit(self.admin_url)._replace(path="/" + name))
 
-    def create_database(self, name: str) -> str:
-        """Create database `name` afresh (dropping a leftover of that name) and return its URL."""
-        self.drop_database(name)
-        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create database `name` afresh (dropping a leftover of that name) and return its URL.
+
+        With `template`, the new database is a copy of that one (`CREATE DATABASE … TEMPLATE`),
+        which copies its files instead of running the migrations again.
+        PostgreSQL refuses the copy while anyone is connected to the template; `seal_template`
+        makes sure nobody can be.
+        """
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+        self._execute(*_drop_statements(name), statement)
         return self.database_url(name)
 
+    def seal_template(self, name: str) -> None:
+        """Make database `name` a template that accepts no connections, so that no stray session
+        (a test's, an undisposed pool's) can ever make `CREATE DATABASE … TEMPLATE` fail on it.
+        Sessions still connected are terminated; `drop_database` undoes the seal."""
+        self._execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            .format(sql.Identifier(name)),
+            sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}")
+            .format(sql.Literal(name)),
+        )
+
     def drop_database(self, name: str) -> None:
-        """Drop database `name` if it exists.
+        """Drop database `name` if it exists (a sealed template too).
 
         FORCE terminates sessions still connected to it, e.g. an engine a test did not dispose
         of, or a worker subprocess that is still shutting down; without it the drop would fail.
         """
-        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        self._execute(statement.format(sql.Identifier(name)))
+        self._execute(*_drop_statements(name))
 
-    def _execute(self, statement: sql.Composed) -> None:
+    def _execute(self, *statements: sql.Composable) -> None:
+        """Run `statements` in turn on one admin connection."""
         # CREATE/DROP DATABASE cannot run inside a transaction block, hence autocommit.
         with psycopg.connect(
             self.admin_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
         ) as conn:
-            conn.execute(statement)
+            for statement in statements:
+                conn.execute(statement)
 
 
 class PgCluster(PgServer):
@@ -338,6 +358,17 @@ class PgCluster(PgServer):
         except subprocess.TimeoutExpired:
             watchdog.kill()
             watchdog.wait()
+
+
+def _drop_statements(name: str) -> list[sql.Composable]:
+    """DROP DATABASE IF EXISTS `name`, a sealed template too (see PgServer.drop_database)."""
+    # PostgreSQL refuses to drop a template, and ALTER DATABASE has no IF EXISTS: hence the DO.
+    unseal = sql.SQL(
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_database WHERE datname = {name} AND datistemplate)"
+        " THEN EXECUTE format('ALTER DATABASE %I IS_TEMPLATE false', {name}); END IF; END $$"
+    ).format(name=sql.Literal(name))
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    return [unseal, drop]
 
 
 def server_from_url_or_new_cluster(url: str | None) -> PgServer:

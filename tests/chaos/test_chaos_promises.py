@@ -94,7 +94,12 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_three_losses(
     while jobctl.status(job_id)["state"] not in ("failed", "succeeded"):
         assert time.monotonic() < deadline, jobctl.status(job_id)
         if all(worker.process.poll() is not None for worker in jobctl.workers):
-            jobctl.start_worker(*CHAOS_WORKER_OPTIONS, "--name", f"w{started}")
+            # Not start_worker's own wait, which wants the worker alive once it has started:
+            # this one may claim the job and die before the first look.
+            worker = jobctl.start_worker(*CHAOS_WORKER_OPTIONS, "--name", f"w{started}",
+                                         wait_started=False)
+            wait_for(lambda: " started: " in worker.log(), 30,  # noqa: B023 - waited for here
+                     lambda: f"worker did not start:\n{worker.log()}")  # noqa: B023
             started += 1
         time.sleep(0.2)
     status = jobctl.status(job_id)

@@ -51,10 +51,10 @@ def test_bulk_submit_skips_sqlalchemy_and_keeps_the_order(db_url: str, tmp_path:
     assert [jobs[job_id].argv[-1] for job_id in ids] == [f"echo {n}" for n in range(200)]
 
 
-def test_the_first_command_on_a_new_database_creates_it(sqlite_url: str) -> None:
-    result = run_probe(sqlite_url, "job", "submit", "--", "true")
+def test_the_first_command_on_a_new_database_creates_it(sqlite_url_empty: str) -> None:
+    result = run_probe(sqlite_url_empty, "job", "submit", "--", "true")
     assert "code=0" in result.stderr and result.stdout.strip() == "1", result.stderr
-    assert [job.argv for job in Client(sqlite_url).list_jobs()] == [["true"]]
+    assert [job.argv for job in Client(sqlite_url_empty).list_jobs()] == [["true"]]
 
 
 def test_dependencies_unique_keys_cancel_and_retry_skip_sqlalchemy_too(db_url: str) -> None:
@@ -108,10 +108,10 @@ def test_a_worker_runs_its_jobs_without_sqlalchemy(db_url: str) -> None:
     assert worker.state.value == "stopped"
 
 
-def test_a_worker_on_a_new_database_creates_it_first(sqlite_url: str) -> None:
-    result = run_probe(sqlite_url, "worker", "start", "--burst")
+def test_a_worker_on_a_new_database_creates_it_first(sqlite_url_empty: str) -> None:
+    result = run_probe(sqlite_url_empty, "worker", "start", "--burst")
     assert "code=0" in result.stderr, result.stderr
-    assert Client(sqlite_url).workers(include_ended=True)[0].state.value == "stopped"
+    assert Client(sqlite_url_empty).workers(include_ended=True)[0].state.value == "stopped"
 
 
 def test_a_worker_on_a_url_only_sqlalchemy_parses_still_works(tmp_path: Path) -> None:

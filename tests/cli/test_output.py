@@ -125,7 +125,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         return
     cluster = request.getfixturevalue("pg_cluster")
     name = f"jobctl_output_{WORKER_ID}_{uuid.uuid4().hex[:10]}".lower()
-    url = cluster.create_database(name)
+    url = cluster.create_database(name, template=request.getfixturevalue("pg_template"))
     try:
         yield seed(url)
     finally:

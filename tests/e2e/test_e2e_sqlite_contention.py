@@ -37,6 +37,7 @@ def _finish(process: subprocess.Popen[bytes], timeout: float = 120.0
                                        out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+@pytest.mark.empty_database  # a new file
 @pytest.mark.slow
 def test_a_new_file_four_workers_eight_bulk_submits_and_cpu_burners(
         jobctl_sqlite: Jobctl, tmp_path: Path) -> None:
@@ -136,6 +137,7 @@ def test_commands_wait_for_a_lock_another_process_holds(jobctl_sqlite: Jobctl) -
     assert jobctl_sqlite.ok("job", "list", "-o", "ids").split() == [submitted.stdout.strip()]
 
 
+@pytest.mark.empty_database  # a new file
 def test_a_new_file_another_process_holds_locked_is_waited_for(jobctl_sqlite: Jobctl) -> None:
     """A new, empty file that another process holds an exclusive lock on: listing and two
     submits all wait, then create the schema once between them and succeed."""
@@ -186,6 +188,7 @@ def test_a_worker_waits_out_a_lock_held_while_its_job_runs(jobctl_sqlite: Jobctl
     assert not trouble, trouble
 
 
+@pytest.mark.empty_database  # a new file
 @pytest.mark.parametrize("argv", [("job", "list"), ("job", "submit", "--", "true"),
                                   ("worker", "start", "--burst")],
                          ids=["list", "submit", "worker"])

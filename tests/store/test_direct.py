@@ -77,8 +77,9 @@ def migrated(db_url: str) -> Iterator[str]:
     yield db_url
 
 
-def test_a_missing_or_empty_database_is_left_to_the_migrations(db_url: str, tmp_path: Path) -> None:
-    assert DirectDatabase.open(db_url) is None  # SQLite: no file; PostgreSQL: no tables
+def test_a_missing_or_empty_database_is_left_to_the_migrations(db_url_empty: str,
+                                                                tmp_path: Path) -> None:
+    assert DirectDatabase.open(db_url_empty) is None  # SQLite: no file; PostgreSQL: no tables
     assert not Path(tmp_path / "jobctl.db").exists()  # and it created nothing
 
 
@@ -192,8 +193,9 @@ def test_reads_and_inserts_also_run_inside_a_sqlalchemy_transaction(migrated: st
     database.dispose()
 
 
-def test_the_client_creates_an_empty_database_then_takes_the_direct_road(db_url: str) -> None:
-    client = Client(db_url)
+def test_the_client_creates_an_empty_database_then_takes_the_direct_road(db_url_empty: str
+                                                                         ) -> None:
+    client = Client(db_url_empty)
     job_id = client.submit(JobSpec(argv=["true"])).id
     assert client._direct is not None  # the migrations ran, then the driver took over
     assert client.get(job_id).argv == ["true"]

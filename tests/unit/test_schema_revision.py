@@ -27,8 +27,8 @@ def test_migrations_have_one_head() -> None:
 
 
 @pytest.fixture
-def migrated(db_url: str) -> Iterator[sa.Engine]:
-    database = Database(db_url)
+def migrated(db_url_empty: str) -> Iterator[sa.Engine]:
+    database = Database(db_url_empty)
     before, after = database.upgrade()  # Alembic, from an empty database
     assert (before, after) == (None, SCHEMA_REVISION)
     assert database.current_revision() == SCHEMA_REVISION
@@ -104,12 +104,12 @@ def test_alembic_sees_no_difference(migrated: sa.Engine) -> None:
         assert compare_metadata(context, metadata) == []
 
 
-def test_upgrade_keeps_jobs_from_the_first_revision(db_url: str) -> None:
+def test_upgrade_keeps_jobs_from_the_first_revision(db_url_empty: str) -> None:
     """A database created at 0001 with a job in it upgrades to head with the job intact, and
     downgrades back."""
     from alembic import command
 
-    database = Database(db_url)
+    database = Database(db_url_empty)
     try:
         with database.engine.begin() as connection:
             command.upgrade(alembic_config(connection), "0001")  # type: ignore[arg-type]
