@@ -29,7 +29,8 @@ from pgcluster import PgCluster
 
 @pytest.fixture
 def chaos_jobctl(pg_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    """The real CLI on a fresh database of the shared PostgreSQL cluster (which stays up)."""
+    """The real CLI on a fresh database of the shared PostgreSQL cluster (which stays up),
+    already migrated (`pg_url`)."""
     with Jobctl(pg_url, tmp_path) as runner:
         yield runner
 
@@ -57,7 +58,8 @@ def jobctl_factory(tmp_path: Path) -> Iterator[Callable[[str, str], Jobctl]]:
 @pytest.fixture
 def restartable_jobctl(private_pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Jobctl]:
     """The real CLI on a database of this test's own cluster, which the test may stop and start
-    (`restartable_jobctl.cluster`)."""
+    (`restartable_jobctl.cluster`). The database is empty: a template would cost as much as the
+    migration it saves on a cluster made for one test, so the test runs `db upgrade` itself."""
     url = private_pg_cluster.create_database("jobctl_chaos")
     runner = Jobctl(url, tmp_path)
     runner.cluster = private_pg_cluster  # type: ignore[attr-defined]
