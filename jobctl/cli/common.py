@@ -143,6 +143,16 @@ QUEUE_OPTION = typer.Option("default", "--queue", "-q", envvar="JOBCTL_QUEUE",
                             help="The queue; only workers of this queue take the job.",
                             autocompletion=complete.queue_names)
 PRIORITY_OPTION = typer.Option(0, "--priority", "-p", help="Higher runs first.")
+def output_option(more: str = "") -> Any:
+    """The `-o/--output` option; `more` names the formats beyond table, wide, plain and json
+    (", json or ids")."""
+    last = more or " or json"
+    return typer.Option(
+        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
+        f"table, nothing cut), plain (tab-separated, default when piped){last}.",
+        show_default=False, autocompletion=complete.output_formats)
+
+
 TIMEOUT_OPTION = typer.Option(
     None, "--timeout", help="Kill the job after this long (90s, 10m, 1h30m).", show_default=False)
 RETRIES_OPTION = typer.Option(0, "--retries", help="Run again this many times if it fails.")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobctl.cli import complete
-from jobctl.cli.common import state
+from jobctl.cli.common import output_option, state
 from jobctl.cli.render import OutputFormat
 
 app = typer.Typer(help="Show the settings in effect and the config file's path.",
@@ -15,11 +14,7 @@ app = typer.Typer(help="Show the settings in effect and the config file's path."
 @app.command()
 def show(
     ctx: typer.Context,
-    output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-        "table, nothing cut), plain (tab-separated, default when piped), json or ids (the "
-        "setting names).",
-        show_default=False, autocompletion=complete.output_formats),
+    output: OutputFormat | None = output_option(", json or ids (the setting names)"),
 ) -> None:
     """Print every setting in effect, its value and where it came from: flag, env (a JOBCTL_*
     variable), profile, file or default. Passwords are masked.

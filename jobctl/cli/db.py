@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobctl.cli import complete
-from jobctl.cli.common import parse_duration, state
+from jobctl.cli.common import output_option, parse_duration, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import ExitCode, InvalidInput
 
@@ -33,10 +33,7 @@ def upgrade(ctx: typer.Context) -> None:
 @app.command()
 def status(
     ctx: typer.Context,
-    output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-        "table, nothing cut), plain (tab-separated, default when piped) or json.",
-        show_default=False, autocompletion=complete.output_formats),
+    output: OutputFormat | None = output_option(),
 ) -> None:
     """Show the database's schema revision beside the one this jobctl needs.
 

@@ -26,6 +26,7 @@ from jobctl.cli.common import (
     DeliveryChoice,
     command_argv,
     job_fields,
+    output_option,
     parse_duration,
     parse_instant,
     parse_pairs,
@@ -60,10 +61,7 @@ class StreamChoice(StrEnum):
     STDERR = "stderr"
 
 
-OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-    "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
-    show_default=False, autocompletion=complete.output_formats)
+OUTPUT_OPTION = output_option(", json or ids")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -27,6 +27,7 @@ from jobctl.cli.common import (
     DeliveryChoice,
     command_argv,
     job_fields,
+    output_option,
     parse_duration,
     parse_instant,
     parse_pairs,
@@ -56,10 +57,7 @@ class MisfireChoice(StrEnum):
     ALL = "all"
 
 
-OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-    "table, nothing cut), plain (tab-separated, default when piped) or json.",
-    show_default=False, autocompletion=complete.output_formats)
+OUTPUT_OPTION = output_option()
 NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The schedule's name.",
                                autocompletion=complete.schedule_names)
 CRON_HELP = ("A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 "

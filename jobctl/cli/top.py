@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from jobctl.cli import complete
-from jobctl.cli.common import parse_duration, state
+from jobctl.cli.common import output_option, parse_duration, state
 from jobctl.cli.render import OutputFormat, Terminal
 from jobctl.errors import DatabaseUnavailable, InvalidInput
 
@@ -58,10 +57,7 @@ def stats(
     ctx: typer.Context,
     window: str = typer.Option("1h", "--window", "-w", metavar="DURATION",
                                help="Count finished jobs within this window."),
-    output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide "
-        "(a table, nothing cut), plain (tab-separated, default when piped) or json.",
-        show_default=False, autocompletion=complete.output_formats),
+    output: OutputFormat | None = output_option(),
 ) -> None:
     """Queue depth, throughput and failure rate over a window.
 

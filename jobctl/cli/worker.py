@@ -14,6 +14,7 @@ from jobctl.cli.common import (
     configure_logging,
     metrics_port_option,
     metrics_served,
+    output_option,
     parse_duration,
     parse_queues,
     state,
@@ -121,10 +122,7 @@ def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
 def list_(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include stopped and lost workers."),
-    output: OutputFormat | None = typer.Option(
-        None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-        "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
-        show_default=False, autocompletion=complete.output_formats),
+    output: OutputFormat | None = output_option(", json or ids"),
 ) -> None:
     """List the cluster's workers, newest first."""
     st = state(ctx)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobctl.cli import complete
-from jobctl.cli.common import parse_duration, parse_pairs, state
+from jobctl.cli.common import output_option, parse_duration, parse_pairs, state
 from jobctl.cli.render import OutputFormat, visible
 from jobctl.errors import InvalidInput
 
@@ -18,10 +18,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run graphs of jobs (workflows) from TOML files.", no_args_is_help=True,
                   rich_markup_mode=None)
 
-OUTPUT_OPTION = typer.Option(
-    None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
-    "table, nothing cut), plain (tab-separated, default when piped), json or ids.",
-    show_default=False, autocompletion=complete.output_formats)
+OUTPUT_OPTION = output_option(", json or ids")
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The workflow's id.",
                              autocompletion=complete.workflow_ids)
 
