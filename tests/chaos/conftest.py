@@ -23,8 +23,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from e2e_support import Jobctl
+from e2e_support import Jobctl, jobctl, jobctl_sqlite
 from pgcluster import PgCluster
+
+__all__ = ["jobctl", "jobctl_sqlite"]  # fixtures shared with tests/e2e
 
 
 @pytest.fixture

@@ -14,21 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from chaos_support import CHAOS_WORKER_OPTIONS, kill9, logging_script, read_events, wait_event
 from e2e_support import JOBCTL, Jobctl, Worker, describe, wait_for
-
-
-@pytest.fixture
-def jobctl(db_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    with Jobctl(db_url, tmp_path) as runner:
-        yield runner
-
-
-@pytest.fixture
-def jobctl_sqlite(sqlite_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    with Jobctl(sqlite_url, tmp_path) as runner:
-        yield runner
 
 
 def default_worker(jobctl: Jobctl, name: str) -> Worker:

@@ -70,3 +70,11 @@ def run_cli(*args: str, env: Mapping[str, str | None] | None = None, stdin: byte
         stdout, stderr = out.getvalue(), err.getvalue()
     return Result(code, stdout.decode(), stderr.decode(),
                   stdout, stderr)
+
+
+def cli_ok(url: str, *args: str) -> str:
+    """`jobctl ARGS…` on the database at `url`, in-process; requires exit status 0 and returns
+    what it printed on standard output."""
+    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
+    assert result.exit_code == 0, result
+    return result.stdout

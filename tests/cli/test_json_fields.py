@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import run_cli
+from inprocess import cli_ok as jobctl
 
 from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec, JobState
@@ -36,12 +36,6 @@ def documented() -> dict[str, list[str]]:
         elif current is not None and (match := re.match(r"\|\s*`([a-z_]+)`\s*\|", line)):
             current.append(match.group(1))
     return sections
-
-
-def jobctl(url: str, *args: str) -> str:
-    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
-    assert result.exit_code == 0, result
-    return result.stdout
 
 
 def emitted(url: str, *args: str) -> Any:

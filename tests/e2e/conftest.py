@@ -9,29 +9,6 @@ prints the workers' logs, which pytest shows when the test failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from e2e_support import jobctl, jobctl_pg, jobctl_sqlite
 
-import pytest
-from e2e_support import Jobctl
-
-
-@pytest.fixture
-def jobctl(db_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    """The real CLI on this test's database, on both backends."""
-    with Jobctl(db_url, tmp_path) as runner:
-        yield runner
-
-
-@pytest.fixture
-def jobctl_pg(pg_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    """The real CLI on a PostgreSQL database only."""
-    with Jobctl(pg_url, tmp_path) as runner:
-        yield runner
-
-
-@pytest.fixture
-def jobctl_sqlite(sqlite_url: str, tmp_path: Path) -> Iterator[Jobctl]:
-    """The real CLI on an SQLite database only."""
-    with Jobctl(sqlite_url, tmp_path) as runner:
-        yield runner
+__all__ = ["jobctl", "jobctl_pg", "jobctl_sqlite"]

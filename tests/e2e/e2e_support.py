@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -259,3 +259,27 @@ def read_until(stream: Any, needle: bytes, timeout_s: float) -> bytes:
                 break
             data += chunk
     return data
+
+
+# --- fixtures (registered by tests/e2e/conftest.py and tests/chaos/conftest.py) ---------------
+
+
+@pytest.fixture
+def jobctl(db_url: str, tmp_path: Path) -> Iterator[Jobctl]:
+    """The real CLI on this test's database, on both backends."""
+    with Jobctl(db_url, tmp_path) as runner:
+        yield runner
+
+
+@pytest.fixture
+def jobctl_pg(pg_url: str, tmp_path: Path) -> Iterator[Jobctl]:
+    """The real CLI on a PostgreSQL database only."""
+    with Jobctl(pg_url, tmp_path) as runner:
+        yield runner
+
+
+@pytest.fixture
+def jobctl_sqlite(sqlite_url: str, tmp_path: Path) -> Iterator[Jobctl]:
+    """The real CLI on an SQLite database only."""
+    with Jobctl(sqlite_url, tmp_path) as runner:
+        yield runner
