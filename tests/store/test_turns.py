@@ -85,6 +85,7 @@ def test_a_lost_outcome_costs_no_retry_and_counts_a_loss(direct: DirectDatabase)
     job_id = submit(direct)
     with direct.turn() as conn:
         _, [job] = queue.complete_and_claim(conn, w, [], queue.Claim(["default"], 1, LEASE_S))
+    assert (job.id, job.in_buffer, job.losses, job.max_lost) == (job_id, False, 0, 3)
     lost = Outcome(job_id, 1, JobState.QUEUED, "lost", None, 9, "fenced", has_dependents=False)
     with direct.turn() as conn:
         applied, _ = queue.complete_and_claim(conn, w, [lost], queue.NO_CLAIM)
