@@ -297,8 +297,7 @@ class Client:
 
     def _pg_conninfo(self) -> str | None:
         """What a PostgreSQL listener connects to; None on SQLite (no notifications)."""
-        direct = self._database()
-        return direct.location.target if direct.is_postgres else None
+        return self._database().listen_target
 
     @contextmanager
     def changes(self) -> Iterator[threading.Event]:

@@ -62,7 +62,7 @@ class Scheduler:
     def poll_s(self) -> float:
         if self._settings.poll_s is not None:
             return self._settings.poll_s
-        return 5.0 if self._db.is_postgres else 0.5
+        return 5.0 if self._db.listen_target else 0.5  # slower where notifications wake us
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,11 +173,11 @@ class Scheduler:
         self._wake.clear()
 
     def _start_listener(self) -> Listener | None:
-        if not self._db.is_postgres or self._settings.once:
+        if self._db.listen_target is None or self._settings.once:
             return None
         from jobctl.store import notify
 
-        listener = notify.Listener(self._db.location.target, [notify.SCHEDULES_CHANNEL],
+        listener = notify.Listener(self._db.listen_target, [notify.SCHEDULES_CHANNEL],
                                    lambda channel, payload: self._wake.set())
         listener.start()
         return listener

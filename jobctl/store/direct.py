@@ -223,6 +223,12 @@ class DirectDatabase:
         self._raw: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def listen_target(self) -> str | None:
+        """What a LISTEN connection connects to, where the backend notifies (PostgreSQL); None
+        where nothing does (SQLite), and waiters poll instead."""
+        return self.location.target if self.is_postgres else None
+
     @classmethod
     def open(cls, url: str) -> DirectDatabase | None:
         """The database at `url` with its schema checked, or None when the direct road does

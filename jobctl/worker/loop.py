@@ -151,7 +151,8 @@ class Worker:
         self.settings = settings
         self.hostname = socket.gethostname()
         self.name = settings.name or f"{self.hostname}.{os.getpid()}"
-        self.poll_s = settings.poll_s or (2.0 if database.is_postgres else 0.2)
+        # A fallback where notifications wake the worker; the only way to learn of work elsewhere.
+        self.poll_s = settings.poll_s or (2.0 if database.listen_target else 0.2)
         self.worker_id = 0
         self._wake = threading.Event()
         self._stop = threading.Event()  # set when the whole worker must end
@@ -203,9 +204,9 @@ class Worker:
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobctl-heartbeat",
                                      daemon=True)
         heartbeat.start()
-        if self.db.is_postgres:
+        if self.db.listen_target is not None:
             self._listener = notify.Listener(
-                self.db.location.target,
+                self.db.listen_target,
                 [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL, notify.WORKER_CHANNEL],
                 self._on_notify,
             )
@@ -562,7 +563,8 @@ class Worker:
         depends on this thread alone (rescuing others' jobs is the main thread's work)."""
         renew_every = self.settings.lease_s / 3
         # Check for cancels this often where no notification brings them (SQLite).
-        check_every = min(renew_every, 0.5 if not self.db.is_postgres else renew_every)
+        notified = self.db.listen_target is not None
+        check_every = min(renew_every, renew_every if notified else 0.5)
         next_renewal = time.monotonic() + renew_every
         try:
             while not self._stop.wait(check_every):
@@ -571,7 +573,7 @@ class Worker:
                     if now >= next_renewal:
                         self._renew()
                         next_renewal = now + renew_every
-                    elif not self.db.is_postgres:
+                    elif not notified:
                         self._check_cancels()
                 except DatabaseUnavailable as error:
                     self._metrics.renewal_failed()
