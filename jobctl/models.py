@@ -38,12 +38,12 @@ UNFINISHED_STATES = frozenset(state for state in JobState if state not in FINAL_
 NOT_STARTED_STATES = frozenset({JobState.WAITING, JobState.QUEUED})
 
 
-def state_values(states: Iterable[JobState]) -> list[str]:
+def state_values(states: Iterable[StrEnum]) -> list[str]:
     """The states' values, sorted (a query's text and parameters stay the same run to run)."""
     return sorted(state.value for state in states)
 
 
-def sql_states(states: Iterable[JobState]) -> str:
+def sql_states(states: Iterable[StrEnum]) -> str:
     """The states as SQL literals for `IN (…)`: `'cancelled', 'failed'`."""
     return ", ".join(f"'{value}'" for value in state_values(states))
 
@@ -89,6 +89,10 @@ class WorkerState(StrEnum):
     DRAINING = "draining"
     STOPPED = "stopped"
     LOST = "lost"
+
+
+# Workers that hold (or may still renew) leases: a heartbeat older than a lease makes one lost.
+LIVE_WORKER_STATES = frozenset({WorkerState.RUNNING, WorkerState.DRAINING})
 
 
 class Stream(StrEnum):

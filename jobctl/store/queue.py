@@ -25,6 +25,7 @@ from jobctl import policy
 from jobctl.models import (
     DEFAULT_MAX_LOST,
     FINAL_STATES,
+    LIVE_WORKER_STATES,
     Delivery,
     JobState,
     WorkerState,
@@ -659,7 +660,7 @@ VALUES (:id, :attempt, :worker_id, :started_at, {SQLITE_NOW}, 'lost', :error)
 # Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
 MARK_LOST_WORKERS = f"""
 UPDATE workers SET state = '{WorkerState.LOST.value}'
-WHERE state IN ('{WorkerState.RUNNING.value}', '{WorkerState.DRAINING.value}')
+WHERE state IN ({sql_states(LIVE_WORKER_STATES)})
   AND heartbeat_at < {{stale_before}}
 """
 
@@ -734,7 +735,8 @@ FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
 WHERE {in_jobs} AND (j.state IS NULL OR j.state IN ('queued', 'running', 'waiting'))
 """
 
-_LIVE_WORKER_QUEUES = "SELECT queues FROM workers WHERE state IN ('running', 'draining')"
+_LIVE_WORKER_QUEUES = (
+    f"SELECT queues FROM workers WHERE state IN ({sql_states(LIVE_WORKER_STATES)})")
 
 
 def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from jobctl.models import JobState, WorkerInfo, WorkerState
+from jobctl.models import LIVE_WORKER_STATES, JobState, WorkerInfo, WorkerState, sql_states
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 
-_LIVE = f"('{WorkerState.RUNNING.value}', '{WorkerState.DRAINING.value}')"
+_LIVE = f"({sql_states(LIVE_WORKER_STATES)})"
 
 
 def register(
