@@ -616,10 +616,10 @@ class _WakeUps:
                 import psycopg
 
                 from jobctl.store import notify
-                from jobctl.store.direct import PG_CONNECTION_OPTIONS
+                from jobctl.store.postgres import CONNECTION_OPTIONS
 
                 connection = psycopg.connect(conninfo, autocommit=True,
-                                             **PG_CONNECTION_OPTIONS)  # type: ignore[arg-type]
+                                             **CONNECTION_OPTIONS)  # type: ignore[arg-type]
                 connection.execute(f"LISTEN {notify.DONE_CHANNEL}")
                 self._connection = connection
 

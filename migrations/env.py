@@ -17,8 +17,9 @@ def run_with(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
+        # SQLite cannot ALTER most things; batch mode rebuilds the table there (recreate="auto")
+        # and is plain ALTER TABLE on PostgreSQL.
+        render_as_batch=True,
     )
     with context.begin_transaction():
         context.run_migrations()

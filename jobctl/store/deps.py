@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from jobctl.models import FINAL_STATES, DepCondition, JobState
 from jobctl.store import notify
@@ -59,7 +60,7 @@ def states_of(conn: Conn, job_ids: Iterable[int]) -> dict[int, str]:
         return {}
     where, params = in_(conn, "id", ids, "ids")
     lock = " FOR SHARE" if conn.is_postgres else ""
-    rows = conn.execute(f"SELECT id, state FROM jobs WHERE {where}{lock}", params)
+    rows = conn.legacy_execute(f"SELECT id, state FROM jobs WHERE {where}{lock}", params)
     return {job_id: state for job_id, state in rows}
 
 
@@ -83,7 +84,7 @@ def add(conn: Conn, edges: Sequence[tuple[int, int, DepCondition]]) -> None:
         if rows.get(key) != DepCondition.OK.value:
             rows[key] = condition.value
     if rows:
-        conn.executemany(
+        conn.legacy_executemany(
             "INSERT INTO job_deps (job_id, depends_on, condition)"
             " VALUES (:job_id, :depends_on, :condition)",
             [{"job_id": j, "depends_on": d, "condition": c} for (j, d), c in rows.items()],
@@ -149,14 +150,14 @@ def _waiting_dependents(conn: Conn, job_ids: Sequence[int]) -> list[int]:
     if not job_ids:
         return []
     where, params = in_(conn, "dep.depends_on", list(job_ids), "ids")
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT dep.job_id FROM job_deps dep JOIN jobs ON jobs.id = dep.job_id"
         f" WHERE {where} AND jobs.state = 'waiting'", params)
     return sorted({row[0] for row in rows})
 
 
 def _all_waiting_with_deps(conn: Conn) -> list[int]:
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT DISTINCT dep.job_id FROM job_deps dep JOIN jobs ON jobs.id = dep.job_id"
         " WHERE jobs.state = 'waiting'")
     return sorted(row[0] for row in rows)
@@ -165,7 +166,7 @@ def _all_waiting_with_deps(conn: Conn) -> list[int]:
 def _deps_of(conn: Conn, job_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str | None]]]:
     """Each job's dependencies: (depends on, condition, its state; None once pruned)."""
     where, params = in_(conn, "job_deps.job_id", list(job_ids), "ids")
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT job_deps.job_id, job_deps.depends_on, job_deps.condition, dep.state"
         " FROM job_deps LEFT OUTER JOIN jobs AS dep ON dep.id = job_deps.depends_on"
         f" WHERE {where}", params)
@@ -176,7 +177,7 @@ def _deps_of(conn: Conn, job_ids: Sequence[int]) -> dict[int, list[tuple[int, st
 
 
 def _end(conn: Conn, job_id: int, state: JobState, error: str) -> bool:
-    cursor = conn.execute(
+    cursor = conn.legacy_execute(
         f"UPDATE jobs SET state = :state, finished_at = {conn.now}, error = :error"
         " WHERE id = :id AND state = 'waiting'",
         {"state": state.value, "error": error, "id": job_id})
@@ -185,7 +186,7 @@ def _end(conn: Conn, job_id: int, state: JobState, error: str) -> bool:
 
 def _release(conn: Conn, job_id: int) -> bool:
     # run_at keeps an --at/--in given at submit when that is later than now
-    cursor = conn.execute(
+    cursor = conn.legacy_execute(
         f"UPDATE jobs SET state = 'queued',"
         f" run_at = CASE WHEN run_at > {conn.now} THEN run_at ELSE {conn.now} END"
         " WHERE id = :id AND state = 'waiting'", {"id": job_id})
@@ -195,8 +196,14 @@ def _release(conn: Conn, job_id: int) -> bool:
 def _notify(conn: Conn, result: Settled) -> None:
     if result.released:
         where, params = in_(conn, "id", result.released, "ids")
-        rows = conn.execute(f"SELECT DISTINCT queue FROM jobs WHERE {where}", params)
+        rows = conn.legacy_execute(f"SELECT DISTINCT queue FROM jobs WHERE {where}", params)
         for queue in sorted({row[0] for row in rows}):
             notify.job_submitted(conn, queue)
     if result.ended:
         notify.jobs_done(conn, sorted(result.ended))
+
+
+class DepsSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.deps): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -8,7 +8,7 @@ caller (jobctl.client) owns the transaction. No SQLAlchemy here: `jobctl job …
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.errors import NotFound
 from jobctl.models import (
@@ -40,7 +40,7 @@ def submit(connection: Any, spec: JobSpec) -> tuple[int, bool]:
     else:
         found = submit_store.insert_unique(conn, spec, initial.state, initial.error)
         if found is None:  # the unique key was taken: hand back the job that holds it
-            existing = conn.scalar("SELECT id FROM jobs WHERE unique_key = :key",
+            existing = conn.legacy_scalar("SELECT id FROM jobs WHERE unique_key = :key",
                                    {"key": spec.unique_key})
             return int(existing), False
         job_id = found
@@ -79,14 +79,15 @@ def _initials(conn: Conn, specs: Sequence[JobSpec]) -> list[deps.Initial]:
 def existing_ids(connection: Any, job_ids: Iterable[int]) -> set[int]:
     conn = Conn.of(connection)
     where, params = reads.in_(conn, "id", list(job_ids), "ids")
-    return {int(row[0]) for row in conn.execute(f"SELECT id FROM jobs WHERE {where}", params)}
+    rows = conn.legacy_execute(f"SELECT id FROM jobs WHERE {where}", params)
+    return {int(row[0]) for row in rows}
 
 
 def _lock_job(conn: Conn, job_id: int) -> tuple[str, str] | None:
     """The job's (state, queue), its row locked until the transaction ends (on SQLite the
     write transaction holds the whole database already); None when there is no such job."""
     lock = " FOR UPDATE" if conn.is_postgres else ""
-    row = conn.execute(f"SELECT state, queue FROM jobs WHERE id = :id{lock}",
+    row = conn.legacy_execute(f"SELECT state, queue FROM jobs WHERE id = :id{lock}",
                        {"id": job_id}).fetchone()
     return (str(row[0]), str(row[1])) if row is not None else None
 
@@ -105,7 +106,7 @@ def cancel(connection: Any, job_id: int) -> JobState | None:
     if state in NOT_STARTED_STATES:
         not_started, more = reads.in_(conn, "state", state_values(NOT_STARTED_STATES),
                                       "not_started")
-        conn.execute(
+        conn.legacy_execute(
             f"UPDATE jobs SET state = :cancelled, finished_at = {conn.now}, "
             "error = 'cancelled before it started', cancel_requested = TRUE "
             f"WHERE id = :id AND {not_started}",
@@ -114,7 +115,8 @@ def cancel(connection: Any, job_id: int) -> JobState | None:
         # what waits on it (--after) is cancelled too, transitively; --after-any ones may start
         deps.settle(conn, {job_id: JobState.CANCELLED.value})
     elif state == JobState.RUNNING.value:
-        conn.execute("UPDATE jobs SET cancel_requested = TRUE WHERE id = :id AND state = :running",
+        conn.legacy_execute(
+            "UPDATE jobs SET cancel_requested = TRUE WHERE id = :id AND state = :running",
                      {"id": job_id, "running": JobState.RUNNING.value})
         notify.cancel_requested(conn, job_id)
     return JobState(state)
@@ -129,10 +131,16 @@ def retry(connection: Any, job_id: int, retries: int = 0) -> JobState | None:
     state, queue = found
     if state in FINAL_STATES:
         final, more = reads.in_(conn, "state", state_values(FINAL_STATES), "final")
-        conn.execute(
+        conn.legacy_execute(
             f"UPDATE jobs SET state = :queued, max_attempts = attempt + 1 + :retries, losses = 0, "
             f"run_at = {conn.now}, finished_at = NULL, lease_until = NULL, exit_code = NULL, "
             f"signal = NULL, error = NULL, cancel_requested = FALSE WHERE id = :id AND {final}",
             {"id": job_id, "queued": JobState.QUEUED.value, "retries": retries, **more})
         notify.job_submitted(conn, queue)
     return JobState(state)
+
+
+class JobsSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.jobs): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 CONNECT_TIMEOUT_S = 2  # libpq's least; the caller stops waiting sooner
 
@@ -22,7 +22,7 @@ def connect(url: str) -> Iterator[Any]:
     from jobctl.store.url import parse
 
     location = parse(url)
-    if location.is_postgres:
+    if location.backend == "postgresql":  # TRANSITIONAL: the backend connects
         import psycopg
 
         connection: Any = psycopg.connect(location.target, connect_timeout=CONNECT_TIMEOUT_S,
@@ -99,3 +99,9 @@ def workflow_ids(connection: Any, prefix: str, limit: int) -> list[tuple[int, st
                  "SELECT id, name FROM workflows WHERE CAST(id AS TEXT) LIKE ? ESCAPE '\\'"
                  " ORDER BY id DESC LIMIT ?", (_like(prefix), limit))
     return [(int(workflow_id), str(name)) for workflow_id, name in rows]
+
+
+class NamesSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.names): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -79,10 +79,10 @@ class Listener:
         backoff = 0.5
         while not self._stopped.is_set():
             try:
-                from jobctl.store.direct import PG_CONNECTION_OPTIONS
+                from jobctl.store.postgres import CONNECTION_OPTIONS
 
                 with psycopg.connect(self._conninfo, autocommit=True,
-                                     **PG_CONNECTION_OPTIONS) as conn:  # type: ignore[arg-type]
+                                     **CONNECTION_OPTIONS) as conn:  # type: ignore[arg-type]
                     for channel in self._channels:
                         conn.execute(f"LISTEN {channel}")
                     backoff = 0.5

@@ -19,7 +19,7 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl import policy
 from jobctl.models import (
@@ -32,9 +32,12 @@ from jobctl.models import (
     sql_states,
 )
 from jobctl.store import deps, notify
-from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn, pg_now_plus
-from jobctl.store.direct import sqlite_now_plus as _sqlite_now_plus
+from jobctl.store.direct import Conn
+from jobctl.store.postgres import NOW as PG_NOW
+from jobctl.store.postgres import now_plus as pg_now_plus
 from jobctl.store.reads import in_
+from jobctl.store.sqlite import NOW as SQLITE_NOW
+from jobctl.store.sqlite import now_plus as _sqlite_now_plus
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def claim(conn: Conn, worker_id: int, claim: Claim) -> list[ClaimedJob]:
         return complete_and_claim(conn, worker_id, [], claim)[1]
     params: dict[str, Any] = {f"queue_{index}": q for index, q in enumerate(claim.queues)}
     params.update(claim.params(), worker_id=worker_id)
-    rows = conn.execute(_sqlite_claim(len(claim.queues)), params).fetchall()
+    rows = conn.legacy_execute(_sqlite_claim(len(claim.queues)), params).fetchall()
     return _in_start_order([_claimed_from_row(conn, row) for row in rows])
 
 
@@ -187,7 +190,7 @@ def write_output(conn: Conn, chunks: Sequence[OutputChunk]) -> None:
     again under the same attempt number; those chunks are dropped, not a failed turn."""
     if not chunks:
         return
-    conn.executemany(
+    conn.legacy_executemany(
         "INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)"
         f" VALUES (:job_id, :attempt, :stream, :seq, {conn.now}, :data)"
         " ON CONFLICT DO NOTHING",
@@ -238,9 +241,9 @@ def complete(conn: Conn, worker_id: int, outcomes: Sequence[Outcome]) -> set[int
             "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
             "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
         }
-        row = conn.execute(SQLITE_COMPLETE_JOB, params).fetchone()
+        row = conn.legacy_execute(SQLITE_COMPLETE_JOB, params).fetchone()
         if row is not None:
-            conn.execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row[1]})
+            conn.legacy_execute(SQLITE_RECORD_ATTEMPT, {**params, "started_at": row[1]})
             applied.add(o.job_id)
             if o.state.is_final:
                 ended[o.job_id] = o.state.value
@@ -452,7 +455,7 @@ def complete_and_claim(
     started = [job_id for job_id in started if job_id not in ending]
     if not conn.is_postgres:
         if started:
-            conn.execute(SQLITE_MARK_STARTED,
+            conn.legacy_execute(SQLITE_MARK_STARTED,
                          {"ids": json.dumps(started), "worker_id": worker_id})
         applied = complete(conn, worker_id, outcomes) if outcomes else set()
         return applied, claim(conn, worker_id, claim_)
@@ -477,14 +480,14 @@ def complete_and_claim(
     statement = PG_COMPLETE_AND_CLAIM if settle else PG_COMPLETE_AND_CLAIM_PLAIN
     # Rows: (completed, id, the claim's other columns…, has_dependents); completed is true for
     # an applied result, false for a claimed job, NULL for a released dependent.
-    rows = conn.execute(statement, params).fetchall()
+    rows = conn.legacy_execute(statement, params).fetchall()
     applied = {row[1] for row in rows if row[0]}
     claimed = _in_start_order([_claimed_from_row(conn, row[1:]) for row in rows
                                if row[0] is False])
     released = any(row[0] is None for row in rows)
     late = [row[1] for row in rows if row[0] and row[1 + _CLAIM_COLUMN_COUNT]]
     if late:
-        released = bool(conn.execute(PG_SETTLE, {"ids": late}).fetchall()) or released
+        released = bool(conn.legacy_execute(PG_SETTLE, {"ids": late}).fetchall()) or released
     if released and len(claimed) < limit:
         # The statement could not claim the dependents it released (one snapshot): claim again
         # now, rather than on the notification, so a chain goes on without a turn's delay and
@@ -507,7 +510,7 @@ def release(conn: Conn, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None
     """Put claimed jobs that never started back in the queue, their attempt not counted."""
     queues: set[str] = set()
     for job_id, attempt in jobs:
-        row = conn.execute(
+        row = conn.legacy_execute(
             RELEASE, {"id": job_id, "attempt": attempt, "worker_id": worker_id}
         ).fetchone()
         if row is not None:
@@ -550,13 +553,13 @@ def renew(conn: Conn, worker_id: int, job_ids: Sequence[int], lease_s: float) ->
     cancel: set[int] = set()
     if job_ids:
         ids: Any = list(job_ids) if conn.is_postgres else json.dumps(list(job_ids))
-        rows = conn.execute(
+        rows = conn.legacy_execute(
             PG_RENEW if conn.is_postgres else SQLITE_RENEW,
             {"ids": ids, "worker_id": worker_id, "lease_s": lease_s},
         ).fetchall()
         held = {row[0] for row in rows}
         cancel = {row[0] for row in rows if row[1]}
-    state = conn.scalar(HEARTBEAT.format(now=conn.now), {"worker_id": worker_id})
+    state = conn.legacy_scalar(HEARTBEAT.format(now=conn.now), {"worker_id": worker_id})
     return Renewal(held, cancel, WorkerState(state) if state else None)
 
 
@@ -565,7 +568,7 @@ def cancel_requests(conn: Conn, worker_id: int, job_ids: Sequence[int]) -> set[i
     if not job_ids:
         return set()
     where, params = in_(conn, "id", list(job_ids), "ids")
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         f"SELECT id FROM jobs WHERE {where} AND worker_id = :worker_id AND state = 'running'"
         " AND cancel_requested", {**params, "worker_id": worker_id})
     return {row[0] for row in rows}
@@ -675,16 +678,16 @@ def rescue(conn: Conn) -> Rescued:
     """Take back the jobs of expired leases. Idempotent; any worker or scheduler may call it."""
     # Rows: (id, new state, queue); 'requeue' is a job that never started.
     if conn.is_postgres:
-        rows = conn.execute(PG_RESCUE).fetchall()
+        rows = conn.legacy_execute(PG_RESCUE).fetchall()
     else:
         rows = []
-        for id_, new_state in conn.execute(SQLITE_EXPIRED).fetchall():
-            row = conn.execute(SQLITE_RESCUE, {"id": id_, "new_state": new_state}).fetchone()
+        for id_, new_state in conn.legacy_execute(SQLITE_EXPIRED).fetchall():
+            row = conn.legacy_execute(SQLITE_RESCUE, {"id": id_, "new_state": new_state}).fetchone()
             if row is None:
                 continue
             _, attempt, queue_name, error, worker_id, started_at = row
             if new_state != "requeue":
-                conn.execute(SQLITE_RESCUE_ATTEMPT, {
+                conn.legacy_execute(SQLITE_RESCUE_ATTEMPT, {
                     "id": id_, "attempt": attempt, "error": error, "worker_id": worker_id,
                     "started_at": started_at})
             rows.append((id_, new_state, queue_name))
@@ -703,7 +706,8 @@ def rescue(conn: Conn) -> Rescued:
 
 
 def mark_lost_workers(conn: Conn, lease_s: float) -> int:
-    cursor = conn.execute(MARK_LOST_WORKERS.format(stale_before=conn.now_plus("-(:lease_s)")),
+    cursor = conn.legacy_execute(
+        MARK_LOST_WORKERS.format(stale_before=conn.now_plus("-(:lease_s)")),
                           {"lease_s": lease_s})
     return int(cursor.rowcount or 0)
 
@@ -743,7 +747,7 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
     """What is left in `claim_.queues` for a burst worker to wait for (see policy)."""
     in_queues, params = in_(conn, "queue", list(claim_.queues), "queues")
     params.update(claim_.params())
-    due, running, next_retry, waiting, now = conn.execute(_BURST_COUNTS.format(
+    due, running, next_retry, waiting, now = conn.legacy_execute(_BURST_COUNTS.format(
         now=conn.now, user_fits=_USER_FITS, in_queues=in_queues), params).fetchone()
     if due or running:
         return policy.Backlog(due=due, running=running)
@@ -752,16 +756,17 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
         retry_in = max(0.0, (conn.time_not_null(next_retry)
                              - conn.time_not_null(now)).total_seconds())
     served = set(claim_.queues)
-    for (queues,) in conn.execute(_LIVE_WORKER_QUEUES).fetchall():
+    for (queues,) in conn.legacy_execute(_LIVE_WORKER_QUEUES).fetchall():
         served.update(conn.json(queues))
     not_mine = {
         job_id: f"runs as user {user!r}, which this worker cannot become"
-        for job_id, user in conn.execute(
+        for job_id, user in conn.legacy_execute(
             _NOT_MINE.format(in_queues=in_queues, user_fits=_USER_FITS), params).fetchall()}
     waiting_ids: tuple[int, ...] = ()
     jobs: dict[int, policy.Unfinished] = {}
     if waiting:
-        rows = conn.execute(f"SELECT id, queue FROM jobs WHERE state = 'waiting' AND {in_queues}",
+        rows = conn.legacy_execute(
+            f"SELECT id, queue FROM jobs WHERE state = 'waiting' AND {in_queues}",
                             params).fetchall()
         waiting_ids = tuple(row[0] for row in rows)
         # Walk the dependencies that have not ended, waiting ones level by level.
@@ -771,7 +776,7 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
             in_jobs, ids = in_(conn, "dep.job_id", list(pending), "ids")
             open_deps: dict[int, list[int]] = {}
             found: dict[int, policy.Unfinished] = {}
-            for job_id, dep, state, queue_name in conn.execute(
+            for job_id, dep, state, queue_name in conn.legacy_execute(
                     _OPEN_DEPS.format(in_jobs=in_jobs), ids).fetchall():
                 open_deps.setdefault(job_id, []).append(dep)
                 if state is not None and dep not in jobs:
@@ -782,3 +787,9 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
             pending = {job_id: job for job_id, job in found.items() if job.state == "waiting"}
     return policy.Backlog(retry_in_s=retry_in, waiting=waiting_ids, jobs=jobs,
                           served=frozenset(served), not_mine=not_mine)
+
+
+class QueueSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.queue): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -8,7 +8,7 @@ Written against `store.direct.Conn` (the driver, no SQLAlchemy): `jobctl job lis
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.models import (
     Attempt,
@@ -80,18 +80,18 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
 
 def select_jobs(conn: Conn, where: str, params: dict[str, Any], order: str = "id") -> list[Job]:
     """The jobs matching an SQL condition (written with `:name` placeholders)."""
-    rows = conn.execute(f"{SELECT_JOBS} WHERE {where} ORDER BY {order}", params).fetchall()
+    rows = conn.legacy_execute(f"{SELECT_JOBS} WHERE {where} ORDER BY {order}", params).fetchall()
     return [job_from_row(conn, row) for row in rows]
 
 
 def get(conn: Conn, job_id: int) -> Job | None:
-    row = conn.execute(f"{SELECT_JOBS} WHERE id = :id", {"id": job_id}).fetchone()
+    row = conn.legacy_execute(f"{SELECT_JOBS} WHERE id = :id", {"id": job_id}).fetchone()
     return job_from_row(conn, row) if row is not None else None
 
 
 def get_many(conn: Conn, job_ids: Iterable[int]) -> dict[int, Job]:
     where, params = in_(conn, "id", list(job_ids), "ids")
-    rows = conn.execute(f"{SELECT_JOBS} WHERE {where}", params).fetchall()
+    rows = conn.legacy_execute(f"{SELECT_JOBS} WHERE {where}", params).fetchall()
     return {row[0]: job_from_row(conn, row) for row in rows}
 
 
@@ -143,12 +143,12 @@ def list_jobs(
     if limit:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    return [job_from_row(conn, row) for row in conn.execute(sql, params).fetchall()]
+    return [job_from_row(conn, row) for row in conn.legacy_execute(sql, params).fetchall()]
 
 
 def list_attempts(conn: Conn, job_id: int) -> list[Attempt]:
     """Ended attempts from `attempts`, and the running one (if any) from the job's own row."""
-    rows = conn.execute("""
+    rows = conn.legacy_execute("""
         SELECT a.attempt, a.worker_id, w.name, a.started_at, a.finished_at, a.outcome,
                a.exit_code, a.signal, a.error
         FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id
@@ -160,7 +160,7 @@ def list_attempts(conn: Conn, job_id: int) -> list[Attempt]:
         for (attempt, worker_id, worker_name, started_at, finished_at, outcome, exit_code,
              signal, error) in rows
     ]
-    running = conn.execute("""
+    running = conn.legacy_execute("""
         SELECT j.attempt, j.worker_id, w.name, j.started_at
         FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
         WHERE j.id = :job_id AND j.state = :running""",
@@ -190,7 +190,7 @@ def read_logs(
     if stream is not None:
         only_stream = " AND stream = :stream"
         params["stream"] = stream.value
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT stream, seq, data FROM job_logs WHERE job_id = :job_id AND attempt = :attempt "
         f"AND seq > :after{only_stream} ORDER BY seq LIMIT :limit", params).fetchall()
     return [LogChunk(attempt=attempt, stream=Stream(stream_), seq=seq, data=bytes(data))
@@ -199,7 +199,7 @@ def read_logs(
 
 def waits_for(conn: Conn, job_id: int) -> list[Dependency]:
     """The jobs `job_id` depends on (a pruned one shows as lost)."""
-    rows = conn.execute("""
+    rows = conn.legacy_execute("""
         SELECT d.depends_on, d.condition, other.state
         FROM job_deps d LEFT JOIN jobs other ON other.id = d.depends_on
         WHERE d.job_id = :job_id ORDER BY d.depends_on""", {"job_id": job_id}).fetchall()
@@ -209,7 +209,7 @@ def waits_for(conn: Conn, job_id: int) -> list[Dependency]:
 
 def needed_by(conn: Conn, job_id: int) -> list[Dependency]:
     """The jobs that depend on `job_id`."""
-    rows = conn.execute("""
+    rows = conn.legacy_execute("""
         SELECT d.job_id, d.condition, j.state
         FROM job_deps d JOIN jobs j ON j.id = d.job_id
         WHERE d.depends_on = :job_id ORDER BY d.job_id""", {"job_id": job_id}).fetchall()
@@ -225,3 +225,9 @@ def in_(conn: Conn, column: str, values: list[Any], name: str) -> tuple[str, dic
 
     return (f"{column} IN (SELECT value FROM json_each(:{name}))",
             {name: json.dumps(values)})
+
+
+class ReadsSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.reads): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.models import FINAL_STATES, JobState, sql_states
 from jobctl.store.direct import Conn, DirectDatabase
@@ -100,11 +100,11 @@ def prune(database: DirectDatabase, older_than_s: float,
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
     values = [state.value for state in states]
     with database.read() as conn:
-        now = conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
+        now = conn.time_not_null(conn.legacy_scalar(f"SELECT {conn.now}"))
         # One cutoff for every batch, from the database clock.
         cutoff = conn.time_param(now - timedelta(seconds=older_than_s))
         where, params = in_(conn, "jobs.state", values, "states")
-        result.kept_for_dependents = int(conn.scalar(
+        result.kept_for_dependents = int(conn.legacy_scalar(
             COUNT_KEPT.format(states=where), {**params, "cutoff": cutoff}))
     after_id = 0
     while True:
@@ -118,7 +118,7 @@ def prune(database: DirectDatabase, older_than_s: float,
             _count_or_delete(conn, ids, logs_only, dry_run, result)
         if len(ids) < batch:
             break
-        if not dry_run and not database.is_postgres:
+        if not dry_run and database.backend.title != "PostgreSQL":  # TRANSITIONAL
             # SQLite has one writer at a time, and a writer that waits polls for the lock every
             # 100 ms at most: were the next batch to take it straight back, workers and clients
             # could wait through many batches. Pausing as long as a batch took lets them in.
@@ -131,7 +131,7 @@ def _next_batch(conn: Conn, states: list[str], cutoff: Any, after_id: int, batch
     where, params = in_(conn, "jobs.state", states, "states")
     sql = NEXT_BATCH.format(states=where, logs_only=_HAS_LOGS if logs_only else "",
                             lock=_PG_LOCK if conn.is_postgres and not dry_run else "")
-    rows = conn.execute(sql, {**params, "cutoff": cutoff, "after_id": after_id,
+    rows = conn.legacy_execute(sql, {**params, "cutoff": cutoff, "after_id": after_id,
                               "batch": batch}).fetchall()
     return [int(row[0]) for row in rows]
 
@@ -139,23 +139,23 @@ def _next_batch(conn: Conn, states: list[str], cutoff: Any, after_id: int, batch
 def _count_or_delete(conn: Conn, ids: list[int], logs_only: bool, dry_run: bool,
                      result: Pruned) -> None:
     by_job, params = in_(conn, "job_id", ids, "ids")
-    chunks, size, attempt_count = conn.execute(
+    chunks, size, attempt_count = conn.legacy_execute(
         COUNT_BATCH.format(logs=by_job, attempts=by_job), params).fetchone()
     result.log_chunks += int(chunks)
     result.log_bytes += int(size)
     if logs_only:
         if not dry_run:
-            conn.execute(DELETE_LOGS.format(ids=by_job), params)
+            conn.legacy_execute(DELETE_LOGS.format(ids=by_job), params)
         return
     result.attempts += int(attempt_count)
     if dry_run:
         result.jobs += len(ids)
         return
-    conn.execute(DELETE_LOGS.format(ids=by_job), params)
-    conn.execute(DELETE_ATTEMPTS.format(ids=by_job), params)
-    conn.execute(DELETE_DEPS.format(ids=by_job), params)
+    conn.legacy_execute(DELETE_LOGS.format(ids=by_job), params)
+    conn.legacy_execute(DELETE_ATTEMPTS.format(ids=by_job), params)
+    conn.legacy_execute(DELETE_DEPS.format(ids=by_job), params)
     by_id, params = in_(conn, "id", ids, "ids")
-    result.jobs += conn.execute(DELETE_JOBS.format(ids=by_id), params).rowcount
+    result.jobs += conn.legacy_execute(DELETE_JOBS.format(ids=by_id), params).rowcount
 
 
 # --- table sizes --------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ JOIN sqlite_master AS m ON m.name = s.name GROUP BY m.tbl_name"""
 def table_sizes(database: DirectDatabase) -> list[TableSize]:
     """Row counts and on-disk sizes (with indexes and, on PostgreSQL, TOAST) of jobctl's tables."""
     with database.read() as conn:
-        found = conn.execute(_PG_COUNT_ROWS_AND_SIZES if conn.is_postgres
+        found = conn.legacy_execute(_PG_COUNT_ROWS_AND_SIZES if conn.is_postgres
                              else _COUNT_ROWS).fetchall()
         rows = {name: int(count) for name, count, _ in found}
         sizes = ({name: size for name, _, size in found} if conn.is_postgres
@@ -200,9 +200,15 @@ def _sqlite_sizes(conn: Conn) -> dict[str, int | None]:
     import sqlite3
 
     try:
-        found = conn.execute(SQLITE_SIZES).fetchall()
+        found = conn.legacy_execute(SQLITE_SIZES).fetchall()
     except sqlite3.OperationalError as error:  # a failed prepare leaves the transaction as it was
         if "dbstat" not in str(error):
             raise
         return {}
     return {name: size for name, size in found}
+
+
+class RetentionSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.retention): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -25,7 +25,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl import policy
 from jobctl.cron import Timing, interval_anchor
@@ -45,7 +45,9 @@ from jobctl.models import (
 from jobctl.store import jobs as job_store
 from jobctl.store import notify, reads
 from jobctl.store import submit as submit_store
-from jobctl.store.direct import PG_NOW, SQLITE_NOW, Conn
+from jobctl.store.direct import Conn
+from jobctl.store.postgres import NOW as PG_NOW
+from jobctl.store.sqlite import NOW as SQLITE_NOW
 
 # What a schedule's overlap policy counts as still running: unfinished jobs.
 ACTIVE = state_values(UNFINISHED_STATES)
@@ -101,19 +103,19 @@ def get(conn: Conn, name: str, *, lock: bool = False) -> Schedule | None:
     """The schedule of that name; with `lock`, its row locked until the transaction ends (on
     SQLite the write transaction holds the whole database already)."""
     for_update = " FOR UPDATE" if lock and conn.is_postgres else ""
-    row = conn.execute(f"{SELECT_SCHEDULES} WHERE name = :name{for_update}",
+    row = conn.legacy_execute(f"{SELECT_SCHEDULES} WHERE name = :name{for_update}",
                        {"name": name}).fetchone()
     return _schedule_from_row(conn, row) if row is not None else None
 
 
 def list_all(conn: Conn) -> list[Schedule]:
-    rows = conn.execute(f"{SELECT_SCHEDULES} ORDER BY name").fetchall()
+    rows = conn.legacy_execute(f"{SELECT_SCHEDULES} ORDER BY name").fetchall()
     return [_schedule_from_row(conn, row) for row in rows]
 
 
 def recent_runs(conn: Conn, schedule_id: int, limit: int = 5) -> list[ScheduleRun]:
     """The schedule's latest occurrences, newest first."""
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT id, fire_time, state, created_at, error FROM jobs WHERE schedule_id = :id "
         "ORDER BY fire_time DESC LIMIT :limit", {"id": schedule_id, "limit": limit}).fetchall()
     return [ScheduleRun(job_id=job_id, fire_time=conn.time_not_null(fire_time),
@@ -124,7 +126,7 @@ def recent_runs(conn: Conn, schedule_id: int, limit: int = 5) -> list[ScheduleRu
 
 def now(conn: Conn) -> datetime:
     """The database's clock (fire times are compared with it, never with a machine's)."""
-    return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
+    return conn.time_not_null(conn.legacy_scalar(f"SELECT {conn.now}"))
 
 
 # --- changing ---------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def create(conn: Conn, definition: ScheduleDefinition) -> int:
     sql = (f"INSERT INTO schedules ({', '.join(columns)}, updated_at) "
            f"VALUES ({', '.join(_definition_sql(conn, c) for c in columns)}, "
            f"{_time_param(conn, 'created_at')}) RETURNING id")
-    schedule_id = conn.scalar(sql, {
+    schedule_id = conn.legacy_scalar(sql, {
         **_values(conn, definition),
         "next_fire_at": conn.time_param(_first_fire(definition, moment, moment)),
         "created_at": conn.time_param(moment),
@@ -202,7 +204,7 @@ def replace(conn: Conn, existing: Schedule, definition: ScheduleDefinition,
     created_at = existing.created_at if keep_created else moment
     columns = (*DEFINITION_COLUMNS, "next_fire_at", *(() if keep_created else ("created_at",)))
     assignments = ", ".join(f"{c} = {_definition_sql(conn, c)}" for c in columns)
-    conn.execute(
+    conn.legacy_execute(
         f"UPDATE schedules SET {assignments}, updated_at = {_time_param(conn, 'updated_at')} "
         "WHERE id = :id", {
             **_values(conn, definition),
@@ -220,12 +222,12 @@ def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
     Resuming keeps `next_fire_at`: the fire times passed while paused are missed, and the
     schedule's misfire policy decides what becomes of them."""
     for_update = " FOR UPDATE" if conn.is_postgres else ""
-    before = conn.scalar(f"SELECT paused FROM schedules WHERE name = :name{for_update}",
+    before = conn.legacy_scalar(f"SELECT paused FROM schedules WHERE name = :name{for_update}",
                          {"name": name})
     if before is None:
         return None
     # Conditional on what was read, like every state change.
-    conn.execute(
+    conn.legacy_execute(
         f"UPDATE schedules SET paused = :paused, updated_at = {conn.now} "
         "WHERE name = :name AND paused = :before",
         {"name": name, "paused": paused, "before": bool(before)})
@@ -235,7 +237,8 @@ def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
 
 def delete(conn: Conn, name: str) -> bool:
     """Remove a schedule. Its jobs stay (they keep their schedule_id and fire_time)."""
-    deleted = conn.execute("DELETE FROM schedules WHERE name = :name", {"name": name}).rowcount
+    deleted = conn.legacy_execute("DELETE FROM schedules WHERE name = :name",
+                                  {"name": name}).rowcount
     notify.schedules_changed(conn, name)
     return bool(deleted)
 
@@ -288,7 +291,7 @@ def fire_due(conn: Conn, *, limit: int = 200, misfire_grace_s: float = 1.0,
     schedule's misfire policy says whether it fires (`all`: up to `misfire_cap` of them, the
     latest), once for the latest (`once`), or not at all (`skip`); see policy.misfire_fire_times.
     """
-    rows = conn.execute(PG_LOCK_DUE if conn.is_postgres else SQLITE_DUE,
+    rows = conn.legacy_execute(PG_LOCK_DUE if conn.is_postgres else SQLITE_DUE,
                         {"limit": limit}).fetchall()
     report = Fired(schedules=len(rows))
     if not rows:
@@ -343,14 +346,14 @@ def _advance(conn: Conn, advances: Sequence[Advance]) -> None:
     if not advances:
         return
     if conn.is_postgres:
-        conn.execute(PG_ADVANCE, {
+        conn.legacy_execute(PG_ADVANCE, {
             "ids": [a.schedule_id for a in advances],
             "expected": [a.expected for a in advances],
             "next_fire_ats": [a.next_fire_at for a in advances],
             "last_fire_ats": [a.last_fire_at for a in advances],
         })
         return
-    conn.executemany(SQLITE_ADVANCE, [
+    conn.legacy_executemany(SQLITE_ADVANCE, [
         {"id": a.schedule_id, "expected": conn.time_param(a.expected),
          "next_fire_at": conn.time_param(a.next_fire_at),
          "last_fire_at": conn.time_param(a.last_fire_at)} for a in advances])
@@ -469,7 +472,7 @@ def _start_workflows(conn: Conn, occurrences: Sequence[Occurrence], moment: date
 def _active_workflows(conn: Conn, schedule_id: int) -> list[policy.ActiveRun]:
     """The workflows this schedule started that still have unfinished tasks."""
     active, params = reads.in_(conn, "j.state", ACTIVE, "active")
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT DISTINCT w.id FROM workflows w JOIN jobs j ON j.workflow_id = w.id "
         f"WHERE w.schedule_id = :schedule_id AND {active} ORDER BY w.id",
         {"schedule_id": schedule_id, **params}).fetchall()
@@ -484,7 +487,7 @@ def _active_runs(conn: Conn, of: Sequence[Schedule]) -> dict[int, list[policy.Ac
         return {}
     of_schedules, params = reads.in_(conn, "schedule_id", ids, "ids")
     active, more = reads.in_(conn, "state", ACTIVE, "active")
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         f"SELECT schedule_id, id, state FROM jobs WHERE {of_schedules} AND {active} ORDER BY id",
         {**params, **more}).fetchall()
     found: dict[int, list[policy.ActiveRun]] = {}
@@ -529,7 +532,7 @@ def _insert(conn: Conn, rows: Sequence[_Row], return_ids: bool) -> list[int]:
     if not rows:
         return []
     if conn.is_postgres:
-        inserted = conn.execute(PG_INSERT_OCCURRENCES, {
+        inserted = conn.legacy_execute(PG_INSERT_OCCURRENCES, {
             "schedule_ids": [row.occurrence.schedule.id for row in rows],
             "fire_times": [row.occurrence.fire_time for row in rows],
             "states": [row.state.value for row in rows],
@@ -548,9 +551,9 @@ def _insert(conn: Conn, rows: Sequence[_Row], return_ids: bool) -> list[int]:
                                 cancel_requested=row.cancel_requested) for row in rows]
     sql = submit_store._insert_sql(conn, unique=False, occurrence=True)
     if not return_ids:
-        conn.executemany(sql, params)
+        conn.legacy_executemany(sql, params)
         return []
-    found = [conn.execute(sql + submit_store.RETURNING_ID, one).fetchone() for one in params]
+    found = [conn.legacy_execute(sql + submit_store.RETURNING_ID, one).fetchone() for one in params]
     return [int(row[0]) for row in found if row is not None]
 
 
@@ -573,5 +576,12 @@ SQLITE_SECONDS_UNTIL_DUE = ("SELECT (julianday(min(next_fire_at)) - julianday('n
 
 def seconds_until_next_due(conn: Conn) -> float | None:
     """Seconds until the next active schedule is due (0 if one is due now), None if none is."""
-    seconds = conn.scalar(PG_SECONDS_UNTIL_DUE if conn.is_postgres else SQLITE_SECONDS_UNTIL_DUE)
+    seconds = conn.legacy_scalar(
+        PG_SECONDS_UNTIL_DUE if conn.is_postgres else SQLITE_SECONDS_UNTIL_DUE)
     return None if seconds is None else max(0.0, float(seconds))
+
+
+class SchedulesSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.schedules): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

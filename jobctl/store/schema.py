@@ -15,7 +15,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from jobctl.store import SCHEMA_REVISION as SCHEMA_REVISION
-from jobctl.store.direct import PG_NOW, SQLITE_NOW, pg_now_plus, sqlite_now_plus
+from jobctl.store.postgres import NOW as PG_NOW
+from jobctl.store.postgres import now_plus as pg_now_plus
+from jobctl.store.sqlite import NOW as SQLITE_NOW
+from jobctl.store.sqlite import now_plus as sqlite_now_plus
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -33,9 +36,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        if dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value
+        # In UTC: SQLite's DateTime stores the wall time without its offset.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.models import FINAL_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
 from jobctl.store import workers as worker_rows
@@ -143,7 +143,7 @@ class Snapshot:
 
 
 def database_now(conn: Conn) -> datetime:
-    return conn.time_not_null(conn.scalar(f"SELECT {conn.now}"))
+    return conn.time_not_null(conn.legacy_scalar(f"SELECT {conn.now}"))
 
 
 def queue_stats(conn: Conn, window_s: float) -> QueueReport:
@@ -154,7 +154,7 @@ def queue_stats(conn: Conn, window_s: float) -> QueueReport:
     def stats(queue: str) -> QueueStats:
         return by_queue.setdefault(queue, QueueStats(queue))
 
-    rows = conn.execute(QUEUE_STATS, {"now": conn.time_param(now),
+    rows = conn.legacy_execute(QUEUE_STATS, {"now": conn.time_param(now),
                                       "since": conn.time_param(since)}).fetchall()
     for figure, queue, state, count, due in rows:
         entry = stats(queue)
@@ -188,14 +188,14 @@ def snapshot(conn: Conn, *, window_s: float = 3600.0, running_limit: int = 30,
     report = queue_stats(conn, window_s)
     now = report.now
     running = []
-    for id_, name, queue, started_at, worker in conn.execute(
+    for id_, name, queue, started_at, worker in conn.legacy_execute(
             RUNNING_JOBS, {"limit": running_limit}).fetchall():
         started = conn.time(started_at)
         running.append(RunningJob(id_, name, queue, worker, started,
                                   None if started is None
                                   else max(0.0, (now - started).total_seconds())))
     failures = [FailedJob(id_, name, queue, state, exit_code, error, conn.time(finished_at))
-                for id_, name, queue, state, exit_code, error, finished_at in conn.execute(
+                for id_, name, queue, state, exit_code, error, finished_at in conn.legacy_execute(
                     RECENT_FAILURES, {"limit": failures_limit}).fetchall()]
     return Snapshot(now=now, report=report, workers=worker_rows.list_workers(conn),
                     running=running, failures=failures, running_total=report.total.running)
@@ -210,3 +210,9 @@ def read_snapshot(database: DirectDatabase, **options: Any) -> Snapshot:
 def read_queue_stats(database: DirectDatabase, window_s: float) -> QueueReport:
     with database.read() as conn:
         return queue_stats(conn, window_s)
+
+
+class StatsSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.stats): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

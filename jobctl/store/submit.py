@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.models import JobSpec, JobState
 from jobctl.store import notify
-from jobctl.store.direct import PG_NOW, Conn
+from jobctl.store.direct import Conn
+from jobctl.store.postgres import NOW as PG_NOW
 
 _COPY_COLUMNS = ("id", "name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                  "max_attempts", "backoff_s", "delivery", "attempt", "labels", "run_at",
@@ -91,7 +92,7 @@ def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
 def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
     """One job with a unique key; None, and nothing inserted, when a job holds the key already."""
     params = _row(conn, spec, state, error, unique_key=spec.unique_key)
-    row = conn.execute(_insert_sql(conn, unique=True), params).fetchone()
+    row = conn.legacy_execute(_insert_sql(conn, unique=True), params).fetchone()
     if row is None:
         return None
     if state is JobState.QUEUED:
@@ -129,8 +130,8 @@ def _copy_postgres(
     workflow_id: int | None,
     tasks: Sequence[str] | None,
 ) -> list[int]:
-    ids = sorted(int(row[0]) for row in conn.execute(PG_RESERVE_IDS, {"n": len(specs)}))
-    now = conn.scalar(f"SELECT {PG_NOW}")
+    ids = sorted(int(row[0]) for row in conn.legacy_execute(PG_RESERVE_IDS, {"n": len(specs)}))
+    now = conn.legacy_scalar(f"SELECT {PG_NOW}")
     encode = json.JSONEncoder(ensure_ascii=False).encode
     now_text = _instant(now)
     lines = []
@@ -198,13 +199,19 @@ def _insert_sqlite(
     rows = [_row(conn, spec, states[index], errors[index], workflow_id=workflow_id,
                  task=tasks[index] if tasks is not None else None)
             for index, spec in enumerate(specs)]
-    conn.executemany(_insert_sql(conn, unique=False), rows)
+    conn.legacy_executemany(_insert_sql(conn, unique=False), rows)
     # The transaction holds SQLite's write lock (BEGIN IMMEDIATE) and `jobs` is AUTOINCREMENT,
     # so the rows got consecutive ids ending at the last one inserted; the count proves it.
-    last = int(conn.scalar("SELECT last_insert_rowid()"))
+    last = int(conn.legacy_scalar("SELECT last_insert_rowid()"))
     first = last - len(rows) + 1
-    found = conn.scalar("SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last",
+    found = conn.legacy_scalar("SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last",
                         {"first": first, "last": last})
     if found != len(rows):
         raise RuntimeError(f"inserted {len(rows)} jobs but found {found} in ids {first}..{last}")
     return list(range(first, last + 1))
+
+
+class SubmitSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.submit): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

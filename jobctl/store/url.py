@@ -26,7 +26,7 @@ class Location:
     """Where a database is: a PostgreSQL conninfo URL or an SQLite file, and how to name it in
     messages (host and port, or the file; never a password)."""
 
-    is_postgres: bool
+    backend: str  # "postgresql" or "sqlite": which package of jobctl.store serves it (backend.py)
     target: str  # the URL psycopg takes, or the SQLite file's path
     where: str
     # SQLite only: the URL's query (driver options such as ?timeout=5), which only SQLAlchemy's
@@ -48,7 +48,7 @@ def parse(url: str) -> Location:
         if not path or path == ":memory:":
             raise InvalidInput(
                 "an SQLite database URL needs a file path: sqlite:///path/to/jobctl.db")
-        return Location(False, path, f"SQLite file {path}", options)
+        return Location(SQLITE_BACKEND, path, f"SQLite file {path}", options)
     if backend not in POSTGRES_BACKENDS:
         raise InvalidInput(f"unsupported database {backend!r} in {redact(url)!r}: use "
                            "postgresql:// or sqlite:///")
@@ -60,7 +60,7 @@ def parse(url: str) -> Location:
         raise _invalid(url) from error
     host = parts.hostname or "localhost (socket)"
     database = unquote(parts.path.removeprefix("/"))
-    return Location(True, target, f"PostgreSQL at {host}:{port or 5432}/{database}")
+    return Location("postgresql", target, f"PostgreSQL at {host}:{port or 5432}/{database}")
 
 
 def port_of(netloc: str) -> int | None:

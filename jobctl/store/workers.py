@@ -7,6 +7,7 @@ stops itself; callers holding a SQLAlchemy connection pass `Conn.of(connection)`
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 from jobctl.models import LIVE_WORKER_STATES, JobState, WorkerInfo, WorkerState, sql_states
 from jobctl.store import notify
@@ -26,7 +27,7 @@ def register(
     version: str,
 ) -> int:
     queues_json = "CAST(:queues AS jsonb)" if conn.is_postgres else ":queues"
-    worker_id = conn.scalar(
+    worker_id = conn.legacy_scalar(
         "INSERT INTO workers (name, hostname, pid, queues, concurrency, version, started_at,"
         " heartbeat_at, state)"
         f" VALUES (:name, :hostname, :pid, {queues_json}, :concurrency, :version, {conn.now},"
@@ -38,12 +39,13 @@ def register(
 
 
 def set_state(conn: Conn, worker_id: int, state: WorkerState) -> None:
-    conn.execute(f"UPDATE workers SET state = :state, heartbeat_at = {conn.now} WHERE id = :id",
+    conn.legacy_execute(
+        f"UPDATE workers SET state = :state, heartbeat_at = {conn.now} WHERE id = :id",
                  {"state": state.value, "id": worker_id})
 
 
 def get_state(conn: Conn, worker_id: int) -> WorkerState | None:
-    state = conn.scalar("SELECT state FROM workers WHERE id = :id", {"id": worker_id})
+    state = conn.legacy_scalar("SELECT state FROM workers WHERE id = :id", {"id": worker_id})
     return WorkerState(state) if state else None
 
 
@@ -55,10 +57,10 @@ def request_stop(conn: Conn, name_or_id: str) -> list[tuple[int, WorkerState]]:
     if name_or_id.isdigit():
         match, params = "(name = :name OR id = :id)", {"name": name_or_id, "id": int(name_or_id)}
     found = [(worker_id, WorkerState(state)) for worker_id, state
-             in conn.execute(f"SELECT id, state FROM workers WHERE {match}", params)]
+             in conn.legacy_execute(f"SELECT id, state FROM workers WHERE {match}", params)]
     for worker_id, state in found:
         if state is WorkerState.RUNNING:
-            conn.execute(
+            conn.legacy_execute(
                 "UPDATE workers SET state = :draining WHERE id = :id AND state = :running",
                 {"draining": WorkerState.DRAINING.value, "running": WorkerState.RUNNING.value,
                  "id": worker_id})
@@ -68,7 +70,7 @@ def request_stop(conn: Conn, name_or_id: str) -> list[tuple[int, WorkerState]]:
 
 def list_workers(conn: Conn, *, include_ended: bool = False) -> list[WorkerInfo]:
     where = "" if include_ended else f" WHERE workers.state IN {_LIVE}"
-    rows = conn.execute(
+    rows = conn.legacy_execute(
         "SELECT workers.id, workers.name, workers.hostname, workers.pid, workers.queues,"
         " workers.concurrency, workers.version, workers.started_at, workers.heartbeat_at,"
         " workers.state, coalesce(running.running, 0)"
@@ -94,3 +96,9 @@ def list_workers(conn: Conn, *, include_ended: bool = False) -> list[WorkerInfo]
         for (id_, name, hostname, pid, queues, concurrency, version, started_at, heartbeat_at,
              state, running_jobs) in rows
     ]
+
+
+class WorkersSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.workers): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from jobctl.models import FINAL_STATES, DepCondition, Job, JobState, Workflow, sql_states
 from jobctl.store import deps, notify, reads
@@ -60,7 +60,7 @@ def start(
     from jobctl.workflow import job_specs
 
     conn = Conn.of(connection)
-    row = conn.execute(_insert_sql(conn), {
+    row = conn.legacy_execute(_insert_sql(conn), {
         "name": definition["name"], "definition": json.dumps(dict(definition)),
         "params": json.dumps(dict(params)), "schedule_id": schedule_id,
         "fire_time": conn.time_param(fire_time), "labels": json.dumps(dict(labels or {})),
@@ -112,7 +112,7 @@ def _in_task_order(found: list[Job], definition: Mapping[str, Any]) -> list[Job]
 
 def get(connection: Any, workflow_id: int) -> Workflow | None:
     conn = Conn.of(connection)
-    row = conn.execute(SELECT_WORKFLOW, {"id": workflow_id}).fetchone()
+    row = conn.legacy_execute(SELECT_WORKFLOW, {"id": workflow_id}).fetchone()
     if row is None:
         return None
     found = reads.select_jobs(conn, "workflow_id = :id", {"id": workflow_id})
@@ -125,7 +125,7 @@ def list_workflows(connection: Any, *, limit: int | None = 50) -> list[Workflow]
     sql, params = SELECT_WORKFLOWS, {}
     if limit:
         sql, params = f"{sql} LIMIT :limit", {"limit": limit}
-    rows = conn.execute(sql, params).fetchall()
+    rows = conn.legacy_execute(sql, params).fetchall()
     if not rows:
         return []
     tasks: dict[int, list[Job]] = {row[0]: [] for row in rows}
@@ -149,7 +149,7 @@ def cancel(connection: Any, workflow_id: int) -> dict[int, JobState]:
     """Cancel every task that has not ended (the waiting ones first). Returns {job id: state
     before} for those."""
     conn = Conn.of(connection)
-    rows = conn.execute(SELECT_UNFINISHED_TASKS, {"id": workflow_id}).fetchall()
+    rows = conn.legacy_execute(SELECT_UNFINISHED_TASKS, {"id": workflow_id}).fetchall()
     before: dict[int, JobState] = {}
     for job_id, state in rows:
         # job_store.cancel locks the row and acts on the state it finds then (a task that
@@ -186,7 +186,7 @@ def retry(connection: Any, workflow_id: int) -> list[int]:
     if not rerun:
         return []
     by_task = {job.task: job for job in workflow.tasks}
-    conn.executemany(RERUN_TASK, [
+    conn.legacy_executemany(RERUN_TASK, [
         {"id": job.id,
          "retries": int(workflow.definition["tasks"].get(job.task or "", {}).get("retries", 0))}
         for job in rerun])
@@ -195,7 +195,7 @@ def retry(connection: Any, workflow_id: int) -> list[int]:
     ready = _ready(ids, by_task, workflow)
     if ready:
         where, params = reads.in_(conn, "id", ready, "ids")
-        conn.execute(_release_sql(conn, where), params)
+        conn.legacy_execute(_release_sql(conn, where), params)
         for queue in sorted({job.queue for job in rerun if job.id in ready}):
             notify.job_submitted(conn, queue)
     return ids
@@ -218,3 +218,9 @@ def _ready(ids: list[int], by_task: Mapping[str | None, Job],
         if met:
             ready.append(job.id)
     return ready
+
+
+class WorkflowsSQL(Protocol):
+    """What a backend supplies for this module (jobctl.store.<backend>.workflows): its statements,
+    named and commented, in its driver's own parameter style, and any step that differs by
+    necessity."""

@@ -101,10 +101,6 @@ class Jobctl:
         self._background: list[subprocess.Popen[bytes]] = []
         self.workers: list[Worker] = []
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith("postgresql")
-
     # --- one-shot commands ----------------------------------------------------------------------
 
     def __call__(self, *args: str, input: bytes | None = None,

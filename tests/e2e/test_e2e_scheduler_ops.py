@@ -51,11 +51,12 @@ def _age_finished_jobs(url: str, job_ids: list[int], days: int) -> None:
             assert len(finished) == len(job_ids) and None not in finished
             stamp = sa.text(
                 "UPDATE jobs SET finished_at = finished_at - interval '1 day' * :days "
-                "WHERE id = ANY(:ids)" if database.is_postgres else
+                "WHERE id = ANY(:ids)" if database.backend.title == "PostgreSQL" else
                 "UPDATE jobs SET finished_at = strftime('%Y-%m-%d %H:%M:%f000', finished_at, "
                 "printf('-%d days', :days)) WHERE id IN (SELECT value FROM json_each(:ids))")
-            connection.execute(stamp, {"days": days, "ids": job_ids if database.is_postgres
-                                       else json.dumps(job_ids)})
+            postgres = database.backend.title == "PostgreSQL"
+            connection.execute(stamp, {"days": days,
+                                       "ids": job_ids if postgres else json.dumps(job_ids)})
     finally:
         database.dispose()
 

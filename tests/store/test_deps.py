@@ -88,7 +88,7 @@ def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
     assert set(claimed) == {a, b}
     assert claimed[a].has_dependents
     # PostgreSQL's worker then completes `b` with the statement that skips settling.
-    assert claimed[b].has_dependents is not db.is_postgres
+    assert claimed[b].has_dependents is not (db.backend.title == "PostgreSQL")
 
 
 def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completion(

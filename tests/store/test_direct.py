@@ -15,28 +15,30 @@ import sqlalchemy as sa
 from jobctl.client import Client
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.models import JobSpec, JobState
-from jobctl.store import SCHEMA_REVISION, direct, reads, schema, submit
-from jobctl.store.direct import Conn, DirectDatabase, _for_psycopg, locate
+from jobctl.store import SCHEMA_REVISION, reads, schema, sqlite, submit
+from jobctl.store.direct import Conn, DirectDatabase, locate
 from jobctl.store.engine import Database
 from jobctl.store.url import Location, parse
 
 # --- URLs -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "is_postgres", "target", "where"), [
-    ("sqlite:////var/lib/jobctl.db", False, "/var/lib/jobctl.db", "SQLite file /var/lib/jobctl.db"),
-    ("sqlite:///relative.db", False, "relative.db", "SQLite file relative.db"),
-    ("postgresql://u:secret@db.example:6543/jobs", True, "postgresql://u:secret@db.example:6543/jobs",
+@pytest.mark.parametrize(("url", "backend", "target", "where"), [
+    ("sqlite:////var/lib/jobctl.db", "sqlite", "/var/lib/jobctl.db",
+     "SQLite file /var/lib/jobctl.db"),
+    ("sqlite:///relative.db", "sqlite", "relative.db", "SQLite file relative.db"),
+    ("postgresql://u:secret@db.example:6543/jobs", "postgresql",
+     "postgresql://u:secret@db.example:6543/jobs",
      "PostgreSQL at db.example:6543/jobs"),
-    ("postgres://u@db/jobs", True, "postgresql://u@db/jobs", "PostgreSQL at db:5432/jobs"),
-    ("postgresql+psycopg://u@/jobs?host=/run/pg", True, "postgresql://u@/jobs?host=/run/pg",
+    ("postgres://u@db/jobs", "postgresql", "postgresql://u@db/jobs", "PostgreSQL at db:5432/jobs"),
+    ("postgresql+psycopg://u@/jobs?host=/run/pg", "postgresql", "postgresql://u@/jobs?host=/run/pg",
      "PostgreSQL at localhost (socket):5432/jobs"),
 ])
-def test_locate_understands_the_usual_urls(url: str, is_postgres: bool, target: str,
+def test_locate_understands_the_usual_urls(url: str, backend: str, target: str,
                                            where: str) -> None:
     location = locate(url)
     assert location is not None
-    assert (location.is_postgres, location.target, location.where) == (is_postgres, target, where)
+    assert (location.backend, location.target, location.where) == (backend, target, where)
     assert "secret" not in location.where
 
 
@@ -56,14 +58,20 @@ def test_the_one_parser_refuses_what_is_no_jobctl_url(url: str, message: str) ->
 
 def test_sqlite_driver_options_are_left_to_sqlalchemy() -> None:
     assert locate("sqlite:///file.db?mode=ro") is None  # only SQLAlchemy's dialect honours them
-    assert parse("sqlite:///file.db?mode=ro") == Location(False, "file.db", "SQLite file file.db",
-                                                         "mode=ro")
+    assert parse("sqlite:///file.db?mode=ro") == Location("sqlite", "file.db",
+                                                          "SQLite file file.db", "mode=ro")
 
 
-def test_placeholders_become_psycopg_ones_and_casts_and_percent_signs_survive() -> None:
-    sql = "SELECT :a::text, x % 2, 'HH24:MI', :b_2 FROM t WHERE y LIKE '%z'"
-    assert _for_psycopg(sql) == ("SELECT %(a)s::text, x %% 2, 'HH24:MI', %(b_2)s FROM t "
-                                 "WHERE y LIKE '%%z'")
+def test_statements_reach_the_driver_unchanged(db_url: str) -> None:
+    """No placeholder rewriting: a `:word` or a `%` inside a literal is the statement's own."""
+    database = DirectDatabase(parse(db_url))
+    try:
+        with database.read() as conn:
+            assert conn.scalar("SELECT 'HH24:MI :x 50%'") == "HH24:MI :x 50%"
+            param = "%(a)s" if database.backend.title == "PostgreSQL" else ":a"
+            assert conn.scalar(f"SELECT 'x:y' || {param}", {"a": "!"}) == "x:y!"
+    finally:
+        database.close()
 
 
 # --- opening: schema and errors -------------------------------------------------------------------
@@ -234,7 +242,7 @@ def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(migrated: st
         try:
             with clone.read() as conn:
                 seen.append(conn.raw)
-                seen.append(conn.scalar("SELECT count(*) FROM jobs"))
+                seen.append(conn.legacy_scalar("SELECT count(*) FROM jobs"))
         except Exception as error:  # e.g. sqlite3's "created in another thread"
             seen.append(error)
         finally:
@@ -284,21 +292,21 @@ def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url
     direct = DirectDatabase.open(pg_url)
     assert direct is not None
     with direct.read() as conn:
-        first = conn.scalar("SELECT pg_backend_pid()")
+        first = conn.legacy_scalar("SELECT pg_backend_pid()")
     killer = direct.clone()
     with killer.write() as conn:
-        assert conn.scalar("SELECT pg_terminate_backend(:pid)", {"pid": first})
+        assert conn.legacy_scalar("SELECT pg_terminate_backend(:pid)", {"pid": first})
     killer.close()
     for use in (direct.read, direct.turn):
         with pytest.raises(DatabaseUnavailable) as caught, use() as conn:
-            conn.scalar("SELECT 1")
+            conn.legacy_scalar("SELECT 1")
         assert caught.value.message.startswith("lost PostgreSQL at ")
         assert "\n" not in caught.value.message
         with direct.read() as conn:  # a new connection, at once
-            second = conn.scalar("SELECT pg_backend_pid()")
+            second = conn.legacy_scalar("SELECT pg_backend_pid()")
         assert second != first
         with direct.clone().write() as conn:
-            conn.scalar("SELECT pg_terminate_backend(:pid)", {"pid": second})
+            conn.legacy_scalar("SELECT pg_terminate_backend(:pid)", {"pid": second})
         first = second
     direct.close()
 
@@ -307,19 +315,19 @@ def test_a_locked_sqlite_file_is_waited_for_and_then_database_locked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lock held elsewhere is waited for (see test_sqlite_locks.py), up to the overall bound:
     then DatabaseLocked (exit 4, the worker retries later); the connection is kept."""
-    monkeypatch.setattr(direct, "SQLITE_LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_S", 0.2)
     url = f"sqlite:///{tmp_path / 'jobctl.db'}"
     Database(url).ensure_schema()
     holder = DirectDatabase.open(url)
     waiter = DirectDatabase.open(url)
     assert holder is not None and waiter is not None
     with waiter.read() as conn:
-        conn.execute("PRAGMA busy_timeout = 10")
+        conn.legacy_execute("PRAGMA busy_timeout = 10")
     locked = r"^gave up after \d+s waiting for the write lock of SQLite file .*jobctl\.db: "
     with holder.write(), pytest.raises(DatabaseLocked, match=locked), waiter.write():
         pass
     with waiter.write() as conn:
-        assert conn.scalar("PRAGMA busy_timeout") == 10  # the same connection
+        assert conn.legacy_scalar("PRAGMA busy_timeout") == 10  # the same connection
     holder.close()
     waiter.close()
 
@@ -337,5 +345,5 @@ def test_a_url_only_sqlalchemy_parses_still_gets_a_direct_database(tmp_path: Pat
         [job_id] = submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
     with direct.read() as conn:
         assert [job.id for job in reads.list_jobs(conn)] == [job_id]
-        assert conn.scalar("PRAGMA journal_mode") == "wal"
+        assert conn.legacy_scalar("PRAGMA journal_mode") == "wal"
     direct.close()

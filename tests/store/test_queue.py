@@ -166,7 +166,7 @@ def test_claimed_job_carries_what_the_worker_needs(db: Database) -> None:
                              cwd="/tmp", timeout_s=9.5, max_attempts=3, backoff_s=4.0,
                              delivery=Delivery.AT_MOST_ONCE, queue="q",
                              # PostgreSQL's claim says nobody waits on it; SQLite's doesn't look
-                             has_dependents=not db.is_postgres)
+                             has_dependents=db.backend.title != "PostgreSQL")
     row = get(db, job_id)
     assert row.lease_until is not None and row.started_at is not None
     assert timedelta(seconds=25) < row.lease_until - row.started_at <= timedelta(seconds=31)

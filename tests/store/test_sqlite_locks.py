@@ -1,5 +1,5 @@
 """SQLite waits its turn: a lock held by another connection is waited for (the busy timeout, then
-retries with backoff, jobctl.store.direct.LockWait), on both roads (the driver's and SQLAlchemy's)
+retries with backoff, jobctl.store.sqlite.LockWait), on both roads (the driver's and SQLAlchemy's)
 and while the schema is created; only past the overall bound is it DatabaseLocked, naming the
 lock. The other connection is a plain `sqlite3` one here, holding its lock from a thread.
 """
@@ -20,9 +20,10 @@ import pytest
 from jobctl.client import Client
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable
 from jobctl.models import JobSpec, JobState
-from jobctl.store import SCHEMA_REVISION, direct, reads, submit
-from jobctl.store.direct import Conn, DirectDatabase, LockWait, locate
+from jobctl.store import SCHEMA_REVISION, reads, sqlite, submit
+from jobctl.store.direct import Conn, DirectDatabase, locate
 from jobctl.store.engine import Database
+from jobctl.store.sqlite import LockWait
 
 
 @contextmanager
@@ -122,8 +123,8 @@ def test_wal_mode_on_a_new_file_waits_for_a_writer_that_came_first(sqlite_file: 
 def test_past_the_bound_it_is_database_locked_naming_the_lock(
         migrated_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only after SQLITE_LOCK_WAIT_S in all; the connection stays, and the next use works."""
-    monkeypatch.setattr(direct, "SQLITE_LOCK_WAIT_S", 0.5)
-    monkeypatch.setattr(direct, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_S", 0.5)
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 100)
     database = _direct(migrated_file)
     with held(migrated_file, "BEGIN EXCLUSIVE", 2.0):
         started = time.monotonic()
@@ -153,7 +154,7 @@ def test_past_the_bound_it_is_database_locked_naming_the_lock(
 def test_lock_wait_retries_busy_answers_only_with_growing_jittered_delays(
         monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(direct.time, "sleep", sleeps.append)
+    monkeypatch.setattr(sqlite.time, "sleep", sleeps.append)
     answers: list[BaseException | None] = [
         sqlite3.OperationalError("database is locked"),
         sqlite3.OperationalError("database table is locked"),
@@ -184,7 +185,7 @@ def test_lock_wait_retries_busy_answers_only_with_growing_jittered_delays(
 def test_a_commit_that_finds_the_database_busy_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     """In rollback-journal mode (no WAL) COMMIT needs a lock of its own; a busy COMMIT leaves
     the transaction open, and is tried again."""
-    monkeypatch.setattr(direct.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(sqlite.time, "sleep", lambda seconds: None)
 
     class Raw:
         in_transaction = True
@@ -197,7 +198,7 @@ def test_a_commit_that_finds_the_database_busy_is_retried(monkeypatch: pytest.Mo
             self.in_transaction = False
 
     raw = Raw()
-    direct.commit_sqlite(raw, LockWait("here"))
+    sqlite.commit_sqlite(raw, LockWait("here"))
     assert raw.commits == 3
 
 
@@ -232,7 +233,7 @@ def test_a_new_file_gets_its_schema_once_the_creation_lock_is_free(sqlite_file: 
 
 def test_the_schema_creation_lock_is_not_waited_for_forever(
         sqlite_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(direct, "SQLITE_LOCK_WAIT_S", 0.5)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_S", 0.5)
     lock_path = f"{sqlite_file}.migrate-lock"
     fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -1,0 +1,261 @@
+"""The PostgreSQL backend (psycopg 3): connections, transactions, errors, values and, per entity
+(`jobctl.store.postgres.<entity>`), its SQL in psycopg's own parameter style (`%(name)s`; a
+literal `%` is written `%%`). See jobctl.store.backend for the protocol it implements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from jobctl.errors import DatabaseUnavailable
+from jobctl.store.backend import TransactionKind
+from jobctl.store.url import port_of
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from jobctl.store import (
+        deps,
+        jobs,
+        names,
+        queue,
+        reads,
+        retention,
+        schedules,
+        stats,
+        submit,
+        workers,
+        workflows,
+    )
+    from jobctl.store.direct import SchemaSQL
+    from jobctl.store.engine import Database
+    from jobctl.store.url import Location
+
+# Every connection: give up connecting after 5 s, and notice a server that went away within
+# seconds (TCP keepalives, and tcp_user_timeout for unacknowledged writes), so a worker cut off
+# from the database fences its jobs in time rather than hanging in a read.
+CONNECTION_OPTIONS: dict[str, int | str] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "application_name": "jobctl",
+}
+
+# The advisory lock that serialises creating and migrating the schema ("jobctl").
+MIGRATION_LOCK_ID = 0x6A6F6263746C
+
+# The database clock. clock_timestamp(), not now(): now() stands still for a whole transaction.
+NOW = "clock_timestamp()"
+
+
+def now_plus(seconds_sql: str) -> str:
+    """The current time plus `seconds_sql` (a parameter or a column) seconds, as SQL."""
+    return f"{NOW} + make_interval(secs => {seconds_sql})"
+
+
+class PostgresBackend:
+    title = "PostgreSQL"
+
+    # --- connections and transactions ---------------------------------------------------------
+
+    def connect(self, location: Location) -> Any:
+        import psycopg
+
+        raw = psycopg.connect(location.target, **CONNECTION_OPTIONS)  # type: ignore[arg-type]
+        self.prepare(raw, location.where)
+        return raw
+
+    def prepare(self, raw: Any, where: str) -> None:
+        raw.autocommit = True  # transactions are begun explicitly (read, write), or not (turn)
+
+    def exists(self, location: Location) -> bool:
+        return True  # a server: whether it is there is for connecting to find out
+
+    def begin(self, raw: Any, kind: TransactionKind, where: str) -> None:
+        if kind != "turn":  # a turn's statements each commit alone: one round trip each
+            raw.execute("BEGIN")
+
+    def commit(self, raw: Any, kind: TransactionKind, where: str) -> None:
+        if kind != "turn":
+            raw.commit()
+
+    def error(self, error: BaseException, where: str, *,
+              connecting: bool) -> DatabaseUnavailable | None:
+        """Any psycopg error while connecting: the server cannot be reached; a cut connection
+        later: lost. Anything else is no matter of reachability."""
+        from jobctl.store.direct import first_line
+
+        driver = getattr(error, "orig", None) or error  # under a SQLAlchemy error: psycopg's
+        if connecting and type(driver).__module__.split(".")[0] == "psycopg":
+            return DatabaseUnavailable(f"cannot reach {where}: {first_line(error)}")
+        if getattr(error, "connection_invalidated", False) or is_disconnect(driver):
+            return DatabaseUnavailable(f"lost {where}: {first_line(error)}")
+        return None
+
+    def listen_target(self, location: Location) -> str | None:
+        return location.target
+
+    def notify(self, raw: Any, channel: str, payload: str) -> None:
+        raw.execute("SELECT pg_notify(%(channel)s, %(payload)s)",
+                    {"channel": channel, "payload": payload})
+
+    # --- values --------------------------------------------------------------------------------
+
+    def time(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        result: datetime = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return result
+
+    def time_param(self, value: datetime | None) -> Any:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def json(self, value: Any) -> Any:
+        return value  # psycopg decodes jsonb itself
+
+    def json_param(self, value: Any) -> Any:
+        import json
+
+        return json.dumps(value)  # text; the statement casts it: CAST(%(x)s AS jsonb)
+
+    def ids_param(self, ids: Sequence[int]) -> Any:
+        return list(ids)  # a bigint[]
+
+    # --- creating and migrating the schema (SQLAlchemy and Alembic; imported for that alone) --
+
+    def sqlalchemy_engine(self, location: Location, pool_size: int) -> sa.Engine:
+        """An engine for the migrations: psycopg 3, the same connection options."""
+        import sqlalchemy as sa
+
+        parts = urlsplit(location.target)
+        url = sa.URL.create(
+            "postgresql+psycopg",
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname, port=port_of(parts.netloc),
+            database=unquote(parts.path.removeprefix("/")) or None, query=_query(parts.query))
+        return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                pool_pre_ping=True, connect_args=dict(CONNECTION_OPTIONS))
+
+    @contextlib.contextmanager
+    def migration_lock(self, location: Location, database: Database) -> Iterator[None]:
+        """An advisory lock, held while one process creates or upgrades the schema."""
+        import sqlalchemy as sa
+
+        with database.engine.connect() as connection:
+            lock = {"id": MIGRATION_LOCK_ID}
+            connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), lock)
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:id)"), lock)
+                connection.commit()
+
+    # --- the SQL of each entity ----------------------------------------------------------------
+
+    @property
+    def sql_schema(self) -> SchemaSQL:
+        from jobctl.store.postgres import schema
+
+        return schema
+
+    @property
+    def sql_queue(self) -> queue.QueueSQL:
+        from jobctl.store.postgres import queue
+
+        return queue
+
+    @property
+    def sql_workers(self) -> workers.WorkersSQL:
+        from jobctl.store.postgres import workers
+
+        return workers
+
+    @property
+    def sql_deps(self) -> deps.DepsSQL:
+        from jobctl.store.postgres import deps
+
+        return deps
+
+    @property
+    def sql_schedules(self) -> schedules.SchedulesSQL:
+        from jobctl.store.postgres import schedules
+
+        return schedules
+
+    @property
+    def sql_workflows(self) -> workflows.WorkflowsSQL:
+        from jobctl.store.postgres import workflows
+
+        return workflows
+
+    @property
+    def sql_reads(self) -> reads.ReadsSQL:
+        from jobctl.store.postgres import reads
+
+        return reads
+
+    @property
+    def sql_jobs(self) -> jobs.JobsSQL:
+        from jobctl.store.postgres import jobs
+
+        return jobs
+
+    @property
+    def sql_submit(self) -> submit.SubmitSQL:
+        from jobctl.store.postgres import submit
+
+        return submit
+
+    @property
+    def sql_names(self) -> names.NamesSQL:
+        from jobctl.store.postgres import names
+
+        return names
+
+    @property
+    def sql_retention(self) -> retention.RetentionSQL:
+        from jobctl.store.postgres import retention
+
+        return retention
+
+    @property
+    def sql_stats(self) -> stats.StatsSQL:
+        from jobctl.store.postgres import stats
+
+        return stats
+
+
+def _query(text: str) -> dict[str, str | tuple[str, ...]]:
+    """A URL's query as SQLAlchemy's URLs hold it: a key given more than once, a tuple."""
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, value in parse_qsl(text):
+        held = query.get(key)
+        query[key] = value if held is None else (*((held,) if isinstance(held, str) else held),
+                                                 value)
+    return query
+
+
+def is_disconnect(error: BaseException | None) -> bool:
+    """psycopg's error for a refused, failed or cut connection (sqlstate None, 08xxx, 57Pxx)."""
+    if type(error).__module__.split(".")[0] != "psycopg":
+        return False
+    import psycopg
+
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(error, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
+
+
+BACKEND = PostgresBackend()

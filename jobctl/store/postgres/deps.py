@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.deps (see its DepsSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.jobs (see its JobsSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.names (see its NamesSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.queue (see its QueueSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.reads (see its ReadsSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.retention (see its RetentionSQL protocol)."""

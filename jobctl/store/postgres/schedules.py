@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.schedules (see its SchedulesSQL protocol)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.stats (see its StatsSQL protocol)."""

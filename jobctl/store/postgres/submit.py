@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.submit (see its SubmitSQL protocol)."""

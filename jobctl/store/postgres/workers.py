@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.workers (see its WorkersSQL protocol)."""

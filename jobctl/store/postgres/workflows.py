@@ -1,0 +1,1 @@
+"""PostgreSQL: the SQL of jobctl.store.workflows (see its WorkflowsSQL protocol)."""

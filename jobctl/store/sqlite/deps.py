@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.deps (see its DepsSQL protocol)."""

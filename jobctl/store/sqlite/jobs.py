@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.jobs (see its JobsSQL protocol)."""

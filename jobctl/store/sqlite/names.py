@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.names (see its NamesSQL protocol)."""

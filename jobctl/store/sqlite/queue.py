@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.queue (see its QueueSQL protocol)."""

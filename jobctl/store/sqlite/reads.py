@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.reads (see its ReadsSQL protocol)."""

@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.retention (see its RetentionSQL protocol)."""

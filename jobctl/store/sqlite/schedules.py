@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.schedules (see its SchedulesSQL protocol)."""

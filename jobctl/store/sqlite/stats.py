@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.stats (see its StatsSQL protocol)."""

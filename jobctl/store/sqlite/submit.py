@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.submit (see its SubmitSQL protocol)."""

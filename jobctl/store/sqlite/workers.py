@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.workers (see its WorkersSQL protocol)."""

@@ -1,0 +1,1 @@
+"""SQLite: the SQL of jobctl.store.workflows (see its WorkflowsSQL protocol)."""
