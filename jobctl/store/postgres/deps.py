@@ -97,10 +97,10 @@ SELECT id, state, NULL FROM ended_by_deps"""
 
 # The waiting jobs among `ids` and those waiting on one of `ids` (the jobs that just ended).
 SETTLE = _settle_statement("""
-    SELECT w.id FROM jobs w
-    WHERE w.state = 'waiting'
-      AND (w.id = ANY(%(ids)s)
-           OR w.id IN (SELECT dep.job_id FROM job_deps dep WHERE dep.depends_on = ANY(%(ids)s)))""")
+    SELECT w.id FROM jobs w WHERE w.id = ANY(%(ids)s) AND w.state = 'waiting'
+    UNION
+    SELECT dep.job_id FROM job_deps dep JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+    WHERE dep.depends_on = ANY(%(ids)s)""")
 
 # Every waiting job that has dependencies: the rescuer's backstop for what two concurrent
 # completions both left waiting (each saw the other's dependency still running).

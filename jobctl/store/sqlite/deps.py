@@ -30,10 +30,10 @@ STATES_OF = "SELECT id, state FROM jobs WHERE id IN (SELECT value FROM json_each
 # The candidates: the waiting jobs among :ids and those waiting on one of :ids.
 _CANDIDATES = """
     SELECT w.id FROM jobs w
-    WHERE w.state = 'waiting'
-      AND (w.id IN (SELECT value FROM json_each(:ids))
-           OR w.id IN (SELECT dep.job_id FROM job_deps dep
-                       WHERE dep.depends_on IN (SELECT value FROM json_each(:ids))))"""
+    WHERE w.id IN (SELECT value FROM json_each(:ids)) AND w.state = 'waiting'
+    UNION
+    SELECT dep.job_id FROM job_deps dep JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+    WHERE dep.depends_on IN (SELECT value FROM json_each(:ids))"""
 # The sweep's candidates: every waiting job that has dependencies.
 _ALL_WAITING = """
     SELECT DISTINCT dep.job_id FROM job_deps dep JOIN jobs w ON w.id = dep.job_id
