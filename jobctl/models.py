@@ -36,6 +36,13 @@ FINAL_STATES = frozenset(
 UNFINISHED_STATES = frozenset(state for state in JobState if state not in FINAL_STATES)
 # Not started yet: cancelled at once, without a worker.
 NOT_STARTED_STATES = frozenset({JobState.WAITING, JobState.QUEUED})
+# Final without success: an `ok` (`--after`, `needs`) dependency in one of these can never be
+# met any more, and ends its dependents.
+FAILING_STATES = FINAL_STATES - {JobState.SUCCEEDED}
+# What `workflow retry` runs again: the tasks that ended without succeeding because of themselves
+# or a dependency. (Skipped is final too, but only a schedule's occurrence is skipped, never a
+# workflow's task.)
+RERUN_STATES = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.LOST})
 
 
 def state_values(states: Iterable[StrEnum]) -> list[str]:

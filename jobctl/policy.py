@@ -1,18 +1,22 @@
-"""Pure decisions, tested without a database: when a burst worker is done, and what a
-schedule's misfire and overlap policies make of its due fire times.
+"""Pure decisions, tested without a database: when a burst worker is done; what a schedule's
+timing, misfire and overlap policies make of its due fire times; and the state a new job starts
+in given its dependencies.
 
-The store gathers the facts (jobctl.store.queue.burst_backlog, jobctl.store.schedules); these
-functions decide.
+The store gathers the facts (jobctl.store.queue.burst_backlog, jobctl.store.schedules,
+jobctl.store.deps); these functions decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
-from jobctl.models import Misfire, Overlap
+from jobctl.cron import Timing, interval_anchor
+from jobctl.models import FAILING_STATES, FINAL_STATES, JobState, Misfire, Overlap
 from jobctl.timeparse import isoformat_utc
 
 
@@ -175,3 +179,118 @@ def overlap_decisions(overlap: Overlap, fire_times: Sequence[datetime],
             decisions.append(OverlapDecision(
                 OverlapAction.RUN, cancel=tuple(run.id for run in active if run.id is not None)))
     return decisions
+
+
+ScheduleKey = TypeVar("ScheduleKey", bound=Hashable)
+
+
+def overlap_batch(overlaps: Sequence[tuple[ScheduleKey, Overlap, datetime]],
+                  active: Mapping[ScheduleKey, Sequence[ActiveRun]]) -> list[OverlapDecision]:
+    """`overlap_decisions` for a batch of occurrences of several schedules: `overlaps` is one
+    (schedule, its overlap policy, fire time) per occurrence, each schedule's oldest first;
+    `active` its runs that have not ended. One decision per occurrence, in the order given."""
+    positions: dict[ScheduleKey, list[int]] = {}
+    for index, (schedule, _, _) in enumerate(overlaps):
+        positions.setdefault(schedule, []).append(index)
+    decisions = [OverlapDecision(OverlapAction.RUN)] * len(overlaps)
+    for schedule, indexes in positions.items():
+        overlap = overlaps[indexes[0]][1]
+        fire_times = [overlaps[index][2] for index in indexes]
+        for index, decision in zip(indexes, overlap_decisions(
+                overlap, fire_times, active.get(schedule, ())), strict=True):
+            decisions[index] = decision
+    return decisions
+
+
+@dataclass(frozen=True)
+class OccurrenceOutcome:
+    """What an occurrence's job is recorded as, given its overlap decision."""
+
+    state: JobState  # queued (it runs), skipped, or cancelled (superseded)
+    run_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+
+def occurrence_outcome(decision: OverlapDecision, moment: datetime, jitter_s: float,
+                       rng: random.Random | None = None) -> OccurrenceOutcome:
+    """A skipped occurrence is recorded ended at `moment`, a superseded one cancelled; one that
+    runs is due at `moment`, delayed by a random jitter up to `jitter_s` (the fire time stays)."""
+    if decision.action is OverlapAction.SKIP:
+        return OccurrenceOutcome(JobState.SKIPPED, moment, finished_at=moment,
+                                 error=decision.error)
+    if decision.action is OverlapAction.SUPERSEDED:
+        return OccurrenceOutcome(JobState.CANCELLED, moment, finished_at=moment,
+                                 error=decision.error, cancel_requested=True)
+    jitter = (rng or random).uniform(0.0, jitter_s) if jitter_s > 0 else 0.0
+    return OccurrenceOutcome(JobState.QUEUED,
+                             moment + timedelta(seconds=jitter) if jitter else moment)
+
+
+# --- schedules: timing ---------------------------------------------------------------------------
+
+
+def schedule_timing(cron: str | None, every_s: float | None, timezone: str,
+                    start_at: datetime | None, end_at: datetime | None,
+                    created_at: datetime) -> Timing:
+    """A schedule's fire times: its cron expression or interval, an interval counted from its
+    start_at or else from its creation, within [start_at, end_at]."""
+    return Timing(cron=cron, every_s=every_s, timezone=timezone,
+                  anchor=start_at or interval_anchor(created_at), start_at=start_at,
+                  end_at=end_at)
+
+
+@dataclass(frozen=True)
+class FiringPlan:
+    """What one pass does with one due schedule."""
+
+    fire_times: list[datetime]  # to fire now, oldest first
+    missed: int  # due fire times the misfire policy drops
+    next_fire_at: datetime | None  # the first fire time after now (None: the schedule ended)
+    last_fire_at: datetime | None  # the latest fire time fired, so far
+
+
+def plan_firing(timing: Timing, misfire: Misfire, next_fire_at: datetime,
+                last_fire_at: datetime | None, moment: datetime, grace_s: float,
+                cap: int) -> FiringPlan:
+    """The due fire times from `next_fire_at` up to `moment` (at most `cap`), what the misfire
+    policy fires of them (misfire_fire_times), and where the schedule goes next."""
+    due = timing.due(next_fire_at, moment, cap)
+    chosen = misfire_fire_times(misfire, due, moment, grace_s, cap)
+    return FiringPlan(chosen, len(due) - len(chosen), timing.next_after(moment),
+                      chosen[-1] if chosen else last_fire_at)
+
+
+# --- dependencies ---------------------------------------------------------------------------------
+
+
+def dependency_error(cause: int, cause_state: str) -> str:
+    """The error of a job ended by its dependency `cause` (the root of the chain)."""
+    return f"dependency {cause} {cause_state}"
+
+
+def dependent_state(cause_state: str) -> JobState:
+    """A dependent of a cancelled job is cancelled; of a failed or lost one, failed."""
+    return JobState.CANCELLED if cause_state == JobState.CANCELLED.value else JobState.FAILED
+
+
+@dataclass(frozen=True)
+class Initial:
+    """The state a new job starts in, given its dependencies' states now."""
+
+    state: JobState
+    error: str | None = None
+
+
+def initial_state(after: Sequence[int], after_any: Sequence[int],
+                  states: Mapping[int, str]) -> Initial:
+    """`queued` when every dependency is already met, `waiting` while some are not, and ended
+    at once (failed or cancelled) when an `--after` dependency already failed. (The same rule
+    the store's settling statements apply to waiting jobs: jobctl.store.deps.)"""
+    for dep in sorted(after):
+        if states[dep] in FAILING_STATES:
+            return Initial(dependent_state(states[dep]), dependency_error(dep, states[dep]))
+    met = all(states[dep] == JobState.SUCCEEDED.value for dep in after) and all(
+        states[dep] in FINAL_STATES for dep in after_any)
+    return Initial(JobState.QUEUED if met else JobState.WAITING)

@@ -142,11 +142,13 @@ def test_cancel_cancels_what_waits_on_it(db: Database) -> None:
     b = submit(db, after=(a,))
     c = submit(db, after=(b,))
     d = submit(db, after_any=(a,))
+    e = submit(db, after_any=(c,))  # released by what the cancel ended on the way
     with db.write() as connection:
         jobs.cancel(connection, a)
     assert state(db, b) == (JobState.CANCELLED, f"dependency {a} cancelled")
     assert state(db, c) == (JobState.CANCELLED, f"dependency {a} cancelled")
     assert state(db, d)[0] is JobState.QUEUED
+    assert state(db, e)[0] is JobState.QUEUED
 
 
 def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: Database) -> None:

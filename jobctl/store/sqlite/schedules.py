@@ -1,1 +1,152 @@
-"""SQLite: the SQL of jobctl.store.schedules (see its SchedulesSQL protocol)."""
+"""SQLite: schedules (jobctl.store.schedules.SchedulesSQL).
+
+No row locks here: every change runs in the caller's write transaction (BEGIN IMMEDIATE,
+`DirectDatabase.write()`), which lets one writer in at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from jobctl.models import UNFINISHED_STATES, JobSpec, sql_states
+from jobctl.store.direct import Conn
+from jobctl.store.schedules import SCHEDULE_COLUMNS
+from jobctl.store.sqlite import NOW
+
+if TYPE_CHECKING:
+    from jobctl.store.schedules import Advance, OccurrenceRow
+
+_COLUMNS = ", ".join(SCHEDULE_COLUMNS)
+_ACTIVE = sql_states(UNFINISHED_STATES)
+
+# --- reading ------------------------------------------------------------------------------------
+
+# One schedule by name.
+GET = f"SELECT {_COLUMNS} FROM schedules WHERE name = :name"
+# Differs by necessity: no FOR UPDATE; the write transaction holds the whole database.
+GET_FOR_UPDATE = GET
+# Every schedule, by name.
+LIST_ALL = f"SELECT {_COLUMNS} FROM schedules ORDER BY name"
+# A schedule's latest occurrences, newest first.
+RECENT_RUNS = """
+SELECT id, fire_time, state, created_at, error FROM jobs
+WHERE schedule_id = :id ORDER BY fire_time DESC LIMIT :limit"""
+# The database's clock: fire times are compared with it, never with a machine's.
+CLOCK = f"SELECT {NOW}"
+
+# --- changing -----------------------------------------------------------------------------------
+
+# A new schedule; its created_at and updated_at are the caller's now (its first fire time was
+# computed from that).
+CREATE = """
+INSERT INTO schedules (name, cron, every_s, timezone, job, workflow, overlap, misfire, jitter_s,
+                       paused, start_at, end_at, next_fire_at, created_at, updated_at)
+VALUES (:name, :cron, :every_s, :timezone, :job, :workflow, :overlap, :misfire, :jitter_s,
+        :paused, :start_at, :end_at, :next_fire_at, :now, :now)
+RETURNING id"""
+# A schedule's new definition and next fire time; created_at too when given (a schedule imported
+# over an old one of that name starts anew), else kept.
+REPLACE = """
+UPDATE schedules SET name = :name, cron = :cron, every_s = :every_s, timezone = :timezone,
+    job = :job, workflow = :workflow, overlap = :overlap, misfire = :misfire,
+    jitter_s = :jitter_s, paused = :paused, start_at = :start_at, end_at = :end_at,
+    next_fire_at = :next_fire_at, created_at = coalesce(:created_at, created_at),
+    updated_at = :now
+WHERE id = :id"""
+# Whether a schedule is paused. Differs by necessity: no FOR UPDATE (see GET_FOR_UPDATE).
+PAUSED = "SELECT paused FROM schedules WHERE name = :name"
+# Pause or resume; conditional on what was read, like every state change.
+SET_PAUSED = f"""
+UPDATE schedules SET paused = :paused, updated_at = {NOW}
+WHERE name = :name AND paused = :before"""
+# Remove a schedule; its jobs stay (they keep their schedule_id and fire_time).
+DELETE = "DELETE FROM schedules WHERE name = :name"
+
+# --- firing -------------------------------------------------------------------------------------
+
+# The due schedules, oldest due first, with the database's now (one clock for the batch).
+# Differs by necessity: no SKIP LOCKED; the caller's BEGIN IMMEDIATE keeps every other writer
+# (and so every other scheduler) out already.
+DUE = f"""
+SELECT {NOW}, {_COLUMNS} FROM schedules
+WHERE NOT paused AND next_fire_at <= {NOW}
+ORDER BY next_fire_at
+LIMIT :limit"""
+
+# One schedule moves on; conditional on the value read: a schedule someone edited meanwhile keeps
+# its new next time.
+# Differs by necessity: one row at a time (executemany), where PostgreSQL takes arrays.
+ADVANCE = """
+UPDATE schedules SET next_fire_at = :next_fire_at, last_fire_at = :last_fire_at
+WHERE id = :id AND next_fire_at = :expected"""
+
+
+def advance(conn: Conn, advances: Sequence[Advance]) -> None:
+    """See SchedulesSQL.advance: ADVANCE for each schedule of the batch."""
+    conn.executemany(ADVANCE, [
+        {"id": a.schedule_id, "expected": conn.time_param(a.expected),
+         "next_fire_at": conn.time_param(a.next_fire_at),
+         "last_fire_at": conn.time_param(a.last_fire_at)} for a in advances])
+
+
+# What a schedule's overlap policy counts as still running: its jobs that have not ended, oldest
+# first.
+ACTIVE_RUNS = f"""
+SELECT schedule_id, id, state FROM jobs
+WHERE schedule_id IN (SELECT value FROM json_each(:ids)) AND state IN ({_ACTIVE})
+ORDER BY id"""
+# … and for a schedule of a workflow: the workflows it started that have unfinished tasks.
+ACTIVE_WORKFLOWS = f"""
+SELECT DISTINCT w.id FROM workflows w JOIN jobs j ON j.workflow_id = w.id
+WHERE w.schedule_id = :schedule_id AND j.state IN ({_ACTIVE})
+ORDER BY w.id"""
+
+# One occurrence's job: the columns of every job's row (jobctl.store.submit's parameters, from the
+# schedule's template) plus the occurrence's own. A fire time a job holds already (another
+# scheduler fired it) inserts nothing: the partial unique index uq_jobs_schedule_fire_time.
+# finished_at is the database's now for an occurrence recorded ended (skipped or superseded).
+# Differs by necessity: one row at a time, built in Python (SQLite cannot decode the template's
+# base64 input, which PostgreSQL's INSERT_OCCURRENCES decodes in SQL).
+INSERT_OCCURRENCE = f"""
+INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
+                  backoff_s, delivery, attempt, labels, error, max_lost, input, run_as, run_at,
+                  created_at, finished_at, schedule_id, fire_time, cancel_requested)
+VALUES (:name, :queue, :priority, :state, :argv, :env, :cwd, :timeout_s, :max_attempts,
+        :backoff_s, :delivery, 0, :labels, :error, :max_lost, :input, :run_as, :run_at,
+        {NOW}, CASE WHEN :ended THEN {NOW} END, :schedule_id, :fire_time, :cancel_requested)
+ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING"""
+INSERT_OCCURRENCE_RETURNING_ID = f"{INSERT_OCCURRENCE}\nRETURNING id"
+
+
+def insert_occurrences(conn: Conn, rows: Sequence[OccurrenceRow], return_ids: bool) -> list[int]:
+    """See SchedulesSQL.insert_occurrences: INSERT_OCCURRENCE for each occurrence."""
+    from jobctl.store import submit as submit_store
+
+    params = [submit_store._row(conn, _spec(row), row.outcome.state, row.outcome.error,
+                                schedule_id=row.occurrence.schedule.id,
+                                fire_time=row.occurrence.fire_time,
+                                cancel_requested=row.outcome.cancel_requested) for row in rows]
+    if not return_ids:
+        conn.executemany(INSERT_OCCURRENCE, params)
+        return []
+    found = [conn.execute(INSERT_OCCURRENCE_RETURNING_ID, one).fetchone() for one in params]
+    return [int(row[0]) for row in found if row is not None]
+
+
+def _spec(row: OccurrenceRow) -> JobSpec:
+    """The job an occurrence submits: its schedule's template, named after the schedule unless
+    the template names it, due at the occurrence's run_at."""
+    schedule = row.occurrence.schedule
+    assert schedule.job is not None
+    return dataclasses.replace(schedule.job, name=schedule.job.name or schedule.name,
+                               run_at=row.outcome.run_at, run_in_s=None, unique_key=None)
+
+
+# --- the scheduler's clock ----------------------------------------------------------------------
+
+# Seconds until the next active schedule is due (negative when one is overdue; NULL: none is).
+SECONDS_UNTIL_DUE = """
+SELECT (julianday(min(next_fire_at)) - julianday('now')) * 86400.0
+FROM schedules WHERE NOT paused"""

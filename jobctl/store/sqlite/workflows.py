@@ -1,1 +1,48 @@
-"""SQLite: the SQL of jobctl.store.workflows (see its WorkflowsSQL protocol)."""
+"""SQLite: workflows (jobctl.store.workflows.WorkflowsSQL): PostgreSQL's statements in sqlite3's
+parameter style, JSON text for jsonb, json_each for arrays."""
+
+from __future__ import annotations
+
+from jobctl.models import FINAL_STATES, RERUN_STATES, sql_states
+from jobctl.store.reads import JOB_COLUMNS
+from jobctl.store.sqlite import NOW
+from jobctl.store.workflows import WORKFLOW_COLUMNS
+
+_WORKFLOW = ", ".join(WORKFLOW_COLUMNS)
+_JOB = ", ".join(JOB_COLUMNS)
+
+# The workflow's row; nothing when this (schedule, fire time) has started one already. The
+# conflict target is the partial unique index uq_workflows_schedule_fire_time; rows without a
+# schedule (NULL schedule_id) never conflict, so one statement serves `workflow run` and a
+# schedule's occurrence alike.
+START = f"""
+INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels)
+VALUES (:name, :definition, :params, {NOW}, :schedule_id, :fire_time, :labels)
+ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
+RETURNING id"""
+
+# One workflow.
+GET = f"SELECT {_WORKFLOW} FROM workflows WHERE id = :id"
+# Newest first, at most :limit (NULL: all, which SQLite spells -1); their tasks are read with
+# TASKS_OF.
+LIST = f"SELECT {_WORKFLOW} FROM workflows ORDER BY id DESC LIMIT coalesce(:limit, -1)"
+# The tasks (jobs) of one workflow, and of several.
+TASKS = f"SELECT {_JOB} FROM jobs WHERE workflow_id = :id ORDER BY id"
+TASKS_OF = f"""
+SELECT {_JOB} FROM jobs WHERE workflow_id IN (SELECT value FROM json_each(:ids)) ORDER BY id"""
+
+# The tasks that have not ended, the waiting ones first (so that nothing they wait for releases
+# them meanwhile), then by id.
+UNFINISHED_TASKS = f"""
+SELECT id, state FROM jobs
+WHERE workflow_id = :id AND state NOT IN ({sql_states(FINAL_STATES)})
+ORDER BY CASE WHEN state = 'waiting' THEN 0 ELSE 1 END, id"""
+
+# Back to waiting, with its whole retry budget again (attempts already made are kept in the
+# count); only while it is still in a state that may be re-run, so that a concurrent retry or
+# anything else that moved it on is not undone. (executemany; settling queues those ready.)
+RERUN_TASK = f"""
+UPDATE jobs SET state = 'waiting', max_attempts = attempt + 1 + :retries, finished_at = NULL,
+       lease_until = NULL, exit_code = NULL, signal = NULL, error = NULL,
+       cancel_requested = FALSE
+WHERE id = :id AND state IN ({sql_states(RERUN_STATES)})"""
