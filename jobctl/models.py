@@ -36,6 +36,9 @@ FINAL_STATES = frozenset(
 UNFINISHED_STATES = frozenset(state for state in JobState if state not in FINAL_STATES)
 # Not started yet: cancelled at once, without a worker.
 NOT_STARTED_STATES = frozenset({JobState.WAITING, JobState.QUEUED})
+# Ended badly, what counts against a queue's failure rate (`jobctl stats`): failed, or lost with
+# its worker. (Cancelled and skipped jobs were not run to an end, and count as neither.)
+FAILURE_STATES = frozenset({JobState.FAILED, JobState.LOST})
 
 
 def state_values(states: Iterable[StrEnum]) -> list[str]:
