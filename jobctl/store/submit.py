@@ -41,8 +41,8 @@ def job_row(spec: JobSpec, now: datetime, state: JobState = JobState.QUEUED,
     """The row (ROW_COLUMNS: Python values) of a job submitted from `spec` at `now` (the
     database clock's time) in `state`: due at its run_at, or `run_in_s` after `now`; finished at
     `now` when `state` is final. The rest is for a workflow's task or a schedule's occurrence."""
-    run_at = spec.run_at if spec.run_at is not None else now + timedelta(
-        seconds=spec.run_in_s or 0.0)
+    run_at = (spec.run_at if spec.run_at is not None
+              else now + timedelta(seconds=spec.run_in_s) if spec.run_in_s else now)
     return {
         "name": spec.name, "queue": spec.queue, "priority": spec.priority,
         "state": state.value, "argv": list(spec.argv), "env": dict(spec.env),

@@ -9,7 +9,9 @@ nobody else gets them.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,8 +51,10 @@ def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Reserve ids, then COPY the rows with them (written in blocks: about three times faster
     than write_row())."""
     ids = sorted(int(row[0]) for row in conn.execute(RESERVE_IDS, {"n": len(rows)}))
-    lines = ["\t".join((str(job_id), *(encode(row[column]) for column, encode in _ENCODERS)))
-             for job_id, row in zip(ids, rows, strict=True)]
+    lines = [f"{job_id}\t" + "\t".join([
+        NULL if value is None else encode(value)
+        for encode, value in zip(_ENCODERS, _values(row), strict=True)])
+        for job_id, row in zip(ids, rows, strict=True)]
     with conn.raw.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
         for start in range(0, len(lines), COPY_BLOCK_ROWS):
             copy.write("".join(line + "\n" for line in lines[start:start + COPY_BLOCK_ROWS]))
@@ -69,42 +73,38 @@ def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int |
     return found
 
 
-# COPY's text format: a tab between columns, \N for NULL, and these characters escaped.
+# COPY's text format: a tab between columns, \N for NULL, and these characters escaped. Each
+# column's encoder below is for a value that is not None.
 NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 COPY_BLOCK_ROWS = 10_000
 _encode_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _text(value: str | None) -> str:
-    if value is None:
-        return NULL
+def _text(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_ESCAPES)
     return value
 
 
 def _json(value: Any) -> str:
+    if not value:  # most jobs have no env and no labels
+        return "{}" if isinstance(value, dict) else "[]"
     return _text(_encode_json(value))
 
 
-def _bytes(value: bytes | None) -> str:
+def _bytes(value: bytes) -> str:
     # bytea's hex format, its backslash escaped for COPY's text format.
-    return NULL if value is None else "\\\\x" + value.hex()
-
-
-def _number(value: float | None) -> str:
-    return NULL if value is None else repr(value)
+    return "\\\\x" + value.hex()
 
 
 def _boolean(value: bool) -> str:
     return "t" if value else "f"
 
 
-def _instant(value: datetime | None) -> str:
+@functools.lru_cache(maxsize=64)  # a batch's rows share their times (the database's now)
+def _instant(value: datetime) -> str:
     # A time without a zone is UTC, as everywhere in jobctl (see store.schema.UTCDateTime).
-    if value is None:
-        return NULL
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
@@ -114,11 +114,12 @@ def _encoder(column: str) -> Callable[[Any], str]:
     if column in TIME_COLUMNS:
         return _instant
     special: dict[str, Callable[[Any], str]] = {
-        "priority": _number, "timeout_s": _number, "max_attempts": _number,
-        "backoff_s": _number, "workflow_id": _number, "max_lost": _number,
-        "schedule_id": _number, "input": _bytes, "cancel_requested": _boolean}
+        "priority": str, "max_attempts": str, "workflow_id": str, "max_lost": str,
+        "schedule_id": str, "timeout_s": repr, "backoff_s": repr, "input": _bytes,
+        "cancel_requested": _boolean}
     return special.get(column, _text)
 
 
-# Each column of ROW_COLUMNS with its COPY text encoder.
-_ENCODERS = [(column, _encoder(column)) for column in ROW_COLUMNS]
+# The encoder of each column of ROW_COLUMNS, and a row's values in that order.
+_ENCODERS = [_encoder(column) for column in ROW_COLUMNS]
+_values = operator.itemgetter(*ROW_COLUMNS)
