@@ -28,7 +28,7 @@ class JobState(StrEnum):
 
 
 # The state sets, defined here once for every layer (the store's SQL renders them with
-# `sql_states`, or binds `state_values` through `store.reads.in_`).
+# `sql_states`, or binds `state_values` as one list parameter: `Conn.ids_param`).
 FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.SKIPPED}
 )
