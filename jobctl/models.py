@@ -28,7 +28,7 @@ class JobState(StrEnum):
 
 
 # The state sets, defined here once for every layer (the store's SQL renders them with
-# `sql_states`, or binds `state_values` through `store.reads.in_`).
+# `sql_states`, or binds `state_values` as one list parameter: `Conn.ids_param`).
 FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.SKIPPED}
 )
@@ -43,6 +43,9 @@ FAILING_STATES = FINAL_STATES - {JobState.SUCCEEDED}
 # or a dependency. (Skipped is final too, but only a schedule's occurrence is skipped, never a
 # workflow's task.)
 RERUN_STATES = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.LOST})
+# Ended badly, what counts against a queue's failure rate (`jobctl stats`): failed, or lost with
+# its worker. (Cancelled and skipped jobs were not run to an end, and count as neither.)
+FAILURE_STATES = frozenset({JobState.FAILED, JobState.LOST})
 
 
 def state_values(states: Iterable[StrEnum]) -> list[str]:

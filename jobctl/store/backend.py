@@ -113,9 +113,9 @@ class Backend(Protocol):
     def json_param(self, value: Any) -> Any:
         """A value for a JSON column (its statement casts it where the backend needs a cast)."""
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
-        """A list of ids for one parameter: an array on PostgreSQL, JSON text on SQLite (its SQL
-        reads it with json_each)."""
+    def ids_param(self, ids: Sequence[int | str]) -> Any:
+        """A list of ids (or names) for one parameter: an array on PostgreSQL, JSON text on
+        SQLite (its SQL reads it with json_each)."""
 
     # --- creating and migrating the schema (SQLAlchemy and Alembic; imported for that alone) --
 

@@ -90,7 +90,7 @@ class Conn:
         """A value for a JSON column (its statement casts it where the backend needs that)."""
         return self.backend.json_param(value)
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
+    def ids_param(self, ids: Sequence[int | str]) -> Any:
         """A list of ids as one parameter (see Backend.ids_param)."""
         return self.backend.ids_param(ids)
 

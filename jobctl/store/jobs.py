@@ -11,15 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from jobctl.errors import NotFound
-from jobctl.models import (
-    FINAL_STATES,
-    NOT_STARTED_STATES,
-    DepCondition,
-    JobSpec,
-    JobState,
-    state_values,
-)
-from jobctl.store import deps, notify, reads
+from jobctl.models import FINAL_STATES, NOT_STARTED_STATES, DepCondition, JobSpec, JobState
+from jobctl.store import deps, notify
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
 
@@ -40,7 +33,7 @@ def submit(connection: Any, spec: JobSpec) -> tuple[int, bool]:
     else:
         found = submit_store.insert_unique(conn, spec, initial.state, initial.error)
         if found is None:  # the unique key was taken: hand back the job that holds it
-            existing = conn.legacy_scalar("SELECT id FROM jobs WHERE unique_key = :key",
+            existing = conn.scalar(conn.backend.sql_jobs.UNIQUE_KEY_HOLDER,
                                    {"key": spec.unique_key})
             return int(existing), False
         job_id = found
@@ -78,17 +71,15 @@ def _initials(conn: Conn, specs: Sequence[JobSpec]) -> list[deps.Initial]:
 
 def existing_ids(connection: Any, job_ids: Iterable[int]) -> set[int]:
     conn = Conn.of(connection)
-    where, params = reads.in_(conn, "id", list(job_ids), "ids")
-    rows = conn.legacy_execute(f"SELECT id FROM jobs WHERE {where}", params)
+    rows = conn.execute(conn.backend.sql_jobs.EXISTING_IDS,
+                        {"ids": conn.ids_param(list(job_ids))})
     return {int(row[0]) for row in rows}
 
 
 def _lock_job(conn: Conn, job_id: int) -> tuple[str, str] | None:
-    """The job's (state, queue), its row locked until the transaction ends (on SQLite the
-    write transaction holds the whole database already); None when there is no such job."""
-    lock = " FOR UPDATE" if conn.is_postgres else ""
-    row = conn.legacy_execute(f"SELECT state, queue FROM jobs WHERE id = :id{lock}",
-                       {"id": job_id}).fetchone()
+    """The job's (state, queue), its row locked until the transaction ends; None when there is
+    no such job."""
+    row = conn.execute(conn.backend.sql_jobs.LOCK_JOB, {"id": job_id}).fetchone()
     return (str(row[0]), str(row[1])) if row is not None else None
 
 
@@ -104,20 +95,12 @@ def cancel(connection: Any, job_id: int) -> JobState | None:
         return None
     state = found[0]
     if state in NOT_STARTED_STATES:
-        not_started, more = reads.in_(conn, "state", state_values(NOT_STARTED_STATES),
-                                      "not_started")
-        conn.legacy_execute(
-            f"UPDATE jobs SET state = :cancelled, finished_at = {conn.now}, "
-            "error = 'cancelled before it started', cancel_requested = TRUE "
-            f"WHERE id = :id AND {not_started}",
-            {"id": job_id, "cancelled": JobState.CANCELLED.value, **more})
+        conn.execute(conn.backend.sql_jobs.CANCEL_NOT_STARTED, {"id": job_id})
         notify.jobs_done(conn, [job_id])
         # what waits on it (--after) is cancelled too, transitively; --after-any ones may start
         deps.settle(conn, {job_id: JobState.CANCELLED.value})
     elif state == JobState.RUNNING.value:
-        conn.legacy_execute(
-            "UPDATE jobs SET cancel_requested = TRUE WHERE id = :id AND state = :running",
-                     {"id": job_id, "running": JobState.RUNNING.value})
+        conn.execute(conn.backend.sql_jobs.REQUEST_CANCEL, {"id": job_id})
         notify.cancel_requested(conn, job_id)
     return JobState(state)
 
@@ -130,17 +113,18 @@ def retry(connection: Any, job_id: int, retries: int = 0) -> JobState | None:
         return None
     state, queue = found
     if state in FINAL_STATES:
-        final, more = reads.in_(conn, "state", state_values(FINAL_STATES), "final")
-        conn.legacy_execute(
-            f"UPDATE jobs SET state = :queued, max_attempts = attempt + 1 + :retries, losses = 0, "
-            f"run_at = {conn.now}, finished_at = NULL, lease_until = NULL, exit_code = NULL, "
-            f"signal = NULL, error = NULL, cancel_requested = FALSE WHERE id = :id AND {final}",
-            {"id": job_id, "queued": JobState.QUEUED.value, "retries": retries, **more})
+        conn.execute(conn.backend.sql_jobs.RETRY, {"id": job_id, "retries": retries})
         notify.job_submitted(conn, queue)
     return JobState(state)
 
 
 class JobsSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.jobs): its statements,
-    named and commented, in its driver's own parameter style, and any step that differs by
-    necessity."""
+    named and commented, in its driver's own parameter style."""
+
+    UNIQUE_KEY_HOLDER: str  # :key → the id of the job holding that unique key
+    EXISTING_IDS: str  # :ids (ids_param) → those that are jobs' ids
+    LOCK_JOB: str  # :id → (state, queue), the row locked for the transaction
+    CANCEL_NOT_STARTED: str  # :id → cancelled, if it has not started
+    REQUEST_CANCEL: str  # :id → flagged for its worker to kill, if running
+    RETRY: str  # :id, :retries → queued again as a new attempt, if final

@@ -16,53 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from jobctl.models import FINAL_STATES, JobState, sql_states
+from jobctl.models import FINAL_STATES, JobState
 from jobctl.store.direct import Conn, DirectDatabase
-from jobctl.store.reads import in_
+from jobctl.store.reads import database_now
 
 BATCH = 1000
 DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
 TABLES = ("attempts", "job_deps", "job_logs", "jobs", "schedules", "workers", "workflows")
-
-_FINAL_SQL = sql_states(FINAL_STATES)
-
-# Old enough: in one of the states asked for (:states, see `reads.in_`), and finished before
-# :cutoff. A job that ended without a finish time (none should) counts from its creation.
-_OLD_ENOUGH = "{states} AND coalesce(jobs.finished_at, jobs.created_at) < :cutoff"
-# Whether a job that has not reached a final state depends on the job: such a job is kept,
-# since deleting it would leave that dependent waiting on nothing.
-_NEEDED = f"""EXISTS (
-    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
-    WHERE job_deps.depends_on = jobs.id AND dependent.state NOT IN ({_FINAL_SQL}))"""
-
-COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {_NEEDED}"
-
-# The next batch by id (keyset: each batch starts after the last one's highest id).
-NEXT_BATCH = f"""
-SELECT id FROM jobs
-WHERE id > :after_id AND {_OLD_ENOUGH} AND NOT {_NEEDED}{{logs_only}}
-ORDER BY id LIMIT :batch{{lock}}"""
-# With --logs-only: only jobs that still have output.
-_HAS_LOGS = " AND EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id)"
-# PostgreSQL, when deleting: lock what we delete, so that a submit that makes one of them a
-# dependency (and locks it to check it exists) either waits for us or is seen by the check
-# above; SKIP LOCKED leaves rows someone is busy with for the next run. SQLite's write
-# transaction (BEGIN IMMEDIATE) holds the whole database already.
-_PG_LOCK = " FOR UPDATE OF jobs SKIP LOCKED"
-
-# What a batch holds, in one round trip: its output (chunks and bytes) and its attempts.
-COUNT_BATCH = """
-SELECT (SELECT count(*) FROM job_logs WHERE {logs}),
-       (SELECT coalesce(sum(length(data)), 0) FROM job_logs WHERE {logs}),
-       (SELECT count(*) FROM attempts WHERE {attempts})"""
-
-# Children first: the foreign keys cascade too, but explicit deletes do not depend on SQLite's
-# foreign_keys pragma being on for the connection. The jobs themselves only while final.
-DELETE_LOGS = "DELETE FROM job_logs WHERE {ids}"
-DELETE_ATTEMPTS = "DELETE FROM attempts WHERE {ids}"
-DELETE_DEPS = "DELETE FROM job_deps WHERE {ids}"
-DELETE_JOBS = f"DELETE FROM jobs WHERE {{ids}} AND state IN ({_FINAL_SQL})"
 
 
 @dataclass
@@ -98,19 +59,21 @@ def prune(database: DirectDatabase, older_than_s: float,
     are kept. The scheduler may call this periodically."""
     check_states(states)
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
-    values = [state.value for state in states]
     with database.read() as conn:
-        now = conn.time_not_null(conn.legacy_scalar(f"SELECT {conn.now}"))
+        sql: RetentionSQL = conn.backend.sql_retention
         # One cutoff for every batch, from the database clock.
-        cutoff = conn.time_param(now - timedelta(seconds=older_than_s))
-        where, params = in_(conn, "jobs.state", values, "states")
-        result.kept_for_dependents = int(conn.legacy_scalar(
-            COUNT_KEPT.format(states=where), {**params, "cutoff": cutoff}))
+        cutoff = conn.time_param(database_now(conn) - timedelta(seconds=older_than_s))
+        old_enough = {"states": conn.ids_param([state.value for state in states]),
+                      "cutoff": cutoff}
+        result.kept_for_dependents = int(conn.scalar(sql.COUNT_KEPT, old_enough))
     after_id = 0
     while True:
         started = time.monotonic()
         with database.read() if dry_run else database.write() as conn:
-            ids = _next_batch(conn, values, cutoff, after_id, batch, logs_only, dry_run)
+            rows = conn.execute(sql.NEXT_BATCH if dry_run else sql.NEXT_BATCH_TO_DELETE, {
+                **old_enough, "after_id": after_id, "batch": batch,
+                "logs_only": logs_only}).fetchall()
+            ids = [int(row[0]) for row in rows]
             if not ids:
                 break
             result.batches += 1
@@ -118,44 +81,30 @@ def prune(database: DirectDatabase, older_than_s: float,
             _count_or_delete(conn, ids, logs_only, dry_run, result)
         if len(ids) < batch:
             break
-        if not dry_run and database.backend.title != "PostgreSQL":  # TRANSITIONAL
-            # SQLite has one writer at a time, and a writer that waits polls for the lock every
-            # 100 ms at most: were the next batch to take it straight back, workers and clients
-            # could wait through many batches. Pausing as long as a batch took lets them in.
-            time.sleep(min(time.monotonic() - started, 1.0))
+        if not dry_run:
+            sql.after_batch(time.monotonic() - started)
     return result
-
-
-def _next_batch(conn: Conn, states: list[str], cutoff: Any, after_id: int, batch: int,
-                logs_only: bool, dry_run: bool) -> list[int]:
-    where, params = in_(conn, "jobs.state", states, "states")
-    sql = NEXT_BATCH.format(states=where, logs_only=_HAS_LOGS if logs_only else "",
-                            lock=_PG_LOCK if conn.is_postgres and not dry_run else "")
-    rows = conn.legacy_execute(sql, {**params, "cutoff": cutoff, "after_id": after_id,
-                              "batch": batch}).fetchall()
-    return [int(row[0]) for row in rows]
 
 
 def _count_or_delete(conn: Conn, ids: list[int], logs_only: bool, dry_run: bool,
                      result: Pruned) -> None:
-    by_job, params = in_(conn, "job_id", ids, "ids")
-    chunks, size, attempt_count = conn.legacy_execute(
-        COUNT_BATCH.format(logs=by_job, attempts=by_job), params).fetchone()
+    sql: RetentionSQL = conn.backend.sql_retention
+    params = {"ids": conn.ids_param(ids)}
+    chunks, size, attempt_count = conn.execute(sql.COUNT_BATCH, params).fetchone()
     result.log_chunks += int(chunks)
     result.log_bytes += int(size)
     if logs_only:
         if not dry_run:
-            conn.legacy_execute(DELETE_LOGS.format(ids=by_job), params)
+            conn.execute(sql.DELETE_LOGS, params)
         return
     result.attempts += int(attempt_count)
     if dry_run:
         result.jobs += len(ids)
         return
-    conn.legacy_execute(DELETE_LOGS.format(ids=by_job), params)
-    conn.legacy_execute(DELETE_ATTEMPTS.format(ids=by_job), params)
-    conn.legacy_execute(DELETE_DEPS.format(ids=by_job), params)
-    by_id, params = in_(conn, "id", ids, "ids")
-    result.jobs += conn.legacy_execute(DELETE_JOBS.format(ids=by_id), params).rowcount
+    conn.execute(sql.DELETE_LOGS, params)
+    conn.execute(sql.DELETE_ATTEMPTS, params)
+    conn.execute(sql.DELETE_DEPS, params)
+    result.jobs += conn.execute(sql.DELETE_JOBS, params).rowcount
 
 
 # --- table sizes --------------------------------------------------------------------------------
@@ -171,44 +120,36 @@ class TableSize:
         return {"table": self.table, "rows": self.rows, "bytes": self.bytes}
 
 
-# Row counts of every table in one statement; on PostgreSQL with each one's on-disk size (its
-# indexes and TOAST included). The names are TABLES, never input.
-_COUNT_ROWS = " UNION ALL ".join(f"SELECT '{name}', count(*), NULL FROM {name}"
-                                 for name in TABLES)
-_PG_COUNT_ROWS_AND_SIZES = " UNION ALL ".join(
-    f"SELECT '{name}', count(*), pg_total_relation_size('{name}') FROM {name}" for name in TABLES)
-# SQLite: bytes per table, its indexes included, from the dbstat virtual table, which not every
-# build of SQLite has ("no such table: dbstat" then, and the sizes are unknown).
-SQLITE_SIZES = """
-SELECT m.tbl_name, SUM(s.pgsize) FROM dbstat AS s
-JOIN sqlite_master AS m ON m.name = s.name GROUP BY m.tbl_name"""
-
-
 def table_sizes(database: DirectDatabase) -> list[TableSize]:
     """Row counts and on-disk sizes (with indexes and, on PostgreSQL, TOAST) of jobctl's tables."""
     with database.read() as conn:
-        found = conn.legacy_execute(_PG_COUNT_ROWS_AND_SIZES if conn.is_postgres
-                             else _COUNT_ROWS).fetchall()
-        rows = {name: int(count) for name, count, _ in found}
-        sizes = ({name: size for name, _, size in found} if conn.is_postgres
-                 else _sqlite_sizes(conn))
-    return [TableSize(name, rows[name], None if (size := sizes.get(name)) is None else int(size))
-            for name in TABLES]
-
-
-def _sqlite_sizes(conn: Conn) -> dict[str, int | None]:
-    import sqlite3
-
-    try:
-        found = conn.legacy_execute(SQLITE_SIZES).fetchall()
-    except sqlite3.OperationalError as error:  # a failed prepare leaves the transaction as it was
-        if "dbstat" not in str(error):
-            raise
-        return {}
-    return {name: size for name, size in found}
+        found = conn.backend.sql_retention.table_sizes(conn)
+    return [TableSize(name, *found[name]) for name in TABLES]
 
 
 class RetentionSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.retention): its statements,
-    named and commented, in its driver's own parameter style, and any step that differs by
+    named and commented, in its driver's own parameter style, and the steps that differ by
     necessity."""
+
+    # Jobs old enough (:states as ids_param, :cutoff) that an unfinished job depends on.
+    COUNT_KEPT: str
+    # The next batch of ids to prune after :after_id (:states, :cutoff, :batch, :logs_only):
+    # for a dry run, and locked for deleting.
+    NEXT_BATCH: str
+    NEXT_BATCH_TO_DELETE: str
+    # :ids (ids_param) → (log chunks, log bytes, attempts) of those jobs.
+    COUNT_BATCH: str
+    # Delete the :ids jobs' output, attempts, dependency edges, and the jobs themselves.
+    DELETE_LOGS: str
+    DELETE_ATTEMPTS: str
+    DELETE_DEPS: str
+    DELETE_JOBS: str
+
+    def after_batch(self, took_s: float) -> None:
+        """Between two batches that deleted, after one that took `took_s` seconds."""
+        ...
+
+    def table_sizes(self, conn: Conn) -> dict[str, tuple[int, int | None]]:
+        """(rows, bytes or None where the database cannot tell) of each of TABLES."""
+        ...

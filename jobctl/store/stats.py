@@ -11,52 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from jobctl.models import FINAL_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
+from jobctl.models import FAILURE_STATES, JobState, WorkerInfo
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn, DirectDatabase
+from jobctl.store.reads import database_now
 from jobctl.timeparse import isoformat_utc
-
-# The state sets come from jobctl.models, as everywhere in the store.
-FAILED = frozenset({JobState.FAILED, JobState.LOST})  # what counts against the failure rate
-
-
-# Everything `stats` counts, in one statement (one round trip), one branch per figure, each with
-# its own condition so that it keeps its own index:
-#   oldest  the longest-due queued job per queue (the claim index: queued rows only), jobs due
-#           later not counted. First: PostgreSQL types a UNION's NULL columns from the branches
-#           before them, and this one types the last column (a time);
-#   depth   jobs not finished, per queue and state (few rows: the claim index's states);
-#   ended   jobs that reached a final state within the window, per queue and state. Skipped
-#           occurrences are final too, but count as none of succeeded, failed or cancelled.
-# :now and :since are the database clock's time, read first (database_now), so that every
-# branch and every age is measured against one instant.
-QUEUE_STATS = f"""
-SELECT 'oldest', queue, NULL, NULL, min(run_at) FROM jobs
-WHERE state = 'queued' AND run_at <= :now
-GROUP BY queue
-UNION ALL
-SELECT 'depth', queue, state, count(*), NULL FROM jobs
-WHERE state IN ({sql_states(UNFINISHED_STATES)})
-GROUP BY queue, state
-UNION ALL
-SELECT 'ended', queue, state, count(*), NULL FROM jobs
-WHERE state IN ({sql_states(FINAL_STATES)}) AND finished_at >= :since
-GROUP BY queue, state"""
-
-# The running jobs, longest-running first, with the name of the worker that runs each.
-RUNNING_JOBS = """
-SELECT jobs.id, jobs.name, jobs.queue, jobs.started_at, workers.name
-FROM jobs LEFT OUTER JOIN workers ON workers.id = jobs.worker_id
-WHERE jobs.state = 'running'
-ORDER BY jobs.started_at, jobs.id
-LIMIT :limit"""
-
-# The latest failures (failed or lost), newest first.
-RECENT_FAILURES = f"""
-SELECT id, name, queue, state, exit_code, error, finished_at FROM jobs
-WHERE state IN ({sql_states(FAILED)})
-ORDER BY finished_at DESC, id DESC
-LIMIT :limit"""
 
 
 @dataclass
@@ -142,10 +101,6 @@ class Snapshot:
     running_total: int = 0
 
 
-def database_now(conn: Conn) -> datetime:
-    return conn.time_not_null(conn.legacy_scalar(f"SELECT {conn.now}"))
-
-
 def queue_stats(conn: Conn, window_s: float) -> QueueReport:
     now = database_now(conn)
     since = now - timedelta(seconds=window_s)
@@ -154,8 +109,8 @@ def queue_stats(conn: Conn, window_s: float) -> QueueReport:
     def stats(queue: str) -> QueueStats:
         return by_queue.setdefault(queue, QueueStats(queue))
 
-    rows = conn.legacy_execute(QUEUE_STATS, {"now": conn.time_param(now),
-                                      "since": conn.time_param(since)}).fetchall()
+    rows = conn.execute(conn.backend.sql_stats.QUEUE_STATS, {
+        "now": conn.time_param(now), "since": conn.time_param(since)}).fetchall()
     for figure, queue, state, count, due in rows:
         entry = stats(queue)
         if figure == "depth":
@@ -165,7 +120,7 @@ def queue_stats(conn: Conn, window_s: float) -> QueueReport:
                 entry.succeeded += count
             elif state == JobState.CANCELLED.value:
                 entry.cancelled += count
-            elif state in FAILED:
+            elif state in FAILURE_STATES:
                 entry.failed += count
         elif due is not None:
             entry.oldest_queued_s = max(0.0, (now - conn.time_not_null(due)).total_seconds())
@@ -188,15 +143,16 @@ def snapshot(conn: Conn, *, window_s: float = 3600.0, running_limit: int = 30,
     report = queue_stats(conn, window_s)
     now = report.now
     running = []
-    for id_, name, queue, started_at, worker in conn.legacy_execute(
-            RUNNING_JOBS, {"limit": running_limit}).fetchall():
+    sql: StatsSQL = conn.backend.sql_stats
+    for id_, name, queue, started_at, worker in conn.execute(
+            sql.RUNNING_JOBS, {"limit": running_limit}).fetchall():
         started = conn.time(started_at)
         running.append(RunningJob(id_, name, queue, worker, started,
                                   None if started is None
                                   else max(0.0, (now - started).total_seconds())))
     failures = [FailedJob(id_, name, queue, state, exit_code, error, conn.time(finished_at))
-                for id_, name, queue, state, exit_code, error, finished_at in conn.legacy_execute(
-                    RECENT_FAILURES, {"limit": failures_limit}).fetchall()]
+                for id_, name, queue, state, exit_code, error, finished_at in conn.execute(
+                    sql.RECENT_FAILURES, {"limit": failures_limit}).fetchall()]
     return Snapshot(now=now, report=report, workers=worker_rows.list_workers(conn),
                     running=running, failures=failures, running_total=report.total.running)
 
@@ -214,5 +170,9 @@ def read_queue_stats(database: DirectDatabase, window_s: float) -> QueueReport:
 
 class StatsSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.stats): its statements,
-    named and commented, in its driver's own parameter style, and any step that differs by
-    necessity."""
+    named and commented, in its driver's own parameter style."""
+
+    # :now, :since (the database clock's, read first) → (figure, queue, state, count, due)
+    QUEUE_STATS: str
+    RUNNING_JOBS: str  # :limit → (id, name, queue, started_at, worker name), longest first
+    RECENT_FAILURES: str  # :limit → (id, name, queue, state, exit_code, error, finished_at)

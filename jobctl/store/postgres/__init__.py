@@ -127,7 +127,7 @@ class PostgresBackend:
 
         return json.dumps(value)  # text; the statement casts it: CAST(%(x)s AS jsonb)
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
+    def ids_param(self, ids: Sequence[int | str]) -> Any:
         return list(ids)  # a bigint[]
 
     # --- creating and migrating the schema (SQLAlchemy and Alembic; imported for that alone) --

@@ -1,1 +1,30 @@
-"""PostgreSQL: the SQL of jobctl.store.names (see its NamesSQL protocol)."""
+"""PostgreSQL: the SQL of jobctl.store.names (see its NamesSQL protocol). Each look-up matches
+a LIKE pattern (a prefix, \\ escaping) and returns at most :limit rows."""
+
+# Jobs whose id starts with the prefix, newest first by the primary key; the prefix test reads
+# only what it returns.
+RECENT_JOBS = """
+SELECT id, coalesce(name, ''), state FROM jobs
+WHERE CAST(id AS TEXT) LIKE %(prefix)s ESCAPE '\\'
+ORDER BY id DESC LIMIT %(limit)s"""
+
+# Queues that jobs were submitted to.
+QUEUES = """
+SELECT DISTINCT queue FROM jobs WHERE queue LIKE %(prefix)s ESCAPE '\\'
+ORDER BY queue LIMIT %(limit)s"""
+
+# Workers by name, newest first (a restarted worker's name comes more than once).
+WORKERS = """
+SELECT name, state FROM workers WHERE name LIKE %(prefix)s ESCAPE '\\'
+ORDER BY id DESC LIMIT %(limit)s"""
+
+# Schedules by name.
+SCHEDULES = """
+SELECT name FROM schedules WHERE name LIKE %(prefix)s ESCAPE '\\'
+ORDER BY name LIMIT %(limit)s"""
+
+# Workflows whose id starts with the prefix, newest first.
+WORKFLOWS = """
+SELECT id, name FROM workflows
+WHERE CAST(id AS TEXT) LIKE %(prefix)s ESCAPE '\\'
+ORDER BY id DESC LIMIT %(limit)s"""

@@ -1,1 +1,68 @@
 """PostgreSQL: the SQL of jobctl.store.retention (see its RetentionSQL protocol)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jobctl.models import FINAL_STATES, sql_states
+from jobctl.store.retention import TABLES
+
+if TYPE_CHECKING:
+    from jobctl.store.direct import Conn
+
+# The lists of states and ids below are arrays (bigint[], text[]). Differs by necessity:
+# SQLite reads JSON lists with json_each.
+
+# Old enough: in one of the states asked for, and finished before the cutoff. A job that ended
+# without a finish time (none should) counts from its creation.
+_OLD_ENOUGH = ("jobs.state = ANY(%(states)s)"
+               " AND coalesce(jobs.finished_at, jobs.created_at) < %(cutoff)s")
+# Whether a job that has not reached a final state depends on the job: such a job is kept,
+# since deleting it would leave that dependent waiting on nothing.
+_NEEDED = f"""EXISTS (
+    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
+    WHERE job_deps.depends_on = jobs.id
+      AND dependent.state NOT IN ({sql_states(FINAL_STATES)}))"""
+
+# How many jobs are old enough but kept for their dependents.
+COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {_NEEDED}"
+
+# The next batch by id (keyset: each batch starts after the last one's highest id); with
+# --logs-only, only jobs that still have output.
+NEXT_BATCH = f"""
+SELECT id FROM jobs
+WHERE id > %(after_id)s AND {_OLD_ENOUGH} AND NOT {_NEEDED}
+  AND (NOT %(logs_only)s OR EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id))
+ORDER BY id LIMIT %(batch)s"""
+# When deleting: lock what we delete, so that a submit that makes one of them a dependency (and
+# locks it to check it exists) either waits for us or is seen by the check above; SKIP LOCKED
+# leaves rows someone is busy with for the next run. Differs by necessity: SQLite's write
+# transaction (BEGIN IMMEDIATE) holds the whole database already.
+NEXT_BATCH_TO_DELETE = NEXT_BATCH + "\nFOR UPDATE OF jobs SKIP LOCKED"
+
+# What a batch holds, in one round trip: its output (chunks and bytes) and its attempts.
+COUNT_BATCH = """
+SELECT (SELECT count(*) FROM job_logs WHERE job_id = ANY(%(ids)s)),
+       (SELECT coalesce(sum(length(data)), 0) FROM job_logs WHERE job_id = ANY(%(ids)s)),
+       (SELECT count(*) FROM attempts WHERE job_id = ANY(%(ids)s))"""
+
+# Children first: the foreign keys cascade too, but explicit deletes do not depend on SQLite's
+# foreign_keys pragma being on for the connection. The jobs themselves only while final.
+DELETE_LOGS = "DELETE FROM job_logs WHERE job_id = ANY(%(ids)s)"
+DELETE_ATTEMPTS = "DELETE FROM attempts WHERE job_id = ANY(%(ids)s)"
+DELETE_DEPS = "DELETE FROM job_deps WHERE job_id = ANY(%(ids)s)"
+DELETE_JOBS = f"DELETE FROM jobs WHERE id = ANY(%(ids)s) AND state IN ({sql_states(FINAL_STATES)})"
+
+# Row counts of every table in one statement, with each one's on-disk size (its indexes and
+# TOAST included). The names are TABLES, never input.
+TABLE_SIZES = " UNION ALL ".join(
+    f"SELECT '{name}', count(*), pg_total_relation_size('{name}') FROM {name}" for name in TABLES)
+
+
+def after_batch(took_s: float) -> None:
+    """Nothing: writers do not wait for each other's whole transactions here (row locks)."""
+
+
+def table_sizes(conn: Conn) -> dict[str, tuple[int, int | None]]:
+    return {name: (int(count), int(size))
+            for name, count, size in conn.execute(TABLE_SIZES).fetchall()}

@@ -168,7 +168,7 @@ class SqliteBackend:
     def json_param(self, value: Any) -> Any:
         return json.dumps(value)
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
+    def ids_param(self, ids: Sequence[int | str]) -> Any:
         return json.dumps(list(ids))  # read with json_each
 
     # --- creating and migrating the schema (SQLAlchemy and Alembic; imported for that alone) --

@@ -1,1 +1,33 @@
 """SQLite: the SQL of jobctl.store.jobs (see its JobsSQL protocol)."""
+
+from jobctl.models import FINAL_STATES, NOT_STARTED_STATES, JobState, sql_states
+from jobctl.store.sqlite import NOW
+
+# The job that holds a unique key (a submit whose key was taken gets its id back).
+UNIQUE_KEY_HOLDER = "SELECT id FROM jobs WHERE unique_key = :key"
+
+# Which of these ids (a JSON list) are jobs'. Differs by necessity: json_each, not an array.
+EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+
+# The job's state and queue (cancel and retry decide on them). Differs by necessity: no FOR UPDATE,
+# the write transaction (BEGIN IMMEDIATE) holds the whole database already.
+LOCK_JOB = "SELECT state, queue FROM jobs WHERE id = :id"
+
+# Cancel a job that has not started (waiting or queued): no worker has it, so it ends here.
+CANCEL_NOT_STARTED = f"""
+UPDATE jobs SET state = '{JobState.CANCELLED.value}', finished_at = {NOW},
+       error = 'cancelled before it started', cancel_requested = TRUE
+WHERE id = :id AND state IN ({sql_states(NOT_STARTED_STATES)})"""
+
+# Flag a running job: its worker kills it (woken by a notification, or at its next renewal).
+REQUEST_CANCEL = f"""
+UPDATE jobs SET cancel_requested = TRUE
+WHERE id = :id AND state = '{JobState.RUNNING.value}'"""
+
+# Queue a finished job again as a new attempt, with :retries more retries after it; its
+# losses start over.
+RETRY = f"""
+UPDATE jobs SET state = '{JobState.QUEUED.value}', max_attempts = attempt + 1 + :retries,
+       losses = 0, run_at = {NOW}, finished_at = NULL, lease_until = NULL, exit_code = NULL,
+       signal = NULL, error = NULL, cancel_requested = FALSE
+WHERE id = :id AND state IN ({sql_states(FINAL_STATES)})"""

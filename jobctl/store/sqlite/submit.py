@@ -1,1 +1,55 @@
 """SQLite: the SQL of jobctl.store.submit (see its SubmitSQL protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobctl.store.submit import ROW_COLUMNS, row_params
+
+if TYPE_CHECKING:
+    from jobctl.store.direct import Conn
+
+# One job's row (store.submit.row_params). Differs by necessity: a batch goes in by
+# executemany of this, where PostgreSQL uses COPY.
+INSERT_JOB = (f"INSERT INTO jobs ({', '.join(ROW_COLUMNS)})\n"
+              f"VALUES ({', '.join(':' + column for column in ROW_COLUMNS)})")
+
+# A job with a unique key: nothing inserted when another job holds the key (the partial unique
+# index on unique_key), the new id otherwise.
+INSERT_UNIQUE = f"""{INSERT_JOB}
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id"""
+
+# A schedule's occurrence: nothing inserted when a job of that (schedule, fire time) exists
+# (the partial unique index uq_jobs_schedule_fire_time: another scheduler fired it).
+INSERT_OCCURRENCE = f"""{INSERT_JOB}
+ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
+RETURNING id"""
+
+# The last id inserted on this connection, and how many jobs hold ids in a range (insert_rows).
+LAST_ID = "SELECT last_insert_rowid()"
+COUNT_IDS = "SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last"
+
+
+def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """executemany of INSERT_JOB. The transaction holds SQLite's write lock (BEGIN IMMEDIATE)
+    and `jobs` is AUTOINCREMENT, so the rows got consecutive ids ending at the last one
+    inserted; the count proves it."""
+    conn.executemany(INSERT_JOB, [row_params(conn, row) for row in rows])
+    last = int(conn.scalar(LAST_ID))
+    first = last - len(rows) + 1
+    found = conn.scalar(COUNT_IDS, {"first": first, "last": last})
+    if found != len(rows):
+        raise RuntimeError(f"inserted {len(rows)} jobs but found {found} in ids {first}..{last}")
+    return list(range(first, last + 1))
+
+
+def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+    """INSERT_OCCURRENCE row by row (sqlite3's executemany returns no rows; each statement is
+    a call into the library, no round trip)."""
+    found: list[int | None] = []
+    for row in rows:
+        inserted = conn.execute(INSERT_OCCURRENCE, row_params(conn, row)).fetchone()
+        found.append(int(inserted[0]) if inserted is not None else None)
+    return found
