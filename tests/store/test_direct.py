@@ -242,7 +242,7 @@ def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(migrated: st
         try:
             with clone.read() as conn:
                 seen.append(conn.raw)
-                seen.append(conn.legacy_scalar("SELECT count(*) FROM jobs"))
+                seen.append(conn.scalar("SELECT count(*) FROM jobs"))
         except Exception as error:  # e.g. sqlite3's "created in another thread"
             seen.append(error)
         finally:
@@ -292,21 +292,21 @@ def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url
     direct = DirectDatabase.open(pg_url)
     assert direct is not None
     with direct.read() as conn:
-        first = conn.legacy_scalar("SELECT pg_backend_pid()")
+        first = conn.scalar("SELECT pg_backend_pid()")
     killer = direct.clone()
     with killer.write() as conn:
-        assert conn.legacy_scalar("SELECT pg_terminate_backend(:pid)", {"pid": first})
+        assert conn.scalar("SELECT pg_terminate_backend(%(pid)s)", {"pid": first})
     killer.close()
     for use in (direct.read, direct.turn):
         with pytest.raises(DatabaseUnavailable) as caught, use() as conn:
-            conn.legacy_scalar("SELECT 1")
+            conn.scalar("SELECT 1")
         assert caught.value.message.startswith("lost PostgreSQL at ")
         assert "\n" not in caught.value.message
         with direct.read() as conn:  # a new connection, at once
-            second = conn.legacy_scalar("SELECT pg_backend_pid()")
+            second = conn.scalar("SELECT pg_backend_pid()")
         assert second != first
         with direct.clone().write() as conn:
-            conn.legacy_scalar("SELECT pg_terminate_backend(:pid)", {"pid": second})
+            conn.scalar("SELECT pg_terminate_backend(%(pid)s)", {"pid": second})
         first = second
     direct.close()
 
@@ -322,12 +322,12 @@ def test_a_locked_sqlite_file_is_waited_for_and_then_database_locked(
     waiter = DirectDatabase.open(url)
     assert holder is not None and waiter is not None
     with waiter.read() as conn:
-        conn.legacy_execute("PRAGMA busy_timeout = 10")
+        conn.execute("PRAGMA busy_timeout = 10")
     locked = r"^gave up after \d+s waiting for the write lock of SQLite file .*jobctl\.db: "
     with holder.write(), pytest.raises(DatabaseLocked, match=locked), waiter.write():
         pass
     with waiter.write() as conn:
-        assert conn.legacy_scalar("PRAGMA busy_timeout") == 10  # the same connection
+        assert conn.scalar("PRAGMA busy_timeout") == 10  # the same connection
     holder.close()
     waiter.close()
 
@@ -345,5 +345,5 @@ def test_a_url_only_sqlalchemy_parses_still_gets_a_direct_database(tmp_path: Pat
         [job_id] = submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
     with direct.read() as conn:
         assert [job.id for job in reads.list_jobs(conn)] == [job_id]
-        assert conn.legacy_scalar("PRAGMA journal_mode") == "wal"
+        assert conn.scalar("PRAGMA journal_mode") == "wal"
     direct.close()

@@ -39,7 +39,8 @@ def submit(db: DirectDatabase, **fields: object) -> int:
 
 def in_buffer(db: DirectDatabase, job_id: int) -> bool:
     with db.read() as conn:
-        return bool(conn.legacy_scalar("SELECT in_buffer FROM jobs WHERE id = :id", {"id": job_id}))
+        # The id written into the statement: no parameter, so no backend's parameter style.
+        return bool(conn.scalar(f"SELECT in_buffer FROM jobs WHERE id = {int(job_id)}"))
 
 
 def test_a_turn_marks_started_jobs_and_completes_others(direct: DirectDatabase) -> None:

@@ -1,1 +1,386 @@
-"""PostgreSQL: the SQL of jobctl.store.queue (see its QueueSQL protocol)."""
+"""PostgreSQL: the SQL of jobctl.store.queue (see its QueueSQL protocol), in psycopg's parameter
+style (`%(name)s`).
+
+The hot path costs one round trip per turn here: completing, marking read-ahead starts, settling
+dependents and claiming are one autocommitted statement (`complete_and_claim`), and the rescue is
+one statement too (`rescue`). SQLite does the same in steps (jobctl.store.sqlite.queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobctl.models import (
+    FINAL_STATES,
+    LIVE_WORKER_STATES,
+    UNFINISHED_STATES,
+    WorkerState,
+    sql_states,
+)
+from jobctl.store.notify import DONE_CHANNEL, JOBS_CHANNEL
+from jobctl.store.postgres import NOW, now_plus
+from jobctl.store.queue import Turn, named_rows
+
+if TYPE_CHECKING:
+    from jobctl.store.direct import Conn
+    from jobctl.store.queue import Claim, Outcome
+
+# --- claim ------------------------------------------------------------------------------------
+
+# What a worker needs to run a claimed job, by name (jobctl.store.queue.claimed_job reads them):
+# every statement that claims returns these. `has_dependents`: whether other jobs wait on it now,
+# so that its completion takes the statement variant that settles them.
+CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.timeout_s,
+    jobs.max_attempts, jobs.backoff_s, jobs.delivery, jobs.queue, jobs.losses, jobs.max_lost,
+    jobs.input, jobs.run_as, jobs.in_buffer,
+    EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id) AS has_dependents"""
+
+# Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
+# root can become anyone (any_user); any other only itself (user).
+_USER_FITS = "(run_as IS NULL OR %(any_user)s OR run_as = %(user)s)"
+
+
+def queues_param(queues: Sequence[str]) -> Any:
+    """Queue names as one parameter: a text[]."""
+    return list(queues)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+# Append one output chunk (executemany: one batch). A chunk already there (the same attempt, stream
+# and seq, written again after a retried turn) is kept as it was.
+INSERT_OUTPUT = f"""
+INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)
+VALUES (%(job_id)s, %(attempt)s, %(stream)s, %(seq)s, {NOW}, %(data)s)
+ON CONFLICT DO NOTHING
+"""
+
+# --- complete and claim in one round trip -----------------------------------------------------
+
+# Dependents of the jobs this statement ends (see jobctl/store/deps.py), in the same statement and
+# so the same transaction: `doomed` follows `ok` edges from failed, lost and cancelled jobs through
+# waiting jobs (recursively), and those end with the root cause's id in their error; `released`
+# queues the waiting jobs whose every dependency is now met, reading the new states of this
+# statement's jobs from `finished`/`doomed` since all CTEs share one snapshot. A job with no
+# dependents costs two index probes on job_deps (depends_on), no more.
+_FINAL = sql_states(FINAL_STATES)
+_SETTLE_DEPENDENTS = f"""
+ended AS (
+    SELECT id, state FROM finished WHERE state IN ({_FINAL})
+), doomed(id, cause, cause_state) AS (
+    SELECT dep.job_id, e.id, e.state
+    FROM ended e JOIN job_deps dep ON dep.depends_on = e.id AND dep.condition = 'ok'
+    JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+    WHERE e.state <> 'succeeded'
+  UNION
+    SELECT dep.job_id, x.cause, x.cause_state
+    FROM doomed x JOIN job_deps dep ON dep.depends_on = x.id AND dep.condition = 'ok'
+    JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+), doomed_once AS (
+    SELECT DISTINCT ON (id) id, cause, cause_state FROM doomed ORDER BY id, cause
+), ended_by_deps AS (
+    UPDATE jobs w SET
+        state = CASE WHEN x.cause_state = 'cancelled' THEN 'cancelled' ELSE 'failed' END,
+        finished_at = {NOW},
+        error = 'dependency ' || x.cause || ' ' || x.cause_state
+    FROM doomed_once x
+    WHERE w.id = x.id AND w.state = 'waiting'
+    RETURNING w.id, pg_notify('{DONE_CHANNEL}', '')
+), released AS (
+    UPDATE jobs w SET state = 'queued', run_at = greatest(w.run_at, {NOW})
+    WHERE w.state = 'waiting'
+      AND w.id IN (SELECT dep.job_id FROM job_deps dep
+                   WHERE dep.depends_on IN (SELECT id FROM ended UNION ALL SELECT id FROM doomed))
+      AND w.id NOT IN (SELECT id FROM doomed)
+      AND NOT EXISTS (
+          SELECT 1 FROM job_deps dep
+          LEFT JOIN jobs dj ON dj.id = dep.depends_on
+          LEFT JOIN ended e ON e.id = dep.depends_on
+          LEFT JOIN doomed_once x ON x.id = dep.depends_on
+          WHERE dep.job_id = w.id AND NOT coalesce(
+              CASE WHEN x.id IS NOT NULL THEN dep.condition = 'any'
+                   WHEN dep.condition = 'ok' THEN coalesce(e.state, dj.state) = 'succeeded'
+                   ELSE coalesce(e.state, dj.state) IN ({_FINAL}) END, false)
+      )
+    RETURNING w.id, pg_notify('{JOBS_CHANNEL}', w.queue)
+),"""
+
+
+def _complete_and_claim(settle: bool) -> str:
+    """The turn's statement, with or without the CTEs that settle dependents.
+
+    Most jobs have no dependents, and the settling CTEs double the statement's planning time, so
+    the worker uses the plain variant when none of the jobs it completes had dependents when it
+    claimed them. The plain variant still reports the jobs someone started waiting on since
+    (`late`), and `complete_and_claim` settles those straight after (SETTLE).
+
+    One row per claimed job (CLAIMED_JOB), or one with those columns NULL when none was claimed;
+    every row also says what the turn did besides: `applied` (the ids whose results were
+    recorded), `late`, and `released` (whether it queued dependents, which the same statement
+    could not claim: all CTEs see one snapshot).
+    """
+    late = "false" if settle else "EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = j.id)"
+    released = "EXISTS (SELECT 1 FROM released)" if settle else "false"
+    return f"""
+WITH RECURSIVE done AS (
+    SELECT * FROM unnest(
+        CAST(%(ids)s AS bigint[]), CAST(%(attempts)s AS int[]), CAST(%(states)s AS text[]),
+        CAST(%(outcomes)s AS text[]), CAST(%(exit_codes)s AS int[]), CAST(%(signals)s AS int[]),
+        CAST(%(errors)s AS text[]), CAST(%(delays)s AS float8[])
+    ) AS d(id, attempt, state, outcome, exit_code, signal, error, delay)
+), finished AS (
+    UPDATE jobs j SET
+        state = d.state,
+        finished_at = CASE WHEN d.state = 'queued' THEN NULL ELSE {NOW} END,
+        run_at = CASE WHEN d.state = 'queued' THEN {now_plus("d.delay")} ELSE j.run_at END,
+        lease_until = NULL, exit_code = d.exit_code, signal = d.signal, error = d.error,
+        in_buffer = false,
+        -- released (never started) and lost (the worker went away) attempts cost no retry
+        max_attempts = j.max_attempts
+                       + CASE WHEN d.outcome IN ('released', 'lost') THEN 1 ELSE 0 END,
+        losses = j.losses + CASE WHEN d.outcome = 'lost' THEN 1 ELSE 0 END
+    FROM done d
+    WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = %(worker_id)s
+      AND j.state = 'running'
+    -- one notification per commit for waiters (identical ones collapse), none for retries
+    RETURNING j.id, j.attempt, j.started_at, j.state, {late} AS late_dependents,
+              CASE WHEN d.state <> 'queued' THEN pg_notify('{DONE_CHANNEL}', '') END
+), recorded AS (
+    INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
+                          exit_code, signal, error)
+    SELECT f.id, f.attempt, %(worker_id)s, f.started_at, {NOW}, d.outcome, d.exit_code,
+           d.signal, d.error
+    FROM finished f JOIN done d ON d.id = f.id
+), marked AS (
+    -- jobs this worker started from its read-ahead buffer since the last turn (none of them
+    -- completes in this statement: the caller leaves those out)
+    UPDATE jobs SET in_buffer = false
+    WHERE id = ANY(CAST(%(started)s AS bigint[])) AND worker_id = %(worker_id)s
+      AND state = 'running' AND in_buffer
+),
+{_SETTLE_DEPENDENTS if settle else ""}
+picked AS MATERIALIZED (
+    -- Per queue, so the claim index (queue, priority DESC, run_at, id) yields rows already in
+    -- order: `queue = ANY(queues)` would make PostgreSQL read and sort the whole backlog.
+    -- SKIP LOCKED: concurrent workers never wait on each other's rows. MATERIALIZED: the planner
+    -- must not re-run this per row, which could lock more than the limit.
+    -- `rank` orders the claim: the first start_now start at once, the rest wait in the
+    -- read-ahead buffer (at-most-once jobs never do: locked here, left queued below).
+    SELECT j.id, j.delivery,
+           row_number() OVER (ORDER BY j.priority DESC, j.run_at, j.id) AS rank
+    FROM unnest(CAST(%(queues)s AS text[])) AS q(name), LATERAL (
+        SELECT id, priority, run_at, delivery FROM jobs
+        WHERE queue = q.name AND state = 'queued' AND run_at <= now()
+          AND {_USER_FITS}
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS j
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE jobs SET
+        state = 'running', attempt = jobs.attempt + 1, worker_id = %(worker_id)s,
+        started_at = {NOW}, finished_at = NULL,
+        lease_until = {now_plus("%(lease_s)s")},
+        exit_code = NULL, signal = NULL, error = NULL,
+        in_buffer = picked.rank > %(start_now)s
+    FROM picked WHERE jobs.id = picked.id
+      AND (picked.rank <= %(start_now)s OR picked.delivery = 'at_least_once')
+    RETURNING {CLAIMED_JOB}
+)
+SELECT turn.*, claimed.*
+FROM (SELECT ARRAY(SELECT id FROM finished) AS applied,
+             ARRAY(SELECT id FROM finished WHERE late_dependents) AS late,
+             {released} AS released) AS turn
+LEFT JOIN claimed ON true
+"""
+
+
+# Differs by necessity: arrays (unnest, ANY), SKIP LOCKED, data-modifying CTEs and pg_notify make
+# the whole turn one statement; SQLite takes it in steps under its write lock.
+COMPLETE_AND_CLAIM = _complete_and_claim(settle=True)
+COMPLETE_AND_CLAIM_PLAIN = _complete_and_claim(settle=False)
+
+# Settle the dependents of jobs that ended, without completing anything: for a job someone
+# started waiting on after the worker claimed it (see `_complete_and_claim`). Whether it
+# released any.
+SETTLE = f"""
+WITH RECURSIVE finished AS (
+    SELECT id, state FROM jobs WHERE id = ANY(CAST(%(ids)s AS bigint[]))
+),
+{_SETTLE_DEPENDENTS.rstrip().rstrip(",")}
+SELECT EXISTS (SELECT 1 FROM released)
+"""
+
+
+def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], claim: Claim,
+                       started: Sequence[int]) -> Turn:
+    """The turn in one autocommitted statement (COMPLETE_AND_CLAIM, or its plain variant when no
+    completed job had dependents), then SETTLE for dependents that came late."""
+    params = {
+        "worker_id": worker_id,
+        "ids": [o.job_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "states": [o.state.value for o in outcomes],
+        "outcomes": [o.attempt_outcome for o in outcomes],
+        "exit_codes": [o.exit_code for o in outcomes],
+        "signals": [o.signal for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "delays": [o.retry_delay_s for o in outcomes],
+        "queues": list(claim.queues),
+        "started": list(started),
+        **claim.params(),
+    }
+    settle = any(outcome.has_dependents for outcome in outcomes)
+    statement = COMPLETE_AND_CLAIM if settle else COMPLETE_AND_CLAIM_PLAIN
+    rows = named_rows(conn.execute(statement, params))
+    turn = rows[0]  # the statement always returns a row
+    released = bool(turn["released"])
+    if turn["late"]:
+        released = bool(conn.scalar(SETTLE, {"ids": turn["late"]})) or released
+    return Turn(applied=set(turn["applied"]),
+                claimed=[row for row in rows if row["id"] is not None], released=released)
+
+
+# --- release ----------------------------------------------------------------------------------
+
+# Put a claimed job that never started back in its queue, its attempt not counted; its queue
+# back (to wake the workers of that queue).
+RELEASE = """
+UPDATE jobs SET state = 'queued', attempt = attempt - 1, started_at = NULL, lease_until = NULL,
+    in_buffer = FALSE
+WHERE id = %(id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s AND state = 'running'
+RETURNING queue
+"""
+
+# --- leases and heartbeats --------------------------------------------------------------------
+
+# Extend the leases of this worker's running jobs; which it still holds, and which somebody
+# asked to cancel. Differs by necessity: the ids are an array (SQLite: json_each).
+RENEW = f"""
+UPDATE jobs SET lease_until = {now_plus("%(lease_s)s")}
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND state = 'running'
+  -- an expired lease is not ours any more, even before the rescuer has taken the job back
+  AND lease_until >= {NOW}
+RETURNING id, cancel_requested
+"""
+
+# The heartbeat, and the worker's state (draining: asked to stop); no row back: our worker row
+# is gone.
+HEARTBEAT = f"UPDATE workers SET heartbeat_at = {NOW} WHERE id = %(worker_id)s RETURNING state"
+
+# Which of this worker's running jobs somebody asked to cancel. Differs by necessity: an array.
+CANCEL_REQUESTS = """
+SELECT id FROM jobs
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND state = 'running' AND cancel_requested
+"""
+
+# --- rescue -----------------------------------------------------------------------------------
+
+# A job claimed into a worker's read-ahead buffer whose command never started (no output from
+# this attempt either: the worker writes the start before any output): it goes back as if
+# never claimed, whatever its delivery, uncharged.
+_NEVER_STARTED = """(in_buffer AND NOT EXISTS (
+    SELECT 1 FROM job_logs l WHERE l.job_id = jobs.id AND l.attempt = jobs.attempt))"""
+
+# What an expired lease makes of a job. Losing a worker is not the command's failure: it costs
+# no retry (max_attempts grows with it), but counts in `losses`, and a job that has taken
+# `max_lost` workers down fails rather than loop forever. At-most-once jobs that may have
+# started become lost: they must never run twice.
+_RESCUE_STATE = f"""CASE
+    WHEN cancel_requested THEN 'cancelled'
+    WHEN {_NEVER_STARTED} THEN 'requeue'
+    WHEN delivery = 'at_most_once' THEN 'lost'
+    WHEN losses + 1 < max_lost THEN 'queued'
+    ELSE 'failed' END"""
+
+# A running job whose lease ran out belongs to a worker that crashed, hung or was cut off (and
+# that has killed the job itself: see fencing in jobctl/worker). `requeue` (never started) puts
+# it back with its attempt uncounted and no attempts row; every other outcome records a `lost`
+# attempt. Rows: id, new_state, queue. Differs by necessity: SKIP LOCKED and data-modifying
+# CTEs make it one statement that concurrent rescuers can run at once; SQLite takes steps.
+RESCUE = f"""
+WITH expired AS (
+    SELECT id, {_RESCUE_STATE} AS new_state FROM jobs
+    WHERE state = 'running' AND lease_until < {NOW}
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE jobs j SET
+        state = CASE WHEN e.new_state = 'requeue' THEN 'queued' ELSE e.new_state END,
+        attempt = j.attempt - CASE WHEN e.new_state = 'requeue' THEN 1 ELSE 0 END,
+        losses = j.losses + CASE WHEN e.new_state = 'requeue' THEN 0 ELSE 1 END,
+        max_attempts = j.max_attempts + CASE WHEN e.new_state = 'queued' THEN 1 ELSE 0 END,
+        finished_at = CASE WHEN e.new_state IN ('queued', 'requeue') THEN NULL ELSE {NOW} END,
+        run_at = CASE WHEN e.new_state = 'queued' THEN {NOW} ELSE j.run_at END,
+        started_at = CASE WHEN e.new_state = 'requeue' THEN NULL ELSE j.started_at END,
+        worker_id = CASE WHEN e.new_state = 'requeue' THEN NULL ELSE j.worker_id END,
+        lease_until = NULL, in_buffer = false,
+        error = CASE WHEN e.new_state = 'requeue' THEN j.error ELSE
+            'worker ' || coalesce(CAST(j.worker_id AS text), '?') || ' lost its lease'
+            || CASE WHEN e.new_state = 'failed'
+                    THEN ' (' || (j.losses + 1) || ' workers lost under it, the most allowed)'
+                    ELSE '' END END
+    FROM expired e WHERE j.id = e.id AND j.state = 'running'
+    RETURNING j.id, j.attempt, e.new_state, j.queue, j.error, j.worker_id, j.started_at
+), recorded AS (
+    INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+    SELECT id, attempt, worker_id, started_at, {NOW}, 'lost', error FROM rescued
+    WHERE new_state <> 'requeue'
+)
+SELECT id, new_state, queue FROM rescued
+"""
+
+
+def rescue(conn: Conn) -> list[tuple[int, str, str]]:
+    """Take back the jobs of expired leases in one statement (RESCUE): (id, new state, queue)."""
+    return [(id_, new_state, queue) for id_, new_state, queue
+            in conn.execute(RESCUE).fetchall()]
+
+
+# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
+MARK_LOST_WORKERS = f"""
+UPDATE workers SET state = '{WorkerState.LOST.value}'
+WHERE state IN ({sql_states(LIVE_WORKER_STATES)})
+  AND heartbeat_at < {now_plus("-(%(lease_s)s)")}
+"""
+
+# --- burst workers ----------------------------------------------------------------------------
+
+# A burst worker's view of its queues when it has nothing to run (see policy.burst_decision):
+# jobs due that it may run, jobs running anywhere, the next retry (a queued job that ran before
+# and waits out its backoff; one merely submitted for later is not waited for), waiting jobs,
+# and the database's time. Differs by necessity: the queues are an array (SQLite: json_each).
+BURST_COUNTS = f"""
+SELECT
+    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {NOW} AND {_USER_FITS}
+                      THEN 1 ELSE 0 END), 0) AS due,
+    coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running,
+    min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {NOW} AND {_USER_FITS}
+             THEN run_at END) AS next_retry,
+    coalesce(sum(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END), 0) AS waiting,
+    {NOW} AS now
+FROM jobs WHERE queue = ANY(%(queues)s)
+"""
+
+# Queued jobs of these queues that this worker may not run (another Unix user's).
+NOT_MINE = f"""
+SELECT id, run_as FROM jobs
+WHERE state = 'queued' AND queue = ANY(%(queues)s) AND NOT {_USER_FITS}
+"""
+
+# The waiting jobs of these queues.
+WAITING = "SELECT id, queue FROM jobs WHERE state = 'waiting' AND queue = ANY(%(queues)s)"
+
+# The dependencies of some jobs that have not ended (a missing dependency: state NULL).
+OPEN_DEPS = f"""
+SELECT dep.job_id, dep.depends_on, j.state, j.queue
+FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
+WHERE dep.job_id = ANY(%(ids)s)
+  AND (j.state IS NULL OR j.state IN ({sql_states(UNFINISHED_STATES)}))
+"""
+
+# The queues the live workers serve (JSON lists).
+LIVE_WORKER_QUEUES = (
+    f"SELECT queues FROM workers WHERE state IN ({sql_states(LIVE_WORKER_STATES)})")

@@ -1,1 +1,44 @@
-"""PostgreSQL: the SQL of jobctl.store.workers (see its WorkersSQL protocol)."""
+"""PostgreSQL: the SQL of jobctl.store.workers (see its WorkersSQL protocol), in psycopg's
+parameter style (`%(name)s`)."""
+
+from jobctl.models import LIVE_WORKER_STATES, JobState, WorkerState, sql_states
+from jobctl.store.postgres import NOW
+
+# A worker registers itself, running, heartbeat now; its id back. Differs by necessity: the
+# queues (JSON text) are cast to jsonb.
+REGISTER = f"""
+INSERT INTO workers (name, hostname, pid, queues, concurrency, version, started_at,
+                     heartbeat_at, state)
+VALUES (%(name)s, %(hostname)s, %(pid)s, CAST(%(queues)s AS jsonb), %(concurrency)s,
+        %(version)s, {NOW}, {NOW}, '{WorkerState.RUNNING.value}')
+RETURNING id
+"""
+
+# A worker's new state (stopped, on its way out), its heartbeat with it.
+SET_STATE = f"UPDATE workers SET state = %(state)s, heartbeat_at = {NOW} WHERE id = %(id)s"
+
+# A worker's state (draining: asked to stop); no row: it is gone.
+GET_STATE = "SELECT state FROM workers WHERE id = %(id)s"
+
+# The workers of a name, or of an id (NULL: match by name alone).
+FIND = "SELECT id, state FROM workers WHERE name = %(name)s OR id = %(id)s"
+
+# Ask a running worker to stop: it drains (finishes what it runs, claims nothing more).
+REQUEST_STOP = f"""
+UPDATE workers SET state = '{WorkerState.DRAINING.value}'
+WHERE id = %(id)s AND state = '{WorkerState.RUNNING.value}'
+"""
+
+# The workers (the live ones, unless include_ended), newest first, each with how many jobs it
+# runs now.
+LIST = f"""
+SELECT workers.id, workers.name, workers.hostname, workers.pid, workers.queues,
+       workers.concurrency, workers.version, workers.started_at, workers.heartbeat_at,
+       workers.state, coalesce(running.running, 0) AS running_jobs
+FROM workers LEFT OUTER JOIN (
+    SELECT worker_id, count(*) AS running FROM jobs
+    WHERE state = '{JobState.RUNNING.value}' GROUP BY worker_id
+) AS running ON running.worker_id = workers.id
+WHERE %(include_ended)s OR workers.state IN ({sql_states(LIVE_WORKER_STATES)})
+ORDER BY workers.id DESC
+"""
