@@ -19,6 +19,7 @@ caller owns the transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from jobctl import policy
 from jobctl.cron import Timing
 from jobctl.models import (
+    JobSpec,
     JobState,
     Misfire,
     Overlap,
@@ -39,6 +41,7 @@ from jobctl.models import (
 )
 from jobctl.store import jobs as job_store
 from jobctl.store import notify
+from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
 
 # --- reading ----------------------------------------------------------------------------------
@@ -290,11 +293,25 @@ def submit_occurrences(conn: Conn, occurrences: Sequence[Occurrence],
             result.jobs += 1
             result.lateness_s.append((moment - occurrence.fire_time).total_seconds())
     if rows:
-        result.job_ids = conn.backend.sql_schedules.insert_occurrences(conn, rows, return_ids)
+        ids = submit_store.insert_occurrences(conn, [submit_store.job_row(
+            _spec(row), moment, row.outcome.state, row.outcome.error,
+            schedule_id=row.occurrence.schedule.id, fire_time=row.occurrence.fire_time,
+            cancel_requested=row.outcome.cancel_requested) for row in rows])
+        if return_ids:
+            result.job_ids = [job_id for job_id in ids if job_id is not None]
     for queue in sorted({_queue(row.occurrence.schedule) for row in rows
                          if row.outcome.state is JobState.QUEUED}):
         notify.job_submitted(conn, queue)
     return result
+
+
+def _spec(row: OccurrenceRow) -> JobSpec:
+    """The job an occurrence submits: its schedule's template, named after the schedule unless
+    the template names it, due at the occurrence's run_at."""
+    schedule = row.occurrence.schedule
+    assert schedule.job is not None
+    return dataclasses.replace(schedule.job, name=schedule.job.name or schedule.name,
+                               run_at=row.outcome.run_at, run_in_s=None, unique_key=None)
 
 
 def _queue(schedule: Schedule) -> str:
@@ -386,8 +403,3 @@ class SchedulesSQL(Protocol):
         """Move each due schedule on, conditional on the next_fire_at read."""
         ...
 
-    def insert_occurrences(self, conn: Conn, rows: Sequence[OccurrenceRow],
-                           return_ids: bool) -> list[int]:
-        """Insert the occurrences' jobs from their schedules' templates, leaving out those a job
-        already holds (schedule, fire time) for; the new ids, in order, when asked."""
-        ...

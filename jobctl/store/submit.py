@@ -109,26 +109,6 @@ def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int |
     return conn.backend.sql_submit.insert_occurrences(conn, rows)
 
 
-# --- TRANSITIONAL: store.schedules' SQLite path still builds occurrence rows and runs them
-# through `Conn.legacy_execute`; it moves to `job_row` + `insert_occurrences` ----------------
-
-RETURNING_ID = "\nRETURNING id"
-
-
-def _insert_sql(conn: Conn, *, unique: bool, occurrence: bool = False) -> str:
-    """TRANSITIONAL: the SQLite occurrence INSERT, without its RETURNING (see above)."""
-    return str(conn.backend.sql_submit.INSERT_OCCURRENCE).removesuffix(RETURNING_ID)
-
-
-def _row(conn: Conn, spec: JobSpec, state: JobState, error: str | None, *,
-         schedule_id: int | None = None, fire_time: datetime | None = None,
-         cancel_requested: bool = False) -> dict[str, Any]:
-    """TRANSITIONAL: `row_params` of `job_row` at the database's now (see above)."""
-    return row_params(conn, job_row(spec, database_now(conn), state, error,
-                                    schedule_id=schedule_id, fire_time=fire_time,
-                                    cancel_requested=cancel_requested))
-
-
 class SubmitSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.submit): its statements,
     named and commented, in its driver's own parameter style, and the steps that differ by

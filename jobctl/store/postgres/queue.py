@@ -343,7 +343,7 @@ def rescue(conn: Conn) -> list[tuple[int, str, str]]:
 MARK_LOST_WORKERS = f"""
 UPDATE workers SET state = '{WorkerState.LOST.value}'
 WHERE state IN ({sql_states(LIVE_WORKER_STATES)})
-  AND heartbeat_at < {now_plus("-(%(lease_s)s)")}
+  AND heartbeat_at < {now_plus("-CAST(%(lease_s)s AS float8)")}
 """
 
 # --- burst workers ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from jobctl.store.postgres import NOW
 from jobctl.store.schedules import SCHEDULE_COLUMNS
 
 if TYPE_CHECKING:
-    from jobctl.store.schedules import Advance, OccurrenceRow
+    from jobctl.store.schedules import Advance
 
 _COLUMNS = ", ".join(SCHEDULE_COLUMNS)
 _ACTIVE = sql_states(UNFINISHED_STATES)
@@ -111,52 +111,6 @@ ACTIVE_WORKFLOWS = f"""
 SELECT DISTINCT w.id FROM workflows w JOIN jobs j ON j.workflow_id = w.id
 WHERE w.schedule_id = %(schedule_id)s AND j.state IN ({_ACTIVE})
 ORDER BY w.id"""
-
-# The batch's occurrences in one statement that reads each job's fields from its schedule's
-# template (the row we hold locked), so that only the per-occurrence columns travel as parameters,
-# one array each: a thousand occurrences cost about what one does to send. The template's
-# defaults here are JobSpec's (jobctl.models), as store.submit's row has them. A fire time a job
-# holds already (another scheduler fired it) inserts nothing: the partial unique index
-# uq_jobs_schedule_fire_time.
-# Differs by necessity: arrays, and the template's base64 input decoded in SQL (SQLite has no
-# base64: its rows are built from the template in Python).
-INSERT_OCCURRENCES = """
-INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
-                  backoff_s, delivery, attempt, labels, run_at, created_at, finished_at, error,
-                  cancel_requested, schedule_id, fire_time, max_lost, input, run_as)
-SELECT coalesce(s.job->>'name', s.name), coalesce(s.job->>'queue', 'default'),
-       coalesce((s.job->>'priority')::int, 0), o.state, s.job->'argv',
-       coalesce(s.job->'env', '{}'::jsonb), s.job->>'cwd', (s.job->>'timeout_s')::float8,
-       coalesce((s.job->>'retries')::int, 0) + 1, coalesce((s.job->>'backoff_s')::float8, 10),
-       coalesce(s.job->>'delivery', 'at_least_once'), 0, coalesce(s.job->'labels', '{}'::jsonb),
-       o.run_at, clock_timestamp(), o.finished_at, o.error, o.cancel_requested, o.schedule_id,
-       o.fire_time, coalesce((s.job->>'max_lost')::int, 3),
-       decode(s.job->>'input', 'base64'), s.job->>'user'
-FROM unnest(CAST(%(schedule_ids)s AS bigint[]), CAST(%(fire_times)s AS timestamptz[]),
-            CAST(%(states)s AS text[]), CAST(%(run_ats)s AS timestamptz[]),
-            CAST(%(finished_ats)s AS timestamptz[]), CAST(%(errors)s AS text[]),
-            CAST(%(cancels)s AS boolean[]))
-     WITH ORDINALITY AS o(schedule_id, fire_time, state, run_at, finished_at, error,
-                          cancel_requested, position)
-JOIN schedules s ON s.id = o.schedule_id
-ORDER BY o.position
-ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
-RETURNING id"""
-
-
-def insert_occurrences(conn: Conn, rows: Sequence[OccurrenceRow], return_ids: bool) -> list[int]:
-    """See SchedulesSQL.insert_occurrences: INSERT_OCCURRENCES, once for the batch."""
-    inserted = conn.execute(INSERT_OCCURRENCES, {
-        "schedule_ids": [row.occurrence.schedule.id for row in rows],
-        "fire_times": [row.occurrence.fire_time for row in rows],
-        "states": [row.outcome.state.value for row in rows],
-        "run_ats": [row.outcome.run_at for row in rows],
-        "finished_ats": [row.outcome.finished_at for row in rows],
-        "errors": [row.outcome.error for row in rows],
-        "cancels": [row.outcome.cancel_requested for row in rows],
-    }).fetchall()
-    return [int(job_id) for (job_id,) in inserted] if return_ids else []
-
 
 # --- the scheduler's clock ----------------------------------------------------------------------
 

@@ -6,17 +6,16 @@ No row locks here: every change runs in the caller's write transaction (BEGIN IM
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from jobctl.models import UNFINISHED_STATES, JobSpec, sql_states
+from jobctl.models import UNFINISHED_STATES, sql_states
 from jobctl.store.direct import Conn
 from jobctl.store.schedules import SCHEDULE_COLUMNS
 from jobctl.store.sqlite import NOW
 
 if TYPE_CHECKING:
-    from jobctl.store.schedules import Advance, OccurrenceRow
+    from jobctl.store.schedules import Advance
 
 _COLUMNS = ", ".join(SCHEDULE_COLUMNS)
 _ACTIVE = sql_states(UNFINISHED_STATES)
@@ -102,47 +101,6 @@ ACTIVE_WORKFLOWS = f"""
 SELECT DISTINCT w.id FROM workflows w JOIN jobs j ON j.workflow_id = w.id
 WHERE w.schedule_id = :schedule_id AND j.state IN ({_ACTIVE})
 ORDER BY w.id"""
-
-# One occurrence's job: the columns of every job's row (jobctl.store.submit's parameters, from the
-# schedule's template) plus the occurrence's own. A fire time a job holds already (another
-# scheduler fired it) inserts nothing: the partial unique index uq_jobs_schedule_fire_time.
-# finished_at is the database's now for an occurrence recorded ended (skipped or superseded).
-# Differs by necessity: one row at a time, built in Python (SQLite cannot decode the template's
-# base64 input, which PostgreSQL's INSERT_OCCURRENCES decodes in SQL).
-INSERT_OCCURRENCE = f"""
-INSERT INTO jobs (name, queue, priority, state, argv, env, cwd, timeout_s, max_attempts,
-                  backoff_s, delivery, attempt, labels, error, max_lost, input, run_as, run_at,
-                  created_at, finished_at, schedule_id, fire_time, cancel_requested)
-VALUES (:name, :queue, :priority, :state, :argv, :env, :cwd, :timeout_s, :max_attempts,
-        :backoff_s, :delivery, 0, :labels, :error, :max_lost, :input, :run_as, :run_at,
-        {NOW}, CASE WHEN :ended THEN {NOW} END, :schedule_id, :fire_time, :cancel_requested)
-ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING"""
-INSERT_OCCURRENCE_RETURNING_ID = f"{INSERT_OCCURRENCE}\nRETURNING id"
-
-
-def insert_occurrences(conn: Conn, rows: Sequence[OccurrenceRow], return_ids: bool) -> list[int]:
-    """See SchedulesSQL.insert_occurrences: INSERT_OCCURRENCE for each occurrence."""
-    from jobctl.store import submit as submit_store
-
-    params = [submit_store._row(conn, _spec(row), row.outcome.state, row.outcome.error,
-                                schedule_id=row.occurrence.schedule.id,
-                                fire_time=row.occurrence.fire_time,
-                                cancel_requested=row.outcome.cancel_requested) for row in rows]
-    if not return_ids:
-        conn.executemany(INSERT_OCCURRENCE, params)
-        return []
-    found = [conn.execute(INSERT_OCCURRENCE_RETURNING_ID, one).fetchone() for one in params]
-    return [int(row[0]) for row in found if row is not None]
-
-
-def _spec(row: OccurrenceRow) -> JobSpec:
-    """The job an occurrence submits: its schedule's template, named after the schedule unless
-    the template names it, due at the occurrence's run_at."""
-    schedule = row.occurrence.schedule
-    assert schedule.job is not None
-    return dataclasses.replace(schedule.job, name=schedule.job.name or schedule.name,
-                               run_at=row.outcome.run_at, run_in_s=None, unique_key=None)
-
 
 # --- the scheduler's clock ----------------------------------------------------------------------
 

@@ -4,12 +4,12 @@ parameter style, JSON text for jsonb, json_each for arrays."""
 from __future__ import annotations
 
 from jobctl.models import FINAL_STATES, RERUN_STATES, sql_states
-from jobctl.store.reads import JOB_COLUMNS
+from jobctl.store.reads import SELECT_JOB_COLUMNS
 from jobctl.store.sqlite import NOW
 from jobctl.store.workflows import WORKFLOW_COLUMNS
 
 _WORKFLOW = ", ".join(WORKFLOW_COLUMNS)
-_JOB = ", ".join(JOB_COLUMNS)
+_JOB = SELECT_JOB_COLUMNS
 
 # The workflow's row; nothing when this (schedule, fire time) has started one already. The
 # conflict target is the partial unique index uq_workflows_schedule_fire_time; rows without a
