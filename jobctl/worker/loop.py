@@ -11,6 +11,9 @@
   which kills our jobs if the pushes stop before the leases run out. It has a database
   connection of its own (`DirectDatabase.clone()`), so a slow turn never delays a renewal.
 - On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
+- The shutdown thread (jobctl/worker/shutdown.py) receives SIGTERM/SIGINT, owns the drain
+  deadline and kills the jobs when it passes, and ends a worker told to stop now within a bound
+  even if the main loop is stuck.
 
 The database is reached through its driver alone (jobctl.store.direct): no SQLAlchemy here.
 """
@@ -28,7 +31,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from types import FrameType
 from typing import TypeVar
 
 from jobctl import __version__
@@ -40,6 +42,7 @@ from jobctl.store import workers as worker_rows
 from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
 from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult, Watchdog
+from jobctl.worker.shutdown import ABANDON_WRITE_S, Shutdown
 
 log = logging.getLogger("jobctl.worker")
 
@@ -174,9 +177,9 @@ class Worker:
         self._claim_wanted = True
         self._next_poll = 0.0
         self._next_rescue = 0.0  # at once: a worker that starts rescues what crashed before it
-        self._draining = False
-        self._drain_deadline = float("inf")
-        self._signals = 0
+        self._shutdown = Shutdown(grace_s=settings.grace_s, kill_grace_s=settings.kill_grace_s,
+                                  kill_jobs=self._kill_for_shutdown, wake_main=self._wake.set,
+                                  abandon=self._abandon)
         self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
         self._listener: notify.Listener | None = None
         self._last_renewal_ok = time.monotonic()
@@ -200,7 +203,7 @@ class Worker:
         # Registered just now, so any lease we take from here on ends after this deadline.
         self._last_renewal_ok = time.monotonic()
         self._watchdog = Watchdog(self._fence_deadline())
-        self._install_signal_handlers()
+        self._shutdown.start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobctl-heartbeat",
                                      daemon=True)
         heartbeat.start()
@@ -214,46 +217,82 @@ class Worker:
         try:
             self._main_loop()
         finally:
-            self._stop.set()
-            if self._listener is not None:
-                self._listener.stop()
-            self._slots.shutdown(wait=True)
-            if self._watchdog is not None:
-                self._watchdog.close()
-            self._flush_until_done()
-            self._deregister()
+            try:
+                self._stop.set()
+                if self._listener is not None:
+                    self._listener.stop()
+                self._slots.shutdown(wait=True)
+                if self._watchdog is not None:
+                    self._watchdog.close()
+                self._flush_until_done()
+                self._deregister(self.db)
+            finally:
+                self._shutdown.finished()
         return 0
 
-    def _deregister(self) -> None:
+    @property
+    def _draining(self) -> bool:
+        return not self._shutdown.claiming
+
+    def _deregister(self, database: DirectDatabase) -> None:
         try:
-            with self.db.write() as conn:
+            with database.write() as conn:
                 worker_rows.set_state(conn, self.worker_id, WorkerState.STOPPED)
         except DatabaseUnavailable as error:
             log.warning("could not mark worker stopped: %s", error)
         log.info("worker %s stopped: %d job(s) finished in %d database turn(s)", self.name,
                  self._turn_jobs, self._turns)
 
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def request_drain(self) -> None:
+        """Asked to stop (`jobctl worker stop`): drain as on a first SIGTERM."""
+        if self._shutdown.drain(self.settings.grace_s):
+            log.info("asked to stop: finishing running jobs (up to %.0fs)",
+                     self.settings.grace_s)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            log.info("%s: finishing running jobs (up to %.0fs); again to stop now",
-                     signal.Signals(signum).name, self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
-        else:
-            log.info("%s again: stopping now", signal.Signals(signum).name)
-            self._drain_deadline = 0.0
-        self._wake.set()
+    def _kill_for_shutdown(self, hard: bool) -> None:
+        """The drain deadline passed (the shutdown thread calls this): SIGTERM every job we
+        hold, or SIGKILL (`hard`, --kill-grace later); each is released (at least once) or
+        recorded as killed (at most once) by its slot."""
+        with self._lock:
+            runs = list(self._running.values())
+        if runs and not hard:
+            log.info("killing %d running job(s): the worker is stopping", len(runs))
+        for run in runs:
+            run.released = True
+            if hard:
+                run.process.kill_now("the worker shut down before it finished")
+            else:
+                run.process.kill("the worker shut down before it finished")
 
-    def request_drain(self, grace_s: float) -> None:
-        self._draining = True
-        self._drain_deadline = min(self._drain_deadline, time.monotonic() + grace_s)
-        self._wake.set()
+    def _abandon(self) -> None:
+        """Told to stop now, the worker has not ended in time: its main loop is stuck, most
+        likely waiting on the database (a lock, a server that stopped answering). Write the
+        results of the killed jobs and deregister on a connection of our own, for at most
+        ABANDON_WRITE_S, and exit 0 without the main loop. What cannot be written is not lost:
+        nobody renews these jobs' leases once we are gone, and when they run out the rescuer
+        (of any worker or scheduler) puts at-least-once jobs back in the queue, as after a
+        crash. The watchdog reads end of input when we exit and kills anything left."""
+        outcomes, chunks = _drain(self._outcomes), _drain(self._chunks)
+        log.warning("the main loop did not stop in time (waiting on the database?): exiting "
+                    "without it, %d result(s) to write", len(outcomes))
+        database = self.db.clone()
+        written = threading.Event()
+
+        def write() -> None:
+            try:
+                self._transaction(chunks, outcomes, 0, database=database)
+                self._deregister(database)
+                written.set()
+            except Exception as error:
+                log.warning("could not write at exit: %s", error)
+
+        threading.Thread(target=write, name="jobctl-abandon", daemon=True).start()
+        if not written.wait(ABANDON_WRITE_S):
+            log.warning("stopping with %d result(s) unwritten; their leases will run out and "
+                        "the rescuer will put them back", len(outcomes))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
 
     # --- the main loop ------------------------------------------------------------------------
 
@@ -308,7 +347,6 @@ class Worker:
             self._release_stale_readahead()
             if self._draining:
                 self._release_readahead(list(self._ready))
-                self._enforce_drain_deadline()
             with self._lock:
                 idle = not self._running
             if idle and (self._draining or (self.settings.burst and not claimed
@@ -372,12 +410,13 @@ class Worker:
             log.warning("could not release %d unstarted job(s): %s", len(runs), error)
 
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
-                     claim_limit: int, started: list[int] | None = None) -> list[ClaimedJob]:
+                     claim_limit: int, started: list[int] | None = None,
+                     database: DirectDatabase | None = None) -> list[ClaimedJob]:
         """Mark the jobs started from the read-ahead buffer, store output, complete what ended,
         claim up to `claim_limit`: one turn's database work, on the main thread's connection
-        (dropped and reopened if the database goes away)."""
+        (dropped and reopened if the database goes away) unless `database` is another."""
         claim = self._claim(claim_limit)
-        with self.db.turn() as conn:
+        with (database or self.db).turn() as conn:
             # Output can land before the start marks (two statements on PostgreSQL): a rescuer
             # that finds output of the attempt counts it as started either way.
             queue.write_output(conn, chunks)
@@ -420,16 +459,6 @@ class Worker:
                         len(decision.left) - BURST_LEFT_LOGGED)
         return False
 
-    def _enforce_drain_deadline(self) -> None:
-        if time.monotonic() < self._drain_deadline:
-            return
-        with self._lock:
-            running = list(self._running.values())
-        for run in running:
-            if not run.released:
-                run.released = True
-                run.process.kill("the worker shut down before it finished")
-
     def _flush_until_done(self) -> None:
         """Write what is left after the loop ended (output and results of the last jobs): a few
         tries while the database is away, none more after a second signal. What is still not
@@ -443,7 +472,7 @@ class Worker:
                 return
             except DatabaseUnavailable as error:
                 log.warning("database unavailable at shutdown: %s", error)
-            if self._signals >= 2:
+            if self._shutdown.stopping_now:
                 break
             self._wake.clear()
             self._wake.wait(delay)  # a signal cuts it short
@@ -547,10 +576,8 @@ class Worker:
             self._kill({job_id}, "cancelled", cancelled=True)
             return
         if channel == notify.WORKER_CHANNEL:
-            if payload == str(self.worker_id) and not self._draining:
-                log.info("asked to stop: finishing running jobs (up to %.0fs)",
-                         self.settings.grace_s)
-                self.request_drain(self.settings.grace_s)
+            if payload == str(self.worker_id):
+                self.request_drain()
             return
         if channel == "" or payload in self.settings.queues:
             self._claim_wanted = True
@@ -603,9 +630,8 @@ class Worker:
         if renewal.cancel:
             self._kill(renewal.cancel, "cancelled", cancelled=True)
         asked_to_stop = renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED)
-        if asked_to_stop and not self._draining:
-            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
+        if asked_to_stop:
+            self.request_drain()
 
     def _check_cancels(self) -> None:
         """Where no notification brings them (SQLite): cancels, and `jobctl worker stop`."""
@@ -616,9 +642,8 @@ class Worker:
             state = worker_rows.get_state(conn, self.worker_id)
         if cancel:
             self._kill(cancel, "cancelled", cancelled=True)
-        if state is not WorkerState.RUNNING and not self._draining:
-            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
+        if state is not WorkerState.RUNNING:
+            self.request_drain()
 
     def _rescue(self) -> None:
         """Take back the jobs of expired leases, any worker's (on the main thread's connection;
