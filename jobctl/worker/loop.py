@@ -1,23 +1,38 @@
-"""The worker's loops.
+"""The worker: its main loop, and which of its threads may touch what.
 
-- The main thread is the only one that writes job results: each turn it stores the output the
-  jobs wrote, completes the attempts that ended and claims as many jobs as it has free slots
-  (`DirectDatabase.turn()`: on PostgreSQL autocommitted statements, each atomic alone; on SQLite
-  one transaction), then sleeps until a job ends, a notification arrives or the poll is due.
-- One slot thread per running job runs it (`JobProcess`) and hands back its result, then starts
-  the next job from the read-ahead buffer, if there is one, without waiting for the main thread.
-- The heartbeat thread renews leases, learns of cancels, rescues expired leases of other workers,
-  and pushes the fencing deadline forward in the watchdog process (jobctl/worker/watchdog.py),
-  which kills our jobs if the pushes stop before the leases run out. It has a database
-  connection of its own (`DirectDatabase.clone()`), so a slow turn never delays a renewal.
-- On PostgreSQL a listener thread turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
+States (jobctl/worker/shutdown.py, forward only): RUNNING (claiming and running jobs) →
+DRAINING (no more claims; running jobs may finish until --grace is over) → STOPPING (the
+deadline passed or a second signal came: the jobs are killed and released) → STOPPED (the
+loop and its clean-up are done). The main loop claims only while RUNNING and ends once it is
+not RUNNING and holds no job (or, a burst worker, when nothing is left to do).
 
-The database is reached through its driver alone (jobctl.store.direct): no SQLAlchemy here.
+Threads, and what each owns:
+
+- main thread: the only one that writes job results and claims. Each turn it stores the output
+  the jobs wrote, completes the attempts that ended and claims as many jobs as it has room for
+  (`DirectDatabase.turn()`: on PostgreSQL autocommitted statements, each atomic alone; on
+  SQLite one transaction), releases stale read-ahead, rescues expired leases of any worker,
+  then sleeps on `_wake` until a job ends, a notification arrives or the poll is due. It alone
+  uses `self.db` and the planning fields (`_claim_wanted`, `_next_poll`, `_next_rescue`,
+  `_backlog`, the turn counts).
+- slot threads (one per running job): run a job (`JobProcess`), hand its result and output over
+  through `_outcomes`/`_chunks`, then start the next job from the read-ahead buffer without
+  waiting for the main thread. They write `_average_run_s` (a float, written whole).
+- heartbeat thread (jobctl/worker/heartbeat.py): renews leases, learns of cancels, pushes the
+  fencing deadline to the watchdog process and fences, on a connection of its own.
+- listener thread (PostgreSQL): turns NOTIFY into wake-ups (new jobs, cancels, `worker stop`).
+- shutdown thread (jobctl/worker/shutdown.py): receives SIGTERM/SIGINT, owns the state and the
+  drain deadline, kills the jobs when it passes, and ends a worker told to stop now within a
+  bound even if the main loop is stuck.
+
+The jobs held (running or in the read-ahead buffer) and the slots they occupy are shared by all
+of them through `Held` (jobctl/worker/readahead.py), the one lock; every other cross-thread
+hand-over is a queue, an Event or a single write of an immutable value. The database is
+reached through its driver alone (jobctl.store.direct): no SQLAlchemy here.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import queue as queue_module
@@ -28,7 +43,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from types import FrameType
 from typing import TypeVar
 
 from jobctl import __version__
@@ -39,7 +53,10 @@ from jobctl.store import notify, queue
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
+from jobctl.worker.heartbeat import Heartbeat
 from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult, Watchdog
+from jobctl.worker.readahead import Held, Running, claim_room
+from jobctl.worker.shutdown import ABANDON_WRITE_S, Shutdown, State
 
 log = logging.getLogger("jobctl.worker")
 
@@ -65,11 +82,6 @@ class WorkerSettings:
     readahead: int | None = None  # None: four times the concurrency
 
 
-# Read ahead only while jobs are this short on average: a long job's successor would sit in the
-# buffer while another worker could run it.
-READAHEAD_MAX_AVERAGE_S = 0.5
-# A job that waited this long in the buffer goes back to the queue for another worker.
-READAHEAD_MAX_WAIT_S = 1.0
 # While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
 # (or until there are as many as slots) and written together: fewer, larger turns. Measured:
 # a 5,000-job drain 16 % faster than gathering half as many with half the read-ahead.
@@ -130,23 +142,10 @@ def lost_outcome(job: ClaimedJob, ended: Outcome) -> Outcome:
                          "allowed)")
 
 
-class Running:
-    """One job this worker holds: claimed, maybe waiting in the read-ahead buffer, maybe running."""
-
-    def __init__(self, job: ClaimedJob, process: JobProcess) -> None:
-        self.job = job
-        self.process = process
-        self.claimed_at = time.monotonic()
-        self.cancelled = False
-        self.released = False
-        self.lost = False  # killed because its lease could not be kept (fencing)
-
-
 class Worker:
     def __init__(self, database: DirectDatabase, settings: WorkerSettings,
                  metrics: NoMetrics = NO_METRICS) -> None:
         self.db = database  # the main thread's
-        self._heartbeat_db = database.clone()  # the heartbeat thread's: a connection of its own
         self._metrics = metrics
         self.settings = settings
         self.hostname = socket.gethostname()
@@ -155,18 +154,8 @@ class Worker:
         self.poll_s = settings.poll_s or (2.0 if database.listen_target else 0.2)
         self.worker_id = 0
         self._wake = threading.Event()
-        self._stop = threading.Event()  # set when the whole worker must end
-        self._lock = threading.Lock()
-        self._running: dict[int, Running] = {}  # jobs claimed and not yet ended
-        # Ended jobs whose result is not written yet: their leases are renewed too, or a slow
-        # database turn could let the rescuer take back (and run again) a job that has finished.
-        self._unwritten: set[int] = set()
-        self._ready: collections.deque[Running] = collections.deque()  # claimed, not started
-        # Jobs started from the read-ahead buffer since the last turn: the next turn tells the
-        # database (`jobs.in_buffer`), so a rescuer knows their command may have run.
-        self._started_from_buffer: list[int] = []
+        self._held = Held(settings.concurrency)
         self._user, self._any_user = _unix_identity()
-        self._busy_slots = 0
         self._average_run_s = 1.0  # moving average of recent jobs' run time
         self._backlog = False  # the last claim was full: there is more to claim
         self._outcomes: queue_module.SimpleQueue[Outcome] = queue_module.SimpleQueue()
@@ -174,17 +163,18 @@ class Worker:
         self._claim_wanted = True
         self._next_poll = 0.0
         self._next_rescue = 0.0  # at once: a worker that starts rescues what crashed before it
-        self._draining = False
-        self._drain_deadline = float("inf")
-        self._signals = 0
+        self._shutdown = Shutdown(grace_s=settings.grace_s, kill_grace_s=settings.kill_grace_s,
+                                  kill_jobs=self._held.kill_all, wake_main=self._wake.set,
+                                  abandon=self._abandon)
         self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
         self._listener: notify.Listener | None = None
-        self._last_renewal_ok = time.monotonic()
+        self._heartbeat = Heartbeat(database.clone(), self._held, settings.lease_s, metrics,
+                                    self.request_drain)
         self._watchdog: Watchdog | None = None
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
-        metrics.watch_slots(lambda: self._busy_slots, settings.concurrency)
+        metrics.watch_slots(lambda: self._held.busy_slots, settings.concurrency)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -197,13 +187,10 @@ class Worker:
             )
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
-        # Registered just now, so any lease we take from here on ends after this deadline.
-        self._last_renewal_ok = time.monotonic()
-        self._watchdog = Watchdog(self._fence_deadline())
-        self._install_signal_handlers()
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobctl-heartbeat",
-                                     daemon=True)
-        heartbeat.start()
+        self._heartbeat.restart_clock()
+        self._watchdog = Watchdog(self._heartbeat.fence_deadline())
+        self._shutdown.start()
+        self._heartbeat.start(self.worker_id, self._watchdog)
         if self.db.listen_target is not None:
             self._listener = notify.Listener(
                 self.db.listen_target,
@@ -214,46 +201,68 @@ class Worker:
         try:
             self._main_loop()
         finally:
-            self._stop.set()
-            if self._listener is not None:
-                self._listener.stop()
-            self._slots.shutdown(wait=True)
-            if self._watchdog is not None:
-                self._watchdog.close()
-            self._flush_until_done()
-            self._deregister()
+            try:
+                self._heartbeat.stop()
+                if self._listener is not None:
+                    self._listener.stop()
+                self._slots.shutdown(wait=True)
+                if self._watchdog is not None:
+                    self._watchdog.close()
+                self._flush_until_done()
+                self._deregister(self.db)
+            finally:
+                self._shutdown.finished()
         return 0
 
-    def _deregister(self) -> None:
+    @property
+    def _draining(self) -> bool:
+        """Not claiming any more: DRAINING or STOPPING (see the module docstring)."""
+        return self._shutdown.state is not State.RUNNING
+
+    def _deregister(self, database: DirectDatabase) -> None:
         try:
-            with self.db.write() as conn:
+            with database.write() as conn:
                 worker_rows.set_state(conn, self.worker_id, WorkerState.STOPPED)
         except DatabaseUnavailable as error:
             log.warning("could not mark worker stopped: %s", error)
         log.info("worker %s stopped: %d job(s) finished in %d database turn(s)", self.name,
                  self._turn_jobs, self._turns)
 
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def request_drain(self) -> None:
+        """Asked to stop (`jobctl worker stop`): drain as on a first SIGTERM."""
+        if self._shutdown.drain(self.settings.grace_s):
+            log.info("asked to stop: finishing running jobs (up to %.0fs)",
+                     self.settings.grace_s)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            log.info("%s: finishing running jobs (up to %.0fs); again to stop now",
-                     signal.Signals(signum).name, self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
-        else:
-            log.info("%s again: stopping now", signal.Signals(signum).name)
-            self._drain_deadline = 0.0
-        self._wake.set()
+    def _abandon(self) -> None:
+        """Told to stop now, the worker has not ended in time: its main loop is stuck, most
+        likely waiting on the database (a lock, a server that stopped answering). Write the
+        results of the killed jobs and deregister on a connection of our own, for at most
+        ABANDON_WRITE_S, and exit 0 without the main loop. What cannot be written is not lost:
+        nobody renews these jobs' leases once we are gone, and when they run out the rescuer
+        (of any worker or scheduler) puts at-least-once jobs back in the queue, as after a
+        crash. The watchdog reads end of input when we exit and kills anything left."""
+        outcomes, chunks = _drain(self._outcomes), _drain(self._chunks)
+        log.warning("the main loop did not stop in time (waiting on the database?): exiting "
+                    "without it, %d result(s) to write", len(outcomes))
+        database = self.db.clone()
+        written = threading.Event()
 
-    def request_drain(self, grace_s: float) -> None:
-        self._draining = True
-        self._drain_deadline = min(self._drain_deadline, time.monotonic() + grace_s)
-        self._wake.set()
+        def write() -> None:
+            try:
+                self._transaction(chunks, outcomes, 0, database=database)
+                self._deregister(database)
+                written.set()
+            except Exception as error:
+                log.warning("could not write at exit: %s", error)
+
+        threading.Thread(target=write, name="jobctl-abandon", daemon=True).start()
+        if not written.wait(ABANDON_WRITE_S):
+            log.warning("stopping with %d result(s) unwritten; their leases will run out and "
+                        "the rescuer will put them back", len(outcomes))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
 
     # --- the main loop ------------------------------------------------------------------------
 
@@ -279,8 +288,7 @@ class Worker:
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll))
             claimed: list[ClaimedJob] = []
-            with self._lock:
-                marks, self._started_from_buffer = self._started_from_buffer, []
+            marks = self._held.take_started()
             if (pending_outcomes or pending_chunks or want_claim or marks) and now >= next_db_try:
                 try:
                     claimed = self._transaction(pending_chunks, pending_outcomes,
@@ -290,8 +298,7 @@ class Worker:
                     # fences them if the outage outlasts the lease).
                     db_backoff = min(max(db_backoff * 2, 0.5), 10.0)
                     next_db_try = now + db_backoff
-                    with self._lock:
-                        self._started_from_buffer[:0] = marks
+                    self._held.give_back(marks)
                     log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
                 else:
                     self._turns += 1
@@ -307,11 +314,8 @@ class Worker:
                         self._start(job)
             self._release_stale_readahead()
             if self._draining:
-                self._release_readahead(list(self._ready))
-                self._enforce_drain_deadline()
-            with self._lock:
-                idle = not self._running
-            if idle and (self._draining or (self.settings.burst and not claimed
+                self._release_readahead(self._held.buffered())
+            if self._held.idle() and (self._draining or (self.settings.burst and not claimed
                                              and not self._claim_wanted
                                              and not pending_outcomes
                                              and not self._burst_has_more())):
@@ -331,37 +335,24 @@ class Worker:
 
     def _worth_gathering(self, results: int, waited_s: float) -> bool:
         """Wait for more results before writing these? Only while no slot waits for work."""
-        with self._lock:
-            fed = len(self._ready) > 0
-        return (fed and 0 < results < self.settings.concurrency and waited_s < COALESCE_S
-                and not self._draining)
+        return (self._held.has_buffered() and 0 < results < self.settings.concurrency
+                and waited_s < COALESCE_S and not self._draining)
 
     def _claim_room(self) -> int:
         """How many jobs to claim now: the free slots, plus read-ahead room while there is a
         backlog of short jobs."""
-        with self._lock:
-            held = len(self._running)
-        capacity = self.settings.concurrency
-        if self._backlog and self._average_run_s < READAHEAD_MAX_AVERAGE_S:
-            readahead = self.settings.readahead
-            capacity += 4 * self.settings.concurrency if readahead is None else readahead
-        return max(0, capacity - held)
+        return claim_room(self._held.count(), self.settings.concurrency,
+                          self.settings.readahead, self._backlog, self._average_run_s)
 
     def _release_stale_readahead(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            stale = [r for r in self._ready if now - r.claimed_at > READAHEAD_MAX_WAIT_S]
+        stale = self._held.stale(time.monotonic())
         if stale:
             self._backlog = False  # don't claim them straight back
             self._release_readahead(stale)
 
     def _release_readahead(self, runs: list[Running]) -> None:
         """Give claimed jobs that never started back to the queue, as if never claimed."""
-        with self._lock:
-            runs = [r for r in runs if r in self._ready]
-            for run in runs:
-                self._ready.remove(run)
-                del self._running[run.job.id]
+        runs = self._held.remove_unstarted(runs)
         if not runs:
             return
         try:
@@ -372,27 +363,26 @@ class Worker:
             log.warning("could not release %d unstarted job(s): %s", len(runs), error)
 
     def _transaction(self, chunks: list[OutputChunk], outcomes: list[Outcome],
-                     claim_limit: int, started: list[int] | None = None) -> list[ClaimedJob]:
+                     claim_limit: int, started: list[int] | None = None,
+                     database: DirectDatabase | None = None) -> list[ClaimedJob]:
         """Mark the jobs started from the read-ahead buffer, store output, complete what ended,
         claim up to `claim_limit`: one turn's database work, on the main thread's connection
-        (dropped and reopened if the database goes away)."""
+        (dropped and reopened if the database goes away) unless `database` is another."""
         claim = self._claim(claim_limit)
-        with self.db.turn() as conn:
+        with (database or self.db).turn() as conn:
             # Output can land before the start marks (two statements on PostgreSQL): a rescuer
             # that finds output of the attempt counts it as started either way.
             queue.write_output(conn, chunks)
             applied, claimed = queue.complete_and_claim(
                 conn, self.worker_id, outcomes, claim, started or ())
-        with self._lock:
-            self._unwritten.difference_update(outcome.job_id for outcome in outcomes)
+        self._held.written(outcome.job_id for outcome in outcomes)
         for outcome in outcomes:
             self._log_outcome(outcome, outcome.job_id in applied)
         return claimed
 
     def _claim(self, limit: int) -> queue.Claim:
         """A claim of up to `limit` jobs: as many start at once as slots are free now."""
-        with self._lock:
-            start_now = max(0, self.settings.concurrency - self._busy_slots)
+        start_now = self._held.free_slots()
         return queue.Claim(queues=self.settings.queues, limit=limit,
                            start_now=min(start_now, limit), lease_s=self.settings.lease_s,
                            user=self._user, any_user=self._any_user)
@@ -420,16 +410,6 @@ class Worker:
                         len(decision.left) - BURST_LEFT_LOGGED)
         return False
 
-    def _enforce_drain_deadline(self) -> None:
-        if time.monotonic() < self._drain_deadline:
-            return
-        with self._lock:
-            running = list(self._running.values())
-        for run in running:
-            if not run.released:
-                run.released = True
-                run.process.kill("the worker shut down before it finished")
-
     def _flush_until_done(self) -> None:
         """Write what is left after the loop ended (output and results of the last jobs): a few
         tries while the database is away, none more after a second signal. What is still not
@@ -443,7 +423,7 @@ class Worker:
                 return
             except DatabaseUnavailable as error:
                 log.warning("database unavailable at shutdown: %s", error)
-            if self._signals >= 2:
+            if self._shutdown.stopping_now:
                 break
             self._wake.clear()
             self._wake.wait(delay)  # a signal cuts it short
@@ -462,28 +442,15 @@ class Worker:
                              output_cap=self.settings.output_cap,
                              base_env=self._job_env, watchdog=self._watchdog)
         run = Running(job, process)
-        with self._lock:
-            self._running[job.id] = run
-            if self._busy_slots >= self.settings.concurrency:
-                self._ready.append(run)
-                return
-            self._busy_slots += 1
-            if job.in_buffer:  # claimed for the buffer, but a slot freed meanwhile
-                self._started_from_buffer.append(job.id)
-        self._slots.submit(self._run_slot, run)
+        if self._held.hold(run):
+            self._slots.submit(self._run_slot, run)
 
     def _run_slot(self, first: Running) -> None:
         """A slot runs a job, then the next one from the read-ahead buffer, until it is empty."""
         run: Running | None = first
         while run is not None:
             self._run_one(run)
-            with self._lock:
-                if self._ready and not self._draining:
-                    run = self._ready.popleft()
-                    self._started_from_buffer.append(run.job.id)
-                else:
-                    run = None
-                    self._busy_slots -= 1
+            run = self._held.next_for_slot(feed=not self._draining)
 
     def _run_one(self, run: Running) -> None:
         started = time.monotonic()
@@ -494,7 +461,7 @@ class Worker:
             result = ProcessResult(125, None, f"worker error: {error}", None, False)
         self._average_run_s = 0.9 * self._average_run_s + 0.1 * (time.monotonic() - started)
         if (result.signal == signal.SIGKILL and result.kill_reason is None
-                and time.monotonic() >= self._fence_deadline()):
+                and time.monotonic() >= self._heartbeat.fence_deadline()):
             # Nobody here asked for that SIGKILL: the watchdog fenced the job while we were stalled.
             reason = "fenced: the worker could not renew its lease in time"
             result = replace(result, error=reason, kill_reason=reason)
@@ -503,9 +470,7 @@ class Worker:
                              lost=run.lost and result.started)
         self._metrics.ran(run.job.id, run.job.queue, started - run.claimed_at,
                           time.monotonic() - started)
-        with self._lock:
-            del self._running[run.job.id]
-            self._unwritten.add(run.job.id)
+        self._held.ended(run)
         self._outcomes.put(outcome)
         self._wake.set()
 
@@ -523,19 +488,6 @@ class Worker:
         else:
             log.info("job %d %s", outcome.job_id, outcome.state.value)
 
-    def _kill(self, job_ids: set[int], reason: str, *, cancelled: bool = False,
-              at_once: bool = False) -> None:
-        with self._lock:
-            runs = [self._running[i] for i in job_ids if i in self._running]
-        for run in runs:
-            run.cancelled = run.cancelled or cancelled
-            log.info("job %d: killing it: %s", run.job.id, reason)
-            if at_once:  # it may already run elsewhere: no grace period
-                run.lost = True
-                run.process.kill_now(reason)
-            else:
-                run.process.kill(reason)
-
     # --- notifications ------------------------------------------------------------------------
 
     def _on_notify(self, channel: str, payload: str) -> None:
@@ -544,81 +496,15 @@ class Worker:
                 job_id = int(payload)
             except ValueError:
                 return
-            self._kill({job_id}, "cancelled", cancelled=True)
+            self._held.kill({job_id}, "cancelled", cancelled=True)
             return
         if channel == notify.WORKER_CHANNEL:
-            if payload == str(self.worker_id) and not self._draining:
-                log.info("asked to stop: finishing running jobs (up to %.0fs)",
-                         self.settings.grace_s)
-                self.request_drain(self.settings.grace_s)
+            if payload == str(self.worker_id):
+                self.request_drain()
             return
         if channel == "" or payload in self.settings.queues:
             self._claim_wanted = True
             self._wake.set()
-
-    # --- leases -------------------------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        """Renew our leases, and nothing that could wait on somebody else's locks: fencing
-        depends on this thread alone (rescuing others' jobs is the main thread's work)."""
-        renew_every = self.settings.lease_s / 3
-        # Check for cancels this often where no notification brings them (SQLite).
-        notified = self.db.listen_target is not None
-        check_every = min(renew_every, renew_every if notified else 0.5)
-        next_renewal = time.monotonic() + renew_every
-        try:
-            while not self._stop.wait(check_every):
-                now = time.monotonic()
-                try:
-                    if now >= next_renewal:
-                        self._renew()
-                        next_renewal = now + renew_every
-                    elif not notified:
-                        self._check_cancels()
-                except DatabaseUnavailable as error:
-                    self._metrics.renewal_failed()
-                    log.warning("heartbeat: %s; retrying", error)
-                    next_renewal = now + min(renew_every, 1.0)
-                except Exception:  # this thread must outlive any surprise: it keeps our leases
-                    self._metrics.renewal_failed()
-                    log.exception("heartbeat failed; retrying")
-                    next_renewal = now + min(renew_every, 1.0)
-                self._fence_if_overdue()
-        finally:
-            self._heartbeat_db.close()  # in the thread that used it
-
-    def _renew(self) -> None:
-        started = time.monotonic()
-        with self._lock:
-            ids = sorted(self._running.keys() | self._unwritten)
-        with self._heartbeat_db.write() as conn:
-            renewal = queue.renew(conn, self.worker_id, ids, self.settings.lease_s)
-        self._last_renewal_ok = started
-        self._metrics.renewed()
-        if self._watchdog is not None:
-            self._watchdog.extend(self._fence_deadline())
-        lost = set(ids) - renewal.held
-        if lost:
-            self._kill(lost, "lease lost: the job was taken back by the cluster", at_once=True)
-        if renewal.cancel:
-            self._kill(renewal.cancel, "cancelled", cancelled=True)
-        asked_to_stop = renewal.worker_state in (WorkerState.DRAINING, WorkerState.STOPPED)
-        if asked_to_stop and not self._draining:
-            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
-
-    def _check_cancels(self) -> None:
-        """Where no notification brings them (SQLite): cancels, and `jobctl worker stop`."""
-        with self._lock:
-            ids = sorted(self._running)
-        with self._heartbeat_db.read() as conn:
-            cancel = queue.cancel_requests(conn, self.worker_id, ids)
-            state = worker_rows.get_state(conn, self.worker_id)
-        if cancel:
-            self._kill(cancel, "cancelled", cancelled=True)
-        if state is not WorkerState.RUNNING and not self._draining:
-            log.info("asked to stop: finishing running jobs (up to %.0fs)", self.settings.grace_s)
-            self.request_drain(self.settings.grace_s)
 
     def _rescue(self) -> None:
         """Take back the jobs of expired leases, any worker's (on the main thread's connection;
@@ -638,27 +524,6 @@ class Worker:
             log.info("job %d: its worker lost the lease; queued again", job_id)
         for job_id, state in rescued.ended.items():
             log.info("job %d: its worker lost the lease; now %s", job_id, state.value)
-
-    def _fence_deadline(self) -> float:
-        """When our jobs must be dead if no renewal succeeds before: a margin before the leases
-        taken at the last successful renewal (timed from before it was sent) run out."""
-        margin = min(self.settings.lease_s / 6, 5.0)
-        return self._last_renewal_ok + self.settings.lease_s - margin
-
-    def _fence_if_overdue(self) -> None:
-        """The same deadline as the watchdog's, enforced from this process too (belt and braces:
-        the watchdog is what holds when this process is frozen)."""
-        if time.monotonic() < self._fence_deadline():
-            return
-        with self._lock:
-            ids = set(self._running)
-        if ids:
-            log.warning("cannot renew leases in time: killing %d job(s) (fencing)", len(ids))
-            with self._lock:
-                runs = [self._running[i] for i in ids if i in self._running]
-            for run in runs:
-                run.lost = True
-                run.process.kill_now("fenced: the worker could not renew its lease")
 
 
 def _unix_identity() -> tuple[str | None, bool]:

@@ -5,7 +5,9 @@
   * `worker list --all` shows a kill -9'd worker as `lost` (once another worker has rescued) and
     a SIGTERM'd one as `stopped`;
   * `jobctl worker stop NAME_OR_ID` from another process makes a running worker drain like on
-    SIGTERM (its running job finishes), exit 0 and show `stopped`.
+    SIGTERM (its running job finishes), exit 0 and show `stopped`;
+  * a second SIGTERM stops the worker even while its main loop waits on a database lock: the
+    job is killed at once, the worker exits 0 within a bound, and the job comes back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg
 from chaos_support import (
     CHAOS_WORKER_OPTIONS,
     LEASE_S,
@@ -27,6 +30,10 @@ from chaos_support import (
     worker_rows,
 )
 from e2e_support import Jobctl, describe, wait_for
+
+# After a second SIGTERM the worker exits within --kill-grace plus this, whatever its main loop
+# is doing (jobctl.worker.shutdown: STOP_BOUND_S and ABANDON_WRITE_S, with room for a loaded CI).
+STOP_NOW_BOUND_S = 10.0
 
 
 def test_sigterm_lets_a_short_job_finish_and_requeues_a_long_one(
@@ -117,3 +124,55 @@ def test_worker_list_shows_lost_and_stopped_workers_and_worker_stop_drains_one(
     # A worker that does not exist: "not found", exit status 3, nothing changed.
     missing = jobctl("worker", "stop", "no-such-worker")
     assert missing.returncode == 3, describe(missing)
+
+
+def test_a_second_sigterm_stops_a_worker_whose_main_loop_waits_on_a_lock(
+    chaos_jobctl: Jobctl, pg_url: str, leftover_pids: list[int], tmp_path: Path
+) -> None:
+    """The main loop waits on a lock on `attempts` (its rescue pass needs one; an administrator
+    holds an exclusive one), where no signal handler can reach it. The second SIGTERM must still
+    kill the job within --kill-grace and end the worker (exit 0) within a bound; the release it
+    cannot write is not lost: the lease runs out and a rescuer puts the job back."""
+    jobctl = chaos_jobctl
+    log = tmp_path / "side-effects.log"
+    worker = jobctl.start_worker(*CHAOS_WORKER_OPTIONS, "--rescue-interval", "0.2s",
+                                 "--grace", "60s")
+    body = 'if [ "$JOBCTL_ATTEMPT" = 1 ]; then sleep 60; fi'
+    job = jobctl.submit("--shell", logging_script(log, body))
+    start = wait_event(log, "start", job)
+    leftover_pids.append(start.pids[0])
+
+    with psycopg.connect(pg_url, autocommit=True) as watcher, psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE attempts IN EXCLUSIVE MODE")
+
+        def main_loop_waits_on_the_lock() -> bool:
+            # Only the main thread's statements touch `attempts`; the heartbeat's do not.
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobctl' "
+                "AND wait_event_type = 'Lock'").fetchone()
+            return row is not None and row[0] > 0
+
+        wait_for(main_loop_waits_on_the_lock, 10, "the worker's rescue never waited on the lock")
+        worker.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.process.poll() is None, "the first SIGTERM did not wait for the job"
+        worker.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert wait_gone([start.pids[0]], 1 + 2.0) is not None, (
+            f"the job outlived the second SIGTERM by --kill-grace:\n{worker.log()}")
+        code = wait_exit(worker, 1 + STOP_NOW_BOUND_S)
+        took = time.monotonic() - signalled
+        assert code == 0, f"exit {code} {took:.1f}s after the second SIGTERM:\n{worker.log()}"
+        assert jobctl.status(job)["state"] == "running", "the lock did not hold the release back"
+        locker.rollback()
+
+    # Released: the statement the worker left waiting on the lock ran once the lock was gone
+    # (the server finishes it, client or no client). Lost: it did not, and once the lease ran
+    # out (nobody renews it now) another worker's rescue put it back, retries intact. Either
+    # way the second attempt runs and succeeds.
+    jobctl.start_worker(*CHAOS_WORKER_OPTIONS)
+    wait_event(log, "end", job, attempt=2)
+    wait_for(lambda: jobctl.status(job)["state"] == "succeeded", 10,
+             lambda: str(jobctl.status(job)))
+    outcomes = [a["outcome"] for a in jobctl.status(job)["attempts"]]
+    assert outcomes in (["released", "succeeded"], ["lost", "succeeded"]), outcomes
