@@ -19,7 +19,6 @@ only for an empty one.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -98,56 +97,6 @@ class Conn:
         """A notification sent when the transaction commits; nothing where the backend has
         none (SQLite)."""
         self.backend.notify(self.raw, channel, payload)
-
-    # --- TRANSITIONAL: `:name` SQL rewritten for psycopg, until every statement lives in its
-    # backend's SQL module; removed once none is left ----------------------------------------
-
-    @classmethod
-    def of(cls, connection: Any) -> Conn:
-        """A Conn as it is, or the driver connection under a SQLAlchemy one (tests still on
-        SQLAlchemy's road)."""
-        if isinstance(connection, Conn):
-            return connection
-        url = connection.engine.url.render_as_string(hide_password=False)
-        location = parse(url)
-        return cls(connection.connection.driver_connection, backend_for(location),
-                   location.where)
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.backend.title == "PostgreSQL"
-
-    @property
-    def now(self) -> str:
-        from jobctl.store.postgres import NOW as PG_NOW
-        from jobctl.store.sqlite import NOW as SQLITE_NOW
-
-        return PG_NOW if self.is_postgres else SQLITE_NOW
-
-    def now_plus(self, seconds_sql: str) -> str:
-        from jobctl.store.postgres import now_plus as pg_now_plus
-        from jobctl.store.sqlite import now_plus as sqlite_now_plus
-
-        return pg_now_plus(seconds_sql) if self.is_postgres else sqlite_now_plus(seconds_sql)
-
-    def legacy_execute(self, sql: str,
-                       params: dict[str, Any] | Sequence[Any] | None = None) -> Any:
-        return self.execute(_for_psycopg(sql) if self.is_postgres else sql, params or {})
-
-    def legacy_executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
-        self.executemany(_for_psycopg(sql) if self.is_postgres else sql, rows)
-
-    def legacy_scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        row = self.legacy_execute(sql, params).fetchone()
-        return row[0] if row is not None else None
-
-
-_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-def _for_psycopg(sql: str) -> str:
-    """TRANSITIONAL: `:name` placeholders as psycopg's `%(name)s` (a literal % doubled)."""
-    return _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 class DirectDatabase:

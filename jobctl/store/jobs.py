@@ -1,14 +1,14 @@
 """Jobs outside the hot path: submit with dependencies or a unique key, cancel, retry (plain
 submits, reads and output are in `store.submit` and `store.reads`).
 
-Every function takes an open connection, a `store.direct.Conn` or a SQLAlchemy connection; the
-caller (jobctl.client) owns the transaction. No SQLAlchemy here: `jobctl job …` never needs it.
+Every function takes a `store.direct.Conn` in a `write()` transaction; the caller
+(jobctl.client) owns the transaction. No SQLAlchemy here: `jobctl job …` never needs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from jobctl.errors import NotFound
 from jobctl.models import FINAL_STATES, NOT_STARTED_STATES, DepCondition, JobSpec, JobState
@@ -22,10 +22,9 @@ def _edges(job_id: int, spec: JobSpec) -> list[tuple[int, int, DepCondition]]:
             + [(job_id, dep, DepCondition.ANY) for dep in spec.after_any])
 
 
-def submit(connection: Any, spec: JobSpec) -> tuple[int, bool]:
+def submit(conn: Conn, spec: JobSpec) -> tuple[int, bool]:
     """Insert one job; returns (id, created). A known unique key returns the first job's id.
     With dependencies it starts `waiting` (or `queued` when they are all met already)."""
-    conn = Conn.of(connection)
     [initial] = _initials(conn, [spec])
     if spec.unique_key is None:
         [job_id] = submit_store.insert_many(conn, [spec], states=[initial.state],
@@ -41,7 +40,7 @@ def submit(connection: Any, spec: JobSpec) -> tuple[int, bool]:
     return job_id, True
 
 
-def submit_many(connection: Any, specs: Sequence[JobSpec]) -> list[int]:
+def submit_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
     """Insert many jobs in one transaction; ids come back in the order given.
 
     Unique keys are not supported here: a batch is all or nothing. Each job's --after and
@@ -49,7 +48,6 @@ def submit_many(connection: Any, specs: Sequence[JobSpec]) -> list[int]:
     """
     if not specs:
         return []
-    conn = Conn.of(connection)
     initials = _initials(conn, specs)
     ids = submit_store.insert_many(conn, specs, states=[i.state for i in initials],
                                    errors=[i.error for i in initials])
@@ -69,8 +67,7 @@ def _initials(conn: Conn, specs: Sequence[JobSpec]) -> list[deps.Initial]:
     return [deps.initial_state(spec.after, spec.after_any, states) for spec in specs]
 
 
-def existing_ids(connection: Any, job_ids: Iterable[int]) -> set[int]:
-    conn = Conn.of(connection)
+def existing_ids(conn: Conn, job_ids: Iterable[int]) -> set[int]:
     rows = conn.execute(conn.backend.sql_jobs.EXISTING_IDS,
                         {"ids": conn.ids_param(list(job_ids))})
     return {int(row[0]) for row in rows}
@@ -83,13 +80,12 @@ def _lock_job(conn: Conn, job_id: int) -> tuple[str, str] | None:
     return (str(row[0]), str(row[1])) if row is not None else None
 
 
-def cancel(connection: Any, job_id: int) -> JobState | None:
+def cancel(conn: Conn, job_id: int) -> JobState | None:
     """Cancel one job. Returns the state it was in, or None when it does not exist.
 
     A job that has not started is cancelled here and now; a running one is flagged and its worker
     kills it (woken by a notification, or at its next lease renewal).
     """
-    conn = Conn.of(connection)
     found = _lock_job(conn, job_id)
     if found is None:
         return None
@@ -105,9 +101,8 @@ def cancel(connection: Any, job_id: int) -> JobState | None:
     return JobState(state)
 
 
-def retry(connection: Any, job_id: int, retries: int = 0) -> JobState | None:
+def retry(conn: Conn, job_id: int, retries: int = 0) -> JobState | None:
     """Queue a finished job again as a new attempt. Returns its state before, None if unknown."""
-    conn = Conn.of(connection)
     found = _lock_job(conn, job_id)
     if found is None:
         return None

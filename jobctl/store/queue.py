@@ -14,8 +14,7 @@ and the rescue: one statement on PostgreSQL, steps on SQLite) each backend has a
 same name. What follows from their results is written here, once.
 
 Written against `store.direct.Conn` (the driver, no SQLAlchemy): a worker never imports
-SQLAlchemy. Callers holding a SQLAlchemy connection (the scheduler's rescue, tests) pass
-`Conn.of(connection)`.
+SQLAlchemy. The worker calls them in `DirectDatabase.turn()`s.
 """
 
 from __future__ import annotations

@@ -170,25 +170,6 @@ def needed_by(conn: Conn, job_id: int) -> list[Dependency]:
             for other, condition, state in rows]
 
 
-# --- TRANSITIONAL: for the statements of other modules that still run through
-# `Conn.legacy_execute` (`:name` placeholders); removed once none is left -------------------
-
-
-def select_jobs(conn: Conn, where: str, params: dict[str, Any], order: str = "id") -> list[Job]:
-    """TRANSITIONAL: the jobs matching an SQL condition written with `:name` placeholders
-    (workflows: use `of_workflows`)."""
-    rows = conn.legacy_execute(f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE {where} "
-                               f"ORDER BY {order}", params).fetchall()
-    return [job_from_row(conn, row) for row in rows]
-
-
-def in_(conn: Conn, column: str, values: list[Any], name: str) -> tuple[str, dict[str, Any]]:
-    """TRANSITIONAL: `column IN (values)` with a `:name` placeholder, one parameter (an array on
-    PostgreSQL, a JSON list on SQLite): the backend's LEGACY_IN."""
-    return (conn.backend.sql_reads.LEGACY_IN.format(column=column, name=name),
-            {name: conn.ids_param(values)})
-
-
 class ReadsSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.reads): its statements,
     named and commented, in its driver's own parameter style."""
@@ -205,4 +186,3 @@ class ReadsSQL(Protocol):
     LOGS: str  # :job_id, :attempt, :after, :stream (or NULL), :limit → (stream, seq, data)
     WAITS_FOR: str  # :job_id → (depends_on, condition, state)
     NEEDED_BY: str  # :job_id → (job_id, condition, state)
-    LEGACY_IN: str  # TRANSITIONAL: `{column} IN {name}` with a `:name` placeholder (see in_)

@@ -1,7 +1,7 @@
 """The workers table: register, stop, list.
 
 Written against `store.direct.Conn` (the driver, no SQLAlchemy), since a worker registers and
-stops itself; callers holding a SQLAlchemy connection pass `Conn.of(connection)`.
+stops itself.
 """
 
 from __future__ import annotations

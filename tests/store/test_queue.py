@@ -11,51 +11,50 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from jobctl.models import Delivery, Job, JobSpec, JobState, WorkerState
+from jobctl.models import Attempt, Delivery, Job, JobSpec, JobState, WorkerState
 from jobctl.store import jobs, queue, reads
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
+from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome
-from jobctl.store.schema import attempts
+from jobctl.store.url import parse
 
 LEASE_S = 60.0
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url, pool_size=6)
-    database.ensure_schema()
+def db(db_url: str) -> Iterator[DirectDatabase]:
+    """The database on the production road: the worker's hot path in `turn()`s, submits, cancels,
+    retries, renewals, releases and rescues in `write()`s, reads in `read()`s."""
+    database = DirectDatabase(parse(db_url))
     yield database
-    database.dispose()
+    database.close()
 
 
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def register(db: Database, name: str = "w") -> int:
-    with db.write() as connection:
-        return worker_rows.register(Conn.of(connection), name=name, hostname="host", pid=1,
+def register(db: DirectDatabase, name: str = "w") -> int:
+    with db.write() as conn:
+        return worker_rows.register(conn, name=name, hostname="host", pid=1,
                                     queues=["default"], concurrency=4, version="test")
 
 
-def submit(db: Database, **fields: Any) -> int:
+def submit(db: DirectDatabase, **fields: Any) -> int:
     fields.setdefault("argv", ["true"])
-    with db.write() as connection:
-        job_id, created = jobs.submit(connection, JobSpec(**fields))
+    with db.write() as conn:
+        job_id, created = jobs.submit(conn, JobSpec(**fields))
     assert created
     return job_id
 
 
-def claim(db: Database, worker: int, queues: Sequence[str] = ("default",), limit: int = 10,
+def claim(db: DirectDatabase, worker: int, queues: Sequence[str] = ("default",), limit: int = 10,
           lease_s: float = LEASE_S) -> list[ClaimedJob]:
-    with db.write() as connection:
-        return queue.claim(Conn.of(connection), worker, queue.Claim(list(queues), limit, lease_s))
+    with db.turn() as conn:
+        return queue.claim(conn, worker, queue.Claim(list(queues), limit, lease_s))
 
 
-def claim_one(db: Database, worker: int, **kwargs: Any) -> ClaimedJob:
+def claim_one(db: DirectDatabase, worker: int, **kwargs: Any) -> ClaimedJob:
     [job] = claim(db, worker, limit=1, **kwargs)
     return job
 
@@ -67,28 +66,27 @@ def outcome(job_id: int, attempt: int, state: JobState = JobState.SUCCEEDED,
                    exit_code=exit_code, signal=None, error=fields.pop("error", None), **fields)
 
 
-def complete(db: Database, worker: int, *outcomes: Outcome) -> set[int]:
-    with db.write() as connection:
-        return queue.complete(Conn.of(connection), worker, outcomes)
+def complete(db: DirectDatabase, worker: int, *outcomes: Outcome) -> set[int]:
+    with db.turn() as conn:
+        return queue.complete(conn, worker, outcomes)
 
 
-def get(db: Database, job_id: int) -> Job:
-    with db.read() as connection:
-        job = reads.get(Conn.of(connection), job_id)
+def get(db: DirectDatabase, job_id: int) -> Job:
+    with db.read() as conn:
+        job = reads.get(conn, job_id)
     assert job is not None
     return job
 
 
-def attempt_rows(db: Database, job_id: int) -> list[Any]:
-    with db.read() as connection:
-        return connection.execute(
-            sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.attempt)
-        ).all()
+def attempt_rows(db: DirectDatabase, job_id: int) -> list[Attempt]:
+    """The job's ended attempts (its `attempts` rows), in order."""
+    with db.read() as conn:
+        return [row for row in reads.list_attempts(conn, job_id) if row.outcome is not None]
 
 
-def rescue(db: Database) -> queue.Rescued:
-    with db.write() as connection:
-        return queue.rescue(Conn.of(connection))
+def rescue(db: DirectDatabase) -> queue.Rescued:
+    with db.write() as conn:
+        return queue.rescue(conn)
 
 
 def ago(seconds: float) -> datetime:
@@ -98,7 +96,7 @@ def ago(seconds: float) -> datetime:
 # --- claim ----------------------------------------------------------------------------------------
 
 
-def test_claim_takes_highest_priority_first_then_oldest(db: Database) -> None:
+def test_claim_takes_highest_priority_first_then_oldest(db: DirectDatabase) -> None:
     w = register(db)
     low_new = submit(db, priority=0)
     high_a = submit(db, priority=5)
@@ -111,7 +109,7 @@ def test_claim_takes_highest_priority_first_then_oldest(db: Database) -> None:
     assert claim(db, w) == []
 
 
-def test_claim_in_one_batch_takes_the_best(db: Database) -> None:
+def test_claim_in_one_batch_takes_the_best(db: DirectDatabase) -> None:
     w = register(db)
     ids = [submit(db, priority=p) for p in (1, 9, 3, 9, 7, 0)]
     claimed = claim(db, w, limit=3)
@@ -119,7 +117,7 @@ def test_claim_in_one_batch_takes_the_best(db: Database) -> None:
     assert all(job.attempt == 1 for job in claimed)
 
 
-def test_claim_never_returns_more_than_the_limit(db: Database) -> None:
+def test_claim_never_returns_more_than_the_limit(db: DirectDatabase) -> None:
     w = register(db)
     for q in ("a", "b"):
         for _ in range(5):
@@ -131,7 +129,7 @@ def test_claim_never_returns_more_than_the_limit(db: Database) -> None:
     assert claim(db, w, queues=["a", "b"], limit=100) == []
 
 
-def test_claim_respects_queues(db: Database) -> None:
+def test_claim_respects_queues(db: DirectDatabase) -> None:
     w = register(db)
     a = submit(db, queue="a")
     b = submit(db, queue="b")
@@ -143,7 +141,7 @@ def test_claim_respects_queues(db: Database) -> None:
     assert claimed.state is JobState.RUNNING and claimed.worker_id == w
 
 
-def test_claim_respects_run_at(db: Database) -> None:
+def test_claim_respects_run_at(db: DirectDatabase) -> None:
     w = register(db)
     later = submit(db, run_at=datetime.now(UTC) + timedelta(hours=1))
     later_in = submit(db, run_in_s=3600.0)
@@ -157,7 +155,7 @@ def test_claim_respects_run_at(db: Database) -> None:
     assert get(db, later_in).state is JobState.QUEUED
 
 
-def test_claimed_job_carries_what_the_worker_needs(db: Database) -> None:
+def test_claimed_job_carries_what_the_worker_needs(db: DirectDatabase) -> None:
     w = register(db)
     job_id = submit(db, argv=["sh", "-c", "exit 3"], env={"A": "1"}, cwd="/tmp", timeout_s=9.5,
                     retries=2, backoff_s=4.0, delivery=Delivery.AT_MOST_ONCE, queue="q")
@@ -172,26 +170,29 @@ def test_claimed_job_carries_what_the_worker_needs(db: Database) -> None:
     assert timedelta(seconds=25) < row.lease_until - row.started_at <= timedelta(seconds=31)
 
 
-def test_concurrent_claims_are_disjoint(db: Database) -> None:
+def test_concurrent_claims_are_disjoint(db: DirectDatabase) -> None:
     total, threads, batch = 200, 4, 5
-    with db.write() as connection:
-        submitted = jobs.submit_many(connection, [JobSpec(argv=["true"]) for _ in range(total)])
+    with db.write() as conn:
+        submitted = jobs.submit_many(conn, [JobSpec(argv=["true"]) for _ in range(total)])
     workers = [register(db, f"w{i}") for i in range(threads)]
     claimed: dict[int, list[int]] = {w: [] for w in workers}
     errors: list[BaseException] = []
     start = threading.Barrier(threads)
 
     def drain(worker: int) -> None:
+        own = db.clone()  # a connection of its own, as each worker process has
         try:
             start.wait()
             while True:
-                got = claim(db, worker, limit=batch)
+                got = claim(own, worker, limit=batch)
                 assert len(got) <= batch
                 if not got:
                     return
                 claimed[worker].extend(job.id for job in got)
         except BaseException as error:  # reported below, in the test's thread
             errors.append(error)
+        finally:
+            own.close()
 
     pool = [threading.Thread(target=drain, args=(w,)) for w in workers]
     for thread in pool:
@@ -202,8 +203,8 @@ def test_concurrent_claims_are_disjoint(db: Database) -> None:
     everything = [job_id for ids in claimed.values() for job_id in ids]
     assert len(everything) == len(set(everything)), "a job was claimed twice"
     assert set(everything) == set(submitted)
-    with db.read() as connection:
-        rows = reads.get_many(Conn.of(connection), submitted)
+    with db.read() as conn:
+        rows = reads.get_many(conn, submitted)
     for worker, ids in claimed.items():
         for job_id in ids:
             assert rows[job_id].worker_id == worker
@@ -214,7 +215,7 @@ def test_concurrent_claims_are_disjoint(db: Database) -> None:
 # --- complete -------------------------------------------------------------------------------------
 
 
-def test_complete_applies_only_for_the_right_worker_attempt_and_state(db: Database) -> None:
+def test_complete_applies_only_for_the_right_worker_attempt_and_state(db: DirectDatabase) -> None:
     w, other = register(db, "w"), register(db, "other")
     job_id = submit(db)
     job = claim_one(db, w)
@@ -237,7 +238,7 @@ def test_complete_applies_only_for_the_right_worker_attempt_and_state(db: Databa
     assert len(attempt_rows(db, job_id)) == 1
 
 
-def test_complete_many_at_once_applies_each_on_its_own(db: Database) -> None:
+def test_complete_many_at_once_applies_each_on_its_own(db: DirectDatabase) -> None:
     w, other = register(db, "w"), register(db, "other")
     a, b = submit(db), submit(db)
     c = submit(db, queue="c")
@@ -251,7 +252,7 @@ def test_complete_many_at_once_applies_each_on_its_own(db: Database) -> None:
     assert get(db, c).state is JobState.RUNNING
 
 
-def test_complete_with_a_retry_requeues_later(db: Database) -> None:
+def test_complete_with_a_retry_requeues_later(db: DirectDatabase) -> None:
     w = register(db)
     job_id = submit(db, retries=2)
     claim_one(db, w)
@@ -267,7 +268,7 @@ def test_complete_with_a_retry_requeues_later(db: Database) -> None:
 # --- rescue ---------------------------------------------------------------------------------------
 
 
-def test_rescue_of_expired_leases(db: Database) -> None:
+def test_rescue_of_expired_leases(db: DirectDatabase) -> None:
     """Losing a worker costs no retry: an at-least-once job with none left runs again; it
     fails only when it has taken `max_lost` workers down. At-most-once jobs become lost."""
     w = register(db)
@@ -280,8 +281,8 @@ def test_rescue_of_expired_leases(db: Database) -> None:
     for q in "abcdf":
         claim(db, w, queues=[q], lease_s=0.05)
     claim(db, w, queues=["e"], lease_s=LEASE_S)
-    with db.write() as connection:
-        assert jobs.cancel(connection, cancel_me) is JobState.RUNNING
+    with db.write() as conn:
+        assert jobs.cancel(conn, cancel_me) is JobState.RUNNING
     time.sleep(0.2)
 
     rescued = rescue(db)
@@ -331,7 +332,7 @@ def get_spec_attempts(job_id: int, retry_left: int) -> int:
     return 2 if job_id == retry_left else 1
 
 
-def test_a_job_that_keeps_losing_its_worker_fails_after_max_lost(db: Database) -> None:
+def test_a_job_that_keeps_losing_its_worker_fails_after_max_lost(db: DirectDatabase) -> None:
     """The default max_lost is 3: two losses re-queue it, the third fails it; every loss has
     its attempts row."""
     w = register(db)
@@ -348,7 +349,7 @@ def test_a_job_that_keeps_losing_its_worker_fails_after_max_lost(db: Database) -
     assert [r.outcome for r in attempt_rows(db, job_id)] == ["lost"] * 3
 
 
-def test_jobs_claimed_into_the_read_ahead_buffer_go_back_uncharged(db: Database) -> None:
+def test_jobs_claimed_into_the_read_ahead_buffer_go_back_uncharged(db: DirectDatabase) -> None:
     """A claim that starts one job at once and buffers the rest: when the worker is lost, the
     started one is charged a loss, the buffered ones go back as if never claimed (no attempt,
     no attempts row), and at-most-once jobs are never buffered at all."""
@@ -356,8 +357,8 @@ def test_jobs_claimed_into_the_read_ahead_buffer_go_back_uncharged(db: Database)
     first = submit(db, priority=9)
     buffered = [submit(db, priority=5) for _ in range(2)]
     most_once = submit(db, priority=1, delivery=Delivery.AT_MOST_ONCE)
-    with db.write() as connection:
-        claimed = queue.claim(Conn.of(connection), w,
+    with db.turn() as conn:
+        claimed = queue.claim(conn, w,
                               queue.Claim(["default"], 10, 0.05, start_now=1))
     assert [(job.id, job.in_buffer) for job in claimed] == (
         [(first, False)] + [(job_id, True) for job_id in buffered])
@@ -373,17 +374,17 @@ def test_jobs_claimed_into_the_read_ahead_buffer_go_back_uncharged(db: Database)
         assert attempt_rows(db, job_id) == []
 
 
-def test_a_buffered_job_marked_started_is_charged(db: Database) -> None:
+def test_a_buffered_job_marked_started_is_charged(db: DirectDatabase) -> None:
     """Once the worker says it started a buffered job (the next turn's `started`), losing the
     worker costs the job a loss like any other."""
     w = register(db)
     job_id = submit(db)
-    with db.write() as connection:
-        [job] = queue.claim(Conn.of(connection), w, queue.Claim(["default"], 1, 0.05,
+    with db.turn() as conn:
+        [job] = queue.claim(conn, w, queue.Claim(["default"], 1, 0.05,
                                                                   start_now=0))
     assert job.in_buffer
-    with db.write() as connection:
-        queue.complete_and_claim(Conn.of(connection), w, [], queue.NO_CLAIM, [job_id])
+    with db.turn() as conn:
+        queue.complete_and_claim(conn, w, [], queue.NO_CLAIM, [job_id])
     time.sleep(0.15)
     assert rescue(db).requeued == [job_id]
     found = get(db, job_id)
@@ -391,24 +392,24 @@ def test_a_buffered_job_marked_started_is_charged(db: Database) -> None:
     assert [r.outcome for r in attempt_rows(db, job_id)] == ["lost"]
 
 
-def test_workers_claim_only_jobs_they_can_run_as(db: Database) -> None:
+def test_workers_claim_only_jobs_they_can_run_as(db: DirectDatabase) -> None:
     """`--user`: a root worker may run a job as anyone, any other worker only as itself."""
     w = register(db)
     mine = submit(db, user="alice")
     theirs = submit(db, user="bob")
     anyone = submit(db)
-    with db.write() as connection:
-        got = queue.claim(Conn.of(connection), w,
+    with db.turn() as conn:
+        got = queue.claim(conn, w,
                           queue.Claim(["default"], 10, LEASE_S, user="alice"))
     assert sorted(job.id for job in got) == [mine, anyone]
     assert [job.user for job in got if job.id == mine] == ["alice"]
-    with db.write() as connection:
-        got = queue.claim(Conn.of(connection), w,
+    with db.turn() as conn:
+        got = queue.claim(conn, w,
                           queue.Claim(["default"], 10, LEASE_S, user="root", any_user=True))
     assert [job.id for job in got] == [theirs]
 
 
-def test_rescue_leaves_live_leases_alone(db: Database) -> None:
+def test_rescue_leaves_live_leases_alone(db: DirectDatabase) -> None:
     w = register(db)
     job_id = submit(db)
     claim(db, w, lease_s=LEASE_S)
@@ -419,7 +420,7 @@ def test_rescue_leaves_live_leases_alone(db: Database) -> None:
 # --- renew ----------------------------------------------------------------------------------------
 
 
-def test_renew_reports_lost_leases_and_cancel_requests(db: Database) -> None:
+def test_renew_reports_lost_leases_and_cancel_requests(db: DirectDatabase) -> None:
     w, other = register(db, "w"), register(db, "other")
     a, b = submit(db), submit(db)
     expiring = submit(db, queue="x")
@@ -432,46 +433,47 @@ def test_renew_reports_lost_leases_and_cancel_requests(db: Database) -> None:
     time.sleep(0.2)
     rescue(db)  # takes `expiring` away from w
 
-    with db.write() as connection:
-        renewal = queue.renew(Conn.of(connection), w, [a, b, expiring, theirs], LEASE_S)
+    with db.write() as conn:
+        renewal = queue.renew(conn, w, [a, b, expiring, theirs], LEASE_S)
     assert renewal.held == {a, b}
     assert renewal.cancel == set()
     assert renewal.worker_state is WorkerState.RUNNING
     lease_after = get(db, a).lease_until
     assert lease_after is not None and lease_after > lease_before + timedelta(seconds=30)
 
-    with db.write() as connection:
-        jobs.cancel(connection, b)
-    with db.write() as connection:
-        renewal = queue.renew(Conn.of(connection), w, [a, b], LEASE_S)
+    with db.write() as conn:
+        jobs.cancel(conn, b)
+    with db.write() as conn:
+        renewal = queue.renew(conn, w, [a, b], LEASE_S)
     assert renewal.held == {a, b}
     assert renewal.cancel == {b}
-    with db.read() as connection:
-        assert queue.cancel_requests(Conn.of(connection), w, [a, b]) == {b}
+    with db.read() as conn:
+        assert queue.cancel_requests(conn, w, [a, b]) == {b}
 
-    with db.write() as connection:
-        assert queue.renew(Conn.of(connection), 987654, [a], LEASE_S).worker_state is None
-    with db.write() as connection:
-        assert queue.renew(Conn.of(connection), w, [], LEASE_S).held == set()
+    with db.write() as conn:
+        assert queue.renew(conn, 987654, [a], LEASE_S).worker_state is None
+    with db.write() as conn:
+        assert queue.renew(conn, w, [], LEASE_S).held == set()
 
 
 # --- release --------------------------------------------------------------------------------------
 
 
-def test_release_returns_a_job_to_the_queue_with_its_attempt_not_counted(db: Database) -> None:
+def test_release_returns_a_job_to_the_queue_with_its_attempt_not_counted(
+        db: DirectDatabase) -> None:
     w, other = register(db, "w"), register(db, "other")
     job_id = submit(db, retries=0)
     job = claim_one(db, w)
-    with db.write() as connection:
-        queue.release(Conn.of(connection), other, [(job_id, job.attempt)])  # not theirs: no effect
+    with db.write() as conn:
+        queue.release(conn, other, [(job_id, job.attempt)])  # not theirs: no effect
     assert get(db, job_id).state is JobState.RUNNING
-    with db.write() as connection:
+    with db.write() as conn:
         # wrong attempt: no effect
-        queue.release(Conn.of(connection), w, [(job_id, job.attempt + 1)])
+        queue.release(conn, w, [(job_id, job.attempt + 1)])
     assert get(db, job_id).state is JobState.RUNNING
 
-    with db.write() as connection:
-        queue.release(Conn.of(connection), w, [(job_id, job.attempt)])
+    with db.write() as conn:
+        queue.release(conn, w, [(job_id, job.attempt)])
     released = get(db, job_id)
     assert (released.state, released.attempt) == (JobState.QUEUED, 0)
     assert released.started_at is None and released.lease_until is None
@@ -485,25 +487,25 @@ def test_release_returns_a_job_to_the_queue_with_its_attempt_not_counted(db: Dat
 # --- submit ---------------------------------------------------------------------------------------
 
 
-def test_submit_with_the_same_unique_key_returns_the_first_id(db: Database) -> None:
-    with db.write() as connection:
-        first = jobs.submit(connection, JobSpec(argv=["true"], unique_key="k"))
-    with db.write() as connection:
-        second = jobs.submit(connection, JobSpec(argv=["false"], unique_key="k", queue="other"))
-    with db.write() as connection:
-        third = jobs.submit(connection, JobSpec(argv=["true"], unique_key="k2"))
-    with db.write() as connection:
-        keyless = [jobs.submit(connection, JobSpec(argv=["true"]))[0] for _ in range(2)]
+def test_submit_with_the_same_unique_key_returns_the_first_id(db: DirectDatabase) -> None:
+    with db.write() as conn:
+        first = jobs.submit(conn, JobSpec(argv=["true"], unique_key="k"))
+    with db.write() as conn:
+        second = jobs.submit(conn, JobSpec(argv=["false"], unique_key="k", queue="other"))
+    with db.write() as conn:
+        third = jobs.submit(conn, JobSpec(argv=["true"], unique_key="k2"))
+    with db.write() as conn:
+        keyless = [jobs.submit(conn, JobSpec(argv=["true"]))[0] for _ in range(2)]
     assert first[1] is True and second == (first[0], False)
     assert third[1] is True and third[0] != first[0]
     assert len(set(keyless)) == 2
     kept = get(db, first[0])
     assert (kept.argv, kept.queue) == (["true"], "default")
-    with db.read() as connection:
-        assert len(reads.list_jobs(Conn.of(connection), limit=None)) == 4
+    with db.read() as conn:
+        assert len(reads.list_jobs(conn, limit=None)) == 4
 
 
-def test_submit_many_returns_ids_in_order(db: Database) -> None:
+def test_submit_many_returns_ids_in_order(db: DirectDatabase) -> None:
     in_an_hour = datetime.now(UTC) + timedelta(hours=1)
     specs = [
         JobSpec(argv=["echo", str(i)], name=f"n{i}", queue=f"q{i % 2}", priority=i,
@@ -511,8 +513,8 @@ def test_submit_many_returns_ids_in_order(db: Database) -> None:
                 run_in_s=600.0 if i == 4 else None)
         for i in range(7)
     ]
-    with db.write() as connection:
-        ids = jobs.submit_many(connection, specs)
+    with db.write() as conn:
+        ids = jobs.submit_many(conn, specs)
     assert len(ids) == len(specs) == len(set(ids))
     assert ids == sorted(ids)
     for job_id, spec in zip(ids, specs, strict=True):
@@ -523,46 +525,46 @@ def test_submit_many_returns_ids_in_order(db: Database) -> None:
     assert abs(get(db, ids[3]).run_at - in_an_hour) < timedelta(seconds=1)
     assert get(db, ids[4]).run_at > datetime.now(UTC) + timedelta(minutes=9)
     assert get(db, ids[0]).run_at < datetime.now(UTC) + timedelta(seconds=5)
-    with db.write() as connection:
-        assert jobs.submit_many(connection, []) == []
+    with db.write() as conn:
+        assert jobs.submit_many(conn, []) == []
 
 
 # --- cancel and retry -----------------------------------------------------------------------------
 
 
-def test_cancel_queued_and_running(db: Database) -> None:
+def test_cancel_queued_and_running(db: DirectDatabase) -> None:
     w = register(db)
     running = submit(db, queue="r")
     queued = submit(db)
     claim(db, w, queues=["r"])
 
-    with db.write() as connection:
-        assert jobs.cancel(connection, queued) is JobState.QUEUED
+    with db.write() as conn:
+        assert jobs.cancel(conn, queued) is JobState.QUEUED
     cancelled = get(db, queued)
     assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
     assert claim(db, w) == []  # a cancelled job never runs
 
-    with db.write() as connection:
-        assert jobs.cancel(connection, running) is JobState.RUNNING
+    with db.write() as conn:
+        assert jobs.cancel(conn, running) is JobState.RUNNING
     flagged = get(db, running)
     assert flagged.state is JobState.RUNNING and flagged.cancel_requested  # its worker kills it
     assert complete(db, w, outcome(running, 1, JobState.CANCELLED, None)) == {running}
     assert get(db, running).state is JobState.CANCELLED
 
-    with db.write() as connection:
-        assert jobs.cancel(connection, running) is JobState.CANCELLED  # ended: nothing to do
-        assert jobs.cancel(connection, 987654) is None
+    with db.write() as conn:
+        assert jobs.cancel(conn, running) is JobState.CANCELLED  # ended: nothing to do
+        assert jobs.cancel(conn, 987654) is None
     assert get(db, running).state is JobState.CANCELLED
 
 
-def test_retry_of_a_finished_job(db: Database) -> None:
+def test_retry_of_a_finished_job(db: DirectDatabase) -> None:
     w = register(db)
     job_id = submit(db, retries=0)
     claim_one(db, w)
     complete(db, w, outcome(job_id, 1, JobState.FAILED, 7, error="exit 7"))
 
-    with db.write() as connection:
-        assert jobs.retry(connection, job_id, 1) is JobState.FAILED
+    with db.write() as conn:
+        assert jobs.retry(conn, job_id, 1) is JobState.FAILED
     job = get(db, job_id)
     assert (job.state, job.attempt, job.max_attempts) == (JobState.QUEUED, 1, 3)
     assert job.exit_code is None and job.error is None and job.finished_at is None
@@ -572,7 +574,7 @@ def test_retry_of_a_finished_job(db: Database) -> None:
     assert [r.outcome for r in attempt_rows(db, job_id)] == ["failed", "succeeded"]
 
     queued = submit(db)
-    with db.write() as connection:
-        assert jobs.retry(connection, queued) is JobState.QUEUED  # not finished: unchanged
-        assert jobs.retry(connection, 987654) is None
+    with db.write() as conn:
+        assert jobs.retry(conn, queued) is JobState.QUEUED  # not finished: unchanged
+        assert jobs.retry(conn, 987654) is None
     assert get(db, queued).attempt == 0 and get(db, queued).max_attempts == 1

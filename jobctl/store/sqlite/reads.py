@@ -70,6 +70,3 @@ NEEDED_BY = """
 SELECT d.job_id, d.condition, j.state
 FROM job_deps d JOIN jobs j ON j.id = d.job_id
 WHERE d.depends_on = :job_id ORDER BY d.job_id"""
-
-# TRANSITIONAL (store.reads.in_, for statements still rewritten from `:name`): a JSON list.
-LEGACY_IN = "{column} IN (SELECT value FROM json_each(:{name}))"
