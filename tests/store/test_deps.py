@@ -14,59 +14,52 @@ from jobctl.errors import NotFound
 from jobctl.models import Delivery, JobSpec, JobState
 from jobctl.store import jobs, queue, reads, workflows
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn, DirectDatabase
-from jobctl.store.engine import Database
+from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import Outcome
+from jobctl.store.url import parse
 from jobctl.workflow import load
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url, pool_size=4)
-    database.ensure_schema()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def direct(db: Database) -> Iterator[DirectDatabase]:
-    """The same database on the driver road, in production's transaction modes (workflows)."""
-    database = db.direct()
+def db(db_url: str) -> Iterator[DirectDatabase]:
+    """The database on the production road: the worker's hot path in `turn()`s, submits,
+    cancels, rescues and workflows in `write()`s, reads in `read()`s."""
+    database = DirectDatabase(parse(db_url))
     yield database
     database.close()
 
 
-def register(db: Database) -> int:
-    with db.write() as connection:
-        return worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
+def register(db: DirectDatabase) -> int:
+    with db.write() as conn:
+        return worker_rows.register(conn, name="w", hostname="h", pid=1,
                                     queues=["default"], concurrency=4, version="test")
 
 
-def submit(db: Database, **fields: Any) -> int:
+def submit(db: DirectDatabase, **fields: Any) -> int:
     fields.setdefault("argv", ["true"])
-    with db.write() as connection:
-        return jobs.submit(connection, JobSpec(**fields))[0]
+    with db.write() as conn:
+        return jobs.submit(conn, JobSpec(**fields))[0]
 
 
-def state(db: Database, job_id: int) -> tuple[JobState, str | None]:
-    with db.read() as connection:
-        job = reads.get(Conn.of(connection), job_id)
+def state(db: DirectDatabase, job_id: int) -> tuple[JobState, str | None]:
+    with db.read() as conn:
+        job = reads.get(conn, job_id)
     assert job is not None
     return job.state, job.error
 
 
-def run(db: Database, worker: int, outcome: JobState = JobState.SUCCEEDED) -> list[int]:
+def run(db: DirectDatabase, worker: int, outcome: JobState = JobState.SUCCEEDED) -> list[int]:
     """Claim everything due and end each with `outcome` (through complete_and_claim)."""
-    with db.write() as connection:
-        claimed = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 100, 60.0))
+    with db.turn() as conn:
+        claimed = queue.claim(conn, worker, queue.Claim(["default"], 100, 60.0))
     outcomes = [Outcome(c.id, c.attempt, outcome, outcome.value,
                         0 if outcome is JobState.SUCCEEDED else 1, None, None) for c in claimed]
-    with db.write() as connection:
-        queue.complete(Conn.of(connection), worker, outcomes)
+    with db.turn() as conn:
+        queue.complete(conn, worker, outcomes)
     return [c.id for c in claimed]
 
 
-def test_a_dependent_waits_then_is_queued_by_the_completion(db: Database) -> None:
+def test_a_dependent_waits_then_is_queued_by_the_completion(db: DirectDatabase) -> None:
     worker = register(db)
     a = submit(db)
     b = submit(db)
@@ -77,13 +70,13 @@ def test_a_dependent_waits_then_is_queued_by_the_completion(db: Database) -> Non
     assert run(db, worker) == [c]
 
 
-def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
+def test_the_claim_says_whether_anyone_waits_on_the_job(db: DirectDatabase) -> None:
     worker = register(db)
     a = submit(db)
     b = submit(db)
     submit(db, after=(a,))
-    with db.write() as connection:
-        claimed = {job.id: job for job in queue.claim(Conn.of(connection), worker,
+    with db.turn() as conn:
+        claimed = {job.id: job for job in queue.claim(conn, worker,
                                                       queue.Claim(["default"], 10, 60.0))}
     assert set(claimed) == {a, b}
     assert claimed[a].has_dependents
@@ -92,43 +85,40 @@ def test_the_claim_says_whether_anyone_waits_on_the_job(db: Database) -> None:
 
 
 def test_a_dependent_added_while_its_dependency_runs_is_released_by_the_completion(
-        db: Database) -> None:
+        db: DirectDatabase) -> None:
     """`a` had no dependents when claimed, so the worker completes it with the plain statement;
     `b`, submitted --after it meanwhile, is still queued by that completion and claimed in the
     same turn."""
     worker = register(db)
     a = submit(db)
-    with db.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 60.0))
+    with db.turn() as conn:
+        [claimed] = queue.claim(conn, worker, queue.Claim(["default"], 10, 60.0))
     b = submit(db, after=(a,))
     assert state(db, b)[0] is JobState.WAITING
     ended = Outcome(a, 1, JobState.SUCCEEDED, "succeeded", 0, None, None,
                     has_dependents=claimed.has_dependents)
     # The worker's own turn: autocommitted statements on PostgreSQL (so `now()` moves on
     # between them), a transaction per turn on SQLite.
-    direct = db.direct()
-    try:
-        with direct.turn() as conn:
-            applied, next_jobs = queue.complete_and_claim(
-                conn, worker, [ended], queue.Claim(["default"], 10, 60.0))
-    finally:
-        direct.close()
+    with db.turn() as conn:
+        applied, next_jobs = queue.complete_and_claim(
+            conn, worker, [ended], queue.Claim(["default"], 10, 60.0))
     assert applied == {a}
     assert [job.id for job in next_jobs] == [b]
 
 
-def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Database) -> None:
+def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(
+        db: DirectDatabase) -> None:
     worker = register(db)
     a = submit(db)
     b = submit(db, after=(a,))
     c = submit(db, after=(b,))
     d = submit(db, after_any=(b,))
     sibling = submit(db)
-    with db.write() as connection:
-        [job] = [j for j in queue.claim(Conn.of(connection), worker,
+    with db.turn() as conn:
+        [job] = [j for j in queue.claim(conn, worker,
                                         queue.Claim(["default"], 100, 60.0)) if j.id == a]
-    with db.write() as connection:
-        queue.complete(Conn.of(connection), worker,
+    with db.turn() as conn:
+        queue.complete(conn, worker,
                        [Outcome(a, 1, JobState.FAILED, "failed", 3, None, None)])
     assert state(db, b) == (JobState.FAILED, f"dependency {a} failed")
     assert state(db, c) == (JobState.FAILED, f"dependency {a} failed")
@@ -137,45 +127,45 @@ def test_a_failure_ends_ok_dependents_transitively_but_not_after_any_ones(db: Da
     assert job.id == a
 
 
-def test_cancel_cancels_what_waits_on_it(db: Database) -> None:
+def test_cancel_cancels_what_waits_on_it(db: DirectDatabase) -> None:
     a = submit(db, run_in_s=3600.0)
     b = submit(db, after=(a,))
     c = submit(db, after=(b,))
     d = submit(db, after_any=(a,))
     e = submit(db, after_any=(c,))  # released by what the cancel ended on the way
-    with db.write() as connection:
-        jobs.cancel(connection, a)
+    with db.write() as conn:
+        jobs.cancel(conn, a)
     assert state(db, b) == (JobState.CANCELLED, f"dependency {a} cancelled")
     assert state(db, c) == (JobState.CANCELLED, f"dependency {a} cancelled")
     assert state(db, d)[0] is JobState.QUEUED
     assert state(db, e)[0] is JobState.QUEUED
 
 
-def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: Database) -> None:
+def test_a_lost_at_most_once_dependency_fails_its_dependents_in_rescue(db: DirectDatabase) -> None:
     worker = register(db)
     a = submit(db, delivery=Delivery.AT_MOST_ONCE)
     b = submit(db, after=(a,))
-    with db.write() as connection:
-        queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 0.01))
+    with db.turn() as conn:
+        queue.claim(conn, worker, queue.Claim(["default"], 10, 0.01))
     import time
 
     time.sleep(0.05)
-    with db.write() as connection:
-        queue.rescue(Conn.of(connection))
+    with db.write() as conn:
+        queue.rescue(conn)
     assert state(db, a)[0] is JobState.LOST
     assert state(db, b) == (JobState.FAILED, f"dependency {a} lost")
 
 
-def test_unknown_dependency_is_not_found_and_writes_nothing(db: Database) -> None:
+def test_unknown_dependency_is_not_found_and_writes_nothing(db: DirectDatabase) -> None:
     a = submit(db)
-    with pytest.raises(NotFound, match="999"), db.write() as connection:
-        jobs.submit_many(connection, [JobSpec(argv=["true"]), JobSpec(argv=["true"],
-                                                                     after=(a, 999))])
-    with db.read() as connection:
-        assert [j.id for j in reads.list_jobs(Conn.of(connection))] == [a]
+    with pytest.raises(NotFound, match="999"), db.write() as conn:
+        jobs.submit_many(conn, [JobSpec(argv=["true"]), JobSpec(argv=["true"],
+                                                               after=(a, 999))])
+    with db.read() as conn:
+        assert [j.id for j in reads.list_jobs(conn)] == [a]
 
 
-def test_after_an_already_failed_job_ends_at_once(db: Database) -> None:
+def test_after_an_already_failed_job_ends_at_once(db: DirectDatabase) -> None:
     worker = register(db)
     a = submit(db)
     run(db, worker, JobState.FAILED)
@@ -185,30 +175,27 @@ def test_after_an_already_failed_job_ends_at_once(db: Database) -> None:
     assert state(db, c)[0] is JobState.QUEUED
 
 
-def test_status_shows_both_directions(db: Database) -> None:
+def test_status_shows_both_directions(db: DirectDatabase) -> None:
     a = submit(db)
     b = submit(db, after=(a,))
     c = submit(db, after_any=(b,))
-    with db.read() as connection:
-        assert [(d.job_id, d.condition.value) for d in reads.waits_for(Conn.of(connection), c)] == \
+    with db.read() as conn:
+        assert [(d.job_id, d.condition.value) for d in reads.waits_for(conn, c)] == \
             [(b, "any")]
-        assert [d.job_id for d in reads.needed_by(Conn.of(connection), a)] == [b]
-        assert [d.job_id for d in reads.needed_by(Conn.of(connection), b)] == [c]
+        assert [d.job_id for d in reads.needed_by(conn, a)] == [b]
+        assert [d.job_id for d in reads.needed_by(conn, b)] == [c]
 
 
-def test_the_sweep_releases_a_job_whose_dependencies_ended_unnoticed(db: Database) -> None:
+def test_the_sweep_releases_a_job_whose_dependencies_ended_unnoticed(db: DirectDatabase) -> None:
     """What two concurrent PostgreSQL completions can leave behind: a waiting job whose every
     dependency succeeded. The rescuer's sweep queues it."""
     a = submit(db)
     b = submit(db, after=(a,))
-    with db.write() as connection:
-        from jobctl.store.schema import jobs as jobs_table
-
-        connection.execute(jobs_table.update().where(jobs_table.c.id == a)
-                           .values(state="succeeded"))
+    with db.write() as conn:  # no parameter, so no backend's parameter style
+        conn.execute(f"UPDATE jobs SET state = 'succeeded' WHERE id = {int(a)}")
     assert state(db, b)[0] is JobState.WAITING
-    with db.write() as connection:
-        queue.rescue(Conn.of(connection))
+    with db.write() as conn:
+        queue.rescue(conn)
     assert state(db, b)[0] is JobState.QUEUED
 
 
@@ -233,13 +220,13 @@ needs_any = ["c"]
 """
 
 
-def test_workflow_start_fail_and_retry(db: Database, direct: DirectDatabase) -> None:
+def test_workflow_start_fail_and_retry(db: DirectDatabase) -> None:
     worker = register(db)
-    with direct.write() as connection:
-        wid = workflows.start(connection, load(DIAMOND, "d.toml"), {"day": "mon"})
+    with db.write() as conn:
+        wid = workflows.start(conn, load(DIAMOND, "d.toml"), {"day": "mon"})
     assert wid is not None
-    with direct.read() as connection:
-        wf = workflows.get(connection, wid)
+    with db.read() as conn:
+        wf = workflows.get(conn, wid)
     assert wf is not None
     assert [t.task for t in wf.tasks] == ["a", "b", "c", "d", "e"]
     assert wf.tasks[0].argv == ["/bin/sh", "-c", "echo mon"]
@@ -247,10 +234,10 @@ def test_workflow_start_fail_and_retry(db: Database, direct: DirectDatabase) -> 
     assert [t.state for t in wf.tasks] == [JobState.QUEUED] + [JobState.WAITING] * 4
     ids = {t.task: t.id for t in wf.tasks}
     run(db, worker)  # a
-    with db.write() as connection:
-        claimed = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 10, 60.0))
+    with db.turn() as conn:
+        claimed = queue.claim(conn, worker, queue.Claim(["default"], 10, 60.0))
         by_id = {c.id: c for c in claimed}
-        queue.complete(Conn.of(connection), worker, [
+        queue.complete(conn, worker, [
             Outcome(ids["b"], by_id[ids["b"]].attempt, JobState.SUCCEEDED, "succeeded", 0, None,
                     None),
             Outcome(ids["c"], by_id[ids["c"]].attempt, JobState.FAILED, "failed", 1, None, None),
@@ -258,35 +245,35 @@ def test_workflow_start_fail_and_retry(db: Database, direct: DirectDatabase) -> 
     assert state(db, ids["d"]) == (JobState.FAILED, f"dependency {ids['c']} failed")
     assert state(db, ids["e"])[0] is JobState.QUEUED
     run(db, worker)  # e
-    with direct.read() as connection:
-        assert workflows.get(connection, wid).state.value == "failed"  # type: ignore[union-attr]
-    with direct.write() as connection:
-        again = workflows.retry(connection, wid)
+    with db.read() as conn:
+        assert workflows.get(conn, wid).state.value == "failed"  # type: ignore[union-attr]
+    with db.write() as conn:
+        again = workflows.retry(conn, wid)
     assert sorted(again) == sorted([ids["c"], ids["d"]])
     assert state(db, ids["c"])[0] is JobState.QUEUED
     assert state(db, ids["d"])[0] is JobState.WAITING
     assert run(db, worker) == [ids["c"]]
     assert run(db, worker) == [ids["d"]]
-    with direct.read() as connection:
-        wf = workflows.get(connection, wid)
+    with db.read() as conn:
+        wf = workflows.get(conn, wid)
     assert wf is not None and wf.state.value == "succeeded"
     assert {t.task: t.attempt for t in wf.tasks} == {"a": 1, "b": 1, "c": 2, "d": 1, "e": 1}
 
 
-def test_workflow_cancel_and_schedule_uniqueness(direct: DirectDatabase) -> None:
+def test_workflow_cancel_and_schedule_uniqueness(db: DirectDatabase) -> None:
     from datetime import UTC, datetime
 
     definition = load(DIAMOND, "d.toml")
     fire = datetime(2024, 1, 1, tzinfo=UTC)
-    with direct.write() as connection:
-        wid = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
-        again = workflows.start(connection, definition, {}, schedule_id=7, fire_time=fire)
+    with db.write() as conn:
+        wid = workflows.start(conn, definition, {}, schedule_id=7, fire_time=fire)
+        again = workflows.start(conn, definition, {}, schedule_id=7, fire_time=fire)
     assert wid is not None and again is None
-    with direct.write() as connection:
-        cancelled = workflows.cancel(connection, wid)
+    with db.write() as conn:
+        cancelled = workflows.cancel(conn, wid)
     assert len(cancelled) == 5
-    with direct.read() as connection:
-        wf = workflows.get(connection, wid)
+    with db.read() as conn:
+        wf = workflows.get(conn, wid)
     assert wf is not None
     assert {t.state for t in wf.tasks} == {JobState.CANCELLED}
     assert wf.state.value == "cancelled"
