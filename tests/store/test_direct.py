@@ -1,22 +1,20 @@
 """The database through its driver alone (jobctl.store.direct): URLs, schema checks, errors, and
-the reads and inserts written on it, on both backends, against what SQLAlchemy's side sees."""
+the reads and inserts written on it, on both backends."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from jobctl.client import Client
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput, SchemaOutOfDate
 from jobctl.models import JobSpec, JobState
-from jobctl.store import SCHEMA_REVISION, reads, schema, sqlite, submit
-from jobctl.store.direct import Conn, DirectDatabase, locate
+from jobctl.store import SCHEMA_REVISION, reads, sqlite, submit
+from jobctl.store.direct import DirectDatabase, locate
 from jobctl.store.engine import Database
 from jobctl.store.url import Location, parse
 
@@ -77,28 +75,20 @@ def test_statements_reach_the_driver_unchanged(db_url: str) -> None:
 # --- opening: schema and errors -------------------------------------------------------------------
 
 
-@pytest.fixture
-def migrated(db_url: str) -> Iterator[str]:
-    database = Database(db_url)
-    database.ensure_schema()
-    database.dispose()
-    yield db_url
-
-
 def test_a_missing_or_empty_database_is_left_to_the_migrations(db_url_empty: str,
                                                                 tmp_path: Path) -> None:
     assert DirectDatabase.open(db_url_empty) is None  # SQLite: no file; PostgreSQL: no tables
     assert not Path(tmp_path / "jobctl.db").exists()  # and it created nothing
 
 
-def test_a_database_at_another_revision_must_be_upgraded(migrated: str) -> None:
-    database = Database(migrated)
-    with database.write() as connection:
-        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
-    database.dispose()
+def test_a_database_at_another_revision_must_be_upgraded(db_url: str) -> None:
+    database = DirectDatabase(parse(db_url))
+    with database.write() as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    database.close()
     with pytest.raises(SchemaOutOfDate, match="revision 0001, this jobctl needs "
                        f"{SCHEMA_REVISION}: run `jobctl db upgrade`"):
-        DirectDatabase.open(migrated)
+        DirectDatabase.open(db_url)
 
 
 def test_an_unreachable_server_is_one_line_without_the_password() -> None:
@@ -116,8 +106,8 @@ def test_a_file_that_is_no_database_is_one_line(tmp_path: Path) -> None:
         DirectDatabase.open(f"sqlite:///{path}")
 
 
-def test_a_failed_transaction_rolls_back_and_the_next_one_works(migrated: str) -> None:
-    database = DirectDatabase.open(migrated)
+def test_a_failed_transaction_rolls_back_and_the_next_one_works(db_url: str) -> None:
+    database = DirectDatabase.open(db_url)
     assert database is not None
     with pytest.raises(ZeroDivisionError), database.write() as conn:
         submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
@@ -127,10 +117,10 @@ def test_a_failed_transaction_rolls_back_and_the_next_one_works(migrated: str) -
     database.close()
 
 
-# --- inserts and reads, checked against SQLAlchemy's view -------------------------------------
+# --- inserts and reads -------------------------------------------------------------------------
 
 
-def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) -> None:
+def test_bulk_insert_returns_ids_in_order_and_stores_every_field(db_url: str) -> None:
     later = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     specs = [
         JobSpec(argv=["echo", "é", "two words"], name="first", queue="q", priority=5,
@@ -141,18 +131,16 @@ def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) 
         JobSpec(argv=["printf", "a\\b\r\n\t\\N"], name="tab\there", cwd="C:\\x",
                 labels={"k\n": "v\\"}, run_at=datetime(2031, 5, 6, 7, 8, 9)),
     ]
-    database = DirectDatabase.open(migrated)
+    database = DirectDatabase.open(db_url)
     assert database is not None
     with database.write() as conn:
         ids = submit.insert_many(conn, specs, states=[JobState.QUEUED] * 4)
-    database.close()
     assert ids == sorted(ids) and len(set(ids)) == 4
 
-    # SQLAlchemy's side, with its own column types, reads back what the driver wrote
-    database_sa = Database(migrated)
-    with database_sa.read() as connection:
-        rows = {row.id: row for row in connection.execute(sa.select(schema.jobs))}
-    database_sa.dispose()
+    # read back in another transaction, as every command reads
+    with database.read() as conn:
+        rows = reads.get_many(conn, ids)
+    database.close()
     first, second, third, fourth = (rows[job_id] for job_id in ids)
     assert (first.argv, first.name, first.queue, first.priority, first.env, first.labels,
             first.timeout_s, first.max_attempts, first.backoff_s, first.cwd) == (
@@ -160,15 +148,15 @@ def test_bulk_insert_returns_ids_in_order_and_stores_every_field(migrated: str) 
         "/tmp")
     assert second.argv == ["sh", "-c", "echo\t'tab'\\n"] and second.run_at == later
     assert timedelta(minutes=59) < third.run_at - third.created_at < timedelta(minutes=61)
-    assert first.state == "queued" and first.created_at.tzinfo is not None
+    assert first.state is JobState.QUEUED and first.created_at.tzinfo is not None
     # what COPY's text format escapes comes back as it was given; a time without zone is UTC
     assert (fourth.argv, fourth.name, fourth.cwd, fourth.labels, fourth.run_at) == (
         ["printf", "a\\b\r\n\t\\N"], "tab\there", "C:\\x", {"k\n": "v\\"},
         datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
 
 
-def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(migrated: str) -> None:
-    client = Client(migrated)
+def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(db_url: str) -> None:
+    client = Client(db_url)
     a = client.submit(JobSpec(argv=["true"], name="backup-db", queue="ops",
                               labels={'we"ird.key': "x"})).id
     b = client.submit(JobSpec(argv=["true"], name="backup_files", queue="ops")).id
@@ -191,14 +179,13 @@ def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(migrated: str)
     assert ids(limit=1) == [c]
 
 
-def test_reads_and_inserts_also_run_inside_a_sqlalchemy_transaction(migrated: str) -> None:
-    database = Database(migrated)
-    with database.write() as connection:
-        [job_id] = submit.insert_many(Conn.of(connection), [JobSpec(argv=["true"])],
-                                      states=[JobState.QUEUED])
+def test_reads_inside_a_write_transaction_see_its_inserts(db_url: str) -> None:
+    database = DirectDatabase(parse(db_url))
+    with database.write() as conn:
+        [job_id] = submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
         # the same transaction sees it
-        assert [job.id for job in reads.list_jobs(Conn.of(connection))] == [job_id]
-    database.dispose()
+        assert [job.id for job in reads.list_jobs(conn)] == [job_id]
+    database.close()
 
 
 def test_the_client_creates_an_empty_database_then_takes_the_direct_road(db_url_empty: str
@@ -209,12 +196,11 @@ def test_the_client_creates_an_empty_database_then_takes_the_direct_road(db_url_
     assert client.get(job_id).argv == ["true"]
 
 
-def test_sqlite_ids_stay_consecutive_beside_a_concurrent_writer(tmp_path: Path) -> None:
+def test_sqlite_ids_stay_consecutive_beside_a_concurrent_writer(sqlite_url: str,
+                                                                 tmp_path: Path) -> None:
     """Bulk inserts derive their ids from last_insert_rowid(); a second connection writing at
     the same time must wait for the write lock rather than interleave ids."""
-    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
-    Database(url).ensure_schema()
-    database = DirectDatabase.open(url)
+    database = DirectDatabase.open(sqlite_url)
     assert database is not None
     with database.write() as conn:
         ids = submit.insert_many(conn, [JobSpec(argv=["true"])] * 3, states=[JobState.QUEUED] * 3)
@@ -230,10 +216,10 @@ def test_sqlite_ids_stay_consecutive_beside_a_concurrent_writer(tmp_path: Path) 
 # --- connections: one per thread, the worker's turns, losing the database -------------------------
 
 
-def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(migrated: str) -> None:
+def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(db_url: str) -> None:
     """The worker's heartbeat thread renews leases on a clone while the main thread is inside a
     turn: it must neither wait for the main thread's lock nor touch its connection."""
-    database = DirectDatabase.open(migrated)
+    database = DirectDatabase.open(db_url)
     assert database is not None
     clone = database.clone()
     seen: list[object] = []
@@ -258,9 +244,6 @@ def test_a_clone_works_in_another_thread_on_a_connection_of_its_own(migrated: st
 
 
 def test_a_turn_autocommits_each_statement_on_postgresql(pg_url: str) -> None:
-    database = Database(pg_url)
-    database.ensure_schema()
-    database.dispose()
     direct = DirectDatabase.open(pg_url)
     assert direct is not None
     other = direct.clone()
@@ -272,10 +255,8 @@ def test_a_turn_autocommits_each_statement_on_postgresql(pg_url: str) -> None:
     other.close()
 
 
-def test_a_turn_is_one_transaction_on_sqlite(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
-    Database(url).ensure_schema()
-    direct = DirectDatabase.open(url)
+def test_a_turn_is_one_transaction_on_sqlite(sqlite_url: str) -> None:
+    direct = DirectDatabase.open(sqlite_url)
     assert direct is not None
     with pytest.raises(ZeroDivisionError), direct.turn() as conn:
         submit.insert_many(conn, [JobSpec(argv=["true"])], states=[JobState.QUEUED])
@@ -286,9 +267,6 @@ def test_a_turn_is_one_transaction_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url: str) -> None:
-    database = Database(pg_url)
-    database.ensure_schema()
-    database.dispose()
     direct = DirectDatabase.open(pg_url)
     assert direct is not None
     with direct.read() as conn:
@@ -312,14 +290,12 @@ def test_a_lost_server_connection_is_one_line_and_the_next_use_reconnects(pg_url
 
 
 def test_a_locked_sqlite_file_is_waited_for_and_then_database_locked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lock held elsewhere is waited for (see test_sqlite_locks.py), up to the overall bound:
     then DatabaseLocked (exit 4, the worker retries later); the connection is kept."""
     monkeypatch.setattr(sqlite, "LOCK_WAIT_S", 0.2)
-    url = f"sqlite:///{tmp_path / 'jobctl.db'}"
-    Database(url).ensure_schema()
-    holder = DirectDatabase.open(url)
-    waiter = DirectDatabase.open(url)
+    holder = DirectDatabase.open(sqlite_url)
+    waiter = DirectDatabase.open(sqlite_url)
     assert holder is not None and waiter is not None
     with waiter.read() as conn:
         conn.execute("PRAGMA busy_timeout = 10")
