@@ -8,55 +8,43 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from jobctl.client import Client
 from jobctl.errors import InvalidInput, NotFound
 from jobctl.models import JobSpec, JobState, Misfire, Overlap, ScheduleDefinition
-from jobctl.store import schedules
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
-from jobctl.store.schema import jobs
-from jobctl.store.schema import schedules as schedule_rows
+from jobctl.store import reads, schedules, workflows
+from jobctl.store.direct import Conn, DirectDatabase
+from jobctl.store.url import parse
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url, pool_size=4)
-    database.ensure_schema()
+def db(db_url: str) -> Iterator[DirectDatabase]:
+    """The database on the production road: the scheduler's work in `write()`s, reads in
+    `read()`s."""
+    database = DirectDatabase(parse(db_url))
     yield database
-    database.dispose()
+    database.close()
 
 
 @pytest.fixture
-def client(db: Database) -> Client:
-    return Client(database=db)
+def client(db_url: str) -> Client:
+    return Client(db_url)
 
 
 @contextmanager
-def writing(db: Database) -> Iterator[Conn]:
-    """A write transaction on the driver road, as the scheduler and the client run the store's
-    functions (SQLite: BEGIN IMMEDIATE), on a connection of its own."""
-    direct = db.direct()
+def writing(db: DirectDatabase) -> Iterator[Conn]:
+    """A write transaction as a scheduler runs it (SQLite: BEGIN IMMEDIATE), on a connection of
+    its own: another scheduler."""
+    scheduler = db.clone()
     try:
-        with direct.write() as conn:
+        with scheduler.write() as conn:
             yield conn
     finally:
-        direct.close()
+        scheduler.close()
 
 
-@contextmanager
-def reading(db: Database) -> Iterator[Conn]:
-    direct = db.direct()
-    try:
-        with direct.read() as conn:
-            yield conn
-    finally:
-        direct.close()
-
-
-def db_now(db: Database) -> datetime:
-    with reading(db) as conn:
+def db_now(db: DirectDatabase) -> datetime:
+    with db.read() as conn:
         return schedules.now(conn)
 
 
@@ -67,25 +55,26 @@ def add(client: Client, name: str = "s", **fields: object) -> int:
     return client.add_schedule(definition).id
 
 
-def set_next_fire(db: Database, name: str, moment: datetime) -> None:
-    """As if no scheduler had run since `moment`."""
-    with db.write() as connection:
-        connection.execute(sa.update(schedule_rows)
-                           .where(schedule_rows.c.name == name)
-                           .values(next_fire_at=moment))
+def set_next_fire(db: DirectDatabase, name: str, moment: datetime) -> None:
+    """As if no scheduler had run since `moment` (the scheduler's own conditional advance)."""
+    with db.write() as conn:
+        schedule = schedules.get(conn, name)
+        assert schedule is not None and schedule.next_fire_at is not None
+        conn.backend.sql_schedules.advance(conn, [schedules.Advance(
+            schedule.id, schedule.next_fire_at, moment, schedule.last_fire_at)])
 
 
-def fire(db: Database, **kwargs: object) -> schedules.Fired:
+def fire(db: DirectDatabase, **kwargs: object) -> schedules.Fired:
     with writing(db) as conn:
         return schedules.fire_due(conn, **kwargs)  # type: ignore[arg-type]
 
 
-def runs(db: Database, schedule_id: int) -> list[tuple[datetime, str, str | None]]:
-    with db.read() as connection:
-        rows = connection.execute(
-            sa.select(jobs.c.fire_time, jobs.c.state, jobs.c.error)
-            .where(jobs.c.schedule_id == schedule_id).order_by(jobs.c.id))
-        return [(row.fire_time, row.state, row.error) for row in rows]
+def runs(db: DirectDatabase, schedule_id: int) -> list[tuple[datetime, str, str | None]]:
+    """(fire time, state, error) of the schedule's jobs, in the order they were made."""
+    with db.read() as conn:
+        found = schedules.recent_runs(conn, schedule_id, limit=100_000)
+    return [(run.fire_time, run.state.value, run.error)
+            for run in sorted(found, key=lambda run: run.job_id)]
 
 
 def whole_second(moment: datetime) -> datetime:
@@ -95,17 +84,17 @@ def whole_second(moment: datetime) -> datetime:
 # --- firing -------------------------------------------------------------------------------------
 
 
-def test_a_new_schedule_waits_for_its_first_fire_time(db: Database, client: Client) -> None:
+def test_a_new_schedule_waits_for_its_first_fire_time(db: DirectDatabase, client: Client) -> None:
     add(client, every_s=3600.0)
     assert fire(db).schedules == 0
-    with reading(db) as conn:
+    with db.read() as conn:
         due_in = schedules.seconds_until_next_due(conn)
     assert due_in is not None and 3000 < due_in <= 3600
 
 
 @pytest.mark.parametrize(("policy", "expected"), [(Misfire.SKIP, 0), (Misfire.ONCE, 1),
                                                   (Misfire.ALL, 6)])
-def test_misfire_policies_after_downtime(db: Database, client: Client, policy: Misfire,
+def test_misfire_policies_after_downtime(db: DirectDatabase, client: Client, policy: Misfire,
                                          expected: int) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=55)
     schedule_id = add(client, every_s=10.0, start_at=start, misfire=policy)
@@ -121,7 +110,7 @@ def test_misfire_policies_after_downtime(db: Database, client: Client, policy: M
     assert client.schedule("s").next_fire_at == start + timedelta(seconds=60)
 
 
-def test_misfire_all_is_capped_to_the_latest(db: Database, client: Client) -> None:
+def test_misfire_all_is_capped_to_the_latest(db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=100)
     schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
                       overlap=Overlap.ALLOW)
@@ -132,8 +121,8 @@ def test_misfire_all_is_capped_to_the_latest(db: Database, client: Client) -> No
     assert times[-1] >= start + timedelta(seconds=99)
 
 
-def test_an_on_time_occurrence_fires_whatever_the_misfire_policy(db: Database,
-                                                                 client: Client) -> None:
+def test_an_on_time_occurrence_fires_whatever_the_misfire_policy(
+        db: DirectDatabase, client: Client) -> None:
     now = db_now(db)
     start = whole_second(now) - timedelta(seconds=20)
     schedule_id = add(client, every_s=20.0, start_at=start, misfire=Misfire.SKIP)
@@ -142,7 +131,7 @@ def test_an_on_time_occurrence_fires_whatever_the_misfire_policy(db: Database,
     assert [t for t, _, _ in runs(db, schedule_id)] == [start + timedelta(seconds=20)]
 
 
-def test_firing_twice_never_duplicates_an_occurrence(db: Database, client: Client) -> None:
+def test_firing_twice_never_duplicates_an_occurrence(db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=5)
     schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
                       overlap=Overlap.ALLOW)
@@ -157,7 +146,8 @@ def test_firing_twice_never_duplicates_an_occurrence(db: Database, client: Clien
     assert len({t for t, _, _ in again}) == len(again)
 
 
-def test_jobs_carry_schedule_fire_time_name_and_template(db: Database, client: Client) -> None:
+def test_jobs_carry_schedule_fire_time_name_and_template(
+        db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=1)
     definition = ScheduleDefinition(
         name="backup", every_s=60.0, start_at=start,
@@ -174,7 +164,7 @@ def test_jobs_carry_schedule_fire_time_name_and_template(db: Database, client: C
 
 
 def test_paused_schedules_do_not_fire_and_resume_under_their_misfire_policy(
-        db: Database, client: Client) -> None:
+        db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=30)
     schedule_id = add(client, every_s=10.0, start_at=start, misfire=Misfire.ONCE)
     set_next_fire(db, "s", start)
@@ -188,7 +178,7 @@ def test_paused_schedules_do_not_fire_and_resume_under_their_misfire_policy(
 # --- overlap ------------------------------------------------------------------------------------
 
 
-def _overlap_case(db: Database, client: Client, overlap: Overlap) -> tuple[int, int]:
+def _overlap_case(db: DirectDatabase, client: Client, overlap: Overlap) -> tuple[int, int]:
     """A schedule with one queued run, then its next occurrence fires. Returns (schedule id,
     the first run's job id)."""
     start = whole_second(db_now(db)) - timedelta(seconds=20)
@@ -200,7 +190,7 @@ def _overlap_case(db: Database, client: Client, overlap: Overlap) -> tuple[int, 
     return schedule_id, first
 
 
-def test_overlap_forbid_records_a_skipped_occurrence(db: Database, client: Client) -> None:
+def test_overlap_forbid_records_a_skipped_occurrence(db: DirectDatabase, client: Client) -> None:
     schedule_id, first = _overlap_case(db, client, Overlap.FORBID)
     states = runs(db, schedule_id)
     assert [state for _, state, _ in states] == ["queued", "skipped"]
@@ -208,20 +198,20 @@ def test_overlap_forbid_records_a_skipped_occurrence(db: Database, client: Clien
     assert client.get(first).state is JobState.QUEUED
 
 
-def test_overlap_replace_cancels_the_previous_run(db: Database, client: Client) -> None:
+def test_overlap_replace_cancels_the_previous_run(db: DirectDatabase, client: Client) -> None:
     schedule_id, first = _overlap_case(db, client, Overlap.REPLACE)
     assert client.get(first).state is JobState.CANCELLED
     assert [state for _, state, _ in runs(db, schedule_id)] == ["cancelled", "queued"]
 
 
-def test_overlap_allow_runs_both(db: Database, client: Client) -> None:
+def test_overlap_allow_runs_both(db: DirectDatabase, client: Client) -> None:
     schedule_id, first = _overlap_case(db, client, Overlap.ALLOW)
     assert [state for _, state, _ in runs(db, schedule_id)] == ["queued", "queued"]
     assert client.get(first).state is JobState.QUEUED
 
 
-def test_forbid_with_several_due_times_queues_one_and_skips_the_rest(db: Database,
-                                                                     client: Client) -> None:
+def test_forbid_with_several_due_times_queues_one_and_skips_the_rest(
+        db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=25)
     schedule_id = add(client, every_s=10.0, start_at=start, misfire=Misfire.ALL)
     set_next_fire(db, "s", start)
@@ -232,7 +222,7 @@ def test_forbid_with_several_due_times_queues_one_and_skips_the_rest(db: Databas
 # --- the client around it -----------------------------------------------------------------------
 
 
-def test_add_existing_name_needs_replace(db: Database, client: Client) -> None:
+def test_add_existing_name_needs_replace(db: DirectDatabase, client: Client) -> None:
     add(client, every_s=10.0)
     with pytest.raises(InvalidInput, match="exists already"):
         add(client, every_s=20.0)
@@ -242,7 +232,7 @@ def test_add_existing_name_needs_replace(db: Database, client: Client) -> None:
         "0 * * * *", None, ["false"])
 
 
-def test_edit_recomputes_the_next_fire_time(db: Database, client: Client) -> None:
+def test_edit_recomputes_the_next_fire_time(db: DirectDatabase, client: Client) -> None:
     add(client, every_s=3600.0)
     edited = client.edit_schedule("s", cron="*/5 * * * *", timezone="Asia/Kolkata")
     assert edited.every_s is None and edited.cron == "*/5 * * * *"
@@ -260,7 +250,8 @@ def test_unknown_names_are_not_found(client: Client) -> None:
             call()
 
 
-def test_trigger_runs_once_now_and_remove_keeps_the_jobs(db: Database, client: Client) -> None:
+def test_trigger_runs_once_now_and_remove_keeps_the_jobs(
+        db: DirectDatabase, client: Client) -> None:
     schedule_id = add(client, every_s=3600.0, overlap=Overlap.ALLOW)
     job_id = client.trigger_schedule("s")
     assert client.get(job_id).state is JobState.QUEUED
@@ -274,9 +265,8 @@ def test_trigger_runs_once_now_and_remove_keeps_the_jobs(db: Database, client: C
 
 
 def test_a_locked_schedule_is_skipped_by_another_scheduler(pg_url: str) -> None:
-    db = Database(pg_url, pool_size=4)
-    db.ensure_schema()
-    client = Client(database=db)
+    db = DirectDatabase(parse(pg_url))
+    client = Client(pg_url)
     try:
         start = whole_second(db_now(db)) - timedelta(seconds=3)
         schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
@@ -291,10 +281,10 @@ def test_a_locked_schedule_is_skipped_by_another_scheduler(pg_url: str) -> None:
         times = [t for t, _, _ in runs(db, schedule_id)]
         assert len(times) == len(set(times)) >= 3
     finally:
-        db.dispose()
+        db.close()
 
 
-def test_jitter_delays_the_run_not_the_fire_time(db: Database, client: Client) -> None:
+def test_jitter_delays_the_run_not_the_fire_time(db: DirectDatabase, client: Client) -> None:
     start = whole_second(db_now(db)) - timedelta(seconds=40)
     schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
                       overlap=Overlap.ALLOW, jitter_s=30.0)
@@ -302,9 +292,9 @@ def test_jitter_delays_the_run_not_the_fire_time(db: Database, client: Client) -
     before = db_now(db)
     fire(db)
     after = db_now(db)
-    with db.read() as connection:
-        rows = connection.execute(sa.select(jobs.c.fire_time, jobs.c.run_at)
-                                  .where(jobs.c.schedule_id == schedule_id)).all()
+    with db.read() as conn:
+        rows = [job for job in reads.list_jobs(conn, schedule="s", limit=None)
+                if job.schedule_id == schedule_id]
     # Every second from `start` up to the moment it fired, once: 41 of them, or 42 when the
     # clock passed a whole second between reading `start` and firing (a loaded machine).
     due_before = int((before - start).total_seconds()) + 1
@@ -342,38 +332,30 @@ def add_workflow_schedule(client: Client, overlap: Overlap) -> int:
     return client.add_schedule(definition).id
 
 
-def started_workflows(db: Database, schedule_id: int) -> list[tuple[int, list[tuple[str, str]]]]:
+def started_workflows(db: DirectDatabase,
+                      schedule_id: int) -> list[tuple[int, list[tuple[str, str]]]]:
     """(workflow id, [(task, state)]) for each workflow the schedule started."""
-    from jobctl.store.schema import workflows
-
-    with db.read() as connection:
-        ids = connection.execute(sa.select(workflows.c.id).where(
-            workflows.c.schedule_id == schedule_id).order_by(workflows.c.id)).scalars().all()
-        found = []
-        for workflow_id in ids:
-            tasks = connection.execute(
-                sa.select(jobs.c.task, jobs.c.state).where(jobs.c.workflow_id == workflow_id)
-                .order_by(jobs.c.task)).all()
-            found.append((int(workflow_id), [(row.task, row.state) for row in tasks]))
-        return found
+    with db.read() as conn:
+        found = workflows.list_workflows(conn, limit=None)
+    return [(wf.id, sorted((str(task.task), task.state.value) for task in wf.tasks))
+            for wf in sorted(found, key=lambda wf: wf.id) if wf.schedule_id == schedule_id]
 
 
-def test_a_workflow_schedule_starts_one_workflow_per_occurrence(db: Database,
-                                                                client: Client) -> None:
+def test_a_workflow_schedule_starts_one_workflow_per_occurrence(
+        db: DirectDatabase, client: Client) -> None:
     schedule_id = add_workflow_schedule(client, Overlap.ALLOW)
     set_next_fire(db, "nightly", whole_second(db_now(db)) - timedelta(seconds=1))
     assert fire(db).jobs == 1
     [(workflow_id, tasks)] = started_workflows(db, schedule_id)
     assert tasks == [("dump", "queued"), ("upload", "waiting")]
-    with db.read() as connection:
-        argv = connection.execute(sa.select(jobs.c.argv).where(
-            jobs.c.workflow_id == workflow_id, jobs.c.task == "dump")).scalar_one()
+    with db.read() as conn:
+        workflow = workflows.get(conn, workflow_id)
+        # the workflow's fire time (no parameter, so no backend's parameter style)
+        fire_time = conn.time_not_null(conn.scalar("SELECT fire_time FROM workflows"))
+    assert workflow is not None
+    [argv] = [task.argv for task in workflow.tasks if task.task == "dump"]
     assert argv == ["/bin/sh", "-c", "echo dump mon"]  # --set values stored with it
     # The same fire time again (a racing scheduler): nothing new, no job row for the schedule.
-    from jobctl.store.schema import workflows
-
-    with db.read() as connection:
-        fire_time = connection.execute(sa.select(workflows.c.fire_time)).scalar_one()
     with writing(db) as conn:
         schedule = schedules.get(conn, "nightly")
         assert schedule is not None
@@ -383,8 +365,8 @@ def test_a_workflow_schedule_starts_one_workflow_per_occurrence(db: Database,
     assert runs(db, schedule_id) == []
 
 
-def test_a_workflow_schedule_forbids_overlap_until_every_task_ended(db: Database,
-                                                                    client: Client) -> None:
+def test_a_workflow_schedule_forbids_overlap_until_every_task_ended(
+        db: DirectDatabase, client: Client) -> None:
     schedule_id = add_workflow_schedule(client, Overlap.FORBID)
     first = whole_second(db_now(db)) - timedelta(seconds=20)
     with writing(db) as conn:
@@ -420,9 +402,8 @@ def test_the_scheduler_fires_without_importing_sqlalchemy(sqlite_url: str) -> No
     import subprocess
     import sys
 
-    db = Database(sqlite_url)
-    db.ensure_schema()
-    client = Client(database=db)
+    db = DirectDatabase(parse(sqlite_url))
+    client = Client(sqlite_url)
     try:
         start = whole_second(db_now(db)) - timedelta(seconds=2)
         schedule_id = add(client, every_s=1.0, start_at=start, misfire=Misfire.ALL,
@@ -433,4 +414,4 @@ def test_the_scheduler_fires_without_importing_sqlalchemy(sqlite_url: str) -> No
         assert done.stdout.strip() == "[]", done.stderr
         assert len(runs(db, schedule_id)) >= 3
     finally:
-        db.dispose()
+        db.close()
