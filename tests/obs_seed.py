@@ -6,23 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
-from jobctl.models import JobSpec, JobState
-from jobctl.store import jobs, queue
+from jobctl.models import DepCondition, JobSpec, JobState
+from jobctl.store import deps, jobs, postgres, queue, sqlite
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn, DirectDatabase
-from jobctl.store.engine import Database
+from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import Outcome, OutputChunk
-from jobctl.store.schema import db_now_plus, job_deps
-from jobctl.store.schema import jobs as jobs_table
+from jobctl.store.url import parse
 
 
 @dataclass
 class Seeded:
-    database: Database  # for seeding and looking: SQLAlchemy, as the schema's creator
-    # What the code under test gets: the driver road, in production's transaction modes.
-    direct: DirectDatabase
+    url: str
+    # Seeding, looking and the code under test: the driver road, in production's transaction
+    # modes (the worker's statements in `turn()`s, submits in `write()`s).
+    database: DirectDatabase
     workers: dict[str, int] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
 
@@ -30,71 +27,70 @@ class Seeded:
         return self.ids[name]
 
     def close(self) -> None:
-        self.direct.close()
-        self.database.dispose()
+        self.database.close()
 
 
-def register_worker(database: Database, name: str, queues: list[str], concurrency: int = 2
-                    ) -> int:
-    with database.write() as connection:
-        return worker_rows.register(Conn.of(connection), name=name, hostname=f"host-{name}",
+def now_plus_sql(database: DirectDatabase, seconds: float) -> str:
+    """The database clock plus `seconds`, as SQL text of the database's backend (no
+    parameter: a statement built with it is the same on both)."""
+    now_plus = postgres.now_plus if database.backend.title == "PostgreSQL" else sqlite.now_plus
+    return now_plus(repr(float(seconds)))
+
+
+def register_worker(database: DirectDatabase, name: str, queues: list[str],
+                    concurrency: int = 2) -> int:
+    with database.write() as conn:
+        return worker_rows.register(conn, name=name, hostname=f"host-{name}",
                                     pid=4242, queues=queues, concurrency=concurrency,
                                     version="test")
 
 
-def submit(database: Database, name: str, queue_name: str = "default",
+def submit(database: DirectDatabase, name: str, queue_name: str = "default",
            state: JobState = JobState.QUEUED) -> int:
-    with database.write() as connection:
-        job_id, _ = jobs.submit(connection, JobSpec(argv=["echo", name], name=name,
-                                                    queue=queue_name))
+    with database.write() as conn:
+        job_id, _ = jobs.submit(conn, JobSpec(argv=["echo", name], name=name, queue=queue_name))
         if state is JobState.WAITING:
-            connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job_id)
-                               .values(state=JobState.WAITING.value))
+            conn.execute(f"UPDATE jobs SET state = 'waiting' WHERE id = {int(job_id)}")
     return job_id
 
 
-def run(database: Database, worker: int, queue_name: str, end: JobState | None,
+def run(database: DirectDatabase, worker: int, queue_name: str, end: JobState | None,
         output: bytes = b"") -> int:
     """Claim the next job of `queue_name` with `worker`, write `output`, and end it in `end`
-    (None: leave it running). Returns its id."""
-    with database.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim([queue_name], 1, 300.0))
-    if output:
-        with database.write() as connection:
-            queue.write_output(Conn.of(connection), [
+    (None: leave it running), in the worker's turns. Returns its id."""
+    with database.turn() as conn:
+        [claimed] = queue.claim(conn, worker, queue.Claim([queue_name], 1, 300.0))
+    with database.turn() as conn:
+        if output:
+            queue.write_output(conn, [
                 OutputChunk(claimed.id, 1, "stdout", seq, output[seq::4]) for seq in range(4)])
-    if end is not None:
-        code = 0 if end is JobState.SUCCEEDED else 3
-        with database.write() as connection:
-            assert queue.complete(Conn.of(connection), worker, [Outcome(
+        if end is not None:
+            code = 0 if end is JobState.SUCCEEDED else 3
+            assert queue.complete(conn, worker, [Outcome(
                 job_id=claimed.id, attempt=claimed.attempt, state=end,
                 attempt_outcome=end.value, exit_code=code, signal=None,
                 error=None if code == 0 else "exit code 3")]) == {claimed.id}
     return claimed.id
 
 
-def age(database: Database, job_id: int, days: float) -> None:
+def age(database: DirectDatabase, job_id: int, days: float) -> None:
     """Make a finished job look as if it finished `days` ago."""
-    with database.write() as connection:
-        connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job_id)
-                           .values(finished_at=db_now_plus(-days * 86_400.0)))
+    with database.write() as conn:
+        conn.execute(f"UPDATE jobs SET finished_at = {now_plus_sql(database, -days * 86_400.0)} "
+                     f"WHERE id = {int(job_id)}")
 
 
-def depend(database: Database, job_id: int, depends_on: int) -> None:
-    with database.write() as connection:
-        connection.execute(sa.insert(job_deps).values(job_id=job_id, depends_on=depends_on,
-                                                      condition="ok"))
+def depend(database: DirectDatabase, job_id: int, depends_on: int) -> None:
+    with database.write() as conn:
+        deps.add(conn, [(job_id, depends_on, DepCondition.OK)])
 
 
 def seed(url: str) -> Seeded:
     """Two workers; in `default`: old jobs that succeeded, failed and were cancelled (with output),
     a recent success, a running job, a queued one; an old success that a waiting job depends on,
     and an old failure that only a finished job depends on; in `batch`: a running job."""
-    database = Database(url)
-    database.ensure_schema()
-    direct = DirectDatabase.open(url)
-    assert direct is not None
-    seeded = Seeded(database, direct)
+    database = DirectDatabase(parse(url))
+    seeded = Seeded(url, database)
     seeded.workers["alpha"] = register_worker(database, "alpha", ["default"])
     seeded.workers["beta"] = register_worker(database, "beta", ["batch"])
     alpha, beta = seeded.workers["alpha"], seeded.workers["beta"]
@@ -105,8 +101,8 @@ def seed(url: str) -> Seeded:
         assert run(database, alpha, "default", end, output=f"out {name}\n".encode()) \
             == seeded.ids[name]
     seeded.ids["old-cancelled"] = submit(database, "old-cancelled")
-    with database.write() as connection:
-        jobs.cancel(connection, seeded.ids["old-cancelled"])
+    with database.write() as conn:
+        jobs.cancel(conn, seeded.ids["old-cancelled"])
     seeded.ids["running"] = submit(database, "running")
     assert run(database, alpha, "default", None) == seeded.ids["running"]
     seeded.ids["batch-running"] = submit(database, "batch-running", "batch")

@@ -21,7 +21,7 @@ def seeded(db_url: str) -> Iterator[Seeded]:
 
 
 def test_queue_stats_count_depth_and_the_window(seeded: Seeded) -> None:
-    report = stats.read_queue_stats(seeded.direct, 3600.0)
+    report = stats.read_queue_stats(seeded.database, 3600.0)
     by_queue = {q.queue: q for q in report.queues}
     assert set(by_queue) == {"default", "batch"}
     default = by_queue["default"]
@@ -36,11 +36,11 @@ def test_queue_stats_count_depth_and_the_window(seeded: Seeded) -> None:
     assert (report.total.running, report.total.queued, report.total.waiting) == (2, 1, 1)
 
     # A 60-day window sees the old jobs too: 4 successes, 2 failures (cancelled apart).
-    wide = {q.queue: q for q in stats.read_queue_stats(seeded.direct, 60 * 86_400.0).queues}
+    wide = {q.queue: q for q in stats.read_queue_stats(seeded.database, 60 * 86_400.0).queues}
     assert (wide["default"].succeeded, wide["default"].failed,
             wide["default"].cancelled) == (4, 2, 1)
     assert wide["default"].failure_rate() == pytest.approx(2 / 6)
-    document = stats.read_queue_stats(seeded.direct, 60 * 86_400.0).to_json()
+    document = stats.read_queue_stats(seeded.database, 60 * 86_400.0).to_json()
     [default_json] = [q for q in document["queues"] if q["queue"] == "default"]
     assert default_json["failure_rate"] == pytest.approx(0.3333, abs=1e-4)
     assert document["total"]["running"] == 2
@@ -52,13 +52,13 @@ def test_lost_jobs_count_as_failures(seeded: Seeded) -> None:
     run(seeded.database, worker, "lossy", JobState.LOST)
     submit(seeded.database, "ok-one", "lossy")
     run(seeded.database, worker, "lossy", JobState.SUCCEEDED)
-    [lossy] = [q for q in stats.read_queue_stats(seeded.direct, 3600.0).queues
+    [lossy] = [q for q in stats.read_queue_stats(seeded.database, 3600.0).queues
                if q.queue == "lossy"]
     assert (lossy.succeeded, lossy.failed) == (1, 1) and lossy.failure_rate() == 0.5
 
 
 def test_snapshot_shows_workers_running_jobs_and_recent_failures(seeded: Seeded) -> None:
-    snap = stats.read_snapshot(seeded.direct)
+    snap = stats.read_snapshot(seeded.database)
     assert {w.name for w in snap.workers} == {"alpha", "beta"}
     assert {w.name: w.running_jobs for w in snap.workers} == {"alpha": 1, "beta": 1}
     assert {(r.id, r.worker) for r in snap.running} == {(seeded["running"], "alpha"),
@@ -67,5 +67,5 @@ def test_snapshot_shows_workers_running_jobs_and_recent_failures(seeded: Seeded)
     # Newest failure first.
     assert [f.id for f in snap.failures] == [seeded["needed-by-done"], seeded["old-failed"]]
     age(seeded.database, seeded["old-failed"], 1)
-    newest = stats.read_snapshot(seeded.direct).failures[0]
+    newest = stats.read_snapshot(seeded.database).failures[0]
     assert newest.id == seeded["old-failed"]
