@@ -13,15 +13,12 @@ import pytest
 from jobctl.models import Delivery, Job, JobSpec, JobState, ScheduleDefinition
 from jobctl.store import jobs, names, reads, schedules, submit
 from jobctl.store.direct import DirectDatabase
-from jobctl.store.engine import Database
+from jobctl.store.url import parse
 
 
 @pytest.fixture
 def direct(db_url: str) -> Iterator[DirectDatabase]:
-    migrated = Database(db_url, pool_size=1)
-    migrated.ensure_schema()
-    database = migrated.direct()
-    migrated.dispose()
+    database = DirectDatabase(parse(db_url))
     yield database
     database.close()
 
