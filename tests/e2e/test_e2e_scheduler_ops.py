@@ -8,12 +8,12 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from e2e_support import Jobctl, describe, wait_for
 from metrics_support import free_port, health, sample, scrape
 
-from jobctl.store.engine import Database
-from jobctl.store.schema import jobs
+from jobctl.store import reads
+from jobctl.store.direct import DirectDatabase
+from jobctl.store.url import parse
 
 
 def test_scheduler_metrics_count_occurrences_and_health_is_200(jobctl_sqlite: Jobctl) -> None:
@@ -43,22 +43,21 @@ def test_scheduler_metrics_count_occurrences_and_health_is_200(jobctl_sqlite: Jo
 
 def _age_finished_jobs(url: str, job_ids: list[int], days: int) -> None:
     """As if these jobs had finished `days` days ago (the database clock cannot be wound)."""
-    database = Database(url)
+    database = DirectDatabase(parse(url))
     try:
-        with database.write() as connection:
-            finished = connection.execute(
-                sa.select(jobs.c.finished_at).where(jobs.c.id.in_(job_ids))).scalars().all()
-            assert len(finished) == len(job_ids) and None not in finished
-            stamp = sa.text(
-                "UPDATE jobs SET finished_at = finished_at - interval '1 day' * :days "
-                "WHERE id = ANY(:ids)" if database.backend.title == "PostgreSQL" else
-                "UPDATE jobs SET finished_at = strftime('%Y-%m-%d %H:%M:%f000', finished_at, "
-                "printf('-%d days', :days)) WHERE id IN (SELECT value FROM json_each(:ids))")
-            postgres = database.backend.title == "PostgreSQL"
-            connection.execute(stamp, {"days": days,
-                                       "ids": job_ids if postgres else json.dumps(job_ids)})
+        with database.write() as conn:
+            found = reads.get_many(conn, job_ids)
+            assert sorted(found) == sorted(job_ids)
+            assert all(job.finished_at is not None for job in found.values())
+            # Each backend's own date arithmetic; no parameter, so no parameter style.
+            ids = ", ".join(str(int(job_id)) for job_id in job_ids)
+            conn.execute(
+                f"UPDATE jobs SET finished_at = finished_at - interval '{int(days)} days' "
+                f"WHERE id IN ({ids})" if database.backend.title == "PostgreSQL" else
+                f"UPDATE jobs SET finished_at = strftime('%Y-%m-%d %H:%M:%f000', finished_at, "
+                f"'-{int(days)} days') WHERE id IN ({ids})")
     finally:
-        database.dispose()
+        database.close()
 
 
 def _job_ids(jobctl: Jobctl) -> set[int]:
@@ -89,13 +88,17 @@ def test_retention_deletes_old_finished_jobs_only(jobctl: Jobctl, tmp_path: Path
 
 def _age_finished_jobs_created(url: str, job_id: int) -> None:
     """Make a queued job look ancient too (created long ago): retention still keeps it."""
-    database = Database(url)
+    database = DirectDatabase(parse(url))
     try:
-        with database.write() as connection:
-            connection.execute(sa.update(jobs).where(jobs.c.id == job_id)
-                               .values(created_at=datetime(2001, 1, 1, tzinfo=UTC)))
+        with database.write() as conn:  # a time as each backend stores it
+            ancient = ("'2001-01-01 00:00:00+00'" if database.backend.title == "PostgreSQL"
+                       else "'2001-01-01 00:00:00.000000'")
+            conn.execute(f"UPDATE jobs SET created_at = {ancient} WHERE id = {int(job_id)}")
+        with database.read() as conn:
+            job = reads.get(conn, job_id)
+        assert job is not None and job.created_at == datetime(2001, 1, 1, tzinfo=UTC)
     finally:
-        database.dispose()
+        database.close()
 
 
 def test_a_bad_retention_is_a_one_line_error(jobctl_sqlite: Jobctl) -> None:
