@@ -17,13 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from e2e_support import Jobctl, wait_for
 
 from jobctl.client import Client
-from jobctl.models import JobSpec, Misfire, Overlap, ScheduleDefinition
-from jobctl.store.engine import Database
-from jobctl.store.schema import jobs, schedules
+from jobctl.models import Job, JobSpec, Misfire, Overlap, ScheduleDefinition
+from jobctl.store import reads, schedules
+from jobctl.store.direct import DirectDatabase, open_or_create
 
 
 class Scheduler:
@@ -57,11 +56,10 @@ class Scheduler:
 
 
 @pytest.fixture
-def database(jobctl: Jobctl) -> Iterator[Database]:
-    db = Database(jobctl.database_url, pool_size=2)
-    db.ensure_schema()
+def database(jobctl: Jobctl) -> Iterator[DirectDatabase]:
+    db = open_or_create(jobctl.database_url)
     yield db
-    db.dispose()
+    db.close()
 
 
 def next_whole_second(after_s: float) -> datetime:
@@ -74,19 +72,26 @@ def sleep_until(moment: datetime) -> None:
         time.sleep(remaining)
 
 
-def occurrences(db: Database) -> Counter[tuple[str, datetime]]:
+def all_jobs(db: DirectDatabase) -> list[Job]:
+    """Every job, in the order the schedules made them (by fire time)."""
+    with db.read() as conn:
+        found = reads.list_jobs(conn, limit=None)
+    return sorted(found, key=lambda job: (job.fire_time or job.created_at, job.id))
+
+
+def occurrences(db: DirectDatabase) -> Counter[tuple[str, datetime]]:
     """How many jobs each (schedule name, fire time) has."""
-    with db.read() as connection:
-        rows = connection.execute(
-            sa.select(schedules.c.name, jobs.c.fire_time)
-            .select_from(jobs.join(schedules, schedules.c.id == jobs.c.schedule_id)))
-        return Counter((row.name, row.fire_time) for row in rows)
+    with db.read() as conn:
+        names = {schedule.id: schedule.name for schedule in schedules.list_all(conn)}
+        found = reads.list_jobs(conn, limit=None)
+    return Counter((names[job.schedule_id], job.fire_time) for job in found
+                   if job.schedule_id is not None and job.fire_time is not None)
 
 
 # --- racing schedulers --------------------------------------------------------------------------
 
 
-def _race(jobctl: Jobctl, db: Database, scheduler_count: int, schedule_count: int,
+def _race(jobctl: Jobctl, db: DirectDatabase, scheduler_count: int, schedule_count: int,
           seconds: int) -> None:
     """`scheduler_count` schedulers over `schedule_count` every-second schedules for `seconds`
     fire times each; one scheduler is killed with SIGKILL midway and restarted. Every schedule
@@ -94,7 +99,7 @@ def _race(jobctl: Jobctl, db: Database, scheduler_count: int, schedule_count: in
     # In the future by more than the time it takes to create them and start the schedulers.
     start = next_whole_second(12)
     end = start + timedelta(seconds=seconds - 1)
-    client = Client(database=db)
+    client = Client(jobctl.database_url)
     client.add_schedules([
         ScheduleDefinition(name=f"race-{n:02d}", job=JobSpec(argv=["true"]), every_s=1.0,
                            start_at=start, end_at=end, misfire=Misfire.ALL,
@@ -128,22 +133,20 @@ def _race(jobctl: Jobctl, db: Database, scheduler_count: int, schedule_count: in
 
 def test_three_schedulers_race_with_a_kill9_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     with Jobctl(pg_url, tmp_path) as jobctl:
-        db = Database(pg_url, pool_size=2)
-        db.ensure_schema()
+        db = open_or_create(pg_url)
         try:
             _race(jobctl, db, scheduler_count=3, schedule_count=50, seconds=20)
         finally:
-            db.dispose()
+            db.close()
 
 
 def test_two_schedulers_race_with_a_kill9_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
     with Jobctl(sqlite_url, tmp_path) as jobctl:
-        db = Database(sqlite_url, pool_size=2)
-        db.ensure_schema()
+        db = open_or_create(sqlite_url)
         try:
             _race(jobctl, db, scheduler_count=2, schedule_count=50, seconds=20)
         finally:
-            db.dispose()
+            db.close()
 
 
 # --- misfire --------------------------------------------------------------------------------------
@@ -156,8 +159,8 @@ def test_misfire_after_a_scheduler_was_stopped_across_five_fire_times(
     scheduler.wait_started()
     start = next_whole_second(6)
     end = start + timedelta(seconds=8)  # five fire times: start, +2, +4, +6, +8
-    db = Database(jobctl.database_url)
-    Client(database=db).add_schedules([
+    db = open_or_create(jobctl.database_url)
+    Client(jobctl.database_url).add_schedules([
         ScheduleDefinition(name=f"m-{policy}", job=JobSpec(argv=["true"]), every_s=2.0,
                            start_at=start, end_at=end, misfire=policy, overlap=Overlap.ALLOW)
         for policy in Misfire])
@@ -169,11 +172,9 @@ def test_misfire_after_a_scheduler_was_stopped_across_five_fire_times(
     assert result.returncode == 0, result.stderr
     try:
         counts = Counter(name for name, _ in occurrences(db))
-        with db.read() as connection:
-            once_time = connection.execute(
-                sa.select(jobs.c.fire_time).where(jobs.c.name == "m-once")).scalar_one()
+        [once_time] = [job.fire_time for job in all_jobs(db) if job.name == "m-once"]
     finally:
-        db.dispose()
+        db.close()
     assert (counts["m-skip"], counts["m-once"], counts["m-all"]) == (0, 1, 5)
     assert once_time == end  # the latest missed time
     shown = jobctl.ok("schedule", "show", "m-all", "-o", "json")
@@ -190,20 +191,17 @@ def test_overlap_policies_with_long_running_jobs(jobctl_pg: Jobctl) -> None:
     scheduler.wait_started()
     start = next_whole_second(3)
     end = start + timedelta(seconds=4)  # three fire times, two seconds apart
-    db = Database(jobctl.database_url)
-    Client(database=db).add_schedules([
+    db = open_or_create(jobctl.database_url)
+    Client(jobctl.database_url).add_schedules([
         ScheduleDefinition(name=f"o-{policy}", job=JobSpec(argv=["sleep", "60"]), every_s=2.0,
                            start_at=start, end_at=end, misfire=Misfire.ALL, overlap=policy)
         for policy in Overlap])
 
     def states() -> dict[str, list[str]]:
-        with db.read() as connection:
-            rows = connection.execute(
-                sa.select(jobs.c.name, jobs.c.state, jobs.c.error).order_by(jobs.c.fire_time))
-            found: dict[str, list[str]] = {}
-            for row in rows:
-                found.setdefault(row.name, []).append(row.state)
-            return found
+        found: dict[str, list[str]] = {}
+        for job in all_jobs(db):
+            found.setdefault(str(job.name), []).append(job.state.value)
+        return found
 
     expected = {
         "o-forbid": ["running", "skipped", "skipped"],
@@ -213,15 +211,11 @@ def test_overlap_policies_with_long_running_jobs(jobctl_pg: Jobctl) -> None:
     try:
         wait_for(lambda: states() == expected, 45, lambda: f"states: {states()}\n"
                  f"{scheduler.log()}")
-        with db.read() as connection:
-            errors = connection.execute(
-                sa.select(jobs.c.error).where(jobs.c.name == "o-forbid",
-                                              jobs.c.state == "skipped")).scalars().all()
-            running_id = connection.execute(
-                sa.select(jobs.c.id).where(jobs.c.name == "o-forbid",
-                                           jobs.c.state == "running")).scalar_one()
+        forbid = [job for job in all_jobs(db) if job.name == "o-forbid"]
+        errors = [job.error for job in forbid if job.state.value == "skipped"]
+        [running_id] = [job.id for job in forbid if job.state.value == "running"]
     finally:
-        db.dispose()
+        db.close()
     assert errors == [f"skipped: job {running_id} (running) is still going"] * 2
     with contextlib.suppress(Exception):
         scheduler.terminate()
@@ -238,37 +232,37 @@ def test_a_sleeping_scheduler_wakes_for_a_new_schedule_on_postgresql(jobctl_pg: 
     scheduler.wait_started()
     time.sleep(1.0)  # it has looked, found nothing, and gone to sleep
     start = next_whole_second(3)
-    db = Database(jobctl.database_url)
+    db = open_or_create(jobctl.database_url)
     try:
-        Client(database=db).add_schedules([ScheduleDefinition(
+        Client(jobctl.database_url).add_schedules([ScheduleDefinition(
             name="woken", job=JobSpec(argv=["true"]), every_s=1.0, start_at=start,
             end_at=start + timedelta(seconds=1), misfire=Misfire.SKIP, overlap=Overlap.ALLOW)])
         wait_for(lambda: len(occurrences(db)) == 2, 30,
                  lambda: f"fired {occurrences(db)}\n{scheduler.log()}")
-        with db.read() as connection:
-            late = connection.execute(sa.select(jobs.c.created_at - jobs.c.fire_time)).scalars()
-            # misfire skip: both were fired within the grace (1 s), i.e. not by a late poll
-            assert all(delay <= timedelta(seconds=1) for delay in late)
+        late = [job.created_at - job.fire_time for job in all_jobs(db)
+                if job.fire_time is not None]
+        # misfire skip: both were fired within the grace (1 s), i.e. not by a late poll
+        assert len(late) == 2 and all(delay <= timedelta(seconds=1) for delay in late)
     finally:
-        db.dispose()
+        db.close()
     assert scheduler.terminate() == 0
 
 
 # --- rescue ---------------------------------------------------------------------------------------
 
 
-def test_the_scheduler_rescues_expired_leases(jobctl: Jobctl, database: Database) -> None:
+def test_the_scheduler_rescues_expired_leases(jobctl: Jobctl,
+                                              database: DirectDatabase) -> None:
     """A job whose worker vanished goes back to the queue when only a scheduler runs."""
     from jobctl.store import jobs as job_store
     from jobctl.store import queue, workers
-    from jobctl.store.direct import Conn
 
-    with database.write() as connection:
-        worker = workers.register(Conn.of(connection), name="gone", hostname="h", pid=1,
+    with database.write() as conn:
+        worker = workers.register(conn, name="gone", hostname="h", pid=1,
                                   queues=["default"], concurrency=1, version="test")
-        job_id, _ = job_store.submit(connection, JobSpec(argv=["true"], retries=1))
-    with database.write() as connection:
-        [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 0.2))
+        job_id, _ = job_store.submit(conn, JobSpec(argv=["true"], retries=1))
+    with database.turn() as conn:  # the worker's claim, as its hot path makes it
+        [claimed] = queue.claim(conn, worker, queue.Claim(["default"], 1, 0.2))
     assert claimed.id == job_id
     time.sleep(0.5)  # the lease runs out; nobody renews it
     result = jobctl("scheduler", "run", "--once")
