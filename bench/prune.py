@@ -22,43 +22,37 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from jobctl.models import JobSpec  # noqa: E402
-from jobctl.store import jobs, retention  # noqa: E402
-from jobctl.store.direct import DirectDatabase  # noqa: E402
-from jobctl.store.engine import Database  # noqa: E402
-from jobctl.store.schema import attempts, db_now_plus, job_logs  # noqa: E402
-from jobctl.store.schema import jobs as jobs_table  # noqa: E402
+from jobctl.store import jobs, postgres, retention, sqlite  # noqa: E402
+from jobctl.store.direct import DirectDatabase, open_or_create  # noqa: E402
 
 
-def seed(database: Database, count: int) -> None:
-    with database.write() as connection:
-        connection.execute(sa.delete(jobs_table))
+def seed(database: DirectDatabase, count: int) -> None:
+    """`count` jobs that succeeded 40 days ago, with an attempt and two output chunks each:
+    submitted by the store, then finished and aged in plain SQL of the database's backend."""
+    postgresql = database.backend.title == "PostgreSQL"
+    aged = (postgres.now_plus if postgresql else sqlite.now_plus)(str(-40 * 86_400.0))
+    data = "decode(repeat('78', 200), 'hex')" if postgresql else "zeroblob(200)"
+    with database.write() as conn:
+        conn.execute("DELETE FROM jobs")
     for start in range(0, count, 5000):
         size = min(5000, count - start)
-        with database.write() as connection:
-            ids = jobs.submit_many(connection, [JobSpec(argv=["true"], name=f"old-{start + i}")
-                                                for i in range(size)])
-            connection.execute(sa.update(jobs_table).where(jobs_table.c.id.in_(ids)).values(
-                state="succeeded", attempt=1, started_at=db_now_plus(-40 * 86_400.0),
-                finished_at=db_now_plus(-40 * 86_400.0), exit_code=0))
-            connection.execute(sa.insert(attempts), [
-                {"job_id": i, "attempt": 1, "outcome": "succeeded", "started_at": _epoch()}
-                for i in ids])
-            connection.execute(sa.insert(job_logs), [
-                {"job_id": i, "attempt": 1, "stream": "stdout", "seq": seq, "ts": _epoch(),
-                 "data": b"x" * 200} for i in ids for seq in (0, 1)])
-
-
-def _epoch() -> datetime:
-    return datetime(2020, 1, 1, tzinfo=UTC)
+        with database.write() as conn:
+            ids = jobs.submit_many(conn, [JobSpec(argv=["true"], name=f"old-{start + i}")
+                                          for i in range(size)])
+            these = f"id IN ({', '.join(str(int(i)) for i in ids)})"
+            conn.execute(f"UPDATE jobs SET state = 'succeeded', attempt = 1, exit_code = 0, "
+                         f"started_at = {aged}, finished_at = {aged} WHERE {these}")
+            conn.execute("INSERT INTO attempts (job_id, attempt, outcome, started_at) "
+                         f"SELECT id, 1, 'succeeded', started_at FROM jobs WHERE {these}")
+            conn.execute("INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data) "
+                         f"SELECT id, 1, 'stdout', s.seq, started_at, {data} FROM jobs "
+                         f"CROSS JOIN (SELECT 0 AS seq UNION ALL SELECT 1) s WHERE {these}")
 
 
 class Prober(threading.Thread):
@@ -74,15 +68,16 @@ class Prober(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.01):
             started = time.perf_counter()
-            with self.database.write() as connection:
-                jobs.submit(connection, JobSpec(argv=["true"], queue="probe"))
+            with self.database.write() as conn:
+                jobs.submit(conn, JobSpec(argv=["true"], queue="probe"))
             self.latencies.append(time.perf_counter() - started)
 
 
-def measure(database: Database, count: int, batch: int) -> tuple[float, list[float], int]:
+def measure(database: DirectDatabase, count: int,
+            batch: int) -> tuple[float, list[float], int]:
     seed(database, count)
     # Pruning and probing on the driver road, each on a connection of its own, as in production.
-    pruner, probe = database.direct(), database.direct()
+    pruner, probe = database.clone(), database.clone()
     prober = Prober(probe)
     prober.start()
     time.sleep(0.3)
@@ -111,8 +106,7 @@ def main() -> None:
             url = cluster.create_database("bench_prune")
         else:
             url = f"sqlite:///{folder}/bench.db"
-        database = Database(url, pool_size=4)
-        database.ensure_schema()
+        database = open_or_create(url)  # created and migrated, as on first use
         try:
             backend = "PostgreSQL" if args.postgresql else "SQLite"
             print(f"{backend}, {args.jobs} finished jobs, 1 attempt and 2 output chunks each; "
@@ -129,7 +123,7 @@ def main() -> None:
                       f"{statistics.median(ordered) * 1000:>7.1f}ms {p99 * 1000:>7.1f}ms "
                       f"{ordered[-1] * 1000:>7.1f}ms")
         finally:
-            database.dispose()
+            database.close()
             if cluster is not None:
                 cluster.stop()
 
