@@ -68,13 +68,23 @@ def run_cli(*args: str, env: Mapping[str, str | None] | None = None, stdin: byte
             sys.stdout.flush()
             sys.stderr.flush()
         stdout, stderr = out.getvalue(), err.getvalue()
-    return Result(code, stdout.decode(), stderr.decode(),
+    # The text for reading (bytes that are no UTF-8 shown as U+FFFD); the bytes as written.
+    return Result(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
                   stdout, stderr)
+
+
+def jobctl(url: str | None, *args: str, expect: int | None = 0,
+           stdin: bytes | str = b"") -> Result:
+    """`jobctl ARGS…` in-process on the database at `url` (None: the configured one); requires
+    exit status `expect` (None: any) and, then, no traceback on standard error."""
+    result = run_cli(*args, env={} if url is None else {"JOBCTL_DATABASE_URL": url}, stdin=stdin)
+    if expect is not None:
+        assert result.exit_code == expect, result
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 def cli_ok(url: str, *args: str) -> str:
     """`jobctl ARGS…` on the database at `url`, in-process; requires exit status 0 and returns
     what it printed on standard output."""
-    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
-    assert result.exit_code == 0, result
-    return result.stdout
+    return jobctl(url, *args).stdout

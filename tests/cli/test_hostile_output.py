@@ -373,8 +373,7 @@ def test_an_error_naming_hostile_text_is_one_inert_line(seeded: Seeded, tmp_path
 
 
 def test_job_logs_stay_byte_for_byte(seeded: Seeded) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = seeded.url
-    result = subprocess.run([JOBCTL, "job", "logs", str(seeded.ids["failed"])], env=env,
-                            capture_output=True, timeout=60, check=True)
-    assert result.stdout == LOG
+    result = run_cli("job", "logs", str(seeded.ids["failed"]),
+                     env={"JOBCTL_DATABASE_URL": seeded.url})
+    assert result.returncode == 0, result
+    assert result.stdout_bytes == LOG

@@ -15,15 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from inprocess import JOBCTL, Result, run_cli
+from inprocess import JOBCTL, jobctl
 from obs_seed import Seeded, seed
-
-
-def jobctl(url: str, *args: str, expect: int = 0) -> Result:
-    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
-    assert result.returncode == expect, result
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
 @pytest.fixture
