@@ -7,7 +7,11 @@
     job_id = client.submit(JobSpec(argv=["echo", "hello"])).id
     job = client.wait([job_id])[0]
 
-It knows nothing of terminals: it returns data and raises `jobctl.errors.JobctlError`s.
+It knows nothing of terminals nor of the command line's flags: it returns data and raises
+`jobctl.errors.JobctlError`s, and invalid input names the field it is about as this API names
+it (`InvalidInput.field`: "retries must be between 0 and …"); the command line words the same
+error with its flags (jobctl.cli.common.CLI_WORDS). No database handle leaves it: the command
+line, the worker and the scheduler commands reach the database through it alone.
 """
 
 from __future__ import annotations
