@@ -17,6 +17,7 @@ start-up imports, a pipe's end) stays in subprocess tests.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Mapping
@@ -29,6 +30,11 @@ from jobctl.cli.app import IOStreams, run
 
 # The installed console script, for the tests that need the real executable.
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
+
+
+def process_env() -> dict[str, str]:
+    """The environment for a real process (`JOBCTL`): this one's, without JOBCTL_* variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
 
 
 @dataclass(frozen=True)

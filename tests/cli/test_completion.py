@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from inprocess import JOBCTL, run_cli
+from inprocess import JOBCTL, process_env, run_cli
 
 from jobctl.cli.app import COMMANDS
 from jobctl.cli.gendocs import ROOT
@@ -47,7 +47,7 @@ def request(shell: str, words: list[str], url: str | None = None,
             python_flags: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str], float]:
     """Ask the real executable, with the default time limit; returns the process and how long
     it took."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(protocol(shell, words, url))
     command = [sys.executable, *python_flags, JOBCTL] if python_flags else [JOBCTL]
     started = time.monotonic()
@@ -255,7 +255,7 @@ def test_command_names_and_root_options_complete_without_typer(words: list[str])
     config = Path(os.environ["XDG_CONFIG_HOME"]) / "jobctl" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("[profiles.prod]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update({"_JOBCTL_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(words),
                 "COMP_CWORD": str(len(words) - 1)})
     result = subprocess.run([sys.executable, "-c", IMPORTS_PROBE], env=env, capture_output=True,
@@ -267,7 +267,7 @@ def test_command_names_and_root_options_complete_without_typer(words: list[str])
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_the_printed_script_is_the_checked_in_one(shell: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     result = subprocess.run([JOBCTL, "completion", shell], env=env, capture_output=True,
                             text=True, timeout=60, check=True)
     name = {"bash": "jobctl.bash", "zsh": "_jobctl", "fish": "jobctl.fish"}[shell]
@@ -281,7 +281,7 @@ def test_bash_itself_completes_through_the_script(database: tuple[str, dict[str,
     script = ROOT / "completions" / "jobctl.bash"
     program = (f"source {script}; COMP_WORDS=(jobctl job status ''); COMP_CWORD=3; "
                "_jobctl_completion jobctl; printf '%s\\n' \"${COMPREPLY[@]}\"")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env["PATH"] = f"{Path(JOBCTL).parent}:{env['PATH']}"
     env["JOBCTL_DATABASE_URL"] = url
     env.update(PATIENT)

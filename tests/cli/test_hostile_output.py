@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import JOBCTL, run_cli
+from inprocess import JOBCTL, process_env, run_cli
 from rich.cells import cell_len
 
 from jobctl.cli.render import plain_field, visible
@@ -71,7 +71,7 @@ def jobctl(url: str, *args: str, columns: int | None = None,
         result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
         assert result.exit_code == 0, result
         return result.stdout, result.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=url)
     env.update(TERM="dumb", LINES="50", COLUMNS=str(columns or 80))
     env.pop("NO_COLOR", None)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
-from inprocess import JOBCTL, jobctl
+from inprocess import JOBCTL, jobctl, process_env
 
 from jobctl import __version__
 from jobctl.cli.app import COMMANDS, load_command, root_group, run
@@ -319,7 +319,7 @@ def test_markup_in_a_name_is_printed_literally(seeded: Jobs) -> None:
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
 def test_markup_in_a_name_is_printed_literally_on_a_terminal(seeded: Jobs) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=seeded.url, COLUMNS="250", LINES="50", TERM="xterm",
                NO_COLOR="1")
     command = shlex.join([JOBCTL, "job", "list", "--name", MARKUP])
