@@ -7,7 +7,11 @@
     job_id = client.submit(JobSpec(argv=["echo", "hello"])).id
     job = client.wait([job_id])[0]
 
-It knows nothing of terminals: it returns data and raises `jobctl.errors.JobctlError`s.
+It knows nothing of terminals nor of the command line's flags: it returns data and raises
+`jobctl.errors.JobctlError`s, and invalid input names the field it is about as this API names
+it (`InvalidInput.field`: "retries must be between 0 and …"); the command line words the same
+error with its flags (jobctl.cli.common.CLI_WORDS). No database handle leaves it: the command
+line, the worker and the scheduler commands reach the database through it alone.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobctl.errors import InvalidInput, NotFound, WaitTimeout
 from jobctl.models import (
@@ -41,10 +45,19 @@ from jobctl.models import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jobctl.metrics import NoMetrics, SchedulerMetrics
+    from jobctl.scheduler import SchedulerSettings
     from jobctl.store.direct import Conn, DirectDatabase
     from jobctl.store.engine import Database
-    from jobctl.store.retention import Pruned, TableSize
-    from jobctl.store.stats import QueueReport, Snapshot
+    from jobctl.store.retention import Pruned as Pruned
+    from jobctl.store.retention import TableSize as TableSize
+    from jobctl.store.stats import QueueReport as QueueReport
+    from jobctl.store.stats import Snapshot as Snapshot
+    from jobctl.worker.loop import WorkerSettings
+
+T = TypeVar("T")
 
 SQLITE_POLL_S = 0.1
 POSTGRES_POLL_S = 1.0  # a fallback: NOTIFY wakes waiters at once
@@ -97,6 +110,9 @@ def job_exit_code(job: Job) -> int:
 
 
 class Client:
+    """The database at `database_url` (default: the configuration's), opened on first use and
+    created when it is empty. No database handle leaves it: callers get data, or errors."""
+
     def __init__(self, database_url: str | None = None, *, database: Database | None = None):
         self._url = database_url
         self._db = database  # given: its URL is the one used, and it serves the migrations
@@ -105,6 +121,12 @@ class Client:
     # Every command reads and writes through the database's driver alone, without importing
     # SQLAlchemy (see jobctl.store.direct); SQLAlchemy and Alembic are imported only to create
     # and migrate the schema (`store.direct.open_or_create`, `db status`, `db upgrade`).
+
+    def close(self) -> None:
+        """Close the database's connection; the next call opens it again."""
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     def _reading(self) -> AbstractContextManager[Conn]:
         return self._database().read()
@@ -137,7 +159,8 @@ class Client:
         for spec in specs:
             _validate(spec)
             if spec.unique_key is not None:
-                raise InvalidInput("--unique-key cannot be used when submitting many jobs")
+                raise InvalidInput("{unique_key} cannot be used when submitting many jobs",
+                                   field="unique_key")
         from jobctl.store import jobs
 
         with self._writing() as conn:
@@ -329,8 +352,7 @@ class Client:
 
         definition = _validate_schedule(definition)
         with self._writing() as connection:
-            _put_schedule(connection, definition, replace,
-                          "give --replace to redefine it, or use `jobctl schedule edit`")
+            _put_schedule(connection, definition, replace, ", or use {edit_schedule}")
             created = schedules.get(connection, definition.name)
         assert created is not None
         return created
@@ -342,7 +364,7 @@ class Client:
         checked = [_validate_schedule(definition) for definition in definitions]
         with self._writing() as connection:
             for definition in checked:
-                _put_schedule(connection, definition, replace, "give --replace to redefine it")
+                _put_schedule(connection, definition, replace)
 
     def edit_schedule(self, name: str, **changes: object) -> Schedule:
         """Change some fields of a schedule's definition (ScheduleDefinition's field names).
@@ -580,6 +602,71 @@ class Client:
         before, after = database.upgrade()
         return SchemaUpgrade(database.where, before, after)
 
+    # --- the long-running processes -----------------------------------------------------------
+
+    def run_worker(self, settings: WorkerSettings, metrics: NoMetrics | None = None) -> int:
+        """Run a worker on this database until it stops (`jobctl worker start`); returns its
+        exit status. The connection is closed afterwards."""
+        from jobctl.metrics import NO_METRICS
+        from jobctl.worker.loop import Worker
+
+        try:
+            return Worker(self._database(), settings, metrics or NO_METRICS).run()
+        finally:
+            self.close()
+
+    def run_scheduler(self, settings: SchedulerSettings,
+                      metrics: SchedulerMetrics | None = None) -> int:
+        """Run a scheduler on this database until it stops (`jobctl scheduler run`); returns
+        its exit status. The connection is closed afterwards."""
+        from jobctl.scheduler import Scheduler
+
+        try:
+            return Scheduler(self._database(), settings, metrics).run()
+        finally:
+            self.close()
+
+    # --- names for shell completion ---------------------------------------------------------
+    # A person waits on the Tab key: one small query each on a connection of its own (never
+    # this client's), and a missing database is an error, never created.
+
+    def job_ids_like(self, prefix: str, limit: int) -> list[tuple[int, str, str]]:
+        """(id, name, state) of jobs whose id starts with `prefix`, newest first."""
+        from jobctl.store import names
+
+        return self._look_up(lambda connection: names.recent_jobs(connection, prefix, limit))
+
+    def queue_names_like(self, prefix: str, limit: int) -> list[str]:
+        from jobctl.store import names
+
+        return self._look_up(lambda connection: names.queue_names(connection, prefix, limit))
+
+    def worker_names_like(self, prefix: str, limit: int) -> list[tuple[str, str]]:
+        """(name, state) of workers, newest first."""
+        from jobctl.store import names
+
+        return self._look_up(lambda connection: names.worker_names(connection, prefix, limit))
+
+    def schedule_names_like(self, prefix: str, limit: int) -> list[str]:
+        from jobctl.store import names
+
+        return self._look_up(lambda connection: names.schedule_names(connection, prefix,
+                                                                     limit))
+
+    def workflow_ids_like(self, prefix: str, limit: int) -> list[tuple[int, str]]:
+        """(id, name) of workflows whose id starts with `prefix`, newest first."""
+        from jobctl.store import names
+
+        return self._look_up(lambda connection: names.workflow_ids(connection, prefix, limit))
+
+    def _look_up(self, query: Callable[[Any], list[T]]) -> list[T]:
+        from jobctl.config import resolve_database_url
+        from jobctl.store import names
+
+        url = self._db.url_text if self._db is not None else resolve_database_url(self._url)
+        with names.connect(url) as connection:
+            return query(connection)
+
     def _schema_database(self) -> Database:
         """The database on the migrations' road (SQLAlchemy and Alembic), schema unchecked:
         the one place left for them at run time is creating and checking the schema."""
@@ -587,7 +674,7 @@ class Client:
             return self._db
         from jobctl.store.engine import open_database
 
-        return open_database(self._url, migrate=False)
+        return open_database(self._url)
 
 
 def workflow_exit_code(workflow: Workflow) -> int:
@@ -644,17 +731,15 @@ class _WakeUps:
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     _WakeUpFunction = Callable[[float | None], None]
 else:
     _WakeUpFunction = object
 
 
 def _put_schedule(connection: Conn, definition: ScheduleDefinition, replace: bool,
-                  hint: str) -> None:
+                  more: str = "") -> None:
     """Create the schedule, or redefine the one of that name with `replace`; else invalid input
-    ending with `hint`."""
+    that says so (and `more`, a template's end)."""
     from jobctl.store import schedules
 
     existing = schedules.get(connection, definition.name, lock=True)
@@ -663,28 +748,35 @@ def _put_schedule(connection: Conn, definition: ScheduleDefinition, replace: boo
     elif replace:
         schedules.replace(connection, existing, definition, keep_created=False)
     else:
-        raise InvalidInput(f"schedule {definition.name!r} exists already: {hint}")
+        raise InvalidInput(f"schedule {InvalidInput.literal(repr(definition.name))} exists "
+                           f"already: give {{replace}} to redefine it{more}", field="replace",
+                           words={"replace": "replace=True", "edit_schedule": "edit_schedule"})
 
 
 def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
     """Checked, with the cron expression normalized (aliases expanded)."""
     import dataclasses
 
-    from jobctl.cron import CronError, check
+    from jobctl.cron import CronError, normalize, zone
 
     if not definition.name or definition.name != definition.name.strip():
         raise InvalidInput("a schedule needs a name without leading or trailing blanks")
     try:
-        cron = check(definition.cron, definition.every_s, definition.timezone)
+        zone(definition.timezone)
+        if (definition.cron is None) == (definition.every_s is None):
+            raise InvalidInput("give {cron} or {every_s} (one of them)", field="cron")
+        if definition.every_s is not None and definition.every_s <= 0:
+            raise InvalidInput("{every_s} must be longer than 0s", field="every_s")
+        cron = None if definition.cron is None else normalize(definition.cron)
     except CronError as error:
         raise InvalidInput(str(error)) from error
     if definition.every_s is not None and definition.every_s > MAX_DURATION_S:
-        raise InvalidInput(f"--every must be at most {MAX_DURATION_S / 86_400:.0f}d")
+        raise _too_long("every_s")
     if not 0 <= definition.jitter_s <= MAX_DURATION_S:
-        raise InvalidInput("--jitter must be 0s or more")
+        raise InvalidInput("{jitter_s} must be 0s or more", field="jitter_s")
     if (definition.start_at is not None and definition.end_at is not None
             and definition.end_at <= definition.start_at):
-        raise InvalidInput("--end-at must be after --start-at")
+        raise InvalidInput("{end_at} must be after {start_at}", field="end_at")
     _validate(definition.job)
     return dataclasses.replace(definition, cron=cron)
 
@@ -698,40 +790,50 @@ def _check_ids(job_ids: Sequence[int]) -> None:
 
 def _check_retries(retries: int) -> None:
     if not 0 <= retries <= MAX_RETRIES:
-        raise InvalidInput(f"--retries must be between 0 and {MAX_RETRIES}, not {retries}")
+        raise InvalidInput(f"{{retries}} must be between 0 and {MAX_RETRIES}, not {retries}",
+                           field="retries")
 
 
 def _validate(spec: JobSpec) -> None:
     if not spec.argv or not spec.argv[0]:
-        raise InvalidInput("no command given: put it after --, e.g. jobctl job submit -- echo hi")
+        raise InvalidInput("no command given: {argv}", field="argv",
+                           words={"argv": "argv is empty"})
     _check_retries(spec.retries)
     if spec.timeout_s is not None and spec.timeout_s <= 0:
-        raise InvalidInput("--timeout must be longer than 0s")
+        raise InvalidInput("{timeout_s} must be longer than 0s", field="timeout_s")
     if not spec.queue:
-        raise InvalidInput("--queue must not be empty")
+        raise InvalidInput("{queue} must not be empty", field="queue")
     if not -MAX_INT - 1 <= spec.priority <= MAX_INT:
-        raise InvalidInput(f"--priority must be between {-MAX_INT - 1} and {MAX_INT}, "
-                           f"not {spec.priority}")
+        raise InvalidInput(f"{{priority}} must be between {-MAX_INT - 1} and {MAX_INT}, "
+                           f"not {spec.priority}", field="priority")
     _check_ids([*spec.after, *spec.after_any])
-    for option, seconds in (("--timeout", spec.timeout_s), ("--retry-backoff", spec.backoff_s),
-                            ("--in", spec.run_in_s)):
+    for field, seconds in (("timeout_s", spec.timeout_s), ("backoff_s", spec.backoff_s),
+                           ("run_in_s", spec.run_in_s)):
         if seconds is not None and seconds > MAX_DURATION_S:
-            raise InvalidInput(f"{option} must be at most {MAX_DURATION_S / 86_400:.0f}d")
+            raise _too_long(field)
     _validate_run_fields(spec)
+
+
+def _too_long(field: str) -> InvalidInput:
+    return InvalidInput(f"{{{field}}} must be at most {MAX_DURATION_S / 86_400:.0f}d",
+                        field=field)
 
 
 def _validate_run_fields(spec: JobSpec) -> None:
     """max_lost, input and user: worded after the JobSpec fields (the CLI checks its own flags
     first, and a workflow file its keys)."""
     if isinstance(spec.max_lost, bool) or not 1 <= spec.max_lost <= MAX_INT:
-        raise InvalidInput(f"max_lost must be between 1 and {MAX_INT}, not {spec.max_lost!r}")
+        raise InvalidInput(f"{{max_lost}} must be between 1 and {MAX_INT}, not "
+                           f"{InvalidInput.literal(repr(spec.max_lost))}", field="max_lost")
     if spec.input is not None:
         if not isinstance(spec.input, bytes):
-            raise InvalidInput("a job's input must be bytes (encode text first)")
+            raise InvalidInput("a job's {input} must be bytes (encode text first)",
+                               field="input")
         if len(spec.input) > MAX_INPUT_BYTES:
-            raise InvalidInput(f"a job's input is at most {MAX_INPUT_BYTES} bytes (1 MiB), not "
-                               f"{len(spec.input)}")
+            raise InvalidInput(f"a job's {{input}} is at most {MAX_INPUT_BYTES} bytes (1 MiB), "
+                               f"not {len(spec.input)}", field="input")
     if spec.user is not None:
         problem = user_name_problem(spec.user)
         if problem is not None:
-            raise InvalidInput(f"invalid user {spec.user!r}: {problem}")
+            raise InvalidInput(f"invalid {{user}} {InvalidInput.literal(repr(spec.user))}: "
+                               f"{InvalidInput.literal(problem)}", field="user")

@@ -71,6 +71,7 @@ def zone(name: str) -> ZoneInfo:
                         "or UTC") from error
 
 
+@lru_cache(maxsize=4096)
 def normalize(expression: str) -> str:
     """The expression with aliases expanded and blanks collapsed; CronError when it is invalid,
     naming the field and the value that are wrong."""
@@ -308,19 +309,6 @@ def _micros(delta: timedelta) -> int:
 def interval_anchor(created_at: datetime) -> datetime:
     """Intervals without a start time count from their creation, to the whole second."""
     return created_at.replace(microsecond=0)
-
-
-@lru_cache(maxsize=4096)
-def check(cron: str | None, every_s: float | None, timezone: str) -> str | None:
-    """Validate a schedule's timing; returns the normalized cron expression (or None)."""
-    zone(timezone)
-    if (cron is None) == (every_s is None):
-        raise CronError("give --cron or --every (one of them)")
-    if every_s is not None:
-        if every_s <= 0:
-            raise CronError("--every must be longer than 0s")
-        return None
-    return normalize(cron or "")
 
 
 # --- crontab files ----------------------------------------------------------------------------

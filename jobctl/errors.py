@@ -6,6 +6,8 @@ message is one line meant for the user; a hint, where one helps, goes after it o
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -34,9 +36,38 @@ class JobctlError(Exception):
 
 
 class InvalidInput(JobctlError):
-    """Invalid input."""
+    """Invalid input.
+
+    When it is about a field of the input (`field`: a parameter of the Python API, e.g.
+    `retries`), its message is a template that names the field, and any other the message
+    mentions, as `{retries}`: `message` spells them as `words` says (by default as the fields'
+    own names, the Python API's), and a front end words them its own way with `worded` (the
+    command line: its flags, jobctl.cli.common.cli_message). Values in the template are escaped
+    with `literal`, so that a brace in them is no placeholder.
+    """
 
     exit_code = ExitCode.INVALID_INPUT
+
+    def __init__(self, message: str | None = None, *, field: str | None = None,
+                 words: Mapping[str, str] | None = None) -> None:
+        self.field = field
+        self.template = message if field is not None else None
+        self.words = dict(words or {})
+        super().__init__(self.worded({}) if self.template is not None else message)
+
+    def worded(self, words: Mapping[str, str]) -> str:
+        """The message with each placeholder spelled as `words` says, else as this error's own
+        words say, else as the field's name."""
+        if self.template is None:
+            return self.message
+        names = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
+        return self.template.format_map({name: words.get(name, self.words.get(name, name))
+                                         for name in names})
+
+    @staticmethod
+    def literal(value: object) -> str:
+        """`value` as text that a template shows as it is."""
+        return str(value).replace("{", "{{").replace("}", "}}")
 
 
 class NotFound(JobctlError):

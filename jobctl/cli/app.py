@@ -307,7 +307,9 @@ def _run(args: list[str], io: IOStreams) -> int:
     except JobctlError as error:
         if debug:
             raise
-        _error(io, error.message)
+        from jobctl.cli.common import cli_message
+
+        _error(io, cli_message(error))
         return int(error.exit_code)
     except click.ClickException as error:
         return _usage_error(io, error, debug)

@@ -17,7 +17,7 @@ import typer
 from jobctl.cli import complete
 from jobctl.cli.render import Terminal
 from jobctl.config import CommandLine, Setting
-from jobctl.errors import InvalidInput
+from jobctl.errors import InvalidInput, JobctlError
 
 if TYPE_CHECKING:
     from jobctl.client import Client
@@ -94,6 +94,36 @@ def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
             raise InvalidInput(f"invalid {option} {value!r}: use KEY=VALUE")
         pairs[key] = rest
     return pairs
+
+
+# How the command line names what the Python API's errors name by field (jobctl.errors.
+# InvalidInput): its flags, and its own words for the rest. The one place they are mapped; a field
+# not named here keeps its own name (max_lost, input, user: the CLI checks those flags itself
+# first, and a workflow file's keys are these names).
+CLI_WORDS = {
+    "argv": "put it after --, e.g. jobctl job submit -- echo hi",
+    "retries": "--retries",
+    "timeout_s": "--timeout",
+    "backoff_s": "--retry-backoff",
+    "run_in_s": "--in",
+    "queue": "--queue",
+    "priority": "--priority",
+    "unique_key": "--unique-key",
+    "cron": "--cron",
+    "every_s": "--every",
+    "jitter_s": "--jitter",
+    "start_at": "--start-at",
+    "end_at": "--end-at",
+    "replace": "--replace",
+    "edit_schedule": "`jobctl schedule edit`",
+}
+
+
+def cli_message(error: JobctlError) -> str:
+    """The error's message as the command line words it (CLI_WORDS)."""
+    if isinstance(error, InvalidInput):
+        return error.worded(CLI_WORDS)
+    return error.message
 
 
 def parse_duration(text: str | None, option: str) -> float | None:

@@ -28,13 +28,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     # Imported when a request comes: `jobctl --help` needs none of it.
     from click.shell_completion import CompletionItem, ShellComplete
+
+    from jobctl.client import Client
 
 COMPLETE_VARIABLE = "_JOBCTL_COMPLETE"
 PROG_NAME = "jobctl"
@@ -174,51 +176,39 @@ def profile_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
 
 def job_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Job ids, most recent first, described by name and state."""
-    from jobctl.store import names
-
-    rows = _lookup(ctx, lambda connection: names.recent_jobs(connection, incomplete, LIMIT))
+    rows = _lookup(ctx, lambda client: client.job_ids_like(incomplete, LIMIT))
     return [(str(job_id), f"{name} {state}".strip()) for job_id, name, state in rows]
 
 
 def queue_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
-    from jobctl.store import names
-
-    return _lookup(ctx, lambda connection: names.queue_names(connection, incomplete, LIMIT))
+    return _lookup(ctx, lambda client: client.queue_names_like(incomplete, LIMIT))
 
 
 def worker_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Worker names, most recent first, described by state."""
-    from jobctl.store import names
-
-    return _lookup(ctx, lambda connection: names.worker_names(connection, incomplete, LIMIT))
+    return _lookup(ctx, lambda client: client.worker_names_like(incomplete, LIMIT))
 
 
 def schedule_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
-    from jobctl.store import names
-
-    return _lookup(ctx, lambda connection: names.schedule_names(connection, incomplete, LIMIT))
+    return _lookup(ctx, lambda client: client.schedule_names_like(incomplete, LIMIT))
 
 
 def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Workflow ids, most recent first, described by name."""
-    from jobctl.store import names
-
-    rows = _lookup(ctx, lambda connection: names.workflow_ids(connection, incomplete, LIMIT))
+    rows = _lookup(ctx, lambda client: client.workflow_ids_like(incomplete, LIMIT))
     return [(str(workflow_id), name) for workflow_id, name in rows]
 
 
-def _lookup(ctx: click.Context, query: Callable[[Any], list[T]]) -> list[T]:
+def _lookup(ctx: click.Context, query: Callable[[Client], list[T]]) -> list[T]:
     """Run `query` on the database the command line names, in a daemon thread: an unreachable
     or slow database yields [] when the budget is spent, never an error."""
     found: list[T] = []
 
     def work() -> None:
         with contextlib.suppress(BaseException):
-            from jobctl.store import names
+            from jobctl.client import Client
 
-            url = _database_url(ctx)
-            with names.connect(url) as connection:
-                found.extend(query(connection))
+            found.extend(query(Client(_database_url(ctx))))
 
     worker = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
     worker.start()

@@ -53,7 +53,7 @@ def run(
 ) -> None:
     """Fire due occurrences until stopped. Run as many as you like (on any machines): each
     occurrence becomes one job. SIGTERM or Ctrl-C stops it after the transaction under way."""
-    from jobctl.scheduler import Scheduler, SchedulerSettings
+    from jobctl.scheduler import SchedulerSettings
 
     if misfire_cap < 1:
         raise InvalidInput("--misfire-cap must be at least 1")
@@ -71,17 +71,9 @@ def run(
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
     )
     configure_logging(quiet, "scheduler")
-    from jobctl.store.direct import open_or_create
-
     with metrics_served(metrics_port, metrics_address,
                         lambda: _scheduler_metrics(settings.poll_s)) as metrics:
-        # Through the driver alone, as the worker (the schema created first when empty).
-        database = open_or_create(st.database_url)
-        try:
-            status = Scheduler(database, settings, metrics).run()
-        finally:
-            database.close()
-        raise typer.Exit(status)
+        raise typer.Exit(st.client().run_scheduler(settings, metrics))
 
 
 def _scheduler_metrics(poll_s: float | None) -> SchedulerMetrics:

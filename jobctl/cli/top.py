@@ -18,8 +18,7 @@ from jobctl.errors import DatabaseUnavailable, InvalidInput
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from jobctl.client import Client
-    from jobctl.store.stats import QueueReport, Snapshot
+    from jobctl.client import Client, QueueReport, Snapshot
 
 T = TypeVar("T")
 

@@ -24,7 +24,6 @@ from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from jobctl.metrics import WorkerMetrics
-    from jobctl.worker.loop import WorkerSettings
 
 MAX_CONCURRENCY = 2**31 - 1  # stored as a 32-bit integer
 
@@ -95,27 +94,14 @@ def start(
     st = state(ctx)
     with metrics_served(metrics_port, metrics_address,
                         lambda: _worker_metrics(settings.lease_s)) as metrics:
-        raise typer.Exit(_run_worker(st.database_url, settings, quiet, metrics))
+        configure_logging(quiet, "worker")
+        raise typer.Exit(st.client().run_worker(settings, metrics))
 
 
 def _worker_metrics(lease_s: float) -> WorkerMetrics:
     from jobctl.metrics import WorkerMetrics
 
     return WorkerMetrics(lease_s)
-
-
-def _run_worker(database_url: str | None, settings: WorkerSettings, quiet: bool,
-                metrics: WorkerMetrics | None) -> int:
-    from jobctl.metrics import NO_METRICS
-    from jobctl.store.direct import open_or_create
-    from jobctl.worker.loop import Worker
-
-    configure_logging(quiet, "worker")
-    database = open_or_create(database_url)
-    try:
-        return Worker(database, settings, metrics or NO_METRICS).run()
-    finally:
-        database.close()
 
 
 @app.command("list")

@@ -283,11 +283,13 @@ def open_or_create(database_url: str | None) -> DirectDatabase:
     if database is None:
         from jobctl.store.engine import open_database
 
-        migrated = open_database(database_url, pool_size=1)
-        migrated.dispose()
+        migrated = open_database(url, pool_size=1)
+        try:
+            migrated.ensure_schema()
+        finally:
+            migrated.dispose()
         database = DirectDatabase.open(url) or migrated.direct()
     return database
-
 
 
 def is_driver_error(error: BaseException | None) -> bool:

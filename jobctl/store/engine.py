@@ -130,14 +130,13 @@ class Database:
         return self.backend.migration_lock(self.location, self)
 
 
-def open_database(url: str | None = None, *, migrate: bool = True, pool_size: int = 5) -> Database:
-    """The configured database, with its schema checked (and created when it is empty)."""
+def open_database(url: str | None = None, *, pool_size: int = 5) -> Database:
+    """The configured database on the migrations' road, its schema unchecked: for `db status`,
+    `db upgrade`, and `store.direct.open_or_create` when the database is empty (the one path
+    that creates the schema on first use)."""
     from jobctl.config import default_database_url, resolve_database_url
 
     text = resolve_database_url(url)
     if text == default_database_url():
         Path(parse(text).target).parent.mkdir(parents=True, exist_ok=True)
-    database = Database(text, pool_size=pool_size)
-    if migrate:
-        database.ensure_schema()
-    return database
+    return Database(text, pool_size=pool_size)

@@ -17,6 +17,7 @@ start-up imports, a pipe's end) stays in subprocess tests.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Mapping
@@ -29,6 +30,11 @@ from jobctl.cli.app import IOStreams, run
 
 # The installed console script, for the tests that need the real executable.
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
+
+
+def process_env() -> dict[str, str]:
+    """The environment for a real process (`JOBCTL`): this one's, without JOBCTL_* variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,23 @@ def run_cli(*args: str, env: Mapping[str, str | None] | None = None, stdin: byte
             sys.stdout.flush()
             sys.stderr.flush()
         stdout, stderr = out.getvalue(), err.getvalue()
-    return Result(code, stdout.decode(), stderr.decode(),
+    # The text for reading (bytes that are no UTF-8 shown as U+FFFD); the bytes as written.
+    return Result(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
                   stdout, stderr)
+
+
+def jobctl(url: str | None, *args: str, expect: int | None = 0,
+           stdin: bytes | str = b"") -> Result:
+    """`jobctl ARGS…` in-process on the database at `url` (None: the configured one); requires
+    exit status `expect` (None: any) and, then, no traceback on standard error."""
+    result = run_cli(*args, env={} if url is None else {"JOBCTL_DATABASE_URL": url}, stdin=stdin)
+    if expect is not None:
+        assert result.exit_code == expect, result
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 def cli_ok(url: str, *args: str) -> str:
     """`jobctl ARGS…` on the database at `url`, in-process; requires exit status 0 and returns
     what it printed on standard output."""
-    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
-    assert result.exit_code == 0, result
-    return result.stdout
+    return jobctl(url, *args).stdout

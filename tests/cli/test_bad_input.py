@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from inprocess import JOBCTL, run_cli
+from inprocess import JOBCTL, process_env, run_cli
 
 from jobctl.models import MAX_INPUT_BYTES, JobSpec, JobState
 from jobctl.store import jobs, queue
@@ -277,7 +277,7 @@ def test_malformed_invocation(case: Case, seeded: Seeded) -> None:
 def test_a_malformed_invocation_through_the_console_script(seeded: Seeded) -> None:
     """The installed `jobctl` script exits with the code `run` returns, one line on stderr."""
     before = snapshot(seeded.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env["JOBCTL_DATABASE_URL"] = seeded.url
     proc = subprocess.run([JOBCTL, "job", "submit", "--timeout", "5x", "--", "echo"], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,

@@ -1,7 +1,9 @@
-"""Shell completion through each shell's own protocol, as the shells drive it: the real `jobctl`
-executable run with `_JOBCTL_COMPLETE` and the words typed so far (COMP_WORDS/COMP_CWORD), and
-once through bash itself with the generated script. Values come from a real database; an
-unreachable one yields nothing, silently, in time."""
+"""Shell completion through each shell's own protocol, as the shells drive it: `_JOBCTL_COMPLETE`
+and the words typed so far (COMP_WORDS/COMP_CWORD), answered in-process (`run_cli`) for what
+completes, by the real `jobctl` executable where the process decides (the time limit, which counts
+from the process's start, and what start-up imports), and once through bash itself with the
+generated script. Values come from a real database; an unreachable one yields nothing, silently,
+in time."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from inprocess import JOBCTL, process_env, run_cli
 
 from jobctl.cli.app import COMMANDS
 from jobctl.cli.gendocs import ROOT
@@ -23,28 +26,29 @@ from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn
 from jobctl.store.engine import Database
 
-JOBCTL = str(Path(sys.executable).parent / "jobctl")
-
-
 # Tests of what completes give the database time even on a loaded machine; the test of the
 # time limit itself uses the default.
 PATIENT = {"JOBCTL_COMPLETE_TIMEOUT": "30"}
 
 
+def protocol(shell: str, words: list[str], url: str | None = None) -> dict[str, str]:
+    """The environment in which `shell`'s script asks for completions of the last word of
+    `words` ("" for a new word)."""
+    return {
+        "_JOBCTL_COMPLETE": f"{shell}_complete",
+        "COMP_WORDS": " ".join(words),
+        # bash and zsh pass the index of the word being completed; fish passes the word itself.
+        "COMP_CWORD": words[-1] if shell == "fish" else str(len(words) - 1),
+        **({} if url is None else {"JOBCTL_DATABASE_URL": url}),
+    }
+
+
 def request(shell: str, words: list[str], url: str | None = None,
-            python_flags: tuple[str, ...] = (), patient: bool = True,
-            ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Ask for completions of the last word of `words` ("" for a new word) the way `shell`'s
-    script does; returns the process and how long it took."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    if patient:
-        env.update(PATIENT)
-    if url is not None:
-        env["JOBCTL_DATABASE_URL"] = url
-    env["_JOBCTL_COMPLETE"] = f"{shell}_complete"
-    env["COMP_WORDS"] = " ".join(words)
-    # bash and zsh pass the index of the word being completed; fish passes the word itself.
-    env["COMP_CWORD"] = words[-1] if shell == "fish" else str(len(words) - 1)
+            python_flags: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Ask the real executable, with the default time limit; returns the process and how long
+    it took."""
+    env = process_env()
+    env.update(protocol(shell, words, url))
     command = [sys.executable, *python_flags, JOBCTL] if python_flags else [JOBCTL]
     started = time.monotonic()
     result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -52,9 +56,15 @@ def request(shell: str, words: list[str], url: str | None = None,
     return result, time.monotonic() - started
 
 
+@pytest.fixture(autouse=True)
+def _a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, the time limit counts from each request, as in a process started for it."""
+    monkeypatch.setattr("jobctl.cli.complete._seconds_since_start", lambda: 0.0)
+
+
 def values(shell: str, words: list[str], url: str | None = None) -> list[tuple[str, str]]:
-    """(value, description) pairs from Click's protocol for `shell`, in order."""
-    result, _ = request(shell, words, url)
+    """(value, description) pairs from Click's protocol for `shell`, in order (in-process)."""
+    result = run_cli(env={**PATIENT, **protocol(shell, words, url)})
     assert result.returncode == 0, result
     assert result.stderr == "", result.stderr
     out = result.stdout.splitlines()
@@ -194,29 +204,26 @@ def silent_server() -> Iterator[int]:
 
 def test_an_unreachable_database_completes_nothing_silently_in_time(silent_server: int) -> None:
     url = f"postgresql://jobctl:secret@127.0.0.1:{silent_server}/jobctl"
-    result, elapsed = request("bash", ["jobctl", "job", "status", ""], url, patient=False)
+    result, elapsed = request("bash", ["jobctl", "job", "status", ""], url)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     # libpq's connect_timeout (2 s at least) would keep the shell waiting longer than this.
     assert elapsed < 1.0, f"{elapsed:.2f}s"
     # Commands still complete while the database does not answer.
-    result, elapsed = request("bash", ["jobctl", "job", "st"], url, patient=False)
+    result, elapsed = request("bash", ["jobctl", "job", "st"], url)
     assert result.stdout == "plain,status\n" and elapsed < 1.0
 
 
 def test_a_missing_sqlite_file_completes_nothing_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "absent.db"
-    result, _ = request("zsh", ["jobctl", "job", "logs", ""], f"sqlite:///{path}")
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert values("zsh", ["jobctl", "job", "logs", ""], f"sqlite:///{path}") == []
     assert not path.exists()
 
 
 def test_nonsense_gets_no_error() -> None:
     for words in (["jobctl", "--no-such-option", ""], ["jobctl", "job", "status", "--limit", ""]):
-        result, _ = request("bash", words)
+        result = run_cli(env=protocol("bash", words))
         assert (result.returncode, result.stderr) == (0, ""), result
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    result = subprocess.run([JOBCTL], env={**env, "_JOBCTL_COMPLETE": "tcsh_complete"},
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = run_cli(env={"_JOBCTL_COMPLETE": "tcsh_complete"})
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -248,7 +255,7 @@ def test_command_names_and_root_options_complete_without_typer(words: list[str])
     config = Path(os.environ["XDG_CONFIG_HOME"]) / "jobctl" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("[profiles.prod]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update({"_JOBCTL_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(words),
                 "COMP_CWORD": str(len(words) - 1)})
     result = subprocess.run([sys.executable, "-c", IMPORTS_PROBE], env=env, capture_output=True,
@@ -260,7 +267,7 @@ def test_command_names_and_root_options_complete_without_typer(words: list[str])
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_the_printed_script_is_the_checked_in_one(shell: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     result = subprocess.run([JOBCTL, "completion", shell], env=env, capture_output=True,
                             text=True, timeout=60, check=True)
     name = {"bash": "jobctl.bash", "zsh": "_jobctl", "fish": "jobctl.fish"}[shell]
@@ -274,7 +281,7 @@ def test_bash_itself_completes_through_the_script(database: tuple[str, dict[str,
     script = ROOT / "completions" / "jobctl.bash"
     program = (f"source {script}; COMP_WORDS=(jobctl job status ''); COMP_CWORD=3; "
                "_jobctl_completion jobctl; printf '%s\\n' \"${COMPREPLY[@]}\"")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env["PATH"] = f"{Path(JOBCTL).parent}:{env['PATH']}"
     env["JOBCTL_DATABASE_URL"] = url
     env.update(PATIENT)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import JOBCTL, run_cli
+from inprocess import JOBCTL, process_env, run_cli
 from rich.cells import cell_len
 
 from jobctl.cli.render import plain_field, visible
@@ -71,7 +71,7 @@ def jobctl(url: str, *args: str, columns: int | None = None,
         result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
         assert result.exit_code == 0, result
         return result.stdout, result.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=url)
     env.update(TERM="dumb", LINES="50", COLUMNS=str(columns or 80))
     env.pop("NO_COLOR", None)
@@ -373,8 +373,7 @@ def test_an_error_naming_hostile_text_is_one_inert_line(seeded: Seeded, tmp_path
 
 
 def test_job_logs_stay_byte_for_byte(seeded: Seeded) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_DATABASE_URL"] = seeded.url
-    result = subprocess.run([JOBCTL, "job", "logs", str(seeded.ids["failed"])], env=env,
-                            capture_output=True, timeout=60, check=True)
-    assert result.stdout == LOG
+    result = run_cli("job", "logs", str(seeded.ids["failed"]),
+                     env={"JOBCTL_DATABASE_URL": seeded.url})
+    assert result.returncode == 0, result
+    assert result.stdout_bytes == LOG

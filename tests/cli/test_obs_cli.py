@@ -15,15 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from inprocess import JOBCTL, Result, run_cli
+from inprocess import JOBCTL, jobctl, process_env
 from obs_seed import Seeded, seed
-
-
-def jobctl(url: str, *args: str, expect: int = 0) -> Result:
-    result = run_cli(*args, env={"JOBCTL_DATABASE_URL": url})
-    assert result.returncode == expect, result
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
 @pytest.fixture
@@ -78,7 +71,7 @@ def test_top_in_a_terminal_quits_on_q_and_restores_it(db_url: str) -> None:
     jobctl(db_url, "db", "upgrade")
     controller, terminal = pty.openpty()
     before = termios.tcgetattr(terminal)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=db_url, TERM="xterm", COLUMNS="120", LINES="40")
     process = subprocess.Popen([JOBCTL, "top", "--interval", "0.3s"], stdin=terminal,
                                stdout=terminal, stderr=terminal, env=env, start_new_session=True)
@@ -104,7 +97,7 @@ def test_top_on_postgresql_refreshes_when_notified(pg_url: str) -> None:
     """A 60 s refresh interval, yet a submitted job shows within seconds: NOTIFY woke it."""
     jobctl(pg_url, "db", "upgrade")
     controller, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=pg_url, TERM="xterm", COLUMNS="120", LINES="40")
     process = subprocess.Popen([JOBCTL, "top", "--interval", "60s"], stdin=terminal,
                                stdout=terminal, stderr=terminal, env=env, start_new_session=True)
@@ -127,7 +120,7 @@ def test_top_restores_the_terminal_on_ctrl_c(sqlite_url: str) -> None:
     jobctl(sqlite_url, "db", "upgrade")
     controller, terminal = pty.openpty()
     before = termios.tcgetattr(terminal)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=sqlite_url, TERM="xterm")
     process = subprocess.Popen([JOBCTL, "top"], stdin=terminal, stdout=terminal,
                                stderr=terminal, env=env, start_new_session=True)
@@ -244,7 +237,7 @@ def test_db_status_shows_row_counts_and_sizes(seeded: Seeded) -> None:
 
 def test_job_list_watch_prints_again_on_change(db_url: str) -> None:
     first = int(jobctl(db_url, "job", "submit", "--name", "first", "--", "true").stdout)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env["JOBCTL_DATABASE_URL"] = db_url
     process = subprocess.Popen([JOBCTL, "job", "list", "--watch", "-o", "ids"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

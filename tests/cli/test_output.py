@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
-from inprocess import JOBCTL, Result, run_cli
+from inprocess import JOBCTL, jobctl, process_env
 
 from jobctl import __version__
 from jobctl.cli.app import COMMANDS, load_command, root_group, run
@@ -35,23 +35,6 @@ WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 MARKUP = "[bold]x[/bold]"
 HEADER = ["ID", "NAME", "QUEUE", "STATE", "ATTEMPT", "EXIT", "CREATED", "DURATION", "COMMAND"]
 
-
-def jobctl(url: str | None, *args: str, check: bool = True) -> Result:
-    result = run_cli(*args, env={} if url is None else {"JOBCTL_DATABASE_URL": url})
-    if check:
-        assert result.exit_code == 0, result
-        assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def jobctl_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """The installed executable, for what its process decides (the `--version` fast path)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    result = subprocess.run([JOBCTL, *args], env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
 # --- a database with jobs in every interesting state ---------------------------------------------
@@ -336,7 +319,7 @@ def test_markup_in_a_name_is_printed_literally(seeded: Jobs) -> None:
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
 def test_markup_in_a_name_is_printed_literally_on_a_terminal(seeded: Jobs) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    env = process_env()
     env.update(JOBCTL_DATABASE_URL=seeded.url, COLUMNS="250", LINES="50", TERM="xterm",
                NO_COLOR="1")
     command = shlex.join([JOBCTL, "job", "list", "--name", MARKUP])
@@ -351,12 +334,6 @@ def test_markup_in_a_name_is_printed_literally_on_a_terminal(seeded: Jobs) -> No
 
 
 # --- the rest of the contract ---------------------------------------------------------------------
-
-
-def test_version() -> None:
-    result = jobctl_process("--version")
-    assert re.fullmatch(r"jobctl [0-9]+\.[0-9]+\.[0-9]+\S*\n", result.stdout), result.stdout
-    assert __version__ in result.stdout
 
 
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -387,8 +364,8 @@ def test_help_of_every_command(path: tuple[str, ...], capsys: pytest.CaptureFixt
         assert captured.err == ""
 
 
-def test_help_through_the_executable() -> None:
-    result = jobctl_process("job", "submit", "--help")
+def test_help_of_a_command_names_its_options() -> None:
+    result = jobctl(None, "job", "submit", "--help")
     assert result.stdout.startswith("Usage: jobctl job submit")
     assert "--unique-key" in result.stdout
 
@@ -446,3 +423,4 @@ def test_version_is_answered_without_click() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout == f"jobctl {__version__}\n[]\n"
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\S*", __version__), __version__
