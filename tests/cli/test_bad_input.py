@@ -25,7 +25,7 @@ from inprocess import JOBCTL, process_env, run_cli
 from jobctl.models import MAX_INPUT_BYTES, JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
+from jobctl.store.direct import open_or_create
 from jobctl.store.engine import Database
 from jobctl.store.queue import Outcome
 from jobctl.store.schema import metadata
@@ -100,24 +100,23 @@ class Seeded:
 
 
 def seed(url: str, folder: Path) -> Seeded:
-    database = Database(url)
+    database = open_or_create(url)
     try:
-        database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
+            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
             finished, _ = jobs.submit(connection, JobSpec(argv=["echo", "done"], name="done"))
         with database.write() as connection:
-            [claimed] = queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 60.0))
+            [claimed] = queue.claim(connection, worker, queue.Claim(["default"], 1, 60.0))
             assert claimed.id == finished
         with database.write() as connection:
-            applied = queue.complete(Conn.of(connection), worker, [Outcome(
+            applied = queue.complete(connection, worker, [Outcome(
                 job_id=finished, attempt=1, state=JobState.SUCCEEDED,
                 attempt_outcome="succeeded", exit_code=0, signal=None, error=None)])
             assert applied == {finished}
             queued, _ = jobs.submit(connection, JobSpec(argv=["echo", "later"], name="later"))
     finally:
-        database.dispose()
+        database.close()
     (folder / "empty.txt").write_text("")
     (folder / "comments.txt").write_text("# nothing but a comment\n\n   \n")
     (folder / "big.bin").write_bytes(b"\x00" * (MAX_INPUT_BYTES + 1))
@@ -384,14 +383,13 @@ def test_a_file_that_is_not_an_sqlite_database(tmp_path: Path, argv: tuple[str, 
 
 @pytest.fixture
 def outdated(db_url: str) -> str:
-    database = Database(db_url)
+    database = open_or_create(db_url)
     try:
-        database.ensure_schema()
         with database.write() as connection:
             jobs.submit(connection, JobSpec(argv=["echo", "old"]))
-            connection.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+            connection.execute("UPDATE alembic_version SET version_num = '0000'")
     finally:
-        database.dispose()
+        database.close()
     return db_url
 
 

@@ -23,8 +23,7 @@ from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec
 from jobctl.store import jobs
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
+from jobctl.store.direct import open_or_create
 
 # Tests of what completes give the database time even on a loaded machine; the test of the
 # time limit itself uses the default.
@@ -82,18 +81,17 @@ def values(shell: str, words: list[str], url: str | None = None) -> list[tuple[s
 @pytest.fixture
 def database(db_url: str) -> Iterator[tuple[str, dict[str, int]]]:
     """Three jobs (one named with a space) and a worker."""
-    db = Database(db_url)
+    db = open_or_create(db_url)
     ids: dict[str, int] = {}
     try:
-        db.ensure_schema()
         with db.write() as connection:
             for name in ("build", "deploy prod", "test"):
                 ids[name], _ = jobs.submit(connection, JobSpec(argv=["true"], name=name,
                                                                queue=f"q-{name.split()[0]}"))
-            worker_rows.register(Conn.of(connection), name="builder-1", hostname="h", pid=1,
+            worker_rows.register(connection, name="builder-1", hostname="h", pid=1,
                                  queues=["default"], concurrency=1, version="test")
     finally:
-        db.dispose()
+        db.close()
     yield db_url, ids
 
 
@@ -168,11 +166,11 @@ def test_the_profile_named_on_the_command_line_is_used(
 def test_time_zones_schedules_workflows_and_states(db_url: str) -> None:
     import sqlalchemy as sa
 
+    from jobctl.store.engine import Database
     from jobctl.store.schema import schedules, workflows
 
-    db = Database(db_url)
+    db = Database(db_url)  # set-up rows through the schema's tables
     try:
-        db.ensure_schema()
         now = sa.func.current_timestamp()
         with db.write() as connection:
             for name in ("nightly-backup", "nightly-report", "hourly"):

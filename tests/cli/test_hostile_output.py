@@ -37,8 +37,7 @@ from jobctl.cli.render import plain_field, visible
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
+from jobctl.store.direct import open_or_create
 from jobctl.store.queue import Outcome, OutputChunk
 
 # Sets the window title, turns text red, clears the screen (7-bit and 8-bit CSI), rings the bell,
@@ -116,15 +115,14 @@ def emitted(url: str, *args: str) -> Any:
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     folder = tmp_path_factory.mktemp("hostile")
     data = Seeded(f"sqlite:///{folder / 'jobctl.db'}")
-    database = Database(data.url)
+    database = open_or_create(data.url)
     try:
-        database.ensure_schema()
         with database.write() as connection:
             plain_worker = worker_rows.register(
-                Conn.of(connection), name="vm.6362", hostname="vm", pid=6362,
+                connection, name="vm.6362", hostname="vm", pid=6362,
                 queues=["default"], concurrency=1, version="test")
             evil_worker = worker_rows.register(
-                Conn.of(connection), name=EVIL, hostname=LONG_HOST + "\x1b[2J", pid=1234567,
+                connection, name=EVIL, hostname=LONG_HOST + "\x1b[2J", pid=1234567,
                 queues=["default", EVIL_QUEUE], concurrency=16, version="test")
         specs = {
             "evil": JobSpec(argv=["sh", "-c", "echo hi\x1b[2J" + EVIL], name=EVIL,
@@ -139,18 +137,18 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
                 data.ids[key], _ = jobs.submit(connection, spec)
         for key, worker in (("failed", evil_worker), ("running", plain_worker)):
             with database.write() as connection:
-                [claimed] = queue.claim(Conn.of(connection), worker,
+                [claimed] = queue.claim(connection, worker,
                                         queue.Claim(["default"], 1, 600.0))
                 assert claimed.id == data.ids[key]
         with database.write() as connection:
-            queue.write_output(Conn.of(connection), [
+            queue.write_output(connection, [
                 OutputChunk(data.ids["failed"], 1, "stdout", 0, LOG)])
-            assert queue.complete(Conn.of(connection), evil_worker, [Outcome(
+            assert queue.complete(connection, evil_worker, [Outcome(
                 job_id=data.ids["failed"], attempt=1, state=JobState.FAILED,
                 attempt_outcome="failed", exit_code=3, signal=None, error=ERROR)]) == {
                 data.ids["failed"]}
     finally:
-        database.dispose()
+        database.close()
     env_url = data.url
     jobctl(env_url, "schedule", "add", EVIL, "--every", "1h", "--queue", EVIL_QUEUE, "--shell",
            "pg_dump db | gzip > /backup/db.gz" + EVIL)

@@ -19,8 +19,7 @@ from jobctl.cli.gendocs import ROOT
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
+from jobctl.store.direct import open_or_create
 from jobctl.store.queue import Outcome
 
 DOC = ROOT / "docs" / "json.md"
@@ -46,21 +45,20 @@ def emitted(url: str, *args: str) -> Any:
 def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A job that ran once and failed (so every field has a value somewhere), and a worker."""
     url = f"sqlite:///{tmp_path_factory.mktemp('json') / 'jobctl.db'}"
-    database = Database(url)
+    database = open_or_create(url)
     try:
-        database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
+            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
             job_id, _ = jobs.submit(connection, JobSpec(argv=["false"], name="fails"))
         with database.write() as connection:
-            queue.claim(Conn.of(connection), worker, queue.Claim(["default"], 1, 60.0))
+            queue.claim(connection, worker, queue.Claim(["default"], 1, 60.0))
         with database.write() as connection:
-            queue.complete(Conn.of(connection), worker, [Outcome(
+            queue.complete(connection, worker, [Outcome(
                 job_id=job_id, attempt=1, state=JobState.FAILED, attempt_outcome="failed",
                 exit_code=1, signal=None, error=None)])
     finally:
-        database.dispose()
+        database.close()
     return url
 
 

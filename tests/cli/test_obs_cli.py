@@ -30,7 +30,7 @@ def seeded(db_url: str) -> Iterator[Seeded]:
 
 
 def test_top_once_shows_queues_workers_running_jobs_and_failures(seeded: Seeded) -> None:
-    url = seeded.database.url_text
+    url = seeded.url
     out = jobctl(url, "top", "--once").stdout
     sections = ["Queues", "Workers", "Running jobs (2)", "Recent failures"]
     positions = [out.index(title) for title in sections]
@@ -59,7 +59,7 @@ def test_top_once_shows_queues_workers_running_jobs_and_failures(seeded: Seeded)
 
 
 def test_top_piped_prints_one_snapshot_and_exits(seeded: Seeded) -> None:
-    url = seeded.database.url_text
+    url = seeded.url
     out = jobctl(url, "top").stdout
     assert out.count("Recent failures") == 1
 
@@ -168,7 +168,7 @@ def _drain(fd: int) -> bytes:
 
 
 def test_stats_json_and_plain(seeded: Seeded) -> None:
-    url = seeded.database.url_text
+    url = seeded.url
     document = json.loads(jobctl(url, "stats", "--window", "60d", "-o", "json").stdout)
     assert document["window_s"] == 60 * 86_400
     by_queue = {q["queue"]: q for q in document["queues"]}
@@ -197,7 +197,7 @@ def test_stats_rejects_a_bad_window(sqlite_url: str) -> None:
 
 
 def test_db_prune_dry_run_then_for_real(seeded: Seeded) -> None:
-    url = seeded.database.url_text
+    url = seeded.url
     dry = json.loads(jobctl(url, "db", "prune", "--older-than", "30d", "--dry-run",
                             "-o", "json").stdout)
     assert dry == {"jobs": 5, "attempts": 4, "log_chunks": 16, "log_bytes": dry["log_bytes"],
@@ -221,7 +221,7 @@ def test_db_prune_rejects_bad_input(sqlite_url: str, args: list[str], message: s
 
 
 def test_db_status_shows_row_counts_and_sizes(seeded: Seeded) -> None:
-    url = seeded.database.url_text
+    url = seeded.url
     document = json.loads(jobctl(url, "db", "status", "-o", "json").stdout)
     tables = {t["table"]: t for t in document["tables"]}
     assert tables["jobs"]["rows"] == len(seeded.ids)

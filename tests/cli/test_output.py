@@ -27,8 +27,7 @@ from jobctl.cli.app import COMMANDS, load_command, root_group, run
 from jobctl.models import JobSpec, JobState
 from jobctl.store import jobs, queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import Conn
-from jobctl.store.engine import Database
+from jobctl.store.direct import open_or_create
 from jobctl.store.queue import Outcome
 
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -67,12 +66,11 @@ SEEDS: list[tuple[str, str, dict[str, str], JobState | None]] = [
 
 
 def seed(url: str) -> Jobs:
-    database = Database(url)
+    database = open_or_create(url)
     ids: dict[str, int] = {}
     try:
-        database.ensure_schema()
         with database.write() as connection:
-            worker = worker_rows.register(Conn.of(connection), name="w", hostname="h", pid=1,
+            worker = worker_rows.register(connection, name="w", hostname="h", pid=1,
                                           queues=["default"], concurrency=1, version="test")
         for name, queue_name, labels, end in SEEDS:
             spec = JobSpec(argv=["echo", f"[red]{name}[/red]"], name=name, queue=queue_name,
@@ -85,16 +83,16 @@ def seed(url: str) -> Jobs:
                     jobs.cancel(connection, job_id)
             elif end is not None:
                 with database.write() as connection:
-                    [claimed] = queue.claim(Conn.of(connection), worker,
+                    [claimed] = queue.claim(connection, worker,
                                             queue.Claim([queue_name], 1, 60.0))
                     assert claimed.id == job_id
                 code = 0 if end is JobState.SUCCEEDED else 3
                 with database.write() as connection:
-                    assert queue.complete(Conn.of(connection), worker, [Outcome(
+                    assert queue.complete(connection, worker, [Outcome(
                         job_id=job_id, attempt=1, state=end, attempt_outcome=end.value,
                         exit_code=code, signal=None, error=None)]) == {job_id}
     finally:
-        database.dispose()
+        database.close()
     return Jobs(url, ids)
 
 
