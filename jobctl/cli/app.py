@@ -241,6 +241,8 @@ def root(ctx: click.Context, database_url: str | None, profile: str | None, debu
     # The options' values are read back from ctx with their sources (flag or variable).
     ctx.obj = State(command_line=command_line(ctx), debug=debug,
                     terminal=Terminal(io_of(ctx), no_color=no_color))
+    # The run's database connection ends with the run (one process may run many: tests).
+    ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand not in ("config", "completion"):
         # Read the config file now: an unknown profile or invalid file is an error before
         # anything runs. (`config` commands report it themselves; completion never errors.)

@@ -52,6 +52,11 @@ class State:
     def database_url(self) -> str:
         return str(self.settings()["database_url"].value)
 
+    def close(self) -> None:
+        """Close the client's connection, if the run opened one."""
+        if self._client is not None:
+            self._client.close()
+
     def client(self) -> Client:
         if self._client is None:
             from jobctl.client import Client

@@ -100,13 +100,14 @@ def logging_script(log: Path, body: str) -> str:
 
 
 def list_jobs(jobctl: Jobctl) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(jobctl.ok("job", "list", "--limit", "0", "-o", "json"))
+    rows: list[dict[str, Any]] = json.loads(
+        jobctl.look("job", "list", "--limit", "0", "-o", "json"))
     return rows
 
 
 def unfinished_ids(jobctl: Jobctl) -> list[int]:
     args = [part for state in UNFINISHED_STATES for part in ("--state", state)]
-    out = jobctl.ok("job", "list", *args, "--limit", "0", "-o", "ids")
+    out = jobctl.look("job", "list", *args, "--limit", "0", "-o", "ids")
     return [int(line) for line in out.split()]
 
 

@@ -129,8 +129,17 @@ class Jobctl:
         assert re.fullmatch(r"\d+\n", out), f"submit did not print a bare id: {out!r}"
         return int(out)
 
+    def look(self, *args: str) -> str:
+        """Run a command that only reads (`job status`, `job list` …) in this process, and require
+        exit status 0; returns stdout. The workers and schedulers under test are real processes;
+        what a test merely observes, often many times a second while it waits, need not cost a
+        Python start each time (the CLI's code path is the same: tests/inprocess.py)."""
+        from inprocess import jobctl as run_in_process
+
+        return run_in_process(self.database_url, *args).stdout
+
     def status(self, job_id: int) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.ok("job", "status", str(job_id), "-o", "json"))
+        document: dict[str, Any] = json.loads(self.look("job", "status", str(job_id), "-o", "json"))
         return document
 
     def burst(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -97,7 +97,7 @@ def _race(jobctl: Jobctl, db: DirectDatabase, scheduler_count: int, schedule_cou
     fire times each; one scheduler is killed with SIGKILL midway and restarted. Every schedule
     must have exactly one job for every second of the window."""
     # In the future by more than the time it takes to create them and start the schedulers.
-    start = next_whole_second(12)
+    start = next_whole_second(8)
     end = start + timedelta(seconds=seconds - 1)
     client = Client(jobctl.database_url)
     client.add_schedules([
@@ -135,7 +135,7 @@ def test_three_schedulers_race_with_a_kill9_on_postgresql(pg_url: str, tmp_path:
     with Jobctl(pg_url, tmp_path) as jobctl:
         db = open_or_create(pg_url)
         try:
-            _race(jobctl, db, scheduler_count=3, schedule_count=50, seconds=20)
+            _race(jobctl, db, scheduler_count=3, schedule_count=50, seconds=12)
         finally:
             db.close()
 
@@ -144,7 +144,7 @@ def test_two_schedulers_race_with_a_kill9_on_sqlite(sqlite_url: str, tmp_path: P
     with Jobctl(sqlite_url, tmp_path) as jobctl:
         db = open_or_create(sqlite_url)
         try:
-            _race(jobctl, db, scheduler_count=2, schedule_count=50, seconds=20)
+            _race(jobctl, db, scheduler_count=2, schedule_count=50, seconds=12)
         finally:
             db.close()
 
