@@ -1,9 +1,9 @@
 """PostgreSQL: dependencies between jobs (jobctl.store.deps.DepsSQL).
 
 Settling, the one answer to "are this job's dependencies met?" on PostgreSQL, is the CTE chain
-SETTLE_CTES: used alone by `settle` (cancel, the rescuer, SQLite-free completions, workflow
-retry) and meant to be spliced into the worker's complete-and-claim statement
-(jobctl.store.queue), which defines `ended` from the jobs that statement itself finishes.
+SETTLE_CTES: used alone by `settle` (cancel, the rescuer, dependents that came late, workflow
+retry) and spliced into the worker's complete-and-claim statement
+(jobctl.store.postgres.queue), which defines `ended` from the jobs that statement itself ends.
 """
 
 from __future__ import annotations
