@@ -369,8 +369,9 @@ class QueueSQL(Protocol):
 
     def complete_and_claim(self, conn: Conn, worker_id: int, outcomes: Sequence[Outcome],
                            claim: Claim, started: Sequence[int]) -> Turn:
-        """Mark `started`, record `outcomes`, settle their dependents, claim (see the module
-        function of the same name, which calls it)."""
+        """Mark `started`, record `outcomes`, settle their dependents (all but those it
+        reports in Turn.late), claim (see the module function of the same name, which calls it
+        and settles the late ones)."""
         ...
 
     def rescue(self, conn: Conn) -> list[tuple[int, str, str]]:
