@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobctl.models import (
+    FAILING_STATES,
     FINAL_STATES,
     LIVE_WORKER_STATES,
     UNFINISHED_STATES,
@@ -62,8 +63,10 @@ ON CONFLICT DO NOTHING
 # Settling the dependents of the jobs this statement ends, in the same statement and so the same
 # transaction: jobctl.store.postgres.deps.SETTLE_CTES, the one answer on PostgreSQL, given as
 # `ended` the jobs that `finished` ended (their new states, which the statement's one snapshot
-# does not show yet) and as `candidate` the jobs waiting on them. A job with no dependents costs
-# two index probes on job_deps (depends_on), no more.
+# does not show yet), as `candidate` the jobs waiting on them and as `failing` those of the
+# ended that failed, were lost or cancelled (so a job waiting on many costs no look at all its
+# dependencies each time one ends). A job with no dependents costs two index probes on job_deps
+# (depends_on), no more.
 _FINAL = sql_states(FINAL_STATES)
 _SETTLE_DEPENDENTS = f"""
 ended AS (
@@ -71,6 +74,8 @@ ended AS (
 ), candidate(id) AS (
     SELECT dep.job_id FROM ended e JOIN job_deps dep ON dep.depends_on = e.id
     JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
+), failing(id, state) AS (
+    SELECT id, state FROM ended WHERE state IN ({sql_states(FAILING_STATES)})
 ), {SETTLE_CTES},"""
 
 # What settling did, as columns of the final SELECT: `released`, whether it queued dependents
