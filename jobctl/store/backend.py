@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from jobctl.store.direct import SchemaSQL
     from jobctl.store.engine import Database
+    from jobctl.store.notify import Subscription
     from jobctl.store.url import Location
 
 # A transaction's kind: `read` (never blocks a writer), `write` (may write; SQLite takes the write
@@ -94,6 +95,10 @@ class Backend(Protocol):
     def listen_target(self, location: Location) -> str | None:
         """What a LISTEN connection connects to, where the backend notifies; None where nothing
         does (SQLite), and waiters poll instead."""
+
+    def listen(self, location: Location, channels: Sequence[str]) -> Subscription:
+        """A connection of its own that receives the notifications of `channels`; only where
+        `listen_target` is not None (see jobctl.store.notify.subscribe)."""
 
     def notify(self, raw: Any, channel: str, payload: str) -> None:
         """Send `payload` on `channel` when the current transaction commits (nothing where the

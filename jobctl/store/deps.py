@@ -2,9 +2,10 @@
 that wait on one that ended.
 
 `waiting` → `queued` happens in the transaction that ends a job's last dependency: on PostgreSQL's
-hot path inside `jobctl.store.postgres.queue.COMPLETE_AND_CLAIM` itself, everywhere else
-(SQLite's completions, the rescuer, cancel, `workflow retry`) through `settle` here, in the
-caller's transaction. Whether a
+hot path inside the worker's turn statement itself (jobctl.store.postgres.queue, which splices in
+SETTLE_CTES), everywhere else (SQLite's completions, the rescuer, cancel, `workflow retry`, a
+dependent that came after its dependency was claimed) through `settle` here, in the caller's
+transaction. Whether a
 job's dependencies are met is answered once per backend, by the same rule:
 `jobctl.store.postgres.deps.SETTLE_CTES` (one statement) and `jobctl.store.sqlite.deps.settle`
 (two). A dependency that failed, was lost or cancelled ends its `ok` dependents transitively, each

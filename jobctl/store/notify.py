@@ -4,11 +4,16 @@ never wakes before the change is visible); SQLite has no notifications and its r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
-from jobctl.store.direct import Conn, first_line
+from jobctl.errors import DatabaseUnavailable
+from jobctl.store import url
+from jobctl.store.backend import backend_for
+from jobctl.store.direct import Conn
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +22,6 @@ CANCEL_CHANNEL = "jobctl_cancel"  # payload: the id of a running job to cancel
 WORKER_CHANNEL = "jobctl_worker"  # payload: the id of a worker asked to stop
 DONE_CHANNEL = "jobctl_done"  # payload: ids of jobs that reached a final state, comma-separated
 SCHEDULES_CHANNEL = "jobctl_schedules"  # payload: the name of a schedule added, changed or removed
-
 
 
 def _send(conn: Conn, channel: str, payload: str) -> None:
@@ -46,8 +50,29 @@ def schedules_changed(conn: Conn, name: str) -> None:
     _send(conn, SCHEDULES_CHANNEL, name[:7000])
 
 
+class Subscription(Protocol):
+    """A connection of its own that receives the notifications of some channels (a backend's
+    `listen`; PostgreSQL's is jobctl.store.postgres.listen). Lost or unreachable, it raises
+    DatabaseUnavailable, and a new one must be made: what was sent meanwhile is gone."""
+
+    def wait(self, timeout: float, stop_after: int | None = None) -> Iterator[tuple[str, str]]:
+        """(channel, payload) of each notification that arrives within `timeout` seconds, until
+        `stop_after` of them have (None: all that do)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def subscribe(target: str, channels: Sequence[str]) -> Subscription:
+    """Receive the notifications of `channels` at `target`: a database's `listen_target`, which
+    is None where nothing notifies (SQLite) and waiters poll instead."""
+    location = url.parse(target)
+    return backend_for(location).listen(location, channels)
+
+
 class Listener:
-    """A thread that LISTENs on PostgreSQL and calls `on_notify(channel, payload)`.
+    """A thread that listens (see `subscribe`) and calls `on_notify(channel, payload)`.
 
     It reconnects on its own; after every (re)connect it calls `on_notify("", "")` because
     notifications sent while it was away are gone, so its owner should look for work.
@@ -55,13 +80,12 @@ class Listener:
 
     def __init__(
         self,
-        conninfo: str,
+        target: str,
         channels: list[str],
         on_notify: Callable[[str, str], None],
     ) -> None:
-        """`conninfo`: what psycopg connects to (a `postgresql://` URL; see
-        `DirectDatabase.location.target`, as store.url parses it)."""
-        self._conninfo = conninfo
+        """`target`: a database's `listen_target` (DirectDatabase.listen_target)."""
+        self._target = target
         self._channels = channels
         self._on_notify = on_notify
         self._stopped = threading.Event()
@@ -74,24 +98,16 @@ class Listener:
         self._stopped.set()
 
     def _run(self) -> None:
-        import psycopg
-
         backoff = 0.5
         while not self._stopped.is_set():
             try:
-                from jobctl.store.postgres import CONNECTION_OPTIONS
-
-                with psycopg.connect(self._conninfo, autocommit=True,
-                                     **CONNECTION_OPTIONS) as conn:  # type: ignore[arg-type]
-                    for channel in self._channels:
-                        conn.execute(f"LISTEN {channel}")
+                with contextlib.closing(subscribe(self._target, self._channels)) as subscription:
                     backoff = 0.5
                     self._on_notify("", "")
                     while not self._stopped.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self._on_notify(note.channel, note.payload)
-            except psycopg.Error as error:
-                log.warning("listener: %s; reconnecting in %.1fs", first_line(error), backoff)
+                        for channel, payload in subscription.wait(timeout=1.0):
+                            self._on_notify(channel, payload)
+            except DatabaseUnavailable as error:
+                log.warning("listener: %s; reconnecting in %.1fs", error, backoff)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-

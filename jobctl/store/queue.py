@@ -185,6 +185,9 @@ class Turn:
     # It queued dependents of the jobs it ended that it could not claim itself (PostgreSQL: one
     # statement sees one snapshot).
     released: bool
+    # Jobs it ended that it did not settle the dependents of: someone started waiting on them
+    # after they were claimed (PostgreSQL's turn without settling, see `has_dependents`).
+    late: Sequence[int] = ()
 
 
 def complete_and_claim(
@@ -204,7 +207,10 @@ def complete_and_claim(
         return set(), []
     turn = conn.backend.sql_queue.complete_and_claim(conn, worker_id, outcomes, claim_, started)
     claimed = _in_start_order([claimed_job(conn, row) for row in turn.claimed])
-    if turn.released and len(claimed) < claim_.limit:
+    released = turn.released
+    if turn.late:  # in their own statement, straight after (PostgreSQL's turn autocommits)
+        released = bool(deps.settle(conn, turn.late).released) or released
+    if released and len(claimed) < claim_.limit:
         # The statement could not claim the dependents it released (one snapshot): claim again
         # now, rather than on the notification, so a chain goes on without a turn's delay and
         # a burst worker does not mistake them for an empty queue.
@@ -362,8 +368,9 @@ class QueueSQL(Protocol):
 
     def complete_and_claim(self, conn: Conn, worker_id: int, outcomes: Sequence[Outcome],
                            claim: Claim, started: Sequence[int]) -> Turn:
-        """Mark `started`, record `outcomes`, settle their dependents, claim (see the module
-        function of the same name, which calls it)."""
+        """Mark `started`, record `outcomes`, settle their dependents (all but those it
+        reports in Turn.late), claim (see the module function of the same name, which calls it
+        and settles the late ones)."""
         ...
 
     def rescue(self, conn: Conn) -> list[tuple[int, str, str]]:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     )
     from jobctl.store.direct import SchemaSQL
     from jobctl.store.engine import Database
+    from jobctl.store.notify import Subscription
     from jobctl.store.url import Location
 
 # Every connection: give up connecting after 5 s, and notice a server that went away within
@@ -101,6 +102,11 @@ class PostgresBackend:
 
     def listen_target(self, location: Location) -> str | None:
         return location.target
+
+    def listen(self, location: Location, channels: Sequence[str]) -> Subscription:
+        from jobctl.store.postgres.listen import PgSubscription
+
+        return PgSubscription(location, channels)
 
     def notify(self, raw: Any, channel: str, payload: str) -> None:
         raw.execute("SELECT pg_notify(%(channel)s, %(payload)s)",

@@ -1,9 +1,9 @@
 """PostgreSQL: dependencies between jobs (jobctl.store.deps.DepsSQL).
 
 Settling, the one answer to "are this job's dependencies met?" on PostgreSQL, is the CTE chain
-SETTLE_CTES: used alone by `settle` (cancel, the rescuer, SQLite-free completions, workflow
-retry) and meant to be spliced into the worker's complete-and-claim statement
-(jobctl.store.queue), which defines `ended` from the jobs that statement itself finishes.
+SETTLE_CTES: used alone by `settle` (cancel, the rescuer, dependents that came late, workflow
+retry) and spliced into the worker's complete-and-claim statement
+(jobctl.store.postgres.queue), which defines `ended` from the jobs that statement itself ends.
 """
 
 from __future__ import annotations
@@ -31,22 +31,24 @@ STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY(%(ids)s) FOR SHARE"
 
 # Settling the waiting jobs in `candidate(id)`, transitively. The statement that splices this in
 # defines, before it and under WITH RECURSIVE:
-#   ended(id, state)  jobs whose new final state this statement wrote itself, which its snapshot
-#                     does not show yet (empty for a statement that only settles);
-#   candidate(id)     the waiting jobs to settle.
-# `doomed`: a candidate with an `ok` dependency that can never succeed ends, and so does every
-# waiting job that needs it `ok`, recursively, each naming the root cause (the lowest id when
-# there are several). `released`: the candidates, and what waits on a doomed job, whose every
-# dependency is met (`ok`: succeeded; `any`: final; a pruned one: never) are queued, keeping a
-# later run_at given at submit. `ended_by_deps` returns (id, state), `released` (id, queue).
+#   ended(id, state)    jobs whose new final state this statement wrote itself, which its snapshot
+#                       does not show yet (empty for a statement that only settles);
+#   candidate(id)       the waiting jobs to settle;
+#   failing(id, state)  the jobs that can never succeed (failed, lost, cancelled) among their
+#                       `ok` dependencies: those `ended` for the turn that ended them (a job
+#                       needing one that had failed before would have ended with it), every one
+#                       for a statement that only settles (_FAILING_DEPENDENCIES).
+# `doomed`: a candidate with a failing `ok` dependency ends, and so does every waiting job that
+# needs it `ok`, recursively, each naming the root cause (the lowest id when there are several).
+# `released`: the candidates, and what waits on a doomed job, whose every dependency is met
+# (`ok`: succeeded; `any`: final; a pruned one: never) are queued, keeping a later run_at given
+# at submit. `ended_by_deps` returns (id, state), `released` (id, queue).
 SETTLE_CTES = f"""
 doomed(id, cause, cause_state) AS (
-    SELECT c.id, dep.depends_on, coalesce(e.state, dj.state)
-    FROM candidate c
-    JOIN job_deps dep ON dep.job_id = c.id AND dep.condition = 'ok'
-    JOIN jobs dj ON dj.id = dep.depends_on
-    LEFT JOIN ended e ON e.id = dep.depends_on
-    WHERE coalesce(e.state, dj.state) IN ({_FAILING})
+    SELECT c.id, f.id, f.state
+    FROM failing f
+    JOIN job_deps dep ON dep.depends_on = f.id AND dep.condition = 'ok'
+    JOIN candidate c ON c.id = dep.job_id
   UNION
     SELECT dep.job_id, x.cause, x.cause_state
     FROM doomed x JOIN job_deps dep ON dep.depends_on = x.id AND dep.condition = 'ok'
@@ -82,6 +84,16 @@ doomed(id, cause, cause_state) AS (
 )"""
 
 
+# `failing` for a statement that only settles: every `ok` dependency of a candidate that failed,
+# was lost or was cancelled.
+_FAILING_DEPENDENCIES = f"""
+    SELECT DISTINCT dj.id, dj.state
+    FROM candidate c
+    JOIN job_deps dep ON dep.job_id = c.id AND dep.condition = 'ok'
+    JOIN jobs dj ON dj.id = dep.depends_on
+    WHERE dj.state IN ({_FAILING})"""
+
+
 def _settle_statement(candidates: str) -> str:
     """SETTLE_CTES on its own: nothing ended unseen (this statement ends no job itself), the
     candidates as given. Rows: (job id, new state, queue when queued)."""
@@ -89,6 +101,7 @@ def _settle_statement(candidates: str) -> str:
 WITH RECURSIVE ended(id, state) AS (
     SELECT CAST(NULL AS bigint), CAST(NULL AS text) WHERE false
 ), candidate(id) AS ({candidates}
+), failing(id, state) AS ({_FAILING_DEPENDENCIES}
 ), {SETTLE_CTES}
 SELECT id, 'queued', queue FROM released
 UNION ALL

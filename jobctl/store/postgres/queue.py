@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobctl.models import (
+    FAILING_STATES,
     FINAL_STATES,
     LIVE_WORKER_STATES,
     UNFINISHED_STATES,
@@ -20,6 +21,7 @@ from jobctl.models import (
 )
 from jobctl.store.notify import DONE_CHANNEL, JOBS_CHANNEL
 from jobctl.store.postgres import NOW, now_plus
+from jobctl.store.postgres.deps import SETTLE_CTES
 from jobctl.store.queue import Turn, named_rows
 
 if TYPE_CHECKING:
@@ -58,53 +60,32 @@ ON CONFLICT DO NOTHING
 
 # --- complete and claim in one round trip -----------------------------------------------------
 
-# Dependents of the jobs this statement ends (see jobctl/store/deps.py), in the same statement and
-# so the same transaction: `doomed` follows `ok` edges from failed, lost and cancelled jobs through
-# waiting jobs (recursively), and those end with the root cause's id in their error; `released`
-# queues the waiting jobs whose every dependency is now met, reading the new states of this
-# statement's jobs from `finished`/`doomed` since all CTEs share one snapshot. A job with no
-# dependents costs two index probes on job_deps (depends_on), no more.
+# Settling the dependents of the jobs this statement ends, in the same statement and so the same
+# transaction: jobctl.store.postgres.deps.SETTLE_CTES, the one answer on PostgreSQL, given as
+# `ended` the jobs that `finished` ended (their new states, which the statement's one snapshot
+# does not show yet), as `candidate` the jobs waiting on them and as `failing` those of the
+# ended that failed, were lost or cancelled (so a job waiting on many costs no look at all its
+# dependencies each time one ends). A job with no dependents costs two index probes on job_deps
+# (depends_on), no more.
 _FINAL = sql_states(FINAL_STATES)
 _SETTLE_DEPENDENTS = f"""
 ended AS (
     SELECT id, state FROM finished WHERE state IN ({_FINAL})
-), doomed(id, cause, cause_state) AS (
-    SELECT dep.job_id, e.id, e.state
-    FROM ended e JOIN job_deps dep ON dep.depends_on = e.id AND dep.condition = 'ok'
+), candidate(id) AS (
+    SELECT dep.job_id FROM ended e JOIN job_deps dep ON dep.depends_on = e.id
     JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
-    WHERE e.state <> 'succeeded'
-  UNION
-    SELECT dep.job_id, x.cause, x.cause_state
-    FROM doomed x JOIN job_deps dep ON dep.depends_on = x.id AND dep.condition = 'ok'
-    JOIN jobs w ON w.id = dep.job_id AND w.state = 'waiting'
-), doomed_once AS (
-    SELECT DISTINCT ON (id) id, cause, cause_state FROM doomed ORDER BY id, cause
-), ended_by_deps AS (
-    UPDATE jobs w SET
-        state = CASE WHEN x.cause_state = 'cancelled' THEN 'cancelled' ELSE 'failed' END,
-        finished_at = {NOW},
-        error = 'dependency ' || x.cause || ' ' || x.cause_state
-    FROM doomed_once x
-    WHERE w.id = x.id AND w.state = 'waiting'
-    RETURNING w.id, pg_notify('{DONE_CHANNEL}', '')
-), released AS (
-    UPDATE jobs w SET state = 'queued', run_at = greatest(w.run_at, {NOW})
-    WHERE w.state = 'waiting'
-      AND w.id IN (SELECT dep.job_id FROM job_deps dep
-                   WHERE dep.depends_on IN (SELECT id FROM ended UNION ALL SELECT id FROM doomed))
-      AND w.id NOT IN (SELECT id FROM doomed)
-      AND NOT EXISTS (
-          SELECT 1 FROM job_deps dep
-          LEFT JOIN jobs dj ON dj.id = dep.depends_on
-          LEFT JOIN ended e ON e.id = dep.depends_on
-          LEFT JOIN doomed_once x ON x.id = dep.depends_on
-          WHERE dep.job_id = w.id AND NOT coalesce(
-              CASE WHEN x.id IS NOT NULL THEN dep.condition = 'any'
-                   WHEN dep.condition = 'ok' THEN coalesce(e.state, dj.state) = 'succeeded'
-                   ELSE coalesce(e.state, dj.state) IN ({_FINAL}) END, false)
-      )
-    RETURNING w.id, pg_notify('{JOBS_CHANNEL}', w.queue)
-),"""
+), failing(id, state) AS (
+    SELECT id, state FROM ended WHERE state IN ({sql_states(FAILING_STATES)})
+), {SETTLE_CTES},"""
+
+# What settling did, as columns of the final SELECT: `released`, whether it queued dependents
+# (which this statement cannot claim), waking the workers of each of their queues; and
+# `dependents_ended`, how many dependents it ended, waking waiters (identical notifications of one
+# transaction collapse into one). Both always evaluated: each is a column of its own.
+_SETTLED = f"""
+    (SELECT count(pg_notify('{JOBS_CHANNEL}', queue)) FROM released) > 0 AS released,
+    (SELECT count(pg_notify('{DONE_CHANNEL}', '')) FROM ended_by_deps) AS dependents_ended"""
+_NOT_SETTLED = "false AS released, 0 AS dependents_ended"
 
 
 def _complete_and_claim(settle: bool) -> str:
@@ -113,15 +94,15 @@ def _complete_and_claim(settle: bool) -> str:
     Most jobs have no dependents, and the settling CTEs double the statement's planning time, so
     the worker uses the plain variant when none of the jobs it completes had dependents when it
     claimed them. The plain variant still reports the jobs someone started waiting on since
-    (`late`), and `complete_and_claim` settles those straight after (SETTLE).
+    (`late`), which jobctl.store.queue.complete_and_claim settles straight after.
 
     One row per claimed job (CLAIMED_JOB), or one with those columns NULL when none was claimed;
     every row also says what the turn did besides: `applied` (the ids whose results were
-    recorded), `late`, and `released` (whether it queued dependents, which the same statement
-    could not claim: all CTEs see one snapshot).
+    recorded), `late`, `released` (whether it queued dependents, which the same statement could
+    not claim: all CTEs see one snapshot) and `dependents_ended` (see _SETTLED).
     """
     late = "false" if settle else "EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = j.id)"
-    released = "EXISTS (SELECT 1 FROM released)" if settle else "false"
+    settled = _SETTLED if settle else _NOT_SETTLED
     return f"""
 WITH RECURSIVE done AS (
     SELECT * FROM unnest(
@@ -193,7 +174,7 @@ picked AS MATERIALIZED (
 SELECT turn.*, claimed.*
 FROM (SELECT ARRAY(SELECT id FROM finished) AS applied,
              ARRAY(SELECT id FROM finished WHERE late_dependents) AS late,
-             {released} AS released) AS turn
+             {settled}) AS turn
 LEFT JOIN claimed ON true
 """
 
@@ -203,22 +184,11 @@ LEFT JOIN claimed ON true
 COMPLETE_AND_CLAIM = _complete_and_claim(settle=True)
 COMPLETE_AND_CLAIM_PLAIN = _complete_and_claim(settle=False)
 
-# Settle the dependents of jobs that ended, without completing anything: for a job someone
-# started waiting on after the worker claimed it (see `_complete_and_claim`). Whether it
-# released any.
-SETTLE = f"""
-WITH RECURSIVE finished AS (
-    SELECT id, state FROM jobs WHERE id = ANY(CAST(%(ids)s AS bigint[]))
-),
-{_SETTLE_DEPENDENTS.rstrip().rstrip(",")}
-SELECT EXISTS (SELECT 1 FROM released)
-"""
-
 
 def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], claim: Claim,
                        started: Sequence[int]) -> Turn:
     """The turn in one autocommitted statement (COMPLETE_AND_CLAIM, or its plain variant when no
-    completed job had dependents), then SETTLE for dependents that came late."""
+    completed job had dependents); dependents that came late are the caller's to settle."""
     params = {
         "worker_id": worker_id,
         "ids": [o.job_id for o in outcomes],
@@ -237,11 +207,9 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
     statement = COMPLETE_AND_CLAIM if settle else COMPLETE_AND_CLAIM_PLAIN
     rows = named_rows(conn.execute(statement, params))
     turn = rows[0]  # the statement always returns a row
-    released = bool(turn["released"])
-    if turn["late"]:
-        released = bool(conn.scalar(SETTLE, {"ids": turn["late"]})) or released
     return Turn(applied=set(turn["applied"]),
-                claimed=[row for row in rows if row["id"] is not None], released=released)
+                claimed=[row for row in rows if row["id"] is not None],
+                released=bool(turn["released"]), late=list(turn["late"]))
 
 
 # --- release ----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     )
     from jobctl.store.direct import SchemaSQL
     from jobctl.store.engine import Database
+    from jobctl.store.notify import Subscription
     from jobctl.store.url import Location
 
 T = TypeVar("T")
@@ -139,6 +140,9 @@ class SqliteBackend:
 
     def listen_target(self, location: Location) -> str | None:
         return None  # SQLite has no notifications: waiters poll
+
+    def listen(self, location: Location, channels: Sequence[str]) -> Subscription:
+        raise ValueError(f"{location.where} has no notifications to listen to: poll it")
 
     def notify(self, raw: Any, channel: str, payload: str) -> None:
         return None
