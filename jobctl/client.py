@@ -16,6 +16,7 @@ line, the worker and the scheduler commands reach the database through it alone.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobctl.errors import InvalidInput, NotFound, WaitTimeout
+from jobctl.errors import DatabaseUnavailable, InvalidInput, NotFound, WaitTimeout
 from jobctl.models import (
     MAX_INPUT_BYTES,
     Attempt,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from jobctl.scheduler import SchedulerSettings
     from jobctl.store.direct import Conn, DirectDatabase
     from jobctl.store.engine import Database
+    from jobctl.store.notify import Subscription
     from jobctl.store.retention import Pruned as Pruned
     from jobctl.store.retention import TableSize as TableSize
     from jobctl.store.stats import QueueReport as QueueReport
@@ -689,36 +691,33 @@ def _check_workflow_ids(workflow_ids: Sequence[int]) -> None:
 
 
 class _WakeUps:
-    """A context whose function sleeps until a job may have ended: NOTIFY on PostgreSQL, a short
-    poll on SQLite."""
+    """A context whose function sleeps until a job may have ended: a notification where the
+    backend sends them (store.notify.subscribe), a short poll where it does not or the
+    subscription cannot be made."""
 
-    def __init__(self, pg_conninfo: str | None) -> None:
-        self._conninfo = pg_conninfo  # None: SQLite
-        self._connection: object | None = None
+    def __init__(self, listen_target: str | None) -> None:
+        self._target = listen_target  # None: nothing notifies (SQLite)
+        self._subscription: Subscription | None = None
 
     def __enter__(self) -> _WakeUpFunction:
-        if self._conninfo is not None:
-            conninfo = self._conninfo
+        if self._target is not None:
+            from jobctl.store import notify
+
             try:
-                import psycopg
-
-                from jobctl.store import notify
-                from jobctl.store.postgres import CONNECTION_OPTIONS
-
-                connection = psycopg.connect(conninfo, autocommit=True,
-                                             **CONNECTION_OPTIONS)  # type: ignore[arg-type]
-                connection.execute(f"LISTEN {notify.DONE_CHANNEL}")
-                self._connection = connection
+                subscription = notify.subscribe(self._target, [notify.DONE_CHANNEL])
+            except DatabaseUnavailable:  # no listener: polling still works
+                subscription = None
+            if subscription is not None:
+                self._subscription = subscription
 
                 def wait_notified(remaining: float | None) -> None:
                     timeout = POSTGRES_POLL_S if remaining is None else min(remaining,
                                                                            POSTGRES_POLL_S)
-                    for _ in connection.notifies(timeout=timeout, stop_after=1):
-                        pass
+                    with contextlib.suppress(DatabaseUnavailable):  # then it is a poll
+                        for _ in subscription.wait(timeout, stop_after=1):
+                            pass
 
                 return wait_notified
-            except Exception:  # no listener: polling still works
-                self._connection = None
 
         def wait_polled(remaining: float | None) -> None:
             time.sleep(SQLITE_POLL_S if remaining is None else min(remaining, SQLITE_POLL_S))
@@ -726,8 +725,8 @@ class _WakeUps:
         return wait_polled
 
     def __exit__(self, *exc: object) -> None:
-        if self._connection is not None:
-            self._connection.close()  # type: ignore[attr-defined]
+        if self._subscription is not None:
+            self._subscription.close()
 
 
 if TYPE_CHECKING:
