@@ -131,43 +131,83 @@ class Backend(Protocol):
                        database: Database) -> contextlib.AbstractContextManager[None]:
         """Held while one process creates or upgrades the schema."""
 
-    # --- the SQL of each entity ----------------------------------------------------------------
+    # --- the SQL of each entity: the backend package's module for it (see SqlModules) ---------
 
-    @property
-    def sql_schema(self) -> SchemaSQL: ...
+    sql_schema: SchemaSQL
+    sql_queue: queue.QueueSQL
+    sql_workers: workers.WorkersSQL
+    sql_deps: deps.DepsSQL
+    sql_schedules: schedules.SchedulesSQL
+    sql_workflows: workflows.WorkflowsSQL
+    sql_reads: reads.ReadsSQL
+    sql_jobs: jobs.JobsSQL
+    sql_submit: submit.SubmitSQL
+    sql_names: names.NamesSQL
+    sql_retention: retention.RetentionSQL
+    sql_stats: stats.StatsSQL
 
-    @property
-    def sql_queue(self) -> queue.QueueSQL: ...
 
-    @property
-    def sql_workers(self) -> workers.WorkersSQL: ...
+class _EntitySQL:
+    """A backend class's `sql_<entity>` attribute: the module `<entity>` of the package the class
+    is defined in, imported on first use (a command imports only the SQL it runs)."""
 
-    @property
-    def sql_deps(self) -> deps.DepsSQL: ...
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.entity = name.removeprefix("sql_")
 
-    @property
-    def sql_schedules(self) -> schedules.SchedulesSQL: ...
+    def __get__(self, instance: object, owner: type) -> Any:
+        return importlib.import_module(f"{owner.__module__}.{self.entity}")
 
-    @property
-    def sql_workflows(self) -> workflows.WorkflowsSQL: ...
 
-    @property
-    def sql_reads(self) -> reads.ReadsSQL: ...
+class SqlModules:
+    """The `sql_<entity>` attributes of a backend class (see _EntitySQL). That each module
+    satisfies its entity's Protocol is mypy's to check, below, once for both backends."""
 
-    @property
-    def sql_jobs(self) -> jobs.JobsSQL: ...
+    (sql_schema, sql_queue, sql_workers, sql_deps, sql_schedules, sql_workflows, sql_reads,
+     sql_jobs, sql_submit, sql_names, sql_retention, sql_stats) = (_EntitySQL() for _ in range(12))
 
-    @property
-    def sql_submit(self) -> submit.SubmitSQL: ...
 
-    @property
-    def sql_names(self) -> names.NamesSQL: ...
+if TYPE_CHECKING:
+    # mypy checks each backend's modules against their entities' Protocols here, once for both.
+    from jobctl.store.postgres import deps as pg_deps
+    from jobctl.store.postgres import jobs as pg_jobs
+    from jobctl.store.postgres import names as pg_names
+    from jobctl.store.postgres import queue as pg_queue
+    from jobctl.store.postgres import reads as pg_reads
+    from jobctl.store.postgres import retention as pg_retention
+    from jobctl.store.postgres import schedules as pg_schedules
+    from jobctl.store.postgres import schema as pg_schema
+    from jobctl.store.postgres import stats as pg_stats
+    from jobctl.store.postgres import submit as pg_submit
+    from jobctl.store.postgres import workers as pg_workers
+    from jobctl.store.postgres import workflows as pg_workflows
+    from jobctl.store.sqlite import deps as lite_deps
+    from jobctl.store.sqlite import jobs as lite_jobs
+    from jobctl.store.sqlite import names as lite_names
+    from jobctl.store.sqlite import queue as lite_queue
+    from jobctl.store.sqlite import reads as lite_reads
+    from jobctl.store.sqlite import retention as lite_retention
+    from jobctl.store.sqlite import schedules as lite_schedules
+    from jobctl.store.sqlite import schema as lite_schema
+    from jobctl.store.sqlite import stats as lite_stats
+    from jobctl.store.sqlite import submit as lite_submit
+    from jobctl.store.sqlite import workers as lite_workers
+    from jobctl.store.sqlite import workflows as lite_workflows
 
-    @property
-    def sql_retention(self) -> retention.RetentionSQL: ...
+    def _conforms(schema: SchemaSQL, queue: queue.QueueSQL, workers: workers.WorkersSQL,
+                  deps: deps.DepsSQL, schedules: schedules.SchedulesSQL,
+                  workflows: workflows.WorkflowsSQL, reads: reads.ReadsSQL, jobs: jobs.JobsSQL,
+                  submit: submit.SubmitSQL, names: names.NamesSQL,
+                  retention: retention.RetentionSQL, stats: stats.StatsSQL) -> None: ...
 
-    @property
-    def sql_stats(self) -> stats.StatsSQL: ...
+    _conforms(pg_schema, pg_queue, pg_workers, pg_deps, pg_schedules, pg_workflows, pg_reads,
+              pg_jobs, pg_submit, pg_names, pg_retention, pg_stats)
+    _conforms(lite_schema, lite_queue, lite_workers, lite_deps, lite_schedules, lite_workflows,
+              lite_reads, lite_jobs, lite_submit, lite_names, lite_retention, lite_stats)
+
+    from jobctl.store.postgres import PostgresBackend
+    from jobctl.store.sqlite import SqliteBackend
+
+    _BACKENDS: tuple[Backend, ...] = (PostgresBackend(), SqliteBackend())
 
 
 def backend_for(location: Location) -> Backend:

@@ -77,3 +77,16 @@ def port_of(netloc: str) -> int | None:
 def _invalid(url: str) -> InvalidInput:
     return InvalidInput(f"invalid database URL {redact(url)!r}: use postgresql://user@host/db "
                         "or sqlite:///path")
+
+
+def query_for_sqlalchemy(text: str) -> dict[str, str | tuple[str, ...]]:
+    """A URL's query as SQLAlchemy's URLs hold it (for the migrations' engine): a key given more
+    than once, a tuple."""
+    from urllib.parse import parse_qsl
+
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, value in parse_qsl(text):
+        held = query.get(key)
+        query[key] = value if held is None else (*((held,) if isinstance(held, str) else held),
+                                                 value)
+    return query

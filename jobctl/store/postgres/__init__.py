@@ -9,29 +9,15 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from jobctl.errors import DatabaseUnavailable
-from jobctl.store.backend import TransactionKind
-from jobctl.store.url import port_of
+from jobctl.store.backend import SqlModules, TransactionKind
+from jobctl.store.url import port_of, query_for_sqlalchemy
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from jobctl.store import (
-        deps,
-        jobs,
-        names,
-        queue,
-        reads,
-        retention,
-        schedules,
-        stats,
-        submit,
-        workers,
-        workflows,
-    )
-    from jobctl.store.direct import SchemaSQL
     from jobctl.store.engine import Database
     from jobctl.store.notify import Subscription
     from jobctl.store.url import Location
@@ -61,7 +47,7 @@ def now_plus(seconds_sql: str) -> str:
     return f"{NOW} + make_interval(secs => {seconds_sql})"
 
 
-class PostgresBackend:
+class PostgresBackend(SqlModules):
     title = "PostgreSQL"
 
     # --- connections and transactions ---------------------------------------------------------
@@ -148,7 +134,8 @@ class PostgresBackend:
             username=unquote(parts.username) if parts.username is not None else None,
             password=unquote(parts.password) if parts.password is not None else None,
             host=parts.hostname, port=port_of(parts.netloc),
-            database=unquote(parts.path.removeprefix("/")) or None, query=_query(parts.query))
+            database=unquote(parts.path.removeprefix("/")) or None,
+            query=query_for_sqlalchemy(parts.query))
         return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                 pool_pre_ping=True, connect_args=dict(CONNECTION_OPTIONS))
 
@@ -167,89 +154,6 @@ class PostgresBackend:
                 connection.execute(sa.text("SELECT pg_advisory_unlock(:id)"), lock)
                 connection.commit()
 
-    # --- the SQL of each entity ----------------------------------------------------------------
-
-    @property
-    def sql_schema(self) -> SchemaSQL:
-        from jobctl.store.postgres import schema
-
-        return schema
-
-    @property
-    def sql_queue(self) -> queue.QueueSQL:
-        from jobctl.store.postgres import queue
-
-        return queue
-
-    @property
-    def sql_workers(self) -> workers.WorkersSQL:
-        from jobctl.store.postgres import workers
-
-        return workers
-
-    @property
-    def sql_deps(self) -> deps.DepsSQL:
-        from jobctl.store.postgres import deps
-
-        return deps
-
-    @property
-    def sql_schedules(self) -> schedules.SchedulesSQL:
-        from jobctl.store.postgres import schedules
-
-        return schedules
-
-    @property
-    def sql_workflows(self) -> workflows.WorkflowsSQL:
-        from jobctl.store.postgres import workflows
-
-        return workflows
-
-    @property
-    def sql_reads(self) -> reads.ReadsSQL:
-        from jobctl.store.postgres import reads
-
-        return reads
-
-    @property
-    def sql_jobs(self) -> jobs.JobsSQL:
-        from jobctl.store.postgres import jobs
-
-        return jobs
-
-    @property
-    def sql_submit(self) -> submit.SubmitSQL:
-        from jobctl.store.postgres import submit
-
-        return submit
-
-    @property
-    def sql_names(self) -> names.NamesSQL:
-        from jobctl.store.postgres import names
-
-        return names
-
-    @property
-    def sql_retention(self) -> retention.RetentionSQL:
-        from jobctl.store.postgres import retention
-
-        return retention
-
-    @property
-    def sql_stats(self) -> stats.StatsSQL:
-        from jobctl.store.postgres import stats
-
-        return stats
-
-
-def _query(text: str) -> dict[str, str | tuple[str, ...]]:
-    """A URL's query as SQLAlchemy's URLs hold it: a key given more than once, a tuple."""
-    query: dict[str, str | tuple[str, ...]] = {}
-    for key, value in parse_qsl(text):
-        held = query.get(key)
-        query[key] = value if held is None else (*((held,) if isinstance(held, str) else held),
-                                                 value)
-    return query
 
 
 def is_disconnect(error: BaseException | None) -> bool:

@@ -24,28 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl
 
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable
-from jobctl.store.backend import TransactionKind
+from jobctl.store.backend import SqlModules, TransactionKind
+from jobctl.store.url import query_for_sqlalchemy
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from jobctl.store import (
-        deps,
-        jobs,
-        names,
-        queue,
-        reads,
-        retention,
-        schedules,
-        stats,
-        submit,
-        workers,
-        workflows,
-    )
-    from jobctl.store.direct import SchemaSQL
     from jobctl.store.engine import Database
     from jobctl.store.notify import Subscription
     from jobctl.store.url import Location
@@ -82,12 +68,7 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
-def now_plus(seconds_sql: str) -> str:
-    """The current time plus `seconds_sql` (a parameter or a column) seconds, stored alike."""
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
-
-
-class SqliteBackend:
+class SqliteBackend(SqlModules):
     title = "SQLite"
 
     # --- connections and transactions ---------------------------------------------------------
@@ -187,7 +168,8 @@ class SqliteBackend:
         if not path.parent.exists():
             raise DatabaseUnavailable(
                 f"cannot open {location.where}: directory {path.parent} does not exist")
-        url = sa.URL.create("sqlite", database=location.target, query=_query(location.options))
+        url = sa.URL.create("sqlite", database=location.target,
+                            query=query_for_sqlalchemy(location.options))
         engine = sa.create_engine(
             url,
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -239,80 +221,6 @@ class SqliteBackend:
             yield
         finally:
             os.close(fd)
-
-    # --- the SQL of each entity ----------------------------------------------------------------
-
-    @property
-    def sql_schema(self) -> SchemaSQL:
-        from jobctl.store.sqlite import schema
-
-        return schema
-
-    @property
-    def sql_queue(self) -> queue.QueueSQL:
-        from jobctl.store.sqlite import queue
-
-        return queue
-
-    @property
-    def sql_workers(self) -> workers.WorkersSQL:
-        from jobctl.store.sqlite import workers
-
-        return workers
-
-    @property
-    def sql_deps(self) -> deps.DepsSQL:
-        from jobctl.store.sqlite import deps
-
-        return deps
-
-    @property
-    def sql_schedules(self) -> schedules.SchedulesSQL:
-        from jobctl.store.sqlite import schedules
-
-        return schedules
-
-    @property
-    def sql_workflows(self) -> workflows.WorkflowsSQL:
-        from jobctl.store.sqlite import workflows
-
-        return workflows
-
-    @property
-    def sql_reads(self) -> reads.ReadsSQL:
-        from jobctl.store.sqlite import reads
-
-        return reads
-
-    @property
-    def sql_jobs(self) -> jobs.JobsSQL:
-        from jobctl.store.sqlite import jobs
-
-        return jobs
-
-    @property
-    def sql_submit(self) -> submit.SubmitSQL:
-        from jobctl.store.sqlite import submit
-
-        return submit
-
-    @property
-    def sql_names(self) -> names.NamesSQL:
-        from jobctl.store.sqlite import names
-
-        return names
-
-    @property
-    def sql_retention(self) -> retention.RetentionSQL:
-        from jobctl.store.sqlite import retention
-
-        return retention
-
-    @property
-    def sql_stats(self) -> stats.StatsSQL:
-        from jobctl.store.sqlite import stats
-
-        return stats
 
 
 class LockWait:
@@ -425,14 +333,10 @@ def _sqlite_operational(error: BaseException) -> bool:
 
 
 
-def _query(text: str) -> dict[str, str | tuple[str, ...]]:
-    """A URL's query (SQLite driver options) as SQLAlchemy's URLs hold it."""
-    query: dict[str, str | tuple[str, ...]] = {}
-    for key, value in parse_qsl(text):
-        held = query.get(key)
-        query[key] = value if held is None else (*((held,) if isinstance(held, str) else held),
-                                                 value)
-    return query
+
+def now_plus(seconds_sql: str) -> str:
+    """The current time plus `seconds_sql` (a parameter or a column) seconds, stored alike."""
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {seconds_sql}))"
 
 
 BACKEND = SqliteBackend()
