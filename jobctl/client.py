@@ -628,47 +628,6 @@ class Client:
         finally:
             self.close()
 
-    # --- names for shell completion ---------------------------------------------------------
-    # A person waits on the Tab key: one small query each on a connection of its own (never
-    # this client's), and a missing database is an error, never created.
-
-    def job_ids_like(self, prefix: str, limit: int) -> list[tuple[int, str, str]]:
-        """(id, name, state) of jobs whose id starts with `prefix`, newest first."""
-        from jobctl.store import names
-
-        return self._look_up(lambda connection: names.recent_jobs(connection, prefix, limit))
-
-    def queue_names_like(self, prefix: str, limit: int) -> list[str]:
-        from jobctl.store import names
-
-        return self._look_up(lambda connection: names.queue_names(connection, prefix, limit))
-
-    def worker_names_like(self, prefix: str, limit: int) -> list[tuple[str, str]]:
-        """(name, state) of workers, newest first."""
-        from jobctl.store import names
-
-        return self._look_up(lambda connection: names.worker_names(connection, prefix, limit))
-
-    def schedule_names_like(self, prefix: str, limit: int) -> list[str]:
-        from jobctl.store import names
-
-        return self._look_up(lambda connection: names.schedule_names(connection, prefix,
-                                                                     limit))
-
-    def workflow_ids_like(self, prefix: str, limit: int) -> list[tuple[int, str]]:
-        """(id, name) of workflows whose id starts with `prefix`, newest first."""
-        from jobctl.store import names
-
-        return self._look_up(lambda connection: names.workflow_ids(connection, prefix, limit))
-
-    def _look_up(self, query: Callable[[Any], list[T]]) -> list[T]:
-        from jobctl.config import resolve_database_url
-        from jobctl.store import names
-
-        url = self._db.url_text if self._db is not None else resolve_database_url(self._url)
-        with names.connect(url) as connection:
-            return query(connection)
-
     def _schema_database(self) -> Database:
         """The database on the migrations' road (SQLAlchemy and Alembic), schema unchecked:
         the one place left for them at run time is creating and checking the schema."""

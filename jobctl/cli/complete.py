@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     # Imported when a request comes: `jobctl --help` needs none of it.
     from click.shell_completion import CompletionItem, ShellComplete
 
-    from jobctl.client import Client
+    from jobctl.store.direct import Conn
 
 COMPLETE_VARIABLE = "_JOBCTL_COMPLETE"
 PROG_NAME = "jobctl"
@@ -176,39 +176,51 @@ def profile_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
 
 def job_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Job ids, most recent first, described by name and state."""
-    rows = _lookup(ctx, lambda client: client.job_ids_like(incomplete, LIMIT))
+    from jobctl.store import names
+
+    rows = _lookup(ctx, lambda conn: names.recent_jobs(conn, incomplete, LIMIT))
     return [(str(job_id), f"{name} {state}".strip()) for job_id, name, state in rows]
 
 
 def queue_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
-    return _lookup(ctx, lambda client: client.queue_names_like(incomplete, LIMIT))
+    from jobctl.store import names
+
+    return _lookup(ctx, lambda conn: names.queue_names(conn, incomplete, LIMIT))
 
 
 def worker_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Worker names, most recent first, described by state."""
-    return _lookup(ctx, lambda client: client.worker_names_like(incomplete, LIMIT))
+    from jobctl.store import names
+
+    return _lookup(ctx, lambda conn: names.worker_names(conn, incomplete, LIMIT))
 
 
 def schedule_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
-    return _lookup(ctx, lambda client: client.schedule_names_like(incomplete, LIMIT))
+    from jobctl.store import names
+
+    return _lookup(ctx, lambda conn: names.schedule_names(conn, incomplete, LIMIT))
 
 
 def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Workflow ids, most recent first, described by name."""
-    rows = _lookup(ctx, lambda client: client.workflow_ids_like(incomplete, LIMIT))
+    from jobctl.store import names
+
+    rows = _lookup(ctx, lambda conn: names.workflow_ids(conn, incomplete, LIMIT))
     return [(str(workflow_id), name) for workflow_id, name in rows]
 
 
-def _lookup(ctx: click.Context, query: Callable[[Client], list[T]]) -> list[T]:
-    """Run `query` on the database the command line names, in a daemon thread: an unreachable
-    or slow database yields [] when the budget is spent, never an error."""
+def _lookup(ctx: click.Context, query: Callable[[Conn], list[T]]) -> list[T]:
+    """Run `query` (one of jobctl.store.names's look-ups) on the database the command line
+    names, in a daemon thread: an unreachable or slow database yields [] when the budget is
+    spent, never an error. Completion reaches the store's names directly, not through the
+    Client: the Client's import (jobctl.models with it) would cost every Tab ~20 ms."""
     found: list[T] = []
 
     def work() -> None:
-        with contextlib.suppress(BaseException):
-            from jobctl.client import Client
+        from jobctl.store.names import connect
 
-            found.extend(query(Client(_database_url(ctx))))
+        with contextlib.suppress(BaseException), connect(_database_url(ctx)) as conn:
+            found.extend(query(conn))
 
     worker = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
     worker.start()

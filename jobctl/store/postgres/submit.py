@@ -10,13 +10,14 @@ nobody else gets them.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import JSON_COLUMNS, ROW_COLUMNS, TIME_COLUMNS, row_params
+from jobctl.store.submit import JSON_COLUMNS, ROW_COLUMNS, TIME_COLUMNS, rows_params
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -27,7 +28,9 @@ RESERVE_IDS = ("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
 
 # The rows of a batch, in COPY's text format (see insert_rows). Differs by necessity: COPY,
 # where SQLite inserts with executemany.
-COPY_JOBS = f"COPY jobs (id, {', '.join(ROW_COLUMNS)}) FROM STDIN"
+# {columns}: those of ROW_COLUMNS the batch sets (a column that is NULL for every job of the batch
+# is left out: it gets its default, NULL; a column with another default is never None).
+COPY_JOBS = "COPY jobs (id, {columns}) FROM STDIN"
 
 # One job's row (store.submit.row_params): the JSON columns travel as text, cast here.
 _VALUES = ", ".join(f"CAST(%({column})s AS jsonb)" if column in JSON_COLUMNS
@@ -51,11 +54,23 @@ def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Reserve ids, then COPY the rows with them (written in blocks: about three times faster
     than write_row())."""
     ids = sorted(int(row[0]) for row in conn.execute(RESERVE_IDS, {"n": len(rows)}))
-    lines = [f"{job_id}\t" + "\t".join([
-        NULL if value is None else encode(value)
-        for encode, value in zip(_ENCODERS, _values(row), strict=True)])
-        for job_id, row in zip(ids, rows, strict=True)]
-    with conn.raw.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
+    # Column by column: a value the whole batch shares (its queue, its times, an empty env …:
+    # most columns of a bulk submit) is encoded once.
+    cells: list[Iterable[str]] = [[str(job_id) for job_id in ids]]
+    columns = []
+    for column, encode in zip(ROW_COLUMNS, _ENCODERS, strict=True):
+        values = list(map(operator.itemgetter(column), rows))
+        first = values[0]
+        if values.count(first) == len(values):
+            if first is None:
+                continue
+            cells.append(itertools.repeat(encode(first), len(values)))
+        else:
+            cells.append([NULL if value is None else encode(value) for value in values])
+        columns.append(column)
+    lines = ["\t".join(row) for row in zip(*cells, strict=True)]
+    copy_jobs = COPY_JOBS.format(columns=", ".join(columns))
+    with conn.raw.cursor() as cursor, cursor.copy(copy_jobs) as copy:
         for start in range(0, len(lines), COPY_BLOCK_ROWS):
             copy.write("".join(line + "\n" for line in lines[start:start + COPY_BLOCK_ROWS]))
     return ids
@@ -64,7 +79,7 @@ def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
 def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int | None]:
     """INSERT_OCCURRENCE for each row in one pipeline (one round trip for the batch)."""
     cursor = conn.raw.cursor()
-    cursor.executemany(INSERT_OCCURRENCE, [row_params(conn, row) for row in rows],
+    cursor.executemany(INSERT_OCCURRENCE, rows_params(conn, rows),
                        returning=True)
     found: list[int | None] = []
     for _ in cursor.results():
@@ -120,6 +135,5 @@ def _encoder(column: str) -> Callable[[Any], str]:
     return special.get(column, _text)
 
 
-# The encoder of each column of ROW_COLUMNS, and a row's values in that order.
+# The encoder of each column of ROW_COLUMNS.
 _ENCODERS = [_encoder(column) for column in ROW_COLUMNS]
-_values = operator.itemgetter(*ROW_COLUMNS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import ROW_COLUMNS, row_params
+from jobctl.store.submit import ROW_COLUMNS, row_params, rows_params
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -36,7 +36,7 @@ def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
     """executemany of INSERT_JOB. The transaction holds SQLite's write lock (BEGIN IMMEDIATE)
     and `jobs` is AUTOINCREMENT, so the rows got consecutive ids ending at the last one
     inserted; the count proves it."""
-    conn.executemany(INSERT_JOB, [row_params(conn, row) for row in rows])
+    conn.executemany(INSERT_JOB, rows_params(conn, rows))
     last = int(conn.scalar(LAST_ID))
     first = last - len(rows) + 1
     found = conn.scalar(COUNT_IDS, {"first": first, "last": last})
