@@ -64,15 +64,16 @@ def row_params(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_params(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`row_params` of a batch, encoded in place (the rows are the batch's own, fresh from
-    `job_row`). What rows share (the batch's times, an empty env, the same labels) is encoded
-    once: for 100,000 jobs that is most of the encoding's cost."""
+    """`row_params` of a batch (new dicts: the rows are left as they are). What rows share (the
+    batch's times, an empty env, the same labels) is encoded once: for 100,000 jobs that is
+    most of the encoding's cost."""
     memo: dict[tuple[str, Any], Any] = {}
     # (An argv is each job's own: memoising it would only cost.)
     encoders = [(column, conn.time_param, _same) for column in sorted(TIME_COLUMNS)] + [
         (column, conn.json_param, _json_key if column != "argv" else _none)
         for column in sorted(JSON_COLUMNS)]
-    for params in rows:
+    batch = [dict(row) for row in rows]
+    for params in batch:
         for column, encode, key_of in encoders:
             value = params[column]
             key = key_of(value)
@@ -83,7 +84,7 @@ def rows_params(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[dict[str, An
             if found is memo:
                 found = memo[(column, key)] = encode(value)
             params[column] = found
-    return list(rows)
+    return batch
 
 
 def _same(value: Any) -> Any:
