@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from jobctl.errors import NotFound
-from jobctl.models import FINAL_STATES, NOT_STARTED_STATES, DepCondition, JobSpec, JobState
+from jobctl.models import (
+    FINAL_STATES,
+    NOT_STARTED_STATES,
+    DepCondition,
+    JobSpec,
+    JobState,
+    sql_states,
+)
 from jobctl.store import deps, notify
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
@@ -111,6 +118,27 @@ def retry(conn: Conn, job_id: int, retries: int = 0) -> JobState | None:
         conn.execute(conn.backend.sql_jobs.RETRY, {"id": job_id, "retries": retries})
         notify.job_submitted(conn, queue)
     return JobState(state)
+
+
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.jobs)
+# composes it at import. Whatever holds a parameter or the database's time stays in the
+# backend's own statement.
+
+# A job that has not started (waiting or queued), and one in a final state.
+NOT_STARTED = f"state IN ({sql_states(NOT_STARTED_STATES)})"
+FINAL = f"state IN ({sql_states(FINAL_STATES)})"
+
+# What cancelling a job that has not started writes (CANCEL_NOT_STARTED; its finish time apart).
+CANCELLED_BEFORE_START = (f"state = '{JobState.CANCELLED.value}', "
+                          "error = 'cancelled before it started', cancel_requested = TRUE")
+
+# What a retry writes besides its retries and its run time (RETRY): queued, its losses over, and
+# nothing left of the attempt before.
+QUEUED_AGAIN = f"""state = '{JobState.QUEUED.value}', losses = 0, finished_at = NULL,
+       lease_until = NULL, exit_code = NULL, signal = NULL, error = NULL,
+       cancel_requested = FALSE"""
 
 
 class JobsSQL(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from jobctl.store.direct import Conn, DirectDatabase
 
@@ -38,24 +38,27 @@ def _like(prefix: str) -> str:
     return escaped + "%"
 
 
+def _matching(conn: Conn, statement: str, prefix: str, limit: int) -> list[tuple[Any, ...]]:
+    """The rows of one of the backend's look-ups (NamesSQL) for names starting with `prefix`,
+    at most `limit`."""
+    return list(conn.execute(statement, {"prefix": _like(prefix), "limit": limit}).fetchall())
+
+
 def recent_jobs(conn: Conn, prefix: str, limit: int) -> list[tuple[int, str, str]]:
     """(id, name, state) of jobs whose id starts with `prefix`, newest first."""
-    rows = conn.execute(conn.backend.sql_names.RECENT_JOBS,
-                        {"prefix": _like(prefix), "limit": limit}).fetchall()
+    rows = _matching(conn, conn.backend.sql_names.RECENT_JOBS, prefix, limit)
     return [(int(job_id), str(name), str(state)) for job_id, name, state in rows]
 
 
 def queue_names(conn: Conn, prefix: str, limit: int) -> list[str]:
     """Queues that jobs were submitted to, by name."""
-    rows = conn.execute(conn.backend.sql_names.QUEUES,
-                        {"prefix": _like(prefix), "limit": limit}).fetchall()
+    rows = _matching(conn, conn.backend.sql_names.QUEUES, prefix, limit)
     return [str(queue) for (queue,) in rows]
 
 
 def worker_names(conn: Conn, prefix: str, limit: int) -> list[tuple[str, str]]:
     """(name, state) of workers, newest first; a name reused by a restarted worker once."""
-    rows = conn.execute(conn.backend.sql_names.WORKERS,
-                        {"prefix": _like(prefix), "limit": limit * 4}).fetchall()
+    rows = _matching(conn, conn.backend.sql_names.WORKERS, prefix, limit * 4)
     seen: dict[str, str] = {}
     for name, state in rows:
         seen.setdefault(str(name), str(state))
@@ -63,15 +66,13 @@ def worker_names(conn: Conn, prefix: str, limit: int) -> list[tuple[str, str]]:
 
 
 def schedule_names(conn: Conn, prefix: str, limit: int) -> list[str]:
-    rows = conn.execute(conn.backend.sql_names.SCHEDULES,
-                        {"prefix": _like(prefix), "limit": limit}).fetchall()
+    rows = _matching(conn, conn.backend.sql_names.SCHEDULES, prefix, limit)
     return [str(name) for (name,) in rows]
 
 
 def workflow_ids(conn: Conn, prefix: str, limit: int) -> list[tuple[int, str]]:
     """(id, name) of workflows whose id starts with `prefix`, newest first."""
-    rows = conn.execute(conn.backend.sql_names.WORKFLOWS,
-                        {"prefix": _like(prefix), "limit": limit}).fetchall()
+    rows = _matching(conn, conn.backend.sql_names.WORKFLOWS, prefix, limit)
     return [(int(workflow_id), str(name)) for workflow_id, name in rows]
 
 

@@ -24,9 +24,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from jobctl import policy
-from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobState, WorkerState
+from jobctl.models import (
+    DEFAULT_MAX_LOST,
+    UNFINISHED_STATES,
+    Delivery,
+    JobState,
+    WorkerState,
+    sql_states,
+)
 from jobctl.store import deps, notify
 from jobctl.store.direct import Conn
+from jobctl.store.workers import LIVE_WORKER
 
 
 @dataclass(frozen=True)
@@ -342,6 +350,77 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
             pending = {job_id: job for job_id, job in found.items() if job.state == "waiting"}
     return policy.Backlog(retry_in_s=retry_in, waiting=waiting_ids, jobs=jobs,
                           served=frozenset(served), not_mine=not_mine)
+
+
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.queue)
+# composes it at import. Where the backends' statements differ only in named fragments of their
+# own (the database's time, the test of a job's queue or id against a list, the parameters of
+# who may run a job), the shape is a function here that each backend calls with its fragments;
+# the statement stays a named constant in the backend's module. Never a rewriting of parameters.
+
+# A job claimed into a worker's read-ahead buffer whose command never started (no output from
+# this attempt either: the worker writes the start before any output): it goes back as if
+# never claimed, whatever its delivery, uncharged.
+NEVER_STARTED = """(in_buffer AND NOT EXISTS (
+    SELECT 1 FROM job_logs l WHERE l.job_id = jobs.id AND l.attempt = jobs.attempt))"""
+
+# What an expired lease makes of a running job (the rescue's `new_state`). Losing a worker is
+# not the command's failure: it costs no retry (max_attempts grows with it), but counts in
+# `losses`, and a job that has taken `max_lost` workers down fails rather than loop forever.
+# At-most-once jobs that may have started become lost: they must never run twice. `requeue`:
+# never started (NEVER_STARTED).
+RESCUE_STATE = f"""CASE
+    WHEN cancel_requested THEN 'cancelled'
+    WHEN {NEVER_STARTED} THEN 'requeue'
+    WHEN delivery = 'at_most_once' THEN 'lost'
+    WHEN losses + 1 < max_lost THEN 'queued'
+    ELSE 'failed' END"""
+
+# MARK_LOST_WORKERS without its test of the heartbeat's age (which holds the lease parameter):
+# the live workers become lost.
+LIVE_WORKERS_LOST = f"UPDATE workers SET state = '{WorkerState.LOST.value}' WHERE {LIVE_WORKER}"
+
+# The queues the live workers serve (JSON lists): LIVE_WORKER_QUEUES on both backends.
+QUEUES_OF_LIVE_WORKERS = f"SELECT queues FROM workers WHERE {LIVE_WORKER}"
+
+
+def burst_statements(now: str, user_fits: str, in_queues: str) -> tuple[str, str, str]:
+    """BURST_COUNTS, NOT_MINE and WAITING, from a backend's database time (`now`), its test that
+    the worker may run a job (`user_fits`: :user, :any_user) and its test that a job's queue is
+    one of :queues (`in_queues`).
+
+    BURST_COUNTS: jobs due that the worker may run, jobs running anywhere, the next retry (a
+    queued job that ran before and waits out its backoff; one merely submitted for later is not
+    waited for), waiting jobs, and the database's time. NOT_MINE: the queued jobs of :queues
+    that the worker may not run (another Unix user's). WAITING: the waiting jobs of :queues."""
+    counts = f"""
+SELECT
+    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {now} AND {user_fits}
+                      THEN 1 ELSE 0 END), 0) AS due,
+    coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running,
+    min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {now} AND {user_fits}
+             THEN run_at END) AS next_retry,
+    coalesce(sum(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END), 0) AS waiting,
+    {now} AS now
+FROM jobs WHERE {in_queues}
+"""
+    not_mine = (f"SELECT id, run_as FROM jobs WHERE state = 'queued' AND {in_queues}"
+                f" AND NOT {user_fits}")
+    waiting = f"SELECT id, queue FROM jobs WHERE state = 'waiting' AND {in_queues}"
+    return counts, not_mine, waiting
+
+
+def open_deps(in_ids: str) -> str:
+    """OPEN_DEPS, from a backend's test that `dep.job_id` is one of :ids (`in_ids`): those
+    jobs' dependencies that have not ended (a missing dependency: state NULL)."""
+    return f"""
+SELECT dep.job_id, dep.depends_on, j.state, j.queue
+FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
+WHERE {in_ids}
+  AND (j.state IS NULL OR j.state IN ({sql_states(UNFINISHED_STATES)}))
+"""
 
 
 class QueueSQL(Protocol):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from jobctl.models import FINAL_STATES, JobState
+from jobctl.models import FINAL_STATES, JobState, sql_states
 from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.reads import database_now
 
@@ -24,6 +24,25 @@ BATCH = 1000
 DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
 TABLES = ("attempts", "job_deps", "job_logs", "jobs", "schedules", "workers", "workflows")
+
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.retention)
+# composes it at import. Whatever holds a parameter stays in the backend's own statement.
+
+# A job some job that has not reached a final state depends on: such a job is kept, since
+# deleting it would leave that dependent waiting on nothing.
+NEEDED_BY_UNFINISHED = f"""EXISTS (
+    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
+    WHERE job_deps.depends_on = jobs.id
+      AND dependent.state NOT IN ({sql_states(FINAL_STATES)}))"""
+
+# When a job's age counts from: its finish, or its creation for a job that ended without a
+# finish time (none should).
+AGE_FROM = "coalesce(jobs.finished_at, jobs.created_at)"
+
+# A job that still has output.
+HAS_OUTPUT = "EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id)"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from jobctl.models import FAILURE_STATES, JobState, WorkerInfo
+from jobctl.models import FAILURE_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.reads import database_now
@@ -166,6 +166,29 @@ def read_snapshot(database: DirectDatabase, **options: Any) -> Snapshot:
 def read_queue_stats(database: DirectDatabase, window_s: float) -> QueueReport:
     with database.read() as conn:
         return queue_stats(conn, window_s)
+
+
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.stats)
+# composes it at import. Whatever holds a parameter stays in the backend's own statement.
+
+# QUEUE_STATS's `depth` branch: jobs not finished, per queue and state.
+QUEUE_DEPTH = f"""SELECT 'depth', queue, state, count(*), NULL FROM jobs
+WHERE state IN ({sql_states(UNFINISHED_STATES)})
+GROUP BY queue, state"""
+
+# RUNNING_JOBS without its limit: the running jobs, longest-running first, with the name of the
+# worker that runs each.
+RUNNING_LONGEST_FIRST = f"""SELECT jobs.id, jobs.name, jobs.queue, jobs.started_at, workers.name
+FROM jobs LEFT OUTER JOIN workers ON workers.id = jobs.worker_id
+WHERE jobs.state = '{JobState.RUNNING.value}'
+ORDER BY jobs.started_at, jobs.id"""
+
+# RECENT_FAILURES without its limit: the failures (failed or lost), newest first.
+FAILURES_NEWEST_FIRST = f"""SELECT id, name, queue, state, exit_code, error, finished_at FROM jobs
+WHERE state IN ({sql_states(FAILURE_STATES)})
+ORDER BY finished_at DESC, id DESC"""
 
 
 class StatsSQL(Protocol):

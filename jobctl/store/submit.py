@@ -32,6 +32,25 @@ ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "time
 JSON_COLUMNS = frozenset({"argv", "env", "labels"})
 TIME_COLUMNS = frozenset({"run_at", "created_at", "finished_at", "fire_time"})
 
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.submit)
+# composes it at import. The VALUES, which hold the parameters, are each backend's own.
+
+# ROW_COLUMNS as SQL: the column list of every insert of a new job.
+ROW_COLUMN_LIST = ", ".join(ROW_COLUMNS)
+
+# After an insert of a job with a unique key: nothing inserted when another job holds the key
+# (the partial unique index on unique_key), the new id otherwise.
+UNLESS_KEY_TAKEN = """ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id"""
+
+# After an insert of a schedule's occurrence: nothing inserted when a job of that (schedule, fire
+# time) exists (the partial unique index uq_jobs_schedule_fire_time: another scheduler fired
+# it), the new id otherwise.
+UNLESS_FIRED = """ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
+RETURNING id"""
+
 
 def job_row(spec: JobSpec, now: datetime, state: JobState = JobState.QUEUED,
             error: str | None = None, *, unique_key: str | None = None,

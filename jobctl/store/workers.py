@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from jobctl.models import WorkerInfo, WorkerState
+from jobctl.models import LIVE_WORKER_STATES, JobState, WorkerInfo, WorkerState, sql_states
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 
@@ -71,6 +71,24 @@ def list_workers(conn: Conn, *, include_ended: bool = False) -> list[WorkerInfo]
         for (id_, name, hostname, pid, queues, concurrency, version, started_at, heartbeat_at,
              state, running_jobs) in rows.fetchall()
     ]
+
+
+# --- SQL both backends share -------------------------------------------------------------------
+# SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
+# here, once, named for what it means; each backend's statement (jobctl.store.<backend>.workers)
+# composes it at import. Whatever holds a parameter stays in the backend's own statement.
+
+# A worker that is alive: running or draining (not stopped, not lost).
+LIVE_WORKER = f"workers.state IN ({sql_states(LIVE_WORKER_STATES)})"
+
+# Every worker with how many jobs it runs now (LIST's columns, `running_jobs` last).
+WORKERS_WITH_RUNNING_JOBS = f"""SELECT workers.id, workers.name, workers.hostname, workers.pid,
+       workers.queues, workers.concurrency, workers.version, workers.started_at,
+       workers.heartbeat_at, workers.state, coalesce(running.running, 0) AS running_jobs
+FROM workers LEFT OUTER JOIN (
+    SELECT worker_id, count(*) AS running FROM jobs
+    WHERE state = '{JobState.RUNNING.value}' GROUP BY worker_id
+) AS running ON running.worker_id = workers.id"""
 
 
 class WorkersSQL(Protocol):

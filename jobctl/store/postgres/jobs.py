@@ -1,6 +1,7 @@
 """PostgreSQL: the SQL of jobctl.store.jobs (see its JobsSQL protocol)."""
 
-from jobctl.models import FINAL_STATES, NOT_STARTED_STATES, JobState, sql_states
+from jobctl.models import JobState
+from jobctl.store.jobs import CANCELLED_BEFORE_START, FINAL, NOT_STARTED, QUEUED_AGAIN
 from jobctl.store.postgres import NOW
 
 # The job that holds a unique key (a submit whose key was taken gets its id back).
@@ -16,9 +17,8 @@ LOCK_JOB = "SELECT state, queue FROM jobs WHERE id = %(id)s FOR UPDATE"
 
 # Cancel a job that has not started (waiting or queued): no worker has it, so it ends here.
 CANCEL_NOT_STARTED = f"""
-UPDATE jobs SET state = '{JobState.CANCELLED.value}', finished_at = {NOW},
-       error = 'cancelled before it started', cancel_requested = TRUE
-WHERE id = %(id)s AND state IN ({sql_states(NOT_STARTED_STATES)})"""
+UPDATE jobs SET {CANCELLED_BEFORE_START}, finished_at = {NOW}
+WHERE id = %(id)s AND {NOT_STARTED}"""
 
 # Flag a running job: its worker kills it (woken by a notification, or at its next renewal).
 REQUEST_CANCEL = f"""
@@ -26,9 +26,8 @@ UPDATE jobs SET cancel_requested = TRUE
 WHERE id = %(id)s AND state = '{JobState.RUNNING.value}'"""
 
 # Queue a finished job again as a new attempt, with :retries more retries after it; its
-# losses start over.
+# losses start over (jobctl.store.jobs.QUEUED_AGAIN).
 RETRY = f"""
-UPDATE jobs SET state = '{JobState.QUEUED.value}', max_attempts = attempt + 1 + %(retries)s,
-       losses = 0, run_at = {NOW}, finished_at = NULL, lease_until = NULL, exit_code = NULL,
-       signal = NULL, error = NULL, cancel_requested = FALSE
-WHERE id = %(id)s AND state IN ({sql_states(FINAL_STATES)})"""
+UPDATE jobs SET max_attempts = attempt + 1 + %(retries)s, run_at = {NOW},
+       {QUEUED_AGAIN}
+WHERE id = %(id)s AND {FINAL}"""

@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING, Any
 from jobctl.models import (
     FAILING_STATES,
     FINAL_STATES,
-    LIVE_WORKER_STATES,
-    UNFINISHED_STATES,
-    WorkerState,
     sql_states,
 )
+from jobctl.store import queue as shared
 from jobctl.store.notify import DONE_CHANNEL, JOBS_CHANNEL
 from jobctl.store.postgres import NOW, now_plus
 from jobctl.store.postgres.deps import SETTLE_CTES
@@ -41,6 +39,10 @@ CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.time
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
 # root can become anyone (any_user); any other only itself (user).
 _USER_FITS = "(run_as IS NULL OR %(any_user)s OR run_as = %(user)s)"
+
+# A job's queue is one of :queues. Differs by necessity: the queues are an array (SQLite:
+# json_each).
+_IN_QUEUES = "queue = ANY(%(queues)s)"
 
 
 def queues_param(queues: Sequence[str]) -> Any:
@@ -225,12 +227,15 @@ RETURNING queue
 
 # --- leases and heartbeats --------------------------------------------------------------------
 
+# A job's id is one of :ids. Differs by necessity: the ids are an array (SQLite: json_each).
+_IN_IDS = "id = ANY(%(ids)s)"
+
 # Extend the leases of this worker's running jobs; which it still holds, and which somebody
-# asked to cancel. Differs by necessity: the ids are an array (SQLite: json_each).
+# asked to cancel. An expired lease is not ours any more, even before the rescuer has taken the
+# job back.
 RENEW = f"""
 UPDATE jobs SET lease_until = {now_plus("%(lease_s)s")}
-WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND state = 'running'
-  -- an expired lease is not ours any more, even before the rescuer has taken the job back
+WHERE {_IN_IDS} AND worker_id = %(worker_id)s AND state = 'running'
   AND lease_until >= {NOW}
 RETURNING id, cancel_requested
 """
@@ -239,39 +244,23 @@ RETURNING id, cancel_requested
 # is gone.
 HEARTBEAT = f"UPDATE workers SET heartbeat_at = {NOW} WHERE id = %(worker_id)s RETURNING state"
 
-# Which of this worker's running jobs somebody asked to cancel. Differs by necessity: an array.
-CANCEL_REQUESTS = """
-SELECT id FROM jobs
-WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND state = 'running' AND cancel_requested
+# Which of this worker's running jobs somebody asked to cancel.
+CANCEL_REQUESTS = f"""
+SELECT id FROM jobs WHERE {_IN_IDS} AND worker_id = %(worker_id)s
+  AND state = 'running' AND cancel_requested
 """
 
 # --- rescue -----------------------------------------------------------------------------------
 
-# A job claimed into a worker's read-ahead buffer whose command never started (no output from
-# this attempt either: the worker writes the start before any output): it goes back as if
-# never claimed, whatever its delivery, uncharged.
-_NEVER_STARTED = """(in_buffer AND NOT EXISTS (
-    SELECT 1 FROM job_logs l WHERE l.job_id = jobs.id AND l.attempt = jobs.attempt))"""
-
-# What an expired lease makes of a job. Losing a worker is not the command's failure: it costs
-# no retry (max_attempts grows with it), but counts in `losses`, and a job that has taken
-# `max_lost` workers down fails rather than loop forever. At-most-once jobs that may have
-# started become lost: they must never run twice.
-_RESCUE_STATE = f"""CASE
-    WHEN cancel_requested THEN 'cancelled'
-    WHEN {_NEVER_STARTED} THEN 'requeue'
-    WHEN delivery = 'at_most_once' THEN 'lost'
-    WHEN losses + 1 < max_lost THEN 'queued'
-    ELSE 'failed' END"""
-
 # A running job whose lease ran out belongs to a worker that crashed, hung or was cut off (and
 # that has killed the job itself: see fencing in jobctl/worker). `requeue` (never started) puts
 # it back with its attempt uncounted and no attempts row; every other outcome records a `lost`
-# attempt. Rows: id, new_state, queue. Differs by necessity: SKIP LOCKED and data-modifying
-# CTEs make it one statement that concurrent rescuers can run at once; SQLite takes steps.
+# attempt (new_state: jobctl.store.queue.RESCUE_STATE). Rows: id, new_state, queue. Differs by
+# necessity: SKIP LOCKED and data-modifying CTEs make it one statement that concurrent rescuers
+# can run at once; SQLite takes steps.
 RESCUE = f"""
 WITH expired AS (
-    SELECT id, {_RESCUE_STATE} AS new_state FROM jobs
+    SELECT id, {shared.RESCUE_STATE} AS new_state FROM jobs
     WHERE state = 'running' AND lease_until < {NOW}
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
@@ -307,48 +296,23 @@ def rescue(conn: Conn) -> list[tuple[int, str, str]]:
             in conn.execute(RESCUE).fetchall()]
 
 
-# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
-MARK_LOST_WORKERS = f"""
-UPDATE workers SET state = '{WorkerState.LOST.value}'
-WHERE state IN ({sql_states(LIVE_WORKER_STATES)})
-  AND heartbeat_at < {now_plus("-CAST(%(lease_s)s AS float8)")}
-"""
+# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either
+# (jobctl.store.queue.LIVE_WORKERS_LOST).
+MARK_LOST_WORKERS = (f"{shared.LIVE_WORKERS_LOST}\n"
+                     f"  AND heartbeat_at < {now_plus('-CAST(%(lease_s)s AS float8)')}")
 
 # --- burst workers ----------------------------------------------------------------------------
 
 # A burst worker's view of its queues when it has nothing to run (see policy.burst_decision):
-# jobs due that it may run, jobs running anywhere, the next retry (a queued job that ran before
-# and waits out its backoff; one merely submitted for later is not waited for), waiting jobs,
-# and the database's time. Differs by necessity: the queues are an array (SQLite: json_each).
-BURST_COUNTS = f"""
-SELECT
-    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {NOW} AND {_USER_FITS}
-                      THEN 1 ELSE 0 END), 0) AS due,
-    coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running,
-    min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {NOW} AND {_USER_FITS}
-             THEN run_at END) AS next_retry,
-    coalesce(sum(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END), 0) AS waiting,
-    {NOW} AS now
-FROM jobs WHERE queue = ANY(%(queues)s)
-"""
-
-# Queued jobs of these queues that this worker may not run (another Unix user's).
-NOT_MINE = f"""
-SELECT id, run_as FROM jobs
-WHERE state = 'queued' AND queue = ANY(%(queues)s) AND NOT {_USER_FITS}
-"""
-
-# The waiting jobs of these queues.
-WAITING = "SELECT id, queue FROM jobs WHERE state = 'waiting' AND queue = ANY(%(queues)s)"
+# jobs due that it may run, jobs running anywhere, the next retry, waiting jobs, and the
+# database's time (BURST_COUNTS); the queued jobs of these queues that this worker may not run,
+# another Unix user's (NOT_MINE); the waiting jobs of these queues (WAITING). The shapes:
+# jobctl.store.queue.burst_statements.
+BURST_COUNTS, NOT_MINE, WAITING = shared.burst_statements(NOW, _USER_FITS, _IN_QUEUES)
 
 # The dependencies of some jobs that have not ended (a missing dependency: state NULL).
-OPEN_DEPS = f"""
-SELECT dep.job_id, dep.depends_on, j.state, j.queue
-FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
-WHERE dep.job_id = ANY(%(ids)s)
-  AND (j.state IS NULL OR j.state IN ({sql_states(UNFINISHED_STATES)}))
-"""
+# Differs by necessity: the ids are an array (SQLite: json_each).
+OPEN_DEPS = shared.open_deps("dep.job_id = ANY(%(ids)s)")
 
-# The queues the live workers serve (JSON lists).
-LIVE_WORKER_QUEUES = (
-    f"SELECT queues FROM workers WHERE state IN ({sql_states(LIVE_WORKER_STATES)})")
+# The queues the live workers serve (JSON lists): jobctl.store.queue.QUEUES_OF_LIVE_WORKERS.
+LIVE_WORKER_QUEUES = shared.QUEUES_OF_LIVE_WORKERS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jobctl.models import FINAL_STATES, sql_states
-from jobctl.store.retention import TABLES
+from jobctl.store.retention import AGE_FROM, HAS_OUTPUT, NEEDED_BY_UNFINISHED, TABLES
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -13,26 +13,20 @@ if TYPE_CHECKING:
 # The lists of states and ids below are arrays (bigint[], text[]). Differs by necessity:
 # SQLite reads JSON lists with json_each.
 
-# Old enough: in one of the states asked for, and finished before the cutoff. A job that ended
-# without a finish time (none should) counts from its creation.
-_OLD_ENOUGH = ("jobs.state = ANY(%(states)s)"
-               " AND coalesce(jobs.finished_at, jobs.created_at) < %(cutoff)s")
-# Whether a job that has not reached a final state depends on the job: such a job is kept,
-# since deleting it would leave that dependent waiting on nothing.
-_NEEDED = f"""EXISTS (
-    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
-    WHERE job_deps.depends_on = jobs.id
-      AND dependent.state NOT IN ({sql_states(FINAL_STATES)}))"""
+# Old enough: in one of the states asked for, and finished (jobctl.store.retention.AGE_FROM)
+# before the cutoff.
+_OLD_ENOUGH = f"jobs.state = ANY(%(states)s) AND {AGE_FROM} < %(cutoff)s"
 
-# How many jobs are old enough but kept for their dependents.
-COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {_NEEDED}"
+# How many jobs are old enough but kept for their dependents
+# (jobctl.store.retention.NEEDED_BY_UNFINISHED).
+COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {NEEDED_BY_UNFINISHED}"
 
 # The next batch by id (keyset: each batch starts after the last one's highest id); with
 # --logs-only, only jobs that still have output.
 NEXT_BATCH = f"""
 SELECT id FROM jobs
-WHERE id > %(after_id)s AND {_OLD_ENOUGH} AND NOT {_NEEDED}
-  AND (NOT %(logs_only)s OR EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id))
+WHERE id > %(after_id)s AND {_OLD_ENOUGH} AND NOT {NEEDED_BY_UNFINISHED}
+  AND (NOT %(logs_only)s OR {HAS_OUTPUT})
 ORDER BY id LIMIT %(batch)s"""
 # When deleting: lock what we delete, so that a submit that makes one of them a dependency (and
 # locks it to check it exists) either waits for us or is seen by the check above; SKIP LOCKED

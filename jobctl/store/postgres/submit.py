@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import JSON_COLUMNS, ROW_COLUMNS, TIME_COLUMNS, rows_params
+from jobctl.store.submit import (
+    JSON_COLUMNS,
+    ROW_COLUMN_LIST,
+    ROW_COLUMNS,
+    TIME_COLUMNS,
+    UNLESS_FIRED,
+    UNLESS_KEY_TAKEN,
+    rows_params,
+)
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -35,19 +43,15 @@ COPY_JOBS = "COPY jobs (id, {columns}) FROM STDIN"
 # One job's row (store.submit.row_params): the JSON columns travel as text, cast here.
 _VALUES = ", ".join(f"CAST(%({column})s AS jsonb)" if column in JSON_COLUMNS
                     else f"%({column})s" for column in ROW_COLUMNS)
-INSERT_JOB = f"INSERT INTO jobs ({', '.join(ROW_COLUMNS)})\nVALUES ({_VALUES})"
+INSERT_JOB = f"INSERT INTO jobs ({ROW_COLUMN_LIST})\nVALUES ({_VALUES})"
 
-# A job with a unique key: nothing inserted when another job holds the key (the partial unique
-# index on unique_key), the new id otherwise.
-INSERT_UNIQUE = f"""{INSERT_JOB}
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-RETURNING id"""
+# A job with a unique key: nothing inserted when another job holds the key, the new id
+# otherwise (jobctl.store.submit.UNLESS_KEY_TAKEN).
+INSERT_UNIQUE = f"{INSERT_JOB}\n{UNLESS_KEY_TAKEN}"
 
 # A schedule's occurrence: nothing inserted when a job of that (schedule, fire time) exists
-# (the partial unique index uq_jobs_schedule_fire_time: another scheduler fired it).
-INSERT_OCCURRENCE = f"""{INSERT_JOB}
-ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
-RETURNING id"""
+# (another scheduler fired it), the new id otherwise (jobctl.store.submit.UNLESS_FIRED).
+INSERT_OCCURRENCE = f"{INSERT_JOB}\n{UNLESS_FIRED}"
 
 
 def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -1,8 +1,9 @@
 """PostgreSQL: the SQL of jobctl.store.workers (see its WorkersSQL protocol), in psycopg's
 parameter style (`%(name)s`)."""
 
-from jobctl.models import LIVE_WORKER_STATES, JobState, WorkerState, sql_states
+from jobctl.models import WorkerState
 from jobctl.store.postgres import NOW
+from jobctl.store.workers import LIVE_WORKER, WORKERS_WITH_RUNNING_JOBS
 
 # A worker registers itself, running, heartbeat now; its id back. Differs by necessity: the
 # queues (JSON text) are cast to jsonb.
@@ -30,15 +31,9 @@ WHERE id = %(id)s AND state = '{WorkerState.RUNNING.value}'
 """
 
 # The workers (the live ones, unless include_ended), newest first, each with how many jobs it
-# runs now.
+# runs now (jobctl.store.workers.WORKERS_WITH_RUNNING_JOBS and LIVE_WORKER).
 LIST = f"""
-SELECT workers.id, workers.name, workers.hostname, workers.pid, workers.queues,
-       workers.concurrency, workers.version, workers.started_at, workers.heartbeat_at,
-       workers.state, coalesce(running.running, 0) AS running_jobs
-FROM workers LEFT OUTER JOIN (
-    SELECT worker_id, count(*) AS running FROM jobs
-    WHERE state = '{JobState.RUNNING.value}' GROUP BY worker_id
-) AS running ON running.worker_id = workers.id
-WHERE %(include_ended)s OR workers.state IN ({sql_states(LIVE_WORKER_STATES)})
+{WORKERS_WITH_RUNNING_JOBS}
+WHERE %(include_ended)s OR {LIVE_WORKER}
 ORDER BY workers.id DESC
 """

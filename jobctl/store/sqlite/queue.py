@@ -13,8 +13,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobctl.models import LIVE_WORKER_STATES, UNFINISHED_STATES, WorkerState, sql_states
 from jobctl.store import deps
+from jobctl.store import queue as shared
 from jobctl.store.queue import Turn, named_rows
 from jobctl.store.sqlite import NOW, now_plus
 
@@ -34,6 +34,10 @@ CLAIMED_JOB = """id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
 # root can become anyone (any_user); any other only itself (user).
 _USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
+
+# A job's queue is one of :queues. Differs by necessity: the queues are JSON text
+# (PostgreSQL: an array).
+_IN_QUEUES = "queue IN (SELECT value FROM json_each(:queues))"
 
 
 def queues_param(queues: Sequence[str]) -> Any:
@@ -159,13 +163,15 @@ RETURNING queue
 
 # --- leases and heartbeats --------------------------------------------------------------------
 
+# A job's id is one of :ids. Differs by necessity: the ids are JSON text (PostgreSQL: an array).
+_IN_IDS = "id IN (SELECT value FROM json_each(:ids))"
+
 # Extend the leases of this worker's running jobs; which it still holds, and which somebody
-# asked to cancel. Differs by necessity: the ids are JSON text (PostgreSQL: an array).
+# asked to cancel. An expired lease is not ours any more, even before the rescuer has taken the
+# job back.
 RENEW = f"""
 UPDATE jobs SET lease_until = {now_plus(":lease_s")}
-WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id
-  AND state = 'running'
-  -- an expired lease is not ours any more, even before the rescuer has taken the job back
+WHERE {_IN_IDS} AND worker_id = :worker_id AND state = 'running'
   AND lease_until >= {NOW}
 RETURNING id, cancel_requested
 """
@@ -174,32 +180,18 @@ RETURNING id, cancel_requested
 # is gone.
 HEARTBEAT = f"UPDATE workers SET heartbeat_at = {NOW} WHERE id = :worker_id RETURNING state"
 
-# Which of this worker's running jobs somebody asked to cancel. Differs by necessity: JSON text.
-CANCEL_REQUESTS = """
-SELECT id FROM jobs
-WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id AND state = 'running'
-  AND cancel_requested
+# Which of this worker's running jobs somebody asked to cancel.
+CANCEL_REQUESTS = f"""
+SELECT id FROM jobs WHERE {_IN_IDS} AND worker_id = :worker_id
+  AND state = 'running' AND cancel_requested
 """
 
 # --- rescue -----------------------------------------------------------------------------------
 
-# A job claimed into a worker's read-ahead buffer whose command never started (no output from
-# this attempt either: the worker writes the start before any output): it goes back as if
-# never claimed, whatever its delivery, uncharged.
-_NEVER_STARTED = """(in_buffer AND NOT EXISTS (
-    SELECT 1 FROM job_logs l WHERE l.job_id = jobs.id AND l.attempt = jobs.attempt))"""
-
-# The running jobs whose lease ran out, and what that makes of each. Losing a worker is not the
-# command's failure: it costs no retry (max_attempts grows with it), but counts in `losses`, and a
-# job that has taken `max_lost` workers down fails rather than loop forever. At-most-once jobs
-# that may have started become lost: they must never run twice. `requeue`: never started.
+# The running jobs whose lease ran out, and what that makes of each (new_state:
+# jobctl.store.queue.RESCUE_STATE; `requeue`: never started).
 EXPIRED = f"""
-SELECT id, CASE
-    WHEN cancel_requested THEN 'cancelled'
-    WHEN {_NEVER_STARTED} THEN 'requeue'
-    WHEN delivery = 'at_most_once' THEN 'lost'
-    WHEN losses + 1 < max_lost THEN 'queued'
-    ELSE 'failed' END AS new_state
+SELECT id, {shared.RESCUE_STATE} AS new_state
 FROM jobs
 WHERE state = 'running' AND lease_until < {NOW}
 """
@@ -250,51 +242,23 @@ def rescue(conn: Conn) -> list[tuple[int, str, str]]:
     return rows
 
 
-# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either.
-MARK_LOST_WORKERS = f"""
-UPDATE workers SET state = '{WorkerState.LOST.value}'
-WHERE state IN ({sql_states(LIVE_WORKER_STATES)})
-  AND heartbeat_at < {now_plus("-(:lease_s)")}
-"""
+# Workers whose heartbeat is older than a lease are gone: nobody renews their jobs either
+# (jobctl.store.queue.LIVE_WORKERS_LOST).
+MARK_LOST_WORKERS = (f"{shared.LIVE_WORKERS_LOST}\n"
+                     f"  AND heartbeat_at < {now_plus('-(:lease_s)')}")
 
 # --- burst workers ----------------------------------------------------------------------------
 
 # A burst worker's view of its queues when it has nothing to run (see policy.burst_decision):
-# jobs due that it may run, jobs running anywhere, the next retry (a queued job that ran before
-# and waits out its backoff; one merely submitted for later is not waited for), waiting jobs,
-# and the database's time. Differs by necessity: the queues are JSON text (PostgreSQL: an array).
-BURST_COUNTS = f"""
-SELECT
-    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {NOW} AND {_USER_FITS}
-                      THEN 1 ELSE 0 END), 0) AS due,
-    coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running,
-    min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {NOW} AND {_USER_FITS}
-             THEN run_at END) AS next_retry,
-    coalesce(sum(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END), 0) AS waiting,
-    {NOW} AS now
-FROM jobs WHERE queue IN (SELECT value FROM json_each(:queues))
-"""
-
-# Queued jobs of these queues that this worker may not run (another Unix user's).
-NOT_MINE = f"""
-SELECT id, run_as FROM jobs
-WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)) AND NOT {_USER_FITS}
-"""
-
-# The waiting jobs of these queues.
-WAITING = """
-SELECT id, queue FROM jobs
-WHERE state = 'waiting' AND queue IN (SELECT value FROM json_each(:queues))
-"""
+# jobs due that it may run, jobs running anywhere, the next retry, waiting jobs, and the
+# database's time (BURST_COUNTS); the queued jobs of these queues that this worker may not run,
+# another Unix user's (NOT_MINE); the waiting jobs of these queues (WAITING). The shapes:
+# jobctl.store.queue.burst_statements.
+BURST_COUNTS, NOT_MINE, WAITING = shared.burst_statements(NOW, _USER_FITS, _IN_QUEUES)
 
 # The dependencies of some jobs that have not ended (a missing dependency: state NULL).
-OPEN_DEPS = f"""
-SELECT dep.job_id, dep.depends_on, j.state, j.queue
-FROM job_deps dep LEFT JOIN jobs j ON j.id = dep.depends_on
-WHERE dep.job_id IN (SELECT value FROM json_each(:ids))
-  AND (j.state IS NULL OR j.state IN ({sql_states(UNFINISHED_STATES)}))
-"""
+# Differs by necessity: the ids are JSON text (PostgreSQL: an array).
+OPEN_DEPS = shared.open_deps("dep.job_id IN (SELECT value FROM json_each(:ids))")
 
-# The queues the live workers serve (JSON lists).
-LIVE_WORKER_QUEUES = (
-    f"SELECT queues FROM workers WHERE state IN ({sql_states(LIVE_WORKER_STATES)})")
+# The queues the live workers serve (JSON lists): jobctl.store.queue.QUEUES_OF_LIVE_WORKERS.
+LIVE_WORKER_QUEUES = shared.QUEUES_OF_LIVE_WORKERS

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from jobctl.models import FINAL_STATES, sql_states
-from jobctl.store.retention import TABLES
+from jobctl.store.retention import AGE_FROM, HAS_OUTPUT, NEEDED_BY_UNFINISHED, TABLES
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -15,26 +15,20 @@ if TYPE_CHECKING:
 # The lists of states and ids below are JSON lists, read with json_each. Differs by necessity:
 # PostgreSQL takes arrays.
 
-# Old enough: in one of the states asked for, and finished before the cutoff. A job that ended
-# without a finish time (none should) counts from its creation.
-_OLD_ENOUGH = ("jobs.state IN (SELECT value FROM json_each(:states))"
-               " AND coalesce(jobs.finished_at, jobs.created_at) < :cutoff")
-# Whether a job that has not reached a final state depends on the job: such a job is kept,
-# since deleting it would leave that dependent waiting on nothing.
-_NEEDED = f"""EXISTS (
-    SELECT 1 FROM job_deps JOIN jobs AS dependent ON dependent.id = job_deps.job_id
-    WHERE job_deps.depends_on = jobs.id
-      AND dependent.state NOT IN ({sql_states(FINAL_STATES)}))"""
+# Old enough: in one of the states asked for, and finished (jobctl.store.retention.AGE_FROM)
+# before the cutoff.
+_OLD_ENOUGH = f"jobs.state IN (SELECT value FROM json_each(:states)) AND {AGE_FROM} < :cutoff"
 
-# How many jobs are old enough but kept for their dependents.
-COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {_NEEDED}"
+# How many jobs are old enough but kept for their dependents
+# (jobctl.store.retention.NEEDED_BY_UNFINISHED).
+COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {NEEDED_BY_UNFINISHED}"
 
 # The next batch by id (keyset: each batch starts after the last one's highest id); with
 # --logs-only, only jobs that still have output.
 NEXT_BATCH = f"""
 SELECT id FROM jobs
-WHERE id > :after_id AND {_OLD_ENOUGH} AND NOT {_NEEDED}
-  AND (NOT :logs_only OR EXISTS (SELECT 1 FROM job_logs WHERE job_logs.job_id = jobs.id))
+WHERE id > :after_id AND {_OLD_ENOUGH} AND NOT {NEEDED_BY_UNFINISHED}
+  AND (NOT :logs_only OR {HAS_OUTPUT})
 ORDER BY id LIMIT :batch"""
 # When deleting: the write transaction (BEGIN IMMEDIATE) holds the whole database already.
 # Differs by necessity: PostgreSQL locks the rows (FOR UPDATE SKIP LOCKED).

@@ -5,27 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import ROW_COLUMNS, row_params, rows_params
+from jobctl.store.submit import (
+    ROW_COLUMN_LIST,
+    ROW_COLUMNS,
+    UNLESS_FIRED,
+    UNLESS_KEY_TAKEN,
+    row_params,
+    rows_params,
+)
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
 
 # One job's row (store.submit.row_params). Differs by necessity: a batch goes in by
 # executemany of this, where PostgreSQL uses COPY.
-INSERT_JOB = (f"INSERT INTO jobs ({', '.join(ROW_COLUMNS)})\n"
+INSERT_JOB = (f"INSERT INTO jobs ({ROW_COLUMN_LIST})\n"
               f"VALUES ({', '.join(':' + column for column in ROW_COLUMNS)})")
 
-# A job with a unique key: nothing inserted when another job holds the key (the partial unique
-# index on unique_key), the new id otherwise.
-INSERT_UNIQUE = f"""{INSERT_JOB}
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-RETURNING id"""
+# A job with a unique key: nothing inserted when another job holds the key, the new id
+# otherwise (jobctl.store.submit.UNLESS_KEY_TAKEN).
+INSERT_UNIQUE = f"{INSERT_JOB}\n{UNLESS_KEY_TAKEN}"
 
 # A schedule's occurrence: nothing inserted when a job of that (schedule, fire time) exists
-# (the partial unique index uq_jobs_schedule_fire_time: another scheduler fired it).
-INSERT_OCCURRENCE = f"""{INSERT_JOB}
-ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
-RETURNING id"""
+# (another scheduler fired it), the new id otherwise (jobctl.store.submit.UNLESS_FIRED).
+INSERT_OCCURRENCE = f"{INSERT_JOB}\n{UNLESS_FIRED}"
 
 # The last id inserted on this connection, and how many jobs hold ids in a range (insert_rows).
 LAST_ID = "SELECT last_insert_rowid()"
