@@ -135,8 +135,9 @@ def _json_key(value: Any) -> Any:
 
 def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
     """One job with a unique key; None, and nothing inserted, when a job holds the key already."""
+    sql = conn.backend.sql_submit  # first: its import must not come between now and the insert
     row = job_row(spec, database_now(conn), state, error, unique_key=spec.unique_key)
-    inserted = conn.execute(conn.backend.sql_submit.INSERT_UNIQUE,
+    inserted = conn.execute(sql.INSERT_UNIQUE,
                             row_params(conn, row)).fetchone()
     if inserted is None:
         return None
@@ -158,11 +159,14 @@ def insert_many(
     queue that got queued jobs; ids in the order given. Unique keys are not set here."""
     if not specs:
         return []
+    # The backend's module first: importing it (a command's first submit) must not come
+    # between the time the jobs are created at and their insert.
+    sql = conn.backend.sql_submit
     now = database_now(conn)
     rows = [job_row(spec, now, states[index], errors[index] if errors is not None else None,
                     workflow_id=workflow_id, task=tasks[index] if tasks is not None else None)
             for index, spec in enumerate(specs)]
-    ids = conn.backend.sql_submit.insert_rows(conn, rows)
+    ids = sql.insert_rows(conn, rows)
     queued = {spec.queue for spec, st in zip(specs, states, strict=True) if st is JobState.QUEUED}
     for queue in sorted(queued):
         notify.job_submitted(conn, queue)
