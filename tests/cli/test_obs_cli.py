@@ -123,12 +123,12 @@ def test_top_restores_the_terminal_on_ctrl_c(sqlite_url: str) -> None:
     env = process_env()
     env.update(JOBCTL_DATABASE_URL=sqlite_url, TERM="xterm")
     process = subprocess.Popen([JOBCTL, "top"], stdin=terminal, stdout=terminal,
-                               stderr=terminal, env=env, start_new_session=True)
+                               stderr=terminal, env=env, start_new_session=True,
+                               preexec_fn=_sigint_as_a_terminal_sends_it)
     try:
         _read_until(controller, b"Recent failures", 30)
         assert termios.tcgetattr(terminal)[3] != before[3]  # cbreak: ICANON/ECHO off
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert _interrupt(process) == 0
         seen = _drain(controller)
         assert termios.tcgetattr(terminal) == before
     finally:
@@ -137,6 +137,28 @@ def test_top_restores_the_terminal_on_ctrl_c(sqlite_url: str) -> None:
             process.wait()
         os.close(terminal)
     assert b"\x1b[?1049l" in seen and b"Traceback" not in seen
+
+
+def _sigint_as_a_terminal_sends_it() -> None:
+    """In the child, before exec: SIGINT at its default, as an interactive shell leaves it for
+    a foreground command. (A process that starts with SIGINT ignored keeps it ignored, as
+    Python and every well-behaved program do; the test process's own disposition is no
+    business of the program under test.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
+    """Ctrl-C: SIGINT, then the exit status; says why when the process does not end."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                masks = [line.strip() for line in status if line.startswith(("Sig", "State"))]
+        except OSError:
+            masks = []
+        raise AssertionError(f"still running {timeout_s:.0f}s after SIGINT: {masks}") from None
 
 
 def _read_until(fd: int, needle: bytes, timeout_s: float) -> bytes:
@@ -241,7 +263,8 @@ def test_job_list_watch_prints_again_on_change(db_url: str) -> None:
     env["JOBCTL_DATABASE_URL"] = db_url
     process = subprocess.Popen([JOBCTL, "job", "list", "--watch", "-o", "ids"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)
+                               stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=_sigint_as_a_terminal_sends_it)
     assert process.stdout is not None
     try:
         out = _read_until(process.stdout.fileno(), f"{first}\n".encode(), 30)
@@ -251,8 +274,7 @@ def test_job_list_watch_prints_again_on_change(db_url: str) -> None:
         second = int(jobctl(db_url, "job", "submit", "--name", "second", "--", "true").stdout)
         out += _read_until(process.stdout.fileno(), f"{second}\n{first}\n".encode(), 30)
         assert out == f"{first}\n\n{second}\n{first}\n".encode()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 130
+        assert _interrupt(process) == 130
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
