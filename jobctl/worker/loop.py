@@ -161,6 +161,9 @@ class Worker:
         self._outcomes: queue_module.SimpleQueue[Outcome] = queue_module.SimpleQueue()
         self._chunks: queue_module.SimpleQueue[OutputChunk] = queue_module.SimpleQueue()
         self._claim_wanted = True
+        # The last claim may have passed over due at-most-once jobs, which are never read ahead:
+        # claim again as soon as a slot is free, without waiting for the next poll.
+        self._due_when_a_slot_frees = False
         self._next_poll = 0.0
         self._next_rescue = 0.0  # at once: a worker that starts rescues what crashed before it
         self._shutdown = Shutdown(grace_s=settings.grace_s, kill_grace_s=settings.kill_grace_s,
@@ -286,7 +289,9 @@ class Worker:
                 self._rescue()  # first: what it re-queues can be claimed in this turn
             free = self._claim_room()
             want_claim = (not self._draining and free > 0
-                          and (self._claim_wanted or now >= self._next_poll))
+                          and (self._claim_wanted or now >= self._next_poll
+                               or (self._due_when_a_slot_frees and self._held.free_slots() > 0)))
+            start_now = min(self._held.free_slots(), free)  # as _claim computes it
             claimed: list[ClaimedJob] = []
             marks = self._held.take_started()
             if (pending_outcomes or pending_chunks or want_claim or marks) and now >= next_db_try:
@@ -308,6 +313,11 @@ class Worker:
                     if want_claim:
                         self._backlog = len(claimed) == free  # a full batch: there may be more
                         self._claim_wanted = self._backlog
+                        # Short, but every free slot got a job: what was left may be at-most-once
+                        # jobs, which wait in the queue, not in the buffer (fewer than the free
+                        # slots: nothing more is due).
+                        self._due_when_a_slot_frees = (not self._backlog
+                                                       and len(claimed) >= start_now)
                         if not self._claim_wanted:
                             self._next_poll = now + self.poll_s
                     for job in claimed:

@@ -168,7 +168,13 @@ def test_kill9_of_one_of_three_workers_during_a_workflow_fails_nothing(
     # line reached the side-effect log: charging it a loss is right.
     started_on_victim |= {int(n) for n in re.findall(r"watchdog: killed job (\d+)", victim.log())}
     ends = sorted(e.job for e in events if e.kind == "end")
-    assert ends == sorted(t["job_id"] for t in tasks), "a task ended twice or never"
+    assert sorted(set(ends)) == sorted(t["job_id"] for t in tasks), "a task never ended"
+    # A task may end twice only when its first run ended on the victim, whose kill came before
+    # it wrote the result: at-least-once runs it again (its second attempt, after a loss).
+    ended_on_victim = {e.job for e in events if e.kind == "end" and e.worker == "victim"}
+    twice = {job for job in ends if ends.count(job) > 1}
+    assert twice <= ended_on_victim and all(ends.count(job) == 2 for job in twice), \
+        f"task(s) ended twice without their worker dying: {sorted(twice - ended_on_victim)}"
     never_started_there = {t["job_id"] for t in tasks} - started_on_victim
     assert buffered & never_started_there, (buffered, started_on_victim)
     for task in tasks:
