@@ -13,11 +13,13 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from jobctl.cron import Timing, interval_anchor
 from jobctl.models import FAILING_STATES, FINAL_STATES, JobState, Misfire, Overlap
 from jobctl.timeparse import isoformat_utc
+
+if TYPE_CHECKING:  # jobctl.cron is imported where a schedule's fire times are planned
+    from jobctl.cron import Timing
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,8 @@ def schedule_timing(cron: str | None, every_s: float | None, timezone: str,
                     created_at: datetime) -> Timing:
     """A schedule's fire times: its cron expression or interval, an interval counted from its
     start_at or else from its creation, within [start_at, end_at]."""
+    from jobctl.cron import Timing, interval_anchor
+
     return Timing(cron=cron, every_s=every_s, timezone=timezone,
                   anchor=start_at or interval_anchor(created_at), start_at=start_at,
                   end_at=end_at)
