@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from jobctl.models import DepCondition, JobState
-from jobctl.policy import Initial, dependency_error, dependent_state, initial_state
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 
-__all__ = ["Initial", "Settled", "add", "dependency_error", "dependent_state", "initial_state",
-           "settle", "states_of", "sweep"]
+__all__ = ["Settled", "add", "settle", "states_of", "sweep"]
 
 
 # --- at submit --------------------------------------------------------------------------------
