@@ -43,6 +43,7 @@ from jobctl.store import jobs as job_store
 from jobctl.store import notify
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
+from jobctl.store.reads import database_now
 
 # --- reading ----------------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ def recent_runs(conn: Conn, schedule_id: int, limit: int = 5) -> list[ScheduleRu
 
 def now(conn: Conn) -> datetime:
     """The database's clock (fire times are compared with it, never with a machine's)."""
-    return conn.time_not_null(conn.scalar(conn.backend.sql_schedules.CLOCK))
+    return database_now(conn)
 
 
 # --- changing ---------------------------------------------------------------------------------
@@ -388,7 +389,6 @@ class SchedulesSQL(Protocol):
     GET_FOR_UPDATE: str  # the same, its row locked where the backend locks rows
     LIST_ALL: str  # every schedule, by name
     RECENT_RUNS: str  # id, limit → (job id, fire_time, state, created_at, error), newest first
-    CLOCK: str  # the database's now
     CREATE: str  # _definition's parameters → the new id
     REPLACE: str  # _definition's parameters, created_at (None: kept), id
     PAUSED: str  # name → paused, locked where the backend locks rows

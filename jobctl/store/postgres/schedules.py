@@ -29,8 +29,6 @@ LIST_ALL = f"SELECT {_COLUMNS} FROM schedules ORDER BY name"
 RECENT_RUNS = """
 SELECT id, fire_time, state, created_at, error FROM jobs
 WHERE schedule_id = %(id)s ORDER BY fire_time DESC LIMIT %(limit)s"""
-# The database's clock: fire times are compared with it, never with a machine's.
-CLOCK = f"SELECT {NOW}"
 
 # --- changing -----------------------------------------------------------------------------------
 

@@ -32,8 +32,6 @@ LIST_ALL = f"SELECT {_COLUMNS} FROM schedules ORDER BY name"
 RECENT_RUNS = """
 SELECT id, fire_time, state, created_at, error FROM jobs
 WHERE schedule_id = :id ORDER BY fire_time DESC LIMIT :limit"""
-# The database's clock: fire times are compared with it, never with a machine's.
-CLOCK = f"SELECT {NOW}"
 
 # --- changing -----------------------------------------------------------------------------------
 
