@@ -117,20 +117,12 @@ def _none(value: Any) -> None:
 
 
 def _json_key(value: Any) -> Any:
-    """A hashable stand-in for a JSON column's value (a list or a dict of strings), or None
-    for one that has none (not memoised)."""
-    key: tuple[str, Any]
-    if isinstance(value, dict):
-        key = ("dict", frozenset(value.items()))
-    elif isinstance(value, list):
-        key = ("list", tuple(value))
-    else:
-        return None
-    try:
-        hash(key)
-    except TypeError:  # an unhashable member
-        return None
-    return key
+    """A hashable stand-in for a JSON column's value when it is a dict of strings (an env, the
+    labels), or None (not memoised). Strings only: True == 1 would make {"a": True} and
+    {"a": 1} one key, though their JSON differs."""
+    if isinstance(value, dict) and all(type(item) is str for item in value.values()):
+        return frozenset(value.items())
+    return None
 
 
 def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
