@@ -152,10 +152,14 @@ class _EntitySQL:
     is defined in, imported on first use (a command imports only the SQL it runs)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
         self.entity = name.removeprefix("sql_")
 
     def __get__(self, instance: object, owner: type) -> Any:
-        return importlib.import_module(f"{owner.__module__}.{self.entity}")
+        module = importlib.import_module(f"{owner.__module__}.{self.entity}")
+        if instance is not None:  # kept on the instance: the next use is a plain attribute
+            vars(instance)[self.name] = module
+        return module
 
 
 class SqlModules:
