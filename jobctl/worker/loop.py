@@ -291,7 +291,7 @@ class Worker:
             want_claim = (not self._draining and free > 0
                           and (self._claim_wanted or now >= self._next_poll
                                or (self._due_when_a_slot_frees and self._held.free_slots() > 0)))
-            start_now = min(self._held.free_slots(), free)  # as _claim computes it
+            start_now = min(self._held.free_slots(), free) if want_claim else 0  # as _claim
             claimed: list[ClaimedJob] = []
             marks = self._held.take_started()
             if (pending_outcomes or pending_chunks or want_claim or marks) and now >= next_db_try:
