@@ -48,8 +48,10 @@ from jobctl.models import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from jobctl.capacity import Facts, QueueSettings, Reason
     from jobctl.metrics import NoMetrics, SchedulerMetrics
     from jobctl.scheduler import SchedulerSettings
+    from jobctl.store.capacity import Edit, QueueInfo
     from jobctl.store.direct import Conn, DirectDatabase
     from jobctl.store.engine import Database
     from jobctl.store.notify import Subscription
@@ -541,6 +543,69 @@ class Client:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 wait_for_change(remaining)
 
+    # --- capacity control: queues, holding and editing jobs, explain ---------------------------
+
+    def queues(self) -> list[QueueInfo]:
+        """Every known queue with its settings and job counts (`jobctl queue list`)."""
+        from jobctl.store import capacity
+
+        with self._reading() as conn:
+            return capacity.list_queues(conn)
+
+    def pause_queues(self, names: Sequence[str], paused: bool = True) -> None:
+        """Pause (or resume) queues: all or, when one is unknown, none (InvalidInput)."""
+        from jobctl.store import capacity
+
+        with self._writing() as conn:
+            capacity.pause(conn, names, paused)
+
+    def set_queue(self, name: str, **changes: Any) -> QueueSettings:
+        """Set a queue's `max_running` (int or None) and `rate` ((count, seconds) or None)."""
+        from jobctl.store import capacity
+
+        if not name:
+            raise InvalidInput("a queue name must not be empty", field="queue")
+        max_running = changes.get("max_running")
+        if max_running is not None and not 1 <= max_running <= MAX_INT:
+            raise InvalidInput(f"{{max_running}} must be between 1 and {MAX_INT} (or none), "
+                               f"not {max_running}", field="max_running")
+        with self._writing() as conn:
+            return capacity.set_queue(conn, name, **changes)
+
+    def hold(self, job_ids: Sequence[int], held: bool = True) -> dict[int, str]:
+        """Hold (or release) jobs not started yet: each id's state, unknown ids left out."""
+        from jobctl.store import capacity
+
+        _check_ids(job_ids)
+        with self._writing() as conn:
+            return capacity.hold(conn, job_ids, held)
+
+    def edit(self, job_id: int, change: Edit) -> Job:
+        """Change a job that has not started (priority, queue, due time, limits)."""
+        from jobctl.store import capacity
+
+        _check_ids([job_id])
+        if change.priority is not None and not -MAX_INT - 1 <= change.priority <= MAX_INT:
+            raise InvalidInput(f"{{priority}} must be between {-MAX_INT - 1} and {MAX_INT}, "
+                               f"not {change.priority}", field="priority")
+        if change.queue is not None and not change.queue:
+            raise InvalidInput("{queue} must not be empty", field="queue")
+        if change.limits:
+            _check_limits(change.limits)
+        with self._writing() as conn:
+            capacity.edit(conn, job_id, change)
+        return self.get(job_id)
+
+    def explain(self, job_id: int) -> tuple[Facts, list[Reason]]:
+        """Why a job is not running: the facts read, and one reason each."""
+        from jobctl import capacity as policy
+        from jobctl.store import capacity
+
+        _check_ids([job_id])
+        with self._reading() as conn:
+            facts = capacity.facts(conn, job_id)
+        return facts, policy.explain(facts)
+
     # --- observing the cluster: top, stats, retention, the schema -----------------------------
 
     @property
@@ -772,6 +837,20 @@ def _validate(spec: JobSpec) -> None:
     _validate_run_fields(spec)
 
 
+def _check_limits(limits: Any) -> None:
+    """A job's limits: {key: N}, N a whole number from 1."""
+    import re
+
+    for key, count in dict(limits).items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.:/@+-]{1,200}", key):
+            raise InvalidInput(f"a {{limits}} key is 1 to 200 letters, digits or _ . : / @ + -, "
+                               f"not {InvalidInput.literal(repr(key))}", field="limits")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_INT:
+            raise InvalidInput(f"{{limits}} {InvalidInput.literal(key)}: N must be a whole "
+                               f"number of at least 1, not {InvalidInput.literal(repr(count))}",
+                               field="limits")
+
+
 def _too_long(field: str) -> InvalidInput:
     return InvalidInput(f"{{{field}}} must be at most {MAX_DURATION_S / 86_400:.0f}d",
                         field=field)
@@ -790,6 +869,20 @@ def _validate_run_fields(spec: JobSpec) -> None:
         if len(spec.input) > MAX_INPUT_BYTES:
             raise InvalidInput(f"a job's {{input}} is at most {MAX_INPUT_BYTES} bytes (1 MiB), "
                                f"not {len(spec.input)}", field="input")
+    _check_limits(spec.limits)
+    if spec.cpus is not None and (isinstance(spec.cpus, bool) or not 0 < spec.cpus <= MAX_INT):
+        raise InvalidInput(f"{{cpus}} must be more than 0, not {spec.cpus!r}", field="cpus")
+    if spec.mem_bytes is not None and (isinstance(spec.mem_bytes, bool)
+                                       or not 0 < spec.mem_bytes <= MAX_ID):
+        raise InvalidInput(f"{{mem_bytes}} must be more than 0, not {spec.mem_bytes!r}",
+                           field="mem_bytes")
+    if isinstance(spec.gpus, bool) or not 0 <= spec.gpus <= 1024:
+        raise InvalidInput(f"{{gpus}} must be between 0 and 1024, not {spec.gpus!r}",
+                           field="gpus")
+    for key, value in spec.requires.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or not value:
+            raise InvalidInput("{requires} takes names and values (strings, not empty)",
+                               field="requires")
     if spec.user is not None:
         problem = user_name_problem(spec.user)
         if problem is not None:

@@ -133,10 +133,25 @@ class JobSpec:
     max_lost: int = DEFAULT_MAX_LOST  # fail after losing this many workers (not a retry)
     input: bytes | None = None  # standard input; None: /dev/null
     user: str | None = None  # the Unix user it runs as; None: the worker's own
+    # Capacity control (jobctl.capacity): starts only while fewer than N running jobs hold each
+    # key; needs these resources free on its worker's machine and these tags on the worker;
+    # held: never starts until released.
+    limits: dict[str, int] = field(default_factory=dict)
+    cpus: float | None = None
+    mem_bytes: int | None = None
+    gpus: int = 0
+    requires: dict[str, str] = field(default_factory=dict)
+    hold: bool = False
 
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @property
+    def gated(self) -> bool:
+        """Whether only the gated claim may start it (it holds limits, asks for resources or
+        tags): the hot path's claim never looks at such a job."""
+        return bool(self.limits or self.cpus or self.mem_bytes or self.gpus or self.requires)
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,13 @@ class Job:
     schedule_id: int | None = None  # the schedule that made it, and for which fire time
     schedule: str | None = None  # that schedule's name (None once it is removed)
     fire_time: datetime | None = None
+    held: bool = False
+    limits: dict[str, int] = field(default_factory=dict)
+    cpus: float | None = None
+    mem_bytes: int | None = None
+    gpus: int = 0
+    requires: dict[str, str] = field(default_factory=dict)
+    gpu_indices: str | None = None  # the GPUs its running attempt holds ("0,1")
 
     @property
     def duration_s(self) -> float | None:
@@ -223,6 +245,13 @@ class Job:
             "schedule_id": self.schedule_id,
             "schedule": self.schedule,
             "fire_time": isoformat_utc(self.fire_time),
+            "held": self.held,
+            "limits": self.limits,
+            "cpus": self.cpus,
+            "mem_bytes": self.mem_bytes,
+            "gpus": self.gpus,
+            "requires": self.requires,
+            "gpu_indices": self.gpu_indices,
         }
 
 
@@ -394,7 +423,8 @@ class Misfire(StrEnum):
 
 # The JobSpec fields a schedule's job template keeps (when a job runs is the schedule's business).
 TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
-                   "delivery", "env", "cwd", "labels", "max_lost", "input", "user")
+                   "delivery", "env", "cwd", "labels", "max_lost", "input", "user", "limits",
+                   "cpus", "mem_bytes", "gpus", "requires")
 
 
 def job_template(spec: JobSpec) -> dict[str, Any]:

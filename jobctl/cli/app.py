@@ -142,6 +142,7 @@ def io_of(ctx: click.Context) -> IOStreams:
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("jobctl.cli.job", "Submit and inspect one-off jobs."),
     "worker": ("jobctl.cli.worker", "Run and inspect workers."),
+    "queue": ("jobctl.cli.queue", "Queues: list them, pause and resume them, cap them."),
     "schedule": ("jobctl.cli.schedule",
                  "Recurring jobs: cron expressions or intervals, in any time zone."),
     "scheduler": ("jobctl.cli.scheduler", "Run the scheduler that turns schedules into jobs."),

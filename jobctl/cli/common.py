@@ -121,6 +121,12 @@ CLI_WORDS = {
     "end_at": "--end-at",
     "replace": "--replace",
     "edit_schedule": "`jobctl schedule edit`",
+    "limits": "--limit",
+    "cpus": "--cpus",
+    "mem_bytes": "--mem",
+    "gpus": "--gpus",
+    "requires": "--require",
+    "max_running": "--max-running",
 }
 
 
@@ -252,6 +258,32 @@ USER_OPTION = typer.Option(
 MAX_LOST_OPTION = typer.Option(
     3, "--max-lost", metavar="N",
     help="Fail after its worker was lost N times (N >= 1); losing a worker costs no retry.")
+
+
+LIMIT_OPTION = typer.Option(
+    None, "--limit", metavar="KEY=N",
+    help="Start only while fewer than N running jobs hold KEY, cluster-wide (repeatable; "
+         "KEY=1 is a mutex).", show_default=False)
+CPUS_OPTION = typer.Option(None, "--cpus", metavar="N", show_default=False,
+                           help="CPUs it needs free on its worker's machine.")
+MEM_OPTION = typer.Option(None, "--mem", metavar="SIZE", show_default=False,
+                          help="Memory it needs free on its worker's machine (512M, 2G).")
+GPUS_OPTION = typer.Option(0, "--gpus", metavar="N",
+                           help="GPUs it needs; it gets CUDA_VISIBLE_DEVICES and JOBCTL_GPUS.")
+REQUIRE_OPTION = typer.Option(None, "--require", metavar="KEY=VALUE", show_default=False,
+                              help="Run only on a worker with this --tag (repeatable).")
+
+
+def capacity_fields(*, limit: list[str] | None, cpus: float | None = None,
+                    mem: str | None = None, gpus: int = 0, require: list[str] | None = None,
+                    hold: bool = False) -> dict[str, Any]:
+    """--limit, --cpus, --mem, --gpus, --require and --hold as JobSpec fields."""
+    from jobctl import capacity
+
+    return dict(limits=capacity.parse_limits(limit or ()), cpus=capacity.parse_cpus(cpus),
+                mem_bytes=None if mem is None else capacity.parse_size(mem),
+                gpus=capacity.parse_gpus(gpus),
+                requires=capacity.parse_pairs(require or (), "--require"), hold=hold)
 
 
 def run_fields(*, input_path: str | None, user: str | None, max_lost: int,

@@ -10,20 +10,26 @@ import typer
 
 from jobctl.cli import complete
 from jobctl.cli.common import (
+    CPUS_OPTION,
     CWD_OPTION,
     DELIVERY_OPTION,
     ENV_OPTION,
+    GPUS_OPTION,
     INPUT_OPTION,
     LABEL_OPTION,
+    LIMIT_OPTION,
     MAX_LOST_OPTION,
+    MEM_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
+    REQUIRE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
     DeliveryChoice,
+    capacity_fields,
     command_argv,
     job_fields,
     output_option,
@@ -62,6 +68,10 @@ class StreamChoice(StrEnum):
 
 
 OUTPUT_OPTION = output_option(", json or ids")
+JOB_ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.",
+                                 autocompletion=complete.job_ids)
+JOB_IDS_ARGUMENT = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
+                                  autocompletion=complete.job_ids)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -106,6 +116,13 @@ def submit(
         None, "--after-any", metavar="ID[,ID...]", autocompletion=complete.job_ids,
         help="Start only after each of these jobs ended, whatever its outcome.",
         show_default=False),
+    limit: list[str] | None = LIMIT_OPTION,
+    cpus: float | None = CPUS_OPTION,
+    mem: str | None = MEM_OPTION,
+    gpus: int = GPUS_OPTION,
+    require: list[str] | None = REQUIRE_OPTION,
+    hold: bool = typer.Option(False, "--hold",
+                              help="Submit it held: it starts only after `jobctl job release`."),
     wait: bool = typer.Option(False, "--wait", "-w",
                               help="Wait for the job to end and exit with its exit code."),
     follow: bool = typer.Option(False, "--follow", "-f",
@@ -143,6 +160,8 @@ def submit(
         after=_parse_ids(after, "--after"),
         after_any=_parse_ids(after_any, "--after-any"),
         **run_fields(input_path=input_, user=user, max_lost=max_lost, stdin=st.stdin),
+        **capacity_fields(limit=limit, cpus=cpus, mem=mem, gpus=gpus, require=require,
+                          hold=hold),
     )
     client = st.client()
     if from_file is not None:
@@ -283,8 +302,9 @@ def _print_jobs(terminal: Terminal, jobs: list[Job], output: OutputFormat | None
         terminal.json([job.to_json() for job in jobs])
         return
     rows = [
-        [job.id, job.name, job.queue, job.state, job.attempt, job.exit_code, job.created_at,
-         job.duration_s, shell_join(job.argv)]
+        [job.id, job.name, job.queue,
+         f"{job.state} (held)" if job.held and not job.state.is_final else job.state,
+         job.attempt, job.exit_code, job.created_at, job.duration_s, shell_join(job.argv)]
         for job in jobs
     ]
     terminal.table(["id", "name", "queue", "state", "attempt", "exit", "created", "duration",
@@ -294,8 +314,7 @@ def _print_jobs(terminal: Terminal, jobs: list[Job], output: OutputFormat | None
 @app.command()
 def status(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
-                                autocompletion=complete.job_ids),
+    job_id: int = JOB_ID_ARGUMENT,
     output: OutputFormat | None = OUTPUT_OPTION,
 ) -> None:
     """Everything about one job, and one row per attempt."""
@@ -343,6 +362,11 @@ def status(
         ("exit code", job.exit_code),
         ("error", job.error),
         ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
+        ("held", "yes: `jobctl job release` lets it start" if job.held else None),
+        ("limits", ", ".join(f"{k}={n}" for k, n in sorted(job.limits.items())) or None),
+        ("needs", _describe_needs(job)),
+        ("requires", ", ".join(f"{k}={v}" for k, v in sorted(job.requires.items())) or None),
+        ("gpus held", job.gpu_indices if job.state.value == "running" else None),
         ("waits for", _describe_deps(waits_for)),
         ("needed by", _describe_deps(needed_by)),
     ], fmt)
@@ -352,6 +376,16 @@ def status(
                  a.duration_s, a.outcome or "running", a.exit_code, a.error] for a in attempts]
         terminal.table(["attempt", "worker", "started", "finished", "duration", "outcome",
                         "exit", "error"], rows, fmt)
+
+
+def _describe_needs(job: Job) -> str | None:
+    """`cpu=2, mem=4G, gpu=1`: the resources it asks for."""
+    from jobctl.capacity import format_size
+
+    parts = [f"cpu={job.cpus:g}" if job.cpus else "",
+             f"mem={format_size(job.mem_bytes)}" if job.mem_bytes else "",
+             f"gpu={job.gpus}" if job.gpus else ""]
+    return ", ".join(part for part in parts if part) or None
 
 
 def _describe_deps(found: list[Dependency]) -> str | None:
@@ -365,8 +399,7 @@ def _describe_deps(found: list[Dependency]) -> str | None:
 @app.command()
 def logs(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
-                                autocompletion=complete.job_ids),
+    job_id: int = JOB_ID_ARGUMENT,
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Keep printing new output until the attempt ends."),
     attempt: int | None = typer.Option(None, "--attempt", "-a",
@@ -388,8 +421,7 @@ def logs(
 @app.command()
 def cancel(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
-                                      autocompletion=complete.job_ids),
+    job_ids: list[int] = JOB_IDS_ARGUMENT,
 ) -> None:
     """Cancel jobs: a queued one never runs; a running one is killed wherever it runs."""
     from jobctl.models import JobState
@@ -408,8 +440,7 @@ def cancel(
 @app.command()
 def retry(
     ctx: typer.Context,
-    job_id: int = typer.Argument(..., metavar="ID", help="The job's id.",
-                                autocompletion=complete.job_ids),
+    job_id: int = JOB_ID_ARGUMENT,
     retries: int = typer.Option(0, "--retries", help="Further retries if this attempt fails."),
 ) -> None:
     """Run a finished job again, as a new attempt."""
@@ -425,8 +456,7 @@ def retry(
 @app.command("wait")
 def wait_(
     ctx: typer.Context,
-    job_ids: list[int] = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
-                                      autocompletion=complete.job_ids),
+    job_ids: list[int] = JOB_IDS_ARGUMENT,
     timeout: str | None = typer.Option(None, "--timeout",
                                        help="Give up after this long (exit 124).",
                                        show_default=False),
@@ -438,3 +468,92 @@ def wait_(
         st.terminal.note(f"job {job.id} {job.state.value}")
     codes = [_exit_code(job) for job in jobs]
     raise typer.Exit(next((code for code in codes if code != 0), 0))
+
+
+@app.command()
+def hold(
+    ctx: typer.Context,
+    job_ids: list[int] = JOB_IDS_ARGUMENT,
+) -> None:
+    """Hold jobs not started yet: a held job never starts until released."""
+    _hold(ctx, job_ids, held=True)
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    job_ids: list[int] = JOB_IDS_ARGUMENT,
+) -> None:
+    """Release held jobs: they start as any other."""
+    _hold(ctx, job_ids, held=False)
+
+
+def _hold(ctx: typer.Context, job_ids: list[int], *, held: bool) -> None:
+    st = state(ctx)
+    states = st.client().hold(job_ids, held)
+    word = "held" if held else "released"
+    for job_id, job_state in states.items():
+        if job_state in ("waiting", "queued"):
+            st.terminal.err(f"job {job_id} {word}")
+        else:
+            st.terminal.err(f"job {job_id} is {job_state}: only a job not started can be "
+                            f"{word}; nothing changed")
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    job_id: int = JOB_ID_ARGUMENT,
+    priority: int | None = typer.Option(None, "--priority", "-p", show_default=False,
+                                        help="Its new priority (higher runs first)."),
+    queue: str | None = typer.Option(None, "--queue", "-q", show_default=False,
+                                     autocompletion=complete.queue_names,
+                                     help="Move it to this queue."),
+    at: str | None = typer.Option(None, "--at", show_default=False,
+                                  help="Start no earlier than this time."),
+    in_: str | None = typer.Option(None, "--in", show_default=False,
+                                   help="Start no earlier than this long from now."),
+    limit: list[str] | None = LIMIT_OPTION,
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """Change a job that has not started: its priority, queue, start time or limits."""
+    from jobctl import capacity
+    from jobctl.store.capacity import Edit
+
+    if at is not None and in_ is not None:
+        raise InvalidInput("give --at or --in, not both")
+    change = Edit(priority=priority, queue=queue, run_at=parse_instant(at, "--at"),
+                  run_in_s=parse_duration(in_, "--in"),
+                  limits=capacity.parse_limits(limit) if limit else None)
+    if change == Edit():
+        raise InvalidInput("nothing to change: give --priority, --queue, --at, --in or --limit")
+    st = state(ctx)
+    job = st.client().edit(job_id, change)
+    fmt = st.terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        st.terminal.json(job.to_json())
+    else:
+        st.terminal.note(f"job {job_id} changed")
+        if not st.terminal.stdout_is_tty:
+            st.terminal.out(str(job_id))
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    job_id: int = JOB_ID_ARGUMENT,
+    output: OutputFormat | None = OUTPUT_OPTION,
+) -> None:
+    """Why a job is not running: one specific reason a line."""
+    st = state(ctx)
+    facts, reasons = st.client().explain(job_id)
+    fmt = st.terminal.resolve(output)
+    if fmt is OutputFormat.JSON:
+        st.terminal.json({"id": facts.id, "state": facts.state,
+                          "reasons": [reason.to_json() for reason in reasons]})
+        return
+    if fmt is OutputFormat.IDS:
+        st.terminal.out(str(facts.id))
+        return
+    for reason in reasons:
+        st.terminal.out(visible(reason.text))

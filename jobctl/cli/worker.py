@@ -62,6 +62,13 @@ def start(
         64 * 1024 * 1024, "--output-cap", envvar="JOBCTL_OUTPUT_CAP", metavar="BYTES",
         help="Keep at most this much of each attempt's output (the head), then a marker."),
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every job."),
+    resources: str | None = typer.Option(
+        None, "--resources", envvar="JOBCTL_RESOURCES", metavar="cpu=N,mem=SIZE,gpu=N",
+        help="What jobs that ask for resources may use here (shared by every worker of this "
+             "machine) [default: the machine's CPUs and memory, no GPUs].", show_default=False),
+    tag: list[str] | None = typer.Option(
+        None, "--tag", metavar="KEY=VALUE", show_default=False,
+        help="A tag jobs can --require (repeatable)."),
     metrics_port: int = metrics_port_option("leases are renewed on time"),
     metrics_address: str = METRICS_ADDRESS_OPTION,
 ) -> None:
@@ -69,6 +76,7 @@ def start(
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish (up to --grace); a second
     one stops at once. Jobs still running then go back to the queue (at-least-once)."""
+    from jobctl import capacity
     from jobctl.worker.loop import WorkerSettings
 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -89,6 +97,8 @@ def start(
         poll_s=parse_duration(poll_interval, "--poll-interval"),
         output_cap=output_cap,
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
+        resources=capacity.parse_resources(resources, capacity.machine_resources()),
+        tags=capacity.parse_pairs(tag or (), "--tag"),
     )
     check_metrics_port(metrics_port)
     st = state(ctx)

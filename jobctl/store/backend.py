@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from jobctl.errors import DatabaseUnavailable
     from jobctl.store import (
+        capacity,
         deps,
         jobs,
         names,
@@ -145,6 +146,7 @@ class Backend(Protocol):
     sql_names: names.NamesSQL
     sql_retention: retention.RetentionSQL
     sql_stats: stats.StatsSQL
+    sql_capacity: capacity.CapacitySQL
 
 
 class _EntitySQL:
@@ -167,11 +169,13 @@ class SqlModules:
     satisfies its entity's Protocol is mypy's to check, below, once for both backends."""
 
     (sql_schema, sql_queue, sql_workers, sql_deps, sql_schedules, sql_workflows, sql_reads,
-     sql_jobs, sql_submit, sql_names, sql_retention, sql_stats) = (_EntitySQL() for _ in range(12))
+     sql_jobs, sql_submit, sql_names, sql_retention, sql_stats, sql_capacity) = (
+        _EntitySQL() for _ in range(13))
 
 
 if TYPE_CHECKING:
     # mypy checks each backend's modules against their entities' Protocols here, once for both.
+    from jobctl.store.postgres import capacity as pg_capacity
     from jobctl.store.postgres import deps as pg_deps
     from jobctl.store.postgres import jobs as pg_jobs
     from jobctl.store.postgres import names as pg_names
@@ -184,6 +188,7 @@ if TYPE_CHECKING:
     from jobctl.store.postgres import submit as pg_submit
     from jobctl.store.postgres import workers as pg_workers
     from jobctl.store.postgres import workflows as pg_workflows
+    from jobctl.store.sqlite import capacity as lite_capacity
     from jobctl.store.sqlite import deps as lite_deps
     from jobctl.store.sqlite import jobs as lite_jobs
     from jobctl.store.sqlite import names as lite_names
@@ -201,12 +206,14 @@ if TYPE_CHECKING:
                   deps: deps.DepsSQL, schedules: schedules.SchedulesSQL,
                   workflows: workflows.WorkflowsSQL, reads: reads.ReadsSQL, jobs: jobs.JobsSQL,
                   submit: submit.SubmitSQL, names: names.NamesSQL,
-                  retention: retention.RetentionSQL, stats: stats.StatsSQL) -> None: ...
+                  retention: retention.RetentionSQL, stats: stats.StatsSQL,
+                  capacity: capacity.CapacitySQL) -> None: ...
 
     _conforms(pg_schema, pg_queue, pg_workers, pg_deps, pg_schedules, pg_workflows, pg_reads,
-              pg_jobs, pg_submit, pg_names, pg_retention, pg_stats)
+              pg_jobs, pg_submit, pg_names, pg_retention, pg_stats, pg_capacity)
     _conforms(lite_schema, lite_queue, lite_workers, lite_deps, lite_schedules, lite_workflows,
-              lite_reads, lite_jobs, lite_submit, lite_names, lite_retention, lite_stats)
+              lite_reads, lite_jobs, lite_submit, lite_names, lite_retention, lite_stats,
+              lite_capacity)
 
     from jobctl.store.postgres import PostgresBackend
     from jobctl.store.sqlite import SqliteBackend

@@ -32,7 +32,8 @@ from jobctl.models import (
     WorkerState,
     sql_states,
 )
-from jobctl.store import deps, notify
+from jobctl.store import capacity, deps, notify
+from jobctl.store.capacity import Gate
 from jobctl.store.direct import Conn
 from jobctl.store.workers import LIVE_WORKER
 
@@ -60,6 +61,7 @@ class ClaimedJob:
     in_buffer: bool = False
     # Whether other jobs waited on it when it was claimed: its completion must settle them.
     has_dependents: bool = True
+    gpus: tuple[int, ...] = ()  # the GPU indices of its machine it holds (CUDA_VISIBLE_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class Claim:
     start_now: int | None = None
     user: str | None = None  # the worker's Unix user
     any_user: bool = False  # the worker runs as root: it can run a job as any user
+    # What the worker offers for gated jobs (resources, tags); None: no gated claim at all.
+    gate: Gate | None = None
 
     def params(self) -> dict[str, Any]:
         limit = max(0, self.limit)
@@ -141,6 +145,8 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         user=row["run_as"],
         in_buffer=bool(row["in_buffer"]),
         has_dependents=bool(row["has_dependents"]),
+        gpus=tuple(int(index) for index in row["gpu_indices"].split(","))
+        if row["gpu_indices"] else (),
     )
 
 
@@ -196,6 +202,8 @@ class Turn:
     # Jobs it ended that it did not settle the dependents of: someone started waiting on them
     # after they were claimed (PostgreSQL's turn without settling, see `has_dependents`).
     late: Sequence[int] = ()
+    # Gated jobs (or jobs of capped queues) wait in the claim's queues: run the gated claim.
+    gated_waiting: bool = False
 
 
 def complete_and_claim(
@@ -214,7 +222,13 @@ def complete_and_claim(
     if not outcomes and claim_.limit <= 0 and not started:
         return set(), []
     turn = conn.backend.sql_queue.complete_and_claim(conn, worker_id, outcomes, claim_, started)
-    claimed = _in_start_order([claimed_job(conn, row) for row in turn.claimed])
+    rows = turn.claimed
+    free_now = claim_.params()["start_now"] - sum(not row["in_buffer"] for row in rows)
+    if turn.gated_waiting and claim_.gate is not None and free_now > 0:
+        rows = [*rows, *capacity.claim_gated(
+            conn, worker_id, claim_.queues, free_now, claim_.lease_s, claim_.gate,
+            claim_.user, claim_.any_user)]
+    claimed = _in_start_order([claimed_job(conn, row) for row in rows])
     released = turn.released
     if turn.late:  # in their own statement, straight after (PostgreSQL's turn autocommits)
         released = bool(deps.settle(conn, turn.late).released) or released
@@ -316,6 +330,11 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
     params = {"queues": sql.queues_param(claim_.queues), **claim_.params()}
     [counts] = named_rows(conn.execute(sql.BURST_COUNTS, params))
     due, running = counts["due"], counts["running"]
+    if not due and not running and claim_.gate is not None:
+        # Gated jobs this worker could run with everything it has free (a held key, a full
+        # queue or a busy GPU elsewhere shows as `running`).
+        due = capacity.gated_due(conn, claim_.queues, claim_.gate, claim_.user,
+                                 claim_.any_user)
     if due or running:
         return policy.Backlog(due=due, running=running)
     retry_in = None
@@ -391,13 +410,15 @@ def burst_statements(now: str, user_fits: str, in_queues: str) -> tuple[str, str
     the worker may run a job (`user_fits`: :user, :any_user) and its test that a job's queue is
     one of :queues (`in_queues`).
 
-    BURST_COUNTS: jobs due that the worker may run, jobs running anywhere, the next retry (a
+    BURST_COUNTS: jobs due that the worker may run (neither held, nor in a paused queue, nor
+    gated: see burst_backlog), jobs running anywhere, the next retry (a
     queued job that ran before and waits out its backoff; one merely submitted for later is not
     waited for), waiting jobs, and the database's time. NOT_MINE: the queued jobs of :queues
     that the worker may not run (another Unix user's). WAITING: the waiting jobs of :queues."""
     counts = f"""
 SELECT
-    coalesce(sum(CASE WHEN state = 'queued' AND run_at <= {now} AND {user_fits}
+    coalesce(sum(CASE WHEN state = 'queued' AND NOT held AND NOT gated AND run_at <= {now}
+                      AND {user_fits} AND queue NOT IN (SELECT name FROM queues WHERE paused)
                       THEN 1 ELSE 0 END), 0) AS due,
     coalesce(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running,
     min(CASE WHEN state = 'queued' AND attempt > 0 AND run_at > {now} AND {user_fits}

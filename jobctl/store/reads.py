@@ -42,6 +42,8 @@ JOB_COLUMNS: dict[str, str] = {
     # the schedule's name, NULL once it is removed
     "schedule": "(SELECT s.name FROM schedules s WHERE s.id = jobs.schedule_id)",
     "fire_time": "fire_time",
+    "held": "held", "limits": "limits", "cpus": "cpus", "mem_bytes": "mem_bytes",
+    "gpus": "gpus", "requires": "requires", "gpu_indices": "gpu_indices",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -64,6 +66,9 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         "cancel_requested": bool(values["cancel_requested"]),
         "labels": dict(conn.json(values["labels"]) or {}),
         "fire_time": conn.time(values["fire_time"]),
+        "held": bool(values["held"]),
+        "limits": dict(conn.json(values["limits"]) or {}),
+        "requires": dict(conn.json(values["requires"]) or {}),
     })
 
 

@@ -115,6 +115,10 @@ workers = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
     sa.Column("state", sa.Text, nullable=False, server_default="running"),
+    # What the worker offers (capacity control): {"cpu": 8, "mem": bytes, "gpu": 2}, and its
+    # tags {"zone": "eu"}. Resources are its machine's (`hostname`): jobs on one machine share them.
+    sa.Column("resources", _json()),
+    sa.Column("tags", _json()),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_workers_state", workers.c.state)
@@ -163,19 +167,43 @@ jobs = sa.Table(
     # worker's own).
     sa.Column("input", sa.LargeBinary),
     sa.Column("run_as", sa.Text),
+    # Capacity control (jobctl.capacity). `held`: never starts until released. `gated`: claimed
+    # only by the gated claim (jobctl.store.capacity), never by the hot path's, because it holds
+    # limits, asks for resources or tags, or was claimed from a capped queue.
+    sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("gated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("limits", _json()),  # {"db-main": 1}: starts only while fewer hold the key
+    sa.Column("cpus", sa.Float),
+    sa.Column("mem_bytes", sa.BigInteger),
+    sa.Column("gpus", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("requires", _json()),  # {"zone": "eu"}: only on workers with these tags
+    sa.Column("gpu_indices", sa.Text),  # "0,1": the GPUs of its machine the running attempt holds
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
 # rewrite; so the indexes are few and partial: each holds only the rows it is for.
-# The claim query's index: only queued rows, in the order they are claimed.
+# The claim query's index: only queued rows the hot path may claim, in the order they are
+# claimed (held and gated jobs are not in it: a backlog of them costs the hot path nothing).
+CLAIMABLE = "state = 'queued' AND NOT held AND NOT gated"
 sa.Index(
     "ix_jobs_claim",
     jobs.c.queue,
     jobs.c.priority.desc(),
     jobs.c.run_at,
     jobs.c.id,
-    postgresql_where=jobs.c.state == "queued",
-    sqlite_where=jobs.c.state == "queued",
+    postgresql_where=sa.text(CLAIMABLE),
+    sqlite_where=sa.text(CLAIMABLE),
+)
+# The gated claim's index: queued gated jobs, in the same order.
+GATED_CLAIMABLE = "state = 'queued' AND NOT held AND gated"
+sa.Index(
+    "ix_jobs_gated",
+    jobs.c.queue,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=sa.text(GATED_CLAIMABLE),
+    sqlite_where=sa.text(GATED_CLAIMABLE),
 )
 # The rescuer's index: running jobs by lease expiry.
 sa.Index(
@@ -296,6 +324,21 @@ attempts = sa.Table(
     sa.Column("signal", sa.Integer),
     sa.Column("error", sa.Text),
     sa.PrimaryKeyConstraint("job_id", "attempt"),
+)
+
+# Queues as objects (`jobctl queue …`): a queue needs no row to be used; a row holds what an
+# operator set. `recent_starts`: the database-clock times (epoch seconds) of the latest starts,
+# at most rate_count of them, for the rate (see jobctl.capacity.rate_room).
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("rate_count", sa.Integer),
+    sa.Column("rate_window_s", sa.Float),
+    sa.Column("recent_starts", _json()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 job_logs = sa.Table(

@@ -27,9 +27,10 @@ from jobctl.store.reads import database_now
 ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "timeout_s",
                "max_attempts", "backoff_s", "delivery", "labels", "run_at", "created_at",
                "finished_at", "error", "unique_key", "workflow_id", "task", "max_lost", "input",
-               "run_as", "schedule_id", "fire_time", "cancel_requested")
+               "run_as", "schedule_id", "fire_time", "cancel_requested", "held", "gated",
+               "limits", "cpus", "mem_bytes", "gpus", "requires")
 # Those that hold JSON, and times (bound through Conn.json_param and Conn.time_param).
-JSON_COLUMNS = frozenset({"argv", "env", "labels"})
+JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires"})
 TIME_COLUMNS = frozenset({"run_at", "created_at", "finished_at", "fire_time"})
 
 # --- SQL both backends share -------------------------------------------------------------------
@@ -72,7 +73,9 @@ def job_row(spec: JobSpec, now: datetime, state: JobState = JobState.QUEUED,
         "unique_key": unique_key, "workflow_id": workflow_id, "task": task,
         "max_lost": spec.max_lost, "input": spec.input, "run_as": spec.user,
         "schedule_id": schedule_id, "fire_time": fire_time,
-        "cancel_requested": cancel_requested,
+        "cancel_requested": cancel_requested, "held": spec.hold, "gated": spec.gated,
+        "limits": dict(spec.limits), "cpus": spec.cpus, "mem_bytes": spec.mem_bytes,
+        "gpus": spec.gpus, "requires": dict(spec.requires),
     }
 
 

@@ -22,10 +22,13 @@ def register(
     queues: list[str],
     concurrency: int,
     version: str,
+    resources: dict[str, float | int] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> int:
     worker_id = conn.scalar(conn.backend.sql_workers.REGISTER, {
         "name": name, "hostname": hostname, "pid": pid, "queues": conn.json_param(queues),
-        "concurrency": concurrency, "version": version})
+        "concurrency": concurrency, "version": version,
+        "resources": conn.json_param(resources), "tags": conn.json_param(tags or {})})
     return int(worker_id)
 
 

@@ -46,11 +46,13 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from jobctl import __version__
+from jobctl.capacity import Resources, machine_resources
 from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.store import notify, queue
 from jobctl.store import workers as worker_rows
+from jobctl.store.capacity import Gate
 from jobctl.store.direct import DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
 from jobctl.worker.heartbeat import Heartbeat
@@ -80,6 +82,10 @@ class WorkerSettings:
     # the free slots, so a slot that frees starts the next job at once instead of waiting for a
     # database round trip. Never started jobs go back to the queue (see READAHEAD_*).
     readahead: int | None = None  # None: four times the concurrency
+    # What it offers gated jobs of its machine's (None: the machine's CPUs and memory, no GPU),
+    # and its tags (jobctl.capacity).
+    resources: Resources | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 # While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
@@ -148,7 +154,11 @@ class Worker:
         self.db = database  # the main thread's
         self._metrics = metrics
         self.settings = settings
-        self.hostname = socket.gethostname()
+        # The machine's name: resources are accounted per machine (JOBCTL_HOSTNAME names it).
+        self.hostname = os.environ.get("JOBCTL_HOSTNAME") or socket.gethostname()
+        self._gate = Gate(host=self.hostname,
+                          resources=settings.resources or machine_resources(),
+                          tags=dict(settings.tags))
         self.name = settings.name or f"{self.hostname}.{os.getpid()}"
         # A fallback where notifications wake the worker; the only way to learn of work elsewhere.
         self.poll_s = settings.poll_s or (2.0 if database.listen_target else 0.2)
@@ -186,7 +196,8 @@ class Worker:
             self.worker_id = worker_rows.register(
                 conn, name=self.name, hostname=self.hostname, pid=os.getpid(),
                 queues=self.settings.queues, concurrency=self.settings.concurrency,
-                version=__version__,
+                version=__version__, resources=self._gate.resources.to_json(),
+                tags=dict(self._gate.tags),
             )
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
@@ -395,7 +406,7 @@ class Worker:
         start_now = self._held.free_slots()
         return queue.Claim(queues=self.settings.queues, limit=limit,
                            start_now=min(start_now, limit), lease_s=self.settings.lease_s,
-                           user=self._user, any_user=self._any_user)
+                           user=self._user, any_user=self._any_user, gate=self._gate)
 
     def _burst_has_more(self) -> bool:
         """A burst worker goes on while its queues hold anything that can still run: due,

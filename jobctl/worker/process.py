@@ -128,6 +128,8 @@ class JobProcess:
             identity = run_as.popen_arguments()
         env = {**self._base_env, **(run_as.env() if run_as is not None else {}), **job.env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
+        if job.gpus:  # the GPUs it holds, and no other job of its machine meanwhile
+            env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = ",".join(map(str, job.gpus))
         try:
             proc = subprocess.Popen(
                 job.argv,

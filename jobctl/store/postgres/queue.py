@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # so that its completion takes the statement variant that settles them.
 CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.timeout_s,
     jobs.max_attempts, jobs.backoff_s, jobs.delivery, jobs.queue, jobs.losses, jobs.max_lost,
-    jobs.input, jobs.run_as, jobs.in_buffer,
+    jobs.input, jobs.run_as, jobs.in_buffer, jobs.gpu_indices,
     EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id) AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
@@ -49,6 +49,22 @@ def queues_param(queues: Sequence[str]) -> Any:
     """Queue names as one parameter: a text[]."""
     return list(queues)
 
+
+# A queue the hot path leaves to the gated claim (jobctl.store.capacity): paused, capped or
+# rate-limited (`c`: its row of `queues`).
+_GATED_QUEUE = "(c.paused OR c.max_running IS NOT NULL OR c.rate_count IS NOT NULL)"
+
+# Whether the gated claim has work in :queues: a gated job due (ix_jobs_gated), or a job due in a
+# capped queue that is not paused. Two index probes per queue when there is none.
+_GATED_WAITING = """EXISTS (
+    SELECT 1 FROM unnest(CAST(%(queues)s AS text[])) AS g(name)
+    WHERE NOT EXISTS (SELECT 1 FROM queues c WHERE c.name = g.name AND c.paused)
+      AND (EXISTS (SELECT 1 FROM jobs WHERE queue = g.name AND state = 'queued' AND NOT held
+                     AND gated AND run_at <= now())
+           OR (EXISTS (SELECT 1 FROM queues c WHERE c.name = g.name
+                         AND (c.max_running IS NOT NULL OR c.rate_count IS NOT NULL))
+               AND EXISTS (SELECT 1 FROM jobs WHERE queue = g.name AND state = 'queued'
+                             AND NOT held AND NOT gated AND run_at <= now()))))"""
 
 # --- output -----------------------------------------------------------------------------------
 
@@ -128,7 +144,9 @@ WITH RECURSIVE done AS (
       AND j.state = 'running'
     -- one notification per commit for waiters (identical ones collapse), none for retries
     RETURNING j.id, j.attempt, j.started_at, j.state, {late} AS late_dependents,
-              CASE WHEN d.state <> 'queued' THEN pg_notify('{DONE_CHANNEL}', '') END
+              CASE WHEN d.state <> 'queued' THEN pg_notify('{DONE_CHANNEL}', '') END,
+              -- a gated job's end may let another start: wake the workers of its queue
+              CASE WHEN j.gated THEN pg_notify('{JOBS_CHANNEL}', j.queue) END
 ), recorded AS (
     INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
                           exit_code, signal, error)
@@ -154,8 +172,9 @@ picked AS MATERIALIZED (
            row_number() OVER (ORDER BY j.priority DESC, j.run_at, j.id) AS rank
     FROM unnest(CAST(%(queues)s AS text[])) AS q(name), LATERAL (
         SELECT id, priority, run_at, delivery FROM jobs
-        WHERE queue = q.name AND state = 'queued' AND run_at <= now()
-          AND {_USER_FITS}
+        WHERE queue = q.name AND state = 'queued' AND NOT held AND NOT gated
+          AND run_at <= now() AND {_USER_FITS}
+          AND NOT EXISTS (SELECT 1 FROM queues c WHERE c.name = q.name AND {_GATED_QUEUE})
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -176,7 +195,7 @@ picked AS MATERIALIZED (
 SELECT turn.*, claimed.*
 FROM (SELECT ARRAY(SELECT id FROM finished) AS applied,
              ARRAY(SELECT id FROM finished WHERE late_dependents) AS late,
-             {settled}) AS turn
+             {settled}, {_GATED_WAITING} AS gated_waiting) AS turn
 LEFT JOIN claimed ON true
 """
 
@@ -211,7 +230,8 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
     turn = rows[0]  # the statement always returns a row
     return Turn(applied=set(turn["applied"]),
                 claimed=[row for row in rows if row["id"] is not None],
-                released=bool(turn["released"]), late=list(turn["late"]))
+                released=bool(turn["released"]), late=list(turn["late"]),
+                gated_waiting=bool(turn["gated_waiting"]))
 
 
 # --- release ----------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def _encoder(column: str) -> Callable[[Any], str]:
     special: dict[str, Callable[[Any], str]] = {
         "priority": str, "max_attempts": str, "workflow_id": str, "max_lost": str,
         "schedule_id": str, "timeout_s": repr, "backoff_s": repr, "input": _bytes,
-        "cancel_requested": _boolean}
+        "cancel_requested": _boolean, "held": _boolean, "gated": _boolean, "cpus": repr,
+        "mem_bytes": str, "gpus": str}
     return special.get(column, _text)
 
 

@@ -9,9 +9,10 @@ from jobctl.store.workers import LIVE_WORKER, WORKERS_WITH_RUNNING_JOBS
 # queues (JSON text) are cast to jsonb.
 REGISTER = f"""
 INSERT INTO workers (name, hostname, pid, queues, concurrency, version, started_at,
-                     heartbeat_at, state)
+                     heartbeat_at, state, resources, tags)
 VALUES (%(name)s, %(hostname)s, %(pid)s, CAST(%(queues)s AS jsonb), %(concurrency)s,
-        %(version)s, {NOW}, {NOW}, '{WorkerState.RUNNING.value}')
+        %(version)s, {NOW}, {NOW}, '{WorkerState.RUNNING.value}',
+        CAST(%(resources)s AS jsonb), CAST(%(tags)s AS jsonb))
 RETURNING id
 """
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # true, since SQLite's completion settles dependents in steps anyway, and a RETURNING clause
 # here is better kept to the row itself.
 CLAIMED_JOB = """id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
-    losses, max_lost, input, run_as, in_buffer, TRUE AS has_dependents"""
+    losses, max_lost, input, run_as, in_buffer, gpu_indices, TRUE AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
 # root can become anyone (any_user); any other only itself (user).
@@ -58,8 +58,9 @@ WITH picked AS (
     SELECT id, delivery,
            row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank
     FROM (SELECT id, delivery, priority, run_at FROM jobs
-          WHERE state = 'queued' AND queue IN ({queues}) AND run_at <= {NOW}
-            AND {_USER_FITS}
+          WHERE state = 'queued' AND NOT held AND NOT gated AND queue IN ({queues})
+            AND run_at <= {NOW} AND {_USER_FITS}
+            AND queue NOT IN (SELECT name FROM queues c WHERE {_GATED_QUEUE})
           ORDER BY priority DESC, run_at, id
           LIMIT :limit)
 )
@@ -74,6 +75,22 @@ WHERE id IN (SELECT id FROM picked
 RETURNING {CLAIMED_JOB}
 """
 
+
+# A queue the hot path leaves to the gated claim (jobctl.store.capacity): paused, capped or
+# rate-limited (`c`: its row of `queues`).
+_GATED_QUEUE = "(c.paused OR c.max_running IS NOT NULL OR c.rate_count IS NOT NULL)"
+
+# Whether the gated claim has work in :queues (JSON): a gated job due, or a job due in a capped
+# queue that is not paused.
+GATED_WAITING = f"""SELECT EXISTS (
+    SELECT 1 FROM json_each(:queues) AS g
+    WHERE NOT EXISTS (SELECT 1 FROM queues c WHERE c.name = g.value AND c.paused)
+      AND (EXISTS (SELECT 1 FROM jobs WHERE queue = g.value AND state = 'queued' AND NOT held
+                     AND gated AND run_at <= {NOW})
+           OR (EXISTS (SELECT 1 FROM queues c WHERE c.name = g.value
+                         AND (c.max_running IS NOT NULL OR c.rate_count IS NOT NULL))
+               AND EXISTS (SELECT 1 FROM jobs WHERE queue = g.value AND state = 'queued'
+                             AND NOT held AND NOT gated AND run_at <= {NOW}))))"""
 
 # The worker started these jobs from its read-ahead buffer: from now on losing the worker may
 # cost them (see rescue). Written in the turn after they started.
@@ -147,7 +164,10 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
         params = {f"queue_{index}": name for index, name in enumerate(claim.queues)}
         params.update(claim.params(), worker_id=worker_id)
         claimed = named_rows(conn.execute(claim_statement(len(claim.queues)), params))
-    return Turn(applied=applied, claimed=claimed, released=False)
+    gated_waiting = False
+    if claim.gate is not None and claim.params()["start_now"] > len(claimed):
+        gated_waiting = bool(conn.scalar(GATED_WAITING, {"queues": json.dumps(list(claim.queues))}))
+    return Turn(applied=applied, claimed=claimed, released=False, gated_waiting=gated_waiting)
 
 
 # --- release ----------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from jobctl.store.workers import LIVE_WORKER, WORKERS_WITH_RUNNING_JOBS
 # queues are stored as the JSON text they are (PostgreSQL casts them to jsonb).
 REGISTER = f"""
 INSERT INTO workers (name, hostname, pid, queues, concurrency, version, started_at,
-                     heartbeat_at, state)
+                     heartbeat_at, state, resources, tags)
 VALUES (:name, :hostname, :pid, :queues, :concurrency, :version, {NOW}, {NOW},
-        '{WorkerState.RUNNING.value}')
+        '{WorkerState.RUNNING.value}', :resources, :tags)
 RETURNING id
 """
 

@@ -1,0 +1,180 @@
+"""PostgreSQL: the SQL of jobctl.store.capacity (see its CapacitySQL protocol), in psycopg's
+parameter style (`%(name)s`).
+
+The gated claim is serialised by one transaction-scoped advisory lock (GATED_CLAIM_LOCK): it
+works through PgBouncer's transaction pooling, and is released by the commit or by the server
+when the connection dies. Every statement after the lock sees what the previous holder committed
+(READ COMMITTED takes a new snapshot per statement).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobctl.store.capacity import ALL_QUEUE_SETTINGS as ALL_QUEUE_SETTINGS
+from jobctl.store.capacity import LIVE_WORKERS as LIVE_WORKERS
+from jobctl.store.capacity import QUEUE_COUNTS as QUEUE_COUNTS
+from jobctl.store.postgres import NOW, now_plus
+from jobctl.store.postgres.queue import CLAIMED_JOB
+from jobctl.store.queue import named_rows
+
+if TYPE_CHECKING:
+    from jobctl.store.direct import Conn
+
+# The gated claim's lock ("jobctl-g"), distinct from the migration lock.
+GATED_CLAIM_LOCK_ID = 0x6A6F6263746C2D67
+LOCK = f"SELECT pg_advisory_xact_lock({GATED_CLAIM_LOCK_ID})"
+
+_QUEUE_COLUMNS = "name, paused, max_running, rate_count, rate_window_s, recent_starts"
+QUEUE_SETTINGS = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ANY(%(queues)s)"
+
+# Those of :queues with a row or any job (one index probe each: ix_jobs_claim leads with queue;
+# a queue whose jobs all ended is found by the full scan only when nothing else names it).
+KNOWN_QUEUES = """
+SELECT q.name FROM unnest(CAST(%(queues)s AS text[])) AS q(name)
+WHERE EXISTS (SELECT 1 FROM queues WHERE queues.name = q.name)
+   OR EXISTS (SELECT 1 FROM jobs WHERE jobs.queue = q.name)
+"""
+
+SET_PAUSED = f"""
+INSERT INTO queues (name, paused, updated_at) VALUES (%(name)s, %(paused)s, {NOW})
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = EXCLUDED.updated_at
+"""
+
+UPSERT_QUEUE = f"""
+INSERT INTO queues (name, max_running, rate_count, rate_window_s, recent_starts, updated_at)
+VALUES (%(name)s, %(max_running)s, %(rate_count)s, %(rate_window_s)s,
+        CAST(%(recent_starts)s AS jsonb), {NOW})
+ON CONFLICT (name) DO UPDATE SET max_running = EXCLUDED.max_running,
+    rate_count = EXCLUDED.rate_count, rate_window_s = EXCLUDED.rate_window_s,
+    recent_starts = EXCLUDED.recent_starts, updated_at = EXCLUDED.updated_at
+"""
+
+SET_RECENT_STARTS = """
+UPDATE queues SET recent_starts = CAST(%(recent_starts)s AS jsonb) WHERE name = %(name)s
+"""
+
+SET_HELD = """
+UPDATE jobs SET held = %(held)s WHERE id = %(id)s AND state IN ('waiting', 'queued')
+RETURNING state, queue
+"""
+JOB_STATE = "SELECT state FROM jobs WHERE id = %(id)s"
+JOB_FOR_EDIT = "SELECT state, limits, queue FROM jobs WHERE id = %(id)s FOR UPDATE"
+
+# Change a job not started; a new limit makes it gated (only the gated claim takes it).
+EDIT_JOB = f"""
+UPDATE jobs SET
+    priority = coalesce(%(priority)s, priority),
+    queue = coalesce(%(queue)s, queue),
+    run_at = coalesce(CAST(%(run_at)s AS timestamptz),
+                      CASE WHEN CAST(%(run_in_s)s AS float8) IS NOT NULL
+                           THEN {now_plus("CAST(%(run_in_s)s AS float8)")} END, run_at),
+    limits = CASE WHEN %(set_limits)s THEN CAST(%(limits)s AS jsonb) ELSE limits END,
+    gated = gated OR %(set_limits)s
+WHERE id = %(id)s AND state IN ('waiting', 'queued')
+RETURNING id
+"""
+
+NOW_EPOCH = "SELECT extract(epoch FROM clock_timestamp())"
+
+QUEUE_RUNNING = """
+SELECT queue, count(*) FROM jobs
+WHERE state = 'running' AND queue = ANY(CAST(%(queues)s AS text[])) GROUP BY queue
+"""
+RUNNING_OF_QUEUE = "SELECT id FROM jobs WHERE state = 'running' AND queue = %(queue)s"
+
+# Running jobs holding each key (only gated jobs hold limits).
+KEY_USAGE = """
+SELECT l.key, count(*) FROM jobs j, jsonb_each(j.limits) AS l
+WHERE j.state = 'running' AND j.gated GROUP BY l.key
+"""
+KEY_HOLDERS = """
+SELECT l.key, j.id FROM jobs j, jsonb_each(j.limits) AS l
+WHERE j.state = 'running' AND j.gated
+"""
+
+# What running gated jobs hold on the machine :host (any worker of it, a dead one's included
+# until the rescuer took its jobs back).
+HOST_USAGE = """
+SELECT j.id, j.cpus, j.mem_bytes, j.gpu_indices FROM jobs j JOIN workers w ON w.id = j.worker_id
+WHERE j.state = 'running' AND j.gated AND w.hostname = %(host)s
+"""
+
+# Which jobs a worker may claim by their Unix user (as jobctl.store.postgres.queue).
+_USER_FITS = "(run_as IS NULL OR %(any_user)s OR run_as = %(user)s)"
+
+# The queued jobs the gated claim may start, in claim order, at most :window: gated jobs of the
+# open queues (ix_jobs_gated) whose tags this worker has, whose resources fit what its machine
+# has free and whose keys are not full (:keys with :key_counts running), and every job of the
+# capped queues (ix_jobs_claim). jobctl.capacity.pick then counts within the batch.
+CANDIDATES = f"""
+SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (
+    SELECT j.* FROM unnest(CAST(%(open)s AS text[])) AS q(name), LATERAL (
+        SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+        WHERE queue = q.name AND state = 'queued' AND NOT held AND gated AND run_at <= now()
+          AND {_USER_FITS}
+          AND (requires IS NULL OR requires <@ CAST(%(tags)s AS jsonb))
+          AND coalesce(cpus, 0) <= %(cpu)s AND coalesce(mem_bytes, 0) <= %(mem)s
+          AND gpus <= %(gpus)s
+          AND NOT EXISTS (
+              SELECT 1 FROM jsonb_each_text(limits) AS l
+              JOIN unnest(CAST(%(keys)s AS text[]), CAST(%(key_counts)s AS int[])) AS u(key, n)
+                ON u.key = l.key
+              WHERE CAST(l.value AS int) <= u.n)
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(window)s
+    ) AS j
+    UNION ALL
+    SELECT j.* FROM unnest(CAST(%(capped)s AS text[])) AS q(name), LATERAL (
+        SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+        WHERE queue = q.name AND state = 'queued' AND NOT held AND NOT gated
+          AND run_at <= now() AND {_USER_FITS}
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(window)s
+    ) AS j
+) AS c
+ORDER BY priority DESC, run_at, id
+LIMIT %(window)s
+"""
+
+# Start the chosen jobs, if still queued (a cancel may have come first). They stay gated: their
+# end wakes the workers of their queue (see jobctl.store.postgres.queue).
+CLAIM = f"""
+UPDATE jobs SET
+    state = 'running', attempt = jobs.attempt + 1, worker_id = %(worker_id)s,
+    started_at = {NOW}, finished_at = NULL, lease_until = {now_plus("%(lease_s)s")},
+    exit_code = NULL, signal = NULL, error = NULL, in_buffer = false, gated = true,
+    gpu_indices = c.gpus
+FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(gpus)s AS text[])) AS c(id, gpus)
+WHERE jobs.id = c.id AND jobs.state = 'queued'
+RETURNING {CLAIMED_JOB}
+"""
+
+
+@contextlib.contextmanager
+def gated_transaction(conn: Conn) -> Iterator[None]:
+    """A transaction block (a savepoint inside one) that first takes LOCK."""
+    with conn.raw.transaction():
+        conn.execute(LOCK)
+        yield
+
+
+def candidates_params(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
+                      usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
+                      gpus: int, window: int, user: str | None,
+                      any_user: bool) -> dict[str, Any]:
+    keys = sorted(usage)
+    return {"open": list(open_queues), "capped": list(capped), "keys": keys,
+            "key_counts": [usage[key] for key in keys], "tags": json.dumps(dict(tags)),
+            "cpu": cpu, "mem": mem, "gpus": gpus, "window": window, "user": user,
+            "any_user": any_user}
+
+
+def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],
+          lease_s: float) -> list[dict[str, Any]]:
+    return named_rows(conn.execute(CLAIM, {
+        "worker_id": worker_id, "lease_s": lease_s, "ids": [job_id for job_id, _ in chosen],
+        "gpus": [",".join(map(str, gpus)) or None for _, gpus in chosen]}))
