@@ -47,7 +47,7 @@ def parse_limit(text: str) -> tuple[str, int]:
     key, sep, count = text.partition("=")
     if not sep:
         raise InvalidInput(f"--limit takes KEY=N (e.g. db-main=1), not {_visible(text)}")
-    parse_key(key)
+    parse_key(key, "--limit key")
     if not count.strip().isdigit() or int(count) < 1:
         raise InvalidInput(f"--limit {key}=N: N is a whole number of at least 1, "
                            f"not {_visible(count)}")
@@ -103,11 +103,17 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 
 def format_rate(count: int | None, window_s: float | None) -> str | None:
-    from jobctl.timeparse import format_duration
-
+    """`5/2s`, `10/1m`, `3/1h30m`: as a user types it (parse_rate reads it back)."""
     if count is None or window_s is None:
         return None
-    return f"{count}/{format_duration(window_s)}"
+    if window_s != int(window_s):
+        return f"{count}/{window_s:g}s"
+    left, parts = int(window_s), []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return f"{count}/{''.join(parts)}"
 
 
 def parse_pair(text: str, flag: str) -> tuple[str, str]:

@@ -4,12 +4,13 @@ substitution. Pure: no database, no terminal.
     [workflow]
     name = "nightly"
     queue = "batch"          # defaults for every task: queue, priority, retries, retry_backoff,
-    retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost
+    retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost, limits
     [tasks.dump]
     command = "pg_dump app > /backup/app-{date}.sql"      # a string runs under /bin/sh -c
     [tasks.compress]
     command = ["gzip", "-9", "/backup/app-{date}.sql"]    # an argv array runs as it is
     needs = ["dump"]                                       # after dump succeeded
+    limits = { disk-io = 1 }                               # one such task at a time
     [tasks.report]
     command = "notify-send done"
     needs_any = ["compress"]                               # after compress ended, however
@@ -29,7 +30,7 @@ from jobctl.errors import InvalidInput
 from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobSpec
 
 WORKFLOW_KEYS = {"name", "queue", "priority", "retries", "retry_backoff", "timeout", "env",
-                 "cwd", "delivery", "labels", "input", "user", "max_lost"}
+                 "cwd", "delivery", "labels", "input", "user", "max_lost", "limits"}
 DEFAULT_KEYS = WORKFLOW_KEYS - {"name"}
 TASK_KEYS = DEFAULT_KEYS | {"command", "needs", "needs_any", "name"}
 TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -158,7 +159,7 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
         "delivery": (str, "at-least-once or at-most-once"), "env": (dict, "a table"),
         "labels": (dict, "a table"), "name": (str, "a string"),
         "input": (str, "a string (the job's standard input, UTF-8)"), "user": (str, "a string"),
-        "max_lost": (int, "an integer"),
+        "max_lost": (int, "an integer"), "limits": (dict, "a table of KEY = N"),
     }
     for key, raw in options.items():
         value: Any = raw
@@ -197,6 +198,13 @@ def _check_run_option(key: str, value: Any) -> None:
         raise ValueError(problem)
     if key == "max_lost" and not 1 <= value <= 2**31 - 1:
         raise ValueError("must be 1 or more (and a 32-bit integer)")
+    if key == "limits":
+        from jobctl import capacity
+
+        for name, count in value.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{name}: N must be a whole number of at least 1")
+            capacity.parse_key(name)
 
 
 def _check_needs(tasks: dict[str, dict[str, Any]], where: _Locator, error: Any) -> None:
@@ -309,5 +317,6 @@ def job_specs(definition: Mapping[str, Any], params: Mapping[str, str]) -> list[
             max_lost=task.get("max_lost", DEFAULT_MAX_LOST),
             input=task["input"].encode() if "input" in task else None,
             user=task.get("user"),
+            limits=dict(task.get("limits", {})),
         ))
     return specs

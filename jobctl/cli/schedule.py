@@ -16,6 +16,7 @@ from jobctl.cli.common import (
     ENV_OPTION,
     INPUT_OPTION,
     LABEL_OPTION,
+    LIMIT_OPTION,
     MAX_LOST_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
@@ -25,6 +26,7 @@ from jobctl.cli.common import (
     TIMEOUT_OPTION,
     USER_OPTION,
     DeliveryChoice,
+    capacity_fields,
     command_argv,
     job_fields,
     output_option,
@@ -114,6 +116,7 @@ def add(
     input_: str | None = INPUT_OPTION,
     user: str | None = USER_OPTION,
     max_lost: int = MAX_LOST_OPTION,
+    limit: list[str] | None = LIMIT_OPTION,
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -131,9 +134,11 @@ def add(
     if stored_workflow is not None:
         # Only a description: an occurrence starts the workflow, not this command.
         command, shell = ["jobctl", "workflow", "run", str(workflow)], False
-        if input_ is not None or user is not None or max_lost != MAX_LOST_OPTION.default:
-            raise InvalidInput("--input, --user and --max-lost are for a command: a workflow's "
-                               "tasks take input, user and max_lost in its file")
+        if (input_ is not None or user is not None or max_lost != MAX_LOST_OPTION.default
+                or limit):
+            raise InvalidInput("--input, --user, --max-lost and --limit are for a command: a "
+                               "workflow's tasks take input, user, max_lost and limits in its "
+                               "file")
     spec = JobSpec(
         argv=command_argv(command, shell, f"jobctl schedule add {name}"),
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -141,6 +146,7 @@ def add(
                      label=label),
         **run_fields(input_path=input_, user=user, max_lost=max_lost,
                      stdin=st.stdin),
+        **capacity_fields(limit=limit),
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,
