@@ -120,6 +120,8 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "workflow task": lambda url: _workflow(url)["tasks"][0],
     "stats": lambda url: emitted(url, "stats"),
     "queue stats": lambda url: emitted(url, "stats")["queues"][0],
+    "queue": lambda url: emitted(url, "queue", "list")[0],
+    "job explain": lambda url: emitted(url, "job", "explain", _job_id(url)),
 }
 
 
