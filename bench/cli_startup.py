@@ -12,13 +12,14 @@ median minus the interpreter's own start-up. Database commands use a fresh SQLit
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from toolenv import tool_env
 
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
@@ -50,9 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="jobctl-cli-bench-"))
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("JOBCTL_") and key != "PYTHONDONTWRITEBYTECODE"}
-    env["JOBCTL_DATABASE_URL"] = f"sqlite:///{folder / 'bench.db'}"
+    env = tool_env(JOBCTL_DATABASE_URL=f"sqlite:///{folder / 'bench.db'}")
     env["XDG_CONFIG_HOME"] = str(folder / "config")
     (folder / "jobs.txt").write_text("".join(f"echo {n}\n" for n in range(1000)))
     subprocess.run([JOBCTL, "job", "submit", "--from-file", str(folder / "jobs.txt")], env=env,

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import PgCluster  # noqa: E402
+from toolenv import tool_env  # noqa: E402
 
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 DURABLE = {"listen_addresses": "'127.0.0.1'", "max_connections": "200"}
@@ -148,7 +149,7 @@ def main() -> None:
     cluster = PgCluster(settings=DURABLE).start()
     found: list[float] = []
     try:
-        env = {**os.environ, "JOBCTL_DATABASE_URL": cluster.create_database("bench")}
+        env = tool_env(JOBCTL_DATABASE_URL=cluster.create_database("bench"))
         jobctl(env, "db", "upgrade")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

@@ -14,7 +14,6 @@ Peers' bulk enqueue (PgQueuer, Procrastinate): ../shared/peers/run --only procra
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,12 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import PgCluster  # noqa: E402
+from toolenv import tool_env  # noqa: E402
 
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
 
 def submit_rate(url: str, job_file: Path, jobs: int) -> float:
-    env = {**os.environ, "JOBCTL_DATABASE_URL": url}
+    env = tool_env(JOBCTL_DATABASE_URL=url)
     subprocess.run([JOBCTL, "db", "upgrade"], env=env, check=True, capture_output=True)
     started = time.perf_counter()
     out = subprocess.run([JOBCTL, "job", "submit", "--queue", "bench", "--from-file",

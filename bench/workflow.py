@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import PgCluster  # noqa: E402
+from toolenv import tool_env  # noqa: E402
 
 JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
@@ -77,7 +78,7 @@ def main() -> None:
     worker = None
     try:
         url = cluster.create_database("bench_workflow")
-        env = {**os.environ, "JOBCTL_DATABASE_URL": url}
+        env = tool_env(JOBCTL_DATABASE_URL=url)
         jobctl(env, "db", "upgrade")
         worker = subprocess.Popen([JOBCTL, "worker", "start", "--concurrency",
                                    str(args.concurrency), "--quiet"], env=env,
