@@ -254,10 +254,10 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
                     mem=gate.resources.mem - host.mem, free_gpus=free_gpus,
                     queue_room=queue_room, key_usage=dict(usage))
         window = max(MIN_WINDOW, WINDOW_PER_SLOT * slots)
-        rows = conn.execute(sql.CANDIDATES, sql.candidates_params(
+        rows = sql.candidates(
             conn, open_queues=open_queues, capped=capped, usage=usage, tags=gate.tags,
             cpu=room.cpu, mem=room.mem, gpus=len(free_gpus), window=window, user=user,
-            any_user=any_user)).fetchall()
+            any_user=any_user)
         candidates = [Candidate(id=row[0], queue=row[1], limits=conn.json(row[2]) or {},
                                 cpus=row[3] or 0.0, mem=row[4] or 0, gpus=row[5] or 0)
                       for row in rows]
@@ -286,10 +286,10 @@ def gated_due(conn: Conn, queues: Sequence[str], gate: Gate, user: str | None,
                    if not queue.paused]
     if not open_queues:
         return 0
-    rows = conn.execute(sql.CANDIDATES, sql.candidates_params(
+    rows = sql.candidates(
         conn, open_queues=open_queues, capped=[], usage={}, tags=gate.tags,
         cpu=gate.resources.cpu, mem=gate.resources.mem, gpus=gate.resources.gpu, window=1,
-        user=user, any_user=any_user)).fetchall()
+        user=user, any_user=any_user)
     return len(rows)
 
 
@@ -369,8 +369,6 @@ class CapacitySQL(Protocol):
     KEY_HOLDERS: str
     HOST_USAGE: str
     RUNNING_OF_QUEUE: str
-    # The queued jobs the gated claim may start, in claim order (see candidates_params).
-    CANDIDATES: str
     # (id, name, hostname, queues, tags, resources) of live workers.
     LIVE_WORKERS: str
 
@@ -378,11 +376,15 @@ class CapacitySQL(Protocol):
         """A transaction (or savepoint) holding the cluster-wide gated-claim lock."""
         ...
 
-    def candidates_params(self, conn: Conn, *, open_queues: Sequence[str],
-                          capped: Sequence[str], usage: Mapping[str, int],
-                          tags: Mapping[str, str], cpu: float, mem: int, gpus: int, window: int,
-                          user: str | None, any_user: bool) -> dict[str, Any]:
-        """CANDIDATES' parameters."""
+    def candidates(self, conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
+                   usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
+                   gpus: int, window: int, user: str | None,
+                   any_user: bool) -> list[Sequence[Any]]:
+        """The queued jobs the gated claim may start, in claim order, at most `window`: gated
+        jobs of `open_queues` whose tags the worker has (`tags`), whose resources fit what is
+        free (`cpu`, `mem`, `gpus`) and whose keys are not full (`usage`: running jobs per
+        key), and every job of the `capped` queues. Rows: (id, queue, limits, cpus,
+        mem_bytes, gpus)."""
         ...
 
     def claim(self, conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],

@@ -162,15 +162,18 @@ def gated_transaction(conn: Conn) -> Iterator[None]:
         yield
 
 
-def candidates_params(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
-                      usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
-                      gpus: int, window: int, user: str | None,
-                      any_user: bool) -> dict[str, Any]:
+def candidates(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
+               usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
+               gpus: int, window: int, user: str | None,
+               any_user: bool) -> list[Sequence[Any]]:
+    """CANDIDATES."""
     keys = sorted(usage)
-    return {"open": list(open_queues), "capped": list(capped), "keys": keys,
-            "key_counts": [usage[key] for key in keys], "tags": json.dumps(dict(tags)),
-            "cpu": cpu, "mem": mem, "gpus": gpus, "window": window, "user": user,
-            "any_user": any_user}
+    rows: list[Sequence[Any]] = conn.execute(CANDIDATES, {
+        "open": list(open_queues), "capped": list(capped), "keys": keys,
+        "key_counts": [usage[key] for key in keys], "tags": json.dumps(dict(tags)),
+        "cpu": cpu, "mem": mem, "gpus": gpus, "window": window, "user": user,
+        "any_user": any_user}).fetchall()
+    return rows
 
 
 def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],

@@ -6,6 +6,7 @@ holds (BEGIN IMMEDIATE): nothing else can claim meanwhile, so no lock of its own
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -89,26 +90,36 @@ WHERE j.state = 'running' AND j.gated AND w.hostname = :host
 
 _USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
 
-# As PostgreSQL's (jobctl.store.postgres.capacity.CANDIDATES). Differs by necessity: JSON
-# objects stand for arrays and jsonb containment (:tags, :usage: {key: running count}).
-CANDIDATES = f"""
-SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (
+# The candidates of one queue, in claim order (jobctl.store.postgres.capacity.CANDIDATES says
+# what they are). Differs by necessity: JSON objects stand for arrays and jsonb containment
+# (:tags, :usage: {key: running count}), and one of these per queue, `queue = :q` (a list in
+# json_each would make SQLite sort every queued job first, as jobctl.store.sqlite.queue says).
+_GATED_OF = f"""SELECT * FROM (
     SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
-    WHERE queue IN (SELECT value FROM json_each(:open)) AND state = 'queued' AND NOT held
-      AND gated AND run_at <= {NOW} AND {_USER_FITS}
+    WHERE queue = :{{name}} AND state = 'queued' AND NOT held AND gated AND run_at <= {NOW}
+      AND {_USER_FITS}
       AND NOT EXISTS (SELECT 1 FROM json_each(jobs.requires) AS r
                       WHERE json_extract(:tags, '$.' || json_quote(r.key)) IS NOT r.value)
       AND coalesce(cpus, 0) <= :cpu AND coalesce(mem_bytes, 0) <= :mem AND gpus <= :gpus
       AND NOT EXISTS (SELECT 1 FROM json_each(jobs.limits) AS l
                       WHERE l.value <= json_extract(:usage, '$.' || json_quote(l.key)))
-    UNION ALL
+    ORDER BY priority DESC, run_at, id LIMIT :window)"""
+_CAPPED_OF = f"""SELECT * FROM (
     SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
-    WHERE queue IN (SELECT value FROM json_each(:capped)) AND state = 'queued' AND NOT held
-      AND NOT gated AND run_at <= {NOW} AND {_USER_FITS}
-)
-ORDER BY priority DESC, run_at, id
-LIMIT :window
-"""
+    WHERE queue = :{{name}} AND state = 'queued' AND NOT held AND NOT gated
+      AND run_at <= {NOW} AND {_USER_FITS}
+    ORDER BY priority DESC, run_at, id LIMIT :window)"""
+
+
+@functools.cache
+def candidates_statement(open_count: int, capped_count: int) -> str:
+    """The candidates of :open_0 … and :capped_0 …, in claim order, at most :window."""
+    parts = ([_GATED_OF.format(name=f"open_{index}") for index in range(open_count)]
+             + [_CAPPED_OF.format(name=f"capped_{index}") for index in range(capped_count)])
+    return ("SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (\n"
+            + "\nUNION ALL\n".join(parts)
+            + "\n) ORDER BY priority DESC, run_at, id LIMIT :window")
+
 
 CLAIM = f"""
 UPDATE jobs SET
@@ -127,13 +138,21 @@ def gated_transaction(conn: Conn) -> Iterator[None]:
     yield
 
 
-def candidates_params(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
-                      usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
-                      gpus: int, window: int, user: str | None,
-                      any_user: bool) -> dict[str, Any]:
-    return {"open": json.dumps(list(open_queues)), "capped": json.dumps(list(capped)),
-            "usage": json.dumps(dict(usage)), "tags": json.dumps(dict(tags)), "cpu": cpu,
-            "mem": mem, "gpus": gpus, "window": window, "user": user, "any_user": any_user}
+def candidates(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
+               usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
+               gpus: int, window: int, user: str | None,
+               any_user: bool) -> list[Sequence[Any]]:
+    """candidates_statement for these queues."""
+    if not open_queues and not capped:
+        return []
+    params: dict[str, Any] = {"usage": json.dumps(dict(usage)), "tags": json.dumps(dict(tags)),
+                              "cpu": cpu, "mem": mem, "gpus": gpus, "window": window,
+                              "user": user, "any_user": any_user}
+    params.update({f"open_{index}": name for index, name in enumerate(open_queues)})
+    params.update({f"capped_{index}": name for index, name in enumerate(capped)})
+    rows: list[Sequence[Any]] = conn.execute(
+        candidates_statement(len(open_queues), len(capped)), params).fetchall()
+    return rows
 
 
 def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],
