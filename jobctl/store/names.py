@@ -82,7 +82,7 @@ class NamesSQL(Protocol):
     pattern, \\ escaping) and :limit."""
 
     RECENT_JOBS: str  # (id, name or '', state) of jobs whose id starts so, newest first
-    QUEUES: str  # queue names of jobs, in order
+    QUEUES: str  # queue names of jobs and of queue settings, in order
     WORKERS: str  # (name, state) of workers, newest first
     SCHEDULES: str  # schedule names, in order
     WORKFLOWS: str  # (id, name) of workflows whose id starts so, newest first

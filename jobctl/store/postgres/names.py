@@ -8,10 +8,12 @@ SELECT id, coalesce(name, ''), state FROM jobs
 WHERE CAST(id AS TEXT) LIKE %(prefix)s ESCAPE '\\'
 ORDER BY id DESC LIMIT %(limit)s"""
 
-# Queues that jobs were submitted to.
+# Queues that jobs were submitted to, or that have settings (`jobctl queue set`, `pause`).
 QUEUES = """
-SELECT DISTINCT queue FROM jobs WHERE queue LIKE %(prefix)s ESCAPE '\\'
-ORDER BY queue LIMIT %(limit)s"""
+SELECT queue FROM jobs WHERE queue LIKE %(prefix)s ESCAPE '\\'
+UNION
+SELECT name FROM queues WHERE name LIKE %(prefix)s ESCAPE '\\'
+ORDER BY 1 LIMIT %(limit)s"""
 
 # Workers by name, newest first (a restarted worker's name comes more than once).
 WORKERS = """

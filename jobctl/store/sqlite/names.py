@@ -8,10 +8,12 @@ SELECT id, coalesce(name, ''), state FROM jobs
 WHERE CAST(id AS TEXT) LIKE :prefix ESCAPE '\\'
 ORDER BY id DESC LIMIT :limit"""
 
-# Queues that jobs were submitted to.
+# Queues that jobs were submitted to, or that have settings (`jobctl queue set`, `pause`).
 QUEUES = """
-SELECT DISTINCT queue FROM jobs WHERE queue LIKE :prefix ESCAPE '\\'
-ORDER BY queue LIMIT :limit"""
+SELECT queue FROM jobs WHERE queue LIKE :prefix ESCAPE '\\'
+UNION
+SELECT name FROM queues WHERE name LIKE :prefix ESCAPE '\\'
+ORDER BY 1 LIMIT :limit"""
 
 # Workers by name, newest first (a restarted worker's name comes more than once).
 WORKERS = """
