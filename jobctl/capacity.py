@@ -211,6 +211,11 @@ def gpu_list(indices: str | None) -> list[int]:
 # --- choosing what to start -------------------------------------------------------------------
 
 
+# What `queue list` counts of each queue: unfinished jobs by state, held ones (not started)
+# apart.
+COUNTED = ("waiting", "queued", "running", "held")
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     """What an operator set for a queue (a row of `queues`; none: all defaults)."""

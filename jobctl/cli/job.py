@@ -493,11 +493,9 @@ def _hold(ctx: typer.Context, job_ids: list[int], *, held: bool) -> None:
     states = st.client().hold(job_ids, held)
     word = "held" if held else "released"
     for job_id, job_state in states.items():
-        if job_state in ("waiting", "queued"):
-            st.terminal.err(f"job {job_id} {word}")
-        else:
-            st.terminal.err(f"job {job_id} is {job_state}: only a job not started can be "
-                            f"{word}; nothing changed")
+        started = job_state not in ("waiting", "queued")
+        st.terminal.err(f"job {job_id} is {job_state}: only a job not started can be {word}; "
+                        "nothing changed" if started else f"job {job_id} {word}")
 
 
 @app.command()

@@ -26,10 +26,11 @@ def list_(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPTION) -> No
     if fmt is OutputFormat.JSON:
         st.terminal.json([queue.to_json() for queue in queues])
         return
+    from jobctl.capacity import COUNTED
+
     rows = [[q.settings.name, "yes" if q.settings.paused else "no", q.settings.max_running,
-             q.settings.rate, q.waiting, q.queued, q.running, q.held] for q in queues]
-    st.terminal.table(["name", "paused", "max running", "rate", "waiting", "queued", "running",
-                       "held"], rows, fmt)
+             q.settings.rate, *(q.counts.get(key, 0) for key in COUNTED)] for q in queues]
+    st.terminal.table(["name", "paused", "max running", "rate", *COUNTED], rows, fmt)
 
 
 @app.command()

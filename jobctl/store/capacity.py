@@ -22,7 +22,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobctl import capacity
-from jobctl.capacity import Candidate, HostUsage, QueueSettings, Resources, Room, WorkerView
+from jobctl.capacity import (
+    COUNTED,
+    Candidate,
+    HostUsage,
+    QueueSettings,
+    Resources,
+    Room,
+    WorkerView,
+)
 from jobctl.errors import InvalidInput, NotFound
 from jobctl.models import NOT_STARTED_STATES
 from jobctl.store import notify
@@ -50,19 +58,15 @@ class Gate:
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """A row of `jobctl queue list`."""
+    """A row of `jobctl queue list`: the queue's settings, and its jobs counted (COUNTED)."""
 
     settings: QueueSettings
-    waiting: int = 0
-    queued: int = 0
-    running: int = 0
-    held: int = 0
+    counts: Mapping[str, int]
 
     def to_json(self) -> dict[str, Any]:
         s = self.settings
         return {"name": s.name, "paused": s.paused, "max_running": s.max_running,
-                "rate": s.rate, "waiting": self.waiting, "queued": self.queued,
-                "running": self.running, "held": self.held}
+                "rate": s.rate, **{key: self.counts.get(key, 0) for key in COUNTED}}
 
 
 def _settings(conn: Conn, row: Sequence[Any]) -> QueueSettings:
@@ -92,9 +96,7 @@ def list_queues(conn: Conn) -> list[QueueInfo]:
     rows = {row[0]: _settings(conn, row) for row in conn.execute(sql.ALL_QUEUE_SETTINGS)}
     names |= set(rows)
     return [QueueInfo(settings=rows.get(name, QueueSettings(name=name)),
-                      **{k: v for k, v in counts.get(name, {}).items()
-                         if k in ("waiting", "queued", "running", "held")})
-            for name in sorted(names)]
+                      counts=counts.get(name, {})) for name in sorted(names)]
 
 
 def _live_worker_queues(conn: Conn) -> set[str]:
@@ -246,7 +248,9 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
             return []
         open_queues = sorted(queue_room)
         capped = [name for name in open_queues if settings[name].capped]
-        usage = {key: int(count) for key, count in conn.execute(sql.KEY_USAGE).fetchall()}
+        usage: dict[str, int] = {}
+        for key, _ in conn.execute(sql.KEY_HOLDERS).fetchall():
+            usage[key] = usage.get(key, 0) + 1
         host, _ = _host_usage(conn, gate.host)
         free_gpus = [index for index in range(gate.resources.gpu)
                      if index not in host.gpu_holders]
@@ -361,11 +365,10 @@ class CapacitySQL(Protocol):
     EDIT_JOB: str
     # The database clock as epoch seconds.
     NOW_EPOCH: str
-    # (queue, count) of running jobs of :queues; (key, count) of running jobs holding each key;
-    # (key, job id) of the same; (id, cpus, mem_bytes, gpu_indices) of running gated jobs on the
-    # machine :host; ids of running jobs of :queue.
+    # (queue, count) of running jobs of :queues; (key, job id) of the keys running jobs hold;
+    # (id, cpus, mem_bytes, gpu_indices) of running gated jobs on the machine :host; ids of
+    # running jobs of :queue.
     QUEUE_RUNNING: str
-    KEY_USAGE: str
     KEY_HOLDERS: str
     HOST_USAGE: str
     RUNNING_OF_QUEUE: str
@@ -404,6 +407,24 @@ ALL_QUEUE_SETTINGS = f"SELECT {_QUEUE_COLUMNS} FROM queues ORDER BY name"
 # Unfinished jobs by queue, state and held.
 QUEUE_COUNTS = """SELECT queue, state, held, count(*) FROM jobs
 WHERE state IN ('waiting', 'queued', 'running') GROUP BY queue, state, held"""
+
+
+def key_holders(json_each: str) -> str:
+    """KEY_HOLDERS, from the backend's set-returning function over a JSON object's members
+    (`jsonb_each`, `json_each`): the keys running jobs hold, and which job holds each (only
+    gated jobs hold limits)."""
+    return f"""SELECT l.key, j.id FROM jobs j, {json_each}(j.limits) AS l
+WHERE j.state = 'running' AND j.gated"""
+
+
+def host_usage(host: str) -> str:
+    """HOST_USAGE, from the backend's placeholder for the machine's name: what running gated jobs
+    hold on it (any worker of it, a dead one's included until the rescuer took its jobs back)."""
+    return f"""SELECT j.id, j.cpus, j.mem_bytes, j.gpu_indices
+FROM jobs j JOIN workers w ON w.id = j.worker_id
+WHERE j.state = 'running' AND j.gated AND w.hostname = {host}"""
+
+
 # Where each GPU-, CPU- or memory-holding job runs is its worker's machine.
 LIVE_WORKERS = f"""SELECT id, name, hostname, queues, tags, resources FROM workers
 WHERE {LIVE_WORKER} ORDER BY name"""

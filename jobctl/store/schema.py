@@ -183,28 +183,13 @@ jobs = sa.Table(
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
 # rewrite; so the indexes are few and partial: each holds only the rows it is for.
 # The claim query's index: only queued rows the hot path may claim, in the order they are
-# claimed (held and gated jobs are not in it: a backlog of them costs the hot path nothing).
+# claimed (held and gated jobs are not in it: a backlog of them costs the hot path nothing);
+# and the gated claim's index: queued gated jobs, in the same order.
 CLAIMABLE = "state = 'queued' AND NOT held AND NOT gated"
-sa.Index(
-    "ix_jobs_claim",
-    jobs.c.queue,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=sa.text(CLAIMABLE),
-    sqlite_where=sa.text(CLAIMABLE),
-)
-# The gated claim's index: queued gated jobs, in the same order.
 GATED_CLAIMABLE = "state = 'queued' AND NOT held AND gated"
-sa.Index(
-    "ix_jobs_gated",
-    jobs.c.queue,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=sa.text(GATED_CLAIMABLE),
-    sqlite_where=sa.text(GATED_CLAIMABLE),
-)
+for _name, _where in (("ix_jobs_claim", CLAIMABLE), ("ix_jobs_gated", GATED_CLAIMABLE)):
+    sa.Index(_name, jobs.c.queue, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id,
+             postgresql_where=sa.text(_where), sqlite_where=sa.text(_where))
 # The rescuer's index: running jobs by lease expiry.
 sa.Index(
     "ix_jobs_lease",

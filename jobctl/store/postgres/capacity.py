@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobctl.store import capacity as shared
 from jobctl.store.capacity import ALL_QUEUE_SETTINGS as ALL_QUEUE_SETTINGS
 from jobctl.store.capacity import LIVE_WORKERS as LIVE_WORKERS
 from jobctl.store.capacity import QUEUE_COUNTS as QUEUE_COUNTS
@@ -86,22 +87,9 @@ WHERE state = 'running' AND queue = ANY(CAST(%(queues)s AS text[])) GROUP BY que
 """
 RUNNING_OF_QUEUE = "SELECT id FROM jobs WHERE state = 'running' AND queue = %(queue)s"
 
-# Running jobs holding each key (only gated jobs hold limits).
-KEY_USAGE = """
-SELECT l.key, count(*) FROM jobs j, jsonb_each(j.limits) AS l
-WHERE j.state = 'running' AND j.gated GROUP BY l.key
-"""
-KEY_HOLDERS = """
-SELECT l.key, j.id FROM jobs j, jsonb_each(j.limits) AS l
-WHERE j.state = 'running' AND j.gated
-"""
+KEY_HOLDERS = shared.key_holders("jsonb_each")
 
-# What running gated jobs hold on the machine :host (any worker of it, a dead one's included
-# until the rescuer took its jobs back).
-HOST_USAGE = """
-SELECT j.id, j.cpus, j.mem_bytes, j.gpu_indices FROM jobs j JOIN workers w ON w.id = j.worker_id
-WHERE j.state = 'running' AND j.gated AND w.hostname = %(host)s
-"""
+HOST_USAGE = shared.host_usage("%(host)s")
 
 # Which jobs a worker may claim by their Unix user (as jobctl.store.postgres.queue).
 _USER_FITS = "(run_as IS NULL OR %(any_user)s OR run_as = %(user)s)"

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobctl.store import capacity as shared
 from jobctl.store.capacity import ALL_QUEUE_SETTINGS as ALL_QUEUE_SETTINGS
 from jobctl.store.capacity import LIVE_WORKERS as LIVE_WORKERS
 from jobctl.store.capacity import QUEUE_COUNTS as QUEUE_COUNTS
@@ -74,19 +75,9 @@ WHERE state = 'running' AND queue IN (SELECT value FROM json_each(:queues)) GROU
 """
 RUNNING_OF_QUEUE = "SELECT id FROM jobs WHERE state = 'running' AND queue = :queue"
 
-KEY_USAGE = """
-SELECT l.key, count(*) FROM jobs j, json_each(j.limits) AS l
-WHERE j.state = 'running' AND j.gated GROUP BY l.key
-"""
-KEY_HOLDERS = """
-SELECT l.key, j.id FROM jobs j, json_each(j.limits) AS l
-WHERE j.state = 'running' AND j.gated
-"""
+KEY_HOLDERS = shared.key_holders("json_each")
 
-HOST_USAGE = """
-SELECT j.id, j.cpus, j.mem_bytes, j.gpu_indices FROM jobs j JOIN workers w ON w.id = j.worker_id
-WHERE j.state = 'running' AND j.gated AND w.hostname = :host
-"""
+HOST_USAGE = shared.host_usage(":host")
 
 _USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
 
