@@ -19,12 +19,13 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from e2e_support import Jobctl, Worker, process_gone, wait_for
+from e2e_support import Jobctl, Worker, describe, process_gone, wait_for
 
 LEASE_S = 3.0
 CHAOS_WORKER_OPTIONS = ("--lease", "3s", "--rescue-interval", "1s", "--grace", "2s",
@@ -280,3 +281,50 @@ class SilentProxy:
                 target.sendall(data)
             except OSError:
                 return
+
+
+# --- what ran at once, from the jobs' own start/end lines (the capacity tests) ----------------
+
+
+def runs(events: list[Event]) -> dict[tuple[int, int], tuple[float, float | None, str]]:
+    """Each attempt that really ran, by (job, attempt): (start, end or None, worker name), from
+    the job's own `start`/`end` lines."""
+    found: dict[tuple[int, int], tuple[float, float | None, str]] = {}
+    for event in events:
+        key = (event.job, event.attempt)
+        if event.kind == "start":
+            assert key not in found, f"attempt {key} started twice"
+            found[key] = (event.time, None, event.worker)
+        elif event.kind == "end":
+            assert key in found, f"attempt {key} ended without a start"
+            start, _, worker = found[key]
+            found[key] = (start, event.time, worker)
+    return found
+
+
+def peak_overlap(intervals: Iterable[tuple[float, float]]) -> tuple[int, float]:
+    """The most closed intervals [start, end] that hold one instant, and the first such instant
+    (at equal instants a start counts before an end: touching intervals overlap)."""
+    points = sorted(point for start, end in intervals for point in ((start, 0), (end, 1)))
+    open_now, peak, at = 0, 0, 0.0
+    for instant, is_end in points:
+        open_now += -1 if is_end else 1
+        if open_now > peak:
+            peak, at = open_now, instant
+    return peak, at
+
+
+def describe_runs(intervals: dict[Any, tuple[float, float]], at: float) -> str:
+    """The attempts open at instant `at`, for assertion messages."""
+    return ", ".join(f"{key} [{start:.3f}, {end:.3f}]" for key, (start, end)
+                     in sorted(intervals.items()) if start <= at <= end)
+
+
+def wait_succeeded(jobctl: Jobctl, ids: list[int], timeout_s: int = 60) -> None:
+    """`job wait` for every job, then require each to have succeeded."""
+    result = jobctl("job", "wait", *map(str, ids), "--timeout", f"{timeout_s}s",
+                    timeout=timeout_s + 30)
+    states = {row["id"]: row["state"] for row in list_jobs(jobctl)}
+    not_ok = {job: states.get(job) for job in ids if states.get(job) != "succeeded"}
+    assert not not_ok, f"jobs not succeeded: {not_ok}\n{describe(result)}"
+    assert result.returncode == 0, describe(result)

@@ -1,0 +1,95 @@
+"""Caps hold through a crash (issue 15): three workers share a key limit (or a queue cap) of 2 and
+one of them is `kill -9`'d while it runs jobs. A dead worker's job keeps its place until it is
+fenced (the watchdog kills it) and rescued, so that at no instant do more than 2 jobs run; every
+job still succeeds.
+
+What ran is judged from the jobs' own start/end lines. A run of the killed worker counts as
+running until its attempt was rescued (the lost attempt's `finished_at`, on the same machine's
+clock), or, without that, until the job's next attempt started: the guarantee is about state
+`running`, which the dead worker's job keeps until then, whether or not its process still lives.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from chaos_support import (
+    CHAOS_WORKER_OPTIONS,
+    describe_runs,
+    kill9,
+    logging_script,
+    overlapping_attempts,
+    peak_overlap,
+    read_events,
+    runs,
+    submit_batch,
+    wait_succeeded,
+)
+from e2e_support import Jobctl, parse_time, process_gone, wait_for
+
+
+@pytest.mark.parametrize("cap", ["limit", "queue_cap"])
+def test_kill9_of_one_of_three_workers_never_lets_more_than_two_run(
+        jobctl: Jobctl, tmp_path: Path, leftover_pids: list[int], cap: str) -> None:
+    log = tmp_path / "side-effects.log"
+    if cap == "limit":
+        queue, options = "default", ("--limit", "k=2")
+    else:
+        queue, options = "capped", ("--queue", "capped")
+        jobctl.ok("queue", "set", "capped", "--max-running", "2")
+    worker_options = (*CHAOS_WORKER_OPTIONS, "--queue", queue, "--concurrency", "4")
+    # The victim first, alone, so that it surely runs jobs; then two more compete with it.
+    victim = jobctl.start_worker(*worker_options, "--name", "victim")
+    # Longer on the victim, so that it is surely mid-run when killed however slowly the others
+    # start; half a second elsewhere.
+    body = 'if [ "$JOBCTL_WORKER" = victim ]; then sleep 1.5; else sleep 0.5; fi'
+    ids = submit_batch(jobctl, tmp_path / "jobs.txt", [logging_script(log, body)] * 12, *options)
+    wait_for(lambda: any(e.worker == "victim" for e in read_events(log)), 30,
+             "the victim started no job")
+    others = [jobctl.start_worker(*worker_options, "--name", f"other{n}", wait_started=False)
+              for n in (1, 2)]
+    for other in others:
+        other.wait_started()
+
+    def victim_running() -> list[tuple[int, int]]:
+        return [key for key, (_, end, worker) in runs(read_events(log)).items()
+                if worker == "victim" and end is None]
+
+    wait_for(victim_running, 15, "the victim ran no job once the others were up",
+             interval_s=0.01)
+    kill9(victim)
+    victim_pids = [pid for e in read_events(log) if e.worker == "victim" for pid in e.pids]
+    leftover_pids.extend(victim_pids)
+
+    wait_succeeded(jobctl, ids, timeout_s=90)
+
+    events = read_events(log)
+    assert overlapping_attempts(events) == [], "an attempt ended after the next one started"
+    assert all(process_gone(pid) for pid in victim_pids), "a job of the dead worker still runs"
+    ran = runs(events)
+    statuses = {job: jobctl.status(job) for job in ids}
+    intervals: dict[tuple[int, int], tuple[float, float]] = {}
+    lost = []
+    for (job, attempt), (start, end, worker) in ran.items():
+        record = next(a for a in statuses[job]["attempts"] if a["attempt"] == attempt)
+        if record["outcome"] == "succeeded":
+            assert end is not None, f"job {job} attempt {attempt} succeeded without an end line"
+            intervals[job, attempt] = (start, end)
+            continue
+        assert (worker, record["outcome"]) == ("victim", "lost"), (job, record)
+        lost.append(job)
+        if record["finished_at"] is not None:
+            rescued = parse_time(record["finished_at"]).timestamp()
+        else:
+            rescued = ran[job, attempt + 1][0]
+        intervals[job, attempt] = (start, max(rescued, end or rescued))
+    assert lost, "no job of the victim was lost: it was not killed mid-run"
+    for job in lost:
+        outcomes = [a["outcome"] for a in statuses[job]["attempts"]]
+        assert outcomes == ["lost", "succeeded"], (job, statuses[job]["attempts"])
+
+    peak, at = peak_overlap(intervals.values())
+    assert peak <= 2, (f"{peak} jobs ran at once under a cap of 2 (at {at:.3f}, "
+                       f"{at - time.time():.1f}s ago): {describe_runs(intervals, at)}")
