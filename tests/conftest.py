@@ -31,6 +31,17 @@ from pgcluster import PgCluster, PgServer, server_from_url_or_new_cluster
 
 from jobctl.store.engine import Database
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Bytecode for jobctl's modules, as an installed jobctl has it (pip compiles at install):
+    the suite starts a few thousand `jobctl` processes, and where PYTHONDONTWRITEBYTECODE is set
+    (some sandboxes and CI images) each would otherwise compile jobctl's source again. Files
+    already compiled and unchanged are skipped; the writes are atomic (xdist workers may race)."""
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "jobctl"), quiet=1)
+
+
 # Read once at import: the autouse fixture below removes every JOBCTL_* variable during tests.
 EXTERNAL_DATABASE_URL = os.environ.get("JOBCTL_TEST_DATABASE_URL") or None
 

@@ -5,7 +5,7 @@ really ran at once from those, never from jobctl's own tables.
 - a key limit and a queue cap of 2: three workers of concurrency 4 never run more than 2 at once;
   workflow tasks' `limits` and a schedule's `--limit` are the same limits;
 - a paused queue starts nothing until resumed; `queue list` shows it;
-- a rate of 5/2s starts at most 5 in any window (of 2 s less 0.1 s of start jitter);
+- a rate of 5/1s starts at most 5 in any window (of 1 s less 0.1 s of start jitter);
 - `--require` routes jobs only to workers with the tag; GPU jobs get indices of their own
   machine (JOBCTL_HOSTNAME) that no job running beside them holds; `--cpus` and `--mem` fit in
   what the machine has free;
@@ -105,7 +105,7 @@ def one_error_line(result: Any) -> None:
 @pytest.mark.parametrize("cap", ["limit", "queue_cap"])
 def test_never_more_than_two_run_at_once_under_a_key_limit_or_a_queue_cap(
         jobctl: Jobctl, tmp_path: Path, cap: str) -> None:
-    """12 jobs of half a second on three workers of concurrency 4 (12 slots): with `--limit k=2`
+    """12 jobs of a quarter second on three workers of concurrency 4 (12 slots): with `--limit k=2`
     (or a queue `--max-running 2`) the jobs' own start/end instants never show 3 at once.
 
     Left alone, the worker that ends a job claims the next one first and may run them all; so
@@ -130,7 +130,7 @@ def test_never_more_than_two_run_at_once_under_a_key_limit_or_a_queue_cap(
         worker.wait_started()
     ids = [job for n, args in enumerate(job_args, 1)
            for job in submit_batch(jobctl, tmp_path / f"jobs{n}.txt",
-                                   [logging_script(log, "sleep 0.5")] * 4, *args)]
+                                   [logging_script(log, "sleep 0.25")] * 4, *args)]
     if cap == "limit":
         assert all(row["limits"] == {"k": 2} for row in list_jobs(jobctl)), list_jobs(jobctl)
     wait_succeeded(jobctl, ids)
@@ -147,9 +147,10 @@ def test_never_more_than_two_run_at_once_under_a_key_limit_or_a_queue_cap(
 
 
 def test_limits_of_workflow_tasks_and_schedules_hold_as_a_submits_do(
-        jobctl: Jobctl, tmp_path: Path) -> None:
+        jobctl_pg: Jobctl, tmp_path: Path) -> None:
     """`limits = { k = 1 }` on four workflow tasks without dependencies, on a worker of
     concurrency 4: one at a time. A schedule's `--limit` is carried by the jobs it fires."""
+    jobctl = jobctl_pg  # one backend: tests/store/test_capacity.py runs the SQL on both
     log = tmp_path / "side-effects.log"
     script = logging_script(log, "sleep 0.4").replace('"', '\\"')
     tasks = [f'[tasks.t{n}]\ncommand = "{script}"\nlimits = {{ k = 1 }}\n' for n in range(4)]
@@ -181,9 +182,10 @@ def test_limits_of_workflow_tasks_and_schedules_hold_as_a_submits_do(
 # --- 3. pause / resume ---------------------------------------------------------------------------
 
 
-def test_a_paused_queue_starts_nothing_until_resumed(jobctl: Jobctl, tmp_path: Path) -> None:
+def test_a_paused_queue_starts_nothing_until_resumed(jobctl_sqlite: Jobctl, tmp_path: Path) -> None:
     """A live worker of queues q and other: q paused, its jobs stay queued while a job of `other`
     submitted after them runs; `queue resume q` and they all run. `queue list` shows both."""
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     log = tmp_path / "side-effects.log"
     jobctl.start_worker("--queue", "q,other", "--concurrency", "4")
     jobctl.ok("queue", "pause", "q")  # known: a live worker serves it
@@ -210,15 +212,15 @@ def test_a_paused_queue_starts_nothing_until_resumed(jobctl: Jobctl, tmp_path: P
 # --- 4. rate -------------------------------------------------------------------------------------
 
 
-def test_a_rate_of_5_per_2s_starts_at_most_5_in_any_window(
+def test_a_rate_of_5_per_1s_starts_at_most_5_in_any_window(
         jobctl: Jobctl, tmp_path: Path) -> None:
-    """15 quick jobs on two workers of concurrency 8 under `--rate 5/2s`: in every window of
-    1.9 s (2 s less the allowed start jitter) at most 5 job-side starts, and so at least ~4 s
+    """15 quick jobs on two workers of concurrency 8 under `--rate 5/1s`: in every window of
+    0.9 s (1 s less the allowed start jitter) at most 5 job-side starts, and so at least ~2 s
     from the first start to the last."""
     log = tmp_path / "side-effects.log"
-    jobctl.ok("queue", "set", "r", "--rate", "5/2s")
+    jobctl.ok("queue", "set", "r", "--rate", "5/1s")
     row = queue_rows(jobctl)["r"]
-    assert (row["rate"], row["max_running"], row["paused"]) == ("5/2s", None, False), row
+    assert (row["rate"], row["max_running"], row["paused"]) == ("5/1s", None, False), row
     start_workers(jobctl, 2, "--queue", "r", "--concurrency", "8")
     ids = submit_batch(jobctl, tmp_path / "jobs.txt", [logging_script(log, "true")] * 15,
                        "--queue", "r")
@@ -227,11 +229,11 @@ def test_a_rate_of_5_per_2s_starts_at_most_5_in_any_window(
     starts = sorted(e.time for e in read_events(log) if e.kind == "start")
     assert len(starts) == 15, starts
     for index, first in enumerate(starts):
-        within = bisect.bisect_left(starts, first + 1.9) - index
-        assert within <= 5, (f"{within} starts within 1.9 s from {first:.3f}: "
+        within = bisect.bisect_left(starts, first + 0.9) - index
+        assert within <= 5, (f"{within} starts within 0.9 s from {first:.3f}: "
                              f"{[round(t - starts[0], 3) for t in starts]}")
     span = starts[-1] - starts[0]
-    assert span >= 3.8, f"15 starts at 5/2s took only {span:.2f}s (at least 4 s less jitter)"
+    assert span >= 1.8, f"15 starts at 5/1s took only {span:.2f}s (at least 2 s less jitter)"
     scene(jobctl, "queue", "set", "r", "--rate", "none")
     assert queue_rows(jobctl)["r"]["rate"] is None
 
@@ -240,10 +242,11 @@ def test_a_rate_of_5_per_2s_starts_at_most_5_in_any_window(
 
 
 def test_required_tags_route_jobs_only_to_workers_with_the_tag(
-        jobctl: Jobctl, tmp_path: Path) -> None:
+        jobctl_pg: Jobctl, tmp_path: Path) -> None:
     """Worker eu-worker has tag zone=eu, us-worker zone=us and disk=ssd, both free to take
     anything: jobs requiring zone=eu run only on the first, those requiring zone=us and
     disk=ssd only on the second."""
+    jobctl = jobctl_pg  # one backend: tests/store/test_capacity.py runs the SQL on both
     log = tmp_path / "side-effects.log"
     eu = jobctl.start_worker("--tag", "zone=eu", "--concurrency", "4", "--name", "eu-worker",
                              wait_started=False)
@@ -266,10 +269,11 @@ def test_required_tags_route_jobs_only_to_workers_with_the_tag(
 
 
 def test_cpus_and_memory_of_a_machine_bound_what_runs_on_it(
-        jobctl: Jobctl, tmp_path: Path) -> None:
+        jobctl_sqlite: Jobctl, tmp_path: Path) -> None:
     """A worker offering `cpu=3,mem=1G` with concurrency 8: jobs of `--mem 400M` run at most 2
     at once, jobs of `--cpus 1.5` at most 2 at once (both kinds side by side); a job of
     `--mem 2G` fits no live worker, waits, and says so."""
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     mem_log, cpu_log = tmp_path / "mem.log", tmp_path / "cpu.log"
     jobctl.start_worker("--resources", "cpu=3,mem=1G", "--concurrency", "8", "--name", "small")
     too_big = jobctl.submit("--mem", "2G", "--", "true")
@@ -352,9 +356,10 @@ def test_gpu_jobs_never_share_an_index_on_a_machine(
 
 
 def test_one_gpu_jobs_run_two_at_a_time_on_a_worker_with_two(
-        jobctl: Jobctl, tmp_path: Path) -> None:
+        jobctl_sqlite: Jobctl, tmp_path: Path) -> None:
     """Six `--gpus 1` jobs on one worker with `--resources gpu=2` and concurrency 4: at most 2 at
     once (the GPUs, not the concurrency, decide), each with an index of its own."""
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     log = tmp_path / "gpus.log"
     jobctl.start_worker("--resources", "gpu=2", "--concurrency", "4", "--name", "gpu-a")
     ids = submit_batch(jobctl, tmp_path / "jobs.txt", [_gpu_script(log, 0.5)] * 6,
@@ -378,9 +383,10 @@ def test_one_gpu_jobs_run_two_at_a_time_on_a_worker_with_two(
 # --- 6. hold, release, edit ----------------------------------------------------------------------
 
 
-def test_a_held_job_never_starts_until_released(jobctl: Jobctl, tmp_path: Path) -> None:
+def test_a_held_job_never_starts_until_released(jobctl_sqlite: Jobctl, tmp_path: Path) -> None:
     """`submit --hold` and `job hold` of a queued job: a live worker runs a job submitted after
     them (first by age, they would go before it) but not them; `job release` and they run."""
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     log = tmp_path / "side-effects.log"
     held = jobctl.submit("--hold", "--shell", logging_script(log, "true"))
     queued = jobctl.submit("--shell", logging_script(log, "true"))
@@ -404,7 +410,8 @@ def test_a_held_job_never_starts_until_released(jobctl: Jobctl, tmp_path: Path) 
 
 
 def test_job_edit_changes_a_job_not_yet_started_and_refuses_a_finished_one(
-        jobctl: Jobctl) -> None:
+        jobctl_sqlite: Jobctl) -> None:
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     held = put(jobctl, "--hold", "--", "true")
     jobctl.ok("job", "edit", str(held), "--priority", "7", "--queue", "elsewhere",
               "--in", "1h", "--limit", "k=3")
@@ -461,9 +468,10 @@ def wait_running(jobctl: Jobctl, job_id: int) -> None:
 
 
 def test_explain_names_the_job_that_holds_a_limit_a_cap_a_gpu_or_a_dependency(
-        jobctl: Jobctl) -> None:
+        jobctl_pg: Jobctl) -> None:
     """One worker (queues default, capped, slow; one GPU; concurrency 8) and, for each reason,
     a long job that holds the thing and a second job that waits for it."""
+    jobctl = jobctl_pg  # one backend: tests/store/test_capacity.py runs the SQL on both
     scene(jobctl, "queue", "set", "capped", "--max-running", "1")
     scene(jobctl, "queue", "set", "slow", "--rate", "1/1h")
     jobctl.start_worker("--queue", "default,capped,slow", "--resources", "gpu=1",
@@ -514,8 +522,9 @@ def test_explain_names_the_job_that_holds_a_limit_a_cap_a_gpu_or_a_dependency(
     scene(jobctl, "job", "cancel", str(holder), str(capper), str(gpu_holder), str(rated))
 
 
-def test_explain_held_paused_due_and_what_no_live_worker_offers(jobctl: Jobctl) -> None:
+def test_explain_held_paused_due_and_what_no_live_worker_offers(jobctl_sqlite: Jobctl) -> None:
     """One live worker of queues default and p, no tags, no GPUs."""
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     scene(jobctl, "queue", "set", "p", "--max-running", "none")  # creates it
     scene(jobctl, "queue", "pause", "p")
     jobctl.start_worker("--queue", "default,p", "--concurrency", "4", "--name", "plain")
@@ -563,7 +572,8 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(jobctl: Jobctl) -> None:
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(jobctl_sqlite: Jobctl) -> None:
+    jobctl = jobctl_sqlite  # one backend: tests/store/test_capacity.py runs the SQL on both
     scene(jobctl, "queue", "set", "known", "--max-running", "3")
     existing = put(jobctl, "--queue", "known", "--", "true")
     jobs_before = list_jobs(jobctl)
