@@ -210,15 +210,15 @@ def edit(conn: Conn, job_id: int, change: Edit) -> None:
 # --- the gated claim --------------------------------------------------------------------------
 
 
-def _host_usage(conn: Conn, host: str) -> tuple[HostUsage, dict[int, int]]:
+def _usage_of(rows: Sequence[Sequence[Any]]) -> HostUsage:
+    """HostUsage from HOST_USAGE's rows."""
     cpu, mem, holders = 0.0, 0, {}
-    for job_id, cpus, mem_bytes, gpu_indices in conn.execute(
-            conn.backend.sql_capacity.HOST_USAGE, {"host": host}).fetchall():
+    for job_id, cpus, mem_bytes, gpu_indices in rows:
         cpu += cpus or 0.0
         mem += mem_bytes or 0
         for index in capacity.gpu_list(gpu_indices):
             holders[index] = job_id
-    return HostUsage(cpu=cpu, mem=mem, gpu_holders=holders), holders
+    return HostUsage(cpu=cpu, mem=mem, gpu_holders=holders)
 
 
 def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, lease_s: float,
@@ -230,10 +230,18 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
         return []
     sql = conn.backend.sql_capacity
     with sql.gated_transaction(conn):
-        settings = queue_settings(conn, queues)
-        now_s = float(conn.scalar(sql.NOW_EPOCH))
-        running = {queue: int(count) for queue, count in conn.execute(
-            sql.QUEUE_RUNNING, {"queues": conn.ids_param(list(queues))}).fetchall()}
+        # Every read first, every fetch after: on PostgreSQL one round trip with the lock (the
+        # transaction is pipelined: see gated_transaction).
+        names = {"queues": conn.ids_param(list(queues))}
+        reads = [conn.execute(sql.QUEUE_SETTINGS, names), conn.execute(sql.NOW_EPOCH),
+                 conn.execute(sql.QUEUE_RUNNING, names), conn.execute(sql.KEY_HOLDERS),
+                 conn.execute(sql.HOST_USAGE, {"host": gate.host})]
+        settings_rows, now_rows, running_rows, holder_rows, host_rows = (
+            cursor.fetchall() for cursor in reads)
+        found = {row[0]: _settings(conn, row) for row in settings_rows}
+        settings = {name: found.get(name, QueueSettings(name=name)) for name in queues}
+        now_s = float(now_rows[0][0])
+        running = {queue: int(count) for queue, count in running_rows}
         queue_room: dict[str, int | None] = {}
         for name, queue in settings.items():
             if queue.paused:
@@ -249,9 +257,9 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
         open_queues = sorted(queue_room)
         capped = [name for name in open_queues if settings[name].capped]
         usage: dict[str, int] = {}
-        for key, _ in conn.execute(sql.KEY_HOLDERS).fetchall():
+        for key, _ in holder_rows:
             usage[key] = usage.get(key, 0) + 1
-        host, _ = _host_usage(conn, gate.host)
+        host = _usage_of(host_rows)
         free_gpus = [index for index in range(gate.resources.gpu)
                      if index not in host.gpu_holders]
         room = Room(slots=slots, cpu=gate.resources.cpu - host.cpu,
@@ -330,7 +338,8 @@ def facts(conn: Conn, job_id: int) -> capacity.Facts:
                  dep.state.value == "succeeded"
                  or (dep.condition.value == "any" and dep.state.is_final))]
     workers = live_workers(conn)
-    usage = {host: _host_usage(conn, host)[0] for host in {w.host for w in workers}}
+    usage = {host: _usage_of(conn.execute(sql.HOST_USAGE, {"host": host}).fetchall())
+             for host in {w.host for w in workers}}
     worker_name = None
     if job.worker_id is not None:
         worker_name = next((w.name for w in workers if w.id == job.worker_id),

@@ -62,6 +62,7 @@ class ClaimedJob:
     # Whether other jobs waited on it when it was claimed: its completion must settle them.
     has_dependents: bool = True
     gpus: tuple[int, ...] = ()  # the GPU indices of its machine it holds (CUDA_VISIBLE_DEVICES)
+    gated: bool = False  # claimed by the gated claim (capacity control)
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,9 @@ NO_CLAIM = Claim(queues=(), limit=0, lease_s=0.0)
 
 def named_rows(cursor: Any) -> list[dict[str, Any]]:
     """A cursor's rows as {column name: value} (either driver's cursor.description)."""
+    rows = cursor.fetchall()  # first: in psycopg's pipeline mode the description comes with it
     names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
@@ -147,6 +149,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         has_dependents=bool(row["has_dependents"]),
         gpus=tuple(int(index) for index in row["gpu_indices"].split(","))
         if row["gpu_indices"] else (),
+        gated=bool(row["gated"]),
     )
 
 

@@ -355,8 +355,12 @@ class Worker:
             self._wake.wait(min(timeout, 1.0, max(0.0, self._next_rescue - time.monotonic())))
 
     def _worth_gathering(self, results: int, waited_s: float) -> bool:
-        """Wait for more results before writing these? Only while no slot waits for work."""
-        return (self._held.has_buffered() and 0 < results < self.settings.concurrency
+        """Wait for more results before writing these? While no slot waits for work (the
+        read-ahead buffer feeds them), or while gated jobs run: those are claimed only for
+        free slots, each claim a transaction of its own, so one turn for several that end
+        close together starts the next ones sooner than a turn for each."""
+        return ((self._held.has_buffered() or (self._held.has_gated() and self._held.count() > 0))
+                and 0 < results < self.settings.concurrency
                 and waited_s < COALESCE_S and not self._draining)
 
     def _claim_room(self) -> int:

@@ -136,6 +136,11 @@ class Held:
         with self._lock:
             return len(self._ready) > 0
 
+    def has_gated(self) -> bool:
+        """Whether it holds a gated job (claimed only for a free slot, never read ahead)."""
+        with self._lock:
+            return any(run.job.gated for run in self._running.values())
+
     def free_slots(self) -> int:
         with self._lock:
             return max(0, self.concurrency - self.busy_slots)

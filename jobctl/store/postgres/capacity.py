@@ -144,8 +144,12 @@ RETURNING {CLAIMED_JOB}
 
 @contextlib.contextmanager
 def gated_transaction(conn: Conn) -> Iterator[None]:
-    """A transaction block (a savepoint inside one) that first takes LOCK."""
-    with conn.raw.transaction():
+    """A transaction block (a savepoint inside one) that first takes LOCK, in pipeline mode:
+    statements go out without waiting for each other's results, and a round trip is paid only
+    where a result is read. The gated claim sends BEGIN, LOCK and its reads together (each read
+    still runs after the lock is granted, with a snapshot taken then), then the candidates, then
+    the claim with the COMMIT: three round trips."""
+    with conn.raw.pipeline(), conn.raw.transaction():
         conn.execute(LOCK)
         yield
 
