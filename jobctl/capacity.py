@@ -205,7 +205,13 @@ def parse_resources(text: str | None, default: Resources) -> Resources:
 
 
 def gpu_list(indices: str | None) -> list[int]:
+    """GPU indices as stored (`jobs.gpu_indices`, "0,1") and given to a job (JOBCTL_GPUS)."""
     return [int(index) for index in indices.split(",")] if indices else []
+
+
+def gpu_text(indices: Sequence[int]) -> str | None:
+    """gpu_list's inverse: "0,1", or None for no GPU."""
+    return ",".join(map(str, indices)) or None
 
 
 # --- choosing what to start -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from jobctl import policy
+from jobctl.capacity import gpu_list
 from jobctl.models import (
     DEFAULT_MAX_LOST,
     UNFINISHED_STATES,
@@ -147,8 +148,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         user=row["run_as"],
         in_buffer=bool(row["in_buffer"]),
         has_dependents=bool(row["has_dependents"]),
-        gpus=tuple(int(index) for index in row["gpu_indices"].split(","))
-        if row["gpu_indices"] else (),
+        gpus=tuple(gpu_list(row["gpu_indices"])),
         gated=bool(row["gated"]),
     )
 
@@ -381,6 +381,10 @@ def burst_backlog(conn: Conn, claim_: Claim) -> policy.Backlog:
 # own (the database's time, the test of a job's queue or id against a list, the parameters of
 # who may run a job), the shape is a function here that each backend calls with its fragments;
 # the statement stays a named constant in the backend's module. Never a rewriting of parameters.
+
+# A queue the hot path leaves to the gated claim (jobctl.store.capacity): paused, capped or
+# rate-limited (`c`: its row of `queues`).
+GATED_QUEUE = "(c.paused OR c.max_running IS NOT NULL OR c.rate_count IS NOT NULL)"
 
 # A job claimed into a worker's read-ahead buffer whose command never started (no output from
 # this attempt either: the worker writes the start before any output): it goes back as if

@@ -359,7 +359,7 @@ class Worker:
         read-ahead buffer feeds them), or while gated jobs run: those are claimed only for
         free slots, each claim a transaction of its own, so one turn for several that end
         close together starts the next ones sooner than a turn for each."""
-        return ((self._held.has_buffered() or (self._held.has_gated() and self._held.count() > 0))
+        return ((self._held.has_buffered() or self._held.has_gated())
                 and 0 < results < self.settings.concurrency
                 and waited_s < COALESCE_S and not self._draining)
 

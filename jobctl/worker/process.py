@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from jobctl.capacity import gpu_text
 from jobctl.store.queue import ClaimedJob
 
 CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
@@ -129,7 +130,7 @@ class JobProcess:
         env = {**self._base_env, **(run_as.env() if run_as is not None else {}), **job.env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         if job.gpus:  # the GPUs it holds, and no other job of its machine meanwhile
-            env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = ",".join(map(str, job.gpus))
+            env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = gpu_text(job.gpus) or ""
         try:
             proc = subprocess.Popen(
                 job.argv,

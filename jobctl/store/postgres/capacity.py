@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobctl.capacity import gpu_text
 from jobctl.store import capacity as shared
 from jobctl.store.capacity import ALL_QUEUE_SETTINGS as ALL_QUEUE_SETTINGS
 from jobctl.store.capacity import LIVE_WORKERS as LIVE_WORKERS
@@ -172,4 +173,4 @@ def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...
           lease_s: float) -> list[dict[str, Any]]:
     return named_rows(conn.execute(CLAIM, {
         "worker_id": worker_id, "lease_s": lease_s, "ids": [job_id for job_id, _ in chosen],
-        "gpus": [",".join(map(str, gpus)) or None for _, gpus in chosen]}))
+        "gpus": [gpu_text(gpus) for _, gpus in chosen]}))

@@ -50,10 +50,6 @@ def queues_param(queues: Sequence[str]) -> Any:
     return list(queues)
 
 
-# A queue the hot path leaves to the gated claim (jobctl.store.capacity): paused, capped or
-# rate-limited (`c`: its row of `queues`).
-_GATED_QUEUE = "(c.paused OR c.max_running IS NOT NULL OR c.rate_count IS NOT NULL)"
-
 # Whether the gated claim has work in :queues: a gated job due (ix_jobs_gated), or a job due in a
 # capped queue that is not paused. Two index probes per queue when there is none.
 _GATED_WAITING = """EXISTS (
@@ -174,7 +170,7 @@ picked AS MATERIALIZED (
         SELECT id, priority, run_at, delivery FROM jobs
         WHERE queue = q.name AND state = 'queued' AND NOT held AND NOT gated
           AND run_at <= now() AND {_USER_FITS}
-          AND NOT EXISTS (SELECT 1 FROM queues c WHERE c.name = q.name AND {_GATED_QUEUE})
+          AND NOT EXISTS (SELECT 1 FROM queues c WHERE c.name = q.name AND {shared.GATED_QUEUE})
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED

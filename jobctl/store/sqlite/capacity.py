@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobctl.capacity import gpu_text
 from jobctl.store import capacity as shared
 from jobctl.store.capacity import ALL_QUEUE_SETTINGS as ALL_QUEUE_SETTINGS
 from jobctl.store.capacity import LIVE_WORKERS as LIVE_WORKERS
@@ -152,5 +153,5 @@ def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...
     for job_id, gpus in chosen:
         rows += named_rows(conn.execute(CLAIM, {
             "worker_id": worker_id, "lease_s": lease_s, "id": job_id,
-            "gpus": ",".join(map(str, gpus)) or None}))
+            "gpus": gpu_text(gpus)}))
     return rows

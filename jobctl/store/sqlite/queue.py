@@ -60,7 +60,7 @@ WITH picked AS (
     FROM (SELECT id, delivery, priority, run_at FROM jobs
           WHERE state = 'queued' AND NOT held AND NOT gated AND queue IN ({queues})
             AND run_at <= {NOW} AND {_USER_FITS}
-            AND queue NOT IN (SELECT name FROM queues c WHERE {_GATED_QUEUE})
+            AND queue NOT IN (SELECT name FROM queues c WHERE {shared.GATED_QUEUE})
           ORDER BY priority DESC, run_at, id
           LIMIT :limit)
 )
@@ -75,10 +75,6 @@ WHERE id IN (SELECT id FROM picked
 RETURNING {CLAIMED_JOB}
 """
 
-
-# A queue the hot path leaves to the gated claim (jobctl.store.capacity): paused, capped or
-# rate-limited (`c`: its row of `queues`).
-_GATED_QUEUE = "(c.paused OR c.max_running IS NOT NULL OR c.rate_count IS NOT NULL)"
 
 # Whether the gated claim has work in :queues (JSON): a gated job due, or a job due in a capped
 # queue that is not paused.
