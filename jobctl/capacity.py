@@ -279,6 +279,8 @@ class Candidate:
     cpus: float = 0.0
     mem: int = 0
     gpus: int = 0
+    may_follow: bool = True  # it may wait in a read-ahead buffer (not an at-most-once job)
+    attempt: int = 0  # its last attempt: a claim starts attempt + 1
 
 
 @dataclass
@@ -322,6 +324,150 @@ def pick(candidates: Sequence[Candidate], room: Room) -> list[tuple[int, tuple[i
     return chosen
 
 
+@dataclass(frozen=True)
+class Tail:
+    """A running gated job of the claiming worker that nothing follows yet."""
+
+    id: int
+    attempt: int
+    queue: str
+    limits: Mapping[str, int] = field(default_factory=dict)
+    cpus: float = 0.0
+    mem: int = 0
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Follow:
+    """A follower chosen by `follow`: it waits in the worker's read-ahead buffer and starts once
+    `after` (at `after_attempt`) has ended there, in its place, with these GPU indices."""
+
+    id: int
+    after: int
+    after_attempt: int
+    gpus: tuple[int, ...]
+
+
+def follow(candidates: Sequence[Candidate], tails: Sequence[Tail], key_usage: Mapping[str, int],
+           followable: Iterable[str], room: int) -> list[Follow]:
+    """Read-ahead for gated jobs: the candidates (in claim order) that follow a job of this
+    worker, at most `room`, and which each follows.
+
+    A follower starts only once the job it follows ended on this worker, and until that one is
+    recorded as ended it holds no place of its own (see `places`): it takes that one's
+    place. So it must need nothing that place does not cover: the same queue, one that has no
+    rate (`followable`: a rate counts claims, and a follower starts later than it is claimed);
+    no key the followed job does not hold, and of each key no more running holders
+    (`key_usage`, this claim's starts included) than its own limit lets start; no more CPUs,
+    memory or GPUs (it gets the first of the followed job's GPU indices). Each job has at most
+    one follower, and a follower may be followed in turn (a chain, run one after the other),
+    so that one claim can fill a worker's read-ahead room; the tails take followers in turn.
+    (A job this claim starts or lets follow that turns out not to be claimed, as a cancel came
+    first, takes its followers with it: the caller gives those back, see
+    store.capacity.claim_gated.) At-most-once jobs never follow: they never wait in a buffer."""
+    open_tails = [tail for tail in tails if tail.queue in set(followable)]
+    chosen: list[Follow] = []
+    for job in candidates:
+        if len(chosen) >= room or not open_tails:
+            break
+        if not job.may_follow:
+            continue
+        for index, tail in enumerate(open_tails):
+            if (tail.queue == job.queue
+                    and all(key in tail.limits and key_usage.get(key, 0) <= count
+                            for key, count in job.limits.items())
+                    and job.cpus <= tail.cpus + 1e-9 and job.mem <= tail.mem
+                    and job.gpus <= len(tail.gpus)):
+                gpus = tail.gpus[:job.gpus]
+                chosen.append(Follow(id=job.id, after=tail.id, after_attempt=tail.attempt,
+                                     gpus=gpus))
+                # The follower is a tail now, at the attempt the claim starts; last in turn.
+                del open_tails[index]
+                open_tails.append(Tail(id=job.id, attempt=job.attempt + 1, queue=job.queue,
+                                       limits=job.limits, cpus=job.cpus, mem=job.mem,
+                                       gpus=gpus))
+                break
+    return chosen
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """What running jobs hold on one machine."""
+
+    cpu: float = 0.0
+    mem: int = 0
+    gpu_holders: Mapping[int, int] = field(default_factory=dict)  # GPU index -> job id
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A running job, as the gated claim and `explain` count it."""
+
+    id: int
+    queue: str
+    gated: bool
+    worker_id: int | None
+    attempt: int
+    host: str | None  # its worker's machine
+    limits: Mapping[str, int] = field(default_factory=dict)
+    cpus: float = 0.0
+    mem: int = 0
+    gpus: tuple[int, ...] = ()
+    after: int | None = None  # a follower: the job it follows, at after_attempt
+    after_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Places:
+    """What running jobs hold: per queue, per key and per machine, counting only the jobs that
+    hold a place of their own (see `places`); and what a worker's next followers may follow."""
+
+    queue_running: Mapping[str, list[int]]  # queue -> ids
+    key_holders: Mapping[str, list[int]]  # key -> ids (only gated jobs hold keys)
+    hosts: Mapping[str, HostUsage]  # machine -> what gated jobs hold on it
+    tails: Mapping[int, list[Tail]]  # worker id -> its running gated jobs nothing follows
+
+    def key_usage(self) -> dict[str, int]:
+        return {key: len(ids) for key, ids in self.key_holders.items()}
+
+
+def places(running: Sequence[RunningJob]) -> Places:
+    """Count what `running` (every running job of the queues concerned, and every running gated
+    job) hold. Each holds a place of its own, except a follower while the job it follows still
+    runs on the same worker at the attempt it followed: it starts only once that one's command
+    ended, and takes that one's place (see `follow`). A dead worker's jobs still count: they run
+    until fenced, and the rescuer takes them back only after that."""
+    by_id = {job.id: job for job in running}
+    followed = {(job.after, job.after_attempt) for job in running if job.after is not None}
+    queue_running: dict[str, list[int]] = {}
+    key_holders: dict[str, list[int]] = {}
+    hosts: dict[str, tuple[float, int, dict[int, int]]] = {}
+    tails: dict[int, list[Tail]] = {}
+    for job in running:
+        leader = by_id.get(job.after) if job.after is not None else None
+        placed = not (leader is not None and leader.attempt == job.after_attempt
+                      and leader.worker_id == job.worker_id)
+        if job.gated and job.worker_id is not None and (job.id, job.attempt) not in followed:
+            tails.setdefault(job.worker_id, []).append(Tail(
+                id=job.id, attempt=job.attempt, queue=job.queue, limits=job.limits,
+                cpus=job.cpus, mem=job.mem, gpus=job.gpus))
+        if not placed:
+            continue
+        queue_running.setdefault(job.queue, []).append(job.id)
+        if not job.gated:
+            continue
+        for key in job.limits:
+            key_holders.setdefault(key, []).append(job.id)
+        if job.host is not None:
+            cpu, mem, gpu_holders = hosts.get(job.host, (0.0, 0, {}))
+            gpu_holders.update(dict.fromkeys(job.gpus, job.id))
+            hosts[job.host] = (cpu + job.cpus, mem + job.mem, gpu_holders)
+    return Places(queue_running=queue_running, key_holders=key_holders,
+                  hosts={host: HostUsage(cpu=cpu, mem=mem, gpu_holders=holders)
+                         for host, (cpu, mem, holders) in hosts.items()},
+                  tails=tails)
+
+
 # --- why a job is not running -----------------------------------------------------------------
 
 
@@ -335,15 +481,6 @@ class WorkerView:
     queues: tuple[str, ...]
     tags: Mapping[str, str]
     resources: Resources | None  # None: a worker of an older jobctl (no resources recorded)
-
-
-@dataclass(frozen=True)
-class HostUsage:
-    """What running jobs hold on one machine."""
-
-    cpu: float = 0.0
-    mem: int = 0
-    gpu_holders: Mapping[int, int] = field(default_factory=dict)  # GPU index -> job id
 
 
 @dataclass(frozen=True)

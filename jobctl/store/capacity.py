@@ -32,15 +32,17 @@ from jobctl.capacity import (
     WorkerView,
 )
 from jobctl.errors import InvalidInput, NotFound
-from jobctl.models import NOT_STARTED_STATES
+from jobctl.models import NOT_STARTED_STATES, Delivery
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 from jobctl.store.reads import database_now
 from jobctl.store.workers import LIVE_WORKER
 
-# How many candidates the gated claim reads per free slot (and at least): jobs that do not fit
-# for a reason SQL cannot see (limits within the batch) are passed over within the window.
+# How many candidates the gated claim reads per free slot, per follower it may claim, and at
+# least: jobs that do not fit for a reason SQL cannot see (limits within the batch) are passed
+# over within the window.
 WINDOW_PER_SLOT = 4
+WINDOW_PER_FOLLOWER = 2
 MIN_WINDOW = 32
 
 
@@ -210,23 +212,25 @@ def edit(conn: Conn, job_id: int, change: Edit) -> None:
 # --- the gated claim --------------------------------------------------------------------------
 
 
-def _usage_of(rows: Sequence[Sequence[Any]]) -> HostUsage:
-    """HostUsage from HOST_USAGE's rows."""
-    cpu, mem, holders = 0.0, 0, {}
-    for job_id, cpus, mem_bytes, gpu_indices in rows:
-        cpu += cpus or 0.0
-        mem += mem_bytes or 0
-        for index in capacity.gpu_list(gpu_indices):
-            holders[index] = job_id
-    return HostUsage(cpu=cpu, mem=mem, gpu_holders=holders)
+def _places(conn: Conn, rows: Sequence[Sequence[Any]]) -> capacity.Places:
+    """jobctl.capacity.places of RUNNING's rows."""
+    return capacity.places([
+        capacity.RunningJob(
+            id=row[0], queue=row[1], gated=bool(row[2]), worker_id=row[3], attempt=row[4],
+            host=row[5], limits=conn.json(row[6]) or {}, cpus=row[7] or 0.0, mem=row[8] or 0,
+            gpus=tuple(capacity.gpu_list(row[9])), after=row[10], after_attempt=row[11])
+        for row in rows])
 
 
 def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, lease_s: float,
-                gate: Gate, user: str | None, any_user: bool) -> list[dict[str, Any]]:
-    """Start up to `slots` gated jobs (and jobs of capped queues) of `queues` that fit now: rows
-    of the backend's CLAIMED_JOB plus `gpu_indices`. In a transaction of its own (a savepoint
-    inside the caller's), under the cluster-wide gated-claim lock."""
-    if slots <= 0:
+                gate: Gate, user: str | None, any_user: bool,
+                follow: int = 0) -> list[dict[str, Any]]:
+    """Start up to `slots` gated jobs (and jobs of capped queues) of `queues` that fit now, and
+    claim up to `follow` more as followers of this worker's running gated jobs, into its
+    read-ahead buffer (jobctl.capacity.follow): rows of the backend's CLAIMED_JOB. In a
+    transaction of its own (a savepoint inside the caller's), under the cluster-wide gated-claim
+    lock."""
+    if slots <= 0 and follow <= 0:
         return []
     sql = conn.backend.sql_capacity
     with sql.gated_transaction(conn):
@@ -234,49 +238,73 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
         # transaction is pipelined: see gated_transaction).
         names = {"queues": conn.ids_param(list(queues))}
         reads = [conn.execute(sql.QUEUE_SETTINGS, names), conn.execute(sql.NOW_EPOCH),
-                 conn.execute(sql.QUEUE_RUNNING, names), conn.execute(sql.KEY_HOLDERS),
-                 conn.execute(sql.HOST_USAGE, {"host": gate.host})]
-        settings_rows, now_rows, running_rows, holder_rows, host_rows = (
-            cursor.fetchall() for cursor in reads)
+                 conn.execute(sql.RUNNING, names)]
+        settings_rows, now_rows, running_rows = (cursor.fetchall() for cursor in reads)
         found = {row[0]: _settings(conn, row) for row in settings_rows}
         settings = {name: found.get(name, QueueSettings(name=name)) for name in queues}
         now_s = float(now_rows[0][0])
-        running = {queue: int(count) for queue, count in running_rows}
+        held = _places(conn, running_rows)
+        tails = list(held.tails.get(worker_id, ())) if follow > 0 else []
+        # Queues whose jobs may be followed (see _followable).
+        followable = ({name for name, queue in settings.items() if _followable(queue)}
+                      if follow > 0 else set())
         queue_room: dict[str, int | None] = {}
         for name, queue in settings.items():
             if queue.paused:
                 continue
-            left = None if queue.max_running is None else queue.max_running - running.get(name, 0)
+            left = (None if queue.max_running is None
+                    else queue.max_running - len(held.queue_running.get(name, ())))
             rate = capacity.rate_room(queue, now_s)
             if rate is not None:
                 left = rate if left is None else min(left, rate)
-            if left is None or left > 0:
+            if left is None or left > 0 or name in followable:  # a follower needs no room
                 queue_room[name] = left
         if not queue_room:
             return []
         open_queues = sorted(queue_room)
         capped = [name for name in open_queues if settings[name].capped]
-        usage: dict[str, int] = {}
-        for key, _ in holder_rows:
-            usage[key] = usage.get(key, 0) + 1
-        host = _usage_of(host_rows)
+        usage = held.key_usage()
+        host = held.hosts.get(gate.host, HostUsage())
         free_gpus = [index for index in range(gate.resources.gpu)
                      if index not in host.gpu_holders]
-        room = Room(slots=slots, cpu=gate.resources.cpu - host.cpu,
+        room = Room(slots=max(0, slots), cpu=gate.resources.cpu - host.cpu,
                     mem=gate.resources.mem - host.mem, free_gpus=free_gpus,
                     queue_room=queue_room, key_usage=dict(usage))
-        window = max(MIN_WINDOW, WINDOW_PER_SLOT * slots)
+        window = max(MIN_WINDOW, WINDOW_PER_SLOT * max(0, slots)
+                     + WINDOW_PER_FOLLOWER * max(0, follow))
+        # A follower may need what the job it follows holds, more than what is free.
+        cpu, mem, gpus = room.cpu, room.mem, len(free_gpus)
+        for tail in tails:
+            cpu, mem, gpus = max(cpu, tail.cpus), max(mem, tail.mem), max(gpus, len(tail.gpus))
         rows = sql.candidates(
             conn, open_queues=open_queues, capped=capped, usage=usage, tags=gate.tags,
-            cpu=room.cpu, mem=room.mem, gpus=len(free_gpus), window=window, user=user,
-            any_user=any_user)
+            cpu=cpu, mem=mem, gpus=gpus, window=window, user=user, any_user=any_user,
+            full_keys_too=follow > 0)
         candidates = [Candidate(id=row[0], queue=row[1], limits=conn.json(row[2]) or {},
-                                cpus=row[3] or 0.0, mem=row[4] or 0, gpus=row[5] or 0)
+                                cpus=row[3] or 0.0, mem=row[4] or 0, gpus=row[5] or 0,
+                                may_follow=row[6] != Delivery.AT_MOST_ONCE.value,
+                                attempt=row[7])
                       for row in rows]
         chosen = capacity.pick(candidates, room)
-        if not chosen:
+        followers: list[capacity.Follow] = []
+        if follow > 0:
+            # The jobs started now can be followed too (at the attempt this claim starts).
+            by_id = {job.id: job for job in candidates}
+            tails += [capacity.Tail(id=job_id, attempt=by_id[job_id].attempt + 1,
+                                    queue=by_id[job_id].queue, limits=by_id[job_id].limits,
+                                    cpus=by_id[job_id].cpus, mem=by_id[job_id].mem, gpus=gpus)
+                      for job_id, gpus in chosen]
+            picked = {job_id for job_id, _ in chosen}
+            followers = capacity.follow([job for job in candidates if job.id not in picked],
+                                        tails, room.key_usage, followable, follow)
+        if not chosen and not followers:
             return []
-        claimed = sql.claim(conn, worker_id, chosen, lease_s)
+        claimed = sql.claim(conn, worker_id, [
+            *(Start(job_id, gpus) for job_id, gpus in chosen),
+            *(Start(f.id, f.gpus, f.after, f.after_attempt) for f in followers)], lease_s)
+        claimed = _without_orphans(conn, worker_id, claimed,
+                                   {job_id for job_id, _ in chosen} | {f.id for f in followers},
+                                   followers)
         started: dict[str, int] = {}
         for row in claimed:
             started[row["queue"]] = started.get(row["queue"], 0) + 1
@@ -287,6 +315,46 @@ def claim_gated(conn: Conn, worker_id: int, queues: Sequence[str], slots: int, l
                     "name": name, "recent_starts": conn.json_param(
                         capacity.recent_starts_after(queue, now_s, count))})
         return claimed
+
+
+def _without_orphans(conn: Conn, worker_id: int, claimed: list[dict[str, Any]],
+                     asked: set[int], followers: Sequence[capacity.Follow]) -> list[dict[str, Any]]:
+    """`claimed` less the followers whose chain passes through a job not claimed after all (a
+    cancel came between the candidates and the claim): a follower of a job that does not run
+    would hold a place of its own that the claim did not count, so it goes back to the queue
+    at once, in this transaction, as if never claimed."""
+    missing = asked - {row["id"] for row in claimed}
+    if not missing:
+        return claimed
+    orphans: set[int] = set()
+    for follower in followers:  # in claim order: a chain's links after the job they follow
+        if follower.after in missing or follower.after in orphans:
+            orphans.add(follower.id)
+    kept = []
+    for row in claimed:
+        if row["id"] in orphans:
+            conn.execute(conn.backend.sql_queue.RELEASE, {
+                "id": row["id"], "attempt": row["attempt"], "worker_id": worker_id})
+        else:
+            kept.append(row)
+    return kept
+
+
+def _followable(queue: QueueSettings) -> bool:
+    """Whether a job of this queue may be followed: not paused, no rate (see
+    jobctl.capacity.follow)."""
+    return not queue.paused and queue.rate_count is None
+
+
+@dataclass(frozen=True)
+class Start:
+    """A job the gated claim starts: with its GPU indices; a follower also with the job (id,
+    attempt) it follows, and it waits in the worker's read-ahead buffer."""
+
+    id: int
+    gpus: tuple[int, ...]
+    after: int | None = None
+    after_attempt: int | None = None
 
 
 def gated_due(conn: Conn, queues: Sequence[str], gate: Gate, user: str | None,
@@ -301,7 +369,7 @@ def gated_due(conn: Conn, queues: Sequence[str], gate: Gate, user: str | None,
     rows = sql.candidates(
         conn, open_queues=open_queues, capped=[], usage={}, tags=gate.tags,
         cpu=gate.resources.cpu, mem=gate.resources.mem, gpus=gate.resources.gpu, window=1,
-        user=user, any_user=any_user)
+        user=user, any_user=any_user, full_keys_too=False)
     return len(rows)
 
 
@@ -328,18 +396,15 @@ def facts(conn: Conn, job_id: int) -> capacity.Facts:
         raise NotFound(f"no job {job_id}")
     sql = conn.backend.sql_capacity
     settings = queue_settings(conn, [job.queue])[job.queue]
-    queue_running = [row[0] for row in conn.execute(sql.RUNNING_OF_QUEUE, {"queue": job.queue})]
-    holders: dict[str, list[int]] = {}
-    for key, holder in conn.execute(sql.KEY_HOLDERS).fetchall():
-        if key in job.limits:
-            holders.setdefault(key, []).append(holder)
+    held = _places(conn, conn.execute(sql.RUNNING, {"queues": conn.ids_param([job.queue])})
+                   .fetchall())
+    holders = {key: ids for key, ids in held.key_holders.items() if key in job.limits}
     waits = [(dep.job_id, dep.state.value) for dep in reads.waits_for(conn, job_id)
              if job.state.value == "waiting" and not (
                  dep.state.value == "succeeded"
                  or (dep.condition.value == "any" and dep.state.is_final))]
     workers = live_workers(conn)
-    usage = {host: _usage_of(conn.execute(sql.HOST_USAGE, {"host": host}).fetchall())
-             for host in {w.host for w in workers}}
+    usage = {host: held.hosts.get(host, HostUsage()) for host in {w.host for w in workers}}
     worker_name = None
     if job.worker_id is not None:
         worker_name = next((w.name for w in workers if w.id == job.worker_id),
@@ -348,7 +413,7 @@ def facts(conn: Conn, job_id: int) -> capacity.Facts:
         id=job.id, state=job.state.value, queue=job.queue, held=job.held, attempt=job.attempt,
         run_at=job.run_at, now=database_now(conn), limits=job.limits, cpus=job.cpus or 0.0,
         mem=job.mem_bytes or 0, gpus=job.gpus, requires=job.requires,
-        queue_settings=settings, queue_running=sorted(queue_running),
+        queue_settings=settings, queue_running=sorted(held.queue_running.get(job.queue, ())),
         key_holders={key: sorted(ids) for key, ids in holders.items()}, waits_for=waits,
         workers=workers, usage=usage, worker_name=worker_name, error=job.error)
 
@@ -374,13 +439,8 @@ class CapacitySQL(Protocol):
     EDIT_JOB: str
     # The database clock as epoch seconds.
     NOW_EPOCH: str
-    # (queue, count) of running jobs of :queues; (key, job id) of the keys running jobs hold;
-    # (id, cpus, mem_bytes, gpu_indices) of running gated jobs on the machine :host; ids of
-    # running jobs of :queue.
-    QUEUE_RUNNING: str
-    KEY_HOLDERS: str
-    HOST_USAGE: str
-    RUNNING_OF_QUEUE: str
+    # The running jobs of :queues and the running gated jobs (see `running`).
+    RUNNING: str
     # (id, name, hostname, queues, tags, resources) of live workers.
     LIVE_WORKERS: str
 
@@ -390,18 +450,20 @@ class CapacitySQL(Protocol):
 
     def candidates(self, conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
                    usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
-                   gpus: int, window: int, user: str | None,
-                   any_user: bool) -> list[Sequence[Any]]:
-        """The queued jobs the gated claim may start, in claim order, at most `window`: gated
-        jobs of `open_queues` whose tags the worker has (`tags`), whose resources fit what is
-        free (`cpu`, `mem`, `gpus`) and whose keys are not full (`usage`: running jobs per
-        key), and every job of the `capped` queues. Rows: (id, queue, limits, cpus,
-        mem_bytes, gpus)."""
+                   gpus: int, window: int, user: str | None, any_user: bool,
+                   full_keys_too: bool) -> list[Sequence[Any]]:
+        """The queued jobs the gated claim may start or have follow, in claim order, at most
+        `window`: gated jobs of `open_queues` whose tags the worker has (`tags`), whose
+        resources are at most `cpu`, `mem` and `gpus`, and whose keys are not full (`usage`:
+        running jobs per key; `full_keys_too`: a key with as many as its limit is not full
+        for a follower, which takes a holder's place), and every job of the `capped` queues.
+        Rows: (id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt)."""
         ...
 
-    def claim(self, conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],
+    def claim(self, conn: Conn, worker_id: int, starts: Sequence[Start],
               lease_s: float) -> list[dict[str, Any]]:
-        """Start the chosen jobs (each with its GPU indices) if still queued: CLAIMED_JOB rows."""
+        """Claim these jobs if still queued: a follower into the read-ahead buffer
+        (`in_buffer`), the others to start at once; CLAIMED_JOB rows."""
         ...
 
 
@@ -418,20 +480,14 @@ QUEUE_COUNTS = """SELECT queue, state, held, count(*) FROM jobs
 WHERE state IN ('waiting', 'queued', 'running') GROUP BY queue, state, held"""
 
 
-def key_holders(json_each: str) -> str:
-    """KEY_HOLDERS, from the backend's set-returning function over a JSON object's members
-    (`jsonb_each`, `json_each`): the keys running jobs hold, and which job holds each (only
-    gated jobs hold limits)."""
-    return f"""SELECT l.key, j.id FROM jobs j, {json_each}(j.limits) AS l
-WHERE j.state = 'running' AND j.gated"""
-
-
-def host_usage(host: str) -> str:
-    """HOST_USAGE, from the backend's placeholder for the machine's name: what running gated jobs
-    hold on it (any worker of it, a dead one's included until the rescuer took its jobs back)."""
-    return f"""SELECT j.id, j.cpus, j.mem_bytes, j.gpu_indices
-FROM jobs j JOIN workers w ON w.id = j.worker_id
-WHERE j.state = 'running' AND j.gated AND w.hostname = {host}"""
+def running(in_queues: str) -> str:
+    """RUNNING, from the backend's test that `j.queue` is one of :queues: every running job of
+    those queues and every running gated job, with what jobctl.capacity.places counts (one scan
+    of the running jobs: ix_jobs_lease)."""
+    return f"""SELECT j.id, j.queue, j.gated, j.worker_id, j.attempt, w.hostname, j.limits, j.cpus,
+       j.mem_bytes, j.gpu_indices, j.after_id, j.after_attempt
+FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
+WHERE j.state = 'running' AND (j.gated OR {in_queues})"""
 
 
 # Where each GPU-, CPU- or memory-holding job runs is its worker's machine.

@@ -64,6 +64,8 @@ class ClaimedJob:
     has_dependents: bool = True
     gpus: tuple[int, ...] = ()  # the GPU indices of its machine it holds (CUDA_VISIBLE_DEVICES)
     gated: bool = False  # claimed by the gated claim (capacity control)
+    # A follower (jobctl.capacity.follow): it starts only once this job of the same worker ended.
+    after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Claim:
     any_user: bool = False  # the worker runs as root: it can run a job as any user
     # What the worker offers for gated jobs (resources, tags); None: no gated claim at all.
     gate: Gate | None = None
+    slots: int = 1  # the worker's concurrency
 
     def params(self) -> dict[str, Any]:
         limit = max(0, self.limit)
@@ -150,6 +153,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         has_dependents=bool(row["has_dependents"]),
         gpus=tuple(gpu_list(row["gpu_indices"])),
         gated=bool(row["gated"]),
+        after=row["after_id"] if row["in_buffer"] else None,
     )
 
 
@@ -227,10 +231,16 @@ def complete_and_claim(
     turn = conn.backend.sql_queue.complete_and_claim(conn, worker_id, outcomes, claim_, started)
     rows = turn.claimed
     free_now = claim_.params()["start_now"] - sum(not row["in_buffer"] for row in rows)
-    if turn.gated_waiting and claim_.gate is not None and free_now > 0:
+    # Followers of running gated jobs fill what the claim allows beyond the free slots (the
+    # worker's read-ahead room, which it gives only while short jobs are in a backlog).
+    follow = max(0, claim_.limit - len(rows) - max(0, free_now))
+    # With no slot free, a gated claim (a transaction of its own) only once there is room
+    # for a follower per slot: fewer, larger claims.
+    if (turn.gated_waiting and claim_.gate is not None
+            and (free_now > 0 or follow >= max(1, claim_.slots))):
         rows = [*rows, *capacity.claim_gated(
             conn, worker_id, claim_.queues, free_now, claim_.lease_s, claim_.gate,
-            claim_.user, claim_.any_user)]
+            claim_.user, claim_.any_user, follow)]
     claimed = _in_start_order([claimed_job(conn, row) for row in rows])
     released = turn.released
     if turn.late:  # in their own statement, straight after (PostgreSQL's turn autocommits)

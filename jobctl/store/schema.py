@@ -178,6 +178,11 @@ jobs = sa.Table(
     sa.Column("gpus", sa.Integer, nullable=False, server_default="0"),
     sa.Column("requires", _json()),  # {"zone": "eu"}: only on workers with these tags
     sa.Column("gpu_indices", sa.Text),  # "0,1": the GPUs of its machine the running attempt holds
+    # A follower: claimed into its worker's read-ahead buffer to take the place of the job it
+    # follows there (this id, at this attempt), and started only once that one's command ended;
+    # while that one runs, the follower holds no place of its own (jobctl.store.capacity).
+    sa.Column("after_id", sa.BigInteger),
+    sa.Column("after_attempt", sa.Integer),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per

@@ -322,7 +322,10 @@ class Worker:
                     pending_outcomes, pending_chunks = [], []
                     db_backoff = next_db_try = 0.0
                     if want_claim:
-                        self._backlog = len(claimed) == free  # a full batch: there may be more
+                        # A full batch: there may be more. So too when followers came (a
+                        # gated claim gives a job at most one a turn, never a full batch).
+                        self._backlog = (len(claimed) == free
+                                         or any(job.after is not None for job in claimed))
                         self._claim_wanted = self._backlog
                         # Short, but every free slot got a job: what was left may be at-most-once
                         # jobs, which wait in the queue, not in the buffer (fewer than the free
@@ -374,6 +377,8 @@ class Worker:
         if stale:
             self._backlog = False  # don't claim them straight back
             self._release_readahead(stale)
+            for run in self._held.take_startable():  # followers of those given back
+                self._slots.submit(self._run_slot, run)
 
     def _release_readahead(self, runs: list[Running]) -> None:
         """Give claimed jobs that never started back to the queue, as if never claimed."""
@@ -410,7 +415,8 @@ class Worker:
         start_now = self._held.free_slots()
         return queue.Claim(queues=self.settings.queues, limit=limit,
                            start_now=min(start_now, limit), lease_s=self.settings.lease_s,
-                           user=self._user, any_user=self._any_user, gate=self._gate)
+                           user=self._user, any_user=self._any_user, gate=self._gate,
+                           slots=self.settings.concurrency)
 
     def _burst_has_more(self) -> bool:
         """A burst worker goes on while its queues hold anything that can still run: due,

@@ -81,10 +81,10 @@ class Held:
 
     def hold(self, run: Running) -> bool:
         """A job just claimed: True when a slot is free for it (now counted busy: start it),
-        False when it waits in the buffer."""
+        False when it waits in the buffer (a follower also while the job it follows is held)."""
         with self._lock:
             self._running[run.job.id] = run
-            if self.busy_slots >= self.concurrency:
+            if self.busy_slots >= self.concurrency or self._follows_held(run):
                 self._ready.append(run)
                 return False
             self.busy_slots += 1
@@ -137,7 +137,7 @@ class Held:
             return len(self._ready) > 0
 
     def has_gated(self) -> bool:
-        """Whether it holds a gated job (claimed only for a free slot, never read ahead)."""
+        """Whether it holds a gated job (claimed for a free slot, or following one)."""
         with self._lock:
             return any(run.job.gated for run in self._running.values())
 
@@ -148,15 +148,40 @@ class Held:
     # --- slot threads -------------------------------------------------------------------------
 
     def next_for_slot(self, feed: bool) -> Running | None:
-        """A slot has ended its job: the next one from the buffer (when `feed`, i.e. the worker
-        is not draining), marked started; or None, and the slot is free."""
+        """A slot has ended its job: the next one from the buffer that may start (when `feed`,
+        i.e. the worker is not draining), marked started; or None, and the slot is free."""
         with self._lock:
-            if self._ready and feed:
-                run = self._ready.popleft()
+            run = self._next_ready() if feed else None
+            if run is None:
+                self.busy_slots -= 1
+            return run
+
+    def take_startable(self) -> list[Running]:
+        """Buffered jobs that may start now in free slots (counted busy: start them): a follower
+        whose followed job left the buffer unstarted (given back) has no slot to wait for."""
+        with self._lock:
+            runs = []
+            while self.busy_slots < self.concurrency:
+                run = self._next_ready()
+                if run is None:
+                    break
+                self.busy_slots += 1
+                runs.append(run)
+            return runs
+
+    def _next_ready(self) -> Running | None:
+        """The buffer's first job that may start (under the lock), taken out and marked started:
+        a follower may not while the job it follows is held (claimed and not ended here), for
+        until then that one holds the place the follower takes (jobctl.capacity.follow)."""
+        for run in self._ready:
+            if not self._follows_held(run):
+                self._ready.remove(run)
                 self._started.append(run.job.id)
                 return run
-            self.busy_slots -= 1
-            return None
+        return None
+
+    def _follows_held(self, run: Running) -> bool:
+        return run.job.after is not None and run.job.after in self._running
 
     def ended(self, run: Running) -> None:
         """Its attempt is over; its result is on its way to the database."""

@@ -24,6 +24,7 @@ from jobctl.store.postgres.queue import CLAIMED_JOB
 from jobctl.store.queue import named_rows
 
 if TYPE_CHECKING:
+    from jobctl.store.capacity import Start
     from jobctl.store.direct import Conn
 
 # The gated claim's lock ("jobctl-g"), distinct from the migration lock.
@@ -80,29 +81,25 @@ WHERE id = %(id)s AND state IN ('waiting', 'queued')
 RETURNING id
 """
 
+RUNNING = shared.running("j.queue = ANY(CAST(%(queues)s AS text[]))")
+
 NOW_EPOCH = "SELECT extract(epoch FROM clock_timestamp())"
 
-QUEUE_RUNNING = """
-SELECT queue, count(*) FROM jobs
-WHERE state = 'running' AND queue = ANY(CAST(%(queues)s AS text[])) GROUP BY queue
-"""
-RUNNING_OF_QUEUE = "SELECT id FROM jobs WHERE state = 'running' AND queue = %(queue)s"
-
-KEY_HOLDERS = shared.key_holders("jsonb_each")
-
-HOST_USAGE = shared.host_usage("%(host)s")
 
 # Which jobs a worker may claim by their Unix user (as jobctl.store.postgres.queue).
 _USER_FITS = "(run_as IS NULL OR %(any_user)s OR run_as = %(user)s)"
 
 # The queued jobs the gated claim may start, in claim order, at most :window: gated jobs of the
-# open queues (ix_jobs_gated) whose tags this worker has, whose resources fit what its machine
-# has free and whose keys are not full (:keys with :key_counts running), and every job of the
-# capped queues (ix_jobs_claim). jobctl.capacity.pick then counts within the batch.
+# open queues (ix_jobs_gated) whose tags this worker has, whose resources are at most :cpu, :mem
+# and :gpus and whose keys are not full (:keys with :key_counts running; :slack 1: a key with as
+# many holders as its limit is not full for a follower, which takes a holder's place), and every
+# job of the capped queues (ix_jobs_claim). jobctl.capacity.pick and follow count within the
+# batch.
 CANDIDATES = f"""
-SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (
+SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt FROM (
     SELECT j.* FROM unnest(CAST(%(open)s AS text[])) AS q(name), LATERAL (
-        SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+        SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt, priority, run_at
+        FROM jobs
         WHERE queue = q.name AND state = 'queued' AND NOT held AND gated AND run_at <= now()
           AND {_USER_FITS}
           AND (requires IS NULL OR requires <@ CAST(%(tags)s AS jsonb))
@@ -112,13 +109,14 @@ SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (
               SELECT 1 FROM jsonb_each_text(limits) AS l
               JOIN unnest(CAST(%(keys)s AS text[]), CAST(%(key_counts)s AS int[])) AS u(key, n)
                 ON u.key = l.key
-              WHERE CAST(l.value AS int) <= u.n)
+              WHERE CAST(l.value AS int) + %(slack)s <= u.n)
         ORDER BY priority DESC, run_at, id
         LIMIT %(window)s
     ) AS j
     UNION ALL
     SELECT j.* FROM unnest(CAST(%(capped)s AS text[])) AS q(name), LATERAL (
-        SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+        SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt, priority, run_at
+        FROM jobs
         WHERE queue = q.name AND state = 'queued' AND NOT held AND NOT gated
           AND run_at <= now() AND {_USER_FITS}
         ORDER BY priority DESC, run_at, id
@@ -129,15 +127,17 @@ ORDER BY priority DESC, run_at, id
 LIMIT %(window)s
 """
 
-# Start the chosen jobs, if still queued (a cancel may have come first). They stay gated: their
-# end wakes the workers of their queue (see jobctl.store.postgres.queue).
+# Claim the chosen jobs, if still queued (a cancel may have come first): a follower (:after_ids
+# not NULL) into the read-ahead buffer, the others to start at once. They stay gated: their end
+# wakes the workers of their queue (see jobctl.store.postgres.queue).
 CLAIM = f"""
 UPDATE jobs SET
     state = 'running', attempt = jobs.attempt + 1, worker_id = %(worker_id)s,
     started_at = {NOW}, finished_at = NULL, lease_until = {now_plus("%(lease_s)s")},
-    exit_code = NULL, signal = NULL, error = NULL, in_buffer = false, gated = true,
-    gpu_indices = c.gpus
-FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(gpus)s AS text[])) AS c(id, gpus)
+    exit_code = NULL, signal = NULL, error = NULL, in_buffer = c.after_id IS NOT NULL,
+    gated = true, gpu_indices = c.gpus, after_id = c.after_id, after_attempt = c.after_attempt
+FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(gpus)s AS text[]), CAST(%(after_ids)s AS bigint[]),
+            CAST(%(after_attempts)s AS int[])) AS c(id, gpus, after_id, after_attempt)
 WHERE jobs.id = c.id AND jobs.state = 'queued'
 RETURNING {CLAIMED_JOB}
 """
@@ -157,20 +157,22 @@ def gated_transaction(conn: Conn) -> Iterator[None]:
 
 def candidates(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
                usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
-               gpus: int, window: int, user: str | None,
-               any_user: bool) -> list[Sequence[Any]]:
+               gpus: int, window: int, user: str | None, any_user: bool,
+               full_keys_too: bool) -> list[Sequence[Any]]:
     """CANDIDATES."""
     keys = sorted(usage)
     rows: list[Sequence[Any]] = conn.execute(CANDIDATES, {
         "open": list(open_queues), "capped": list(capped), "keys": keys,
         "key_counts": [usage[key] for key in keys], "tags": json.dumps(dict(tags)),
         "cpu": cpu, "mem": mem, "gpus": gpus, "window": window, "user": user,
-        "any_user": any_user}).fetchall()
+        "any_user": any_user, "slack": int(full_keys_too)}).fetchall()
     return rows
 
 
-def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],
+def claim(conn: Conn, worker_id: int, starts: Sequence[Start],
           lease_s: float) -> list[dict[str, Any]]:
     return named_rows(conn.execute(CLAIM, {
-        "worker_id": worker_id, "lease_s": lease_s, "ids": [job_id for job_id, _ in chosen],
-        "gpus": [gpu_text(gpus) for _, gpus in chosen]}))
+        "worker_id": worker_id, "lease_s": lease_s, "ids": [start.id for start in starts],
+        "gpus": [gpu_text(start.gpus) for start in starts],
+        "after_ids": [start.after for start in starts],
+        "after_attempts": [start.after_attempt for start in starts]}))

@@ -21,6 +21,7 @@ from jobctl.store.sqlite import NOW, now_plus
 from jobctl.store.sqlite.queue import CLAIMED_JOB
 
 if TYPE_CHECKING:
+    from jobctl.store.capacity import Start
     from jobctl.store.direct import Conn
 
 _QUEUE_COLUMNS = "name, paused, max_running, rate_count, rate_window_s, recent_starts"
@@ -67,18 +68,11 @@ WHERE id = :id AND state IN ('waiting', 'queued')
 RETURNING id
 """
 
+RUNNING = shared.running("j.queue IN (SELECT value FROM json_each(:queues))")
+
 # The database clock (UTC) as epoch seconds, to the microsecond.
 NOW_EPOCH = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 
-QUEUE_RUNNING = """
-SELECT queue, count(*) FROM jobs
-WHERE state = 'running' AND queue IN (SELECT value FROM json_each(:queues)) GROUP BY queue
-"""
-RUNNING_OF_QUEUE = "SELECT id FROM jobs WHERE state = 'running' AND queue = :queue"
-
-KEY_HOLDERS = shared.key_holders("json_each")
-
-HOST_USAGE = shared.host_usage(":host")
 
 _USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
 
@@ -87,17 +81,19 @@ _USER_FITS = "(run_as IS NULL OR :any_user OR run_as = :user)"
 # (:tags, :usage: {key: running count}), and one of these per queue, `queue = :q` (a list in
 # json_each would make SQLite sort every queued job first, as jobctl.store.sqlite.queue says).
 _GATED_OF = f"""SELECT * FROM (
-    SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+    SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt, priority, run_at
+    FROM jobs
     WHERE queue = :{{name}} AND state = 'queued' AND NOT held AND gated AND run_at <= {NOW}
       AND {_USER_FITS}
       AND NOT EXISTS (SELECT 1 FROM json_each(jobs.requires) AS r
                       WHERE json_extract(:tags, '$.' || json_quote(r.key)) IS NOT r.value)
       AND coalesce(cpus, 0) <= :cpu AND coalesce(mem_bytes, 0) <= :mem AND gpus <= :gpus
       AND NOT EXISTS (SELECT 1 FROM json_each(jobs.limits) AS l
-                      WHERE l.value <= json_extract(:usage, '$.' || json_quote(l.key)))
+                      WHERE l.value + :slack <= json_extract(:usage, '$.' || json_quote(l.key)))
     ORDER BY priority DESC, run_at, id LIMIT :window)"""
 _CAPPED_OF = f"""SELECT * FROM (
-    SELECT id, queue, limits, cpus, mem_bytes, gpus, priority, run_at FROM jobs
+    SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt, priority, run_at
+    FROM jobs
     WHERE queue = :{{name}} AND state = 'queued' AND NOT held AND NOT gated
       AND run_at <= {NOW} AND {_USER_FITS}
     ORDER BY priority DESC, run_at, id LIMIT :window)"""
@@ -108,7 +104,7 @@ def candidates_statement(open_count: int, capped_count: int) -> str:
     """The candidates of :open_0 … and :capped_0 …, in claim order, at most :window."""
     parts = ([_GATED_OF.format(name=f"open_{index}") for index in range(open_count)]
              + [_CAPPED_OF.format(name=f"capped_{index}") for index in range(capped_count)])
-    return ("SELECT id, queue, limits, cpus, mem_bytes, gpus FROM (\n"
+    return ("SELECT id, queue, limits, cpus, mem_bytes, gpus, delivery, attempt FROM (\n"
             + "\nUNION ALL\n".join(parts)
             + "\n) ORDER BY priority DESC, run_at, id LIMIT :window")
 
@@ -117,8 +113,8 @@ CLAIM = f"""
 UPDATE jobs SET
     state = 'running', attempt = attempt + 1, worker_id = :worker_id,
     started_at = {NOW}, finished_at = NULL, lease_until = {now_plus(":lease_s")},
-    exit_code = NULL, signal = NULL, error = NULL, in_buffer = FALSE, gated = TRUE,
-    gpu_indices = :gpus
+    exit_code = NULL, signal = NULL, error = NULL, in_buffer = :after_id IS NOT NULL,
+    gated = TRUE, gpu_indices = :gpus, after_id = :after_id, after_attempt = :after_attempt
 WHERE id = :id AND state = 'queued'
 RETURNING {CLAIMED_JOB}
 """
@@ -132,14 +128,14 @@ def gated_transaction(conn: Conn) -> Iterator[None]:
 
 def candidates(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
                usage: Mapping[str, int], tags: Mapping[str, str], cpu: float, mem: int,
-               gpus: int, window: int, user: str | None,
-               any_user: bool) -> list[Sequence[Any]]:
+               gpus: int, window: int, user: str | None, any_user: bool,
+               full_keys_too: bool) -> list[Sequence[Any]]:
     """candidates_statement for these queues."""
     if not open_queues and not capped:
         return []
     params: dict[str, Any] = {"usage": json.dumps(dict(usage)), "tags": json.dumps(dict(tags)),
                               "cpu": cpu, "mem": mem, "gpus": gpus, "window": window,
-                              "user": user, "any_user": any_user}
+                              "user": user, "any_user": any_user, "slack": int(full_keys_too)}
     params.update({f"open_{index}": name for index, name in enumerate(open_queues)})
     params.update({f"capped_{index}": name for index, name in enumerate(capped)})
     rows: list[Sequence[Any]] = conn.execute(
@@ -147,11 +143,12 @@ def candidates(conn: Conn, *, open_queues: Sequence[str], capped: Sequence[str],
     return rows
 
 
-def claim(conn: Conn, worker_id: int, chosen: Sequence[tuple[int, tuple[int, ...]]],
+def claim(conn: Conn, worker_id: int, starts: Sequence[Start],
           lease_s: float) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for job_id, gpus in chosen:
+    for start in starts:
         rows += named_rows(conn.execute(CLAIM, {
-            "worker_id": worker_id, "lease_s": lease_s, "id": job_id,
-            "gpus": gpu_text(gpus)}))
+            "worker_id": worker_id, "lease_s": lease_s, "id": start.id,
+            "gpus": gpu_text(start.gpus), "after_id": start.after,
+            "after_attempt": start.after_attempt}))
     return rows
