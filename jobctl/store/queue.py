@@ -165,8 +165,22 @@ def claim(conn: Conn, worker_id: int, claim: Claim) -> list[ClaimedJob]:
 
 
 def _in_start_order(jobs: list[ClaimedJob]) -> list[ClaimedJob]:
-    """The jobs to start at once first, then the read-ahead ones; each by id."""
-    return sorted(jobs, key=lambda job: (job.in_buffer, job.id))
+    """The jobs to start at once first, then the read-ahead ones; each by id, except that a
+    follower comes after the job it follows (the worker holds them in this order, and a
+    follower held before the job it follows would find nothing to wait for)."""
+    pending = sorted(jobs, key=lambda job: (job.in_buffer, job.id))
+    claimed = {job.id for job in jobs}
+    ordered: list[ClaimedJob] = []
+    placed: set[int] = set()
+    while pending:
+        later = [job for job in pending if job.after in claimed and job.after not in placed]
+        now = [job for job in pending if job not in later]
+        if not now:  # a cycle cannot be claimed; keep every job all the same
+            now, later = later, []
+        ordered += now
+        placed.update(job.id for job in now)
+        pending = later
+    return ordered
 
 
 # --- output -----------------------------------------------------------------------------------

@@ -322,10 +322,10 @@ class Worker:
                     pending_outcomes, pending_chunks = [], []
                     db_backoff = next_db_try = 0.0
                     if want_claim:
-                        # A full batch: there may be more. So too when followers came (a
-                        # gated claim gives a job at most one a turn, never a full batch).
+                        # A full batch: there may be more. So too after a gated claim: a cap
+                        # or a limit cuts its batch short, and more may wait to follow.
                         self._backlog = (len(claimed) == free
-                                         or any(job.after is not None for job in claimed))
+                                         or any(job.gated for job in claimed))
                         self._claim_wanted = self._backlog
                         # Short, but every free slot got a job: what was left may be at-most-once
                         # jobs, which wait in the queue, not in the buffer (fewer than the free
@@ -377,8 +377,6 @@ class Worker:
         if stale:
             self._backlog = False  # don't claim them straight back
             self._release_readahead(stale)
-            for run in self._held.take_startable():  # followers of those given back
-                self._slots.submit(self._run_slot, run)
 
     def _release_readahead(self, runs: list[Running]) -> None:
         """Give claimed jobs that never started back to the queue, as if never claimed."""

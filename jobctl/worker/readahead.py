@@ -113,9 +113,16 @@ class Held:
             return [r for r in self._ready if now - r.claimed_at > READAHEAD_MAX_WAIT_S]
 
     def remove_unstarted(self, runs: Iterable[Running]) -> list[Running]:
-        """Stop holding those of `runs` still in the buffer (to give them back); returns them."""
+        """Stop holding those of `runs` still in the buffer (to give them back), and with each
+        the followers in the buffer behind it (a follower of a job given back would hold a
+        place of its own beside the job that job followed); returns them."""
         with self._lock:
             removed = [r for r in runs if r in self._ready]
+            gone = {run.job.id for run in removed}
+            for run in self._ready:  # in claim order: a follower after the job it follows
+                if run.job.after in gone and run not in removed:
+                    removed.append(run)
+                    gone.add(run.job.id)
             for run in removed:
                 self._ready.remove(run)
                 del self._running[run.job.id]
@@ -155,19 +162,6 @@ class Held:
             if run is None:
                 self.busy_slots -= 1
             return run
-
-    def take_startable(self) -> list[Running]:
-        """Buffered jobs that may start now in free slots (counted busy: start them): a follower
-        whose followed job left the buffer unstarted (given back) has no slot to wait for."""
-        with self._lock:
-            runs = []
-            while self.busy_slots < self.concurrency:
-                run = self._next_ready()
-                if run is None:
-                    break
-                self.busy_slots += 1
-                runs.append(run)
-            return runs
 
     def _next_ready(self) -> Running | None:
         """The buffer's first job that may start (under the lock), taken out and marked started:

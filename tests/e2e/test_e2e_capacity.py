@@ -146,6 +146,41 @@ def test_never_more_than_two_run_at_once_under_a_key_limit_or_a_queue_cap(
     assert {worker for _, _, worker in ran.values()} == {"w1", "w2", "w3"}
 
 
+@pytest.mark.parametrize("cap", ["limit", "queue_cap"])
+def test_short_jobs_read_ahead_as_followers_never_overlap_past_the_cap(
+        jobctl: Jobctl, tmp_path: Path, cap: str) -> None:
+    """A backlog of 80 short jobs on two workers of concurrency 4 under a cap of 2, with every
+    default: the workers read gated jobs ahead as followers (a follower starts once the job it
+    follows ended on its worker, in its place), and the jobs' own instants never show 3 at
+    once. The database says followers were used, or this tested nothing new."""
+    log = tmp_path / "side-effects.log"
+    if cap == "limit":
+        job_args: tuple[str, ...] = ("--limit", "k=2")
+    else:
+        scene(jobctl, "queue", "set", "default", "--max-running", "2")
+        job_args = ()
+    ids = submit_batch(jobctl, tmp_path / "jobs.txt", [logging_script(log, "sleep 0.02")] * 80,
+                       *job_args)
+    start_workers(jobctl, 2, "--concurrency", "4")
+    wait_succeeded(jobctl, ids, timeout_s=JOBS_TIMEOUT_S)
+
+    ran = runs(read_events(log))
+    assert sorted(job for job, _ in ran) == sorted(ids), "a job ran twice or never"
+    intervals = {key: (start, end) for key, (start, end, _) in ran.items() if end is not None}
+    peak, at = peak_overlap(intervals.values())
+    assert peak <= 2, (f"{peak} jobs ran at once under a cap of 2, at {at:.3f}: "
+                       f"{describe_runs(intervals, at)}")
+    from jobctl.store.direct import open_or_create
+
+    database = open_or_create(jobctl.database_url)
+    try:
+        with database.read() as conn:
+            followers = conn.scalar("SELECT count(*) FROM jobs WHERE after_id IS NOT NULL")
+    finally:
+        database.close()
+    assert followers >= 10, f"only {followers} job(s) ran as followers"
+
+
 def test_limits_of_workflow_tasks_and_schedules_hold_as_a_submits_do(
         jobctl_pg: Jobctl, tmp_path: Path) -> None:
     """`limits = { k = 1 }` on four workflow tasks without dependencies, on a worker of

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -234,3 +235,128 @@ def test_held_jobs_never_start_and_edits_apply_before_the_start(direct: DirectDa
     assert job.id == held
     with pytest.raises(InvalidInput, match="is running"), direct.write() as conn:
         capacity.edit(conn, held, Edit(priority=1))
+
+
+# --- followers --------------------------------------------------------------------------------
+
+
+def claim_ahead(db: DirectDatabase, worker_id: int, free: int, room: int, *,
+                queues: tuple[str, ...] = ("default",),
+                ends: list[Outcome] | None = None) -> list[queue.ClaimedJob]:
+    """A claim as a worker with a backlog makes it: `free` slots, and `room` more for its
+    read-ahead buffer (where followers go)."""
+    with db.turn() as conn:
+        _, claimed = queue.complete_and_claim(
+            conn, worker_id, ends or [], queue.Claim(
+                queues, free + room, LEASE_S, start_now=free, slots=4,
+                gate=Gate(host="host", resources=BIG, tags={})))
+    return claimed
+
+
+def test_concurrent_workers_with_followers_never_run_more_than_a_limit_or_a_cap(
+        direct: DirectDatabase, db_url: str) -> None:
+    """Four workers of four slots, modelled as the worker runs them (jobctl.worker.readahead):
+    a claimed job starts in a free slot, a follower only once the job it follows has ended
+    there; a job ends, its slot takes the next, and its result is written by the next turn.
+    What *runs* (started, not ended), counted across the workers at each start, never exceeds
+    the key's limit (3) or the queue's cap (2); followers were claimed; every job ran once."""
+    with direct.write() as conn:
+        capacity.set_queue(conn, "capped", max_running=2)
+    keyed = submit(direct, 60, limits={"k": 3})
+    capped = submit(direct, 40, queue="capped")
+    lock = threading.Lock()
+    live = {"k": 0, "capped": 0}
+    peak = {"k": 0, "capped": 0}
+    ran: list[int] = []
+    followers = [0]
+    errors: list[BaseException] = []
+
+    def start(job: queue.ClaimedJob) -> None:
+        kind = "capped" if job.queue == "capped" else "k"
+        with lock:
+            live[kind] += 1
+            peak[kind] = max(peak[kind], live[kind])
+            ran.append(job.id)
+
+    def end(job: queue.ClaimedJob) -> None:
+        with lock:
+            live["capped" if job.queue == "capped" else "k"] -= 1
+
+    def worker(index: int) -> None:
+        db = open_or_create(db_url)
+        try:
+            w = register(db, name=f"w{index}", queues=["default", "capped"])
+            running: list[queue.ClaimedJob] = []
+            buffer: list[queue.ClaimedJob] = []
+            unwritten: list[Outcome] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                random.shuffle(running)
+                for job in running[:random.randint(0, len(running))]:
+                    running.remove(job)
+                    end(job)
+                    unwritten.append(done(job))
+                held = {job.id for job in running + buffer}
+                for job in list(buffer):
+                    if len(running) < 4 and (job.after is None or job.after not in held):
+                        buffer.remove(job)
+                        start(job)
+                        running.append(job)
+                        held.discard(job.id)
+                        held.add(job.id)
+                free = 4 - len(running)
+                claimed = claim_ahead(db, w, free, 8 - len(buffer), queues=("default", "capped"),
+                                      ends=unwritten)
+                unwritten = []
+                for job in claimed:
+                    if job.in_buffer:
+                        followers[0] += job.after is not None
+                        buffer.append(job)
+                    else:
+                        start(job)
+                        running.append(job)
+                if not claimed and not running and not buffer:
+                    with db.read() as conn:
+                        if not conn.scalar("SELECT count(*) FROM jobs WHERE state = 'queued'"):
+                            return
+                time.sleep(0.001)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert peak["k"] <= 3 and peak["capped"] <= 2, peak
+    assert peak["k"] >= 2 and peak["capped"] >= 1, peak  # they did run side by side
+    assert followers[0] >= 10, f"only {followers[0]} follower(s): the test tested little"
+    assert sorted(ran) == sorted(keyed + capped)  # each once
+
+
+def test_a_follower_of_a_job_cancelled_before_the_claim_goes_back_to_the_queue(
+        direct: DirectDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gated claim chooses a job to start and followers for it; a cancel of that job lands
+    between the choice and the claim: its followers must not run in a place nobody holds, so
+    they go back to the queue in the same transaction, and the claim returns neither."""
+    w = register(direct)
+    ids = submit(direct, 3, limits={"k": 1})
+    sql = direct.backend.sql_capacity
+    real_claim = sql.claim
+
+    def cancel_then_claim(conn: Any, worker_id: int, starts: Any, lease_s: float) -> Any:
+        conn.execute(f"UPDATE jobs SET state = 'cancelled' WHERE id = {starts[0].id}")
+        return real_claim(conn, worker_id, starts, lease_s)
+
+    monkeypatch.setattr(sql, "claim", cancel_then_claim)
+    assert claim_ahead(direct, w, 1, 4) == []
+    with direct.read() as conn:
+        states = dict(conn.execute("SELECT id, state FROM jobs").fetchall())
+    assert states == {ids[0]: "cancelled", ids[1]: "queued", ids[2]: "queued"}, states
+    monkeypatch.setattr(sql, "claim", real_claim)
+    [first, *rest] = claim_ahead(direct, w, 1, 4)
+    assert first.id == ids[1] and not first.in_buffer
+    assert [(job.id, job.after) for job in rest] == [(ids[2], ids[1])]

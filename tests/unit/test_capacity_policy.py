@@ -16,6 +16,8 @@ from jobctl.capacity import (
     QueueSettings,
     Resources,
     Room,
+    RunningJob,
+    Tail,
     WorkerView,
 )
 from jobctl.errors import InvalidInput
@@ -161,6 +163,91 @@ def test_no_window_of_the_rate_ever_holds_more_than_n_starts() -> None:
     assert len(starts) >= 20
     for start in starts:
         assert sum(1 for other in starts if start <= other < start + 2.0) <= 5
+
+
+# --- followers and places ----------------------------------------------------------------------
+
+
+def tail(id_: int, **fields: Any) -> Tail:
+    return Tail(**{"id": id_, "attempt": 1, "queue": "q", "limits": {"k": 2}, **fields})
+
+
+def test_a_follower_takes_a_place_only_where_the_job_it_follows_holds_one() -> None:
+    leader = tail(1, cpus=2.0, mem=100, gpus=(3,))
+    fits = Candidate(10, "q", limits={"k": 2}, cpus=1.0, mem=100, gpus=1)
+    other_key = Candidate(11, "q", limits={"other": 5})
+    other_queue = Candidate(12, "p", limits={"k": 2})
+    too_big = Candidate(13, "q", limits={"k": 2}, cpus=3.0)
+    too_many_gpus = Candidate(14, "q", limits={"k": 2}, gpus=2)
+    at_most_once = Candidate(15, "q", limits={"k": 2}, may_follow=False)
+    for job in (other_key, other_queue, too_big, too_many_gpus, at_most_once):
+        assert capacity.follow([job], [leader], {"k": 2}, {"q", "p"}, 8) == [], job
+    [chosen] = capacity.follow([fits], [leader], {"k": 2}, {"q"}, 8)
+    assert (chosen.id, chosen.after, chosen.after_attempt, chosen.gpus) == (10, 1, 1, (3,))
+
+
+def test_a_follower_never_takes_a_key_more_holders_than_its_own_limit_lets_start() -> None:
+    """Two hold k, the leader among them: a follower with k=2 replaces the leader (2 holders,
+    fine); one with k=1 would start beside another holder: 2 > 1."""
+    assert capacity.follow([Candidate(10, "q", limits={"k": 1})], [tail(1)], {"k": 2}, {"q"},
+                           8) == []
+    assert len(capacity.follow([Candidate(10, "q", limits={"k": 2})], [tail(1)], {"k": 2},
+                               {"q"}, 8)) == 1
+
+
+def test_no_follower_in_a_queue_with_a_rate_or_paused() -> None:
+    """`followable` leaves out queues with a rate (it counts claims, and a follower starts
+    later than it is claimed) and paused ones."""
+    assert capacity.follow([Candidate(10, "q", limits={"k": 2})], [tail(1)], {"k": 1}, set(),
+                           8) == []
+
+
+def test_followers_form_chains_round_robin_within_the_room() -> None:
+    """Each job is followed at most once; a follower is followed in turn (at the attempt its
+    claim starts), tails taking followers in turn; never more than `room`."""
+    candidates = [Candidate(10 + n, "q", limits={"k": 2}, attempt=0) for n in range(7)]
+    chosen = capacity.follow(candidates, [tail(1), tail(2)], {"k": 2}, {"q"}, 5)
+    assert [(f.id, f.after, f.after_attempt) for f in chosen] == [
+        (10, 1, 1), (11, 2, 1), (12, 10, 1), (13, 11, 1), (14, 12, 1)]
+    assert len({f.after for f in chosen}) == len(chosen)
+
+
+def running(id_: int, **fields: Any) -> RunningJob:
+    return RunningJob(**{"id": id_, "queue": "q", "gated": True, "worker_id": 1, "attempt": 1,
+                         "host": "h", "limits": {"k": 1}, **fields})
+
+
+def test_a_follower_holds_no_place_while_the_job_it_follows_runs_there() -> None:
+    chain = [running(1, cpus=1.0, gpus=(0,)), running(2, after=1, after_attempt=1, gpus=(0,)),
+             running(3, after=2, after_attempt=1, gpus=(0,))]
+    held = capacity.places(chain)
+    assert held.queue_running == {"q": [1]} and held.key_holders == {"k": [1]}
+    assert held.hosts["h"].cpu == 1.0 and held.hosts["h"].gpu_holders == {0: 1}
+    assert [t.id for t in held.tails[1]] == [3]  # only the chain's end can be followed
+
+
+@pytest.mark.parametrize("leader", [
+    None,  # ended (recorded): the follower holds its own place
+    {"attempt": 2},  # runs again, a later attempt: not the run it followed
+    {"worker_id": 2},  # runs on another worker (rescued and claimed again)
+])
+def test_a_follower_holds_its_own_place_once_what_it_followed_is_gone(
+        leader: dict[str, Any] | None) -> None:
+    jobs = [running(2, after=1, after_attempt=1)]
+    if leader is not None:
+        jobs.append(running(1, **leader))
+    held = capacity.places(jobs)
+    assert 2 in held.key_holders["k"] and 2 in held.queue_running["q"]
+    assert held.key_usage()["k"] == len(jobs)
+
+
+def test_places_count_queues_of_plain_jobs_and_keys_and_machines_of_gated_ones() -> None:
+    held = capacity.places([running(1, gated=False, limits={}), running(2, host="h2", cpus=2.0),
+                            running(3, host=None)])
+    assert held.queue_running == {"q": [1, 2, 3]}
+    assert held.key_holders == {"k": [2, 3]}
+    assert set(held.hosts) == {"h2"} and held.hosts["h2"].cpu == 2.0
+    assert 1 not in {t.id for tails in held.tails.values() for t in tails}
 
 
 # --- explain ------------------------------------------------------------------------------------

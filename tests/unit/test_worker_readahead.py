@@ -20,10 +20,10 @@ from jobctl.worker.readahead import (
 )
 
 
-def run(job_id: int, in_buffer: bool = False) -> Running:
+def run(job_id: int, in_buffer: bool = False, after: int | None = None) -> Running:
     job = ClaimedJob(id=job_id, attempt=1, argv=["true"], env={}, cwd=None, timeout_s=None,
                      max_attempts=1, backoff_s=1.0, delivery=Delivery.AT_LEAST_ONCE,
-                     queue="default", in_buffer=in_buffer)
+                     queue="default", in_buffer=in_buffer or after is not None, after=after)
     return Running(job, JobProcess(job, lambda stream, seq, data: None))
 
 
@@ -59,6 +59,36 @@ def test_a_job_claimed_for_the_buffer_that_finds_a_free_slot_counts_as_started_f
     held = Held(concurrency=1)
     assert held.hold(run(7, in_buffer=True)) is True
     assert held.take_started() == [7]
+
+
+def test_a_follower_starts_only_once_the_job_it_follows_has_ended() -> None:
+    """Even with slots free, and even when another slot frees first: it takes that job's place
+    in a cap or limit (jobctl.capacity.follow), so the two never run at once."""
+    held = Held(concurrency=3)
+    leader, other = run(1), run(2)
+    held.hold(leader)
+    held.hold(other)
+    follower, plain = run(3, after=1), run(4, in_buffer=True)
+    assert held.hold(follower) is False, "started beside the job it follows"
+    assert held.hold(plain) is True  # a free slot, and nothing to wait for
+    held.ended(other)
+    assert held.next_for_slot(feed=True) is None, "the slot of another job took the follower"
+    held.ended(leader)
+    assert held.next_for_slot(feed=True) is follower
+    assert held.take_started() == [4, 3]
+
+
+def test_a_follower_goes_back_with_the_job_it_follows() -> None:
+    """A chain 1 <- 2 <- 3 (2 waits for 1, 3 for 2) and 4 of its own: 2 waited too long and
+    goes back to the queue unstarted. 3 goes with it: were it to start now, beside 1, it would
+    hold a place of its own that nobody counted when it was claimed."""
+    held = Held(concurrency=2)
+    leader, middle, last, other = run(1), run(2, after=1), run(3, after=2), run(4, after=9)
+    for r in (leader, middle, last, other):
+        held.hold(r)
+    assert held.busy_slots == 2  # 1, and 4 (the job it follows is not held here)
+    assert held.remove_unstarted([middle]) == [middle, last]
+    assert held.ids() == [1, 4] and held.buffered() == []
 
 
 def test_start_marks_of_a_failed_turn_go_first_in_the_next() -> None:
@@ -136,3 +166,21 @@ def test_claim_room(held: int, readahead: int | None, backlog: bool, average_s: 
 def test_the_fence_falls_a_margin_before_the_lease_runs_out() -> None:
     assert fence_deadline(100.0, 6.0) == pytest.approx(105.0)  # lease/6
     assert fence_deadline(100.0, 60.0) == pytest.approx(155.0)  # at most 5 s
+
+
+def test_claimed_jobs_are_held_with_each_follower_after_the_job_it_follows() -> None:
+    """One claim can make a chain (5 <- 7 <- 3) whose ids run the other way: the worker holds the
+    jobs in this order, so a follower never finds the job it follows not held yet (and would
+    start beside it)."""
+    from jobctl.store.queue import _in_start_order
+
+    jobs = [run(3, after=7).job, run(7, after=5).job, run(5).job, run(4, in_buffer=True).job,
+            run(1, after=99).job]
+    ordered = [job.id for job in _in_start_order(jobs)]
+    assert ordered[0] == 5
+    assert ordered.index(5) < ordered.index(7) < ordered.index(3)
+    assert sorted(ordered) == [1, 3, 4, 5, 7]
+    held = Held(concurrency=4)
+    started = [job.id for job in _in_start_order(jobs)
+               if held.hold(Running(job, JobProcess(job, lambda stream, seq, data: None)))]
+    assert 3 not in started and 7 not in started
