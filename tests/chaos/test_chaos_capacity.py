@@ -31,16 +31,22 @@ from chaos_support import (
 from e2e_support import Jobctl, parse_time, process_gone, wait_for
 
 
-@pytest.mark.parametrize("cap", ["limit", "queue_cap"])
-def test_kill9_of_one_of_three_workers_never_lets_more_than_two_run(
-        jobctl: Jobctl, tmp_path: Path, leftover_pids: list[int], cap: str) -> None:
-    log = tmp_path / "side-effects.log"
+def cap_of_two(jobctl: Jobctl, cap: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A key limit (`limit`) or a queue cap (`queue_cap`) of 2: the workers' options and the
+    jobs' (a queue cap is set here)."""
     if cap == "limit":
         queue, options = "default", ("--limit", "k=2")
     else:
         queue, options = "capped", ("--queue", "capped")
         jobctl.ok("queue", "set", "capped", "--max-running", "2")
-    worker_options = (*CHAOS_WORKER_OPTIONS, "--queue", queue, "--concurrency", "4")
+    return (*CHAOS_WORKER_OPTIONS, "--queue", queue, "--concurrency", "4"), options
+
+
+@pytest.mark.parametrize("cap", ["limit", "queue_cap"])
+def test_kill9_of_one_of_three_workers_never_lets_more_than_two_run(
+        jobctl: Jobctl, tmp_path: Path, leftover_pids: list[int], cap: str) -> None:
+    log = tmp_path / "side-effects.log"
+    worker_options, options = cap_of_two(jobctl, cap)
     # The victim first, alone, so that it surely runs jobs; then two more compete with it.
     victim = jobctl.start_worker(*worker_options, "--name", "victim")
     # Longer on the victim, so that it is surely mid-run when killed however slowly the others
@@ -119,18 +125,14 @@ def test_kill9_of_a_worker_holding_followers_never_lets_more_than_two_run(
     and one is `kill -9`'d while it holds a follower in its buffer, the job that one follows
     running or just ended. Every job succeeds, and at no instant do more than 2 run.
 
-    Judged from the processes' own start/end lines: the killed worker's jobs are short and end
-    by themselves (each has an end line); its follower that never started runs elsewhere. A
-    buffered job the dead worker had started but not yet reported as started is taken back as
-    never started, under the same attempt number: an at-least-once job may run again after a
-    crash, so runs are told apart by worker too."""
+    Judged from the jobs' own start/end lines: a run of the killed worker that wrote no end
+    counts as running until its attempt was rescued or the job started again (as above); its
+    follower that never started runs elsewhere. A buffered job the dead worker had started
+    but not yet reported as started is taken back as never started, under the same attempt
+    number: an at-least-once job may run again after a crash, so runs are told apart by
+    worker too."""
     log = tmp_path / "side-effects.log"
-    if cap == "limit":
-        queue, options = "default", ("--limit", "k=2")
-    else:
-        queue, options = "capped", ("--queue", "capped")
-        jobctl.ok("queue", "set", "capped", "--max-running", "2")
-    worker_options = (*CHAOS_WORKER_OPTIONS, "--queue", queue, "--concurrency", "4")
+    worker_options, options = cap_of_two(jobctl, cap)
     victim = jobctl.start_worker(*worker_options, "--name", "victim")
     ids = submit_batch(jobctl, tmp_path / "jobs.txt",
                        [logging_script(log, "sleep 0.05")] * 150, *options)
