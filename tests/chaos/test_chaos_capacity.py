@@ -136,6 +136,12 @@ def test_kill9_of_a_worker_holding_followers_never_lets_more_than_two_run(
     victim = jobctl.start_worker(*worker_options, "--name", "victim")
     ids = submit_batch(jobctl, tmp_path / "jobs.txt",
                        [logging_script(log, "sleep 0.05")] * 150, *options)
+    # Alone, the victim takes both places and, once its jobs proved short, keeps them with
+    # chains of followers; the others, started then, find both places taken (they could take
+    # one only once a chain of the victim broke, which would leave it with no follower: had
+    # they started first, the victim could wait out the whole drain for a place).
+    wait_for(lambda: victim_has_a_follower(jobctl), 30, "the victim, alone, held no follower",
+             interval_s=0.005)
     others = [jobctl.start_worker(*worker_options, "--name", f"other{n}", wait_started=False)
               for n in (1, 2)]
     for other in others:
