@@ -337,6 +337,25 @@ def test_concurrent_workers_with_followers_never_run_more_than_a_limit_or_a_cap(
     assert sorted(ran) == sorted(keyed + capped)  # each once
 
 
+def test_a_turn_with_every_slot_busy_still_reads_followers_ahead(
+        direct: DirectDatabase) -> None:
+    """A worker whose slots all run gated jobs, with read-ahead room: its turn must see that
+    gated jobs wait and claim followers of its running jobs, in a chain behind each. (SQLite
+    asked whether gated jobs wait only when a slot was free: a worker under a cap claimed in
+    waves, one job per slot, each wave after the last had ended, and drained at 2/3 of plain.)"""
+    w = register(direct)
+    submit(direct, 12, limits={"k": 4})
+    first = claim_ahead(direct, w, 4, 0)
+    assert len(first) == 4 and not any(job.in_buffer for job in first)
+    ahead = claim_ahead(direct, w, 0, 8)
+    assert ahead and all(job.in_buffer for job in ahead), ahead
+    # Chains: each follower follows a job of this worker, running or itself following one.
+    assert {job.after for job in ahead} <= {job.id for job in first + ahead}
+    heads = {job.after for job in ahead} & {job.id for job in first}
+    assert len(ahead) == 8 and len(heads) == 4, [(job.id, job.after) for job in ahead]
+    assert running_count(direct, "NOT in_buffer") == 4
+
+
 def test_a_follower_of_a_job_cancelled_before_the_claim_goes_back_to_the_queue(
         direct: DirectDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gated claim chooses a job to start and followers for it; a cancel of that job lands

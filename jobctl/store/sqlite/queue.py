@@ -162,7 +162,9 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
         params.update(claim.params(), worker_id=worker_id)
         claimed = named_rows(conn.execute(claim_statement(len(claim.queues)), params))
     gated_waiting = False
-    if claim.gate is not None and claim.params()["start_now"] > len(claimed):
+    # Asked whenever the claim came short, free slots or not: with none free, gated jobs may
+    # still be read ahead as followers (as PostgreSQL's statement always asks).
+    if claim.gate is not None and claim.limit > len(claimed):
         gated_waiting = bool(conn.scalar(GATED_WAITING, {"queues": json.dumps(list(claim.queues))}))
     return Turn(applied=applied, claimed=claimed, released=False, gated_waiting=gated_waiting)
 
