@@ -335,6 +335,9 @@ class Tail:
     cpus: float = 0.0
     mem: int = 0
     gpus: tuple[int, ...] = ()
+    # Followers waiting in its chain, itself included when it is one: 0 for a job that holds a
+    # place of its own (see `places`).
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -361,7 +364,10 @@ def follow(candidates: Sequence[Candidate], tails: Sequence[Tail], key_usage: Ma
     (`key_usage`, this claim's starts included) than its own limit lets start; no more CPUs,
     memory or GPUs (it gets the first of the followed job's GPU indices). Each job has at most
     one follower, and a follower may be followed in turn (a chain, run one after the other),
-    so that one claim can fill a worker's read-ahead room; the tails take followers in turn.
+    so that one claim can fill a worker's read-ahead room; each follower goes to the
+    shallowest chain it fits (the tail with the fewest followers waiting ahead of it, the first
+    of equals), so that no slot ends its chain while others queue behind theirs: a slot whose
+    job has no follower waits for a turn to start anything.
     (A job this claim starts or lets follow that turns out not to be claimed, as a cancel came
     first, takes its followers with it: the caller gives those back, see
     store.capacity.claim_gated.) At-most-once jobs never follow: they never wait in a buffer."""
@@ -372,21 +378,22 @@ def follow(candidates: Sequence[Candidate], tails: Sequence[Tail], key_usage: Ma
             break
         if not job.may_follow:
             continue
-        for index, tail in enumerate(open_tails):
-            if (tail.queue == job.queue
+        fits = [index for index, tail in enumerate(open_tails)
+                if (tail.queue == job.queue
                     and all(key in tail.limits and key_usage.get(key, 0) <= count
                             for key, count in job.limits.items())
                     and job.cpus <= tail.cpus + 1e-9 and job.mem <= tail.mem
-                    and job.gpus <= len(tail.gpus)):
-                gpus = tail.gpus[:job.gpus]
-                chosen.append(Follow(id=job.id, after=tail.id, after_attempt=tail.attempt,
-                                     gpus=gpus))
-                # The follower is a tail now, at the attempt the claim starts; last in turn.
-                del open_tails[index]
-                open_tails.append(Tail(id=job.id, attempt=job.attempt + 1, queue=job.queue,
-                                       limits=job.limits, cpus=job.cpus, mem=job.mem,
-                                       gpus=gpus))
-                break
+                    and job.gpus <= len(tail.gpus))]
+        if not fits:
+            continue
+        index = min(fits, key=lambda i: open_tails[i].depth)
+        tail = open_tails[index]
+        gpus = tail.gpus[:job.gpus]
+        chosen.append(Follow(id=job.id, after=tail.id, after_attempt=tail.attempt, gpus=gpus))
+        # The follower is the chain's tail now, at the attempt the claim starts.
+        open_tails[index] = Tail(id=job.id, attempt=job.attempt + 1, queue=job.queue,
+                                 limits=job.limits, cpus=job.cpus, mem=job.mem, gpus=gpus,
+                                 depth=tail.depth + 1)
     return chosen
 
 
@@ -443,14 +450,24 @@ def places(running: Sequence[RunningJob]) -> Places:
     key_holders: dict[str, list[int]] = {}
     hosts: dict[str, tuple[float, int, dict[int, int]]] = {}
     tails: dict[int, list[Tail]] = {}
-    for job in running:
+
+    def leader_of(job: RunningJob) -> RunningJob | None:
+        """The job it follows while that one holds its place (on its worker, at the attempt)."""
         leader = by_id.get(job.after) if job.after is not None else None
-        placed = not (leader is not None and leader.attempt == job.after_attempt
-                      and leader.worker_id == job.worker_id)
+        if (leader is not None and leader.attempt == job.after_attempt
+                and leader.worker_id == job.worker_id):
+            return leader
+        return None
+
+    for job in running:
+        placed = leader_of(job) is None
         if job.gated and job.worker_id is not None and (job.id, job.attempt) not in followed:
+            depth, link = 0, leader_of(job)
+            while link is not None and depth < len(running):  # (a cycle cannot be, but bound it)
+                depth, link = depth + 1, leader_of(link)
             tails.setdefault(job.worker_id, []).append(Tail(
                 id=job.id, attempt=job.attempt, queue=job.queue, limits=job.limits,
-                cpus=job.cpus, mem=job.mem, gpus=job.gpus))
+                cpus=job.cpus, mem=job.mem, gpus=job.gpus, depth=depth))
         if not placed:
             continue
         queue_running.setdefault(job.queue, []).append(job.id)

@@ -81,7 +81,7 @@ class WorkerSettings:
     # Read-ahead: while there is a backlog of short jobs, hold up to this many claimed jobs beyond
     # the free slots, so a slot that frees starts the next job at once instead of waiting for a
     # database round trip. Never started jobs go back to the queue (see READAHEAD_*).
-    readahead: int | None = None  # None: four times the concurrency
+    readahead: int | None = None  # None: four times the concurrency (eight with followers)
     # What it offers gated jobs of its machine's (None: the machine's CPUs and memory, no GPU),
     # and its tags (jobctl.capacity).
     resources: Resources | None = None
@@ -370,7 +370,8 @@ class Worker:
         """How many jobs to claim now: the free slots, plus read-ahead room while there is a
         backlog of short jobs."""
         return claim_room(self._held.count(), self.settings.concurrency,
-                          self.settings.readahead, self._backlog, self._average_run_s)
+                          self.settings.readahead, self._backlog, self._average_run_s,
+                          self._held.has_gated())
 
     def _release_stale_readahead(self) -> None:
         stale = self._held.stale(time.monotonic())

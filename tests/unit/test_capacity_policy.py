@@ -212,6 +212,16 @@ def test_followers_form_chains_round_robin_within_the_room() -> None:
     assert len({f.after for f in chosen}) == len(chosen)
 
 
+def test_followers_go_to_the_shallowest_chains() -> None:
+    """A slot whose chain runs dry idles until a turn, however deep the others are: each
+    follower goes to the chain with the fewest followers waiting (the first of equals)."""
+    candidates = [Candidate(10 + n, "q", limits={"k": 3}, attempt=0) for n in range(4)]
+    tails = [tail(1, depth=3, limits={"k": 3}), tail(2, depth=0, limits={"k": 3}),
+             tail(3, depth=1, limits={"k": 3})]
+    chosen = capacity.follow(candidates, tails, {"k": 3}, {"q"}, 4)
+    assert [(f.id, f.after) for f in chosen] == [(10, 2), (11, 10), (12, 3), (13, 11)]
+
+
 def running(id_: int, **fields: Any) -> RunningJob:
     return RunningJob(**{"id": id_, "queue": "q", "gated": True, "worker_id": 1, "attempt": 1,
                          "host": "h", "limits": {"k": 1}, **fields})
@@ -224,6 +234,9 @@ def test_a_follower_holds_no_place_while_the_job_it_follows_runs_there() -> None
     assert held.queue_running == {"q": [1]} and held.key_holders == {"k": [1]}
     assert held.hosts["h"].cpu == 1.0 and held.hosts["h"].gpu_holders == {0: 1}
     assert [t.id for t in held.tails[1]] == [3]  # only the chain's end can be followed
+    assert held.tails[1][0].depth == 2  # two followers wait in its chain, itself the last
+    alone = capacity.places([running(1), running(2, after=9, after_attempt=1)]).tails[1]
+    assert [(t.id, t.depth) for t in alone] == [(1, 0), (2, 0)]  # both hold places
 
 
 @pytest.mark.parametrize("leader", [

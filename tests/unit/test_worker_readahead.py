@@ -163,6 +163,17 @@ def test_claim_room(held: int, readahead: int | None, backlog: bool, average_s: 
     assert claim_room(held, 2, readahead, backlog, average_s) == room
 
 
+@pytest.mark.parametrize(("held", "readahead", "backlog", "average_s", "room"), [
+    (0, None, True, 0.1, 2 + 16),  # chains of followers: eight times the concurrency more
+    (0, 3, True, 0.1, 2 + 3),  # --readahead given: as given
+    (0, None, False, 0.1, 2),  # no backlog: the free slots only
+    (0, None, True, READAHEAD_MAX_AVERAGE_S, 2),
+])
+def test_claim_room_while_running_gated_jobs(held: int, readahead: int | None, backlog: bool,
+                                             average_s: float, room: int) -> None:
+    assert claim_room(held, 2, readahead, backlog, average_s, following=True) == room
+
+
 def test_the_fence_falls_a_margin_before_the_lease_runs_out() -> None:
     assert fence_deadline(100.0, 6.0) == pytest.approx(105.0)  # lease/6
     assert fence_deadline(100.0, 60.0) == pytest.approx(155.0)  # at most 5 s
