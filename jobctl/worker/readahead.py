@@ -54,15 +54,18 @@ class Running:
 def claim_room(held: int, concurrency: int, readahead: int | None, backlog: bool,
                average_run_s: float, following: bool = False) -> int:
     """How many jobs to claim now: the free slots, plus read-ahead room (`readahead`; None for
-    four times the concurrency, eight while it runs gated jobs, `following`) while there is a
-    backlog of short jobs. Followers wait in one chain per slot (jobctl.capacity.follow), not
-    in one line for all slots: a slot whose chain runs dry idles until a turn, however many
-    followers wait behind the others, so chains need more depth than a shared line. (At 8
-    slots, PostgreSQL, a cap and a key: 4 per slot drained ~1,500 jobs/s, 8 per slot ~1,630.)"""
+    four times the concurrency; eight while it runs gated jobs, `following`, if eight of them
+    take less than half of READAHEAD_MAX_WAIT_S) while there is a backlog of short jobs.
+    Followers wait in one chain per slot (jobctl.capacity.follow), not in one line for all
+    slots: a slot whose chain runs dry idles until a turn, however many followers wait behind
+    the others, so chains need more depth than a shared line; but the last of a chain must
+    not wait so long that it is given back as stale. (At 8 slots, PostgreSQL, a cap and a key,
+    `true` jobs: 4 per slot drained ~1,500 jobs/s, 8 per slot ~1,630.)"""
     capacity = concurrency
     if backlog and average_run_s < READAHEAD_MAX_AVERAGE_S:
         if readahead is None:
-            capacity += (8 if following else 4) * concurrency
+            deep = following and 8 * average_run_s < READAHEAD_MAX_WAIT_S / 2
+            capacity += (8 if deep else 4) * concurrency
         else:
             capacity += readahead
     return max(0, capacity - held)

@@ -164,7 +164,8 @@ def test_claim_room(held: int, readahead: int | None, backlog: bool, average_s: 
 
 
 @pytest.mark.parametrize(("held", "readahead", "backlog", "average_s", "room"), [
-    (0, None, True, 0.1, 2 + 16),  # chains of followers: eight times the concurrency more
+    (0, None, True, 0.05, 2 + 16),  # chains of followers: eight times the concurrency more
+    (0, None, True, 0.1, 2 + 8),  # unless eight would wait half a second: four, as a line
     (0, 3, True, 0.1, 2 + 3),  # --readahead given: as given
     (0, None, False, 0.1, 2),  # no backlog: the free slots only
     (0, None, True, READAHEAD_MAX_AVERAGE_S, 2),
