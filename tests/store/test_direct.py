@@ -155,6 +155,28 @@ def test_bulk_insert_returns_ids_in_order_and_stores_every_field(db_url: str) ->
         datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
 
 
+def test_bulk_insert_binds_columns_some_rows_set_and_others_leave_empty(db_url: str) -> None:
+    """A batch is bound column by column, a column no row sets left out: each row keeps its
+    own value where the batch's rows differ (a limit, a resource, a hold on one of three)."""
+    specs = [JobSpec(argv=["true"]),
+             JobSpec(argv=["true"], limits={"k": 2}, cpus=1.5, mem_bytes=1 << 20, gpus=1,
+                     requires={"zone": "eu"}, hold=True),
+             JobSpec(argv=["false"], limits={"k": 3})]
+    database = DirectDatabase.open(db_url)
+    assert database is not None
+    with database.write() as conn:
+        ids = submit.insert_many(conn, specs, states=[JobState.QUEUED] * 3)
+    with database.read() as conn:
+        rows = reads.get_many(conn, ids)
+    database.close()
+    plain, gated, other = (rows[job_id] for job_id in ids)
+    assert (plain.argv, plain.limits, plain.cpus, plain.mem_bytes, plain.gpus, plain.requires,
+            plain.held) == (["true"], {}, None, None, 0, {}, False)
+    assert (gated.limits, gated.cpus, gated.mem_bytes, gated.gpus, gated.requires,
+            gated.held) == ({"k": 2}, 1.5, 1 << 20, 1, {"zone": "eu"}, True)
+    assert (other.argv, other.limits, other.held, other.cpus) == (["false"], {"k": 3}, False, None)
+
+
 def test_list_filters_by_state_queue_name_glob_and_odd_label_keys(db_url: str) -> None:
     client = Client(db_url)
     a = client.submit(JobSpec(argv=["true"], name="backup-db", queue="ops",

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobctl.store.submit import (
+    JSON_COLUMNS,
     ROW_COLUMN_LIST,
     ROW_COLUMNS,
+    TIME_COLUMNS,
     UNLESS_FIRED,
     UNLESS_KEY_TAKEN,
     row_params,
-    rows_params,
 )
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
 
-# One job's row (store.submit.row_params). Differs by necessity: a batch goes in by
-# executemany of this, where PostgreSQL uses COPY.
+# One job's row (store.submit.row_params).
 INSERT_JOB = (f"INSERT INTO jobs ({ROW_COLUMN_LIST})\n"
               f"VALUES ({', '.join(':' + column for column in ROW_COLUMNS)})")
+
+# A batch's rows (insert_rows), positional. Differs by necessity: executemany of this, where
+# PostgreSQL uses COPY. {columns}: those of ROW_COLUMNS the batch sets (a column that is NULL for
+# every job of the batch is left out: it gets its default, NULL; a column with another default
+# is never None), as PostgreSQL's COPY_JOBS; {marks}: a ? for each.
+INSERT_BATCH = "INSERT INTO jobs ({columns}) VALUES ({marks})"
 
 # A job with a unique key: nothing inserted when another job holds the key, the new id
 # otherwise (jobctl.store.submit.UNLESS_KEY_TAKEN).
@@ -38,8 +45,28 @@ COUNT_IDS = "SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last"
 def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
     """executemany of INSERT_JOB. The transaction holds SQLite's write lock (BEGIN IMMEDIATE)
     and `jobs` is AUTOINCREMENT, so the rows got consecutive ids ending at the last one
-    inserted; the count proves it."""
-    conn.executemany(INSERT_JOB, rows_params(conn, rows))
+    inserted; the count proves it. Column by column, as PostgreSQL's COPY: a value the whole
+    batch shares (its queue, its times, an empty env …: most columns of a bulk submit) is
+    encoded once, and a column no row sets is not bound at all."""
+    columns: list[str] = []
+    cells: list[Iterable[Any]] = []
+    for column in ROW_COLUMNS:
+        values = [row[column] for row in rows]
+        first = values[0]
+        encode = _encoder(conn, column)
+        if values.count(first) == len(values):
+            if first is None:
+                continue
+            cells.append(itertools.repeat(first if encode is None else encode(first),
+                                          len(values)))
+        elif encode is None:
+            cells.append(values)
+        else:
+            cells.append([None if value is None else encode(value) for value in values])
+        columns.append(column)
+    statement = INSERT_BATCH.format(columns=", ".join(columns),
+                                    marks=", ".join("?" * len(columns)))
+    conn.raw.executemany(statement, zip(*cells, strict=True))
     last = int(conn.scalar(LAST_ID))
     first = last - len(rows) + 1
     found = conn.scalar(COUNT_IDS, {"first": first, "last": last})
@@ -56,3 +83,12 @@ def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int |
         inserted = conn.execute(INSERT_OCCURRENCE, row_params(conn, row)).fetchone()
         found.append(int(inserted[0]) if inserted is not None else None)
     return found
+
+
+def _encoder(conn: Conn, column: str) -> Callable[[Any], Any] | None:
+    """How a column's value is bound (as store.submit.row_params does); None: as it is."""
+    if column in TIME_COLUMNS:
+        return conn.time_param
+    if column in JSON_COLUMNS:
+        return conn.json_param
+    return None
