@@ -460,9 +460,10 @@ def places(running: Sequence[RunningJob]) -> Places:
         return None
 
     for job in running:
-        placed = leader_of(job) is None
+        leader = leader_of(job)
+        placed = leader is None
         if job.gated and job.worker_id is not None and (job.id, job.attempt) not in followed:
-            depth, link = 0, leader_of(job)
+            depth, link = 0, leader
             while link is not None and depth < len(running):  # (a cycle cannot be, but bound it)
                 depth, link = depth + 1, leader_of(link)
             tails.setdefault(job.worker_id, []).append(Tail(

@@ -12,7 +12,8 @@ submit, a workflow's tasks, a schedule's occurrences. How rows get in is the bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -108,6 +109,33 @@ def rows_params(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[dict[str, An
                 found = memo[(column, key)] = encode(value)
             params[column] = found
     return batch
+
+
+def batch_columns(rows: Sequence[dict[str, Any]],
+                  encoders: Sequence[Callable[[Any], Any] | None],
+                  null: Any) -> tuple[list[str], list[Iterable[Any]]]:
+    """`job_row`s column by column, for a backend's bulk insert: the ROW_COLUMNS some row sets
+    (a column that is None in every row is left out: it gets its default, NULL; a column with
+    another default is never None), and each one's values, encoded by its encoder (`encoders`,
+    in ROW_COLUMNS order; None: as they are), None as `null`. A value the whole batch shares
+    (its queue, its times, an empty env …: most columns of a bulk submit) is encoded once."""
+    columns: list[str] = []
+    cells: list[Iterable[Any]] = []
+    for column, encode in zip(ROW_COLUMNS, encoders, strict=True):
+        values = [row[column] for row in rows]
+        first = values[0]
+        if values.count(first) == len(values):
+            if first is None:
+                continue
+            cells.append(itertools.repeat(first if encode is None else encode(first),
+                                          len(values)))
+        elif encode is None and null is None:
+            cells.append(values)
+        else:
+            cells.append([null if value is None else value if encode is None else encode(value)
+                          for value in values])
+        columns.append(column)
+    return columns, cells
 
 
 def _same(value: Any) -> Any:

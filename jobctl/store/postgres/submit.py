@@ -10,10 +10,8 @@ nobody else gets them.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +22,7 @@ from jobctl.store.submit import (
     TIME_COLUMNS,
     UNLESS_FIRED,
     UNLESS_KEY_TAKEN,
+    batch_columns,
     rows_params,
 )
 
@@ -58,21 +57,8 @@ def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Reserve ids, then COPY the rows with them (written in blocks: about three times faster
     than write_row())."""
     ids = sorted(int(row[0]) for row in conn.execute(RESERVE_IDS, {"n": len(rows)}))
-    # Column by column: a value the whole batch shares (its queue, its times, an empty env …:
-    # most columns of a bulk submit) is encoded once.
-    cells: list[Iterable[str]] = [[str(job_id) for job_id in ids]]
-    columns = []
-    for column, encode in zip(ROW_COLUMNS, _ENCODERS, strict=True):
-        values = list(map(operator.itemgetter(column), rows))
-        first = values[0]
-        if values.count(first) == len(values):
-            if first is None:
-                continue
-            cells.append(itertools.repeat(encode(first), len(values)))
-        else:
-            cells.append([NULL if value is None else encode(value) for value in values])
-        columns.append(column)
-    lines = ["\t".join(row) for row in zip(*cells, strict=True)]
+    columns, cells = batch_columns(rows, _ENCODERS, NULL)  # a shared value encoded once
+    lines = ["\t".join(row) for row in zip([str(job_id) for job_id in ids], *cells, strict=True)]
     copy_jobs = COPY_JOBS.format(columns=", ".join(columns))
     with conn.raw.cursor() as cursor, cursor.copy(copy_jobs) as copy:
         for start in range(0, len(lines), COPY_BLOCK_ROWS):

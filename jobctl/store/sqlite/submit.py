@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobctl.store.submit import (
@@ -13,6 +12,7 @@ from jobctl.store.submit import (
     TIME_COLUMNS,
     UNLESS_FIRED,
     UNLESS_KEY_TAKEN,
+    batch_columns,
     row_params,
 )
 
@@ -43,27 +43,12 @@ COUNT_IDS = "SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last"
 
 
 def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """executemany of INSERT_JOB. The transaction holds SQLite's write lock (BEGIN IMMEDIATE)
-    and `jobs` is AUTOINCREMENT, so the rows got consecutive ids ending at the last one
-    inserted; the count proves it. Column by column, as PostgreSQL's COPY: a value the whole
-    batch shares (its queue, its times, an empty env …: most columns of a bulk submit) is
-    encoded once, and a column no row sets is not bound at all."""
-    columns: list[str] = []
-    cells: list[Iterable[Any]] = []
-    for column in ROW_COLUMNS:
-        values = [row[column] for row in rows]
-        first = values[0]
-        encode = _encoder(conn, column)
-        if values.count(first) == len(values):
-            if first is None:
-                continue
-            cells.append(itertools.repeat(first if encode is None else encode(first),
-                                          len(values)))
-        elif encode is None:
-            cells.append(values)
-        else:
-            cells.append([None if value is None else encode(value) for value in values])
-        columns.append(column)
+    """executemany of INSERT_BATCH, bound column by column (store.submit.batch_columns, as
+    PostgreSQL's COPY). The transaction holds SQLite's write lock (BEGIN IMMEDIATE) and `jobs`
+    is AUTOINCREMENT, so the rows got consecutive ids ending at the last one inserted; the
+    count proves it."""
+    columns, cells = batch_columns(rows, [_encoder(conn, column) for column in ROW_COLUMNS],
+                                   None)
     statement = INSERT_BATCH.format(columns=", ".join(columns),
                                     marks=", ".join("?" * len(columns)))
     conn.raw.executemany(statement, zip(*cells, strict=True))
