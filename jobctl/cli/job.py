@@ -169,8 +169,8 @@ def submit(
             raise InvalidInput("give a command or --from-file, not both")
         if wait or follow:
             raise InvalidInput("--wait and --follow work with one job, not with --from-file")
-        specs = [JobSpec(argv=["/bin/sh", "-c", line], **template)
-                 for line in _read_command_lines(from_file, st.stdin)]
+        specs = JobSpec(argv=["true"], **template).for_commands(
+            ["/bin/sh", "-c", line] for line in _read_command_lines(from_file, st.stdin))
         ids = client.submit_many(specs)
         for job_id in ids:
             terminal.out(str(job_id))

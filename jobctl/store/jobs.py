@@ -57,8 +57,9 @@ def submit_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
     initials = _initials(conn, specs)
     ids = submit_store.insert_many(conn, specs, states=[state for state, _ in initials],
                                    errors=[error for _, error in initials])
-    deps.add(conn, [edge for job_id, spec in zip(ids, specs, strict=True)
-                    for edge in _edges(job_id, spec)])
+    if any(spec.after or spec.after_any for spec in specs):
+        deps.add(conn, [edge for job_id, spec in zip(ids, specs, strict=True)
+                        for edge in _edges(job_id, spec)])
     return ids
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +53,11 @@ INSERT_UNIQUE = f"{INSERT_JOB}\n{UNLESS_KEY_TAKEN}"
 INSERT_OCCURRENCE = f"{INSERT_JOB}\n{UNLESS_FIRED}"
 
 
-def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Reserve ids, then COPY the rows with them (written in blocks: about three times faster
-    than write_row())."""
-    ids = sorted(int(row[0]) for row in conn.execute(RESERVE_IDS, {"n": len(rows)}))
+def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
+    """Reserve ids, then COPY the rows (store.submit.job_columns) with them (written in blocks:
+    about three times faster than write_row())."""
+    count = len(rows["state"])
+    ids = sorted(row[0] for row in conn.execute(RESERVE_IDS, {"n": count}).fetchall())
     columns, cells = batch_columns(rows, _ENCODERS, NULL)  # a shared value encoded once
     lines = ["\t".join(row) for row in zip([str(job_id) for job_id in ids], *cells, strict=True)]
     copy_jobs = COPY_JOBS.format(columns=", ".join(columns))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobctl.store.submit import (
@@ -42,21 +42,22 @@ LAST_ID = "SELECT last_insert_rowid()"
 COUNT_IDS = "SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last"
 
 
-def insert_rows(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """executemany of INSERT_BATCH, bound column by column (store.submit.batch_columns, as
-    PostgreSQL's COPY). The transaction holds SQLite's write lock (BEGIN IMMEDIATE) and `jobs`
-    is AUTOINCREMENT, so the rows got consecutive ids ending at the last one inserted; the
-    count proves it."""
+def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
+    """executemany of INSERT_BATCH of the rows (store.submit.job_columns), bound column by
+    column (store.submit.batch_columns, as PostgreSQL's COPY). The transaction holds SQLite's
+    write lock (BEGIN IMMEDIATE) and `jobs` is AUTOINCREMENT, so the rows got consecutive ids
+    ending at the last one inserted; the count proves it."""
     columns, cells = batch_columns(rows, [_encoder(conn, column) for column in ROW_COLUMNS],
                                    None)
     statement = INSERT_BATCH.format(columns=", ".join(columns),
                                     marks=", ".join("?" * len(columns)))
     conn.raw.executemany(statement, zip(*cells, strict=True))
+    count = len(rows["state"])
     last = int(conn.scalar(LAST_ID))
-    first = last - len(rows) + 1
+    first = last - count + 1
     found = conn.scalar(COUNT_IDS, {"first": first, "last": last})
-    if found != len(rows):
-        raise RuntimeError(f"inserted {len(rows)} jobs but found {found} in ids {first}..{last}")
+    if found != count:
+        raise RuntimeError(f"inserted {count} jobs but found {found} in ids {first}..{last}")
     return list(range(first, last + 1))
 
 
