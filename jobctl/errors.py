@@ -6,7 +6,6 @@ message is one line meant for the user; a hint, where one helps, goes after it o
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from enum import IntEnum
 
@@ -60,6 +59,8 @@ class InvalidInput(JobctlError):
         words say, else as the field's name."""
         if self.template is None:
             return self.message
+        import string  # (only when an error is worded: not on every command's start-up)
+
         names = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
         return self.template.format_map({name: words.get(name, self.words.get(name, name))
                                          for name in names})
