@@ -66,6 +66,10 @@ class ClaimedJob:
     gated: bool = False  # claimed by the gated claim (capacity control)
     # A follower (jobctl.capacity.follow): it starts only once this job of the same worker ended.
     after: int | None = None
+    # A hook (jobctl.models.HOOK_STATES): the job whose end started it. The worker gives it that
+    # job's status document on standard input and its output in $JOBCTL_HOOK_OUTPUT.
+    hook_of: int | None = None
+    hook_output: bytes | None = None  # that output (the worker reads it before the start)
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         gpus=tuple(gpu_list(row["gpu_indices"])),
         gated=bool(row["gated"]),
         after=row["after_id"] if row["in_buffer"] else None,
+        hook_of=row["hook_of"],
     )
 
 
