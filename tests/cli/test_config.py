@@ -52,7 +52,8 @@ def test_config_path_follows_xdg_config_home(config_file: Path) -> None:
 
 def test_defaults_without_a_file(config_file: Path) -> None:
     settings = show()
-    assert list(settings) == ["profile", "database_url", "no_color", "debug", "retention"]
+    assert list(settings) == ["profile", "database_url", "no_color", "debug", "retention",
+                              "on_success", "on_failure", "on_end"]
     data_home = Path(os.environ["XDG_DATA_HOME"])
     assert settings["database_url"]["value"] == f"sqlite:///{data_home / 'jobctl' / 'jobctl.db'}"
     assert {s["source"] for s in settings.values()} == {"default"}
