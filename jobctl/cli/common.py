@@ -127,6 +127,10 @@ CLI_WORDS = {
     "gpus": "--gpus",
     "requires": "--require",
     "max_running": "--max-running",
+    # dead-man's switches (schedule add/edit, check add)
+    "alert_after_s": "--alert-after",
+    "on_overdue": "--on-overdue",
+    "grace_s": "--grace",
 }
 
 
