@@ -353,14 +353,14 @@ class Client:
 
     def add_schedule(self, definition: ScheduleDefinition, *, replace: bool = False) -> Schedule:
         """Create a schedule; with `replace`, an existing one of that name is redefined."""
-        from jobctl.store import schedules
+        from jobctl.store import overdue, schedules
 
         definition = _validate_schedule(definition)
         with self._writing() as connection:
             _put_schedule(connection, definition, replace, ", or use {edit_schedule}")
             created = schedules.get(connection, definition.name)
-        assert created is not None
-        return created
+            assert created is not None
+            return overdue.with_state(connection, [created])[0]
 
     def add_schedules(self, definitions: Sequence[ScheduleDefinition], *,
                       replace: bool = False) -> None:
@@ -376,7 +376,7 @@ class Client:
         Giving `cron` clears `every_s` and the other way round."""
         import dataclasses
 
-        from jobctl.store import schedules
+        from jobctl.store import overdue, schedules
 
         if changes.get("cron") is not None:
             changes["every_s"] = None
@@ -393,8 +393,8 @@ class Client:
                 raise InvalidInput(f"schedule {definition.name!r} exists already")
             schedules.replace(connection, existing, definition)
             edited = schedules.get(connection, definition.name)
-        assert edited is not None
-        return edited
+            assert edited is not None
+            return overdue.with_state(connection, [edited])[0]
 
     def schedules(self) -> list[Schedule]:
         """Every schedule, with its overdue state as of now (store.overdue.with_state)."""
