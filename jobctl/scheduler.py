@@ -1,4 +1,5 @@
-"""The scheduler: turns due schedule occurrences into jobs, and rescues expired leases.
+"""The scheduler: turns due schedule occurrences into jobs, notices overdue schedules and checks
+(dead-man's switches, jobctl.store.overdue), and rescues expired leases.
 
 It talks to the database through its driver alone (jobctl.store.direct: no SQLAlchemy, whose
 import costs more than a pass over a thousand schedules), on one connection.
