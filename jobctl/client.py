@@ -854,6 +854,11 @@ def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
     if not 0 <= definition.jitter_s <= MAX_DURATION_S:
         raise InvalidInput("{jitter_s} must be 0s or more", field="jitter_s")
     _validate_alert(definition.alert_after_s, "alert_after_s", definition.on_overdue)
+    if definition.alert_after_s is not None and definition.workflow is not None:
+        # Its runs are workflows, whose tasks are no jobs of the schedule.
+        raise InvalidInput("{alert_after_s} is for a schedule of a command, not of a workflow: "
+                           "let the workflow's last task ping a check (`jobctl check`)",
+                           field="alert_after_s")
     if (definition.start_at is not None and definition.end_at is not None
             and definition.end_at <= definition.start_at):
         raise InvalidInput("{end_at} must be after {start_at}", field="end_at")

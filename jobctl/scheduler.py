@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobctl.scheduler")
 
 # With metrics on: which schedules and checks are overdue is read for them after every pass
-# that judged something, and at least this often (a schedule added or removed shows up).
-OVERDUE_REPORT_EVERY_S = 5.0
+# that changed something, and at least this often (a ping that ended a check's spell, a switch
+# added or removed, show up within it).
+OVERDUE_REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
