@@ -365,7 +365,7 @@ def overdue_hook(name: str, command: str, queue: str, document: Mapping[str, obj
 
     return JobSpec(
         argv=["/bin/sh", "-c", command],
-        name=f"{name} ({HOOK_STATE_OVERDUE})",
+        name=f"on_{HOOK_STATE_OVERDUE} of {name}",  # as the per-job hooks: "on_failure of …"
         queue=queue,
         env={"JOBCTL_HOOK_NAME": name, "JOBCTL_HOOK_STATE": HOOK_STATE_OVERDUE,
              "JOBCTL_HOOK_JOB_ID": "" if job_id is None else str(job_id),

@@ -80,7 +80,7 @@ def hook_jobs(db: DirectDatabase, name: str) -> list[int]:
     """The hook jobs an overdue `name` made (named after it), oldest first."""
     with db.read() as conn:
         found = reads.list_jobs(conn, limit=1000)
-    return sorted(job.id for job in found if job.name == f"{name} (overdue)")
+    return sorted(job.id for job in found if job.name == f"on_overdue of {name}")
 
 
 def evaluate(db: DirectDatabase) -> overdue.Noticed:

@@ -73,7 +73,7 @@ def test_an_overdue_hook_is_a_shell_job_told_what_is_overdue() -> None:
     document = {"name": "backup", "overdue": True}
     spec = overdue_hook("backup", "mail -s late ops", "ops", document, job_id=41, exit_code=3)
     assert spec.argv == ["/bin/sh", "-c", "mail -s late ops"]
-    assert spec.queue == "ops"
+    assert spec.queue == "ops" and spec.name == "on_overdue of backup"
     assert spec.env == {"JOBCTL_HOOK_NAME": "backup", "JOBCTL_HOOK_STATE": "overdue",
                         "JOBCTL_HOOK_JOB_ID": "41", "JOBCTL_HOOK_EXIT_CODE": "3"}
     assert spec.input is not None and json.loads(spec.input) == document
