@@ -586,6 +586,12 @@ class ScheduleDefinition:
                    on_overdue=schedule.on_overdue)
 
 
+# What `schedule show` (and an overdue hook's standard input) lists: its next fire times, and its
+# latest runs.
+SHOW_FIRE_TIMES = 5
+SHOW_RUNS = 10
+
+
 def schedule_document(schedule: Schedule, next_fire_times: Iterable[datetime],
                       runs: Iterable[ScheduleRun]) -> dict[str, Any]:
     """`schedule show -o json`: the schedule, its next fire times and its latest runs. Also what

@@ -85,11 +85,12 @@ def list_(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPTION) -> No
         terminal.json([check.to_json() for check in found])
         return
     rows = [[c.name, format_duration(c.every_s), format_duration(c.grace_s),
-             c.last_ping_at or "never", _overdue_text(c),
-             c.overdue_since if c.overdue else c.overdue_at, c.on_overdue or "-"]
+             c.last_ping_at or "never", _overdue_text(c), c.overdue_since, c.overdue_at,
+             c.on_overdue or "-"]
             for c in found]
-    terminal.table(["name", "every", "grace", "last ping", "overdue", "since/at", "on overdue"],
-                   rows, fmt, free={"name", "on overdue"})
+    # since: when it became overdue; due: when it becomes overdue unless pinged first.
+    terminal.table(["name", "every", "grace", "last ping", "overdue", "since", "due",
+                    "on overdue"], rows, fmt, free={"name", "on overdue"})
 
 
 @app.command()

@@ -260,9 +260,11 @@ def show(ctx: typer.Context, name: str = NAME_ARGUMENT,
 
     st = state(ctx)
     client = st.client()
+    from jobctl.models import SHOW_FIRE_TIMES, SHOW_RUNS
+
     schedule = client.schedule(name)
-    upcoming = client.next_fire_times(name, 5)
-    runs = client.schedule_runs(name, 10)
+    upcoming = client.next_fire_times(name, SHOW_FIRE_TIMES)
+    runs = client.schedule_runs(name, SHOW_RUNS)
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:

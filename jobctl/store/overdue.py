@@ -35,7 +35,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobctl import policy
-from jobctl.models import JobState, Schedule, ScheduleDefinition, schedule_document
+from jobctl.models import (
+    SHOW_FIRE_TIMES,
+    SHOW_RUNS,
+    JobState,
+    Schedule,
+    ScheduleDefinition,
+    schedule_document,
+)
 from jobctl.store import checks as check_store
 from jobctl.store import schedules as schedule_store
 from jobctl.store import submit as submit_store
@@ -51,11 +58,6 @@ LAST_SUCCESS = (f"(SELECT max(j.finished_at) FROM jobs j WHERE j.schedule_id = s
 
 # The columns the overdue pass reads of a schedule: SCHEDULE_COLUMNS, then these.
 PASS_COLUMNS = ("alert_check_at", "last_success_at")
-
-# The runs a hook's standard input lists (as `schedule show` does), and fire times.
-DOCUMENT_RUNS = 10
-DOCUMENT_FIRE_TIMES = 5
-
 
 # --- a schedule's alert ---------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ def _watched(conn: Conn, row: Sequence[Any]) -> Watched:
     """A Watched from a row of (now, SCHEDULE_COLUMNS…, PASS_COLUMNS…)."""
     width = len(schedule_store.SCHEDULE_COLUMNS)
     check_at, last_success = row[1 + width:]
-    return Watched(schedule_store._schedule(conn, row[1:1 + width]),
+    return Watched(schedule_store.from_row(conn, row[1:1 + width]),
                    conn.time_not_null(row[0]), conn.time(check_at), conn.time(last_success))
 
 
@@ -240,8 +242,8 @@ def _schedule_hook(conn: Conn, schedule: Schedule) -> int:
     assert schedule.on_overdue is not None
     latest = conn.execute(conn.backend.sql_overdue.LATEST_RUN, {"id": schedule.id}).fetchone()
     document = schedule_document(
-        schedule, schedule_store.next_fire_times(schedule, DOCUMENT_FIRE_TIMES),
-        schedule_store.recent_runs(conn, schedule.id, DOCUMENT_RUNS))
+        schedule, schedule_store.next_fire_times(schedule, SHOW_FIRE_TIMES),
+        schedule_store.recent_runs(conn, schedule.id, SHOW_RUNS))
     spec = policy.overdue_hook(
         schedule.name, schedule.on_overdue,
         schedule.job.queue if schedule.job is not None else "default", document,

@@ -84,6 +84,12 @@ def _schedule(conn: Conn, row: Sequence[Any]) -> Schedule:
     )
 
 
+def from_row(conn: Conn, row: Sequence[Any]) -> Schedule:
+    """A Schedule from a row of SCHEDULE_COLUMNS (another entity's statement that selects
+    them: jobctl.store.overdue)."""
+    return _schedule(conn, row)
+
+
 def timing(schedule: Schedule) -> Timing:
     """The schedule's fire times (policy.schedule_timing)."""
     return policy.schedule_timing(schedule.cron, schedule.every_s, schedule.timezone,
