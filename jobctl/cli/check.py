@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from jobctl.cli import complete
 from jobctl.cli.common import output_option, parse_duration, state
 from jobctl.cli.render import OutputFormat
 
@@ -21,7 +22,8 @@ app = typer.Typer(help="Dead-man's switches for scripts and jobs outside jobctl:
                        "told when the pings stop.", no_args_is_help=True, rich_markup_mode=None)
 
 OUTPUT_OPTION = output_option()
-NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The check's name.")
+NAME_ARGUMENT = typer.Argument(..., metavar="NAME", help="The check's name.",
+                               autocompletion=complete.check_names)
 
 
 @app.command()
