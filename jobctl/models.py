@@ -612,6 +612,11 @@ CHECK_GRACE_SHARE = 0.5
 CHECK_GRACE_MAX_S = 3600.0
 # What an overdue hook's environment says it is about (JOBCTL_HOOK_STATE).
 HOOK_STATE_OVERDUE = "overdue"
+# An overdue hook's retries after a failure, and the first one's delay (a mail or webhook server
+# may be down a moment). The same as the per-job hooks' (HOOK_MAX_ATTEMPTS - 1, HOOK_BACKOFF_S,
+# built on another branch): one of the two pairs goes when they meet.
+OVERDUE_HOOK_RETRIES = 2
+OVERDUE_HOOK_BACKOFF_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from jobctl.models import (
     FAILING_STATES,
     FINAL_STATES,
     HOOK_STATE_OVERDUE,
+    OVERDUE_HOOK_BACKOFF_S,
+    OVERDUE_HOOK_RETRIES,
     JobSpec,
     JobState,
     Misfire,
@@ -360,13 +362,16 @@ def overdue_hook(name: str, command: str, queue: str, document: Mapping[str, obj
     """The job an overdue schedule or check runs as its hook: `command` by /bin/sh -c, told in
     its environment what became overdue (JOBCTL_HOOK_NAME, JOBCTL_HOOK_STATE; for a schedule
     its latest run's JOBCTL_HOOK_JOB_ID and JOBCTL_HOOK_EXIT_CODE, empty when none), reading
-    `document` (what `show -o json` prints) as JSON on its standard input."""
+    `document` (what `show -o json` prints) as JSON on its standard input; retried after a
+    failure like any job (OVERDUE_HOOK_RETRIES)."""
     import json
 
     return JobSpec(
         argv=["/bin/sh", "-c", command],
         name=f"on_{HOOK_STATE_OVERDUE} of {name}",  # as the per-job hooks: "on_failure of …"
         queue=queue,
+        retries=OVERDUE_HOOK_RETRIES,
+        backoff_s=OVERDUE_HOOK_BACKOFF_S,
         env={"JOBCTL_HOOK_NAME": name, "JOBCTL_HOOK_STATE": HOOK_STATE_OVERDUE,
              "JOBCTL_HOOK_JOB_ID": "" if job_id is None else str(job_id),
              "JOBCTL_HOOK_EXIT_CODE": "" if exit_code is None else str(exit_code)},

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobctl.models import CHECK_GRACE_MAX_S
+from jobctl.models import CHECK_GRACE_MAX_S, OVERDUE_HOOK_RETRIES
 from jobctl.policy import OverdueState, default_grace_s, overdue_hook, overdue_state
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -78,6 +78,7 @@ def test_an_overdue_hook_is_a_shell_job_told_what_is_overdue() -> None:
                         "JOBCTL_HOOK_JOB_ID": "41", "JOBCTL_HOOK_EXIT_CODE": "3"}
     assert spec.input is not None and json.loads(spec.input) == document
     assert spec.unique_key is None and spec.after == ()
+    assert spec.retries == OVERDUE_HOOK_RETRIES > 0
 
 
 def test_a_check_hook_has_no_run_to_name() -> None:
