@@ -29,6 +29,7 @@ from jobctl.errors import DatabaseUnavailable, InvalidInput, NotFound, WaitTimeo
 from jobctl.models import (
     MAX_INPUT_BYTES,
     Attempt,
+    Check,
     Dependency,
     Job,
     JobSpec,
@@ -353,14 +354,14 @@ class Client:
 
     def add_schedule(self, definition: ScheduleDefinition, *, replace: bool = False) -> Schedule:
         """Create a schedule; with `replace`, an existing one of that name is redefined."""
-        from jobctl.store import schedules
+        from jobctl.store import overdue, schedules
 
         definition = _validate_schedule(definition)
         with self._writing() as connection:
             _put_schedule(connection, definition, replace, ", or use {edit_schedule}")
             created = schedules.get(connection, definition.name)
-        assert created is not None
-        return created
+            assert created is not None
+            return overdue.with_state(connection, [created])[0]
 
     def add_schedules(self, definitions: Sequence[ScheduleDefinition], *,
                       replace: bool = False) -> None:
@@ -376,7 +377,7 @@ class Client:
         Giving `cron` clears `every_s` and the other way round."""
         import dataclasses
 
-        from jobctl.store import schedules
+        from jobctl.store import overdue, schedules
 
         if changes.get("cron") is not None:
             changes["every_s"] = None
@@ -393,20 +394,24 @@ class Client:
                 raise InvalidInput(f"schedule {definition.name!r} exists already")
             schedules.replace(connection, existing, definition)
             edited = schedules.get(connection, definition.name)
-        assert edited is not None
-        return edited
+            assert edited is not None
+            return overdue.with_state(connection, [edited])[0]
 
     def schedules(self) -> list[Schedule]:
-        from jobctl.store import schedules
+        """Every schedule, with its overdue state as of now (store.overdue.with_state)."""
+        from jobctl.store import overdue, schedules
 
         with self._reading() as connection:
-            return schedules.list_all(connection)
+            return overdue.with_state(connection, schedules.list_all(connection))
 
     def schedule(self, name: str) -> Schedule:
-        from jobctl.store import schedules
+        """The schedule, with its overdue state as of now (store.overdue.with_state)."""
+        from jobctl.store import overdue, schedules
 
         with self._reading() as connection:
             found = schedules.get(connection, name)
+            if found is not None:
+                [found] = overdue.with_state(connection, [found])
         if found is None:
             raise NotFound(f"no schedule named {name!r}")
         return found
@@ -423,11 +428,7 @@ class Client:
         """The schedule's next `count` fire times (UTC), from its next due one on."""
         from jobctl.store import schedules
 
-        found = self.schedule(name)
-        if found.next_fire_at is None or count <= 0:
-            return []
-        timing = schedules.timing(found)
-        return [found.next_fire_at, *timing.upcoming(found.next_fire_at, count - 1)]
+        return schedules.next_fire_times(self.schedule(name), count)
 
     def pause_schedule(self, name: str, paused: bool = True) -> bool:
         """Pause (or resume) a schedule; returns whether it was paused before."""
@@ -467,6 +468,61 @@ class Client:
         return submitted.job_ids[0]
 
 
+
+    # --- checks: dead-man's switches pinged from outside ----------------------------------------
+
+    def add_check(self, name: str, every_s: float, grace_s: float | None = None,
+                  on_overdue: str | None = None, *, replace: bool = False) -> Check:
+        """Add a check: overdue when no successful ping came for `every_s` + `grace_s` (default:
+        policy.default_grace_s). With `replace`, one of that name starts afresh."""
+        from jobctl.policy import default_grace_s
+        from jobctl.store import checks
+
+        if grace_s is None and isinstance(every_s, int | float) and every_s > 0:
+            grace_s = default_grace_s(every_s)
+        _validate_check(name, every_s, grace_s, on_overdue)
+        assert grace_s is not None
+        with self._writing() as connection:
+            if not checks.put(connection, name, float(every_s), float(grace_s), on_overdue,
+                              replace=replace):
+                raise InvalidInput(f"check {InvalidInput.literal(repr(name))} exists already: "
+                                   "give {replace} to redefine it", field="replace",
+                                   words={"replace": "replace=True"})
+            found = checks.get(connection, name)
+        assert found is not None
+        return found.check
+
+    def checks(self) -> list[Check]:
+        from jobctl.store import checks
+
+        with self._reading() as connection:
+            return checks.list_all(connection)
+
+    def check(self, name: str) -> Check:
+        from jobctl.store import checks
+
+        with self._reading() as connection:
+            found = checks.get(connection, name)
+        if found is None:
+            raise NotFound(f"no check named {name!r}")
+        return found.check
+
+    def ping_check(self, name: str, *, failed: bool = False) -> None:
+        """A ping: a success moves the check's deadline on and ends an overdue spell; a failure
+        makes it overdue at once (its hook job is inserted in the same transaction)."""
+        from jobctl.store import checks
+
+        with self._writing() as connection:
+            found = checks.ping(connection, name, failed=failed)
+        if found is None:
+            raise NotFound(f"no check named {name!r}")
+
+    def remove_check(self, name: str) -> None:
+        from jobctl.store import checks
+
+        with self._writing() as connection:
+            if not checks.delete(connection, name):
+                raise NotFound(f"no check named {name!r}")
 
     # --- dependencies and workflows -----------------------------------------------------------
 
@@ -798,11 +854,48 @@ def _validate_schedule(definition: ScheduleDefinition) -> ScheduleDefinition:
         raise _too_long("every_s")
     if not 0 <= definition.jitter_s <= MAX_DURATION_S:
         raise InvalidInput("{jitter_s} must be 0s or more", field="jitter_s")
+    _validate_alert(definition.alert_after_s, "alert_after_s", definition.on_overdue)
+    if definition.alert_after_s is not None and definition.workflow is not None:
+        # Its runs are workflows, whose tasks are no jobs of the schedule.
+        raise InvalidInput("{alert_after_s} is for a schedule of a command, not of a workflow: "
+                           "let the workflow's last task ping a check (`jobctl check`)",
+                           field="alert_after_s")
     if (definition.start_at is not None and definition.end_at is not None
             and definition.end_at <= definition.start_at):
         raise InvalidInput("{end_at} must be after {start_at}", field="end_at")
     _validate(definition.job)
     return dataclasses.replace(definition, cron=cron)
+
+
+def _validate_alert(period_s: object, field: str, on_overdue: object) -> None:
+    """A dead-man's switch's period (None: no switch, for a schedule) and hook command."""
+    if period_s is not None:
+        if isinstance(period_s, bool) or not isinstance(period_s, int | float):
+            raise InvalidInput(f"{{{field}}} must be a number of seconds", field=field)
+        if not 0 < period_s <= MAX_DURATION_S:
+            raise InvalidInput(f"{{{field}}} must be longer than 0s and at most "
+                               f"{MAX_DURATION_S / 86_400:.0f}d", field=field)
+    if on_overdue is not None:
+        problem = (hook_problem(on_overdue) if isinstance(on_overdue, str)
+                   else "must be a command (for /bin/sh -c)")
+        if problem is not None:
+            raise InvalidInput(f"{{on_overdue}}: {InvalidInput.literal(problem)}",
+                               field="on_overdue")
+        if period_s is None:
+            raise InvalidInput(f"{{on_overdue}} needs {{{field}}}", field="on_overdue")
+
+
+def _validate_check(name: object, every_s: object, grace_s: object, on_overdue: object) -> None:
+    if not isinstance(name, str) or not name or name != name.strip() or not name.isprintable():
+        raise InvalidInput("a check needs a name without leading or trailing blanks or control "
+                           "characters")
+    _validate_alert(every_s, "every_s", on_overdue)
+    if every_s is None:
+        raise InvalidInput("a check needs {every_s}", field="every_s")
+    if (isinstance(grace_s, bool) or not isinstance(grace_s, int | float)
+            or not 0 <= grace_s <= MAX_DURATION_S):
+        raise InvalidInput(f"{{grace_s}} must be 0s or more and at most "
+                           f"{MAX_DURATION_S / 86_400:.0f}d", field="grace_s")
 
 
 def _check_ids(job_ids: Sequence[int]) -> None:

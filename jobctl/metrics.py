@@ -23,6 +23,7 @@ from jobctl.errors import InvalidInput
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
+    from jobctl.store.overdue import Overdue
     from jobctl.store.queue import Outcome
 
 # (healthy, reason): the reason is what /healthz says.
@@ -184,6 +185,15 @@ class SchedulerMetrics:
                               "1 while passes succeed on time (as /healthz), else 0.",
                               registry=registry)
         self._healthy.set_function(lambda: 1.0 if self.health()[0] else 0.0)
+        self._overdue: Overdue | None = None  # dead-man's switches, as the last pass left them
+        registry.register(_OverdueCollector(self))
+
+    def overdue(self, switches: Overdue) -> None:
+        """Which schedules (with --alert-after) and checks are overdue now: a gauge per switch
+        (`jobctl_schedule_overdue{schedule}`, `jobctl_check_overdue{check}`, 1 or 0), its
+        labels exactly the switches that exist."""
+        with self._lock:
+            self._overdue = switches
 
     def fired(self, jobs: int, skipped: int, missed: int, lateness_s: list[float]) -> None:
         self._occurrences.labels("fired").inc(jobs)
@@ -217,6 +227,36 @@ class SchedulerMetrics:
         if age > self.stale_after_s:
             return False, f"no scheduler pass for {age:.1f}s"
         return True, "ok"
+
+
+class _OverdueCollector:
+    """`jobctl_schedule_overdue` and `jobctl_check_overdue`, from what the scheduler's last
+    overdue pass reported (SchedulerMetrics.overdue): a switch removed is gone from the next
+    scrape, not left at its last value."""
+
+    def __init__(self, metrics: SchedulerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self._metrics._lock:
+            switches = self._metrics._overdue
+        schedules = GaugeMetricFamily(
+            "jobctl_schedule_overdue",
+            "1 while the schedule (with --alert-after) is overdue: no succeeded run for longer "
+            "than that; else 0.", labels=["schedule"])
+        checks = GaugeMetricFamily(
+            "jobctl_check_overdue",
+            "1 while the check is overdue: no successful ping within its period and grace, or "
+            "a failure ping; else 0.", labels=["check"])
+        if switches is not None:
+            for name, overdue in sorted(switches.schedules.items()):
+                schedules.add_metric([name], 1.0 if overdue else 0.0)
+            for name, overdue in sorted(switches.checks.items()):
+                checks.add_metric([name], 1.0 if overdue else 0.0)
+        yield schedules
+        yield checks
 
 
 class MetricsServer:

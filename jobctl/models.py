@@ -534,8 +534,37 @@ class Schedule:
     last_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # The dead-man's switch (`--alert-after`; None: it has none): overdue after no succeeded run
+    # for `alert_after_s` (see policy.overdue_state); `on_overdue` is its hook's command.
+    alert_after_s: float | None = None
+    on_overdue: str | None = None
+    alert_set_at: datetime | None = None  # when --alert-after was set: the clock's start
+    # As stored: the overdue spell a scheduler noticed. As `schedule list/show` read it (store.
+    # overdue.with_state): the spell as of now, whether or not a scheduler noticed it yet;
+    # `overdue_at`, when it becomes overdue unless a run succeeds first; its latest success.
+    overdue_since: datetime | None = None
+    overdue_at: datetime | None = None
+    last_success_at: datetime | None = None
+
+    @property
+    def overdue(self) -> bool:
+        return self.overdue_since is not None
 
     def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            **self._to_json(),
+            "alert_after_s": self.alert_after_s,
+            "on_overdue": self.on_overdue,
+            "alert_set_at": isoformat_utc(self.alert_set_at),
+            "overdue": self.overdue,
+            "overdue_since": isoformat_utc(self.overdue_since),
+            "overdue_at": isoformat_utc(self.overdue_at),
+            "last_success_at": isoformat_utc(self.last_success_at),
+        }
+
+    def _to_json(self) -> dict[str, Any]:
         from jobctl.timeparse import isoformat_utc
 
         return {
@@ -595,6 +624,9 @@ class ScheduleDefinition:
     # A schedule of a workflow: {"definition": jobctl.workflow.load(...), "params": {--set}};
     # `job` then only describes it (its queue and a command line that says what runs).
     workflow: dict[str, Any] | None = None
+    # Its dead-man's switch: overdue after no succeeded run for this long; the hook's command.
+    alert_after_s: float | None = None
+    on_overdue: str | None = None
 
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleDefinition:
@@ -603,4 +635,74 @@ class ScheduleDefinition:
                    every_s=schedule.every_s, timezone=schedule.timezone,
                    start_at=schedule.start_at, end_at=schedule.end_at, overlap=schedule.overlap,
                    misfire=schedule.misfire, jitter_s=schedule.jitter_s, paused=schedule.paused,
-                   workflow=schedule.workflow)
+                   workflow=schedule.workflow, alert_after_s=schedule.alert_after_s,
+                   on_overdue=schedule.on_overdue)
+
+
+# What `schedule show` (and an overdue hook's standard input) lists: its next fire times, and its
+# latest runs.
+SHOW_FIRE_TIMES = 5
+SHOW_RUNS = 10
+
+
+def schedule_document(schedule: Schedule, next_fire_times: Iterable[datetime],
+                      runs: Iterable[ScheduleRun]) -> dict[str, Any]:
+    """`schedule show -o json`: the schedule, its next fire times and its latest runs. Also what
+    its overdue hook reads on its standard input."""
+    from jobctl.timeparse import isoformat_utc
+
+    return {**schedule.to_json(), "next_fire_times": [isoformat_utc(t) for t in next_fire_times],
+            "runs": [run.to_json() for run in runs]}
+
+
+# --- dead-man's switches: checks (`jobctl check`) and overdue hooks ----------------------------
+
+# A check's default grace (`check add` without --grace): half its period, at most an hour. An
+# hour is healthchecks.io's default, right for daily jobs; for short periods it would hide a
+# dead job for many periods, and half a period still lets a job that pings at its end run late
+# by half a period (its run time varying) before anyone is told.
+CHECK_GRACE_SHARE = 0.5
+CHECK_GRACE_MAX_S = 3600.0
+# What an overdue hook's environment says it is about (JOBCTL_HOOK_STATE).
+HOOK_STATE_OVERDUE = "overdue"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A dead-man's switch for anything outside jobctl (`jobctl check`): pinged by a script, and
+    overdue when no successful ping came for `every_s` + `grace_s` (or a ping said it failed).
+    `overdue_since`/`overdue_at` as of the moment it was read (policy.overdue_state)."""
+
+    id: int
+    name: str
+    every_s: float
+    grace_s: float
+    on_overdue: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_ping_at: datetime | None
+    last_fail_at: datetime | None
+    overdue_since: datetime | None
+    overdue_at: datetime | None
+
+    @property
+    def overdue(self) -> bool:
+        return self.overdue_since is not None
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "every_s": self.every_s,
+            "grace_s": self.grace_s,
+            "on_overdue": self.on_overdue,
+            "created_at": isoformat_utc(self.created_at),
+            "updated_at": isoformat_utc(self.updated_at),
+            "last_ping_at": isoformat_utc(self.last_ping_at),
+            "last_fail_at": isoformat_utc(self.last_fail_at),
+            "overdue": self.overdue,
+            "overdue_since": isoformat_utc(self.overdue_since),
+            "overdue_at": isoformat_utc(self.overdue_at),
+        }

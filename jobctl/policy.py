@@ -15,7 +15,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
 
-from jobctl.models import FAILING_STATES, FINAL_STATES, JobState, Misfire, Overlap
+from jobctl.models import (
+    CHECK_GRACE_MAX_S,
+    CHECK_GRACE_SHARE,
+    FAILING_STATES,
+    FINAL_STATES,
+    HOOK_BACKOFF_S,
+    HOOK_MAX_ATTEMPTS,
+    HOOK_STATE_OVERDUE,
+    JobSpec,
+    JobState,
+    Misfire,
+    Overlap,
+)
 from jobctl.timeparse import isoformat_utc
 
 if TYPE_CHECKING:  # jobctl.cron is imported where a schedule's fire times are planned
@@ -298,3 +310,70 @@ def initial_state(after: Sequence[int], after_any: Sequence[int],
     met = all(states[dep] == JobState.SUCCEEDED.value for dep in after) and all(
         states[dep] in FINAL_STATES for dep in after_any)
     return Initial(JobState.QUEUED if met else JobState.WAITING)
+
+
+# --- dead-man's switches: overdue schedules and checks ---------------------------------------
+
+
+@dataclass(frozen=True)
+class OverdueState:
+    """Whether a dead-man's switch is overdue at a moment: since when (None: it is not), or else
+    when it becomes overdue unless a success comes first."""
+
+    since: datetime | None
+    due_at: datetime | None = None  # None while overdue
+
+    @property
+    def overdue(self) -> bool:
+        return self.since is not None
+
+
+def overdue_state(now: datetime, period_s: float, armed_at: datetime,
+                  last_success: datetime | None, spell: datetime | None) -> OverdueState:
+    """Is this overdue now, given these times? A switch is overdue once `period_s` passed
+    without a success: since its latest success, or since it was armed (`--alert-after` set,
+    the check added) when it has had none. `spell`: the overdue spell begun before (by a
+    scheduler that noticed it, or a failure ping), which lasts until a success newer than its
+    start; after that a new spell can begin, and a spell is due once past the period again.
+    A new spell (`since` not `spell`) is one to run the hook for."""
+    if spell is not None and (last_success is None or last_success <= spell):
+        return OverdueState(since=spell)
+    deadline = overdue_deadline(last_success if last_success is not None else armed_at,
+                                period_s)
+    if deadline <= now:
+        return OverdueState(since=deadline)
+    return OverdueState(since=None, due_at=deadline)
+
+
+def overdue_deadline(start: datetime, period_s: float) -> datetime:
+    """When a switch whose clock started at `start` becomes overdue (one computation, so that a
+    stored deadline equals the one recomputed from the same facts)."""
+    return start + timedelta(seconds=period_s)
+
+
+def default_grace_s(every_s: float) -> float:
+    """A check's grace when `check add` is given none: a share of its period, capped (see
+    models.CHECK_GRACE_SHARE)."""
+    return min(every_s * CHECK_GRACE_SHARE, CHECK_GRACE_MAX_S)
+
+
+def overdue_hook(name: str, command: str, queue: str, document: Mapping[str, object],
+                 job_id: int | None = None, exit_code: int | None = None) -> JobSpec:
+    """The job an overdue schedule or check runs as its hook: `command` by /bin/sh -c, told in
+    its environment what became overdue (JOBCTL_HOOK_NAME, JOBCTL_HOOK_STATE; for a schedule
+    its latest run's JOBCTL_HOOK_JOB_ID and JOBCTL_HOOK_EXIT_CODE, empty when none), reading
+    `document` (what `show -o json` prints) as JSON on its standard input; retried after a
+    failure as every hook is (models.HOOK_MAX_ATTEMPTS)."""
+    import json
+
+    return JobSpec(
+        argv=["/bin/sh", "-c", command],
+        name=f"on_{HOOK_STATE_OVERDUE} of {name}",  # as the per-job hooks: "on_failure of …"
+        queue=queue,
+        retries=HOOK_MAX_ATTEMPTS - 1,
+        backoff_s=HOOK_BACKOFF_S,
+        env={"JOBCTL_HOOK_NAME": name, "JOBCTL_HOOK_STATE": HOOK_STATE_OVERDUE,
+             "JOBCTL_HOOK_JOB_ID": "" if job_id is None else str(job_id),
+             "JOBCTL_HOOK_EXIT_CODE": "" if exit_code is None else str(exit_code)},
+        input=(json.dumps(document, indent=2) + "\n").encode(),
+    )

@@ -1,4 +1,5 @@
-"""The scheduler: turns due schedule occurrences into jobs, and rescues expired leases.
+"""The scheduler: turns due schedule occurrences into jobs, notices overdue schedules and checks
+(dead-man's switches, jobctl.store.overdue), and rescues expired leases.
 
 It talks to the database through its driver alone (jobctl.store.direct: no SQLAlchemy, whose
 import costs more than a pass over a thousand schedules), on one connection.
@@ -28,9 +29,15 @@ if TYPE_CHECKING:
     from jobctl.metrics import SchedulerMetrics
     from jobctl.store.direct import DirectDatabase
     from jobctl.store.notify import Listener
+    from jobctl.store.overdue import Noticed
     from jobctl.store.schedules import Fired
 
 log = logging.getLogger("jobctl.scheduler")
+
+# With metrics on: which schedules and checks are overdue is read for them after every pass
+# that changed something, and at least this often (a ping that ended a check's spell, a switch
+# added or removed, show up within it).
+OVERDUE_REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._next_rescue = 0.0
         self._next_prune = 0.0
+        self._overdue_reported = False
+        self._next_overdue_report = 0.0
 
     @property
     def poll_s(self) -> float:
@@ -78,6 +87,7 @@ class Scheduler:
             while not self._stop.is_set():
                 try:
                     self.fire_all()
+                    self.notice_overdue()
                     self._rescue_if_due()
                     self._prune_if_due()
                     backoff = 0.5
@@ -131,6 +141,35 @@ class Scheduler:
                 break
         return total
 
+    def notice_overdue(self) -> Noticed:
+        """The overdue pass (jobctl.store.overdue): what may have become overdue is read first,
+        in a read transaction (an index probe or three: no write lock taken when nothing is
+        due), then judged and written in a write transaction, each change conditional on the
+        row being as read, so that of several schedulers exactly one begins each spell and
+        inserts its hook job."""
+        from jobctl.store import overdue
+
+        with self._db.read() as conn:
+            due = overdue.due(conn, self._settings.batch)
+        noticed = overdue.Noticed()
+        written = overdue.to_write(due)
+        if written:
+            with self._db.write() as conn:
+                noticed = overdue.apply(conn, overdue.due(conn, self._settings.batch))
+        for what in noticed.ended:
+            log.info("%s is no longer overdue", what)
+        for what in noticed.began:
+            log.warning("%s is overdue", what)
+        if noticed.hooks:
+            log.info("overdue hook job(s) %s submitted", ", ".join(map(str, noticed.hooks)))
+        if self._metrics is not None and (written or not self._overdue_reported
+                                          or time.monotonic() >= self._next_overdue_report):
+            with self._db.read() as conn:
+                self._metrics.overdue(overdue.overdue_now(conn))
+            self._overdue_reported = True
+            self._next_overdue_report = time.monotonic() + OVERDUE_REPORT_EVERY_S
+        return noticed
+
     def _rescue_if_due(self) -> None:
         if time.monotonic() < self._next_rescue:
             return
@@ -161,10 +200,13 @@ class Scheduler:
         self._next_prune = time.monotonic() + self._settings.prune_every_s
 
     def _sleep(self) -> None:
-        from jobctl.store import schedules
+        from jobctl.store import overdue, schedules
 
         with self._db.read() as conn:
             due_in = schedules.seconds_until_next_due(conn)
+            overdue_in = overdue.seconds_until_next(conn)
+        if overdue_in is not None:
+            due_in = overdue_in if due_in is None else min(due_in, overdue_in)
         until_rescue = max(0.0, self._next_rescue - time.monotonic())
         timeout = min(self.poll_s, until_rescue, self.poll_s if due_in is None else due_in)
         if timeout <= 0:

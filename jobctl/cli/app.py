@@ -146,6 +146,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("jobctl.cli.schedule",
                  "Recurring jobs: cron expressions or intervals, in any time zone."),
     "scheduler": ("jobctl.cli.scheduler", "Run the scheduler that turns schedules into jobs."),
+    "check": ("jobctl.cli.check", "Dead-man's switches for scripts and jobs outside jobctl: "
+                                  "ping them, be told when the pings stop."),
     "workflow": ("jobctl.cli.workflow", "Run graphs of jobs (workflows) from TOML files."),
     "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
                                   "running jobs, recent failures."),

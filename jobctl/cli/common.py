@@ -130,6 +130,10 @@ CLI_WORDS = {
     "on_success": "--on-success",
     "on_failure": "--on-failure",
     "on_end": "--on-end",
+    # dead-man's switches (schedule add/edit, check add)
+    "alert_after_s": "--alert-after",
+    "on_overdue": "--on-overdue",
+    "grace_s": "--grace",
 }
 
 

@@ -201,6 +201,12 @@ def schedule_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     return _lookup(ctx, lambda conn: names.schedule_names(conn, incomplete, LIMIT))
 
 
+def check_names(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
+    from jobctl.store import names
+
+    return _lookup(ctx, lambda conn: names.check_names(conn, incomplete, LIMIT))
+
+
 def workflow_ids(ctx: click.Context, incomplete: str) -> Sequence[Completion]:
     """Workflow ids, most recent first, described by name."""
     from jobctl.store import names

@@ -74,6 +74,15 @@ OVERLAP_HELP = ("When the previous run is still queued or running: allow (run bo
                 "(skip this one, recorded as a skipped job) or replace (cancel the previous run).")
 MISFIRE_HELP = ("Fire times missed while no scheduler ran or the schedule was paused: skip "
                 "them, fire once for the latest, or fire all (up to a cap).")
+ALERT_AFTER_HELP = ("A dead-man's switch: the schedule is overdue once no run of it succeeded "
+                    "for this long (30m, 1d; measured from its latest succeeded run, or from "
+                    "now when it has none), whether its runs fail, are skipped, or nothing runs "
+                    "them. Shown by `schedule list/show` and the scheduler's metrics.")
+ON_OVERDUE_HELP = ("A command (/bin/sh -c) run as a job of its own once each time the schedule "
+                   "becomes overdue; it gets JOBCTL_HOOK_NAME, JOBCTL_HOOK_STATE=overdue, "
+                   "JOBCTL_HOOK_JOB_ID and JOBCTL_HOOK_EXIT_CODE (the latest run's) and the "
+                   "schedule as JSON (`schedule show -o json`) on its standard input. Needs "
+                   "--alert-after.")
 
 
 @app.command()
@@ -124,6 +133,10 @@ def add(
     on_success: str | None = ON_SUCCESS_OPTION,
     on_failure: str | None = ON_FAILURE_OPTION,
     on_end: str | None = ON_END_OPTION,
+    alert_after: str | None = typer.Option(None, "--alert-after", metavar="DURATION",
+                                           help=ALERT_AFTER_HELP, show_default=False),
+    on_overdue: str | None = typer.Option(None, "--on-overdue", metavar="CMD",
+                                          help=ON_OVERDUE_HELP, show_default=False),
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -167,7 +180,8 @@ def add(
         start_at=parse_instant(start_at, "--start-at"), end_at=parse_instant(end_at, "--end-at"),
         overlap=Overlap(overlap.value), misfire=Misfire(misfire.value),
         jitter_s=parse_duration(jitter, "--jitter") or 0.0, paused=paused,
-        workflow=stored_workflow,
+        workflow=stored_workflow, alert_after_s=parse_duration(alert_after, "--alert-after"),
+        on_overdue=on_overdue,
     )
     schedule = st.client().add_schedule(definition, replace=replace)
     st.terminal.err(f"schedule {schedule.name} added; next run "
@@ -193,8 +207,16 @@ def edit(
     jitter: str | None = typer.Option(None, "--jitter", help="Random delay up to this long.",
                                       show_default=False),
     rename: str | None = typer.Option(None, "--rename", help="A new name.", show_default=False),
+    alert_after: str | None = typer.Option(
+        None, "--alert-after", metavar="DURATION|none",
+        help=ALERT_AFTER_HELP.replace("from now", "from this edit") + " Setting it starts its "
+        "clock anew; none removes the switch (and its hook).", show_default=False),
+    on_overdue: str | None = typer.Option(
+        None, "--on-overdue", metavar="CMD", help=ON_OVERDUE_HELP + " An empty CMD removes it.",
+        show_default=False),
 ) -> None:
-    """Change a schedule's timing or policies; its next fire time is computed afresh."""
+    """Change a schedule's timing, policies or dead-man's switch; its next fire time is
+    computed afresh."""
     from jobctl.models import Misfire, Overlap
 
     if cron is not None and every is not None:
@@ -218,6 +240,7 @@ def edit(
         changes["jitter_s"] = parse_duration(jitter, "--jitter")
     if rename is not None:
         changes["name"] = rename
+    changes.update(_alert_changes(alert_after, on_overdue))
     if not changes:
         raise InvalidInput("nothing to change: give an option such as --cron or --overlap")
     st = state(ctx)
@@ -237,10 +260,10 @@ def list_(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPTION) -> No
         terminal.json([schedule.to_json() for schedule in found])
         return
     rows = [[s.name, _timing_text(s), s.timezone, "paused" if s.paused else "active",
-             s.overlap, s.misfire, s.next_fire_at, s.last_fire_at,
+             s.overlap, s.misfire, s.next_fire_at, s.last_fire_at, _overdue_text(s),
              shell_join(s.job.argv) if s.job else "-"] for s in found]
     terminal.table(["name", "schedule", "tz", "state", "overlap", "misfire", "next", "last",
-                    "command"], rows, fmt)
+                    "overdue", "command"], rows, fmt)
 
 
 @app.command()
@@ -251,17 +274,17 @@ def show(ctx: typer.Context, name: str = NAME_ARGUMENT,
 
     st = state(ctx)
     client = st.client()
+    from jobctl.models import SHOW_FIRE_TIMES, SHOW_RUNS
+
     schedule = client.schedule(name)
-    upcoming = client.next_fire_times(name, 5)
-    runs = client.schedule_runs(name, 10)
+    upcoming = client.next_fire_times(name, SHOW_FIRE_TIMES)
+    runs = client.schedule_runs(name, SHOW_RUNS)
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
-        from jobctl.timeparse import isoformat_utc
+        from jobctl.models import schedule_document
 
-        terminal.json({**schedule.to_json(), "next_fire_times": [isoformat_utc(t) for t in
-                                                                 upcoming],
-                       "runs": [run.to_json() for run in runs]})
+        terminal.json(schedule_document(schedule, upcoming, runs))
         return
     job = schedule.job
     zone_text = schedule.timezone + (" (the default)" if schedule.timezone == "UTC" else "")
@@ -279,6 +302,7 @@ def show(ctx: typer.Context, name: str = NAME_ARGUMENT,
         ("end at", schedule.end_at),
         ("last fired", _in_zone(schedule.last_fire_at, schedule.timezone)),
         ("next runs", ", ".join(_in_zone(t, schedule.timezone) for t in upcoming) or "none"),
+        *_alert_fields(schedule),
     ], fmt)
     if runs:
         terminal.out()
@@ -447,6 +471,42 @@ def _print_imported(terminal: Terminal, definitions: list[Any], output: OutputFo
         terminal.table(["name", "cron", "tz", "user", "stdin", "command"], rows, fmt)
     verb = "would create" if dry_run else "created"
     terminal.err(f"{verb} {len(definitions)} schedules")
+
+
+def _alert_changes(alert_after: str | None, on_overdue: str | None) -> dict[str, Any]:
+    """`schedule edit --alert-after DURATION|none --on-overdue CMD|''` as changes."""
+    changes: dict[str, Any] = {}
+    if alert_after is not None:
+        if alert_after.strip().lower() == "none":
+            changes["alert_after_s"] = changes["on_overdue"] = None
+        else:
+            changes["alert_after_s"] = parse_duration(alert_after, "--alert-after")
+    if on_overdue is not None:
+        changes["on_overdue"] = on_overdue or None
+    return changes
+
+
+def _overdue_text(schedule: Schedule) -> str:
+    """The list's OVERDUE column: yes, no, or - without --alert-after."""
+    if schedule.alert_after_s is None:
+        return "-"
+    return "yes" if schedule.overdue else "no"
+
+
+def _alert_fields(schedule: Schedule) -> list[tuple[str, Any]]:
+    """`schedule show`'s lines about its dead-man's switch (none without one)."""
+    from jobctl.timeparse import format_duration
+
+    if schedule.alert_after_s is None:
+        return []
+    return [
+        ("alert after", format_duration(schedule.alert_after_s)),
+        ("on overdue", schedule.on_overdue),
+        ("last success", schedule.last_success_at or "never"),
+        ("overdue", "yes" if schedule.overdue else "no"),
+        ("overdue since" if schedule.overdue else "overdue at",
+         schedule.overdue_since if schedule.overdue else schedule.overdue_at),
+    ]
 
 
 def _timing_text(schedule: Schedule) -> str:

@@ -52,7 +52,9 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="Log only warnings."),
 ) -> None:
     """Fire due occurrences until stopped. Run as many as you like (on any machines): each
-    occurrence becomes one job. SIGTERM or Ctrl-C stops it after the transaction under way."""
+    occurrence becomes one job. It also notices overdue schedules (--alert-after) and checks
+    (`jobctl check`), and runs each one's --on-overdue hook once per overdue spell, however many
+    schedulers run. SIGTERM or Ctrl-C stops it after the transaction under way."""
     from jobctl.scheduler import SchedulerSettings
 
     if misfire_cap < 1:

@@ -36,9 +36,11 @@ if TYPE_CHECKING:
     from jobctl.errors import DatabaseUnavailable
     from jobctl.store import (
         capacity,
+        checks,
         deps,
         jobs,
         names,
+        overdue,
         queue,
         reads,
         retention,
@@ -147,6 +149,8 @@ class Backend(Protocol):
     sql_retention: retention.RetentionSQL
     sql_stats: stats.StatsSQL
     sql_capacity: capacity.CapacitySQL
+    sql_checks: checks.ChecksSQL
+    sql_overdue: overdue.OverdueSQL
 
 
 class _EntitySQL:
@@ -171,14 +175,18 @@ class SqlModules:
     (sql_schema, sql_queue, sql_workers, sql_deps, sql_schedules, sql_workflows, sql_reads,
      sql_jobs, sql_submit, sql_names, sql_retention, sql_stats, sql_capacity) = (
         _EntitySQL() for _ in range(13))
+    # Dead-man's switches (schedules' alerts, checks).
+    sql_checks, sql_overdue = (_EntitySQL() for _ in range(2))
 
 
 if TYPE_CHECKING:
     # mypy checks each backend's modules against their entities' Protocols here, once for both.
     from jobctl.store.postgres import capacity as pg_capacity
+    from jobctl.store.postgres import checks as pg_checks
     from jobctl.store.postgres import deps as pg_deps
     from jobctl.store.postgres import jobs as pg_jobs
     from jobctl.store.postgres import names as pg_names
+    from jobctl.store.postgres import overdue as pg_overdue
     from jobctl.store.postgres import queue as pg_queue
     from jobctl.store.postgres import reads as pg_reads
     from jobctl.store.postgres import retention as pg_retention
@@ -189,9 +197,11 @@ if TYPE_CHECKING:
     from jobctl.store.postgres import workers as pg_workers
     from jobctl.store.postgres import workflows as pg_workflows
     from jobctl.store.sqlite import capacity as lite_capacity
+    from jobctl.store.sqlite import checks as lite_checks
     from jobctl.store.sqlite import deps as lite_deps
     from jobctl.store.sqlite import jobs as lite_jobs
     from jobctl.store.sqlite import names as lite_names
+    from jobctl.store.sqlite import overdue as lite_overdue
     from jobctl.store.sqlite import queue as lite_queue
     from jobctl.store.sqlite import reads as lite_reads
     from jobctl.store.sqlite import retention as lite_retention
@@ -201,6 +211,11 @@ if TYPE_CHECKING:
     from jobctl.store.sqlite import submit as lite_submit
     from jobctl.store.sqlite import workers as lite_workers
     from jobctl.store.sqlite import workflows as lite_workflows
+
+    def _alerts_conform(checks: checks.ChecksSQL, overdue: overdue.OverdueSQL) -> None: ...
+
+    _alerts_conform(pg_checks, pg_overdue)
+    _alerts_conform(lite_checks, lite_overdue)
 
     def _conforms(schema: SchemaSQL, queue: queue.QueueSQL, workers: workers.WorkersSQL,
                   deps: deps.DepsSQL, schedules: schedules.SchedulesSQL,

@@ -76,6 +76,11 @@ def workflow_ids(conn: Conn, prefix: str, limit: int) -> list[tuple[int, str]]:
     return [(int(workflow_id), str(name)) for workflow_id, name in rows]
 
 
+def check_names(conn: Conn, prefix: str, limit: int) -> list[str]:
+    rows = _matching(conn, conn.backend.sql_names.CHECKS, prefix, limit)
+    return [str(name) for (name,) in rows]
+
+
 class NamesSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.names): its statements,
     named and commented, in its driver's own parameter style. Each takes :prefix (a LIKE
@@ -86,3 +91,4 @@ class NamesSQL(Protocol):
     WORKERS: str  # (name, state) of workers, newest first
     SCHEDULES: str  # schedule names, in order
     WORKFLOWS: str  # (id, name) of workflows whose id starts so, newest first
+    CHECKS: str  # check names, in order

@@ -50,7 +50,9 @@ from jobctl.store.reads import database_now
 # The columns every statement that returns schedules selects, in this order (_schedule reads them).
 SCHEDULE_COLUMNS = ("id", "name", "cron", "every_s", "timezone", "job", "workflow", "overlap",
                     "misfire", "jitter_s", "paused", "start_at", "end_at", "next_fire_at",
-                    "last_fire_at", "created_at", "updated_at")
+                    "last_fire_at", "created_at", "updated_at",
+                    # the dead-man's switch, as stored (jobctl.store.overdue)
+                    "alert_after_s", "on_overdue", "alert_set_at", "overdue_since")
 
 
 def _schedule(conn: Conn, row: Sequence[Any]) -> Schedule:
@@ -75,13 +77,30 @@ def _schedule(conn: Conn, row: Sequence[Any]) -> Schedule:
         last_fire_at=conn.time(values["last_fire_at"]),
         created_at=conn.time_not_null(values["created_at"]),
         updated_at=conn.time_not_null(values["updated_at"]),
+        alert_after_s=values["alert_after_s"],
+        on_overdue=values["on_overdue"],
+        alert_set_at=conn.time(values["alert_set_at"]),
+        overdue_since=conn.time(values["overdue_since"]),
     )
+
+
+def from_row(conn: Conn, row: Sequence[Any]) -> Schedule:
+    """A Schedule from a row of SCHEDULE_COLUMNS (another entity's statement that selects
+    them: jobctl.store.overdue)."""
+    return _schedule(conn, row)
 
 
 def timing(schedule: Schedule) -> Timing:
     """The schedule's fire times (policy.schedule_timing)."""
     return policy.schedule_timing(schedule.cron, schedule.every_s, schedule.timezone,
                                   schedule.start_at, schedule.end_at, schedule.created_at)
+
+
+def next_fire_times(schedule: Schedule, count: int) -> list[datetime]:
+    """The schedule's next `count` fire times (UTC), from its next due one on."""
+    if schedule.next_fire_at is None or count <= 0:
+        return []
+    return [schedule.next_fire_at, *timing(schedule).upcoming(schedule.next_fire_at, count - 1)]
 
 
 def get(conn: Conn, name: str, *, lock: bool = False) -> Schedule | None:
@@ -146,6 +165,9 @@ def create(conn: Conn, definition: ScheduleDefinition) -> int:
     moment = now(conn)
     schedule_id = conn.scalar(conn.backend.sql_schedules.CREATE,
                               _definition(conn, definition, moment, moment))
+    from jobctl.store import overdue
+
+    overdue.set_alert(conn, int(schedule_id), definition, None, moment)
     notify.schedules_changed(conn, definition.name)
     return int(schedule_id)
 
@@ -160,6 +182,9 @@ def replace(conn: Conn, existing: Schedule, definition: ScheduleDefinition,
         "created_at": None if keep_created else conn.time_param(moment),
         "id": existing.id,
     })
+    from jobctl.store import overdue
+
+    overdue.set_alert(conn, existing.id, definition, existing if keep_created else None, moment)
     notify.schedules_changed(conn, definition.name)
 
 

@@ -225,6 +225,11 @@ sa.Index(
     postgresql_where=jobs.c.schedule_id.isnot(None),
     sqlite_where=jobs.c.schedule_id.isnot(None),
 )
+# A schedule's latest succeeded run (its dead-man's switch, jobctl.store.overdue): only a
+# schedule's succeeded jobs are in it, each entering once, when it succeeds.
+SCHEDULE_SUCCEEDED = "state = 'succeeded' AND schedule_id IS NOT NULL"
+sa.Index("ix_jobs_schedule_succeeded", jobs.c.schedule_id, jobs.c.finished_at,
+         postgresql_where=sa.text(SCHEDULE_SUCCEEDED), sqlite_where=sa.text(SCHEDULE_SUCCEEDED))
 
 # A job's hooks, for `job status`: only the jobs that are hooks.
 sa.Index(
@@ -307,8 +312,32 @@ schedules = sa.Table(
     sa.Column("last_fire_at", UTCDateTime()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The dead-man's switch (`--alert-after`, jobctl.store.overdue): overdue after no succeeded
+    # run for `alert_after_s`, measured from its latest succeeded job, or from `alert_set_at`
+    # when it has none; `on_overdue` is the hook's /bin/sh -c command. `overdue_since`: the
+    # overdue spell a scheduler noticed (NULL: none). `alert_check_at`: when a scheduler looks
+    # next while it is not overdue (never later than it can become overdue).
+    sa.Column("alert_after_s", sa.Float),
+    sa.Column("on_overdue", sa.Text),
+    sa.Column("alert_set_at", UTCDateTime()),
+    sa.Column("overdue_since", UTCDateTime()),
+    sa.Column("alert_check_at", UTCDateTime()),
     sa.UniqueConstraint("name"),
     sqlite_autoincrement=True,
+)
+# The schedulers' overdue pass (jobctl.store.overdue): schedules that may have become overdue,
+# by when to look; and those in an overdue spell (few), looked at until a run succeeds.
+sa.Index(
+    "ix_schedules_alert_check_at",
+    schedules.c.alert_check_at,
+    postgresql_where=sa.text("overdue_since IS NULL AND alert_check_at IS NOT NULL"),
+    sqlite_where=sa.text("overdue_since IS NULL AND alert_check_at IS NOT NULL"),
+)
+sa.Index(
+    "ix_schedules_overdue_since",
+    schedules.c.overdue_since,
+    postgresql_where=sa.text("overdue_since IS NOT NULL"),
+    sqlite_where=sa.text("overdue_since IS NOT NULL"),
 )
 # The scheduler's index: active schedules by their next occurrence.
 sa.Index(
@@ -363,4 +392,34 @@ job_logs = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("job_id", "attempt", "seq"),
     sqlite_autoincrement=True,
+)
+
+# Checks (`jobctl check`): dead-man's switches for anything outside jobctl, pinged by scripts
+# (jobctl.store.checks). Overdue after no successful ping for `every_s` + `grace_s` since the
+# last one (or since `created_at`); `overdue_at` is that deadline, moved on by each ping.
+# `overdue_since`: the overdue spell (NULL: none), begun by a scheduler or a failure ping, ended
+# by a successful ping.
+checks = sa.Table(
+    "checks",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("every_s", sa.Float, nullable=False),
+    sa.Column("grace_s", sa.Float, nullable=False),
+    sa.Column("on_overdue", sa.Text),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("last_ping_at", UTCDateTime()),
+    sa.Column("last_fail_at", UTCDateTime()),
+    sa.Column("overdue_at", UTCDateTime(), nullable=False),
+    sa.Column("overdue_since", UTCDateTime()),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+# The schedulers' overdue pass: checks not overdue, by deadline.
+sa.Index(
+    "ix_checks_overdue_at",
+    checks.c.overdue_at,
+    postgresql_where=sa.text("overdue_since IS NULL"),
+    sqlite_where=sa.text("overdue_since IS NULL"),
 )

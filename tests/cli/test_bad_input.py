@@ -255,6 +255,30 @@ CASES = [
     # `--debug` after `--` belongs to the job's command, not to jobctl.
     Case("debug-in-job-command", ("job", "submit", "--timeout", "5x", "--", "tool", "--debug"),
          2, ("5x",)),
+    # Dead-man's switches: schedules' --alert-after and checks.
+    *[Case(f"schedule-alert-{name}",
+           ("schedule", "add", "s", "--every", "1h", *options, "--", "echo"), 2, says)
+      for name, options, says in (
+          ("after-banana", ("--alert-after", "banana"), ("--alert-after", "banana")),
+          ("after-zero", ("--alert-after", "0s"), ("--alert-after", "0s")),
+          ("hook-without-period", ("--on-overdue", "echo late"), ("--on-overdue",
+                                                                    "--alert-after")),
+          ("hook-empty", ("--alert-after", "1h", "--on-overdue", " "), ("--on-overdue",)))],
+    Case("schedule-workflow-alert-after",
+         ("schedule", "add", "s", "--every", "1h", "--workflow", "{folder}/flow.toml",
+          "--alert-after", "1h"), 2, ("--alert-after", "workflow")),
+    Case("schedule-edit-alert-after-banana", ("schedule", "edit", "s", "--alert-after", "x1"),
+         2, ("--alert-after", "x1")),
+    Case("check-add-every-zero", ("check", "add", "x", "--every", "0s"), 2, ("--every", "0s")),
+    Case("check-add-every-banana", ("check", "add", "x", "--every", "banana"), 2,
+         ("--every", "banana")),
+    Case("check-add-without-every", ("check", "add", "x"), 2, ("--every",)),
+    Case("check-add-grace-bad", ("check", "add", "x", "--every", "1h", "--grace", "soon"), 2,
+         ("--grace", "soon")),
+    Case("check-ping-unknown", ("check", "ping", "nope"), 3, ("nope",)),
+    Case("check-fail-unknown", ("check", "ping", "nope", "--fail"), 3, ("nope",)),
+    Case("check-show-unknown", ("check", "show", "nope"), 3, ("nope",)),
+    Case("check-remove-unknown", ("check", "remove", "nope"), 3, ("nope",)),
 ]
 
 

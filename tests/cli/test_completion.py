@@ -287,3 +287,16 @@ def test_bash_itself_completes_through_the_script(database: tuple[str, dict[str,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result
     assert result.stdout.split() == [str(i) for i in sorted(ids.values(), reverse=True)]
+
+
+def test_check_names(db_url: str) -> None:
+    from jobctl.client import Client
+
+    client = Client(db_url)
+    try:
+        for name in ("nightly-sync", "nightly-dump", "hourly"):
+            client.add_check(name, every_s=3600.0)
+    finally:
+        client.close()
+    assert on(db_url, "check", "ping", "nightly") == ["nightly-dump", "nightly-sync"]
+    assert on(db_url, "check", "show", "") == ["hourly", "nightly-dump", "nightly-sync"]

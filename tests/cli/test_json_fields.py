@@ -101,6 +101,14 @@ def _workflow(url: str) -> dict[str, Any]:
     return listed
 
 
+def _check(url: str) -> dict[str, Any]:
+    if not emitted(url, "check", "list"):
+        jobctl(url, "check", "add", "c", "--every", "1h")
+    listed: dict[str, Any] = emitted(url, "check", "list")[0]
+    assert listed == emitted(url, "check", "show", "c")
+    return listed
+
+
 EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "job": lambda url: emitted(url, "job", "list")[0],
     "job status": lambda url: _added(emitted(url, "job", "status", _job_id(url)),
@@ -122,6 +130,7 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "queue stats": lambda url: emitted(url, "stats")["queues"][0],
     "queue": lambda url: emitted(url, "queue", "list")[0],
     "job explain": lambda url: emitted(url, "job", "explain", _job_id(url)),
+    "check": lambda url: _check(url),
 }
 
 

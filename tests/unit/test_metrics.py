@@ -77,3 +77,31 @@ def test_server_serves_metrics_and_health_from_any_registry() -> None:
         server.close()
     with pytest.raises(InvalidInput, match="cannot listen"):
         serve(-1, registry, lambda: (True, "ok"), "127.0.0.1")
+
+
+def test_overdue_gauges_follow_the_last_report() -> None:
+    """`jobctl_schedule_overdue{schedule}` and `jobctl_check_overdue{check}`: one sample per
+    switch the scheduler last reported, 1 or 0; one no longer reported is gone."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jobctl.metrics import SchedulerMetrics
+    from jobctl.store.overdue import Overdue
+
+    def samples(metrics: SchedulerMetrics) -> dict[tuple[str, str], float]:
+        text = generate_latest(metrics.registry).decode()
+        return {(sample.name, next(iter(sample.labels.values()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name in ("jobctl_schedule_overdue", "jobctl_check_overdue")}
+
+    metrics = SchedulerMetrics(poll_s=1.0)
+    assert samples(metrics) == {}  # nothing reported yet
+    metrics.overdue(Overdue(schedules={"backup": True, "report": False},
+                            checks={"cron-host": False}))
+    assert samples(metrics) == {("jobctl_schedule_overdue", "backup"): 1.0,
+                                ("jobctl_schedule_overdue", "report"): 0.0,
+                                ("jobctl_check_overdue", "cron-host"): 0.0}
+    metrics.overdue(Overdue(schedules={"backup": False}, checks={"cron-host": True}))
+    assert samples(metrics) == {("jobctl_schedule_overdue", "backup"): 0.0,
+                                ("jobctl_check_overdue", "cron-host"): 1.0}

@@ -30,3 +30,8 @@ WORKFLOWS = """
 SELECT id, name FROM workflows
 WHERE CAST(id AS TEXT) LIKE %(prefix)s ESCAPE '\\'
 ORDER BY id DESC LIMIT %(limit)s"""
+
+# Checks by name.
+CHECKS = """
+SELECT name FROM checks WHERE name LIKE %(prefix)s ESCAPE '\\'
+ORDER BY name LIMIT %(limit)s"""

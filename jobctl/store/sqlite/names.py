@@ -30,3 +30,8 @@ WORKFLOWS = """
 SELECT id, name FROM workflows
 WHERE CAST(id AS TEXT) LIKE :prefix ESCAPE '\\'
 ORDER BY id DESC LIMIT :limit"""
+
+# Checks by name.
+CHECKS = """
+SELECT name FROM checks WHERE name LIKE :prefix ESCAPE '\\'
+ORDER BY name LIMIT :limit"""
