@@ -18,10 +18,12 @@ from jobctl.cli.common import (
     LABEL_OPTION,
     LIMIT_OPTION,
     MAX_LOST_OPTION,
+    NO_RETRY_ON_EXIT_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
+    RETRY_ON_EXIT_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
@@ -33,6 +35,7 @@ from jobctl.cli.common import (
     parse_duration,
     parse_instant,
     parse_pairs,
+    retry_exit_fields,
     run_fields,
     state,
 )
@@ -117,6 +120,8 @@ def add(
     user: str | None = USER_OPTION,
     max_lost: int = MAX_LOST_OPTION,
     limit: list[str] | None = LIMIT_OPTION,
+    retry_on_exit: str | None = RETRY_ON_EXIT_OPTION,
+    no_retry_on_exit: str | None = NO_RETRY_ON_EXIT_OPTION,
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -139,6 +144,10 @@ def add(
             raise InvalidInput("--input, --user, --max-lost and --limit are for a command: a "
                                "workflow's tasks take input, user, max_lost and limits in its "
                                "file")
+        if retry_on_exit is not None or no_retry_on_exit is not None:
+            raise InvalidInput("--retry-on-exit and --no-retry-on-exit are for a command: a "
+                               "workflow's tasks take retry_on_exit and no_retry_on_exit in "
+                               "its file")
     spec = JobSpec(
         argv=command_argv(command, shell, f"jobctl schedule add {name}"),
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -147,6 +156,7 @@ def add(
         **run_fields(input_path=input_, user=user, max_lost=max_lost,
                      stdin=st.stdin),
         **capacity_fields(limit=limit),
+        **retry_exit_fields(retry_on_exit=retry_on_exit, no_retry_on_exit=no_retry_on_exit),
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,

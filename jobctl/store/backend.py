@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from jobctl.errors import DatabaseUnavailable
     from jobctl.store import (
+        arrays,
         capacity,
         deps,
         jobs,
@@ -147,6 +148,7 @@ class Backend(Protocol):
     sql_retention: retention.RetentionSQL
     sql_stats: stats.StatsSQL
     sql_capacity: capacity.CapacitySQL
+    sql_arrays: arrays.ArraysSQL
 
 
 class _EntitySQL:
@@ -171,10 +173,12 @@ class SqlModules:
     (sql_schema, sql_queue, sql_workers, sql_deps, sql_schedules, sql_workflows, sql_reads,
      sql_jobs, sql_submit, sql_names, sql_retention, sql_stats, sql_capacity) = (
         _EntitySQL() for _ in range(13))
+    sql_arrays = _EntitySQL()
 
 
 if TYPE_CHECKING:
     # mypy checks each backend's modules against their entities' Protocols here, once for both.
+    from jobctl.store.postgres import arrays as pg_arrays
     from jobctl.store.postgres import capacity as pg_capacity
     from jobctl.store.postgres import deps as pg_deps
     from jobctl.store.postgres import jobs as pg_jobs
@@ -188,6 +192,7 @@ if TYPE_CHECKING:
     from jobctl.store.postgres import submit as pg_submit
     from jobctl.store.postgres import workers as pg_workers
     from jobctl.store.postgres import workflows as pg_workflows
+    from jobctl.store.sqlite import arrays as lite_arrays
     from jobctl.store.sqlite import capacity as lite_capacity
     from jobctl.store.sqlite import deps as lite_deps
     from jobctl.store.sqlite import jobs as lite_jobs
@@ -217,6 +222,11 @@ if TYPE_CHECKING:
 
     from jobctl.store.postgres import PostgresBackend
     from jobctl.store.sqlite import SqliteBackend
+
+    def _arrays_conform(arrays: arrays.ArraysSQL) -> None: ...
+
+    _arrays_conform(pg_arrays)
+    _arrays_conform(lite_arrays)
 
     _BACKENDS: tuple[Backend, ...] = (PostgresBackend(), SqliteBackend())
 

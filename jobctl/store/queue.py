@@ -36,6 +36,7 @@ from jobctl.models import (
 from jobctl.store import capacity, deps, notify
 from jobctl.store.capacity import Gate
 from jobctl.store.direct import Conn
+from jobctl.store.reads import exit_codes
 from jobctl.store.workers import LIVE_WORKER
 
 
@@ -66,6 +67,12 @@ class ClaimedJob:
     gated: bool = False  # claimed by the gated claim (capacity control)
     # A follower (jobctl.capacity.follow): it starts only once this job of the same worker ended.
     after: int | None = None
+    # A task of an array: its id and index (JOBCTL_ARRAY_ID, JOBCTL_ARRAY_INDEX).
+    array_id: int | None = None
+    array_index: int | None = None
+    # Which exit codes retry (jobctl.policy.should_retry); None: any failure does.
+    retry_on_exit: tuple[int, ...] | None = None
+    no_retry_on_exit: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,10 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         gpus=tuple(gpu_list(row["gpu_indices"])),
         gated=bool(row["gated"]),
         after=row["after_id"] if row["in_buffer"] else None,
+        array_id=row["array_id"],
+        array_index=row["array_index"],
+        retry_on_exit=exit_codes(conn, row["retry_on_exit"]),
+        no_retry_on_exit=exit_codes(conn, row["no_retry_on_exit"]),
     )
 
 

@@ -44,6 +44,8 @@ JOB_COLUMNS: dict[str, str] = {
     "fire_time": "fire_time",
     "held": "held", "limits": "limits", "cpus": "cpus", "mem_bytes": "mem_bytes",
     "gpus": "gpus", "requires": "requires", "gpu_indices": "gpu_indices",
+    "array_id": "array_id", "array_index": "array_index",
+    "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -69,7 +71,17 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         "held": bool(values["held"]),
         "limits": dict(conn.json(values["limits"]) or {}),
         "requires": dict(conn.json(values["requires"]) or {}),
+        "retry_on_exit": exit_codes(conn, values["retry_on_exit"]),
+        "no_retry_on_exit": exit_codes(conn, values["no_retry_on_exit"]),
     })
+
+
+def exit_codes(conn: Conn, value: Any) -> tuple[int, ...] | None:
+    """A retry_on_exit or no_retry_on_exit column's value: the codes, or None when not set."""
+    if value is None:
+        return None
+    codes = conn.json(value)
+    return None if codes is None else tuple(int(code) for code in codes)
 
 
 def database_now(conn: Conn) -> datetime:
