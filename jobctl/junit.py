@@ -70,7 +70,7 @@ def _timestamp(moment: datetime) -> str:
 def failure_message(case: Case) -> str:
     """`exit code 3: …error`, or the state and error when it has no exit code."""
     parts = [f"exit code {case.exit_code}" if case.exit_code is not None else case.state]
-    if case.error:
+    if case.error and case.error != parts[0]:  # (a failed job's error is often just that)
         parts.append(case.error)
     return ": ".join(parts)
 
