@@ -126,3 +126,42 @@ def test_after_an_array_and_retry_on_exit(jobctl: Jobctl, tmp_path: Path) -> Non
     assert (jobctl.status(listed)["attempt"], jobctl.status(listed)["state"]) == (3, "failed")
     assert (jobctl.status(other)["attempt"], jobctl.status(other)["state"]) == (1, "failed")
     assert jobctl.status(listed)["retry_on_exit"] == [75]
+
+
+def test_workflow_wait_writes_junit(jobctl: Jobctl, tmp_path: Path) -> None:
+    flow, junit = tmp_path / "ci.toml", tmp_path / "out" / "ci.xml"
+    junit.parent.mkdir()
+    flow.write_text(
+        '[workflow]\nname = "ci"\n'
+        "[tasks.lint]\ncommand = \"printf 'clean \\\\033[1m bold \\\\001\\\\n'\"\n"
+        '[tasks.test]\ncommand = "echo 3 failures >&2; exit 3"\nneeds = ["lint"]\n'
+        '[tasks.deploy]\ncommand = "true"\nneeds = ["test"]\n')
+    workflow_id = jobctl.ok("workflow", "run", str(flow)).strip()
+    jobctl.burst()
+    waited = jobctl("workflow", "wait", workflow_id, "--junit", str(junit))
+    assert waited.returncode == 3, describe(waited)
+
+    from lxml import etree
+
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    root = etree.parse(str(junit)).getroot()
+    assert schema.validate(root), schema.error_log
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("3", "2", "0")
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    assert set(cases) == {"lint", "test", "deploy"}
+    assert cases["lint"].find("failure") is None
+    # The escape and the C0 character are not XML 1.0: each is shown as U+FFFD.
+    assert cases["lint"].findtext("system-out") == "clean \ufffd[1m bold \ufffd\n"
+    assert cases["test"].find("failure").get("message") == "exit code 3"
+    assert cases["test"].findtext("system-err") == "3 failures\n"
+    assert "dependency" in cases["deploy"].find("failure").get("message")
+    assert {case.get("classname") for case in cases.values()} == {"workflow.ci"}
+
+
+def test_a_schedule_keeps_its_exit_codes_to_retry_on(jobctl: Jobctl) -> None:
+    jobctl.look("schedule", "add", "tick", "--every", "1h", "--no-retry-on-exit", "2,64",
+                "--", "true")
+    shown = json.loads(jobctl.look("schedule", "show", "tick", "-o", "json"))
+    assert shown["job"]["no_retry_on_exit"] == [2, 64]
+    job_id = jobctl.look("schedule", "trigger", "tick").strip()
+    assert jobctl.status(int(job_id))["no_retry_on_exit"] == [2, 64]
