@@ -436,6 +436,12 @@ def status(
         ("exit code", job.exit_code),
         ("error", job.error),
         ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
+        ("array", f"{job.array_id} (index {job.array_index})" if job.array_id is not None
+         else None),
+        ("retry on exit", ",".join(map(str, job.retry_on_exit))
+         if job.retry_on_exit is not None else None),
+        ("no retry on exit", ",".join(map(str, job.no_retry_on_exit))
+         if job.no_retry_on_exit is not None else None),
         ("held", "yes: `jobctl job release` lets it start" if job.held else None),
         ("limits", ", ".join(f"{k}={n}" for k, n in sorted(job.limits.items())) or None),
         ("needs", _describe_needs(job)),
