@@ -632,18 +632,22 @@ class Client:
         with self._writing() as conn:
             return arrays.cancel(conn, array_id)
 
-    def output_tail(self, job: Job, max_bytes: int) -> tuple[bytes, bytes]:
-        """The last `max_bytes` of the stdout and of the stderr of the job's latest attempt
-        (a `[jobctl: … bytes before this left out]` line first where more came before)."""
+    def output_tails(self, jobs: Sequence[Job], max_bytes: int) -> list[tuple[bytes, bytes]]:
+        """For each job, the last `max_bytes` of the stdout and of the stderr of its latest
+        attempt (a `[jobctl: earlier output left out]` line first where more came before), read
+        in one transaction."""
         from jobctl.store import arrays
 
-        attempt = max(job.attempt, 1)
         tails = []
         with self._reading() as conn:
-            for stream in (Stream.STDOUT, Stream.STDERR):
-                data, cut = arrays.output_tail(conn, job.id, attempt, stream.value, max_bytes)
-                tails.append((b"[jobctl: earlier output left out]\n" if cut else b"") + data)
-        return tails[0], tails[1]
+            for job in jobs:
+                pair = []
+                for stream in (Stream.STDOUT, Stream.STDERR):
+                    data, cut = arrays.output_tail(conn, job.id, max(job.attempt, 1),
+                                                   stream.value, max_bytes)
+                    pair.append((b"[jobctl: earlier output left out]\n" if cut else b"") + data)
+                tails.append((pair[0], pair[1]))
+        return tails
 
     # --- capacity control: queues, holding and editing jobs, explain ---------------------------
 

@@ -40,8 +40,8 @@ def write_junit(client: Client, path: str, suite: str, jobs: Sequence[Job],
     from jobctl.junit import OUTPUT_TAIL_BYTES, Case, report
 
     cases = []
-    for job in jobs:
-        stdout, stderr = client.output_tail(job, OUTPUT_TAIL_BYTES)
+    for job, (stdout, stderr) in zip(jobs, client.output_tails(jobs, OUTPUT_TAIL_BYTES),
+                                     strict=True):
         cases.append(Case(name=case_name(job), classname=classname(job),
                           state=job.state.value, time_s=job.duration_s,
                           exit_code=job.exit_code, error=job.error, stdout=stdout,
