@@ -601,17 +601,3 @@ class ArrayStatus:
     @property
     def finished(self) -> bool:
         return all(JobState(state).is_final for state, count in self.counts.items() if count)
-
-    @property
-    def succeeded(self) -> int:
-        return self.counts.get(JobState.SUCCEEDED.value, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        from jobctl.timeparse import isoformat_utc
-
-        first = self.first_failed
-        return {"id": self.id, "size": self.size, "throttle": self.throttle,
-                "created_at": isoformat_utc(self.created_at), "counts": self.counts,
-                "finished": self.finished,
-                "first_failed": None if first is None else {
-                    "index": first[0], "job_id": first[1], "exit_code": first[2]}}
