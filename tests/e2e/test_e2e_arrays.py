@@ -57,8 +57,13 @@ def test_a_throttled_array_end_to_end(jobctl: Jobctl, tmp_path: Path) -> None:
 
     waited = jobctl("job", "wait", "--array", str(array_id), "--timeout", "400s",
                     "--junit", str(junit), timeout=460)
-    assert waited.returncode == FAILING[min(FAILING)], describe(waited)
+    failed_tasks = [(task["array_index"], task["exit_code"], task["error"]) for task in json.loads(
+        jobctl.look("job", "list", "--array", str(array_id), "--state", "failed", "-o", "json"))]
+    said = [line for worker in workers for line in worker.log().splitlines()
+            if "succeeded" not in line]  # what the workers said besides successes
+    assert waited.returncode == FAILING[min(FAILING)], (describe(waited), failed_tasks, said)
     [summary] = waited.stderr.splitlines()
+    assert sorted(index for index, _, _ in failed_tasks) == sorted(FAILING), (failed_tasks, said)
     assert summary.startswith(f"array {array_id}: {TASKS} tasks:"), summary
     assert f"{TASKS - 2} succeeded, 2 failed" in summary, summary
     assert f"lowest failed index {min(FAILING)}" in summary, summary
