@@ -27,7 +27,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobctl.errors import DatabaseUnavailable, InvalidInput, NotFound, WaitTimeout
 from jobctl.models import (
+    MAX_ARRAY_INDEX,
+    MAX_ARRAY_SIZE,
     MAX_INPUT_BYTES,
+    RERUN_STATES,
+    ArrayStatus,
     Attempt,
     Check,
     Dependency,
@@ -600,6 +604,108 @@ class Client:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 wait_for_change(remaining)
 
+    # --- job arrays (`job submit --array`) and JUnit reports ------------------------------------
+
+    def submit_array(self, spec: JobSpec, indices: Sequence[int],
+                     throttle: int | None = None) -> tuple[int, list[int]]:
+        """Submit an array: one task per index, each `spec` with `{index}` in its argv replaced
+        by its index, and JOBCTL_ARRAY_ID/JOBCTL_ARRAY_INDEX in its environment; with a
+        `throttle`, at most that many of them run at once. One transaction, one bulk insert.
+        Returns (the array's id, the tasks' ids in the order of `indices`)."""
+        from jobctl.store import arrays
+
+        _validate(spec)
+        if spec.unique_key is not None:
+            raise InvalidInput("{unique_key} cannot be used with an array", field="unique_key")
+        _check_array(indices, throttle)
+        with self._writing() as conn:
+            return arrays.create(conn, spec, indices, throttle)
+
+    def array(self, array_id: int) -> ArrayStatus:
+        """An array and how its tasks stand."""
+        from jobctl.store import arrays
+
+        _check_array_ids([array_id])
+        with self._reading() as conn:
+            found = arrays.status(conn, array_id)
+        if found is None:
+            raise NotFound(f"no array with id {array_id}")
+        return found
+
+    def array_tasks(self, array_id: int, *, states: Sequence[JobState] = (),
+                    limit: int | None = None) -> list[Job]:
+        """The array's tasks (in these states, if given), by index."""
+        from jobctl.store import arrays
+
+        self.array(array_id)
+        with self._reading() as conn:
+            return arrays.tasks(conn, array_id, states, limit)
+
+    def array_task_ids(self, array_id: int) -> list[int]:
+        """The ids of the array's tasks, by index (what `--after array:ID` waits for)."""
+        from jobctl.store import arrays
+
+        self.array(array_id)
+        with self._reading() as conn:
+            return arrays.task_ids(conn, array_id)
+
+    def wait_array(self, array_id: int, *, timeout_s: float | None = None) -> ArrayStatus:
+        """Block until every task of the array has ended; returns how they stand."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._wake_ups() as wait_for_change:
+            while True:
+                found = self.array(array_id)
+                if found.finished:
+                    return found
+                if deadline is not None and time.monotonic() >= deadline:
+                    left = found.size - sum(count for state, count in found.counts.items()
+                                            if JobState(state).is_final)
+                    raise WaitTimeout(f"timed out waiting for array {array_id} ({left} of "
+                                      f"{found.size} tasks not ended)")
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait_for_change(remaining)
+
+    def retry_array(self, array_id: int, *, states: Sequence[JobState] = tuple(RERUN_STATES),
+                    retries: int = 0) -> list[int]:
+        """Queue the array's tasks that ended in `states` (default: failed, lost, cancelled)
+        again as new attempts; their ids. None in those states is invalid input."""
+        from jobctl.store import arrays
+
+        _check_retries(retries)
+        self.array(array_id)
+        with self._writing() as conn:
+            ids = arrays.retry(conn, array_id, states, retries)
+        if not ids:
+            raise InvalidInput(f"array {array_id} has no task that is "
+                               f"{' or '.join(sorted(state.value for state in states))}")
+        return ids
+
+    def cancel_array(self, array_id: int) -> tuple[list[int], list[int]]:
+        """Cancel every unfinished task of the array: (ids cancelled before they started, ids
+        running, which their workers kill)."""
+        from jobctl.store import arrays
+
+        self.array(array_id)
+        with self._writing() as conn:
+            return arrays.cancel(conn, array_id)
+
+    def output_tails(self, jobs: Sequence[Job], max_bytes: int) -> list[tuple[bytes, bytes]]:
+        """For each job, the last `max_bytes` of the stdout and of the stderr of its latest
+        attempt (a `[jobctl: earlier output left out]` line first where more came before), read
+        in one transaction."""
+        from jobctl.store import arrays
+
+        tails = []
+        with self._reading() as conn:
+            for job in jobs:
+                pair = []
+                for stream in (Stream.STDOUT, Stream.STDERR):
+                    data, cut = arrays.output_tail(conn, job.id, max(job.attempt, 1),
+                                                   stream.value, max_bytes)
+                    pair.append((b"[jobctl: earlier output left out]\n" if cut else b"") + data)
+                tails.append((pair[0], pair[1]))
+        return tails
+
     # --- capacity control: queues, holding and editing jobs, explain ---------------------------
 
     def queues(self) -> list[QueueInfo]:
@@ -763,6 +869,29 @@ class Client:
 def workflow_exit_code(workflow: Workflow) -> int:
     """0 when every task succeeded, else the first (in dependency order) failed task's code."""
     return next((code for code in map(job_exit_code, workflow.tasks) if code != 0), 0)
+
+
+def _check_array_ids(array_ids: Sequence[int]) -> None:
+    unstorable = [i for i in array_ids if not -MAX_ID - 1 <= i <= MAX_ID]
+    if unstorable:
+        raise NotFound(f"no array with id {', '.join(map(str, unstorable))}")
+
+
+def _check_array(indices: Sequence[int], throttle: int | None) -> None:
+    """An array's indices (1 to MAX_ARRAY_SIZE of them, each once, 0 to MAX_ARRAY_INDEX) and
+    its throttle (None, or 1 or more)."""
+    if not indices:
+        raise InvalidInput("an array needs at least one index", field="array")
+    if len(indices) > MAX_ARRAY_SIZE:
+        raise InvalidInput(f"an array has at most {MAX_ARRAY_SIZE} tasks, not {len(indices)}",
+                           field="array")
+    if min(indices) < 0 or max(indices) > MAX_ARRAY_INDEX:
+        raise InvalidInput(f"array indices are between 0 and {MAX_ARRAY_INDEX}", field="array")
+    if len(set(indices)) != len(indices):
+        raise InvalidInput("an array's indices must differ", field="array")
+    if throttle is not None and (isinstance(throttle, bool) or not 1 <= throttle <= MAX_INT):
+        raise InvalidInput(f"an array's throttle (%N) is between 1 and {MAX_INT}, not "
+                           f"{throttle}", field="array")
 
 
 def _check_workflow_ids(workflow_ids: Sequence[int]) -> None:
@@ -990,8 +1119,25 @@ def _validate_run_fields(spec: JobSpec) -> None:
             if problem is not None:
                 raise InvalidInput(f"{{{field}}}: {InvalidInput.literal(problem)}",
                                    field=field)
+    if spec.retry_on_exit is not None or spec.no_retry_on_exit is not None:
+        _check_exit_codes(spec)
     if spec.user is not None:
         problem = user_name_problem(spec.user)
         if problem is not None:
             raise InvalidInput(f"invalid {{user}} {InvalidInput.literal(repr(spec.user))}: "
                                f"{InvalidInput.literal(problem)}", field="user")
+
+
+def _check_exit_codes(spec: JobSpec) -> None:
+    """retry_on_exit and no_retry_on_exit: at most one of them, each exit codes 0 to 255."""
+    if spec.retry_on_exit is not None and spec.no_retry_on_exit is not None:
+        raise InvalidInput("give {retry_on_exit} or {no_retry_on_exit}, not both",
+                           field="retry_on_exit")
+    for field, codes in (("retry_on_exit", spec.retry_on_exit),
+                         ("no_retry_on_exit", spec.no_retry_on_exit)):
+        if codes is None:
+            continue
+        if not codes or any(isinstance(code, bool) or not isinstance(code, int)
+                            or not 0 <= code <= 255 for code in codes):
+            raise InvalidInput(f"{{{field}}} takes exit codes from 0 to 255, not "
+                               f"{InvalidInput.literal(repr(codes))}", field=field)

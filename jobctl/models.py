@@ -178,6 +178,10 @@ class JobSpec:
     on_success: str | None = None
     on_failure: str | None = None
     on_end: str | None = None
+    # Retrying by exit code (jobctl.policy.should_retry): only these exit codes retry, or these
+    # never do (at most one of the two); None: any failure retries, up to `retries`.
+    retry_on_exit: tuple[int, ...] | None = None
+    no_retry_on_exit: tuple[int, ...] | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -251,6 +255,10 @@ class Job:
     on_failure: str | None = None
     on_end: str | None = None
     hook_of: int | None = None  # a hook: the job whose end started it
+    array_id: int | None = None  # a task of this array (`job submit --array`), at this index
+    array_index: int | None = None
+    retry_on_exit: tuple[int, ...] | None = None
+    no_retry_on_exit: tuple[int, ...] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -310,6 +318,11 @@ class Job:
             "on_failure": self.on_failure,
             "on_end": self.on_end,
             "hook_of": self.hook_of,
+            "array_id": self.array_id,
+            "array_index": self.array_index,
+            "retry_on_exit": list(self.retry_on_exit) if self.retry_on_exit is not None else None,
+            "no_retry_on_exit": (list(self.no_retry_on_exit)
+                                 if self.no_retry_on_exit is not None else None),
         }
 
 
@@ -491,7 +504,8 @@ class Misfire(StrEnum):
 # The JobSpec fields a schedule's job template keeps (when a job runs is the schedule's business).
 TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
                    "delivery", "env", "cwd", "labels", "max_lost", "input", "user", "limits",
-                   "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure", "on_end")
+                   "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure", "on_end",
+                   "retry_on_exit", "no_retry_on_exit")
 
 
 def job_template(spec: JobSpec) -> dict[str, Any]:
@@ -512,6 +526,9 @@ def spec_from_template(template: dict[str, Any]) -> JobSpec:
     known["delivery"] = Delivery(known.get("delivery", Delivery.AT_LEAST_ONCE.value))
     if known.get("input") is not None:
         known["input"] = base64.b64decode(known["input"])
+    for key in ("retry_on_exit", "no_retry_on_exit"):  # JSON lists, a JobSpec's tuples
+        if known.get(key) is not None:
+            known[key] = tuple(known[key])
     return JobSpec(**known)
 
 
@@ -706,3 +723,37 @@ class Check:
             "overdue_since": isoformat_utc(self.overdue_since),
             "overdue_at": isoformat_utc(self.overdue_at),
         }
+
+
+# --- job arrays (`job submit --array`) ---------------------------------------------------------
+
+# The most tasks one array may have (a bigger one is refused, nothing submitted): 100,000 is one
+# bulk insert of a few seconds; beyond, submit several arrays.
+MAX_ARRAY_SIZE = 100_000
+# The highest index a task may have (a 32-bit column).
+MAX_ARRAY_INDEX = 2**31 - 1
+# The limit key an array's tasks hold when it has a throttle (`%N`): `array:ID` = N, enforced by
+# the gated claim like any `--limit` (jobctl.capacity).
+ARRAY_LIMIT_PREFIX = "array:"
+
+
+def array_limit_key(array_id: int) -> str:
+    return f"{ARRAY_LIMIT_PREFIX}{array_id}"
+
+
+@dataclass(frozen=True)
+class ArrayStatus:
+    """An array and how its tasks stand (`job wait --array`)."""
+
+    id: int
+    size: int
+    throttle: int | None
+    created_at: datetime
+    counts: dict[str, int]  # tasks by state (only states some task is in)
+    # The task of the lowest index that ended without succeeding, if any: (index, job id, exit
+    # code as jobctl.client.job_exit_code gives it).
+    first_failed: tuple[int, int, int] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return all(JobState(state).is_final for state, count in self.counts.items() if count)

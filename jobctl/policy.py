@@ -115,6 +115,42 @@ def burst_decision(backlog: Backlog) -> BurstDecision:
     return BurstDecision(False, left=left)
 
 
+# --- retrying by exit code -----------------------------------------------------------------------
+
+
+def should_retry(attempt: int, max_attempts: int, exit_code: int | None,
+                 retry_on_exit: Sequence[int] | None = None,
+                 no_retry_on_exit: Sequence[int] | None = None) -> bool:
+    """Whether a failed attempt (the `attempt`th of `max_attempts`) runs again.
+
+    `exit_code` is the command's own exit status, or None when it has none of its own: killed by
+    a signal, by its timeout or never started. With `retry_on_exit` (`--retry-on-exit 75,111`)
+    only those exit codes retry: a kill is not one of them, so it does not. With
+    `no_retry_on_exit` (`--no-retry-on-exit 2`) those exit codes never retry and everything else
+    does, a kill included. With neither, every failure retries, as long as attempts are left
+    (Kubernetes' podFailurePolicy and AWS Batch's evaluateOnExit, reduced to exit codes)."""
+    if attempt >= max_attempts:
+        return False
+    if retry_on_exit is not None:
+        return exit_code is not None and exit_code in retry_on_exit
+    if no_retry_on_exit is not None:
+        return exit_code is None or exit_code not in no_retry_on_exit
+    return True
+
+
+def parse_exit_codes(text: str) -> tuple[int, ...]:
+    """`75,111` → (75, 111): exit codes 0 to 255, separated by commas (ValueError otherwise)."""
+    codes: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 0 <= int(part) <= 255:
+            raise ValueError(f"exit codes are whole numbers from 0 to 255 separated by commas, "
+                             f"not {text!r}")
+        if int(part) not in codes:
+            codes.append(int(part))
+    return tuple(codes)
+
+
 # --- schedules: misfire and overlap ---------------------------------------------------------------
 #
 # The store (jobctl.store.schedules) gathers the facts, in one query each: a schedule's due fire

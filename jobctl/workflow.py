@@ -4,7 +4,8 @@ substitution. Pure: no database, no terminal.
     [workflow]
     name = "nightly"
     queue = "batch"          # defaults for every task: queue, priority, retries, retry_backoff,
-    retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost, limits
+    retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost, limits,
+                             # retry_on_exit, no_retry_on_exit
     [tasks.dump]
     command = "pg_dump app > /backup/app-{date}.sql"      # a string runs under /bin/sh -c
     [tasks.compress]
@@ -31,7 +32,7 @@ from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobSpec
 
 WORKFLOW_KEYS = {"name", "queue", "priority", "retries", "retry_backoff", "timeout", "env",
                  "cwd", "delivery", "labels", "input", "user", "max_lost", "limits",
-                 "on_failure"}
+                 "on_failure", "retry_on_exit", "no_retry_on_exit"}
 # [workflow]'s keys that are defaults for its tasks (its on_failure is the workflow's own hook,
 # run once when a task fails or is lost).
 DEFAULT_KEYS = WORKFLOW_KEYS - {"name", "on_failure"}
@@ -148,6 +149,10 @@ def _task(name: str, table: dict[str, Any], defaults: dict[str, Any], where: _Lo
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise error(where.key(path, key), f"{path}.{key} must be an array of task names")
     options = {**defaults, **{k: v for k, v in table.items() if k in DEFAULT_KEYS}}
+    for own, other in (("retry_on_exit", "no_retry_on_exit"),
+                       ("no_retry_on_exit", "retry_on_exit")):
+        if own in table and other not in table:  # a task's own choice replaces the default's
+            options.pop(other, None)
     _check_options(path, options, where, error)
     hooks = {key: value for key, value in table.items() if key in HOOK_KEYS}
     _check_hooks(path, hooks, where, error)
@@ -181,6 +186,8 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
         "labels": (dict, "a table"), "name": (str, "a string"),
         "input": (str, "a string (the job's standard input, UTF-8)"), "user": (str, "a string"),
         "max_lost": (int, "an integer"), "limits": (dict, "a table of KEY = N"),
+        "retry_on_exit": (list, "an array of exit codes"),
+        "no_retry_on_exit": (list, "an array of exit codes"),
     }
     for key, raw in options.items():
         value: Any = raw
@@ -203,6 +210,10 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
                 _check_run_option(key, value)
         except (ValueError, InvalidInput) as bad:
             raise error(line, f"{path}.{key}: {bad}") from bad
+    if "retry_on_exit" in options and "no_retry_on_exit" in options:
+        key = "no_retry_on_exit"
+        line = where.key(table, key) if (table, key) in where.keys else where.key("workflow", key)
+        raise error(line, f"{path}: give retry_on_exit or no_retry_on_exit, not both")
 
 
 def _check_run_option(key: str, value: Any) -> None:
@@ -219,6 +230,10 @@ def _check_run_option(key: str, value: Any) -> None:
         raise ValueError(problem)
     if key == "max_lost" and not 1 <= value <= 2**31 - 1:
         raise ValueError("must be 1 or more (and a 32-bit integer)")
+    if key in ("retry_on_exit", "no_retry_on_exit") and (not value or any(
+            isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255
+            for code in value)):
+        raise ValueError("exit codes are whole numbers from 0 to 255 (an array of at least one)")
     if key == "limits":
         from jobctl import capacity
 
@@ -342,6 +357,9 @@ def job_specs(definition: Mapping[str, Any], params: Mapping[str, str]) -> list[
             on_success=_substituted(task.get("on_success"), params),
             on_failure=_substituted(task.get("on_failure"), params),
             on_end=_substituted(task.get("on_end"), params),
+            retry_on_exit=(tuple(task["retry_on_exit"]) if "retry_on_exit" in task else None),
+            no_retry_on_exit=(tuple(task["no_retry_on_exit"]) if "no_retry_on_exit" in task
+                              else None),
         ))
     return specs
 

@@ -134,6 +134,8 @@ CLI_WORDS = {
     "alert_after_s": "--alert-after",
     "on_overdue": "--on-overdue",
     "grace_s": "--grace",
+    "retry_on_exit": "--retry-on-exit",
+    "no_retry_on_exit": "--no-retry-on-exit",
 }
 
 
@@ -334,6 +336,36 @@ def capacity_fields(*, limit: list[str] | None, cpus: float | None = None,
                 mem_bytes=None if mem is None else capacity.parse_size(mem),
                 gpus=capacity.parse_gpus(gpus),
                 requires=capacity.parse_pairs(require or (), "--require"), hold=hold)
+
+
+RETRY_ON_EXIT_OPTION = typer.Option(
+    None, "--retry-on-exit", metavar="CODES",
+    help="Retry (within --retries) only when the command exits with one of these codes "
+         "(75,111); a kill by signal or timeout then does not retry.", show_default=False)
+NO_RETRY_ON_EXIT_OPTION = typer.Option(
+    None, "--no-retry-on-exit", metavar="CODES",
+    help="Never retry when the command exits with one of these codes (2,64); any other "
+         "failure retries (within --retries).", show_default=False)
+
+
+def retry_exit_fields(*, retry_on_exit: str | None,
+                      no_retry_on_exit: str | None) -> dict[str, Any]:
+    """--retry-on-exit and --no-retry-on-exit as JobSpec fields (at most one of them)."""
+    if retry_on_exit is None and no_retry_on_exit is None:
+        return {}
+    if retry_on_exit is not None and no_retry_on_exit is not None:
+        raise InvalidInput("give --retry-on-exit or --no-retry-on-exit, not both")
+    from jobctl.policy import parse_exit_codes
+
+    option, text = (("--retry-on-exit", retry_on_exit) if retry_on_exit is not None
+                     else ("--no-retry-on-exit", no_retry_on_exit))
+    assert text is not None
+    try:
+        codes = parse_exit_codes(text)
+    except ValueError as error:
+        raise InvalidInput(f"{option}: {error}") from error
+    field = "retry_on_exit" if retry_on_exit is not None else "no_retry_on_exit"
+    return {field: codes}
 
 
 def run_fields(*, input_path: str | None, user: str | None, max_lost: int,

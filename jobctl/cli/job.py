@@ -20,6 +20,7 @@ from jobctl.cli.common import (
     LIMIT_OPTION,
     MAX_LOST_OPTION,
     MEM_OPTION,
+    NO_RETRY_ON_EXIT_OPTION,
     ON_END_OPTION,
     ON_FAILURE_OPTION,
     ON_SUCCESS_OPTION,
@@ -28,6 +29,7 @@ from jobctl.cli.common import (
     REQUIRE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
+    RETRY_ON_EXIT_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
@@ -41,6 +43,7 @@ from jobctl.cli.common import (
     parse_instant,
     parse_pairs,
     parse_queues,
+    retry_exit_fields,
     run_fields,
     state,
 )
@@ -48,6 +51,7 @@ from jobctl.cli.render import OutputFormat, Terminal, shell_join, visible
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from jobctl.arrays import ArraySpec
     from jobctl.client import Client
     from jobctl.models import Dependency, Job, JobSpec
 
@@ -76,6 +80,17 @@ JOB_ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.",
                                  autocompletion=complete.job_ids)
 JOB_IDS_ARGUMENT = typer.Argument(..., metavar="ID...", help="The jobs' ids.",
                                   autocompletion=complete.job_ids)
+# Job ids, or --array ID instead (cancel, wait).
+SOME_JOB_IDS_ARGUMENT = typer.Argument(None, metavar="[ID]...",
+                                       help="The jobs' ids (or --array ID).",
+                                       autocompletion=complete.job_ids, show_default=False)
+ARRAY_ID_OPTION = typer.Option(None, "--array", metavar="ID", show_default=False,
+                               help="The tasks of this array (the id `job submit --array` "
+                                    "printed).")
+JUNIT_OPTION = typer.Option(
+    None, "--junit", metavar="FILE", show_default=False,
+    help="Also write a JUnit XML report to FILE (one testcase per job, with the last 64 KiB "
+         "of its stdout and stderr), for Jenkins and GitLab.")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -114,12 +129,22 @@ def submit(
              "blank lines and # comments are skipped. All or nothing.", show_default=False),
     after: str | None = typer.Option(
         None, "--after", metavar="ID[,ID...]", autocompletion=complete.job_ids,
-        help="Start only after each of these jobs succeeded; if one fails, is cancelled or "
-             "lost, this job ends too (failed or cancelled).", show_default=False),
+        help="Start only after each of these jobs succeeded (array:ID: every task of that "
+             "array); if one fails, is cancelled or lost, this job ends too (failed or "
+             "cancelled).", show_default=False),
     after_any: str | None = typer.Option(
         None, "--after-any", metavar="ID[,ID...]", autocompletion=complete.job_ids,
-        help="Start only after each of these jobs ended, whatever its outcome.",
+        help="Start only after each of these jobs ended, whatever its outcome (array:ID: "
+             "every task of that array).",
         show_default=False),
+    array: str | None = typer.Option(
+        None, "--array", metavar="SPEC", show_default=False,
+        help="Submit an array: one task per index of SPEC (0-999, 1-100:4 or 3,7,9; %N after "
+             "it: at most N running at once; at most 100,000 indices). Each task gets "
+             "JOBCTL_ARRAY_ID and JOBCTL_ARRAY_INDEX, and {index} in its command becomes its "
+             "index. Prints the array's id."),
+    retry_on_exit: str | None = RETRY_ON_EXIT_OPTION,
+    no_retry_on_exit: str | None = NO_RETRY_ON_EXIT_OPTION,
     limit: list[str] | None = LIMIT_OPTION,
     cpus: float | None = CPUS_OPTION,
     mem: str | None = MEM_OPTION,
@@ -146,6 +171,7 @@ def submit(
         jobctl job submit --shell 'pg_dump db | gzip > /backup/db.gz'
         jobctl job submit --wait -- make test    # exits with make's exit code
         jobctl job submit --input query.sql --user postgres -- psql
+        jobctl job submit --array 0-999%10 -- ./shard.sh {index}
     """
     from jobctl.models import JobSpec
 
@@ -156,6 +182,8 @@ def submit(
     run_at = parse_instant(at, "--at")
     if input_ == "-" and from_file == "-":
         raise InvalidInput("--input - and --from-file - cannot both read standard input")
+    array_spec = _parse_array(array) if array is not None else None
+    client = st.client()
     template = dict(
         name=name,
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -164,15 +192,31 @@ def submit(
         run_at=run_at,
         run_in_s=parse_duration(in_, "--in"),
         unique_key=unique_key,
-        after=_parse_ids(after, "--after"),
-        after_any=_parse_ids(after_any, "--after-any"),
+        after=_parse_ids(after, "--after", client),
+        after_any=_parse_ids(after_any, "--after-any", client),
         **run_fields(input_path=input_, user=user, max_lost=max_lost, stdin=st.stdin),
         **capacity_fields(limit=limit, cpus=cpus, mem=mem, gpus=gpus, require=require,
                           hold=hold),
         **hook_fields(st.command_line, on_success=on_success, on_failure=on_failure,
                       on_end=on_end),
+        **retry_exit_fields(retry_on_exit=retry_on_exit, no_retry_on_exit=no_retry_on_exit),
     )
-    client = st.client()
+    if array_spec is not None:
+        if from_file is not None or wait or follow or unique_key is not None:
+            raise InvalidInput("--array cannot be given with --from-file, --wait, --follow or "
+                               "--unique-key (wait with `jobctl job wait --array ID`)")
+        array_template = JobSpec(argv=command_argv(command, shell, "jobctl job submit"),
+                                 **template)
+        array_id, ids = client.submit_array(array_template, array_spec.indices,
+                                            array_spec.throttle)
+        if output is OutputFormat.JSON:
+            terminal.json({"id": array_id, "size": len(ids), "throttle": array_spec.throttle})
+        elif terminal.stdout_is_tty and output is None:
+            terminal.out(f"submitted array {array_id} ({len(ids)} tasks) to queue "
+                         f"{visible(array_template.queue)}")
+        else:
+            terminal.out(str(array_id))
+        return
     if from_file is not None:
         if command:
             raise InvalidInput("give a command or --from-file, not both")
@@ -193,13 +237,30 @@ def submit(
         raise typer.Exit(_exit_code(job))
 
 
-def _parse_ids(text: str | None, option: str) -> tuple[int, ...]:
+def _parse_ids(text: str | None, option: str, client: Client) -> tuple[int, ...]:
+    """Job ids separated by commas; `array:ID` stands for every task of that array."""
     if text is None:
         return ()
+    ids: list[int] = []
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        for part in (part.strip() for part in text.split(",")):
+            if part.startswith("array:"):
+                ids.extend(client.array_task_ids(int(part.removeprefix("array:"))))
+            elif part:
+                ids.append(int(part))
     except ValueError as error:
-        raise InvalidInput(f"{option} takes job ids separated by commas, not {text!r}") from error
+        raise InvalidInput(f"{option} takes job ids (or array:ID) separated by commas, not "
+                           f"{text!r}") from error
+    return tuple(ids)
+
+
+def _parse_array(text: str) -> ArraySpec:
+    from jobctl.arrays import parse_array_spec
+
+    try:
+        return parse_array_spec(text)
+    except ValueError as error:
+        raise InvalidInput(f"--array {text!r}: {error}") from error
 
 
 def _read_command_lines(path: str, stdin: BinaryIO) -> list[str]:
@@ -278,16 +339,25 @@ def list_(
     output: OutputFormat | None = OUTPUT_OPTION,
     watch: bool = typer.Option(False, "--watch", "-w",
                                help="Print the list again each time it changes, until Ctrl-C."),
+    array: int | None = typer.Option(
+        None, "--array", metavar="ID", show_default=False,
+        help="Only the tasks of this array, by index (with --state and --limit)."),
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (an array's tasks: by index)."""
     from jobctl.models import JobState
 
     if limit < 0:
         raise InvalidInput("--limit must be 0 or more")
+    if array is not None and (queue or name is not None or label or schedule is not None):
+        raise InvalidInput("--array lists an array's tasks: give --state and --limit with it, "
+                           "not --queue, --name, --label or --schedule")
     st = state(ctx)
     client = st.client()
 
     def fetch() -> list[Job]:
+        if array is not None:
+            return client.array_tasks(array, states=[JobState(s.value) for s in state_ or []],
+                                      limit=limit or None)
         return client.list_jobs(
             states=[JobState(s.value) for s in state_ or []],
             queues=parse_queues(queue),
@@ -316,8 +386,12 @@ def _print_jobs(terminal: Terminal, jobs: list[Job], output: OutputFormat | None
          job.attempt, job.exit_code, job.created_at, job.duration_s, shell_join(job.argv)]
         for job in jobs
     ]
-    terminal.table(["id", "name", "queue", "state", "attempt", "exit", "created", "duration",
-                    "command"], rows, fmt)
+    headers = ["id", "name", "queue", "state", "attempt", "exit", "created", "duration",
+               "command"]
+    if jobs and all(job.array_id is not None for job in jobs):  # an array's tasks
+        rows = [[row[0], job.array_index, *row[1:]] for row, job in zip(rows, jobs, strict=True)]
+        headers.insert(1, "index")
+    terminal.table(headers, rows, fmt)
 
 
 @app.command()
@@ -371,6 +445,12 @@ def status(
         ("exit code", job.exit_code),
         ("error", job.error),
         ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
+        ("array", f"{job.array_id} (index {job.array_index})" if job.array_id is not None
+         else None),
+        ("retry on exit", ",".join(map(str, job.retry_on_exit))
+         if job.retry_on_exit is not None else None),
+        ("no retry on exit", ",".join(map(str, job.no_retry_on_exit))
+         if job.no_retry_on_exit is not None else None),
         ("held", "yes: `jobctl job release` lets it start" if job.held else None),
         ("on success", job.on_success),
         ("on failure", job.on_failure),
@@ -434,12 +514,20 @@ def logs(
 @app.command()
 def cancel(
     ctx: typer.Context,
-    job_ids: list[int] = JOB_IDS_ARGUMENT,
+    job_ids: list[int] | None = SOME_JOB_IDS_ARGUMENT,
+    array: int | None = ARRAY_ID_OPTION,
 ) -> None:
     """Cancel jobs: a queued one never runs; a running one is killed wherever it runs."""
     from jobctl.models import JobState
 
     st = state(ctx)
+    if _ids_or_array(job_ids, array) is None:
+        assert array is not None
+        cancelled, running = st.client().cancel_array(array)
+        st.terminal.err(f"array {array}: {len(cancelled)} tasks cancelled, {len(running)} "
+                        "running (their workers will kill them)")
+        return
+    assert job_ids
     before = st.client().cancel(job_ids)
     for job_id, was in before.items():
         if was in (JobState.QUEUED, JobState.WAITING):
@@ -453,13 +541,30 @@ def cancel(
 @app.command()
 def retry(
     ctx: typer.Context,
-    job_id: int = JOB_ID_ARGUMENT,
+    job_id: int | None = typer.Argument(None, metavar="[ID]", show_default=False,
+                                        help="The job's id (or --array ID --failed).",
+                                        autocompletion=complete.job_ids),
     retries: int = typer.Option(0, "--retries", help="Further retries if this attempt fails."),
+    array: int | None = ARRAY_ID_OPTION,
+    failed: bool = typer.Option(False, "--failed",
+                                help="With --array: run its failed, lost and cancelled tasks "
+                                     "again (and only those)."),
 ) -> None:
-    """Run a finished job again, as a new attempt."""
+    """Run a finished job again, as a new attempt (or an array's failed tasks)."""
     if retries < 0:
         raise InvalidInput("--retries must be 0 or more")
     st = state(ctx)
+    if array is not None or failed:
+        if job_id is not None or array is None or not failed:
+            raise InvalidInput("give a job's ID, or --array ID --failed")
+        ids = st.client().retry_array(array, retries=retries)
+        st.terminal.err(f"array {array}: {len(ids)} tasks queued again")
+        if not st.terminal.stdout_is_tty:
+            for task_id in ids:
+                st.terminal.out(str(task_id))
+        return
+    if job_id is None:
+        raise InvalidInput("give a job's ID, or --array ID --failed")
     st.client().retry(job_id, retries=retries)
     st.terminal.note(f"job {job_id} queued again")
     if not st.terminal.stdout_is_tty:
@@ -469,18 +574,48 @@ def retry(
 @app.command("wait")
 def wait_(
     ctx: typer.Context,
-    job_ids: list[int] = JOB_IDS_ARGUMENT,
+    job_ids: list[int] | None = SOME_JOB_IDS_ARGUMENT,
     timeout: str | None = typer.Option(None, "--timeout",
                                        help="Give up after this long (exit 124).",
                                        show_default=False),
+    array: int | None = typer.Option(
+        None, "--array", metavar="ID", show_default=False,
+        help="Wait for every task of this array; exit 0 if all succeeded, else with the "
+             "lowest failed index's own exit code (one summary line on stderr)."),
+    junit: str | None = JUNIT_OPTION,
 ) -> None:
     """Wait until jobs end. Exits 0 if all succeeded, else with the first failed one's code."""
+    from jobctl.cli import reports
+
     st = state(ctx)
-    jobs = st.client().wait(job_ids, timeout_s=parse_duration(timeout, "--timeout"))
+    timeout_s = parse_duration(timeout, "--timeout")
+    which = _ids_or_array(job_ids, array)
+    if junit is not None:
+        reports.check_junit_path(junit)
+    client = st.client()
+    if which is None:
+        assert array is not None
+        status_ = client.wait_array(array, timeout_s=timeout_s)
+        if junit is not None:
+            reports.write_junit(client, junit, f"array {array}", client.array_tasks(array),
+                                lambda job: f"array.{array}")
+        st.terminal.err(reports.array_summary(status_))
+        raise typer.Exit(status_.first_failed[2] if status_.first_failed else 0)
+    jobs = client.wait(which, timeout_s=timeout_s)
+    if junit is not None:
+        reports.write_junit(client, junit, "jobctl job wait", jobs,
+                            lambda job: f"jobctl.{job.queue}")
     for job in jobs:
         st.terminal.note(f"job {job.id} {job.state.value}")
     codes = [_exit_code(job) for job in jobs]
     raise typer.Exit(next((code for code in codes if code != 0), 0))
+
+
+def _ids_or_array(job_ids: list[int] | None, array: int | None) -> list[int] | None:
+    """The job ids given, or None for --array ID: one of the two."""
+    if bool(job_ids) == (array is not None):
+        raise InvalidInput("give job ids or --array ID (one of the two)")
+    return job_ids or None
 
 
 @app.command()

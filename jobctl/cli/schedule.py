@@ -18,6 +18,7 @@ from jobctl.cli.common import (
     LABEL_OPTION,
     LIMIT_OPTION,
     MAX_LOST_OPTION,
+    NO_RETRY_ON_EXIT_OPTION,
     ON_END_OPTION,
     ON_FAILURE_OPTION,
     ON_SUCCESS_OPTION,
@@ -25,6 +26,7 @@ from jobctl.cli.common import (
     QUEUE_OPTION,
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
+    RETRY_ON_EXIT_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
@@ -37,6 +39,7 @@ from jobctl.cli.common import (
     parse_duration,
     parse_instant,
     parse_pairs,
+    retry_exit_fields,
     run_fields,
     state,
 )
@@ -137,6 +140,8 @@ def add(
                                            help=ALERT_AFTER_HELP, show_default=False),
     on_overdue: str | None = typer.Option(None, "--on-overdue", metavar="CMD",
                                           help=ON_OVERDUE_HELP, show_default=False),
+    retry_on_exit: str | None = RETRY_ON_EXIT_OPTION,
+    no_retry_on_exit: str | None = NO_RETRY_ON_EXIT_OPTION,
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -163,6 +168,10 @@ def add(
             raise InvalidInput("--on-success, --on-failure and --on-end are for a command: a "
                                "workflow's tasks take hooks in its file (and the workflow's "
                                "own on_failure in its [workflow] table)")
+        if retry_on_exit is not None or no_retry_on_exit is not None:
+            raise InvalidInput("--retry-on-exit and --no-retry-on-exit are for a command: a "
+                               "workflow's tasks take retry_on_exit and no_retry_on_exit in "
+                               "its file")
     hooks: dict[str, Any] = {} if stored_workflow is not None else hook_fields(
         st.command_line, on_success=on_success, on_failure=on_failure, on_end=on_end)
     spec = JobSpec(
@@ -174,6 +183,7 @@ def add(
                      stdin=st.stdin),
         **capacity_fields(limit=limit),
         **hooks,
+        **retry_exit_fields(retry_on_exit=retry_on_exit, no_retry_on_exit=no_retry_on_exit),
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,

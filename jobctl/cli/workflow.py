@@ -152,12 +152,24 @@ def wait_(
     timeout: str | None = typer.Option(None, "--timeout",
                                        help="Give up after this long (exit 124).",
                                        show_default=False),
+    junit: str | None = typer.Option(
+        None, "--junit", metavar="FILE", show_default=False,
+        help="Also write a JUnit XML report to FILE (one testcase per task, with the last 64 "
+             "KiB of its stdout and stderr), for Jenkins and GitLab."),
 ) -> None:
     """Wait until every task ended. Exits 0 if all succeeded, else with the first failed
     task's exit code (in dependency order)."""
+    from jobctl.cli import reports
+
     st = state(ctx)
-    workflow = st.client().wait_workflow(workflow_id,
-                                         timeout_s=parse_duration(timeout, "--timeout"))
+    timeout_s = parse_duration(timeout, "--timeout")
+    if junit is not None:
+        reports.check_junit_path(junit)
+    client = st.client()
+    workflow = client.wait_workflow(workflow_id, timeout_s=timeout_s)
+    if junit is not None:
+        reports.write_junit(client, junit, f"workflow {workflow.id} {workflow.name}",
+                            workflow.tasks, lambda job: f"workflow.{workflow.name}")
     st.terminal.note(f"workflow {workflow.id} {workflow.state.value}")
     _exit_with(workflow)
 

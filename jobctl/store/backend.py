@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from jobctl.errors import DatabaseUnavailable
     from jobctl.store import (
+        arrays,
         capacity,
         checks,
         deps,
@@ -151,6 +152,7 @@ class Backend(Protocol):
     sql_capacity: capacity.CapacitySQL
     sql_checks: checks.ChecksSQL
     sql_overdue: overdue.OverdueSQL
+    sql_arrays: arrays.ArraysSQL
 
 
 class _EntitySQL:
@@ -177,10 +179,12 @@ class SqlModules:
         _EntitySQL() for _ in range(13))
     # Dead-man's switches (schedules' alerts, checks).
     sql_checks, sql_overdue = (_EntitySQL() for _ in range(2))
+    sql_arrays = _EntitySQL()
 
 
 if TYPE_CHECKING:
     # mypy checks each backend's modules against their entities' Protocols here, once for both.
+    from jobctl.store.postgres import arrays as pg_arrays
     from jobctl.store.postgres import capacity as pg_capacity
     from jobctl.store.postgres import checks as pg_checks
     from jobctl.store.postgres import deps as pg_deps
@@ -196,6 +200,7 @@ if TYPE_CHECKING:
     from jobctl.store.postgres import submit as pg_submit
     from jobctl.store.postgres import workers as pg_workers
     from jobctl.store.postgres import workflows as pg_workflows
+    from jobctl.store.sqlite import arrays as lite_arrays
     from jobctl.store.sqlite import capacity as lite_capacity
     from jobctl.store.sqlite import checks as lite_checks
     from jobctl.store.sqlite import deps as lite_deps
@@ -232,6 +237,11 @@ if TYPE_CHECKING:
 
     from jobctl.store.postgres import PostgresBackend
     from jobctl.store.sqlite import SqliteBackend
+
+    def _arrays_conform(arrays: arrays.ArraysSQL) -> None: ...
+
+    _arrays_conform(pg_arrays)
+    _arrays_conform(lite_arrays)
 
     _BACKENDS: tuple[Backend, ...] = (PostgresBackend(), SqliteBackend())
 

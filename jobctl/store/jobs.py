@@ -46,8 +46,10 @@ def submit(conn: Conn, spec: JobSpec) -> tuple[int, bool]:
     return job_id, True
 
 
-def submit_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
-    """Insert many jobs in one transaction; ids come back in the order given.
+def submit_many(conn: Conn, specs: Sequence[JobSpec], *, array_id: int | None = None,
+                array_indices: Sequence[int] | None = None) -> list[int]:
+    """Insert many jobs in one transaction; ids come back in the order given (with `array_id`,
+    the tasks of that array at `array_indices`: store.arrays).
 
     Unique keys are not supported here: a batch is all or nothing. Each job's --after and
     --after-any ids must exist (NotFound otherwise).
@@ -56,7 +58,8 @@ def submit_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
         return []
     initials = _initials(conn, specs)
     ids = submit_store.insert_many(conn, specs, states=[state for state, _ in initials],
-                                   errors=[error for _, error in initials])
+                                   errors=[error for _, error in initials], array_id=array_id,
+                                   array_indices=array_indices)
     if any(spec.after or spec.after_any for spec in specs):
         deps.add(conn, [edge for job_id, spec in zip(ids, specs, strict=True)
                         for edge in _edges(job_id, spec)])

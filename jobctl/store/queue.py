@@ -36,6 +36,7 @@ from jobctl.models import (
 from jobctl.store import capacity, deps, notify
 from jobctl.store.capacity import Gate
 from jobctl.store.direct import Conn
+from jobctl.store.reads import exit_codes
 from jobctl.store.workers import LIVE_WORKER
 
 
@@ -70,6 +71,12 @@ class ClaimedJob:
     # job's status document on standard input and its output in $JOBCTL_HOOK_OUTPUT.
     hook_of: int | None = None
     hook_output: bytes | None = None  # that output (the worker reads it before the start)
+    # A task of an array: its id and index (JOBCTL_ARRAY_ID, JOBCTL_ARRAY_INDEX).
+    array_id: int | None = None
+    array_index: int | None = None
+    # Which exit codes retry (jobctl.policy.should_retry); None: any failure does.
+    retry_on_exit: tuple[int, ...] | None = None
+    no_retry_on_exit: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,10 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         gated=bool(row["gated"]),
         after=row["after_id"] if row["in_buffer"] else None,
         hook_of=row["hook_of"],
+        array_id=row["array_id"],
+        array_index=row["array_index"],
+        retry_on_exit=exit_codes(conn, row["retry_on_exit"]),
+        no_retry_on_exit=exit_codes(conn, row["no_retry_on_exit"]),
     )
 
 

@@ -48,6 +48,8 @@ JOB_COLUMNS: dict[str, str] = {
     "gpus": "gpus", "requires": "requires", "gpu_indices": "gpu_indices",
     "on_success": "on_success", "on_failure": "on_failure", "on_end": "on_end",
     "hook_of": "hook_of",
+    "array_id": "array_id", "array_index": "array_index",
+    "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -73,7 +75,17 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         "held": bool(values["held"]),
         "limits": dict(conn.json(values["limits"]) or {}),
         "requires": dict(conn.json(values["requires"]) or {}),
+        "retry_on_exit": exit_codes(conn, values["retry_on_exit"]),
+        "no_retry_on_exit": exit_codes(conn, values["no_retry_on_exit"]),
     })
+
+
+def exit_codes(conn: Conn, value: Any) -> tuple[int, ...] | None:
+    """A retry_on_exit or no_retry_on_exit column's value: the codes, or None when not set."""
+    if value is None:
+        return None
+    codes = conn.json(value)
+    return None if codes is None else tuple(int(code) for code in codes)
 
 
 def database_now(conn: Conn) -> datetime:

@@ -23,7 +23,7 @@ from jobctl.store.reads import database_now
 BATCH = 1000
 DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
-TABLES = ("attempts", "checks", "job_deps", "job_logs", "jobs", "queues", "schedules",
+TABLES = ("arrays", "attempts", "checks", "job_deps", "job_logs", "jobs", "queues", "schedules",
           "workers", "workflows")
 
 # --- SQL both backends share -------------------------------------------------------------------

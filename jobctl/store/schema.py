@@ -190,6 +190,14 @@ jobs = sa.Table(
     sa.Column("on_failure", sa.Text),
     sa.Column("on_end", sa.Text),
     sa.Column("hook_of", sa.BigInteger),
+    # --- job arrays and retrying by exit code (migration 0007) ---
+    # A task of an array (`job submit --array`): the array and the task's index in it.
+    sa.Column("array_id", sa.BigInteger),
+    sa.Column("array_index", sa.Integer),
+    # Which exit codes a failed attempt retries on ([75, 111]: only these), or never retries on
+    # (`no_retry_on_exit`: all others do); NULL: any failure retries (jobctl.policy.should_retry).
+    sa.Column("retry_on_exit", _json()),
+    sa.Column("no_retry_on_exit", _json()),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
@@ -245,6 +253,27 @@ sa.Index(
     jobs.c.workflow_id,
     postgresql_where=jobs.c.workflow_id.isnot(None),
     sqlite_where=jobs.c.workflow_id.isnot(None),
+)
+
+# An array's tasks, by index: only the jobs that belong to one.
+sa.Index(
+    "ix_jobs_array_id",
+    jobs.c.array_id,
+    jobs.c.array_index,
+    postgresql_where=jobs.c.array_id.isnot(None),
+    sqlite_where=jobs.c.array_id.isnot(None),
+)
+
+# Job arrays (`job submit --array`): `size` tasks (jobs with this array_id); `throttle`: at most
+# this many of them running at once (each task then holds the limit key `array:ID` = throttle).
+arrays = sa.Table(
+    "arrays",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("throttle", sa.Integer),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 # Dependencies: `job_id` waits for `depends_on`. `condition` is `ok` (`--after`: it must succeed)

@@ -30,9 +30,12 @@ ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "time
                "finished_at", "error", "unique_key", "workflow_id", "task", "max_lost", "input",
                "run_as", "schedule_id", "fire_time", "cancel_requested", "held", "gated",
                "limits", "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure",
-               "on_end")
+               "on_end",
+               # job arrays and retrying by exit code
+               "array_id", "array_index", "retry_on_exit", "no_retry_on_exit")
 # Those that hold JSON, and times (bound through Conn.json_param and Conn.time_param).
-JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires"})
+JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires", "retry_on_exit",
+                          "no_retry_on_exit"})
 TIME_COLUMNS = frozenset({"run_at", "created_at", "finished_at", "fire_time"})
 
 # --- SQL both backends share -------------------------------------------------------------------
@@ -63,11 +66,14 @@ def job_columns(
     *,
     workflow_id: int | None = None,
     tasks: Sequence[str] | None = None,
+    array_id: int | None = None,
+    array_indices: Sequence[int] | None = None,
 ) -> dict[str, list[Any]]:
     """The rows of jobs submitted from `specs` at `now` (the database clock's time), column by
     column (ROW_COLUMNS: one Python value per job): each job in its `state` (with its `error`),
     due at its run_at, or `run_in_s` after `now`; finished at `now` when its state is final;
-    `workflow_id` and `tasks` for a workflow's tasks. This is the one place a spec becomes a
+    `workflow_id` and `tasks` for a workflow's tasks, `array_id` and `array_indices` for an
+    array's. This is the one place a spec becomes a
     row. Column by column because that is how a batch goes in (batch_columns): for 100,000
     jobs, a list per column is a fifth of the cost of a dict per job."""
     count = len(specs)
@@ -112,7 +118,16 @@ def job_columns(
         "on_success": [spec.on_success for spec in specs],
         "on_failure": [spec.on_failure for spec in specs],
         "on_end": [spec.on_end for spec in specs],
+        "array_id": [array_id] * count,
+        "array_index": list(array_indices) if array_indices is not None else nothing,
+        "retry_on_exit": [_codes(spec.retry_on_exit) for spec in specs],
+        "no_retry_on_exit": [_codes(spec.no_retry_on_exit) for spec in specs],
     }
+
+
+def _codes(codes: Sequence[int] | None) -> list[int] | None:
+    """Exit codes as a JSON column holds them (a list), or None when not given."""
+    return None if codes is None else list(codes)
 
 
 def job_row(spec: JobSpec, now: datetime, state: JobState = JobState.QUEUED,
@@ -231,6 +246,8 @@ def insert_many(
     errors: Sequence[str | None] | None = None,
     workflow_id: int | None = None,
     tasks: Sequence[str] | None = None,
+    array_id: int | None = None,
+    array_indices: Sequence[int] | None = None,
 ) -> list[int]:
     """Insert jobs in the states given (dependencies are the caller's), one notification per
     queue that got queued jobs; ids in the order given. Unique keys are not set here."""
@@ -240,7 +257,7 @@ def insert_many(
     # between the time the jobs are created at and their insert.
     sql = conn.backend.sql_submit
     rows = job_columns(specs, database_now(conn), states, errors, workflow_id=workflow_id,
-                       tasks=tasks)
+                       tasks=tasks, array_id=array_id, array_indices=array_indices)
     ids = sql.insert_rows(conn, rows)
     queued = {spec.queue for spec, st in zip(specs, states, strict=True) if st is JobState.QUEUED}
     for queue in sorted(queued):

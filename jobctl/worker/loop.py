@@ -50,6 +50,7 @@ from jobctl.capacity import Resources, machine_resources
 from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
+from jobctl.policy import should_retry
 from jobctl.store import notify, queue, reads
 from jobctl.store import workers as worker_rows
 from jobctl.store.capacity import Gate
@@ -130,7 +131,9 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
                            error="released: the worker shut down before it finished")
         # At most once: it has started, so it must not start again.
         return replace(ended, error="killed: the worker shut down before it finished")
-    if job.attempt < job.max_attempts:
+    own_exit = result.exit_code if result.signal is None and result.kill_reason is None else None
+    if should_retry(job.attempt, job.max_attempts, own_exit, job.retry_on_exit,
+                    job.no_retry_on_exit):
         return replace(ended, state=JobState.QUEUED,
                        retry_delay_s=retry_delay(job.backoff_s, job.attempt))
     return ended

@@ -130,6 +130,9 @@ class JobProcess:
             identity = run_as.popen_arguments()
         env = {**self._base_env, **(run_as.env() if run_as is not None else {}), **job.env,
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
+        if job.array_id is not None:  # a task of an array (`job submit --array`)
+            env["JOBCTL_ARRAY_ID"] = str(job.array_id)
+            env["JOBCTL_ARRAY_INDEX"] = str(job.array_index)
         if job.gpus:  # the GPUs it holds, and no other job of its machine meanwhile
             env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = gpu_text(job.gpus) or ""
         if job.hook_output is not None:  # a hook: its job's output, in a file of its own

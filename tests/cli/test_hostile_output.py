@@ -201,7 +201,7 @@ def table_rows(screen: str) -> list[str]:
     return rows
 
 
-INDENT = len("retry backoff: ")  # where `job status` values start
+INDENT = len("no retry on exit: ")  # where `job status` values start (its longest key)
 
 
 def fields_of(screen: str) -> dict[str, str]:

@@ -116,6 +116,8 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "attempt": lambda url: emitted(url, "job", "status", _job_id(url))["attempts"][0],
     "worker": lambda url: emitted(url, "worker", "list")[0],
     "submit": lambda url: json.loads(jobctl(url, "job", "submit", "-o", "json", "--", "true")),
+    "array submit": lambda url: json.loads(jobctl(url, "job", "submit", "--array", "0-1%1",
+                                                  "-o", "json", "--", "true")),
     "dependency": lambda url: _dependency(url),
     "db status": lambda url: emitted(url, "db", "status"),
     "table size": lambda url: emitted(url, "db", "status")["tables"][0],

@@ -30,7 +30,8 @@ ENTITIES = {
     "schema": ("jobctl.store.direct", "SchemaSQL"),
     **{name: (f"jobctl.store.{name}", f"{name.capitalize()}SQL")
        for name in ("queue", "workers", "deps", "schedules", "workflows", "reads", "jobs", "submit",
-                    "names", "retention", "stats", "capacity", "checks", "overdue")},
+                    "names", "retention", "stats", "capacity", "checks", "overdue",
+                    "arrays")},
 }
 
 

@@ -64,3 +64,34 @@ def test_cycle_and_order_helpers() -> None:
 def test_substitute_leaves_unknown_braces_alone() -> None:
     assert substitute("cp {src} ${HOME}/{date}-{x}", {"src": "a", "date": "d"}) == \
         "cp a ${HOME}/d-{x}"
+
+
+# --- retry_on_exit / no_retry_on_exit (issue 16) ------------------------------------------------
+
+
+def test_exit_codes_to_retry_on_become_job_specs() -> None:
+    from jobctl.workflow import job_specs
+
+    definition = load("[workflow]\nretry_on_exit = [75, 111]\n"
+                      "[tasks.a]\ncommand = 'x'\n"
+                      "[tasks.b]\ncommand = 'y'\nno_retry_on_exit = [2]\n", "f.toml")
+    a, b = job_specs(definition, {})
+    assert (a.retry_on_exit, a.no_retry_on_exit) == ((75, 111), None)
+    # A task's own choice replaces the [workflow] default of the other kind.
+    assert (b.retry_on_exit, b.no_retry_on_exit) == (None, (2,))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[tasks.a]\ncommand = 'x'\nretry_on_exit = [256]\n", "f.toml:3: tasks.a.retry_on_exit: "),
+    ("[tasks.a]\ncommand = 'x'\nretry_on_exit = []\n", "f.toml:3: tasks.a.retry_on_exit: "),
+    ("[tasks.a]\ncommand = 'x'\nno_retry_on_exit = ['1']\n",
+     "f.toml:3: tasks.a.no_retry_on_exit: "),
+    ("[tasks.a]\ncommand = 'x'\nretry_on_exit = 75\n",
+     "f.toml:3: tasks.a.retry_on_exit must be an array of exit codes"),
+    ("[tasks.a]\ncommand = 'x'\nretry_on_exit = [1]\nno_retry_on_exit = [2]\n",
+     "f.toml:4: tasks.a: give retry_on_exit or no_retry_on_exit, not both"),
+])
+def test_invalid_exit_codes(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load(text, "f.toml")
+    assert str(caught.value).startswith(message), str(caught.value)

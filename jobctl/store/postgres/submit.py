@@ -123,7 +123,7 @@ def _encoder(column: str) -> Callable[[Any], str]:
         "priority": str, "max_attempts": str, "workflow_id": str, "max_lost": str,
         "schedule_id": str, "timeout_s": repr, "backoff_s": repr, "input": _bytes,
         "cancel_requested": _boolean, "held": _boolean, "gated": _boolean, "cpus": repr,
-        "mem_bytes": str, "gpus": str}
+        "mem_bytes": str, "gpus": str, "array_id": str, "array_index": str}
     return special.get(column, _text)
 
 
