@@ -54,7 +54,7 @@ def _read(path: Path) -> str | None:
 
 def _write(path: Path, text: str) -> None:
     # One write(2) per value: cgroup files take one value per write.
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     try:
         os.write(fd, text.encode())
     finally:

@@ -205,9 +205,9 @@ class Worker:
                 version=__version__, resources=self._gate.resources.to_json(),
                 tags=dict(self._gate.tags),
             )
+        self._setup_cgroups()  # its line before "started", which tells that the worker is up
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
-        self._setup_cgroups()
         self._heartbeat.restart_clock()
         self._watchdog = Watchdog(self._heartbeat.fence_deadline())
         self._shutdown.start()
