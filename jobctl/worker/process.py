@@ -146,8 +146,9 @@ class JobProcess:
         if job.gpus:  # the GPUs it holds, and no other job of its machine meanwhile
             env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = gpu_text(job.gpus) or ""
         cgroup, enter = self._cgroup_for(job)
-        try:
-            proc = subprocess.Popen(
+
+        def start(preexec: _Enter | None) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
                 job.argv,
                 stdin=_devnull() if job.input is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -155,9 +156,22 @@ class JobProcess:
                 start_new_session=True,
                 env=env,
                 cwd=cwd,
-                preexec_fn=enter,
+                preexec_fn=preexec,
                 **identity,
             )
+
+        try:
+            try:
+                proc = start(enter)
+            except subprocess.SubprocessError:
+                # Only the child's write to cgroup.procs can raise this (a kernel that checks
+                # the writer's rights, not the opener's, for a job of another user): the job
+                # runs as where there are no cgroups.
+                if cgroup is None:
+                    raise
+                cgroup.remove()
+                cgroup = None
+                proc = start(None)
         except OSError as start_error:
             if cgroup is not None:
                 cgroup.remove()

@@ -1,8 +1,8 @@
 """Accounting without a process or a database: percentiles (PostgreSQL's percentile_cont), what
 `--cpus` becomes in cpu.max, reading a cgroup's figures and the out-of-memory error, the cgroup
 v2 mount and a process's cgroup from /proc, a job cgroup's files (in a stand-in directory: the
-real ones are tested by tests/e2e/test_e2e_accounting.py), the watchdog's guard line and the
-metrics."""
+real ones are tested by tests/e2e/test_e2e_accounting.py), the watchdog's guard line, the
+metrics, and a job's process: wait4's figures, and its way into its cgroup."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ from jobctl.accounting import (
     usage_from_rusage,
 )
 from jobctl.metrics import WorkerMetrics
+from jobctl.models import Delivery
+from jobctl.store.queue import ClaimedJob
 from jobctl.worker import watchdog
 from jobctl.worker.cgroup import JobCgroup, WorkerCgroups, cgroup_dir, own_v2_path, v2_mount
+from jobctl.worker.process import JobProcess
 
 
 @pytest.mark.parametrize(("values", "fraction", "expected"), [
@@ -171,3 +174,74 @@ def test_metrics_expose_cpu_peak_memory_and_oom_kills() -> None:
     assert 'jobctl_job_oom_kills_total{queue="default"} 1.0' in text
     assert 'jobctl_job_oom_kills_total{queue="other"} 0.0' in text
     assert 'jobctl_job_cpu_seconds_count{queue="other"}' not in text
+
+
+# --- a job's process: figures from wait4, and the way into its cgroup ---------------------------
+
+
+def claimed(argv: list[str], job_id: int = 1) -> ClaimedJob:
+    return ClaimedJob(id=job_id, attempt=1, argv=argv, env={}, cwd=None, timeout_s=30.0,
+                      max_attempts=1, backoff_s=1.0, delivery=Delivery.AT_LEAST_ONCE,
+                      queue="default", mem_bytes=50 << 20, cpus=0.5)
+
+
+class StandInCgroups(WorkerCgroups):
+    """Job cgroups as plain directories: the child's write lands in a plain file."""
+
+    def for_job(self, job_id: int, attempt: int, mem_bytes: int | None,
+                cpus: float | None) -> JobCgroup | None:
+        path = self.base / f"job-{job_id}-{attempt}"
+        path.mkdir()
+        (path / "cgroup.procs").write_text("")
+        return JobCgroup(path, mem_bytes, cpus)
+
+
+BURN = "import os\nwhile os.times().user < 0.3: sum(range(10000))\nb = b'x' * (60 << 20)"
+
+
+def test_without_cgroups_the_figures_are_the_rusage_of_the_tree() -> None:
+    # The shell waits for python: python's CPU and memory are the attempt's.
+    result = JobProcess(claimed(["sh", "-c", f'python3 -c "{BURN}"; true']),
+                        lambda *_: None).run()
+    assert result.exit_code == 0 and result.usage is not None
+    assert result.usage.cpu_user_s is not None and result.usage.cpu_user_s >= 0.3
+    assert result.usage.max_rss_bytes is not None and result.usage.max_rss_bytes >= 60 << 20
+    assert result.usage.oom_killed is False
+
+
+def test_the_child_enters_its_cgroup_before_it_execs(tmp_path: Path) -> None:
+    cgroups = StandInCgroups(tmp_path, tmp_path, frozenset())
+    result = JobProcess(claimed(["python3", "-c", BURN]), lambda *_: None,
+                        cgroups=cgroups).run()
+    assert result.exit_code == 0
+    assert (tmp_path / "job-1-1" / "cgroup.procs").read_text() == "0"  # written by the child
+    # No cpu.stat or memory.peak in a stand-in: the rusage's figures.
+    assert result.usage is not None and result.usage.cpu_user_s is not None
+    assert result.usage.cpu_user_s >= 0.3
+
+
+def test_a_child_that_cannot_enter_its_cgroup_runs_without_one(tmp_path: Path) -> None:
+    cgroups = StandInCgroups(tmp_path, tmp_path, frozenset())
+    with pytest.MonkeyPatch.context() as patch:
+        # A descriptor the child cannot write to, as where the kernel refuses the move.
+        patch.setattr(JobCgroup, "open_procs",
+                      lambda self: os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        result = JobProcess(claimed(["sh", "-c", "echo ran"]), lambda *_: None,
+                            cgroups=cgroups).run()
+    assert (result.exit_code, result.started, result.error) == (0, True, None)
+    assert result.usage is not None and result.usage.max_rss_bytes
+
+
+def test_no_cgroups_where_no_v2_hierarchy_is_mounted() -> None:
+    from jobctl.worker import cgroup
+
+    real_read = cgroup._read
+
+    def read(path: Path) -> str | None:
+        if str(path) == "/proc/self/mountinfo":
+            return "27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        return real_read(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cgroup, "_read", read)
+        assert WorkerCgroups.create(1) == (None, "no cgroup v2 hierarchy is mounted")
