@@ -42,6 +42,7 @@ from jobctl.models import (
     WorkerState,
     Workflow,
     WorkflowState,
+    hook_problem,
     user_name_problem,
 )
 
@@ -887,6 +888,15 @@ def _validate_run_fields(spec: JobSpec) -> None:
         if not isinstance(key, str) or not isinstance(value, str) or not key or not value:
             raise InvalidInput("{requires} takes names and values (strings, not empty)",
                                field="requires")
+    for field, command in (() if spec.on_success is None and spec.on_failure is None
+                           and spec.on_end is None else
+                           (("on_success", spec.on_success), ("on_failure", spec.on_failure),
+                            ("on_end", spec.on_end))):
+        if command is not None:
+            problem = hook_problem(command) if isinstance(command, str) else "not a string"
+            if problem is not None:
+                raise InvalidInput(f"{{{field}}}: {InvalidInput.literal(problem)}",
+                                   field=field)
     if spec.user is not None:
         problem = user_name_problem(spec.user)
         if problem is not None:

@@ -57,6 +57,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("retention", "--retention", "JOBCTL_RETENTION", str,
                 "schedulers delete finished jobs older than this (e.g. 30d); unset keeps all",
                 default=None),
+    # Default hooks of `job submit` and `schedule add` (a /bin/sh -c command; see
+    # jobctl.models.HOOK_STATES); the flag beats them, and an empty flag means none.
+    SettingSpec("on_success", "--on-success", "JOBCTL_ON_SUCCESS", str,
+                "a command run (as a job) when a submitted job succeeds", default=None),
+    SettingSpec("on_failure", "--on-failure", "JOBCTL_ON_FAILURE", str,
+                "a command run (as a job) when a submitted job fails or is lost", default=None),
+    SettingSpec("on_end", "--on-end", "JOBCTL_ON_END", str,
+                "a command run (as a job) when a submitted job ends, however", default=None),
 )
 SETTING_NAMES = tuple(spec.name for spec in SETTINGS if spec.in_file)
 
@@ -193,6 +201,18 @@ def _resolve_one(spec: SettingSpec, command_line: CommandLine, profile: dict[str
         return Setting(spec.name, document[spec.name], Source.FILE, str(path))
     default: Any = default_database_url() if spec.name == "database_url" else spec.default
     return Setting(spec.name, default, Source.DEFAULT, "")
+
+
+def resolve_with_flag(command_line: CommandLine, name: str, flag: str | None) -> Setting:
+    """Setting `name` of a command's own option (not the root command's): `flag` when given,
+    else its JOBCTL_* variable, else the chosen profile's, else the file's, else the default."""
+    [spec] = [spec for spec in SETTINGS if spec.name == name]
+    values, sources = dict(command_line.values), dict(command_line.sources)
+    if flag is not None:
+        values[name], sources[name] = flag, Source.FLAG
+    elif os.environ.get(spec.variable):
+        values[name], sources[name] = os.environ[spec.variable], Source.ENV
+    return resolve(CommandLine(values, sources))[name]
 
 
 def resolve_database_url(flag: str | None = None) -> str:

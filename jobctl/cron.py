@@ -477,6 +477,32 @@ def _stdin(data: str) -> bytes | None:
     return "".join(out).encode()
 
 
+def mailto_addresses(env: dict[str, str]) -> list[str] | None:
+    """Where cron would mail an entry's output, by its MAILTO (crontab(5)): None when MAILTO is
+    not set (cron mails the crontab's owner, whom jobctl does not know), [] when it is empty
+    (no mail), else the addresses (comma-separated)."""
+    if "MAILTO" not in env:
+        return None
+    return [address.strip() for address in env["MAILTO"].split(",") if address.strip()]
+
+
+def mailto_hook(addresses: list[str]) -> str:
+    """The on_end hook that does what cron's MAILTO does: when the run printed something
+    ($JOBCTL_HOOK_OUTPUT is not empty), mail it to `addresses` through `sendmail` on the
+    worker's PATH (or /usr/sbin, /usr/lib), subject `jobctl <NAME> STATE`."""
+    import shlex
+
+    recipients = " ".join(shlex.quote(address) for address in addresses)
+    header_to = shlex.quote(", ".join(addresses))
+    return ('[ -s "$JOBCTL_HOOK_OUTPUT" ] || exit 0; '
+            'PATH="$PATH:/usr/sbin:/usr/lib"; '
+            f"{{ printf 'To: %s\\nSubject: jobctl <%s> %s\\n"
+            "Content-Type: text/plain; charset=UTF-8\\n\\n' "
+            f'{header_to} "$(printf %s "$JOBCTL_HOOK_NAME" | tr -d "\\r\\n")" '
+            '"$JOBCTL_HOOK_STATE"; cat "$JOBCTL_HOOK_OUTPUT"; } '
+            f"| sendmail -i -- {recipients}")
+
+
 def is_system_crontab(path: str) -> bool:
     """Whether cron reads the file at `path` as a system crontab (with user fields): a file in a
     directory named cron.d, or a file named crontab in a directory named etc (/etc/crontab, and

@@ -48,6 +48,38 @@ RERUN_STATES = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.LOST})
 FAILURE_STATES = frozenset({JobState.FAILED, JobState.LOST})
 
 
+# Hooks (`job submit --on-success/--on-failure/--on-end CMD`): the final states that start each.
+# A hook is a job of its own (`/bin/sh -c CMD`), created by the database in the transaction that
+# makes its job final (jobctl.store.<backend>.hooks), so it runs once per final state; a hook's
+# own end starts no hook. A workflow's `on_failure` starts once, when its first task fails or is
+# lost.
+HOOK_STATES: dict[str, frozenset[JobState]] = {
+    "on_success": frozenset({JobState.SUCCEEDED}),
+    "on_failure": FAILURE_STATES,
+    "on_end": FINAL_STATES,
+}
+# A hook job's attempts and the pause between them (a webhook's server may be down a moment).
+HOOK_MAX_ATTEMPTS = 3
+HOOK_BACKOFF_S = 10.0
+# The most of its job's output a hook finds in $JOBCTL_HOOK_OUTPUT (MAILTO mails it): the end.
+HOOK_OUTPUT_MAX_BYTES = 10 << 20
+
+
+# The longest hook command (a /bin/sh -c string) a job may carry.
+MAX_HOOK_BYTES = 64 << 10
+
+
+def hook_problem(command: str) -> str | None:
+    """Why `command` cannot be a hook (a /bin/sh -c string), or None when it can."""
+    if not command.strip():
+        return "a hook's command cannot be empty"
+    if "\0" in command:
+        return "a hook's command cannot hold a NUL character"
+    if len(command.encode()) > MAX_HOOK_BYTES:
+        return f"a hook's command is at most {MAX_HOOK_BYTES} bytes"
+    return None
+
+
 def state_values(states: Iterable[StrEnum]) -> list[str]:
     """The states' values, sorted (a query's text and parameters stay the same run to run)."""
     return sorted(state.value for state in states)
@@ -142,6 +174,10 @@ class JobSpec:
     gpus: int = 0
     requires: dict[str, str] = field(default_factory=dict)
     hold: bool = False
+    # Hooks: shell commands run as jobs of their own when this job ends (HOOK_STATES).
+    on_success: str | None = None
+    on_failure: str | None = None
+    on_end: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -211,6 +247,10 @@ class Job:
     gpus: int = 0
     requires: dict[str, str] = field(default_factory=dict)
     gpu_indices: str | None = None  # the GPUs its running attempt holds ("0,1")
+    on_success: str | None = None
+    on_failure: str | None = None
+    on_end: str | None = None
+    hook_of: int | None = None  # a hook: the job whose end started it
 
     @property
     def duration_s(self) -> float | None:
@@ -266,6 +306,10 @@ class Job:
             "gpus": self.gpus,
             "requires": self.requires,
             "gpu_indices": self.gpu_indices,
+            "on_success": self.on_success,
+            "on_failure": self.on_failure,
+            "on_end": self.on_end,
+            "hook_of": self.hook_of,
         }
 
 
@@ -375,6 +419,15 @@ class Dependency:
         return {"id": self.job_id, "condition": self.condition.value, "state": self.state.value}
 
 
+def status_document(job: Job, attempts: Iterable[Attempt], waits_for: Iterable[Dependency],
+                    needed_by: Iterable[Dependency]) -> dict[str, Any]:
+    """`job status -o json`: the job, its attempts and its dependencies both ways. A hook reads
+    the same document on its standard input."""
+    return {**job.to_json(), "attempts": [attempt.to_json() for attempt in attempts],
+            "waits_for": [dep.to_json() for dep in waits_for],
+            "needed_by": [dep.to_json() for dep in needed_by]}
+
+
 class WorkflowState(StrEnum):
     RUNNING = "running"  # some task has not ended
     SUCCEEDED = "succeeded"
@@ -448,7 +501,7 @@ class Misfire(StrEnum):
 # The JobSpec fields a schedule's job template keeps (when a job runs is the schedule's business).
 TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
                    "delivery", "env", "cwd", "labels", "max_lost", "input", "user", "limits",
-                   "cpus", "mem_bytes", "gpus", "requires")
+                   "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure", "on_end")
 
 
 def job_template(spec: JobSpec) -> dict[str, Any]:

@@ -30,9 +30,14 @@ from jobctl.errors import InvalidInput
 from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobSpec
 
 WORKFLOW_KEYS = {"name", "queue", "priority", "retries", "retry_backoff", "timeout", "env",
-                 "cwd", "delivery", "labels", "input", "user", "max_lost", "limits"}
-DEFAULT_KEYS = WORKFLOW_KEYS - {"name"}
-TASK_KEYS = DEFAULT_KEYS | {"command", "needs", "needs_any", "name"}
+                 "cwd", "delivery", "labels", "input", "user", "max_lost", "limits",
+                 "on_failure"}
+# [workflow]'s keys that are defaults for its tasks (its on_failure is the workflow's own hook,
+# run once when a task fails or is lost).
+DEFAULT_KEYS = WORKFLOW_KEYS - {"name", "on_failure"}
+# A task's hooks (jobctl.models.HOOK_STATES), its own.
+HOOK_KEYS = {"on_success", "on_failure", "on_end"}
+TASK_KEYS = DEFAULT_KEYS | HOOK_KEYS | {"command", "needs", "needs_any", "name"}
 TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -103,6 +108,8 @@ def load(text: str, filename: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise error(where.key("workflow", "name"), "workflow: name must be a non-empty string")
     _check_options("workflow", defaults, where, error)
+    _check_hooks("workflow", {key: head[key] for key in ("on_failure",) if key in head}, where,
+                 error)
     definition_tasks: dict[str, dict[str, Any]] = {}
     for task_name, table in tasks.items():
         if not isinstance(table, dict):
@@ -110,7 +117,8 @@ def load(text: str, filename: str) -> dict[str, Any]:
         definition_tasks[task_name] = _task(task_name, table, defaults, where, error)
     _check_needs(definition_tasks, where, error)
     order = topological_order(definition_tasks)
-    return {"name": name, "tasks": {task: definition_tasks[task] for task in order}}
+    return {"name": name, "tasks": {task: definition_tasks[task] for task in order},
+            **({"on_failure": head["on_failure"]} if "on_failure" in head else {})}
 
 
 def _raise(error: InvalidInput) -> dict[str, Any]:
@@ -141,9 +149,22 @@ def _task(name: str, table: dict[str, Any], defaults: dict[str, Any], where: _Lo
             raise error(where.key(path, key), f"{path}.{key} must be an array of task names")
     options = {**defaults, **{k: v for k, v in table.items() if k in DEFAULT_KEYS}}
     _check_options(path, options, where, error)
+    hooks = {key: value for key, value in table.items() if key in HOOK_KEYS}
+    _check_hooks(path, hooks, where, error)
     return {"command": command, "name": table.get("name", name),
             "needs": list(table.get("needs", [])), "needs_any": list(table.get("needs_any", [])),
-            **options}
+            **options, **hooks}
+
+
+def _check_hooks(path: str, hooks: Mapping[str, Any], where: _Locator, error: Any) -> None:
+    """A task's (or the workflow's) hooks: /bin/sh -c strings."""
+    from jobctl.models import hook_problem
+
+    for key, value in hooks.items():
+        problem = (hook_problem(value) if isinstance(value, str)
+                   else "must be a string (a /bin/sh -c command)")
+        if problem is not None:
+            raise error(where.key(path, key), f"{path}.{key}: {problem}")
 
 
 def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error: Any) -> None:
@@ -318,5 +339,18 @@ def job_specs(definition: Mapping[str, Any], params: Mapping[str, str]) -> list[
             input=task["input"].encode() if "input" in task else None,
             user=task.get("user"),
             limits=dict(task.get("limits", {})),
+            on_success=_substituted(task.get("on_success"), params),
+            on_failure=_substituted(task.get("on_failure"), params),
+            on_end=_substituted(task.get("on_end"), params),
         ))
     return specs
+
+
+def _substituted(hook: str | None, params: Mapping[str, str]) -> str | None:
+    """A hook's command with `{KEY}` replaced, as a task's command."""
+    return None if hook is None else substitute(hook, params)
+
+
+def workflow_hook(definition: Mapping[str, Any], params: Mapping[str, str]) -> str | None:
+    """The workflow's own on_failure, `{KEY}` replaced, or None."""
+    return _substituted(definition.get("on_failure"), params)

@@ -127,6 +127,9 @@ CLI_WORDS = {
     "gpus": "--gpus",
     "requires": "--require",
     "max_running": "--max-running",
+    "on_success": "--on-success",
+    "on_failure": "--on-failure",
+    "on_end": "--on-end",
 }
 
 
@@ -243,6 +246,47 @@ def job_fields(
         cwd=os.path.abspath(cwd) if cwd else None,
         labels=parse_pairs(label, "--label"),
     )
+
+
+# Hooks (jobctl.models.HOOK_STATES); their defaults come from the config file (on_success, …).
+_HOOK_HELP = (" (a /bin/sh -c command), as a job of its own that gets JOBCTL_HOOK_JOB_ID, "
+              "JOBCTL_HOOK_STATE, JOBCTL_HOOK_EXIT_CODE, JOBCTL_HOOK_NAME, the job's `job status "
+              "-o json` on standard input and its output in the file $JOBCTL_HOOK_OUTPUT. "
+              "[default: {0} in the config file or JOBCTL_{1}, else none; '' for none]")
+ON_SUCCESS_OPTION = typer.Option(
+    None, "--on-success", metavar="CMD", show_default=False,
+    help="When the job succeeds, run CMD" + _HOOK_HELP.format("on_success", "ON_SUCCESS"))
+ON_FAILURE_OPTION = typer.Option(
+    None, "--on-failure", metavar="CMD", show_default=False,
+    help="When the job fails or is lost, run CMD" + _HOOK_HELP.format("on_failure",
+                                                                      "ON_FAILURE"))
+ON_END_OPTION = typer.Option(
+    None, "--on-end", metavar="CMD", show_default=False,
+    help="When the job ends, however, run CMD" + _HOOK_HELP.format("on_end", "ON_END"))
+
+
+def hook_fields(command_line: CommandLine, *, on_success: str | None, on_failure: str | None,
+                on_end: str | None) -> dict[str, str | None]:
+    """--on-success, --on-failure and --on-end as JobSpec fields: each flag, else its default
+    (JOBCTL_ON_*, the profile, the config file); an empty command is no hook."""
+    from jobctl.config import resolve_with_flag
+    from jobctl.models import hook_problem
+
+    fields: dict[str, str | None] = {}
+    for name, flag in (("on_success", on_success), ("on_failure", on_failure),
+                       ("on_end", on_end)):
+        setting = resolve_with_flag(command_line, name, flag) if flag is None else None
+        command = flag if setting is None else setting.value
+        where = f"--{name.replace('_', '-')}" if setting is None else (
+            f"{name} ({setting.detail})")
+        if command in (None, ""):
+            fields[name] = None
+            continue
+        problem = hook_problem(str(command))
+        if problem is not None:
+            raise InvalidInput(f"{where}: {problem}")
+        fields[name] = str(command)
+    return fields
 
 
 INPUT_OPTION = typer.Option(

@@ -20,6 +20,9 @@ from jobctl.cli.common import (
     LIMIT_OPTION,
     MAX_LOST_OPTION,
     MEM_OPTION,
+    ON_END_OPTION,
+    ON_FAILURE_OPTION,
+    ON_SUCCESS_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
     REQUIRE_OPTION,
@@ -31,6 +34,7 @@ from jobctl.cli.common import (
     DeliveryChoice,
     capacity_fields,
     command_argv,
+    hook_fields,
     job_fields,
     output_option,
     parse_duration,
@@ -123,6 +127,9 @@ def submit(
     require: list[str] | None = REQUIRE_OPTION,
     hold: bool = typer.Option(False, "--hold",
                               help="Submit it held: it starts only after `jobctl job release`."),
+    on_success: str | None = ON_SUCCESS_OPTION,
+    on_failure: str | None = ON_FAILURE_OPTION,
+    on_end: str | None = ON_END_OPTION,
     wait: bool = typer.Option(False, "--wait", "-w",
                               help="Wait for the job to end and exit with its exit code."),
     follow: bool = typer.Option(False, "--follow", "-f",
@@ -162,6 +169,8 @@ def submit(
         **run_fields(input_path=input_, user=user, max_lost=max_lost, stdin=st.stdin),
         **capacity_fields(limit=limit, cpus=cpus, mem=mem, gpus=gpus, require=require,
                           hold=hold),
+        **hook_fields(st.command_line, on_success=on_success, on_failure=on_failure,
+                      on_end=on_end),
     )
     client = st.client()
     if from_file is not None:
@@ -326,9 +335,9 @@ def status(
     terminal = st.terminal
     fmt = terminal.resolve(output)
     if fmt is OutputFormat.JSON:
-        terminal.json({**job.to_json(), "attempts": [a.to_json() for a in attempts],
-                       "waits_for": [d.to_json() for d in waits_for],
-                       "needed_by": [d.to_json() for d in needed_by]})
+        from jobctl.models import status_document
+
+        terminal.json(status_document(job, attempts, waits_for, needed_by))
         return
     if fmt is OutputFormat.IDS:
         terminal.out(str(job.id))
@@ -363,6 +372,10 @@ def status(
         ("error", job.error),
         ("workflow", f"{job.workflow_id} (task {job.task})" if job.workflow_id else None),
         ("held", "yes: `jobctl job release` lets it start" if job.held else None),
+        ("on success", job.on_success),
+        ("on failure", job.on_failure),
+        ("on end", job.on_end),
+        ("hook of", f"job {job.hook_of}" if job.hook_of is not None else None),
         ("limits", ", ".join(f"{k}={n}" for k, n in sorted(job.limits.items())) or None),
         ("needs", _describe_needs(job)),
         ("requires", ", ".join(f"{k}={v}" for k, v in sorted(job.requires.items())) or None),

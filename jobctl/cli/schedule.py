@@ -18,6 +18,9 @@ from jobctl.cli.common import (
     LABEL_OPTION,
     LIMIT_OPTION,
     MAX_LOST_OPTION,
+    ON_END_OPTION,
+    ON_FAILURE_OPTION,
+    ON_SUCCESS_OPTION,
     PRIORITY_OPTION,
     QUEUE_OPTION,
     RETRIES_OPTION,
@@ -28,6 +31,7 @@ from jobctl.cli.common import (
     DeliveryChoice,
     capacity_fields,
     command_argv,
+    hook_fields,
     job_fields,
     output_option,
     parse_duration,
@@ -36,7 +40,7 @@ from jobctl.cli.common import (
     run_fields,
     state,
 )
-from jobctl.cli.render import OutputFormat, shell_join
+from jobctl.cli.render import OutputFormat, shell_join, visible
 from jobctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -117,6 +121,9 @@ def add(
     user: str | None = USER_OPTION,
     max_lost: int = MAX_LOST_OPTION,
     limit: list[str] | None = LIMIT_OPTION,
+    on_success: str | None = ON_SUCCESS_OPTION,
+    on_failure: str | None = ON_FAILURE_OPTION,
+    on_end: str | None = ON_END_OPTION,
 ) -> None:
     """Add a schedule: a command run at every fire time, once per fire time. Put the command
     after `--`.
@@ -139,6 +146,12 @@ def add(
             raise InvalidInput("--input, --user, --max-lost and --limit are for a command: a "
                                "workflow's tasks take input, user, max_lost and limits in its "
                                "file")
+        if on_success is not None or on_failure is not None or on_end is not None:
+            raise InvalidInput("--on-success, --on-failure and --on-end are for a command: a "
+                               "workflow's tasks take hooks in its file (and the workflow's "
+                               "own on_failure in its [workflow] table)")
+    hooks: dict[str, Any] = {} if stored_workflow is not None else hook_fields(
+        st.command_line, on_success=on_success, on_failure=on_failure, on_end=on_end)
     spec = JobSpec(
         argv=command_argv(command, shell, f"jobctl schedule add {name}"),
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
@@ -147,6 +160,7 @@ def add(
         **run_fields(input_path=input_, user=user, max_lost=max_lost,
                      stdin=st.stdin),
         **capacity_fields(limit=limit),
+        **hooks,
     )
     definition = ScheduleDefinition(
         name=name, job=spec, cron=cron, every_s=parse_duration(every, "--every"), timezone=tz,
@@ -358,7 +372,13 @@ def import_(
     zone. Each command runs with /bin/sh -c (or the crontab's SHELL); as in cron, the text after
     its first unescaped % is its standard input, each further % a newline. @reboot entries are
     skipped with a warning. Any other error imports nothing."""
-    from jobctl.cron import CrontabError, is_system_crontab, parse_crontab
+    from jobctl.cron import (
+        CrontabError,
+        is_system_crontab,
+        mailto_addresses,
+        mailto_hook,
+        parse_crontab,
+    )
     from jobctl.models import MAX_INPUT_BYTES, JobSpec, Misfire, Overlap, ScheduleDefinition
 
     where = "<stdin>" if path == "-" else path
@@ -384,20 +404,29 @@ def import_(
         st.terminal.err(f"jobctl: warning: {where}:{skip.line}: skipped: {skip.reason}")
     stem = prefix or ("stdin" if path == "-" else Path(path).name.split(".")[0] or "crontab")
     definitions = []
+    mailed: dict[str, list[int]] = {}  # MAILTO: the lines whose output goes to it
     for entry in crontab.entries:
         if entry.input is not None and len(entry.input) > MAX_INPUT_BYTES:
             raise InvalidInput(f"{where}:{entry.line}: the standard input after % is more than "
                                f"1 MiB ({MAX_INPUT_BYTES} bytes)")
         shell = entry.env.get("SHELL", "/bin/sh")
+        addresses = mailto_addresses(entry.env)
+        if addresses:
+            mailed.setdefault(", ".join(addresses), []).append(entry.line)
         definitions.append(ScheduleDefinition(
             name=f"{stem}-{entry.line}",
             job=JobSpec(argv=[shell, "-c", entry.command], env=entry.env, queue=queue,
-                        input=entry.input, user=entry.user),
+                        input=entry.input, user=entry.user,
+                        on_end=mailto_hook(addresses) if addresses else None),
             cron=entry.cron, timezone=entry.timezone or tz, overlap=Overlap(overlap.value),
             misfire=Misfire(misfire.value)))
     if definitions and not dry_run:
         st.client().add_schedules(definitions, replace=replace)
     _print_imported(st.terminal, definitions, output, dry_run)
+    for mailto, lines in mailed.items():
+        st.terminal.err(f"jobctl: MAILTO={visible(mailto)} (line{'s' * (len(lines) > 1)} "
+                        f"{', '.join(map(str, lines))}): a run that prints something has its "
+                        "output mailed there through the worker's sendmail, by an --on-end hook")
 
 
 def _print_imported(terminal: Terminal, definitions: list[Any], output: OutputFormat | None,
@@ -409,7 +438,8 @@ def _print_imported(terminal: Terminal, definitions: list[Any], output: OutputFo
         # user and input as `schedule show` has them (input in base64)
         terminal.json([{"name": d.name, "cron": d.cron, "timezone": d.timezone,
                         "argv": d.job.argv, "env": d.job.env, "user": d.job.user,
-                        "input": job_template(d.job)["input"]} for d in definitions])
+                        "input": job_template(d.job)["input"], "on_end": d.job.on_end}
+                       for d in definitions])
     else:
         rows = [[d.name, d.cron, d.timezone, d.job.user,
                  None if d.job.input is None else f"{len(d.job.input)} bytes",

@@ -84,16 +84,9 @@ def _scheduler_metrics(poll_s: float | None) -> SchedulerMetrics:
 
 def _retention_s(st: State, flag: str | None) -> float | None:
     """`--retention`, else JOBCTL_RETENTION, else the profile's or file's `retention`."""
-    import os
+    from jobctl.config import resolve_with_flag
 
-    from jobctl.config import CommandLine, Source, resolve
-
-    values, sources = dict(st.command_line.values), dict(st.command_line.sources)
-    if flag:
-        values["retention"], sources["retention"] = flag, Source.FLAG
-    elif os.environ.get("JOBCTL_RETENTION"):
-        values["retention"], sources["retention"] = os.environ["JOBCTL_RETENTION"], Source.ENV
-    setting = resolve(CommandLine(values, sources))["retention"]
+    setting = resolve_with_flag(st.command_line, "retention", flag or None)
     if setting.value in (None, ""):
         return None
     where = f"retention ({setting.detail})"

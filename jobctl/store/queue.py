@@ -69,6 +69,10 @@ class ClaimedJob:
     # What it asked for (`--cpus`, `--mem`): enforced in its cgroup where the worker has them.
     cpus: float | None = None
     mem_bytes: int | None = None
+    # A hook (jobctl.models.HOOK_STATES): the job whose end started it. The worker gives it that
+    # job's status document on standard input and its output in $JOBCTL_HOOK_OUTPUT.
+    hook_of: int | None = None
+    hook_output: bytes | None = None  # that output (the worker reads it before the start)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         after=row["after_id"] if row["in_buffer"] else None,
         cpus=row["cpus"],
         mem_bytes=row["mem_bytes"],
+        hook_of=row["hook_of"],
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobctl.models import (
+    HOOK_OUTPUT_MAX_BYTES,
     Attempt,
     Delivery,
     DepCondition,
@@ -21,6 +22,7 @@ from jobctl.models import (
     JobState,
     LogChunk,
     Stream,
+    status_document,
 )
 from jobctl.store.direct import Conn
 
@@ -44,6 +46,8 @@ JOB_COLUMNS: dict[str, str] = {
     "fire_time": "fire_time",
     "held": "held", "limits": "limits", "cpus": "cpus", "mem_bytes": "mem_bytes",
     "gpus": "gpus", "requires": "requires", "gpu_indices": "gpu_indices",
+    "on_success": "on_success", "on_failure": "on_failure", "on_end": "on_end",
+    "hook_of": "hook_of",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -161,6 +165,28 @@ def read_logs(
         "stream": stream.value if stream is not None else None}).fetchall()
     return [LogChunk(attempt=attempt, stream=Stream(stream_), seq=seq, data=bytes(data))
             for stream_, seq, data in rows]
+
+
+def hook_input(conn: Conn, job_id: int) -> tuple[bytes, bytes]:
+    """What a hook of `job_id` is given: the job's `job status -o json` document (its standard
+    input), and the output of the job's latest attempt, stdout and stderr as they interleaved,
+    at most its last HOOK_OUTPUT_MAX_BYTES ($JOBCTL_HOOK_OUTPUT). Both empty when the job is
+    gone (retention deleted it)."""
+    import json
+
+    job = get(conn, job_id)
+    if job is None:
+        return b"", b""
+    document = status_document(job, list_attempts(conn, job_id), waits_for(conn, job_id),
+                               needed_by(conn, job_id))
+    output = bytearray()
+    after = -1
+    while chunks := read_logs(conn, job_id, job.attempt, after_seq=after):
+        for chunk in chunks:
+            output += chunk.data
+        after = chunks[-1].seq
+        del output[:max(0, len(output) - HOOK_OUTPUT_MAX_BYTES)]
+    return (json.dumps(document, ensure_ascii=False).encode() + b"\n", bytes(output))
 
 
 def waits_for(conn: Conn, job_id: int) -> list[Dependency]:

@@ -183,6 +183,13 @@ jobs = sa.Table(
     # while that one runs, the follower holds no place of its own (jobctl.store.capacity).
     sa.Column("after_id", sa.BigInteger),
     sa.Column("after_attempt", sa.Integer),
+    # Hooks: shell commands, each started as a job of its own when this job ends in a state of
+    # jobctl.models.HOOK_STATES, by a trigger (jobctl.store.<backend>.hooks, migration 0006). A
+    # hook's job has `hook_of`: the job whose end started it.
+    sa.Column("on_success", sa.Text),
+    sa.Column("on_failure", sa.Text),
+    sa.Column("on_end", sa.Text),
+    sa.Column("hook_of", sa.BigInteger),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
@@ -217,6 +224,14 @@ sa.Index(
     unique=True,
     postgresql_where=jobs.c.schedule_id.isnot(None),
     sqlite_where=jobs.c.schedule_id.isnot(None),
+)
+
+# A job's hooks, for `job status`: only the jobs that are hooks.
+sa.Index(
+    "ix_jobs_hook_of",
+    jobs.c.hook_of,
+    postgresql_where=jobs.c.hook_of.isnot(None),
+    sqlite_where=jobs.c.hook_of.isnot(None),
 )
 
 # A workflow's tasks, for `workflow status`: only the jobs that belong to one.
@@ -254,6 +269,9 @@ workflows = sa.Table(
     sa.Column("schedule_id", sa.BigInteger),
     sa.Column("fire_time", UTCDateTime()),
     sa.Column("labels", _json(), nullable=False),
+    # The workflow's hook, started once when a task fails or is lost (jobctl.models.HOOK_STATES).
+    sa.Column("on_failure", sa.Text),
+    sa.Column("on_failure_fired", sa.Boolean, nullable=False, server_default=sa.false()),
     sqlite_autoincrement=True,
 )
 # A schedule that starts a workflow fires each occurrence once, like one that submits a job.

@@ -29,7 +29,8 @@ ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "time
                "max_attempts", "backoff_s", "delivery", "labels", "run_at", "created_at",
                "finished_at", "error", "unique_key", "workflow_id", "task", "max_lost", "input",
                "run_as", "schedule_id", "fire_time", "cancel_requested", "held", "gated",
-               "limits", "cpus", "mem_bytes", "gpus", "requires")
+               "limits", "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure",
+               "on_end")
 # Those that hold JSON, and times (bound through Conn.json_param and Conn.time_param).
 JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires"})
 TIME_COLUMNS = frozenset({"run_at", "created_at", "finished_at", "fire_time"})
@@ -108,6 +109,9 @@ def job_columns(
         "mem_bytes": [spec.mem_bytes for spec in specs],
         "gpus": [spec.gpus for spec in specs],
         "requires": [spec.requires for spec in specs],
+        "on_success": [spec.on_success for spec in specs],
+        "on_failure": [spec.on_failure for spec in specs],
+        "on_end": [spec.on_end for spec in specs],
     }
 
 

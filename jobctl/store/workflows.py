@@ -39,12 +39,13 @@ def start(
     """Start a validated workflow (`jobctl.workflow.load`): its row, one job per task (tasks
     without `needs` queued, the others waiting) and the edges. Returns the workflow's id, or
     None when this (schedule_id, fire_time) has started one already (nothing is written)."""
-    from jobctl.workflow import job_specs
+    from jobctl.workflow import job_specs, workflow_hook
 
     row = conn.execute(conn.backend.sql_workflows.START, {
         "name": definition["name"], "definition": json.dumps(dict(definition)),
         "params": json.dumps(dict(params)), "schedule_id": schedule_id,
         "fire_time": conn.time_param(fire_time), "labels": json.dumps(dict(labels or {})),
+        "on_failure": workflow_hook(definition, params),
     }).fetchone()
     if row is None:
         return None
@@ -142,6 +143,7 @@ def retry(conn: Conn, workflow_id: int) -> list[int]:
         {"id": job.id,
          "retries": int(workflow.definition["tasks"].get(job.task or "", {}).get("retries", 0))}
         for job in rerun])
+    conn.execute(conn.backend.sql_workflows.REARM_HOOK, {"id": workflow_id})
     ids = [job.id for job in rerun]
     # queue the ones whose dependencies are all met now (those needing only succeeded tasks),
     # as settling decides for any waiting job
@@ -161,3 +163,4 @@ class WorkflowsSQL(Protocol):
     TASKS_OF: str  # ids (ids_param) → their tasks
     UNFINISHED_TASKS: str  # id → (job id, state), the waiting ones first
     RERUN_TASK: str  # executemany: id, retries
+    REARM_HOOK: str  # id: its on_failure may start again

@@ -51,10 +51,10 @@ from jobctl.capacity import Resources, machine_resources
 from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
-from jobctl.store import notify, queue
+from jobctl.store import notify, queue, reads
 from jobctl.store import workers as worker_rows
 from jobctl.store.capacity import Gate
-from jobctl.store.direct import DirectDatabase
+from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
 from jobctl.worker.cgroup import WorkerCgroups
 from jobctl.worker.heartbeat import Heartbeat
@@ -433,6 +433,8 @@ class Worker:
             queue.write_output(conn, chunks)
             applied, claimed = queue.complete_and_claim(
                 conn, self.worker_id, outcomes, claim, started or ())
+            claimed = [_with_hook_input(conn, job) if job.hook_of is not None else job
+                       for job in claimed]
         self._held.written(outcome.job_id for outcome in outcomes)
         for outcome in outcomes:
             self._log_outcome(outcome, outcome.job_id in applied)
@@ -519,6 +521,8 @@ class Worker:
         except Exception as error:  # a bug or a resource limit: the job fails, the worker lives
             log.exception("job %d: the worker failed to run it", run.job.id)
             result = ProcessResult(125, None, f"worker error: {error}", None, False)
+        finally:
+            run.process.cleanup()
         self._average_run_s = 0.9 * self._average_run_s + 0.1 * (time.monotonic() - started)
         if (result.signal == signal.SIGKILL and result.kill_reason is None
                 and time.monotonic() >= self._heartbeat.fence_deadline()):
@@ -586,6 +590,14 @@ class Worker:
             log.info("job %d: its worker lost the lease; queued again", job_id)
         for job_id, state in rescued.ended.items():
             log.info("job %d: its worker lost the lease; now %s", job_id, state.value)
+
+
+def _with_hook_input(conn: Conn, job: ClaimedJob) -> ClaimedJob:
+    """A hook as it starts: its job's status document on its standard input, that job's
+    output for $JOBCTL_HOOK_OUTPUT (jobctl.store.reads.hook_input)."""
+    assert job.hook_of is not None
+    document, output = reads.hook_input(conn, job.hook_of)
+    return replace(job, input=document, hook_output=output)
 
 
 def _unix_identity() -> tuple[str | None, bool]:

@@ -95,6 +95,7 @@ class JobProcess:
         self._seq = 0
         self._written = 0
         self._truncated = False
+        self._hook_output_path: str | None = None
 
     # --- control from other threads ----------------------------------------------------------
 
@@ -145,6 +146,8 @@ class JobProcess:
                "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         if job.gpus:  # the GPUs it holds, and no other job of its machine meanwhile
             env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = gpu_text(job.gpus) or ""
+        if job.hook_output is not None:  # a hook: its job's output, in a file of its own
+            env["JOBCTL_HOOK_OUTPUT"] = self._write_hook_output(job.hook_output, run_as)
         cgroup, enter = self._cgroup_for(job)
 
         def start(preexec: _Enter | None) -> subprocess.Popen[bytes]:
@@ -254,6 +257,26 @@ class JobProcess:
         _signal_group(pgid, signal.SIGKILL)
         if self._cgroup is not None:
             self._cgroup.kill()
+
+    def _write_hook_output(self, output: bytes, run_as: RunAs | None) -> str:
+        """A private file holding `output`, owned by the user the hook runs as; removed by
+        cleanup() once the attempt ended."""
+        import tempfile
+
+        handle, path = tempfile.mkstemp(prefix=f"jobctl-hook-{self.job.id}-", suffix=".out")
+        self._hook_output_path = path
+        with os.fdopen(handle, "wb") as file:
+            file.write(output)
+        if run_as is not None and run_as.switches:
+            os.chown(path, run_as.uid, run_as.gid)
+        return path
+
+    def cleanup(self) -> None:
+        """Remove what the attempt needed only while it ran (a hook's output file)."""
+        if self._hook_output_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._hook_output_path)
+            self._hook_output_path = None
 
     def _pump(self, proc: subprocess.Popen[bytes], deadline: float | None,
               stdin_data: bytes | None = None) -> None:

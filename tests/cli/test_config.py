@@ -52,7 +52,8 @@ def test_config_path_follows_xdg_config_home(config_file: Path) -> None:
 
 def test_defaults_without_a_file(config_file: Path) -> None:
     settings = show()
-    assert list(settings) == ["profile", "database_url", "no_color", "debug", "retention"]
+    assert list(settings) == ["profile", "database_url", "no_color", "debug", "retention",
+                              "on_success", "on_failure", "on_end"]
     data_home = Path(os.environ["XDG_DATA_HOME"])
     assert settings["database_url"]["value"] == f"sqlite:///{data_home / 'jobctl' / 'jobctl.db'}"
     assert {s["source"] for s in settings.values()} == {"default"}
@@ -146,3 +147,44 @@ def test_passwords_never_appear_in_any_output(config_file: Path, tmp_path: Path)
     shown = {s["name"]: s for s in json.loads(runs[1].stdout)}
     assert shown["database_url"]["value"] == "postgresql://jobctl:***@127.0.0.1:1/jobctl"
     assert "password=***&sslmode=disable" in runs[5].stdout
+
+
+def test_default_hooks_come_from_the_profile_and_a_flag_wins(config_file: Path,
+                                                              tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hooks.db'}"
+    config_file.write_text(f'''
+database_url = "{url}"
+on_failure = "echo file-wide"
+
+[profiles.ops]
+on_failure = "page-oncall"
+on_end = "logger ended"
+''')
+
+    def hooks(*args: str, env: dict[str, str] | None = None) -> tuple[object, ...]:
+        submitted = run_cli(*args, "job", "submit", "--", "true", env=env)
+        assert submitted.returncode == 0, submitted
+        result = run_cli("job", "status", submitted.stdout.strip(), "-o", "json")
+        job = json.loads(result.stdout)
+        return job["on_success"], job["on_failure"], job["on_end"]
+
+    assert hooks() == (None, "echo file-wide", None)
+    assert hooks("--profile", "ops") == (None, "page-oncall", "logger ended")
+    assert hooks(env={"JOBCTL_ON_FAILURE": "from-env"}) == (None, "from-env", None)
+    submitted = run_cli("--profile", "ops", "job", "submit", "--on-failure", "", "--on-success",
+                        "yay", "--", "true")
+    job = json.loads(run_cli("job", "status", submitted.stdout.strip(), "-o", "json").stdout)
+    assert (job["on_success"], job["on_failure"], job["on_end"]) == ("yay", None,
+                                                                     "logger ended")
+    # a bad default is named with where it came from, and nothing is submitted
+    config_file.write_text(f'database_url = "{url}"\non_end = "   "\n')
+    refused = run_cli("job", "submit", "--", "true")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"jobctl: error: on_end ({config_file}): a hook's command "
+                                     "cannot be empty")
+    flagged = run_cli("job", "submit", "--on-success", "x\x00y", "--", "true")
+    assert flagged.returncode == 2
+    assert flagged.stderr == ("jobctl: error: --on-success: a hook's command cannot hold a NUL "
+                              "character\n")
+    listed = json.loads(run_cli("job", "list", "-o", "json").stdout)
+    assert len(listed) == 4  # the four submitted above; the refused ones changed nothing

@@ -112,8 +112,14 @@ def test_import_a_crontab(sqlite_url: str, tmp_path: Path) -> None:
     assert json.loads(preview.stdout) == [
         {"name": name, "cron": listed[name]["cron"], "timezone": listed[name]["timezone"],
          "argv": listed[name]["job"]["argv"], "env": listed[name]["job"]["env"],
-         "user": None, "input": None}
+         "user": None, "input": None, "on_end": listed[name]["job"]["on_end"]}
         for name in ("ops-4", "ops-7", "ops-8", "ops-10")]
+    # MAILTO, as cron has it: each run's output is mailed by an on_end hook, and the import
+    # says so
+    assert all("| sendmail -i -- ops@example.com" in listed[name]["job"]["on_end"]
+               for name in listed)
+    assert ("MAILTO=ops@example.com (lines 4, 7, 8, 10): a run that prints something has its "
+            "output mailed there") in imported.stderr
     assert (listed["ops-4"]["cron"], listed["ops-8"]["cron"], listed["ops-10"]["cron"]) == (
         "*/5 * * * *", "0 0 * * *", "0 9 * * MON-FRI")
     assert listed["ops-7"]["job"]["argv"] == [

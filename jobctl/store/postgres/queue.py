@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.timeout_s,
     jobs.max_attempts, jobs.backoff_s, jobs.delivery, jobs.queue, jobs.losses, jobs.max_lost,
     jobs.input, jobs.run_as, jobs.in_buffer, jobs.gpu_indices, jobs.gated, jobs.after_id,
-    jobs.cpus, jobs.mem_bytes,
+    jobs.hook_of, jobs.cpus, jobs.mem_bytes,
     EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id) AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as

@@ -15,9 +15,11 @@ _JOB = SELECT_JOB_COLUMNS
 # schedule (NULL schedule_id) never conflict, so one statement serves `workflow run` and a
 # schedule's occurrence alike.
 START = f"""
-INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels)
+INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels,
+                       on_failure)
 VALUES (%(name)s, CAST(%(definition)s AS jsonb), CAST(%(params)s AS jsonb), {NOW},
-        %(schedule_id)s, CAST(%(fire_time)s AS timestamptz), CAST(%(labels)s AS jsonb))
+        %(schedule_id)s, CAST(%(fire_time)s AS timestamptz), CAST(%(labels)s AS jsonb),
+        %(on_failure)s)
 ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id"""
 
@@ -44,3 +46,6 @@ UPDATE jobs SET state = 'waiting', max_attempts = attempt + 1 + %(retries)s, fin
        lease_until = NULL, exit_code = NULL, signal = NULL, error = NULL,
        cancel_requested = FALSE
 WHERE id = %(id)s AND state IN ({sql_states(RERUN_STATES)})"""
+
+# A retried workflow's on_failure may start again, once, when a task fails again.
+REARM_HOOK = "UPDATE workflows SET on_failure_fired = false WHERE id = %(id)s"

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # true, since SQLite's completion settles dependents in steps anyway, and a RETURNING clause
 # here is better kept to the row itself.
 CLAIMED_JOB = """id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
-    losses, max_lost, input, run_as, in_buffer, gpu_indices, gated, after_id, cpus, mem_bytes,
+    losses, max_lost, input, run_as, in_buffer, gpu_indices, gated, after_id, hook_of, cpus,
+    mem_bytes,
     TRUE AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as

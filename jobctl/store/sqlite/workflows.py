@@ -16,8 +16,9 @@ _JOB = SELECT_JOB_COLUMNS
 # schedule (NULL schedule_id) never conflict, so one statement serves `workflow run` and a
 # schedule's occurrence alike.
 START = f"""
-INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels)
-VALUES (:name, :definition, :params, {NOW}, :schedule_id, :fire_time, :labels)
+INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels,
+                       on_failure)
+VALUES (:name, :definition, :params, {NOW}, :schedule_id, :fire_time, :labels, :on_failure)
 ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id"""
 
@@ -46,3 +47,6 @@ UPDATE jobs SET state = 'waiting', max_attempts = attempt + 1 + :retries, finish
        lease_until = NULL, exit_code = NULL, signal = NULL, error = NULL,
        cancel_requested = FALSE
 WHERE id = :id AND state IN ({sql_states(RERUN_STATES)})"""
+
+# A retried workflow's on_failure may start again, once, when a task fails again.
+REARM_HOOK = "UPDATE workflows SET on_failure_fired = 0 WHERE id = :id"
