@@ -71,6 +71,12 @@ def start(
         help="A tag jobs can --require (repeatable)."),
     metrics_port: int = metrics_port_option("leases are renewed on time"),
     metrics_address: str = METRICS_ADDRESS_OPTION,
+    cgroups: bool = typer.Option(
+        True, "--cgroups/--no-cgroups", envvar="JOBCTL_CGROUPS",
+        help="Run each job in a cgroup of its own where this worker can create them (cgroup "
+             "v2: whole-tree figures, --mem/--cpus enforced, kills that reach every process). "
+             "Moving each job into its cgroup costs a few ms of kernel time per job: "
+             "--no-cgroups for a worker of many very short jobs."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
@@ -99,6 +105,7 @@ def start(
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
         resources=capacity.parse_resources(resources, capacity.machine_resources()),
         tags=capacity.parse_pairs(tag or (), "--tag"),
+        cgroups=cgroups,
     )
     check_metrics_port(metrics_port)
     st = state(ctx)

@@ -88,6 +88,8 @@ class WorkerSettings:
     # and its tags (jobctl.capacity).
     resources: Resources | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # A cgroup per job where the worker can create them (jobctl.worker.cgroup); False: none.
+    cgroups: bool = True
 
 
 # While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
@@ -240,7 +242,8 @@ class Worker:
     def _setup_cgroups(self) -> None:
         """A cgroup per job where this worker may create them, and one line that says what
         `--mem` and `--cpus` mean on this worker: enforced there, or only placing jobs."""
-        cgroups, missing = WorkerCgroups.create(self.worker_id)
+        cgroups, missing = (WorkerCgroups.create(self.worker_id) if self.settings.cgroups
+                            else (None, "--no-cgroups"))
         self._cgroups = cgroups
         if cgroups is None:
             log.info("cgroups: none for jobs (%s): --mem and --cpus only place jobs here, they "

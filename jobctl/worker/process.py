@@ -40,7 +40,10 @@ from jobctl.worker.cgroup import JobCgroup, WorkerCgroups
 CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
 FLUSH_INTERVAL_S = 0.1  # ...or when its oldest byte has waited this long (live `logs -f`)
 POLL_S = 0.2  # upper bound on how long the pump sleeps, so kill deadlines are checked
-REAP_POLL_S = 0.02  # how often a command whose pipes are closed is checked for its exit
+# How often a command whose pipes are closed is checked for its exit: after REAP_FIRST_S, then
+# twice as long each time up to REAP_POLL_S (as Popen.wait with a timeout does).
+REAP_FIRST_S = 0.0005
+REAP_POLL_S = 0.05
 LEFTOVER_WAIT_S = 0.1  # after the command exits, how long its leftovers may keep the pipes open
 PROBE_TIMEOUT_S = 10.0  # checking whether a job's user can enter a directory (see `RunAs`)
 DEFAULT_OUTPUT_CAP = 64 * 1024 * 1024
@@ -341,9 +344,11 @@ class JobProcess:
             proc.stdout.close()
             proc.stderr.close()
         # Both pipes closed, yet the command may still run (it closed its stdout and stderr).
+        delay = REAP_FIRST_S  # it is usually about to exit: look again soon, then less often
         while self._reap(proc, block=False) is None:
             self._enforce_deadlines(time.monotonic(), deadline)
-            time.sleep(REAP_POLL_S)
+            time.sleep(delay)
+            delay = min(delay * 2, REAP_POLL_S)
 
     def _enforce_deadlines(self, now: float, deadline: float | None) -> None:
         if deadline is not None and now >= deadline:

@@ -100,6 +100,17 @@ def test_the_worker_says_once_what_mem_and_cpus_mean_here(jobctl: Jobctl) -> Non
         assert "--mem and --cpus are enforced" in said[0]
 
 
+def test_no_cgroups_when_told(jobctl: Jobctl) -> None:
+    worker = jobctl.start_worker("--no-cgroups")
+    said = [line for line in worker.log().splitlines() if "cgroups:" in line]
+    assert len(said) == 1 and "none for jobs (--no-cgroups)" in said[0], worker.log()
+    job = jobctl.submit("--", "cat", "/proc/self/cgroup")
+    wait_for(lambda: jobctl.status(job)["state"] == "succeeded", 60, lambda: worker.log())
+    assert "/job-" not in jobctl.ok("job", "logs", str(job))
+    [attempt] = jobctl.status(job)["attempts"]  # the figures are the rusage's
+    assert attempt["max_rss_bytes"] > 0 and attempt["oom_killed"] is False
+
+
 @needs_cgroups
 def test_each_job_runs_in_a_cgroup_of_its_own_removed_after_it(jobctl: Jobctl) -> None:
     assert MOUNT is not None
