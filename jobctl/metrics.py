@@ -23,6 +23,7 @@ from jobctl.errors import InvalidInput
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
+    from jobctl.accounting import Usage
     from jobctl.store.overdue import Overdue
     from jobctl.store.queue import Outcome
 
@@ -31,6 +32,10 @@ HealthCheck = Callable[[], tuple[bool, str]]
 
 # Run times of shell jobs: from well under a second to hours.
 RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+# CPU seconds of one attempt (user + system, its whole tree).
+CPU_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# Peak memory of one attempt's tree: 1 MiB to 64 GiB, by powers of four.
+MEMORY_BUCKETS = tuple(float(1 << shift) for shift in range(20, 37, 2))
 # Claim to start: near zero, unless jobs wait in the read-ahead buffer.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -48,6 +53,9 @@ class NoMetrics:
         pass
 
     def finished(self, outcome: Outcome, applied: bool) -> None:
+        pass
+
+    def used(self, queue: str, usage: Usage) -> None:
         pass
 
     def renewed(self) -> None:
@@ -99,6 +107,18 @@ class WorkerMetrics(NoMetrics):
             "jobctl_job_claim_to_start_seconds",
             "From claiming a job to starting its process.", ["queue"],
             buckets=LATENCY_BUCKETS, registry=registry)
+        self._cpu_seconds = Histogram(
+            "jobctl_job_cpu_seconds",
+            "CPU seconds (user + system) of each attempt's process tree.", ["queue"],
+            buckets=CPU_BUCKETS, registry=registry)
+        self._peak_memory = Histogram(
+            "jobctl_job_peak_memory_bytes",
+            "Peak memory of each attempt's process tree (its cgroup's memory.peak, else the "
+            "largest resident set of its processes).", ["queue"], buckets=MEMORY_BUCKETS,
+            registry=registry)
+        self._oom_kills = Counter(
+            "jobctl_job_oom_kills", "Attempts the kernel killed for memory (--mem in a cgroup).",
+            ["queue"], registry=registry)
         self._renewals = Counter("jobctl_lease_renewals",
                                  "Successful lease renewals (heartbeats).", registry=registry)
         self._renewal_failures = Counter("jobctl_lease_renewal_failures",
@@ -129,6 +149,16 @@ class WorkerMetrics(NoMetrics):
         with self._lock:
             queue = self._queues.pop(outcome.job_id, "")
         self._finished.labels(queue, outcome_label(outcome, applied)).inc()
+
+    def used(self, queue: str, usage: Usage) -> None:
+        cpu_s = usage.cpu_s
+        if cpu_s is not None:
+            self._cpu_seconds.labels(queue).observe(max(0.0, cpu_s))
+        if usage.max_rss_bytes is not None:
+            self._peak_memory.labels(queue).observe(max(0, usage.max_rss_bytes))
+        self._oom_kills.labels(queue)  # the series exists from the queue's first attempt on
+        if usage.oom_killed:
+            self._oom_kills.labels(queue).inc()
 
     def renewed(self) -> None:
         self._renewals.inc()

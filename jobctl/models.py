@@ -338,6 +338,12 @@ class Attempt:
     exit_code: int | None
     signal: int | None
     error: str | None
+    # Accounting (jobctl.accounting): CPU seconds, the peak memory of its process tree, and
+    # whether the kernel killed it for memory; None where not known (running, lost, older).
+    cpu_user_s: float | None = None
+    cpu_system_s: float | None = None
+    max_rss_bytes: int | None = None
+    oom_killed: bool | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -359,6 +365,10 @@ class Attempt:
             "exit_code": self.exit_code,
             "signal": self.signal,
             "error": self.error,
+            "cpu_user_s": self.cpu_user_s,
+            "cpu_system_s": self.cpu_system_s,
+            "max_rss_bytes": self.max_rss_bytes,
+            "oom_killed": self.oom_killed,
         }
 
 

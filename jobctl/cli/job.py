@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 
@@ -53,7 +53,7 @@ from jobctl.errors import InvalidInput
 if TYPE_CHECKING:
     from jobctl.arrays import ArraySpec
     from jobctl.client import Client
-    from jobctl.models import Dependency, Job, JobSpec
+    from jobctl.models import Attempt, Dependency, Job, JobSpec
 
 app = typer.Typer(help="Submit and inspect one-off jobs.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -466,9 +466,27 @@ def status(
     if attempts:
         terminal.out()
         rows = [[a.attempt, a.worker_name or a.worker_id, a.started_at, a.finished_at,
-                 a.duration_s, a.outcome or "running", a.exit_code, a.error] for a in attempts]
+                 a.duration_s, a.outcome or "running", a.exit_code,
+                 *_attempt_usage(a, fmt.for_people), a.error] for a in attempts]
+        usage = (["cpu user", "cpu sys", "peak mem"] if fmt.for_people
+                 else ["cpu_user_s", "cpu_system_s", "max_rss_bytes", "oom_killed"])
         terminal.table(["attempt", "worker", "started", "finished", "duration", "outcome",
-                        "exit", "error"], rows, fmt)
+                        "exit", *usage, "error"], rows, fmt)
+
+
+def _attempt_usage(attempt: Attempt, for_people: bool) -> list[Any]:
+    """What an attempt used (accounting): formatted for people (its error says whether it ran
+    out of memory), the raw figures otherwise."""
+    if not for_people:
+        return [attempt.cpu_user_s, attempt.cpu_system_s, attempt.max_rss_bytes,
+                None if attempt.oom_killed is None else str(attempt.oom_killed).lower()]
+    from jobctl.capacity import format_size
+
+    def cpu(value: float | None) -> str | None:
+        return None if value is None else f"{value:.2f}s"
+
+    return [cpu(attempt.cpu_user_s), cpu(attempt.cpu_system_s),
+            None if attempt.max_rss_bytes is None else format_size(attempt.max_rss_bytes)]
 
 
 def _describe_needs(job: Job) -> str | None:

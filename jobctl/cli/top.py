@@ -61,7 +61,10 @@ def stats(
     """Queue depth, throughput and failure rate over a window.
 
     Per queue: depth (waiting, queued, running), jobs that succeeded or failed within the
-    window, throughput, failure rate and how long the oldest due job has been queued.
+    window, throughput, failure rate and how long the oldest due job has been queued; then the
+    p50 and p95 of the duration, CPU seconds (user + system) and peak memory of the attempts
+    that ran to their end within the window (in a second table on a terminal, as more columns
+    when piped).
 
     The JSON form (`-o json`) is meant for scripts and alerts; its rates are null when nothing
     finished in the window."""
@@ -76,6 +79,9 @@ def stats(
         terminal.json(report.to_json())
         return
     terminal.table(*_stats_table(report, fmt), fmt)
+    if fmt.for_people:  # the spread of what attempts took, beside (plain: after) the counts
+        terminal.out()
+        terminal.table(*_usage_table(report), fmt)
 
 
 def _stats_table(report: QueueReport, fmt: OutputFormat) -> tuple[list[str], list[list[Any]]]:
@@ -92,13 +98,51 @@ def _stats_table(report: QueueReport, fmt: OutputFormat) -> tuple[list[str], lis
                    "fail%", "oldest"]
     else:
         headers = ["queue", "waiting", "queued", "running", "succeeded", "failed", "cancelled",
-                   "per_min", "failure_rate", "oldest_queued"]
+                   "per_min", "failure_rate", "oldest_queued", "attempts_ended",
+                   "duration_p50", "duration_p95", "cpu_p50", "cpu_p95", "peak_memory_p50",
+                   "peak_memory_p95"]
     rows = [
         [q.queue, q.waiting, q.queued, q.running, q.succeeded, q.failed, q.cancelled,
          f"{q.throughput_per_min(report.window_s):.2f}", rate(q.failure_rate()),
          (format_duration(q.oldest_queued_s) if fmt.for_people else q.oldest_queued_s)]
+        + ([] if fmt.for_people else [
+            q.attempts_ended, _figure(q.duration_s.p50), _figure(q.duration_s.p95),
+            _figure(q.cpu_s.p50), _figure(q.cpu_s.p95), _bytes(q.peak_memory_bytes.p50),
+            _bytes(q.peak_memory_bytes.p95)])
         for q in [*report.queues, report.total]
     ]
+    return headers, rows
+
+
+def _figure(value: float | None) -> str | None:
+    return None if value is None else f"{value:.3f}"
+
+
+def _bytes(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _usage_table(report: QueueReport) -> tuple[list[str], list[list[Any]]]:
+    """For people: per queue, attempts that ended and the p50/p95 of their duration, CPU
+    seconds and peak memory."""
+    from jobctl.capacity import format_size
+    from jobctl.timeparse import format_duration
+
+    def seconds(value: float | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    def cpu(value: float | None) -> str | None:
+        return None if value is None else f"{value:.2f}s"
+
+    def memory(value: float | None) -> str | None:
+        return None if value is None else format_size(round(value))
+
+    headers = ["queue", "attempts", "time p50", "time p95", "cpu p50", "cpu p95", "mem p50",
+               "mem p95"]
+    rows = [[q.queue, q.attempts_ended, seconds(q.duration_s.p50), seconds(q.duration_s.p95),
+             cpu(q.cpu_s.p50), cpu(q.cpu_s.p95), memory(q.peak_memory_bytes.p50),
+             memory(q.peak_memory_bytes.p95)]
+            for q in [*report.queues, report.total]]
     return headers, rows
 
 

@@ -71,6 +71,12 @@ def start(
         help="A tag jobs can --require (repeatable)."),
     metrics_port: int = metrics_port_option("leases are renewed on time"),
     metrics_address: str = METRICS_ADDRESS_OPTION,
+    cgroups: bool | None = typer.Option(
+        None, "--cgroups/--no-cgroups", envvar="JOBCTL_CGROUPS", show_default=False,
+        help="--cgroups: run every job in a cgroup of its own where this worker can create "
+             "them (cgroup v2: whole-tree figures, kills that reach every process), at a few "
+             "ms of kernel time per job; --no-cgroups: none. [default: a cgroup for each job "
+             "with --mem or --cpus, which are enforced there]"),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
@@ -99,6 +105,7 @@ def start(
         rescue_every_s=max(0.1, parse_duration(rescue_interval, "--rescue-interval") or 0.0),
         resources=capacity.parse_resources(resources, capacity.machine_resources()),
         tags=capacity.parse_pairs(tag or (), "--tag"),
+        cgroups=cgroups,
     )
     check_metrics_port(metrics_port)
     st = state(ctx)

@@ -67,6 +67,9 @@ class ClaimedJob:
     gated: bool = False  # claimed by the gated claim (capacity control)
     # A follower (jobctl.capacity.follow): it starts only once this job of the same worker ended.
     after: int | None = None
+    # What it asked for (`--cpus`, `--mem`): enforced in its cgroup where the worker has them.
+    cpus: float | None = None
+    mem_bytes: int | None = None
     # A hook (jobctl.models.HOOK_STATES): the job whose end started it. The worker gives it that
     # job's status document on standard input and its output in $JOBCTL_HOOK_OUTPUT.
     hook_of: int | None = None
@@ -94,6 +97,12 @@ class Outcome:
     error: str | None
     retry_delay_s: float = 0.0
     has_dependents: bool = True  # from ClaimedJob: settle its dependents in the same statement
+    # What the attempt's processes used (jobctl.accounting; None: not known), for the attempts
+    # row: CPU seconds, the peak memory of its tree, whether the kernel killed it for memory.
+    cpu_user_s: float | None = None
+    cpu_system_s: float | None = None
+    max_rss_bytes: int | None = None
+    oom_killed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,8 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         gpus=tuple(gpu_list(row["gpu_indices"])),
         gated=bool(row["gated"]),
         after=row["after_id"] if row["in_buffer"] else None,
+        cpus=row["cpus"],
+        mem_bytes=row["mem_bytes"],
         hook_of=row["hook_of"],
         array_id=row["array_id"],
         array_index=row["array_index"],

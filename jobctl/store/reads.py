@@ -146,9 +146,11 @@ def list_attempts(conn: Conn, job_id: int) -> list[Attempt]:
     found = [
         Attempt(job_id=job_id, attempt=attempt, worker_id=worker_id, worker_name=worker_name,
                 started_at=conn.time_not_null(started_at), finished_at=conn.time(finished_at),
-                outcome=outcome, exit_code=exit_code, signal=signal, error=error)
+                outcome=outcome, exit_code=exit_code, signal=signal, error=error,
+                cpu_user_s=cpu_user_s, cpu_system_s=cpu_system_s, max_rss_bytes=max_rss_bytes,
+                oom_killed=None if oom_killed is None else bool(oom_killed))
         for (attempt, worker_id, worker_name, started_at, finished_at, outcome, exit_code,
-             signal, error) in rows
+             signal, error, cpu_user_s, cpu_system_s, max_rss_bytes, oom_killed) in rows
     ]
     running = conn.execute(sql.RUNNING_ATTEMPT, {"job_id": job_id}).fetchone()
     if running is not None:

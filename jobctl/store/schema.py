@@ -389,7 +389,15 @@ attempts = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("signal", sa.Integer),
     sa.Column("error", sa.Text),
+    # Accounting (jobctl.accounting): what the attempt's processes used, as its worker measured
+    # it (its cgroup's figures, else wait4's rusage); NULL where unknown (a lost attempt).
+    sa.Column("cpu_user_s", sa.Float),
+    sa.Column("cpu_system_s", sa.Float),
+    sa.Column("max_rss_bytes", sa.BigInteger),  # peak memory of the attempt's process tree
+    sa.Column("oom_killed", sa.Boolean),  # the kernel killed it for memory (its cgroup's limit)
     sa.PrimaryKeyConstraint("job_id", "attempt"),
+    # `jobctl stats`: the attempts that ended within its window.
+    sa.Index("ix_attempts_finished_at", "finished_at"),
 )
 
 # Queues as objects (`jobctl queue …`): a queue needs no row to be used; a row holds what an

@@ -1,5 +1,6 @@
 """Read-only summaries for people and alerts: `jobctl top` (a snapshot of the cluster) and
-`jobctl stats` (per-queue depth, throughput and failure rate over a window).
+`jobctl stats` (per-queue depth, throughput and failure rate over a window, and the p50/p95 of
+the duration, CPU seconds and peak memory of the attempts that ended within it).
 
 Each function reads in one short transaction and measures ages against the database clock.
 Written against `store.direct.Conn` (the driver, no SQLAlchemy): `top` and `stats` never need it.
@@ -7,10 +8,12 @@ Written against `store.direct.Conn` (the driver, no SQLAlchemy): `top` and `stat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from jobctl.accounting import Spread
 from jobctl.models import FAILURE_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn, DirectDatabase
@@ -30,6 +33,13 @@ class QueueStats:
     cancelled: int = 0
     # How long the longest-due queued job has been due (not counting jobs due later).
     oldest_queued_s: float | None = None
+    # Attempts that ran to their end within the window (succeeded, failed or cancelled: not
+    # lost, not released), and the p50/p95 of their duration, CPU seconds (user + system) and
+    # peak memory (jobctl.accounting; attempts without figures count for the duration only).
+    attempts_ended: int = 0
+    duration_s: Spread = field(default_factory=Spread)
+    cpu_s: Spread = field(default_factory=Spread)
+    peak_memory_bytes: Spread = field(default_factory=Spread)
 
     @property
     def finished(self) -> int:
@@ -52,7 +62,22 @@ class QueueStats:
             "failure_rate": None if rate is None else round(rate, 4),
             "oldest_queued_s": (None if self.oldest_queued_s is None
                                 else round(self.oldest_queued_s, 3)),
+            "attempts_ended": self.attempts_ended,
+            "duration_p50_s": _rounded(self.duration_s.p50, 3),
+            "duration_p95_s": _rounded(self.duration_s.p95, 3),
+            "cpu_p50_s": _rounded(self.cpu_s.p50, 3),
+            "cpu_p95_s": _rounded(self.cpu_s.p95, 3),
+            "peak_memory_p50_bytes": _whole(self.peak_memory_bytes.p50),
+            "peak_memory_p95_bytes": _whole(self.peak_memory_bytes.p95),
         }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 @dataclass
@@ -101,7 +126,9 @@ class Snapshot:
     running_total: int = 0
 
 
-def queue_stats(conn: Conn, window_s: float) -> QueueReport:
+def queue_stats(conn: Conn, window_s: float, usage: bool = True) -> QueueReport:
+    """Per queue: depth now, jobs that ended within the window and (`usage`) the spread of what
+    the attempts that ended within it took."""
     now = database_now(conn)
     since = now - timedelta(seconds=window_s)
     by_queue: dict[str, QueueStats] = {}
@@ -124,12 +151,53 @@ def queue_stats(conn: Conn, window_s: float) -> QueueReport:
                 entry.failed += count
         elif due is not None:
             entry.oldest_queued_s = max(0.0, (now - conn.time_not_null(due)).total_seconds())
-    queues = [by_queue[name] for name in sorted(by_queue)]
-    return QueueReport(now, window_s, queues, _total(queues))
-
-
-def _total(queues: list[QueueStats]) -> QueueStats:
     total = QueueStats("(all)")
+    if usage:
+        _attempt_figures(conn, since, stats, total)
+    queues = [by_queue[name] for name in sorted(by_queue)]
+    return QueueReport(now, window_s, queues, _total(queues, total))
+
+
+@dataclass
+class _Figures:
+    durations: list[float] = field(default_factory=list)
+    cpu: list[float | None] = field(default_factory=list)
+    memory: list[float | None] = field(default_factory=list)
+
+    def add(self, duration: float, cpu: float | None, memory: float | None) -> None:
+        self.durations.append(duration)
+        self.cpu.append(cpu)
+        self.memory.append(memory)
+
+    def into(self, entry: QueueStats) -> None:
+        entry.attempts_ended = len(self.durations)
+        entry.duration_s = Spread.of(self.durations)
+        entry.cpu_s = Spread.of(self.cpu)
+        entry.peak_memory_bytes = Spread.of(self.memory)
+
+
+def _attempt_figures(conn: Conn, since: datetime, stats: Callable[[str], QueueStats],
+                     total: QueueStats) -> None:
+    """The percentiles of the attempts that ended since `since`, per queue and in all, computed
+    here (jobctl.accounting.percentile) so that both backends give the one answer."""
+    by_queue: dict[str, _Figures] = {}
+    every = _Figures()
+    rows = conn.execute(conn.backend.sql_stats.ATTEMPTS_ENDED,
+                        {"since": conn.time_param(since)}).fetchall()
+    for queue, started_at, finished_at, cpu_user_s, cpu_system_s, max_rss_bytes in rows:
+        duration = max(0.0, (conn.time_not_null(finished_at)
+                             - conn.time_not_null(started_at)).total_seconds())
+        cpu = (None if cpu_user_s is None and cpu_system_s is None
+               else (cpu_user_s or 0.0) + (cpu_system_s or 0.0))
+        memory = None if max_rss_bytes is None else float(max_rss_bytes)
+        by_queue.setdefault(queue, _Figures()).add(duration, cpu, memory)
+        every.add(duration, cpu, memory)
+    for queue, figures in by_queue.items():
+        figures.into(stats(queue))
+    every.into(total)
+
+
+def _total(queues: list[QueueStats], total: QueueStats) -> QueueStats:
     for q in queues:
         for name in ("waiting", "queued", "running", "succeeded", "failed", "cancelled"):
             setattr(total, name, getattr(total, name) + getattr(q, name))
@@ -140,7 +208,7 @@ def _total(queues: list[QueueStats]) -> QueueStats:
 
 def snapshot(conn: Conn, *, window_s: float = 3600.0, running_limit: int = 30,
              failures_limit: int = 10) -> Snapshot:
-    report = queue_stats(conn, window_s)
+    report = queue_stats(conn, window_s, usage=False)
     now = report.now
     running = []
     sql: StatsSQL = conn.backend.sql_stats
@@ -178,6 +246,9 @@ QUEUE_DEPTH = f"""SELECT 'depth', queue, state, count(*), NULL FROM jobs
 WHERE state IN ({sql_states(UNFINISHED_STATES)})
 GROUP BY queue, state"""
 
+# ATTEMPTS_ENDED's outcomes: attempts that ran to their end (not lost, not released).
+RAN_TO_THE_END = "('succeeded', 'failed', 'cancelled')"
+
 # RUNNING_JOBS without its limit: the running jobs, longest-running first, with the name of the
 # worker that runs each.
 RUNNING_LONGEST_FIRST = f"""SELECT jobs.id, jobs.name, jobs.queue, jobs.started_at, workers.name
@@ -197,5 +268,8 @@ class StatsSQL(Protocol):
 
     # :now, :since (the database clock's, read first) → (figure, queue, state, count, due)
     QUEUE_STATS: str
+    # :since → (queue, started_at, finished_at, cpu_user_s, cpu_system_s, max_rss_bytes) of
+    # the attempts that ran to their end since then
+    ATTEMPTS_ENDED: str
     RUNNING_JOBS: str  # :limit → (id, name, queue, started_at, worker name), longest first
     RECENT_FAILURES: str  # :limit → (id, name, queue, state, exit_code, error, finished_at)

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from jobctl import __version__
+from jobctl.accounting import NO_USAGE
 from jobctl.capacity import Resources, machine_resources
 from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
@@ -56,6 +57,7 @@ from jobctl.store import workers as worker_rows
 from jobctl.store.capacity import Gate
 from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
+from jobctl.worker.cgroup import WorkerCgroups
 from jobctl.worker.heartbeat import Heartbeat
 from jobctl.worker.process import DEFAULT_OUTPUT_CAP, JobProcess, ProcessResult, Watchdog
 from jobctl.worker.readahead import Held, Running, claim_room
@@ -87,6 +89,12 @@ class WorkerSettings:
     # and its tags (jobctl.capacity).
     resources: Resources | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Where the worker can create cgroups (jobctl.worker.cgroup): None, a cgroup for each job
+    # that asks for --mem or --cpus (they are enforced there); True, for every job (whole-tree
+    # figures and kills for all, at a few ms of kernel time per job: moving a process into a
+    # cgroup waits on a machine-wide lock, which cost short jobs three quarters of their
+    # throughput); False: none.
+    cgroups: bool | None = None
 
 
 # While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
@@ -110,9 +118,12 @@ def outcome_of(job: ClaimedJob, result: ProcessResult, cancelled: bool, shutdown
     """What the database should record for one ended attempt. `lost`: this worker killed it
     because it could not keep the job's lease (fencing): the worker's failure, not the
     command's, so it costs no retry (see `lost_outcome`)."""
+    usage = result.usage or NO_USAGE
     ended = Outcome(job_id=job.id, attempt=job.attempt, state=JobState.FAILED,
                     attempt_outcome="failed", exit_code=result.exit_code, signal=result.signal,
-                    error=result.error, has_dependents=job.has_dependents)
+                    error=result.error, has_dependents=job.has_dependents,
+                    cpu_user_s=usage.cpu_user_s, cpu_system_s=usage.cpu_system_s,
+                    max_rss_bytes=usage.max_rss_bytes, oom_killed=usage.oom_killed)
     if result.exit_code == 0 and result.kill_reason is None:
         return replace(ended, state=JobState.SUCCEEDED, attempt_outcome="succeeded")
     if cancelled:
@@ -187,6 +198,7 @@ class Worker:
         self._heartbeat = Heartbeat(database.clone(), self._held, settings.lease_s, metrics,
                                     self.request_drain)
         self._watchdog: Watchdog | None = None
+        self._cgroups: WorkerCgroups | None = None  # a cgroup per job, where it can (cgroup.py)
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
@@ -202,6 +214,7 @@ class Worker:
                 version=__version__, resources=self._gate.resources.to_json(),
                 tags=dict(self._gate.tags),
             )
+        self._setup_cgroups()  # its line before "started", which tells that the worker is up
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
         self._heartbeat.restart_clock()
@@ -228,8 +241,36 @@ class Worker:
                 self._flush_until_done()
                 self._deregister(self.db)
             finally:
+                if self._cgroups is not None:
+                    self._cgroups.close()
                 self._shutdown.finished()
         return 0
+
+    def _setup_cgroups(self) -> None:
+        """A cgroup per job where this worker may create them, and one line that says what
+        `--mem` and `--cpus` mean on this worker: enforced there, or only placing jobs."""
+        cgroups, missing = (WorkerCgroups.create(self.worker_id)
+                            if self.settings.cgroups is not False else (None, "--no-cgroups"))
+        self._cgroups = cgroups
+        if cgroups is None:
+            log.info("cgroups: none for jobs (%s): --mem and --cpus only place jobs here, they "
+                     "are not enforced; CPU and memory figures are each command's rusage",
+                     missing)
+        elif missing:
+            loose = [flag for controller, flag in (("memory", "--mem"), ("cpu", "--cpus"))
+                     if controller not in cgroups.enforced]
+            log.info("cgroups: %s runs in a cgroup of its own under %s (CPU figures of its "
+                     "whole tree, kills that reach all of it); %s only place%s jobs here, not "
+                     "enforced: %s", self._cgroup_jobs, cgroups.base, " and ".join(loose),
+                     "" if len(loose) > 1 else "s", missing)
+        else:
+            log.info("cgroups: %s runs in a cgroup of its own under %s; --mem and --cpus are "
+                     "enforced there (memory.max, cpu.max)", self._cgroup_jobs, cgroups.base)
+
+    @property
+    def _cgroup_jobs(self) -> str:
+        return ("each job" if self.settings.cgroups
+                else "each job with --mem or --cpus (--cgroups: every job)")
 
     @property
     def _draining(self) -> bool:
@@ -475,7 +516,9 @@ class Worker:
 
         process = JobProcess(job, sink, kill_grace_s=self.settings.kill_grace_s,
                              output_cap=self.settings.output_cap,
-                             base_env=self._job_env, watchdog=self._watchdog)
+                             base_env=self._job_env, watchdog=self._watchdog,
+                             cgroups=self._cgroups if (self.settings.cgroups or job.mem_bytes
+                                                       or job.cpus) else None)
         run = Running(job, process)
         if self._held.hold(run):
             self._slots.submit(self._run_slot, run)
@@ -507,6 +550,8 @@ class Worker:
                              lost=run.lost and result.started)
         self._metrics.ran(run.job.id, run.job.queue, started - run.claimed_at,
                           time.monotonic() - started)
+        if result.usage is not None:
+            self._metrics.used(run.job.queue, result.usage)
         self._held.ended(run)
         self._outcomes.put(outcome)
         self._wake.set()

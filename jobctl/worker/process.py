@@ -5,6 +5,12 @@ The process group is the unit: a timeout, a cancel or a lost lease signals the w
 (SIGTERM, then SIGKILL after a grace period), and when the command itself exits, whatever it left
 running in its group is killed as well, so no job leaves orphans behind on a worker.
 
+Where the worker has cgroups (jobctl.worker.cgroup), each attempt runs in a cgroup of its own,
+entered before its command execs: its figures are the whole tree's, its limits are enforced, and
+a hard kill (SIGKILL after the grace period, fencing) is cgroup.kill, which no process of the tree
+escapes. The command is reaped with wait4, whose rusage gives the figures where there is no
+cgroup (jobctl.accounting).
+
 Standard input is /dev/null, or the job's `input` bytes through a pipe that the same loop that
 pumps the output fills as the command reads (non-blocking writes: a command that writes much
 before it reads, or never reads, cannot deadlock it), closed at the end of the bytes. A job with
@@ -26,12 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from jobctl.accounting import Usage, oom_error, usage_from_rusage
 from jobctl.capacity import gpu_text
 from jobctl.store.queue import ClaimedJob
+from jobctl.worker.cgroup import JobCgroup, WorkerCgroups
 
 CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
 FLUSH_INTERVAL_S = 0.1  # ...or when its oldest byte has waited this long (live `logs -f`)
 POLL_S = 0.2  # upper bound on how long the pump sleeps, so kill deadlines are checked
+# How often a command whose pipes are closed is checked for its exit: after REAP_FIRST_S, then
+# twice as long each time up to REAP_POLL_S (as Popen.wait with a timeout does).
+REAP_FIRST_S = 0.0005
+REAP_POLL_S = 0.05
 LEFTOVER_WAIT_S = 0.1  # after the command exits, how long its leftovers may keep the pipes open
 PROBE_TIMEOUT_S = 10.0  # checking whether a job's user can enter a directory (see `RunAs`)
 DEFAULT_OUTPUT_CAP = 64 * 1024 * 1024
@@ -51,6 +63,7 @@ class ProcessResult:
     error: str | None
     kill_reason: str | None  # why jobctl killed it (timeout, cancel, lease lost, shutdown)
     started: bool  # False when the command could not be started at all
+    usage: Usage | None = None  # what its processes used (None: it never ran)
 
 
 class JobProcess:
@@ -65,6 +78,7 @@ class JobProcess:
         output_cap: int = DEFAULT_OUTPUT_CAP,
         base_env: dict[str, str] | None = None,
         watchdog: Watchdog | None = None,
+        cgroups: WorkerCgroups | None = None,
     ) -> None:
         self.job = job
         self._sink = sink
@@ -73,6 +87,9 @@ class JobProcess:
         # The worker's environment, copied once per worker rather than once per job.
         self._base_env = os.environ if base_env is None else base_env
         self._watchdog = watchdog
+        self._cgroups = cgroups
+        self._cgroup: JobCgroup | None = None  # the attempt's, while it runs
+        self._rusage: Any = None  # wait4's, once the command is reaped
         self._lock = threading.Lock()
         self._pgid: int | None = None
         self._kill_reason: str | None = None
@@ -102,7 +119,7 @@ class JobProcess:
             if self._pgid is not None:
                 self._term_sent_at = self._term_sent_at or time.monotonic()
                 self._killed_hard = True
-                _signal_group(self._pgid, signal.SIGKILL)
+                self._kill_hard(self._pgid)
 
     # --- the attempt --------------------------------------------------------------------------
 
@@ -137,8 +154,10 @@ class JobProcess:
             env["CUDA_VISIBLE_DEVICES"] = env["JOBCTL_GPUS"] = gpu_text(job.gpus) or ""
         if job.hook_output is not None:  # a hook: its job's output, in a file of its own
             env["JOBCTL_HOOK_OUTPUT"] = self._write_hook_output(job.hook_output, run_as)
-        try:
-            proc = subprocess.Popen(
+        cgroup, enter = self._cgroup_for(job)
+
+        def start(preexec: _Enter | None) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
                 job.argv,
                 stdin=_devnull() if job.input is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -146,13 +165,33 @@ class JobProcess:
                 start_new_session=True,
                 env=env,
                 cwd=cwd,
+                preexec_fn=preexec,
                 **identity,
             )
+
+        try:
+            try:
+                proc = start(enter)
+            except subprocess.SubprocessError:
+                # Only the child's write to cgroup.procs can raise this (a kernel that checks
+                # the writer's rights, not the opener's, for a job of another user): the job
+                # runs as where there are no cgroups.
+                if cgroup is None:
+                    raise
+                cgroup.remove()
+                cgroup = None
+                proc = start(None)
         except OSError as start_error:
+            if cgroup is not None:
+                cgroup.remove()
             return self._start_failed(start_error)
+        finally:
+            if enter is not None:
+                enter.close()
         if self._watchdog is not None:
-            self._watchdog.guard(proc.pid, job.id)
+            self._watchdog.guard(proc.pid, job.id, None if cgroup is None else str(cgroup.path))
         with self._lock:
+            self._cgroup = cgroup
             self._pgid = proc.pid  # a new session's leader: its pid is the group's id
             if self._kill_reason is not None:  # killed before it even started
                 self._term_sent_at = time.monotonic()
@@ -160,18 +199,70 @@ class JobProcess:
         started = time.monotonic()
         deadline = started + job.timeout_s if job.timeout_s else None
         self._pump(proc, deadline, job.input)
-        returncode = proc.wait()
+        returncode = self._reap(proc, block=True)
+        assert returncode is not None
         self._kill_leftovers(proc.pid)
+        usage = self._usage(cgroup)
         if self._watchdog is not None:
             self._watchdog.release(proc.pid)
         with self._lock:
             reason = self._kill_reason
+            self._cgroup = None
+        if cgroup is not None:
+            cgroup.remove()
+        # Killed by the kernel for memory (its cgroup's oom_kill), and not by jobctl first.
+        oom = bool(usage.oom_killed) and reason is None and returncode != 0
         if returncode < 0:
             signum = -returncode
-            error = reason or f"killed by {_signal_name(signum)}"
-            return ProcessResult(128 + signum, signum, error, reason, True)
+            error = reason or (oom_error(cgroup.mem_bytes) if oom and cgroup is not None
+                               else f"killed by {_signal_name(signum)}")
+            return ProcessResult(128 + signum, signum, error, reason, True, usage)
         failure = reason if reason else (f"exit code {returncode}" if returncode else None)
-        return ProcessResult(returncode, None, failure, reason, True)
+        if oom and cgroup is not None:  # e.g. a shell whose child the kernel killed
+            failure = f"{oom_error(cgroup.mem_bytes)}, exit code {returncode}"
+        return ProcessResult(returncode, None, failure, reason, True, usage)
+
+    def _cgroup_for(self, job: ClaimedJob) -> tuple[JobCgroup | None, _Enter | None]:
+        """The attempt's cgroup, if the worker has them, and what puts the child in it."""
+        if self._cgroups is None:
+            return None, None
+        cgroup = self._cgroups.for_job(job.id, job.attempt, job.mem_bytes, job.cpus)
+        if cgroup is None:
+            return None, None
+        try:
+            return cgroup, _Enter(cgroup.open_procs())
+        except OSError:
+            cgroup.remove()
+            return None, None
+
+    def _reap(self, proc: subprocess.Popen[bytes], block: bool) -> int | None:
+        """Its exit status once it has exited (None: still running), reaped with wait4 for the
+        rusage (Popen's wait would throw that away)."""
+        if proc.returncode is not None:
+            return proc.returncode
+        try:
+            pid, status, rusage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (never by jobctl): no status, no figures
+            proc.returncode = 0
+            return 0
+        if pid == 0:
+            return None
+        self._rusage = rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode
+
+    def _usage(self, cgroup: JobCgroup | None) -> Usage:
+        """The figures of the attempt: its cgroup's, else (or for what it lacks) the rusage."""
+        rusage = self._rusage
+        fallback = (Usage() if rusage is None
+                    else usage_from_rusage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss))
+        return fallback if cgroup is None else cgroup.usage(fallback)
+
+    def _kill_hard(self, pgid: int) -> None:
+        """SIGKILL the group and, with a cgroup, every process of the tree (cgroup.kill)."""
+        _signal_group(pgid, signal.SIGKILL)
+        if self._cgroup is not None:
+            self._cgroup.kill()
 
     def _write_hook_output(self, output: bytes, run_as: RunAs | None) -> str:
         """A private file holding `output`, owned by the user the hook runs as; removed by
@@ -239,7 +330,7 @@ class JobProcess:
                     self._flush(pending)
                     pending_since = None
                 self._enforce_deadlines(now, deadline)
-                if exited_at is None and proc.poll() is not None:
+                if exited_at is None and self._reap(proc, block=False) is not None:
                     exited_at = now
                 if exited_at is not None and now - exited_at >= LEFTOVER_WAIT_S:
                     if feeder is not None:  # the rest of its input goes with the command
@@ -256,12 +347,11 @@ class JobProcess:
             proc.stdout.close()
             proc.stderr.close()
         # Both pipes closed, yet the command may still run (it closed its stdout and stderr).
-        while True:
-            try:
-                proc.wait(timeout=POLL_S)
-                return
-            except subprocess.TimeoutExpired:
-                self._enforce_deadlines(time.monotonic(), deadline)
+        delay = REAP_FIRST_S  # it is usually about to exit: look again soon, then less often
+        while self._reap(proc, block=False) is None:
+            self._enforce_deadlines(time.monotonic(), deadline)
+            time.sleep(delay)
+            delay = min(delay * 2, REAP_POLL_S)
 
     def _enforce_deadlines(self, now: float, deadline: float | None) -> None:
         if deadline is not None and now >= deadline:
@@ -271,7 +361,7 @@ class JobProcess:
             if (term_sent_at is not None and not self._killed_hard and pgid is not None
                     and now - term_sent_at >= self._kill_grace_s):
                 self._killed_hard = True
-                _signal_group(pgid, signal.SIGKILL)
+                self._kill_hard(pgid)
 
     def _kill_leftovers(self, pgid: int) -> None:
         """What the command left behind in its group dies with it: SIGTERM, then SIGKILL."""
@@ -281,7 +371,8 @@ class JobProcess:
         give_up = time.monotonic() + self._kill_grace_s
         while _group_alive(pgid) and time.monotonic() < give_up:
             time.sleep(0.02)
-        _signal_group(pgid, signal.SIGKILL)
+        with self._lock:
+            self._kill_hard(pgid)
 
     def _flush(self, pending: dict[str, bytearray]) -> None:
         for stream, buffer in pending.items():
@@ -320,6 +411,22 @@ class JobProcess:
         # Shown in `job logs` too: the user looks there first.
         self._emit("stderr", f"jobctl: {message}\n".encode())
         return ProcessResult(exit_code, None, message, None, False)
+
+
+class _Enter:
+    """The child's way into its cgroup: between fork and exec it writes "0" (itself) to the
+    cgroup's cgroup.procs, which the worker opened (Python 3.11's subprocess has no cgroup
+    argument). Only a write(2) on a descriptor runs in the child."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __call__(self) -> None:
+        os.write(self.fd, b"0")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class _Feeder:
@@ -489,8 +596,8 @@ class Watchdog:
         # close could land in whatever file reuses the descriptor).
         self._closing = threading.Lock()
 
-    def guard(self, pgid: int, job_id: int) -> None:
-        self._send(f"guard {pgid} {job_id}\n")
+    def guard(self, pgid: int, job_id: int, cgroup: str | None = None) -> None:
+        self._send(f"guard {pgid} {job_id}" + (f" {cgroup}\n" if cgroup else "\n"))
 
     def release(self, pgid: int) -> None:
         self._send(f"release {pgid}\n")

@@ -13,7 +13,9 @@ process group must not take the guard away before the worker's jobs are gone), a
 the standard library, so it starts in milliseconds.
 
 Protocol, one line each on its standard input:
-    guard PGID JOB_ID    a job's process group to kill when the deadline passes
+    guard PGID JOB_ID [CGROUP]
+                         a job's process group to kill when the deadline passes, and its
+                         cgroup's directory where it has one (killed whole: cgroup.kill)
     release PGID         that job has ended
     deadline T           kill every guarded group at time.monotonic() == T (the clock is the
                          system's CLOCK_MONOTONIC, the same in every process)
@@ -28,8 +30,17 @@ import sys
 import time
 
 
-def _kill(groups: dict[int, str], why: str) -> None:
-    for pgid, job_id in groups.items():
+def _kill(groups: dict[int, tuple[str, str | None]], why: str) -> None:
+    for pgid, (job_id, cgroup) in groups.items():
+        if cgroup is not None:
+            try:
+                fd = os.open(os.path.join(cgroup, "cgroup.kill"), os.O_WRONLY)
+                try:
+                    os.write(fd, b"1")
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # gone already, or a kernel before 5.14: the group still dies below
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -39,11 +50,11 @@ def _kill(groups: dict[int, str], why: str) -> None:
     groups.clear()
 
 
-def _apply(line: str, groups: dict[int, str], deadline: float) -> float:
+def _apply(line: str, groups: dict[int, tuple[str, str | None]], deadline: float) -> float:
     """One protocol line; returns the deadline, maybe moved."""
-    words = line.split()
-    if len(words) == 3 and words[0] == "guard":
-        groups[int(words[1])] = words[2]
+    words = line.split(" ", 3)
+    if len(words) in (3, 4) and words[0] == "guard":
+        groups[int(words[1])] = (words[2], words[3] if len(words) == 4 else None)
     elif len(words) == 2 and words[0] == "release":
         groups.pop(int(words[1]), None)
     elif len(words) == 2 and words[0] == "deadline":
@@ -54,7 +65,7 @@ def _apply(line: str, groups: dict[int, str], deadline: float) -> float:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    groups: dict[int, str] = {}
+    groups: dict[int, tuple[str, str | None]] = {}
     deadline = float(sys.argv[1]) if len(sys.argv) > 1 else float("inf")
     pending = b""
     while True:

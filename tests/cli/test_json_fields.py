@@ -32,7 +32,7 @@ def documented() -> dict[str, list[str]]:
     for line in DOC.read_text().splitlines():
         if line.startswith("## "):
             current = sections.setdefault(line[3:].strip(), [])
-        elif current is not None and (match := re.match(r"\|\s*`([a-z_]+)`\s*\|", line)):
+        elif current is not None and (match := re.match(r"\|\s*`([a-z0-9_]+)`\s*\|", line)):
             current.append(match.group(1))
     return sections
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.timeout_s,
     jobs.max_attempts, jobs.backoff_s, jobs.delivery, jobs.queue, jobs.losses, jobs.max_lost,
     jobs.input, jobs.run_as, jobs.in_buffer, jobs.gpu_indices, jobs.gated, jobs.after_id,
-    jobs.hook_of,
+    jobs.hook_of, jobs.cpus, jobs.mem_bytes,
     jobs.array_id, jobs.array_index, jobs.retry_on_exit, jobs.no_retry_on_exit,
     EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id) AS has_dependents"""
 
@@ -124,8 +124,11 @@ WITH RECURSIVE done AS (
     SELECT * FROM unnest(
         CAST(%(ids)s AS bigint[]), CAST(%(attempts)s AS int[]), CAST(%(states)s AS text[]),
         CAST(%(outcomes)s AS text[]), CAST(%(exit_codes)s AS int[]), CAST(%(signals)s AS int[]),
-        CAST(%(errors)s AS text[]), CAST(%(delays)s AS float8[])
-    ) AS d(id, attempt, state, outcome, exit_code, signal, error, delay)
+        CAST(%(errors)s AS text[]), CAST(%(delays)s AS float8[]),
+        CAST(%(cpu_user_s)s AS float8[]), CAST(%(cpu_system_s)s AS float8[]),
+        CAST(%(max_rss_bytes)s AS bigint[]), CAST(%(oom_killed)s AS boolean[])
+    ) AS d(id, attempt, state, outcome, exit_code, signal, error, delay, cpu_user_s,
+           cpu_system_s, max_rss_bytes, oom_killed)
 ), finished AS (
     UPDATE jobs j SET
         state = d.state,
@@ -146,10 +149,12 @@ WITH RECURSIVE done AS (
               -- a gated job's end may let another start: wake the workers of its queue
               CASE WHEN j.gated THEN pg_notify('{JOBS_CHANNEL}', j.queue) END
 ), recorded AS (
+    -- with what the attempt used (jobctl.accounting), as the worker measured it
     INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
-                          exit_code, signal, error)
+                          exit_code, signal, error, cpu_user_s, cpu_system_s, max_rss_bytes,
+                          oom_killed)
     SELECT f.id, f.attempt, %(worker_id)s, f.started_at, {NOW}, d.outcome, d.exit_code,
-           d.signal, d.error
+           d.signal, d.error, d.cpu_user_s, d.cpu_system_s, d.max_rss_bytes, d.oom_killed
     FROM finished f JOIN done d ON d.id = f.id
 ), marked AS (
     -- jobs this worker started from its read-ahead buffer since the last turn (none of them
@@ -218,6 +223,10 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
         "signals": [o.signal for o in outcomes],
         "errors": [o.error for o in outcomes],
         "delays": [o.retry_delay_s for o in outcomes],
+        "cpu_user_s": [o.cpu_user_s for o in outcomes],
+        "cpu_system_s": [o.cpu_system_s for o in outcomes],
+        "max_rss_bytes": [o.max_rss_bytes for o in outcomes],
+        "oom_killed": [o.oom_killed for o in outcomes],
         "queues": list(claim.queues),
         "started": list(started),
         **claim.params(),

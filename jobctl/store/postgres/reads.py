@@ -34,10 +34,11 @@ WHERE (CAST(%(states)s AS text[]) IS NULL OR state = ANY(%(states)s))
 ORDER BY id DESC
 LIMIT %(limit)s"""
 
-# A job's ended attempts, each with the name of the worker that ran it.
+# A job's ended attempts, each with the name of the worker that ran it and what it used.
 ATTEMPTS = """
 SELECT a.attempt, a.worker_id, w.name, a.started_at, a.finished_at, a.outcome,
-       a.exit_code, a.signal, a.error
+       a.exit_code, a.signal, a.error, a.cpu_user_s, a.cpu_system_s, a.max_rss_bytes,
+       a.oom_killed
 FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id
 WHERE a.job_id = %(job_id)s ORDER BY a.attempt"""
 

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 # true, since SQLite's completion settles dependents in steps anyway, and a RETURNING clause
 # here is better kept to the row itself.
 CLAIMED_JOB = """id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
-    losses, max_lost, input, run_as, in_buffer, gpu_indices, gated, after_id, hook_of,
-    array_id, array_index, retry_on_exit, no_retry_on_exit,
+    losses, max_lost, input, run_as, in_buffer, gpu_indices, gated, after_id, hook_of, cpus,
+    mem_bytes, array_id, array_index, retry_on_exit, no_retry_on_exit,
     TRUE AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
@@ -126,11 +126,13 @@ WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND state = 'ru
 RETURNING id, started_at
 """
 
-# The attempts row of an attempt that ended.
+# The attempts row of an attempt that ended, with what it used (jobctl.accounting), as the
+# worker measured it.
 RECORD_ATTEMPT = f"""
 INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, exit_code,
-                      signal, error)
-VALUES (:id, :attempt, :worker_id, :started_at, {NOW}, :outcome, :exit_code, :signal, :error)
+                      signal, error, cpu_user_s, cpu_system_s, max_rss_bytes, oom_killed)
+VALUES (:id, :attempt, :worker_id, :started_at, {NOW}, :outcome, :exit_code, :signal, :error,
+        :cpu_user_s, :cpu_system_s, :max_rss_bytes, :oom_killed)
 """
 
 
@@ -148,6 +150,8 @@ def complete_and_claim(conn: Conn, worker_id: int, outcomes: Sequence[Outcome], 
             "worker_id": worker_id, "id": o.job_id, "attempt": o.attempt,
             "state": o.state.value, "outcome": o.attempt_outcome, "exit_code": o.exit_code,
             "signal": o.signal, "error": o.error, "delay": o.retry_delay_s,
+            "cpu_user_s": o.cpu_user_s, "cpu_system_s": o.cpu_system_s,
+            "max_rss_bytes": o.max_rss_bytes, "oom_killed": o.oom_killed,
         }
         row = conn.execute(COMPLETE_JOB, params).fetchone()
         if row is not None:

@@ -38,10 +38,11 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
 ORDER BY id DESC
 LIMIT coalesce(:limit, -1)"""
 
-# A job's ended attempts, each with the name of the worker that ran it.
+# A job's ended attempts, each with the name of the worker that ran it and what it used.
 ATTEMPTS = """
 SELECT a.attempt, a.worker_id, w.name, a.started_at, a.finished_at, a.outcome,
-       a.exit_code, a.signal, a.error
+       a.exit_code, a.signal, a.error, a.cpu_user_s, a.cpu_system_s, a.max_rss_bytes,
+       a.oom_killed
 FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id
 WHERE a.job_id = :job_id ORDER BY a.attempt"""
 

@@ -1,7 +1,12 @@
 """SQLite: the SQL of jobctl.store.stats (see its StatsSQL protocol)."""
 
 from jobctl.models import FINAL_STATES, JobState, sql_states
-from jobctl.store.stats import FAILURES_NEWEST_FIRST, QUEUE_DEPTH, RUNNING_LONGEST_FIRST
+from jobctl.store.stats import (
+    FAILURES_NEWEST_FIRST,
+    QUEUE_DEPTH,
+    RAN_TO_THE_END,
+    RUNNING_LONGEST_FIRST,
+)
 
 # Everything `stats` counts, in one statement (one round trip), one branch per figure, each with
 # its own condition so that it keeps its own index:
@@ -24,6 +29,14 @@ UNION ALL
 SELECT 'ended', queue, state, count(*), NULL FROM jobs
 WHERE state IN ({sql_states(FINAL_STATES)}) AND finished_at >= :since
 GROUP BY queue, state"""
+
+# The attempts that ran to their end within the window (jobctl.store.stats.RAN_TO_THE_END),
+# with their job's queue and what they used: `stats` computes their percentiles in Python, the
+# one answer on both backends. ix_attempts_finished_at finds them.
+ATTEMPTS_ENDED = f"""
+SELECT j.queue, a.started_at, a.finished_at, a.cpu_user_s, a.cpu_system_s, a.max_rss_bytes
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.finished_at >= :since AND a.outcome IN {RAN_TO_THE_END}"""
 
 # The running jobs, longest-running first, with the name of the worker that runs each
 # (jobctl.store.stats.RUNNING_LONGEST_FIRST), at most :limit.
