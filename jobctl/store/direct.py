@@ -297,6 +297,14 @@ def is_driver_error(error: BaseException | None) -> bool:
     transaction): the transaction is lost, the connection may well not be."""
     return type(error).__module__.split(".")[0] in ("psycopg", "sqlite3")
 
+def rolled_back(error: BaseException) -> bool:
+    """Whether the database rolled the transaction back to break a deadlock or a serialization
+    conflict (SQLSTATE class 40, which psycopg's errors carry): none of it happened, and doing
+    it again is the remedy. (SQLite has one writer at a time, so its errors never say this.)"""
+    original = getattr(error, "orig", None) or error
+    return str(getattr(original, "sqlstate", None) or "").startswith("40")
+
+
 def first_line(error: BaseException) -> str:
     """The driver's own message, first line only (under a SQLAlchemy error: its `orig`, without
     SQLAlchemy's background link)."""

@@ -55,7 +55,7 @@ from jobctl.policy import should_retry
 from jobctl.store import notify, queue, reads
 from jobctl.store import workers as worker_rows
 from jobctl.store.capacity import Gate
-from jobctl.store.direct import Conn, DirectDatabase
+from jobctl.store.direct import Conn, DirectDatabase, first_line, rolled_back
 from jobctl.store.queue import ClaimedJob, Outcome, OutputChunk
 from jobctl.worker.cgroup import WorkerCgroups
 from jobctl.worker.heartbeat import Heartbeat
@@ -360,6 +360,17 @@ class Worker:
                     next_db_try = now + db_backoff
                     self._held.give_back(marks)
                     log.warning("database unavailable: %s; retrying in %.1fs", error, db_backoff)
+                except Exception as error:
+                    if not rolled_back(error):
+                        raise
+                    # A deadlock (e.g. with our heartbeat's renewal, rows taken in another
+                    # order) or a serialization conflict: the database undid the whole turn, so
+                    # doing it again, after a moment, is safe (results apply once: see
+                    # complete_and_claim) and is the remedy.
+                    next_db_try = now + random.uniform(0.01, 0.1)
+                    self._held.give_back(marks)
+                    log.warning("turn rolled back by the database (%s); doing it again",
+                                first_line(error))
                 else:
                     self._turns += 1
                     self._turn_jobs += len(pending_outcomes)
