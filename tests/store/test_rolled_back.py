@@ -40,13 +40,13 @@ def test_a_real_deadlock_is_rolled_back_and_nothing_else_is(pg_url: str, tmp_pat
         thread.join(30)
     [deadlock] = errors  # the server broke the cycle by undoing one of the two
     assert isinstance(deadlock, psycopg.errors.DeadlockDetected) and rolled_back(deadlock)
-    with psycopg.connect(url, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.UniqueViolation) as duplicate:
-            conn.execute("INSERT INTO pair VALUES (1, 0)")
+    with (psycopg.connect(url, autocommit=True) as conn,
+          pytest.raises(psycopg.errors.UniqueViolation) as duplicate):
+        conn.execute("INSERT INTO pair VALUES (1, 0)")
     assert not rolled_back(duplicate.value)
-    with sqlite3.connect(tmp_path / "x.db") as lite:
-        with pytest.raises(sqlite3.OperationalError) as locked:
-            lite.execute("SELECT * FROM missing")
+    with (sqlite3.connect(tmp_path / "x.db") as lite,
+          pytest.raises(sqlite3.OperationalError) as locked):
+        lite.execute("SELECT * FROM missing")
     assert not rolled_back(locked.value)
     assert not rolled_back(RuntimeError("no sqlstate"))
 
