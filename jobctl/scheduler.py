@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobctl.errors import DatabaseUnavailable
+from jobctl.sdnotify import Notifier
 from jobctl.store.direct import first_line, is_driver_error
 
 if TYPE_CHECKING:
@@ -82,9 +83,12 @@ class Scheduler:
         self._install_signal_handlers()
         listener = self._start_listener()
         log.info("started (%s)", self._db.where)
+        notifier = Notifier.from_environment()  # systemd's, when it started us
+        notifier.ready(f"scheduler ({self._db.where})")
         backoff = 0.5
         try:
             while not self._stop.is_set():
+                notifier.watchdog()  # each pass, the database reached or not: we are alive
                 try:
                     self.fire_all()
                     self.notice_overdue()
@@ -112,6 +116,7 @@ class Scheduler:
                     break
                 self._sleep()
         finally:
+            notifier.stopping()
             if listener is not None:
                 listener.stop()
         log.info("stopped")

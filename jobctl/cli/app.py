@@ -149,6 +149,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("jobctl.cli.check", "Dead-man's switches for scripts and jobs outside jobctl: "
                                   "ping them, be told when the pings stop."),
     "workflow": ("jobctl.cli.workflow", "Run graphs of jobs (workflows) from TOML files."),
+    "service": ("jobctl.cli.service", "Run workers and schedulers as systemd services."),
     "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
                                   "running jobs, recent failures."),
     "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),

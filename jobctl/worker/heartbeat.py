@@ -48,7 +48,9 @@ class Heartbeat:
     `request_drain()`: the worker was asked to stop."""
 
     def __init__(self, database: DirectDatabase, held: Held, lease_s: float,
-                 metrics: NoMetrics, request_drain: Callable[[], None]) -> None:
+                 metrics: NoMetrics, request_drain: Callable[[], None],
+                 beat: Callable[[], object] = lambda: None) -> None:
+        self._beat = beat  # each pass of the thread, the database reached or not (sd_notify)
         self._db = database
         self._held = held
         self.lease_s = lease_s
@@ -101,6 +103,7 @@ class Heartbeat:
                     log.exception("heartbeat failed; retrying")
                     next_renewal = now + min(renew_every, 1.0)
                 self._fence_if_overdue()
+                self._beat()
         finally:
             self._db.close()  # in the thread that used it
 

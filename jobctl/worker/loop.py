@@ -52,6 +52,7 @@ from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.policy import should_retry
+from jobctl.sdnotify import Notifier
 from jobctl.store import notify, queue, reads
 from jobctl.store import workers as worker_rows
 from jobctl.store.capacity import Gate
@@ -195,8 +196,12 @@ class Worker:
                                   abandon=self._abandon)
         self._slots = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobctl-slot")
         self._listener: notify.Listener | None = None
+        # systemd's notifications (NOTIFY_SOCKET), when it started us: ready, stopping, and
+        # watchdog pings from the heartbeat thread, which lives as long as our leases do.
+        self._notifier = Notifier.from_environment()
+        self._said_stopping = False
         self._heartbeat = Heartbeat(database.clone(), self._held, settings.lease_s, metrics,
-                                    self.request_drain)
+                                    self.request_drain, beat=self._notifier.watchdog)
         self._watchdog: Watchdog | None = None
         self._cgroups: WorkerCgroups | None = None  # a cgroup per job, where it can (cgroup.py)
         self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
@@ -217,6 +222,7 @@ class Worker:
         self._setup_cgroups()  # its line before "started", which tells that the worker is up
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
                  self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
+        self._notifier.ready(f"worker {self.name} (id {self.worker_id})")
         self._heartbeat.restart_clock()
         self._watchdog = Watchdog(self._heartbeat.fence_deadline())
         self._shutdown.start()
@@ -231,6 +237,7 @@ class Worker:
         try:
             self._main_loop()
         finally:
+            self._say_stopping()  # if the loop ended before it noticed the drain
             try:
                 self._heartbeat.stop()
                 if self._listener is not None:
@@ -266,6 +273,12 @@ class Worker:
         else:
             log.info("cgroups: %s runs in a cgroup of its own under %s; --mem and --cpus are "
                      "enforced there (memory.max, cpu.max)", self._cgroup_jobs, cgroups.base)
+
+    def _say_stopping(self) -> None:
+        """STOPPING=1 to systemd (jobctl.sdnotify), once, when the drain begins."""
+        if not self._said_stopping:
+            self._said_stopping = True
+            self._notifier.stopping("finishing running jobs")
 
     @property
     def _cgroup_jobs(self) -> str:
@@ -332,6 +345,8 @@ class Worker:
         first_pending_at = 0.0
         while True:
             self._wake.clear()
+            if self._draining:
+                self._say_stopping()
             if not pending_outcomes:
                 first_pending_at = time.monotonic()
             pending_outcomes += _drain(self._outcomes)
