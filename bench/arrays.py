@@ -6,27 +6,21 @@ array's tasks), into PostgreSQL (a throwaway cluster, tests/pgcluster.py) and SQ
 same run. Each figure is the whole CLI process, start-up included, timed from outside; each
 submit goes into a fresh database; the best of --rounds.
 
-    python bench/array.py [--tasks 100000] [--rounds 3] [--throttle 0]
+    python bench/arrays.py [--tasks 100000] [--rounds 3] [--throttle 0]
 
 --throttle N submits the array with %N (every task then also holds the limit key array:ID).
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-
-# This file is named array.py, as the standard library's `array` module is: its folder goes to
-# the end of the path, so that `import array` (psycopg's, random's) finds the standard one.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [*(entry for entry in sys.path if entry not in ("", _HERE)), _HERE]
-
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
