@@ -1005,11 +1005,7 @@ def _validate_alert(period_s: object, field: str, on_overdue: object) -> None:
             raise InvalidInput(f"{{{field}}} must be longer than 0s and at most "
                                f"{MAX_DURATION_S / 86_400:.0f}d", field=field)
     if on_overdue is not None:
-        problem = (hook_problem(on_overdue) if isinstance(on_overdue, str)
-                   else "must be a command (for /bin/sh -c)")
-        if problem is not None:
-            raise InvalidInput(f"{{on_overdue}}: {InvalidInput.literal(problem)}",
-                               field="on_overdue")
+        _check_hook("on_overdue", on_overdue)
         if period_s is None:
             raise InvalidInput(f"{{on_overdue}} needs {{{field}}}", field="on_overdue")
 
@@ -1110,15 +1106,12 @@ def _validate_run_fields(spec: JobSpec) -> None:
         if not isinstance(key, str) or not isinstance(value, str) or not key or not value:
             raise InvalidInput("{requires} takes names and values (strings, not empty)",
                                field="requires")
-    for field, command in (() if spec.on_success is None and spec.on_failure is None
-                           and spec.on_end is None else
-                           (("on_success", spec.on_success), ("on_failure", spec.on_failure),
-                            ("on_end", spec.on_end))):
-        if command is not None:
-            problem = hook_problem(command) if isinstance(command, str) else "not a string"
-            if problem is not None:
-                raise InvalidInput(f"{{{field}}}: {InvalidInput.literal(problem)}",
-                                   field=field)
+    if spec.on_success is not None:
+        _check_hook("on_success", spec.on_success)
+    if spec.on_failure is not None:
+        _check_hook("on_failure", spec.on_failure)
+    if spec.on_end is not None:
+        _check_hook("on_end", spec.on_end)
     if spec.retry_on_exit is not None or spec.no_retry_on_exit is not None:
         _check_exit_codes(spec)
     if spec.user is not None:
@@ -1126,6 +1119,14 @@ def _validate_run_fields(spec: JobSpec) -> None:
         if problem is not None:
             raise InvalidInput(f"invalid {{user}} {InvalidInput.literal(repr(spec.user))}: "
                                f"{InvalidInput.literal(problem)}", field="user")
+
+
+def _check_hook(field: str, command: object) -> None:
+    """A hook (a job's, or an overdue schedule's or check's): a /bin/sh -c command."""
+    problem = (hook_problem(command) if isinstance(command, str)
+               else "must be a command (for /bin/sh -c)")
+    if problem is not None:
+        raise InvalidInput(f"{{{field}}}: {InvalidInput.literal(problem)}", field=field)
 
 
 def _check_exit_codes(spec: JobSpec) -> None:

@@ -73,9 +73,9 @@ def job_columns(
     column (ROW_COLUMNS: one Python value per job): each job in its `state` (with its `error`),
     due at its run_at, or `run_in_s` after `now`; finished at `now` when its state is final;
     `workflow_id` and `tasks` for a workflow's tasks, `array_id` and `array_indices` for an
-    array's. This is the one place a spec becomes a
-    row. Column by column because that is how a batch goes in (batch_columns): for 100,000
-    jobs, a list per column is a fifth of the cost of a dict per job."""
+    array's. This is the one place a spec becomes a row. Column by column because that is how
+    a batch goes in (batch_columns): for 100,000 jobs, a list per column is a fifth of the cost
+    of a dict per job."""
     count = len(specs)
     nothing: list[Any] = [None] * count
     final = {state: state.is_final for state in set(states)}

@@ -474,11 +474,17 @@ class Worker:
             queue.write_output(conn, chunks)
             applied, claimed = queue.complete_and_claim(
                 conn, self.worker_id, outcomes, claim, started or ())
-            claimed = [_with_hook_input(conn, job) if job.hook_of is not None else job
-                       for job in claimed]
         self._held.written(outcome.job_id for outcome in outcomes)
         for outcome in outcomes:
             self._log_outcome(outcome, outcome.job_id in applied)
+        if any(job.hook_of is not None for job in claimed):
+            # Outside the turn: on SQLite it holds the write lock, and a hook's input may be
+            # megabytes of its job's output. (Should this read fail, the turn stands; the jobs
+            # it claimed are not held here, so their leases run out and the rescuer puts them
+            # back.)
+            with (database or self.db).read() as conn:
+                claimed = [_with_hook_input(conn, job) if job.hook_of is not None else job
+                           for job in claimed]
         return claimed
 
     def _claim(self, limit: int) -> queue.Claim:
