@@ -220,9 +220,6 @@ class Worker:
                 tags=dict(self._gate.tags),
             )
         self._setup_cgroups()  # its line before "started", which tells that the worker is up
-        log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
-                 self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
-        self._notifier.ready(f"worker {self.name} (id {self.worker_id})")
         self._heartbeat.restart_clock()
         self._watchdog = Watchdog(self._heartbeat.fence_deadline())
         self._shutdown.start()
@@ -234,6 +231,11 @@ class Worker:
                 self._on_notify,
             )
             self._listener.start()
+        # Up, and only now said so (the log line, systemd's READY): a SIGTERM from whoever
+        # waited for it finds the worker's handler, not Python's default, which kills.
+        log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
+                 self.worker_id, ",".join(self.settings.queues), self.settings.concurrency)
+        self._notifier.ready(f"worker {self.name} (id {self.worker_id})")
         try:
             self._main_loop()
         finally:
