@@ -26,7 +26,7 @@ from jobctl.metrics import NoMetrics
 from jobctl.models import WorkerState
 from jobctl.store import queue
 from jobctl.store import workers as worker_rows
-from jobctl.store.direct import DirectDatabase
+from jobctl.store.direct import DirectDatabase, first_line, rolled_back
 from jobctl.worker.process import Watchdog
 from jobctl.worker.readahead import Held
 
@@ -90,7 +90,7 @@ class Heartbeat:
                 now = time.monotonic()
                 try:
                     if now >= next_renewal:
-                        self._renew()
+                        self._renew_again_if_rolled_back()
                         next_renewal = now + renew_every
                     elif not notified:
                         self._check_cancels()
@@ -106,6 +106,20 @@ class Heartbeat:
                 self._beat()
         finally:
             self._db.close()  # in the thread that used it
+
+    def _renew_again_if_rolled_back(self) -> None:
+        """Renew; once more at once if the database undid the renewal to break a deadlock
+        (with our own turn, which updates the same rows: direct.rolled_back). Waiting for the
+        next pass would cost the leases a third of their time, and could let the fencer kill
+        jobs nothing is wrong with."""
+        try:
+            self._renew()
+        except Exception as error:
+            if not rolled_back(error):
+                raise
+            log.warning("heartbeat: renewal rolled back by the database (%s); again",
+                        first_line(error))
+            self._renew()
 
     def _renew(self) -> None:
         started = time.monotonic()

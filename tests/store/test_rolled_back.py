@@ -83,3 +83,36 @@ def test_a_worker_does_its_turn_again_when_the_database_rolled_it_back(
     database.close()
     assert job is not None and job.state is JobState.SUCCEEDED
     assert [attempt.outcome for attempt in attempts] == ["succeeded"]
+
+
+def test_a_renewal_the_database_rolled_back_is_done_again_at_once(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat's renewal undone by a deadlock (with the worker's own turn) is tried again
+    in the same pass: the leases' clock moves on, nothing waits for the next pass."""
+    from jobctl.metrics import NO_METRICS
+    from jobctl.store import queue
+    from jobctl.store import workers as worker_rows
+    from jobctl.store.direct import open_or_create
+    from jobctl.worker import heartbeat
+    from jobctl.worker.readahead import Held
+
+    database = open_or_create(pg_url)
+    with database.write() as conn:
+        worker_id = worker_rows.register(conn, name="w", hostname="h", pid=1,
+                                         queues=["default"], concurrency=1, version="test")
+    real = queue.renew
+    calls: list[int] = []
+
+    def deadlocked_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(heartbeat.queue, "renew", deadlocked_once)
+    beat = heartbeat.Heartbeat(database, Held(1), 30.0, NO_METRICS, lambda: None)
+    beat._worker_id = worker_id
+    before = beat.fence_deadline()
+    beat._renew_again_if_rolled_back()
+    assert len(calls) == 2 and beat.fence_deadline() > before
+    database.close()
