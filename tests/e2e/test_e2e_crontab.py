@@ -10,7 +10,15 @@ MAIL = 'mail -s "It\'s 10pm" joe'
 
 
 def test_a_percent_line_feeds_the_job_its_standard_input(jobctl: Jobctl) -> None:
+    """The example's MAILTO=paul becomes a mail hook: a fake sendmail on the worker's PATH
+    receives the run that printed (cat's input) and nothing for the silent one."""
     assert MAIL in DEBIAN_EXAMPLE
+    bin_dir, mail = jobctl.tmp_path / "bin", jobctl.tmp_path / "mail"
+    bin_dir.mkdir()
+    sendmail = bin_dir / "sendmail"
+    sendmail.write_text(f'#!/bin/sh\n{{ echo "ARGS: $*"; cat; echo "--"; }} >> {mail}\n')
+    sendmail.chmod(0o755)
+    jobctl.env["PATH"] = f"{bin_dir}:{jobctl.env['PATH']}"
     crontab = jobctl.tmp_path / "paul"
     crontab.write_text(DEBIAN_EXAMPLE.replace(MAIL, "cat")
                        + "@reboot /usr/local/bin/start-agent\n* * * * * cat\n")
@@ -30,3 +38,6 @@ def test_a_percent_line_feeds_the_job_its_standard_input(jobctl: Jobctl) -> None
         logs = jobctl.run_bytes("job", "logs", str(job_id))
         assert logs.returncode == 0, describe(logs)
         assert logs.stdout == stdin  # cat wrote back what it read
+    mailed = mail.read_text()
+    assert mailed.count("ARGS: -i -- paul\n") == 1, mailed
+    assert mailed.endswith("Joe,\n\nWhere are your kids?\n--\n"), mailed
