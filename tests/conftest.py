@@ -18,16 +18,20 @@ A test that gets its database through another fixture (`jobctl`, `jobctl_sqlite`
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from pgcluster import PgCluster, PgServer, server_from_url_or_new_cluster
+from pgcluster import PgCluster, PgServer, SharedCluster, server_from_url_or_new_cluster
 
 from jobctl.store.engine import Database
 
@@ -40,6 +44,80 @@ def pytest_configure(config: pytest.Config) -> None:
     import compileall
 
     compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "jobctl"), quiet=1)
+    if _is_xdist_controller(config) and EXTERNAL_DATABASE_URL is None:
+        _start_shared_cluster(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared: _Shared | None = getattr(config, "_jobctl_shared_cluster", None)
+    if shared is not None:
+        shared.stop()
+
+
+# --- one PostgreSQL cluster for all of xdist's test processes ----------------------------------
+#
+# Under pytest-xdist the controller starts one cluster, and migrates one template on it, in a
+# thread while its test processes start and collect; each process reads the cluster's URL and
+# the template's name from a file named in SHARED_CLUSTER_FILE once its first test asks for
+# PostgreSQL. One cluster, not one per process: initdb, a server's start and the migrations are
+# paid once instead of six times. The controller stops it when the run ends (PgCluster's
+# watchdog, should the controller die first). A plain run (no -n) starts its own, lazily.
+
+SHARED_CLUSTER_FILE = "JOBCTL_SUITE_SHARED_CLUSTER_FILE"  # not JOBCTL_*: tests clear those
+SHARED_CLUSTER_PATH = os.environ.get(SHARED_CLUSTER_FILE) or None
+SHARED_CLUSTER_WAIT_SECONDS = 120
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
+
+
+class _Shared:
+    """The controller's side: the cluster, started and migrated in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cluster: PgCluster | None = None
+        self.thread = threading.Thread(target=self._start, name="shared-pg-cluster", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.cluster = PgCluster().start()
+            template = f"jobctl_template_shared_{uuid.uuid4().hex[:12]}"
+            _migrate(self.cluster.create_database(template))
+            self.cluster.seal_template(template)
+            result = {"url": self.cluster.admin_url, "template": template}
+        except BaseException as error:  # the test processes report it
+            result = {"error": f"{type(error).__name__}: {error}"}
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(result))
+        partial.rename(self.path)  # whole, or not there
+
+    def stop(self) -> None:
+        self.thread.join()
+        if self.cluster is not None:
+            self.cluster.stop()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def _start_shared_cluster(config: pytest.Config) -> None:
+    path = Path(tempfile.mkdtemp(prefix="jobctl-suite-")) / "cluster.json"
+    os.environ[SHARED_CLUSTER_FILE] = str(path)  # xdist's test processes inherit it
+    config._jobctl_shared_cluster = _Shared(path)  # type: ignore[attr-defined]
+
+
+def _shared_cluster(path: Path) -> SharedCluster:
+    """The controller's cluster, once it is up (a test process's side)."""
+    deadline = time.monotonic() + SHARED_CLUSTER_WAIT_SECONDS
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the suite's PostgreSQL cluster did not start: no {path}")
+        time.sleep(0.05)
+    found = json.loads(path.read_text())
+    if "error" in found:
+        raise RuntimeError(f"the suite's PostgreSQL cluster did not start: {found['error']}")
+    return SharedCluster(found["url"], found["template"])
 
 
 # Read once at import: the autouse fixture below removes every JOBCTL_* variable during tests.
@@ -53,6 +131,9 @@ WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 def pg_cluster() -> Iterator[PgServer]:
     """The PostgreSQL server for this test process: a PgCluster, or a PgServer for
     JOBCTL_TEST_DATABASE_URL. Tests that stop the server should use `private_pg_cluster`."""
+    if SHARED_CLUSTER_PATH is not None and EXTERNAL_DATABASE_URL is None:
+        yield _shared_cluster(Path(SHARED_CLUSTER_PATH))
+        return
     server = server_from_url_or_new_cluster(EXTERNAL_DATABASE_URL)
     try:
         yield server
@@ -87,7 +168,11 @@ def _migrate(url: str) -> None:
 def pg_template(pg_cluster: PgServer) -> Iterator[str]:
     """Name of a database of `pg_cluster` migrated to head once for this test process: `pg_url`
     copies it. Sealed (a template that accepts no connections), so that nothing a test leaves
-    connected can make the copy fail; dropped at the end of the session."""
+    connected can make the copy fail; dropped at the end of the session. On the shared cluster
+    (xdist): the one template the controller made there."""
+    if isinstance(pg_cluster, SharedCluster):
+        yield pg_cluster.template
+        return
     name = f"jobctl_template_{WORKER_ID}_{uuid.uuid4().hex[:12]}".lower()
     _migrate(pg_cluster.create_database(name))
     pg_cluster.seal_template(name)

@@ -40,10 +40,11 @@ from psycopg import sql
 
 # Durability is pointless for data that is deleted after the run, and fsync dominates the cost of
 # CREATE DATABASE and of every commit. max_connections is generous because worker/chaos tests
-# open many connections (each engine has a pool) and a full server would fail them spuriously.
+# open many connections (each engine has a pool), all the suite's test processes share one
+# cluster (see SharedCluster), and a full server would fail them spuriously.
 SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
-    "max_connections": "300",
+    "max_connections": "1000",
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
@@ -132,6 +133,17 @@ class PgServer:
         ) as conn:
             for statement in statements:
                 conn.execute(statement)
+
+
+class SharedCluster(PgServer):
+    """The PgCluster that pytest-xdist's controller started for all its test processes (see
+    tests/conftest.py), as a test process sees it: its admin URL and the name of the template
+    migrated to head there. The controller stops it; a test process only creates and drops
+    databases on it, and never restarts it (tests that do take a `private_pg_cluster`)."""
+
+    def __init__(self, admin_url: str, template: str) -> None:
+        super().__init__(admin_url)
+        self.template = template
 
 
 class PgCluster(PgServer):

@@ -32,6 +32,7 @@ from jobctl.cli import complete
 from jobctl.errors import ExitCode, JobctlError
 
 if TYPE_CHECKING:
+    import typer
     from click.shell_completion import CompletionItem
 
 
@@ -168,8 +169,7 @@ def load_command(name: str) -> click.Command:
     module = importlib.import_module(module_path)
     command: click.Command
     if not function:
-        # get_group, not get_command: a group of one command (`scheduler run`) stays a group.
-        command = typer.main.get_group(module.app)
+        command = lazy_group(module.app)
     else:
         # A Typer with one command and no callback becomes that command itself.
         single = typer.Typer(rich_markup_mode=None)
@@ -177,6 +177,65 @@ def load_command(name: str) -> click.Command:
         command = typer.main.get_command(single)
     command.name = name
     return command
+
+
+def lazy_group(app: typer.Typer) -> click.Group:
+    """`app` as a click group whose sub-commands are built when they are asked for.
+
+    Typer builds a command by reading its function's signature and type hints, about a
+    millisecond a command: `jobctl job list` builds `list`, not the other dozen of `job`'s.
+    The group itself (its callback and options) is Typer's own, built from a copy of `app`
+    without commands; `jobctl job --help` still builds each, to list it. get_group, not
+    get_command: a group of one command (`scheduler run`) stays a group."""
+    import copy
+
+    import typer
+
+    shell = copy.copy(app)
+    shell.registered_commands = []
+    group = typer.main.get_group(shell)
+    group.commands = LazyCommands(app, group.commands)
+    group.suggest_commands = False  # Click's NoSuchCommand suggests already: not twice
+    return group
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A Typer app's commands by name, in the order they were registered, each built by Typer
+    on first use (see `lazy_group`); `built` holds what is already built (sub-groups)."""
+
+    def __init__(self, app: typer.Typer, built: MutableMapping[str, click.Command]) -> None:
+        import typer
+
+        self._app = app
+        self._infos = {info.name or typer.main.get_command_name(info.callback.__name__): info
+                       for info in app.registered_commands if info.callback is not None}
+        self._built = dict(built)
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._built.get(name)
+        if command is None:
+            import typer
+
+            command = typer.main.get_command_from_info(
+                self._infos[name], pretty_exceptions_short=self._app.pretty_exceptions_short,
+                rich_markup_mode=self._app.rich_markup_mode)
+            self._built[name] = command
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._infos and name not in self._built:
+            raise KeyError(name)
+        self._built.pop(name, None)
+        self._infos.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._infos), **dict.fromkeys(self._built)})
+
+    def __len__(self) -> int:
+        return len({**self._infos, **self._built})
 
 
 class LazyGroup(click.Group):

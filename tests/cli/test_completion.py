@@ -200,15 +200,20 @@ def silent_server() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
+LIBPQ_LEAST_CONNECT_TIMEOUT_S = 2.0
+
+
 def test_an_unreachable_database_completes_nothing_silently_in_time(silent_server: int) -> None:
     url = f"postgresql://jobctl:secret@127.0.0.1:{silent_server}/jobctl"
     result, elapsed = request("bash", ["jobctl", "job", "status", ""], url)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    # libpq's connect_timeout (2 s at least) would keep the shell waiting longer than this.
-    assert elapsed < 1.0, f"{elapsed:.2f}s"
+    # libpq's connect_timeout (2 s at least) would keep the shell waiting longer than this;
+    # the margin below it is for a loaded machine (a start-up alone once took 1.1 s).
+    assert elapsed < LIBPQ_LEAST_CONNECT_TIMEOUT_S - 0.2, f"{elapsed:.2f}s"
     # Commands still complete while the database does not answer.
     result, elapsed = request("bash", ["jobctl", "job", "st"], url)
-    assert result.stdout == "plain,status\n" and elapsed < 1.0
+    assert result.stdout == "plain,status\n"
+    assert elapsed < LIBPQ_LEAST_CONNECT_TIMEOUT_S - 0.2, f"{elapsed:.2f}s"
 
 
 def test_a_missing_sqlite_file_completes_nothing_and_is_not_created(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
-from inprocess import JOBCTL, jobctl, process_env
+from inprocess import JOBCTL, jobctl, process_env, run_cli
 
 from jobctl import __version__
 from jobctl.cli.app import COMMANDS, load_command, root_group, run
@@ -374,6 +374,45 @@ def test_root_help_lines_are_the_commands_own() -> None:
         command = load_command(name)
         first_paragraph = " ".join((command.help or "").split("\n\n")[0].split())
         assert first_paragraph == line, name
+
+
+def _shape(command: click.Command) -> object:
+    """What a user sees of a command: its name, help, options and, for a group, its commands."""
+    params = [(p.name, tuple(getattr(p, "opts", ())), p.required) for p in command.params]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        children = {name: _shape(command.commands[name]) for name in command.list_commands(ctx)}
+        return command.name, command.help, params, children
+    return command.name, command.help, params
+
+
+def test_a_lazy_group_builds_a_command_when_used_and_equals_typers_own() -> None:
+    """`load_command` builds a group's sub-commands one at a time, on first use; built, the
+    whole group is what Typer's get_group makes of the same app, command for command."""
+    import importlib
+
+    import typer
+
+    for name, (where, _) in COMMANDS.items():
+        module_path, _, function = where.partition(":")
+        if function:
+            continue
+        lazy = load_command(name)
+        commands = lazy.commands  # type: ignore[attr-defined]
+        assert not commands._built, name  # nothing built yet
+        eager = typer.main.get_group(importlib.import_module(module_path).app)
+        eager.name = name
+        first = next(iter(eager.commands))
+        assert commands[first].name == first
+        assert list(commands._built) == [first], name  # that one only
+        assert _shape(lazy) == _shape(eager), name
+
+
+def test_a_mistyped_sub_command_is_suggested_once() -> None:
+    result = run_cli("job", "lst")
+    assert result.exit_code == 2
+    assert result.stderr == ("jobctl: error: no such command 'lst'. Did you mean 'list'?"
+                             " (see 'jobctl job --help')\n")
 
 
 PROBE = """

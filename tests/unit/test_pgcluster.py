@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from pgcluster import PgCluster, PgServer
+from pgcluster import PgCluster, PgServer, SharedCluster
 
 from jobctl.client import Client
 from jobctl.models import JobSpec
@@ -36,9 +37,10 @@ def test_pg_url_empty_is_a_fresh_database_that_accepts_connections(pg_url_empty:
 
 
 def test_cluster_has_the_test_settings(pg_cluster: PgServer) -> None:
-    if not isinstance(pg_cluster, PgCluster):
+    if not isinstance(pg_cluster, PgCluster | SharedCluster):
         pytest.skip("JOBCTL_TEST_DATABASE_URL server: its settings are not ours to check")
-    assert pg_cluster.admin_url == f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/postgres"
+    port = urlsplit(pg_cluster.admin_url).port
+    assert pg_cluster.admin_url == f"postgresql://postgres@127.0.0.1:{port}/postgres"
     with psycopg.connect(pg_cluster.admin_url, connect_timeout=10) as conn:
         settings = dict(
             conn.execute(
@@ -47,7 +49,7 @@ def test_cluster_has_the_test_settings(pg_cluster: PgServer) -> None:
             ).fetchall()
         )
     assert settings == {
-        "max_connections": "300",
+        "max_connections": "1000",
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
