@@ -36,6 +36,7 @@ from jobctl.models import (
     Check,
     Dependency,
     Job,
+    JobFilters,
     JobSpec,
     JobState,
     LogChunk,
@@ -53,6 +54,7 @@ from jobctl.models import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Unpack
 
     from jobctl.capacity import Facts, QueueSettings, Reason
     from jobctl.metrics import NoMetrics, SchedulerMetrics
@@ -195,21 +197,12 @@ class Client:
         with self._reading() as conn:
             return reads.list_attempts(conn, job_id)
 
-    def list_jobs(
-        self,
-        *,
-        states: Sequence[JobState] = (),
-        queues: Sequence[str] = (),
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        schedule: str | None = None,
-        limit: int | None = 50,
-    ) -> list[Job]:
+    def list_jobs(self, **filters: Unpack[JobFilters]) -> list[Job]:
+        """Jobs, newest first, as jobctl.store.reads.list_jobs filters them."""
         from jobctl.store import reads
 
         with self._reading() as conn:
-            return reads.list_jobs(conn, states=states, queues=queues, name=name,
-                                   labels=labels, schedule=schedule, limit=limit)
+            return reads.list_jobs(conn, **filters)
 
     def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
         from jobctl.store import workers

@@ -5,11 +5,11 @@ Nothing here touches the database or the terminal, so every layer can import it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 
 class JobState(StrEnum):
@@ -324,6 +324,17 @@ class Job:
             "no_retry_on_exit": (list(self.no_retry_on_exit)
                                  if self.no_retry_on_exit is not None else None),
         }
+
+
+class JobFilters(TypedDict, total=False):
+    """What `job list` filters by (jobctl.store.reads.list_jobs says how, and the defaults)."""
+
+    states: Sequence[JobState]
+    queues: Sequence[str]
+    name: str | None
+    labels: dict[str, str] | None
+    schedule: str | None
+    limit: int | None
 
 
 @dataclass(frozen=True)

@@ -146,22 +146,25 @@ def cli_message(error: JobctlError) -> str:
     return error.message
 
 
+P = TypeVar("P")
+
+
 def parse_duration(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
     from jobctl.timeparse import parse_duration as parse
 
-    try:
-        return parse(text)
-    except ValueError as error:
-        raise InvalidInput(f"{option}: {error}") from error
+    return _parsed(text, option, parse)
 
 
 def parse_instant(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
     from jobctl.timeparse import parse_instant as parse
 
+    return _parsed(text, option, parse)
+
+
+def _parsed(text: str | None, option: str, parse: Callable[[str], P]) -> P | None:
+    """`parse(text)`, None for None; what it cannot read is invalid input of `option`."""
+    if text is None:
+        return None
     try:
         return parse(text)
     except ValueError as error:

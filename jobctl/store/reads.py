@@ -112,18 +112,12 @@ def of_workflows(conn: Conn, workflow_ids: Iterable[int]) -> list[Job]:
     return [job_from_row(conn, row) for row in rows]
 
 
-def list_jobs(
-    conn: Conn,
-    *,
-    states: Sequence[JobState] = (),
-    queues: Sequence[str] = (),
-    name: str | None = None,
-    labels: dict[str, str] | None = None,
-    schedule: str | None = None,
-    limit: int | None = 50,
-) -> list[Job]:
-    """Newest first. `name` matches exactly, or as a glob when it holds * or ?; `schedule`
-    names the schedule that made the jobs; every label given must match."""
+def list_jobs(conn: Conn, *, states: Sequence[JobState] = (), queues: Sequence[str] = (),
+              name: str | None = None, labels: dict[str, str] | None = None,
+              schedule: str | None = None, limit: int | None = 50) -> list[Job]:
+    """Newest first (the filters are models.JobFilters). `name` matches exactly, or as a glob
+    when it holds * or ?; `schedule` names the schedule that made the jobs; every label given
+    must match; at most `limit` (None: all)."""
     name_like = None
     if name is not None and ("*" in name or "?" in name):
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -87,6 +87,11 @@ def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
+def _partial_index(name: str, *columns: Any, where: Any, unique: bool = False) -> sa.Index:
+    """An index of only the rows `where` holds, on both backends (a partial index)."""
+    return sa.Index(name, *columns, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
 def _bigint_pk() -> sa.types.TypeEngine[int]:
     # SQLite only auto-increments an INTEGER PRIMARY KEY.
     return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -208,60 +213,54 @@ jobs = sa.Table(
 CLAIMABLE = "state = 'queued' AND NOT held AND NOT gated"
 GATED_CLAIMABLE = "state = 'queued' AND NOT held AND gated"
 for _name, _where in (("ix_jobs_claim", CLAIMABLE), ("ix_jobs_gated", GATED_CLAIMABLE)):
-    sa.Index(_name, jobs.c.queue, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id,
-             postgresql_where=sa.text(_where), sqlite_where=sa.text(_where))
+    _partial_index(_name, jobs.c.queue, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id,
+                   where=sa.text(_where))
 # The rescuer's index: running jobs by lease expiry.
-sa.Index(
+_partial_index(
     "ix_jobs_lease",
     jobs.c.lease_until,
-    postgresql_where=jobs.c.state == "running",
-    sqlite_where=jobs.c.state == "running",
+    where=jobs.c.state == "running",
 )
 # Idempotent submits and schedule occurrences: unique where given, absent from the index where not.
-sa.Index(
+_partial_index(
     "uq_jobs_unique_key",
     jobs.c.unique_key,
     unique=True,
-    postgresql_where=jobs.c.unique_key.isnot(None),
-    sqlite_where=jobs.c.unique_key.isnot(None),
+    where=jobs.c.unique_key.isnot(None),
 )
-sa.Index(
+_partial_index(
     "uq_jobs_schedule_fire_time",
     jobs.c.schedule_id,
     jobs.c.fire_time,
     unique=True,
-    postgresql_where=jobs.c.schedule_id.isnot(None),
-    sqlite_where=jobs.c.schedule_id.isnot(None),
+    where=jobs.c.schedule_id.isnot(None),
 )
 # A schedule's latest succeeded run (its dead-man's switch, jobctl.store.overdue): only a
 # schedule's succeeded jobs are in it, each entering once, when it succeeds.
 SCHEDULE_SUCCEEDED = "state = 'succeeded' AND schedule_id IS NOT NULL"
-sa.Index("ix_jobs_schedule_succeeded", jobs.c.schedule_id, jobs.c.finished_at,
-         postgresql_where=sa.text(SCHEDULE_SUCCEEDED), sqlite_where=sa.text(SCHEDULE_SUCCEEDED))
+_partial_index("ix_jobs_schedule_succeeded", jobs.c.schedule_id, jobs.c.finished_at,
+               where=sa.text(SCHEDULE_SUCCEEDED))
 
 # A job's hooks, for `job status`: only the jobs that are hooks.
-sa.Index(
+_partial_index(
     "ix_jobs_hook_of",
     jobs.c.hook_of,
-    postgresql_where=jobs.c.hook_of.isnot(None),
-    sqlite_where=jobs.c.hook_of.isnot(None),
+    where=jobs.c.hook_of.isnot(None),
 )
 
 # A workflow's tasks, for `workflow status`: only the jobs that belong to one.
-sa.Index(
+_partial_index(
     "ix_jobs_workflow_id",
     jobs.c.workflow_id,
-    postgresql_where=jobs.c.workflow_id.isnot(None),
-    sqlite_where=jobs.c.workflow_id.isnot(None),
+    where=jobs.c.workflow_id.isnot(None),
 )
 
 # An array's tasks, by index: only the jobs that belong to one.
-sa.Index(
+_partial_index(
     "ix_jobs_array_id",
     jobs.c.array_id,
     jobs.c.array_index,
-    postgresql_where=jobs.c.array_id.isnot(None),
-    sqlite_where=jobs.c.array_id.isnot(None),
+    where=jobs.c.array_id.isnot(None),
 )
 
 # Job arrays (`job submit --array`): `size` tasks (jobs with this array_id); `throttle`: at most
@@ -309,13 +308,12 @@ workflows = sa.Table(
     sqlite_autoincrement=True,
 )
 # A schedule that starts a workflow fires each occurrence once, like one that submits a job.
-sa.Index(
+_partial_index(
     "uq_workflows_schedule_fire_time",
     workflows.c.schedule_id,
     workflows.c.fire_time,
     unique=True,
-    postgresql_where=workflows.c.schedule_id.isnot(None),
-    sqlite_where=workflows.c.schedule_id.isnot(None),
+    where=workflows.c.schedule_id.isnot(None),
 )
 
 schedules = sa.Table(
@@ -356,24 +354,21 @@ schedules = sa.Table(
 )
 # The schedulers' overdue pass (jobctl.store.overdue): schedules that may have become overdue,
 # by when to look; and those in an overdue spell (few), looked at until a run succeeds.
-sa.Index(
+_partial_index(
     "ix_schedules_alert_check_at",
     schedules.c.alert_check_at,
-    postgresql_where=sa.text("overdue_since IS NULL AND alert_check_at IS NOT NULL"),
-    sqlite_where=sa.text("overdue_since IS NULL AND alert_check_at IS NOT NULL"),
+    where=sa.text("overdue_since IS NULL AND alert_check_at IS NOT NULL"),
 )
-sa.Index(
+_partial_index(
     "ix_schedules_overdue_since",
     schedules.c.overdue_since,
-    postgresql_where=sa.text("overdue_since IS NOT NULL"),
-    sqlite_where=sa.text("overdue_since IS NOT NULL"),
+    where=sa.text("overdue_since IS NOT NULL"),
 )
 # The scheduler's index: active schedules by their next occurrence.
-sa.Index(
+_partial_index(
     "ix_schedules_next_fire_at",
     schedules.c.next_fire_at,
-    postgresql_where=sa.not_(schedules.c.paused),
-    sqlite_where=sa.not_(schedules.c.paused),
+    where=sa.not_(schedules.c.paused),
 )
 
 attempts = sa.Table(
@@ -454,9 +449,8 @@ checks = sa.Table(
     sqlite_autoincrement=True,
 )
 # The schedulers' overdue pass: checks not overdue, by deadline.
-sa.Index(
+_partial_index(
     "ix_checks_overdue_at",
     checks.c.overdue_at,
-    postgresql_where=sa.text("overdue_since IS NULL"),
-    sqlite_where=sa.text("overdue_since IS NULL"),
+    where=sa.text("overdue_since IS NULL"),
 )

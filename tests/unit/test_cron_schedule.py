@@ -141,6 +141,10 @@ def cron8_fire_times(expression: str, timezone: str, start: datetime,
     in_hour = crontab_matcher(" ".join(["*"] * (len(fields) - 4) + fields[-4:]))
     wildcard = cron8_wildcard(expression)
     tz = ZoneInfo(timezone)
+    # The ticks of an hour, as offsets from its start: for five fields only the minutes the
+    # minute field lists (no other can match), for six every second.
+    ticks_of_hour = ([m * MINUTE for m in sorted(_field_values(fields[0], *RANGES[0]))]
+                     if tick == MINUTE else [s * SECOND for s in range(3600)])
     fired: list[datetime] = []
 
     def run(wall: datetime, now: datetime, *, wildcards: bool, fixed: bool) -> None:
@@ -159,11 +163,10 @@ def cron8_fire_times(expression: str, timezone: str, start: datetime,
             # An ordinary hour: every tick is one tick later, and runs what matches the time.
             if in_hour(hour.replace(tzinfo=None) + offset) or in_hour(last.replace(tzinfo=None)
                                                                       + offset):
-                now = hour
-                while now <= last:
+                for into_hour in ticks_of_hour:  # (a minute not listed never matches)
+                    now = hour + into_hour
                     if matches(now.replace(tzinfo=None) + offset):
                         fired.append(now)
-                    now += tick
             virtual = last.replace(tzinfo=None) + offset
             hour += timedelta(hours=1)
             continue
