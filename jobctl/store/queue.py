@@ -459,6 +459,14 @@ RESCUE_STATE = f"""CASE
 # the live workers become lost.
 LIVE_WORKERS_LOST = f"UPDATE workers SET state = '{WorkerState.LOST.value}' WHERE {LIVE_WORKER}"
 
+# A heartbeat's new worker state: a worker marked lost is running again; the others keep theirs
+# (draining: asked to stop). A lost worker that beats never died: its heartbeat did not reach the
+# database for longer than a lease (a cut network, a stall); its jobs were rescued meanwhile
+# (and fenced by itself), and it goes on taking work, so `worker list`, `worker stop`, capacity
+# control and burst workers must count it again.
+BACK_FROM_LOST = (f"CASE WHEN state = '{WorkerState.LOST.value}' "
+                  f"THEN '{WorkerState.RUNNING.value}' ELSE state END")
+
 # The queues the live workers serve (JSON lists): LIVE_WORKER_QUEUES on both backends.
 QUEUES_OF_LIVE_WORKERS = f"SELECT queues FROM workers WHERE {LIVE_WORKER}"
 

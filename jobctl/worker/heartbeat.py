@@ -126,6 +126,12 @@ class Heartbeat:
         ids = self._held.lease_ids()
         with self._db.write() as conn:
             renewal = queue.renew(conn, self._worker_id, ids, self.lease_s)
+        if started - self._last_renewal_ok > self.lease_s:
+            # Longer than a lease without a renewal: other workers will have marked us lost
+            # and rescued our jobs; the heartbeat just made us a running worker again.
+            log.warning("heartbeat: the database is back after %.0fs without a renewal "
+                        "(longer than the %gs lease): running again",
+                        started - self._last_renewal_ok, self.lease_s)
         self._last_renewal_ok = started
         self._metrics.renewed()
         if self._watchdog is not None:

@@ -360,7 +360,11 @@ class Worker:
             if now >= self._next_rescue and now >= next_db_try:
                 self._rescue()  # first: what it re-queues can be claimed in this turn
             free = self._claim_room()
-            want_claim = (not self._draining and free > 0
+            # Past the fencing deadline (the database was away longer than our leases allow),
+            # the watchdog kills every job we hold, and would kill one we started now at once:
+            # claim nothing until the heartbeat has renewed (it retries every second).
+            fenced = now >= self._heartbeat.fence_deadline()
+            want_claim = (not self._draining and free > 0 and not fenced
                           and (self._claim_wanted or now >= self._next_poll
                                or (self._due_when_a_slot_frees and self._held.free_slots() > 0)))
             start_now = min(self._held.free_slots(), free) if want_claim else 0  # as _claim
@@ -423,6 +427,9 @@ class Worker:
                 return
             if next_db_try > time.monotonic():
                 self._wake.wait(min(next_db_try - time.monotonic(), 1.0))
+                continue
+            if fenced and not self._draining:
+                self._wake.wait(0.1)  # until the heartbeat has renewed
                 continue
             if self._claim_wanted and not self._draining and self._claim_room() > 0:
                 continue

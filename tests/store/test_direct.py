@@ -345,3 +345,27 @@ def test_a_url_only_sqlalchemy_parses_still_gets_a_direct_database(tmp_path: Pat
         assert [job.id for job in reads.list_jobs(conn)] == [job_id]
         assert conn.scalar("PRAGMA journal_mode") == "wal"
     direct.close()
+
+
+def test_the_server_notices_a_vanished_client_within_seconds_on_every_connection(
+        pg_url: str) -> None:
+    """Each session sets the server's own TCP keepalives and user timeout for its socket to us
+    (jobctl.store.postgres.SERVER_SOCKET_SETTINGS): a client cut off mid-transaction must not
+    keep its row locks for the kernel's hours (tests/fleet: the cut-off scheduler). The
+    listener's connection too."""
+    from jobctl.store.postgres.listen import PgSubscription
+
+    direct = DirectDatabase.open(pg_url)
+    assert direct is not None
+    expected = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+                "tcp_keepalives_count": "3", "tcp_user_timeout": "10000"}  # s, s, -, ms
+    with direct.read() as conn:
+        assert {name: conn.scalar(f"SHOW {name}") for name in expected} == expected
+    direct.close()
+    listening = PgSubscription(parse(pg_url), ["jobctl_test"])
+    try:
+        raw = listening._raw
+        assert {name: raw.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                for name in expected} == expected
+    finally:
+        listening.close()

@@ -35,6 +35,19 @@ CONNECTION_OPTIONS: dict[str, int | str] = {
     "application_name": "jobctl",
 }
 
+# The same from the server's side, set on every session (PostgreSQL's settings for its socket to
+# us): so that the server, too, notices within seconds a client that went away without a word (a
+# cut network) and ends its session, whose open transaction then rolls back and frees the rows
+# it locked. Left to its kernel, the server waits two hours (keepalives) or a quarter of an hour
+# (retransmitting a reply); a scheduler cut off while it fired kept the schedules it had locked
+# (FOR UPDATE) from every other scheduler, which skips locked rows, all that time (tests/fleet).
+# One statement where the connection is made: startup `options` would clobber a URL's own, and
+# PgBouncer refuses them.
+SERVER_SOCKET_SETTINGS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2,
+                          "tcp_keepalives_count": 3, "tcp_user_timeout": 10_000}
+SET_SERVER_SOCKET = "SELECT " + ", ".join(
+    f"set_config('{name}', '{value}', false)" for name, value in SERVER_SOCKET_SETTINGS.items())
+
 # The advisory lock that serialises creating and migrating the schema ("jobctl").
 MIGRATION_LOCK_ID = 0x6A6F6263746C
 
@@ -61,6 +74,7 @@ class PostgresBackend(SqlModules):
 
     def prepare(self, raw: Any, where: str) -> None:
         raw.autocommit = True  # transactions are begun explicitly (read, write), or not (turn)
+        raw.execute(SET_SERVER_SOCKET)
 
     def exists(self, location: Location) -> bool:
         return True  # a server: whether it is there is for connecting to find out

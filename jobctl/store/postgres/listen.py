@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from jobctl.errors import DatabaseUnavailable
 from jobctl.store.direct import first_line
-from jobctl.store.postgres import CONNECTION_OPTIONS
+from jobctl.store.postgres import CONNECTION_OPTIONS, SET_SERVER_SOCKET
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,6 +39,7 @@ class PgSubscription:
         except psycopg.Error as error:
             raise DatabaseUnavailable(f"cannot reach {self._where}: {first_line(error)}") from error
         try:
+            self._raw.execute(SET_SERVER_SOCKET)
             for channel in channels:
                 self._raw.execute(sql.SQL(LISTEN).format(channel=sql.Identifier(channel)))
         except psycopg.Error as error:
