@@ -89,7 +89,7 @@ def test_concurrent_first_use_creates_the_schema_once_and_leaves_no_lock(
     with Jobctl(pgbouncer_url, tmp_path) as runner:  # type: ignore[arg-type]
         processes = [runner.popen("job", "list") for _ in range(4)]
         for process in processes:
-            _, err = process.communicate(timeout=120)
+            _, err = process.communicate(timeout=60)
             assert process.returncode == 0, err
     with psycopg.connect(pg_url, autocommit=True) as connection:
         locks = connection.execute(
