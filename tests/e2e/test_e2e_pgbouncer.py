@@ -9,6 +9,7 @@ import contextlib
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,8 +26,8 @@ FALLBACK = re.compile(r"LISTEN does not work through PostgreSQL at \S+ \(a trans
 
 
 @pytest.fixture
-def through(pgbouncer_url: str, tmp_path: str) -> Iterator[Jobctl]:
-    with Jobctl(pgbouncer_url, tmp_path) as runner:  # type: ignore[arg-type]
+def through(pgbouncer_url: str, tmp_path: Path) -> Iterator[Jobctl]:
+    with Jobctl(pgbouncer_url, tmp_path) as runner:
         yield runner
 
 
@@ -82,11 +83,11 @@ def test_directly_nothing_falls_back(jobctl_pg: Jobctl) -> None:
 
 @pytest.mark.empty_database
 def test_concurrent_first_use_creates_the_schema_once_and_leaves_no_lock(
-        pgbouncer_url: str, pg_url: str, tmp_path: str) -> None:
+        pgbouncer_url: str, pg_url: str, tmp_path: Path) -> None:
     """Four processes meet an empty database through the pooler at once: one creates the
     schema, the others wait for its transaction-scoped lock and find it made. No advisory lock
     is left behind in any server session the pooler lent."""
-    with Jobctl(pgbouncer_url, tmp_path) as runner:  # type: ignore[arg-type]
+    with Jobctl(pgbouncer_url, tmp_path) as runner:
         processes = [runner.popen("job", "list") for _ in range(4)]
         for process in processes:
             _, err = process.communicate(timeout=60)
