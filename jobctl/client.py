@@ -895,41 +895,46 @@ def _check_workflow_ids(workflow_ids: Sequence[int]) -> None:
 
 class _WakeUps:
     """A context whose function sleeps until a job may have ended: a notification where the
-    backend sends them (store.notify.subscribe), a short poll where it does not or the
-    subscription cannot be made."""
+    backend sends them (store.notify.subscribe), a short poll where it does not, or the
+    subscription cannot be made, or LISTEN turns out not to work (a transaction pooler).
+
+    The subscription is made at the first wait, not on entering, so that a wait for what has
+    ended already costs none (through a pooler, finding that LISTEN does not work takes a
+    second); that first call returns at once, for its caller to look again: what ended before
+    the LISTEN sent it nothing."""
 
     def __init__(self, listen_target: str | None) -> None:
         self._target = listen_target  # None: nothing notifies (SQLite)
         self._subscription: Subscription | None = None
 
     def __enter__(self) -> _WakeUpFunction:
+        return self._wait
+
+    def _wait(self, remaining: float | None) -> None:
         if self._target is not None:
             from jobctl.store import notify
 
+            target, self._target = self._target, None  # tried once
+            with contextlib.suppress(DatabaseUnavailable):  # no listener: polling still works
+                self._subscription = notify.subscribe(target, [notify.DONE_CHANNEL])
+            return
+        if self._subscription is not None:
+            timeout = POSTGRES_POLL_S if remaining is None else min(remaining, POSTGRES_POLL_S)
             try:
-                subscription = notify.subscribe(self._target, [notify.DONE_CHANNEL])
-            except DatabaseUnavailable:  # no listener: polling still works
-                subscription = None
-            if subscription is not None:
-                self._subscription = subscription
-
-                def wait_notified(remaining: float | None) -> None:
-                    timeout = POSTGRES_POLL_S if remaining is None else min(remaining,
-                                                                           POSTGRES_POLL_S)
-                    with contextlib.suppress(DatabaseUnavailable):  # then it is a poll
-                        for _ in subscription.wait(timeout, stop_after=1):
-                            pass
-
-                return wait_notified
-
-        def wait_polled(remaining: float | None) -> None:
-            time.sleep(SQLITE_POLL_S if remaining is None else min(remaining, SQLITE_POLL_S))
-
-        return wait_polled
+                for _ in self._subscription.wait(timeout, stop_after=1):
+                    pass
+            except DatabaseUnavailable:  # lost: poll from now on
+                self._close()
+            return
+        time.sleep(SQLITE_POLL_S if remaining is None else min(remaining, SQLITE_POLL_S))
 
     def __exit__(self, *exc: object) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
+        self._close()
+
+    def _close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
 
 
 if TYPE_CHECKING:

@@ -225,7 +225,8 @@ class Scheduler:
         from jobctl.store import notify
 
         listener = notify.Listener(self._db.listen_target, [notify.SCHEDULES_CHANNEL],
-                                   lambda channel, payload: self._wake.set())
+                                   lambda channel, payload: self._wake.set(),
+                                   lambda: self.poll_s)
         listener.start()
         return listener
 

@@ -31,6 +31,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from pgbouncer import MISSING, PgBouncer, pgbouncer_binary
 from pgcluster import PgCluster, PgServer, SharedCluster, server_from_url_or_new_cluster
 
 from jobctl.store.engine import Database
@@ -249,13 +250,37 @@ def sqlite_url_empty(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobctl.db'}"
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster: PgServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of `pg_cluster`, for this test process
+    (tests/pgbouncer.py); the test is skipped where pgbouncer is not installed."""
+    if pgbouncer_binary() is None:
+        pytest.skip(MISSING)
+    bouncer = PgBouncer(pg_cluster).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def pgbouncer_url(pg_url: str, pgbouncer: PgBouncer) -> str:
+    """`pg_url`'s database (migrated; empty under `empty_database`) reached through
+    `pgbouncer`."""
+    return pgbouncer.url_for(pg_url)
+
+
+# What `db_url` (and so the end-to-end tests' `jobctl`) hands out for each of its parameters.
+DB_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "pgbouncer": "pgbouncer_url"}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Both backends in turn, migrated: a test taking `db_url` runs once with each."""
+    """Both backends in turn, migrated: a test taking `db_url` runs once with each (and through
+    PgBouncer too, under tests/pgbouncer.py's ALSO_THROUGH_PGBOUNCER)."""
     # getfixturevalue, not a dependency on both fixtures, so that the sqlite run never starts
     # the cluster (and `-k sqlite` runs never need PostgreSQL at all).
-    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(fixture))
+    return str(request.getfixturevalue(DB_URL_FIXTURES[request.param]))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])

@@ -133,7 +133,11 @@ class Backend(Protocol):
 
     def migration_lock(self, location: Location,
                        database: Database) -> contextlib.AbstractContextManager[None]:
-        """Held while one process creates or upgrades the schema."""
+        """Held while one process creates or upgrades the schema (around its transaction)."""
+
+    def lock_schema(self, connection: sa.Connection) -> None:
+        """Taken first in the transaction that creates or upgrades the schema (held until it
+        ends), so that the revision read next is the one to upgrade from."""
 
     # --- the SQL of each entity: the backend package's module for it (see SqlModules) ---------
 

@@ -8,10 +8,12 @@ retries with backoff up to SQLITE_LOCK_WAIT_S, then DatabaseLocked): the connect
 BEGIN (and a read's first read) and COMMIT are issued by this module's hooks, on the driver's
 connection, each retried while busy.
 
-Creating the schema on first use is serialised between processes (`_migration_lock`: a lock
-file beside the SQLite file, an advisory lock on PostgreSQL), and whoever gets the lock checks
-again whether it is still needed: two processes that meet a new, empty database at once create
-it once, and neither sees a half-made schema (the migrations run in one transaction).
+Creating the schema on first use is serialised between processes (a lock file beside the
+SQLite file, `_migration_lock`; on PostgreSQL a transaction-scoped advisory lock taken first in
+the migration's transaction, `lock_schema`, which a transaction pooler cannot part from it), and
+whoever gets the lock checks again whether it is still needed: two processes that meet a new,
+empty database at once create it once, and neither sees a half-made schema (the migrations run
+in one transaction).
 """
 
 from __future__ import annotations
@@ -114,14 +116,19 @@ class Database:
     def upgrade(self) -> tuple[str | None, str]:
         """Migrate to the newest revision; returns (revision before, revision after)."""
         with self.translate_errors(), self._migration_lock():
-            before = self.current_revision()  # again: another process may have done it
+            before = self.current_revision()
             if before != SCHEMA_REVISION:
                 from jobctl.store.migrate import upgrade_to_head
 
                 # A writer from the start (SQLite: BEGIN IMMEDIATE): a deferred transaction
                 # that read first could not wait for the write lock when it came to write.
                 with self.write() as connection:
-                    upgrade_to_head(connection)
+                    self.backend.lock_schema(connection)
+                    # Again, under the lock: another process may have done it meanwhile.
+                    before = schema_revision(Conn(connection.connection.driver_connection,
+                                                  self.backend, self.where))
+                    if before != SCHEMA_REVISION:
+                        upgrade_to_head(connection)
         self._schema_checked = True
         return before, SCHEMA_REVISION
 

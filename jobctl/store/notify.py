@@ -50,6 +50,26 @@ def schedules_changed(conn: Conn, name: str) -> None:
     _send(conn, SCHEDULES_CHANNEL, name[:7000])
 
 
+class ListenUnsupported(DatabaseUnavailable):
+    """LISTEN does not work where a subscription connected (a transaction pooler is in the way):
+    the database's `listen_target` is None from now on in this process, and its waiters poll."""
+
+
+# The targets whose fallback to polling this process has logged (once each).
+_SAID_POLLING: set[str] = set()
+_SAID_POLLING_LOCK = threading.Lock()
+
+
+def say_polling(target: str, error: ListenUnsupported, poll_s: float | None) -> None:
+    """Log, once per process and target, that waiters there poll instead of waking on NOTIFY."""
+    with _SAID_POLLING_LOCK:
+        if target in _SAID_POLLING:
+            return
+        _SAID_POLLING.add(target)
+    every = f"every {poll_s:g}s " if poll_s is not None else ""
+    log.warning("%s: polling %sinstead of waking on NOTIFY", error, every)
+
+
 class Subscription(Protocol):
     """A connection of its own that receives the notifications of some channels (a backend's
     `listen`; PostgreSQL's is jobctl.store.postgres.listen). Lost or unreachable, it raises
@@ -75,7 +95,8 @@ class Listener:
     """A thread that listens (see `subscribe`) and calls `on_notify(channel, payload)`.
 
     It reconnects on its own; after every (re)connect it calls `on_notify("", "")` because
-    notifications sent while it was away are gone, so its owner should look for work.
+    notifications sent while it was away are gone, so its owner should look for work. Where
+    LISTEN does not work, it ends (see __init__).
     """
 
     def __init__(
@@ -83,11 +104,16 @@ class Listener:
         target: str,
         channels: list[str],
         on_notify: Callable[[str, str], None],
+        poll_s: Callable[[], float] | None = None,
     ) -> None:
-        """`target`: a database's `listen_target` (DirectDatabase.listen_target)."""
+        """`target`: a database's `listen_target` (DirectDatabase.listen_target). Where LISTEN
+        turns out not to work (ListenUnsupported), the thread says so once, with how often its
+        owner polls instead (`poll_s()`, asked once the owner's database offers no
+        listen_target), calls `on_notify("", "")` so that the owner looks again, and ends."""
         self._target = target
         self._channels = channels
         self._on_notify = on_notify
+        self._poll_s = poll_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobctl-listener", daemon=True)
 
@@ -107,6 +133,10 @@ class Listener:
                     while not self._stopped.is_set():
                         for channel, payload in subscription.wait(timeout=1.0):
                             self._on_notify(channel, payload)
+            except ListenUnsupported as error:
+                say_polling(self._target, error, self._poll_s() if self._poll_s else None)
+                self._on_notify("", "")
+                return
             except DatabaseUnavailable as error:
                 log.warning("listener: %s; reconnecting in %.1fs", error, backoff)
                 self._stopped.wait(backoff)

@@ -82,11 +82,12 @@ class Heartbeat:
 
     def _loop(self) -> None:
         renew_every = self.lease_s / 3
-        notified = self._db.listen_target is not None
-        check_every = min(renew_every, renew_every if notified else CANCEL_CHECK_S)
         next_renewal = time.monotonic() + renew_every
         try:
-            while not self._stop.wait(check_every):
+            while not self._stop.wait(self._check_every(renew_every)):
+                # Asked each pass: a worker learns that LISTEN does not work (a transaction
+                # pooler) after it started, and then this thread looks for cancels itself.
+                notified = self._db.listen_target is not None
                 now = time.monotonic()
                 try:
                     if now >= next_renewal:
@@ -106,6 +107,10 @@ class Heartbeat:
                 self._beat()
         finally:
             self._db.close()  # in the thread that used it
+
+    def _check_every(self, renew_every: float) -> float:
+        notified = self._db.listen_target is not None
+        return min(renew_every, renew_every if notified else CANCEL_CHECK_S)
 
     def _renew_again_if_rolled_back(self) -> None:
         """Renew; once more at once if the database undid the renewal to break a deadlock

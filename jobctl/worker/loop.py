@@ -175,8 +175,6 @@ class Worker:
                           resources=settings.resources or machine_resources(),
                           tags=dict(settings.tags))
         self.name = settings.name or f"{self.hostname}.{os.getpid()}"
-        # A fallback where notifications wake the worker; the only way to learn of work elsewhere.
-        self.poll_s = settings.poll_s or (2.0 if database.listen_target else 0.2)
         self.worker_id = 0
         self._wake = threading.Event()
         self._held = Held(settings.concurrency)
@@ -209,6 +207,12 @@ class Worker:
         self._turn_jobs = 0
         metrics.watch_slots(lambda: self._held.busy_slots, settings.concurrency)
 
+    @property
+    def poll_s(self) -> float:
+        """A fallback where notifications wake the worker; the only way to learn of work
+        elsewhere (SQLite, or where LISTEN turned out not to work: a transaction pooler)."""
+        return self.settings.poll_s or (2.0 if self.db.listen_target else 0.2)
+
     # --- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -228,7 +232,7 @@ class Worker:
             self._listener = notify.Listener(
                 self.db.listen_target,
                 [notify.JOBS_CHANNEL, notify.CANCEL_CHANNEL, notify.WORKER_CHANNEL],
-                self._on_notify,
+                self._on_notify, lambda: self.poll_s,
             )
             self._listener.start()
         # Up, and only now said so (the log line, systemd's READY): a SIGTERM from whoever

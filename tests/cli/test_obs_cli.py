@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 from inprocess import JOBCTL, jobctl, process_env
 from obs_seed import Seeded, seed
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def seeded(db_url: str) -> Iterator[Seeded]:
 # --- top ------------------------------------------------------------------------------------------
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_top_once_shows_queues_workers_running_jobs_and_failures(seeded: Seeded) -> None:
     url = seeded.url
     out = jobctl(url, "top", "--once").stdout
@@ -64,6 +66,7 @@ def test_top_piped_prints_one_snapshot_and_exits(seeded: Seeded) -> None:
     assert out.count("Recent failures") == 1
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_top_in_a_terminal_quits_on_q_and_restores_it(db_url: str) -> None:
     """The live view in a real pseudo-terminal (on PostgreSQL with its notification listener):
     full screen, refreshed, `q` quits with exit 0, and the terminal's modes come back as they

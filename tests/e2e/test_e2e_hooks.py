@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from e2e_support import Jobctl, wait_for
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 from jobctl.cron import mailto_hook
 
@@ -42,6 +43,7 @@ def test_a_hook_gets_its_job_in_env_stdin_and_output_file(jobctl: Jobctl,
     assert list(scratch.iterdir()) == []  # the output file went with the hook's end
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_a_hook_runs_exactly_once_through_a_kill9_of_its_worker(jobctl: Jobctl,
                                                                 tmp_path: Path) -> None:
     """The first worker runs the job (it succeeds: its hook is in the database from that very

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from e2e_support import Jobctl, describe, process_gone, wait_for
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
 def test_timeout_kills_the_job_and_its_background_grandchild(
@@ -35,6 +36,7 @@ def test_timeout_kills_the_job_and_its_background_grandchild(
              f"the job's background grandchild {grandchild} outlived the timeout")
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_cancel_ends_a_running_job_on_another_worker_within_2s(
     jobctl: Jobctl, tmp_path: Path
 ) -> None:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from e2e_support import Jobctl, describe, parse_time, read_until, wait_for
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_logs_follow_shows_output_while_the_job_runs(jobctl: Jobctl) -> None:
     jobctl.start_worker()
     job_id = jobctl.submit("--", "sh", "-c", "echo first; sleep 3; echo second")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from e2e_support import Jobctl, describe, parse_time
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
 def _counting_command(counter: Path, last_line: str) -> list[str]:
@@ -16,6 +17,7 @@ def _counting_command(counter: Path, last_line: str) -> list[str]:
     return ["--", "sh", "-c", script]
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_fails_twice_then_succeeds_on_the_third_attempt(jobctl: Jobctl, tmp_path: Path) -> None:
     counter = tmp_path / "runs"
     job_id = jobctl.submit("--retries", "2", "--retry-backoff", "1s",
@@ -67,6 +69,7 @@ def test_retry_runs_a_failed_job_again_and_wait_exits_with_its_code(
     assert counter.read_text().strip() == "2"
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_wait_timeout_on_a_job_that_never_runs_exits_124(jobctl: Jobctl) -> None:
     job_id = jobctl.submit("--queue", "nobody-serves-this", "--", "true")
     started = time.monotonic()

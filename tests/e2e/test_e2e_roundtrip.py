@@ -9,8 +9,10 @@ import subprocess
 from datetime import UTC, datetime
 
 from e2e_support import JOBCTL, Jobctl, describe, parse_time
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_submit_burst_worker_logs_and_status(jobctl: Jobctl) -> None:
     submitted = jobctl("job", "submit", "--", "echo", "hello")
     assert submitted.returncode == 0, describe(submitted)
@@ -79,6 +81,7 @@ WAIT_CASES = {
 }
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_submit_wait_and_follow_exit_with_the_jobs_exit_code(jobctl: Jobctl) -> None:
     jobctl.start_worker("--concurrency", "6")
     waiting = {

@@ -140,6 +140,19 @@ def test_three_schedulers_race_with_a_kill9_on_postgresql(pg_url: str, tmp_path:
             db.close()
 
 
+@pytest.mark.pgbouncer
+def test_three_schedulers_race_with_a_kill9_through_pgbouncer(pgbouncer_url: str,
+                                                              tmp_path: Path) -> None:
+    """The race through PgBouncer in transaction pooling mode (tests/pgbouncer.py): schedulers
+    that poll, as LISTEN does not work there, and fire each time exactly once."""
+    with Jobctl(pgbouncer_url, tmp_path) as jobctl:
+        db = open_or_create(pgbouncer_url)
+        try:
+            _race(jobctl, db, scheduler_count=3, schedule_count=20, seconds=10)
+        finally:
+            db.close()
+
+
 def test_two_schedulers_race_with_a_kill9_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
     with Jobctl(sqlite_url, tmp_path) as jobctl:
         db = open_or_create(sqlite_url)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from e2e_support import Jobctl, process_gone, wait_for
+from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
 def _worker_rows(jobctl: Jobctl, *args: str) -> list[dict[str, Any]]:
@@ -47,6 +48,7 @@ def test_worker_list_shows_a_running_worker_and_then_it_stopped(jobctl: Jobctl) 
     assert stopped[0]["state"] == "stopped"
 
 
+@ALSO_THROUGH_PGBOUNCER
 def test_sigterm_with_a_running_job_releases_it_for_another_worker(
     jobctl: Jobctl, tmp_path: Path
 ) -> None:

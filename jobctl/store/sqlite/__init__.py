@@ -222,6 +222,10 @@ class SqliteBackend(SqlModules):
         finally:
             os.close(fd)
 
+    def lock_schema(self, connection: sa.Connection) -> None:
+        """Nothing more: the migration's transaction holds the write lock from its BEGIN
+        IMMEDIATE, and `migration_lock` the lock file."""
+
 
 class LockWait:
     """One wait for SQLite locks, bounded by LOCK_WAIT_S from its creation: `retry` runs
