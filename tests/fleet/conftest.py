@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,47 +18,15 @@ HERE = Path(__file__).resolve().parent
 for folder in ("e2e", "chaos"):
     sys.path.insert(0, str(HERE.parent / folder))
 
-from e2e_support import Jobctl, Worker  # noqa: E402
-from netns import Fleet, Host, NetnsPgCluster, sweep_orphans, unavailable  # noqa: E402
+from e2e_support import Jobctl  # noqa: E402
+from fleet_support import NetnsCluster  # noqa: E402
+from netns import Fleet, NetnsPgCluster, sweep_orphans, unavailable  # noqa: E402
 
 from jobctl.store.engine import Database  # noqa: E402
 
 WORKER_HOSTS = ("w1", "w2", "w3")
 SCHEDULER_HOSTS = ("s1", "s2")
 DATABASE = "jobctl_fleet"
-
-
-@dataclass
-class NetnsCluster:
-    """The fleet, its database, and `jobctl`: the CLI run by the test itself, in the machine's
-    namespace, through the server's unix socket (what no cut reaches: the observer)."""
-
-    fleet: Fleet
-    db: Host
-    pg: NetnsPgCluster
-    jobctl: Jobctl
-    host_url: str  # what the hosts connect to: the database host's address
-    started: list[Worker] = field(default_factory=list)
-
-    def host(self, name: str) -> Host:
-        return self.fleet.hosts[name]
-
-    def worker(self, host: str, *args: str, name: str | None = None,
-               wait_started: bool = True) -> Worker:
-        """`jobctl worker start --name NAME ARGS…` on `host` (NAME: the host's name)."""
-        label = name or host
-        worker = self.fleet.start(self.host(host), self.host_url, f"worker-{label}",
-                                  "worker", "start", "--name", label, *args)
-        self.jobctl.workers.append(worker)  # stopped, and its log shown, by Jobctl.cleanup
-        if wait_started:
-            worker.wait_started()
-        return worker
-
-    def scheduler(self, host: str, *args: str) -> Worker:
-        scheduler = self.fleet.start(self.host(host), self.host_url, f"scheduler-{host}",
-                                     "scheduler", "run", *args)
-        self.jobctl.workers.append(scheduler)
-        return scheduler
 
 
 @pytest.fixture

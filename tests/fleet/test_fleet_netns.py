@@ -37,8 +37,8 @@ from chaos_support import (
     wait_exit,
     wait_gone,
 )
-from conftest import NetnsCluster
 from e2e_support import Jobctl, Worker, parse_time, process_gone, wait_for
+from fleet_support import NetnsCluster
 
 WHO = "$JOBCTL_JOB_ID $JOBCTL_ATTEMPT $JOBCTL_WORKER"
 
