@@ -266,7 +266,19 @@ class StatsSQL(Protocol):
     """What a backend supplies for this module (jobctl.store.<backend>.stats): its statements,
     named and commented, in its driver's own parameter style."""
 
-    # :now, :since (the database clock's, read first) → (figure, queue, state, count, due)
+    # :now, :since (the database clock's, read first) → (figure, queue, state, count, due).
+    # Everything `stats` counts, in one statement (one round trip), one branch per figure, each
+    # with its own condition so that it keeps its own index:
+    #   oldest  the longest-due queued job per queue (the claim index: queued rows only), jobs
+    #           due later not counted. First: PostgreSQL types a UNION's NULL columns from the
+    #           branches before them, and this one types the last column (a time);
+    #   depth   jobs not finished, per queue and state (QUEUE_DEPTH, shared: few rows, the
+    #           claim index's states);
+    #   ended   jobs that reached a final state within the window, per queue and state.
+    #           Skipped occurrences are final too, but count as none of succeeded, failed or
+    #           cancelled.
+    # :now and :since are read first (reads.database_now), so that every branch and every age
+    # is measured against one instant.
     QUEUE_STATS: str
     # :since → (queue, started_at, finished_at, cpu_user_s, cpu_system_s, max_rss_bytes) of
     # the attempts that ran to their end since then

@@ -15,12 +15,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from jobctl.models import JobSpec, JobState
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 from jobctl.store.reads import database_now
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 # The columns a new job's row sets (job_columns' keys, in this order); the database fills in the
 # others (id, attempt, losses, …) from their defaults. The backends' statements are written
@@ -58,17 +61,19 @@ UNLESS_FIRED = """ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT 
 RETURNING id"""
 
 
-def job_columns(
-    specs: Sequence[JobSpec],
-    now: datetime,
-    states: Sequence[JobState],
-    errors: Sequence[str | None] | None = None,
-    *,
-    workflow_id: int | None = None,
-    tasks: Sequence[str] | None = None,
-    array_id: int | None = None,
-    array_indices: Sequence[int] | None = None,
-) -> dict[str, list[Any]]:
+class Membership(TypedDict, total=False):
+    """What jobs inserted together belong to: a workflow (`workflow_id`, and each job's task
+    name in `tasks`) or an array (`array_id`, and each job's index in `array_indices`)."""
+
+    workflow_id: int | None
+    tasks: Sequence[str] | None
+    array_id: int | None
+    array_indices: Sequence[int] | None
+
+
+def job_columns(specs: Sequence[JobSpec], now: datetime, states: Sequence[JobState],
+                errors: Sequence[str | None] | None = None,
+                **membership: Unpack[Membership]) -> dict[str, list[Any]]:
     """The rows of jobs submitted from `specs` at `now` (the database clock's time), column by
     column (ROW_COLUMNS: one Python value per job): each job in its `state` (with its `error`),
     due at its run_at, or `run_in_s` after `now`; finished at `now` when its state is final;
@@ -79,6 +84,7 @@ def job_columns(
     count = len(specs)
     nothing: list[Any] = [None] * count
     final = {state: state.is_final for state in set(states)}
+    tasks, indices = membership.get("tasks"), membership.get("array_indices")
     return {
         "name": [spec.name for spec in specs],
         "queue": [spec.queue for spec in specs],
@@ -100,7 +106,7 @@ def job_columns(
         "finished_at": [now if final[state] else None for state in states],
         "error": list(errors) if errors is not None else nothing,
         "unique_key": nothing,
-        "workflow_id": [workflow_id] * count,
+        "workflow_id": [membership.get("workflow_id")] * count,
         "task": list(tasks) if tasks is not None else nothing,
         "max_lost": [spec.max_lost for spec in specs],
         "input": [spec.input for spec in specs],
@@ -118,8 +124,8 @@ def job_columns(
         "on_success": [spec.on_success for spec in specs],
         "on_failure": [spec.on_failure for spec in specs],
         "on_end": [spec.on_end for spec in specs],
-        "array_id": [array_id] * count,
-        "array_index": list(array_indices) if array_indices is not None else nothing,
+        "array_id": [membership.get("array_id")] * count,
+        "array_index": list(indices) if indices is not None else nothing,
         "retry_on_exit": [_codes(spec.retry_on_exit) for spec in specs],
         "no_retry_on_exit": [_codes(spec.no_retry_on_exit) for spec in specs],
     }
@@ -238,17 +244,9 @@ def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None)
     return int(inserted[0])
 
 
-def insert_many(
-    conn: Conn,
-    specs: Sequence[JobSpec],
-    *,
-    states: Sequence[JobState],
-    errors: Sequence[str | None] | None = None,
-    workflow_id: int | None = None,
-    tasks: Sequence[str] | None = None,
-    array_id: int | None = None,
-    array_indices: Sequence[int] | None = None,
-) -> list[int]:
+def insert_many(conn: Conn, specs: Sequence[JobSpec], *, states: Sequence[JobState],
+                errors: Sequence[str | None] | None = None,
+                **membership: Unpack[Membership]) -> list[int]:
     """Insert jobs in the states given (dependencies are the caller's), one notification per
     queue that got queued jobs; ids in the order given. Unique keys are not set here."""
     if not specs:
@@ -256,8 +254,7 @@ def insert_many(
     # The backend's module first: importing it (a command's first submit) must not come
     # between the time the jobs are created at and their insert.
     sql = conn.backend.sql_submit
-    rows = job_columns(specs, database_now(conn), states, errors, workflow_id=workflow_id,
-                       tasks=tasks, array_id=array_id, array_indices=array_indices)
+    rows = job_columns(specs, database_now(conn), states, errors, **membership)
     ids = sql.insert_rows(conn, rows)
     queued = {spec.queue for spec, st in zip(specs, states, strict=True) if st is JobState.QUEUED}
     for queue in sorted(queued):

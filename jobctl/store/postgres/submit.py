@@ -15,16 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import (
-    JSON_COLUMNS,
-    ROW_COLUMN_LIST,
-    ROW_COLUMNS,
-    TIME_COLUMNS,
-    UNLESS_FIRED,
-    UNLESS_KEY_TAKEN,
-    batch_columns,
-    rows_params,
-)
+from jobctl.store import submit as shared
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
@@ -40,17 +31,17 @@ RESERVE_IDS = ("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
 COPY_JOBS = "COPY jobs (id, {columns}) FROM STDIN"
 
 # One job's row (store.submit.row_params): the JSON columns travel as text, cast here.
-_VALUES = ", ".join(f"CAST(%({column})s AS jsonb)" if column in JSON_COLUMNS
-                    else f"%({column})s" for column in ROW_COLUMNS)
-INSERT_JOB = f"INSERT INTO jobs ({ROW_COLUMN_LIST})\nVALUES ({_VALUES})"
+_VALUES = ", ".join(f"CAST(%({column})s AS jsonb)" if column in shared.JSON_COLUMNS
+                    else f"%({column})s" for column in shared.ROW_COLUMNS)
+INSERT_JOB = f"INSERT INTO jobs ({shared.ROW_COLUMN_LIST})\nVALUES ({_VALUES})"
 
 # A job with a unique key: nothing inserted when another job holds the key, the new id
 # otherwise (jobctl.store.submit.UNLESS_KEY_TAKEN).
-INSERT_UNIQUE = f"{INSERT_JOB}\n{UNLESS_KEY_TAKEN}"
+INSERT_UNIQUE = f"{INSERT_JOB}\n{shared.UNLESS_KEY_TAKEN}"
 
 # A schedule's occurrence: nothing inserted when a job of that (schedule, fire time) exists
 # (another scheduler fired it), the new id otherwise (jobctl.store.submit.UNLESS_FIRED).
-INSERT_OCCURRENCE = f"{INSERT_JOB}\n{UNLESS_FIRED}"
+INSERT_OCCURRENCE = f"{INSERT_JOB}\n{shared.UNLESS_FIRED}"
 
 
 def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
@@ -58,7 +49,7 @@ def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
     about three times faster than write_row())."""
     count = len(rows["state"])
     ids = sorted(row[0] for row in conn.execute(RESERVE_IDS, {"n": count}).fetchall())
-    columns, cells = batch_columns(rows, _ENCODERS, NULL)  # a shared value encoded once
+    columns, cells = shared.batch_columns(rows, _ENCODERS, NULL)  # a shared value encoded once
     lines = ["\t".join(row) for row in zip([str(job_id) for job_id in ids], *cells, strict=True)]
     copy_jobs = COPY_JOBS.format(columns=", ".join(columns))
     with conn.raw.cursor() as cursor, cursor.copy(copy_jobs) as copy:
@@ -70,7 +61,7 @@ def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
 def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int | None]:
     """INSERT_OCCURRENCE for each row in one pipeline (one round trip for the batch)."""
     cursor = conn.raw.cursor()
-    cursor.executemany(INSERT_OCCURRENCE, rows_params(conn, rows),
+    cursor.executemany(INSERT_OCCURRENCE, shared.rows_params(conn, rows),
                        returning=True)
     found: list[int | None] = []
     for _ in cursor.results():
@@ -115,9 +106,9 @@ def _instant(value: datetime) -> str:
 
 
 def _encoder(column: str) -> Callable[[Any], str]:
-    if column in JSON_COLUMNS:
+    if column in shared.JSON_COLUMNS:
         return _json
-    if column in TIME_COLUMNS:
+    if column in shared.TIME_COLUMNS:
         return _instant
     special: dict[str, Callable[[Any], str]] = {
         "priority": str, "max_attempts": str, "workflow_id": str, "max_lost": str,
@@ -128,4 +119,4 @@ def _encoder(column: str) -> Callable[[Any], str]:
 
 
 # The encoder of each column of ROW_COLUMNS.
-_ENCODERS = [_encoder(column) for column in ROW_COLUMNS]
+_ENCODERS = [_encoder(column) for column in shared.ROW_COLUMNS]

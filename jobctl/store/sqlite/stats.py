@@ -1,30 +1,15 @@
 """SQLite: the SQL of jobctl.store.stats (see its StatsSQL protocol)."""
 
 from jobctl.models import FINAL_STATES, JobState, sql_states
-from jobctl.store.stats import (
-    FAILURES_NEWEST_FIRST,
-    QUEUE_DEPTH,
-    RAN_TO_THE_END,
-    RUNNING_LONGEST_FIRST,
-)
+from jobctl.store import stats as shared
 
-# Everything `stats` counts, in one statement (one round trip), one branch per figure, each with
-# its own condition so that it keeps its own index:
-#   oldest  the longest-due queued job per queue (the claim index: queued rows only), jobs due
-#           later not counted. First: PostgreSQL types a UNION's NULL columns from the branches
-#           before them, and this one types the last column (a time);
-#   depth   jobs not finished, per queue and state (few rows: the claim index's states);
-#   ended   jobs that reached a final state within the window, per queue and state. Skipped
-#           occurrences are final too, but count as none of succeeded, failed or cancelled.
-# :now and :since are the database clock's time, read first (reads.database_now), so that
-# every branch and every age is measured against one instant. The parameterless `depth` branch
-# is jobctl.store.stats.QUEUE_DEPTH, shared with the other backend.
+# StatsSQL.QUEUE_STATS (jobctl.store.stats says what each branch counts and why in this order).
 QUEUE_STATS = f"""
 SELECT 'oldest', queue, NULL, NULL, min(run_at) FROM jobs
 WHERE state = '{JobState.QUEUED.value}' AND run_at <= :now
 GROUP BY queue
 UNION ALL
-{QUEUE_DEPTH}
+{shared.QUEUE_DEPTH}
 UNION ALL
 SELECT 'ended', queue, state, count(*), NULL FROM jobs
 WHERE state IN ({sql_states(FINAL_STATES)}) AND finished_at >= :since
@@ -36,14 +21,14 @@ GROUP BY queue, state"""
 ATTEMPTS_ENDED = f"""
 SELECT j.queue, a.started_at, a.finished_at, a.cpu_user_s, a.cpu_system_s, a.max_rss_bytes
 FROM attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.finished_at >= :since AND a.outcome IN {RAN_TO_THE_END}"""
+WHERE a.finished_at >= :since AND a.outcome IN {shared.RAN_TO_THE_END}"""
 
 # The running jobs, longest-running first, with the name of the worker that runs each
 # (jobctl.store.stats.RUNNING_LONGEST_FIRST), at most :limit.
-RUNNING_JOBS = f"""{RUNNING_LONGEST_FIRST}
+RUNNING_JOBS = f"""{shared.RUNNING_LONGEST_FIRST}
 LIMIT :limit"""
 
 # The latest failures (failed or lost), newest first (jobctl.store.stats.FAILURES_NEWEST_FIRST),
 # at most :limit.
-RECENT_FAILURES = f"""{FAILURES_NEWEST_FIRST}
+RECENT_FAILURES = f"""{shared.FAILURES_NEWEST_FIRST}
 LIMIT :limit"""

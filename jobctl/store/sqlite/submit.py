@@ -5,23 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobctl.store.submit import (
-    JSON_COLUMNS,
-    ROW_COLUMN_LIST,
-    ROW_COLUMNS,
-    TIME_COLUMNS,
-    UNLESS_FIRED,
-    UNLESS_KEY_TAKEN,
-    batch_columns,
-    row_params,
-)
+from jobctl.store import submit as shared
 
 if TYPE_CHECKING:
     from jobctl.store.direct import Conn
 
 # One job's row (store.submit.row_params).
-INSERT_JOB = (f"INSERT INTO jobs ({ROW_COLUMN_LIST})\n"
-              f"VALUES ({', '.join(':' + column for column in ROW_COLUMNS)})")
+INSERT_JOB = (f"INSERT INTO jobs ({shared.ROW_COLUMN_LIST})\n"
+              f"VALUES ({', '.join(':' + column for column in shared.ROW_COLUMNS)})")
 
 # A batch's rows (insert_rows), positional. Differs by necessity: executemany of this, where
 # PostgreSQL uses COPY. {columns}: those of ROW_COLUMNS the batch sets (a column that is NULL for
@@ -31,11 +22,11 @@ INSERT_BATCH = "INSERT INTO jobs ({columns}) VALUES ({marks})"
 
 # A job with a unique key: nothing inserted when another job holds the key, the new id
 # otherwise (jobctl.store.submit.UNLESS_KEY_TAKEN).
-INSERT_UNIQUE = f"{INSERT_JOB}\n{UNLESS_KEY_TAKEN}"
+INSERT_UNIQUE = f"{INSERT_JOB}\n{shared.UNLESS_KEY_TAKEN}"
 
 # A schedule's occurrence: nothing inserted when a job of that (schedule, fire time) exists
 # (another scheduler fired it), the new id otherwise (jobctl.store.submit.UNLESS_FIRED).
-INSERT_OCCURRENCE = f"{INSERT_JOB}\n{UNLESS_FIRED}"
+INSERT_OCCURRENCE = f"{INSERT_JOB}\n{shared.UNLESS_FIRED}"
 
 # The last id inserted on this connection, and how many jobs hold ids in a range (insert_rows).
 LAST_ID = "SELECT last_insert_rowid()"
@@ -47,8 +38,8 @@ def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
     column (store.submit.batch_columns, as PostgreSQL's COPY). The transaction holds SQLite's
     write lock (BEGIN IMMEDIATE) and `jobs` is AUTOINCREMENT, so the rows got consecutive ids
     ending at the last one inserted; the count proves it."""
-    columns, cells = batch_columns(rows, [_encoder(conn, column) for column in ROW_COLUMNS],
-                                   None)
+    encoders = [_encoder(conn, column) for column in shared.ROW_COLUMNS]
+    columns, cells = shared.batch_columns(rows, encoders, None)
     statement = INSERT_BATCH.format(columns=", ".join(columns),
                                     marks=", ".join("?" * len(columns)))
     conn.raw.executemany(statement, zip(*cells, strict=True))
@@ -66,15 +57,15 @@ def insert_occurrences(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[int |
     a call into the library, no round trip)."""
     found: list[int | None] = []
     for row in rows:
-        inserted = conn.execute(INSERT_OCCURRENCE, row_params(conn, row)).fetchone()
+        inserted = conn.execute(INSERT_OCCURRENCE, shared.row_params(conn, row)).fetchone()
         found.append(int(inserted[0]) if inserted is not None else None)
     return found
 
 
 def _encoder(conn: Conn, column: str) -> Callable[[Any], Any] | None:
     """How a column's value is bound (as store.submit.row_params does); None: as it is."""
-    if column in TIME_COLUMNS:
+    if column in shared.TIME_COLUMNS:
         return conn.time_param
-    if column in JSON_COLUMNS:
+    if column in shared.JSON_COLUMNS:
         return conn.json_param
     return None
