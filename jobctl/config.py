@@ -230,7 +230,9 @@ def resolve_database_url(flag: str | None = None) -> str:
 # whole, not cut at its first @. Patterns stay strings: re compiles (and caches) them on first
 # use, keeping the import cheap (as in `jobctl.timeparse`).
 _URL_PASSWORD = r"(://[^/@:]*:)[^/]*@"
-_PARAMETER_PASSWORD = r"(?i)(\bpassword=)[^&\s]*"
+# As a parameter: a URL's `?password=…`, or libpq's key/value form, where the value may be
+# 'quoted' and hold escaped quotes and spaces (`password = 'it\'s secret'`).
+_PARAMETER_PASSWORD = r"(?i)(\bpassword\s*=\s*)(?:'(?:\\.|[^'\\])*'?|(?:\\.|[^&\s\\])*)"
 
 
 def mask_password(text: str) -> str:

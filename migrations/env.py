@@ -29,13 +29,15 @@ connection = config.attributes.get("connection")
 if connection is not None:
     run_with(connection)
 else:
-    from jobctl.store.engine import sqlalchemy_url
+    from jobctl.store.engine import Database
 
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
     if not url:
         raise SystemExit("give the database with -x url=postgresql://… or sqlite:///…")
-    engine = sa.create_engine(sqlalchemy_url(url))
+    # jobctl's own engine for the URL: the same servers (all of a multi-host URL), options and
+    # SQLite set-up as `jobctl db upgrade`.
+    engine = Database(url).engine
     with engine.begin() as own_connection:
         run_with(own_connection)

@@ -215,9 +215,11 @@ def _in_start_order(jobs: list[ClaimedJob]) -> list[ClaimedJob]:
 
 def write_output(conn: Conn, chunks: Sequence[OutputChunk]) -> None:
     """Append output chunks (one batch: the driver's executemany). Chunks of a job whose lease
-    is gone still land: they are that attempt's real output. One case cannot land: a stalled
+    is gone still land: they are that attempt's real output. Two cases cannot land: a stalled
     worker's job that had just left its read-ahead buffer, rescued as never started and claimed
-    again under the same attempt number; those chunks are dropped, not a failed turn."""
+    again under the same attempt number, and a job that is no longer there at all (its row
+    lost with the unreplicated writes of a primary that failed over to an asynchronous
+    standby); those chunks are dropped, not a failed turn (nor a dead worker)."""
     if not chunks:
         return
     conn.executemany(conn.backend.sql_queue.INSERT_OUTPUT, [

@@ -84,7 +84,10 @@ class Heartbeat:
         renew_every = self.lease_s / 3
         next_renewal = time.monotonic() + renew_every
         try:
-            while not self._stop.wait(self._check_every(renew_every)):
+            # Awake for the next renewal, which comes sooner after a failed one: a second later,
+            # not a whole third of the lease (a failover's new primary is found at once).
+            while not self._stop.wait(min(self._check_every(renew_every),
+                                          max(0.05, next_renewal - time.monotonic()))):
                 # Asked each pass: a worker learns that LISTEN does not work (a transaction
                 # pooler) after it started, and then this thread looks for cancels itself.
                 notified = self._db.listen_target is not None

@@ -30,7 +30,7 @@ from jobctl.store.url import Location, parse
      "PostgreSQL at db.example:6543/jobs"),
     ("postgres://u@db/jobs", "postgresql", "postgresql://u@db/jobs", "PostgreSQL at db:5432/jobs"),
     ("postgresql+psycopg://u@/jobs?host=/run/pg", "postgresql", "postgresql://u@/jobs?host=/run/pg",
-     "PostgreSQL at localhost (socket):5432/jobs"),
+     "PostgreSQL at /run/pg (socket):5432/jobs"),
 ])
 def test_locate_understands_the_usual_urls(url: str, backend: str, target: str,
                                            where: str) -> None:

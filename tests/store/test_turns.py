@@ -125,3 +125,29 @@ def test_a_burst_worker_sees_due_running_and_stuck_work(direct: DirectDatabase) 
     with direct.read() as conn:
         backlog = queue.burst_backlog(conn, claim)
     assert (backlog.due, backlog.running) == (0, 1)
+
+
+def test_output_and_the_end_of_a_job_that_is_no_longer_there_are_dropped(
+        direct: DirectDatabase) -> None:
+    """A worker's job can vanish under it: its row lost with a primary that failed over to an
+    asynchronous standby. Its output and its result are then dropped, in a turn that goes on
+    (before, the output's foreign key failed the turn, and the worker died of it)."""
+    w = register(direct)
+    gone, kept = submit(direct), submit(direct)
+    with direct.turn() as conn:
+        _, claimed = queue.complete_and_claim(conn, w, [], queue.Claim(["default"], 2, LEASE_S,
+                                                                       start_now=2))
+    assert {job.id for job in claimed} == {gone, kept}
+    with direct.write() as conn:
+        conn.execute(f"DELETE FROM jobs WHERE id = {int(gone)}")
+    with direct.turn() as conn:
+        queue.write_output(conn, [queue.OutputChunk(gone, 1, "stdout", 0, b"lost\n"),
+                                  queue.OutputChunk(kept, 1, "stdout", 0, b"kept\n")])
+        applied, _ = queue.complete_and_claim(conn, w, [
+            Outcome(job_id, 1, JobState.SUCCEEDED, "succeeded", 0, None, None,
+                    has_dependents=False) for job_id in (gone, kept)],
+            queue.Claim(["default"], 0, LEASE_S))
+    assert applied == {kept}
+    with direct.read() as conn:
+        chunks = conn.execute("SELECT job_id, data FROM job_logs").fetchall()
+    assert [(job_id, bytes(data)) for job_id, data in chunks] == [(kept, b"kept\n")]

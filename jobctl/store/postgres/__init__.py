@@ -9,11 +9,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from jobctl.errors import DatabaseUnavailable
 from jobctl.store.backend import SqlModules, TransactionKind
-from jobctl.store.url import port_of, query_for_sqlalchemy
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -150,17 +148,24 @@ class PostgresBackend(SqlModules):
     # --- creating and migrating the schema (SQLAlchemy and Alembic; imported for that alone) --
 
     def sqlalchemy_engine(self, location: Location, pool_size: int) -> sa.Engine:
-        """An engine for the migrations: psycopg 3, the same connection options."""
+        """An engine for the migrations: psycopg 3, the same servers (all of them, in order:
+        SQLAlchemy's `?host=h1,h2&port=p1,p2`, which its dialect hands psycopg as libpq's
+        lists) and the same connection options."""
         import sqlalchemy as sa
 
-        parts = urlsplit(location.target)
-        url = sa.URL.create(
-            "postgresql+psycopg",
-            username=unquote(parts.username) if parts.username is not None else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            host=parts.hostname, port=port_of(parts.netloc),
-            database=unquote(parts.path.removeprefix("/")) or None,
-            query=query_for_sqlalchemy(parts.query))
+        keywords = dict(location.keywords)
+        user, password = keywords.pop("user", None), keywords.pop("password", None)
+        database = keywords.pop("dbname", None)
+        if "host" in keywords or "hostaddr" in keywords or "port" in keywords:
+            # One port for every host is libpq's shorthand, which SQLAlchemy refuses: spelled
+            # out, one per host.
+            servers = location.servers
+            if "host" in keywords:
+                keywords["host"] = ",".join(host for host, _ in servers)
+            if "port" in keywords:
+                keywords["port"] = ",".join(str(port or "") for _, port in servers)
+        url = sa.URL.create("postgresql+psycopg", username=user, password=password,
+                            database=database, query=keywords)
         return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                 pool_pre_ping=True,
                                 # No prepared statements (see prepare): the migrations' few

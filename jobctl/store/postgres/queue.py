@@ -67,10 +67,12 @@ _GATED_WAITING = """EXISTS (
 # --- output -----------------------------------------------------------------------------------
 
 # Append one output chunk (executemany: one batch). A chunk already there (the same attempt, stream
-# and seq, written again after a retried turn) is kept as it was.
+# and seq, written again after a retried turn) is kept as it was; one of a job that is no longer
+# there (lost in a failover to an asynchronous standby) is dropped.
 INSERT_OUTPUT = f"""
 INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)
-VALUES (%(job_id)s, %(attempt)s, %(stream)s, %(seq)s, {NOW}, %(data)s)
+SELECT %(job_id)s, %(attempt)s, %(stream)s, %(seq)s, {NOW}, %(data)s
+WHERE EXISTS (SELECT 1 FROM jobs WHERE id = %(job_id)s)
 ON CONFLICT DO NOTHING
 """
 

@@ -101,10 +101,13 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id
 # --- output -----------------------------------------------------------------------------------
 
 # Append one output chunk (executemany: one batch). A chunk already there (the same attempt, stream
-# and seq, written again after a retried turn) is kept as it was.
+# and seq, written again after a retried turn) is kept as it was; one of a job that is no longer
+# there is dropped (as on PostgreSQL, where a failover can lose the job). The WHERE also keeps
+# SQLite from reading ON CONFLICT as a join's ON.
 INSERT_OUTPUT = f"""
 INSERT INTO job_logs (job_id, attempt, stream, seq, ts, data)
-VALUES (:job_id, :attempt, :stream, :seq, {NOW}, :data)
+SELECT :job_id, :attempt, :stream, :seq, {NOW}, :data
+WHERE EXISTS (SELECT 1 FROM jobs WHERE id = :job_id)
 ON CONFLICT DO NOTHING
 """
 
