@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from jobctl.record import record
 
 # cgroup v2's cpu.max period: a quota of `cpus` times this per period (the kernel's default).
 CPU_MAX_PERIOD_US = 100_000
@@ -27,7 +28,7 @@ CPU_MAX_PERIOD_US = 100_000
 CPU_MAX_MIN_QUOTA_US = 1000
 
 
-@dataclass(frozen=True)
+@record
 class Usage:
     """What one attempt's processes used. None: not known (e.g. a command that never started)."""
 
@@ -118,7 +119,7 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-@dataclass(frozen=True)
+@record
 class Spread:
     """p50 and p95 of one figure over the attempts of a window."""
 

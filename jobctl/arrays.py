@@ -12,14 +12,14 @@ is not below its start. Anything else is a ValueError whose message says what is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from jobctl.models import MAX_ARRAY_INDEX, MAX_ARRAY_SIZE
+from jobctl.record import record
 
 _ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
 
-@dataclass(frozen=True)
+@record
 class ArraySpec:
     indices: list[int]  # in the order the spec gives them
     throttle: int | None = None  # %N: at most N running at once

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobctl.errors import InvalidInput
+from jobctl.record import record
 
 # --- parsing what users type -------------------------------------------------------------------
 
@@ -144,7 +145,7 @@ def parse_gpus(value: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@record
 class Resources:
     """What a worker offers of its machine (or a job asks for): CPUs, bytes of memory, GPUs."""
 
@@ -222,7 +223,7 @@ def gpu_text(indices: Sequence[int]) -> str | None:
 COUNTED = ("waiting", "queued", "running", "held")
 
 
-@dataclass(frozen=True)
+@record
 class QueueSettings:
     """What an operator set for a queue (a row of `queues`; none: all defaults)."""
 
@@ -269,7 +270,7 @@ def recent_starts_after(queue: QueueSettings, now_s: float, started: int) -> lis
     return starts[-count:] if count else []
 
 
-@dataclass(frozen=True)
+@record
 class Candidate:
     """A queued gated job, as the gated claim sees it."""
 
@@ -324,7 +325,7 @@ def pick(candidates: Sequence[Candidate], room: Room) -> list[tuple[int, tuple[i
     return chosen
 
 
-@dataclass(frozen=True)
+@record
 class Tail:
     """A running gated job of the claiming worker that nothing follows yet."""
 
@@ -340,7 +341,7 @@ class Tail:
     depth: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class Follow:
     """A follower chosen by `follow`: it waits in the worker's read-ahead buffer and starts once
     `after` (at `after_attempt`) has ended there, in its place, with these GPU indices."""
@@ -397,7 +398,7 @@ def follow(candidates: Sequence[Candidate], tails: Sequence[Tail], key_usage: Ma
     return chosen
 
 
-@dataclass(frozen=True)
+@record
 class HostUsage:
     """What running jobs hold on one machine."""
 
@@ -406,7 +407,7 @@ class HostUsage:
     gpu_holders: Mapping[int, int] = field(default_factory=dict)  # GPU index -> job id
 
 
-@dataclass(frozen=True)
+@record
 class RunningJob:
     """A running job, as the gated claim and `explain` count it."""
 
@@ -424,7 +425,7 @@ class RunningJob:
     after_attempt: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Places:
     """What running jobs hold: per queue, per key and per machine, counting only the jobs that
     hold a place of their own (see `places`); and what a worker's next followers may follow."""
@@ -489,7 +490,7 @@ def places(running: Sequence[RunningJob]) -> Places:
 # --- why a job is not running -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class WorkerView:
     """A live worker, as `explain` sees it."""
 
@@ -501,7 +502,7 @@ class WorkerView:
     resources: Resources | None  # None: a worker of an older jobctl (no resources recorded)
 
 
-@dataclass(frozen=True)
+@record
 class Reason:
     kind: str
     text: str
@@ -510,7 +511,7 @@ class Reason:
         return {"kind": self.kind, "text": self.text}
 
 
-@dataclass(frozen=True)
+@record
 class Facts:
     """Everything `explain` looks at, read in one transaction (jobctl.store.capacity.facts)."""
 

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,6 +50,7 @@ from jobctl.models import (
     hook_problem,
     user_name_problem,
 )
+from jobctl.record import record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,13 +82,13 @@ MAX_RETRIES = 1_000_000  # so that attempt + 1 + retries stays a 32-bit integer,
 MAX_DURATION_S = 36_500 * 86_400.0  # a century: run_at must stay a date every layer can hold
 
 
-@dataclass(frozen=True)
+@record
 class Submitted:
     id: int
     created: bool  # False: the unique key was known and this is the first job's id
 
 
-@dataclass(frozen=True)
+@record
 class DatabaseStatus:
     """`jobctl db status`: the schema's revision beside the one this jobctl needs, and the
     tables' sizes (only when the revisions match: then the tables are the ones it knows)."""
@@ -103,7 +103,7 @@ class DatabaseStatus:
         return self.current == self.latest
 
 
-@dataclass(frozen=True)
+@record
 class SchemaUpgrade:
     where: str
     before: str | None  # None: the database was empty

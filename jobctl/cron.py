@@ -30,10 +30,11 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from jobctl.record import record
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -152,7 +153,7 @@ def wall_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
     return high
 
 
-@dataclass(frozen=True)
+@record
 class Timing:
     """When a schedule fires: a cron expression in a time zone, or an interval from an anchor;
     never before `start_at`, never after `end_at`."""
@@ -317,7 +318,7 @@ def interval_anchor(created_at: datetime) -> datetime:
 # "handle-escapes-in-commands"); crontab(5) describes it.
 
 
-@dataclass(frozen=True)
+@record
 class CrontabEntry:
     line: int  # 1-based line number in the file
     cron: str  # normalized
@@ -328,7 +329,7 @@ class CrontabEntry:
     user: str | None = None  # a system crontab's user field
 
 
-@dataclass(frozen=True)
+@record
 class CrontabSkip:
     """A valid entry that no schedule can express (@reboot)."""
 
@@ -336,7 +337,7 @@ class CrontabSkip:
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Crontab:
     entries: list[CrontabEntry]
     skipped: list[CrontabSkip]

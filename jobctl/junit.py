@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from jobctl.record import record
 
 # How much of each stream of a job's output a testcase carries: the last 64 KiB.
 OUTPUT_TAIL_BYTES = 64 * 1024
@@ -42,7 +43,7 @@ def xml_bytes(data: bytes) -> str:
     return xml_text(data.decode("utf-8", errors="replace"))
 
 
-@dataclass(frozen=True)
+@record
 class Case:
     """One job as a testcase."""
 

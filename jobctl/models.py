@@ -6,10 +6,12 @@ Nothing here touches the database or the terminal, so every layer can import it 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypedDict
+
+from jobctl.record import record
 
 
 class JobState(StrEnum):
@@ -142,7 +144,7 @@ class Stream(StrEnum):
     STDERR = "stderr"
 
 
-@dataclass(frozen=True)
+@record
 class JobSpec:
     """Everything a submitter says about a job; the database adds the rest."""
 
@@ -208,7 +210,7 @@ class JobSpec:
         return bool(self.limits or self.cpus or self.mem_bytes or self.gpus or self.requires)
 
 
-@dataclass(frozen=True)
+@record
 class Job:
     id: int
     name: str | None
@@ -337,7 +339,7 @@ class JobFilters(TypedDict, total=False):
     limit: int | None
 
 
-@dataclass(frozen=True)
+@record
 class Attempt:
     job_id: int
     attempt: int
@@ -383,7 +385,7 @@ class Attempt:
         }
 
 
-@dataclass(frozen=True)
+@record
 class WorkerInfo:
     id: int
     name: str
@@ -415,7 +417,7 @@ class WorkerInfo:
         }
 
 
-@dataclass(frozen=True)
+@record
 class LogChunk:
     attempt: int
     stream: Stream
@@ -431,7 +433,7 @@ class DepCondition(StrEnum):
     ANY = "any"  # --after-any / needs_any: the dependency must end, whatever its outcome
 
 
-@dataclass(frozen=True)
+@record
 class Dependency:
     """One edge seen from a job: the other job, the condition, and the other job's state."""
 
@@ -459,7 +461,7 @@ class WorkflowState(StrEnum):
     CANCELLED = "cancelled"  # every task ended, some were cancelled, none failed
 
 
-@dataclass(frozen=True)
+@record
 class Workflow:
     id: int
     name: str
@@ -553,7 +555,7 @@ def spec_from_template(template: dict[str, Any]) -> JobSpec:
     return JobSpec(**known)
 
 
-@dataclass(frozen=True)
+@record
 class Schedule:
     id: int
     name: str
@@ -626,7 +628,7 @@ class Schedule:
         }
 
 
-@dataclass(frozen=True)
+@record
 class ScheduleRun:
     """One occurrence of a schedule: the job it made."""
 
@@ -644,7 +646,7 @@ class ScheduleRun:
                 "error": self.error}
 
 
-@dataclass(frozen=True)
+@record
 class ScheduleDefinition:
     """What `schedule add` and `schedule edit` say about a schedule."""
 
@@ -705,7 +707,7 @@ CHECK_GRACE_MAX_S = 3600.0
 HOOK_STATE_OVERDUE = "overdue"
 
 
-@dataclass(frozen=True)
+@record
 class Check:
     """A dead-man's switch for anything outside jobctl (`jobctl check`): pinged by a script, and
     overdue when no successful ping came for `every_s` + `grace_s` (or a ping said it failed).
@@ -762,7 +764,7 @@ def array_limit_key(array_id: int) -> str:
     return f"{ARRAY_LIMIT_PREFIX}{array_id}"
 
 
-@dataclass(frozen=True)
+@record
 class ArrayStatus:
     """An array and how its tasks stand (`job wait --array`)."""
 

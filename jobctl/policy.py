@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
@@ -28,13 +28,14 @@ from jobctl.models import (
     Misfire,
     Overlap,
 )
+from jobctl.record import record
 from jobctl.timeparse import isoformat_utc
 
 if TYPE_CHECKING:  # jobctl.cron is imported where a schedule's fire times are planned
     from jobctl.cron import Timing
 
 
-@dataclass(frozen=True)
+@record
 class Unfinished:
     """A job that has not ended, as far as a burst worker needs to know it."""
 
@@ -43,7 +44,7 @@ class Unfinished:
     deps: tuple[int, ...] = ()  # for a waiting job: its dependencies that have not ended
 
 
-@dataclass(frozen=True)
+@record
 class Backlog:
     """What is left in a burst worker's queues, and what it depends on."""
 
@@ -60,7 +61,7 @@ class Backlog:
     not_mine: Mapping[int, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class BurstDecision:
     keep_going: bool
     wait_s: float | None = None  # when to look again (None: the worker's poll interval)
@@ -177,7 +178,7 @@ def misfire_fire_times(policy: Misfire, due: Sequence[datetime], moment: datetim
     return on_time
 
 
-@dataclass(frozen=True)
+@record
 class ActiveRun:
     """A run of a schedule that has not ended (a queued, waiting or running job, or a workflow
     with unfinished tasks)."""
@@ -192,7 +193,7 @@ class OverlapAction(StrEnum):
     SUPERSEDED = "superseded"  # record it as cancelled: a later one of the batch replaces it
 
 
-@dataclass(frozen=True)
+@record
 class OverlapDecision:
     action: OverlapAction
     error: str | None = None  # what the recorded occurrence says (skipped or superseded)
@@ -252,7 +253,7 @@ def overlap_batch(overlaps: Sequence[tuple[ScheduleKey, Overlap, datetime]],
     return decisions
 
 
-@dataclass(frozen=True)
+@record
 class OccurrenceOutcome:
     """What an occurrence's job is recorded as, given its overlap decision."""
 
@@ -293,7 +294,7 @@ def schedule_timing(cron: str | None, every_s: float | None, timezone: str,
                   end_at=end_at)
 
 
-@dataclass(frozen=True)
+@record
 class FiringPlan:
     """What one pass does with one due schedule."""
 
@@ -327,7 +328,7 @@ def dependent_state(cause_state: str) -> JobState:
     return JobState.CANCELLED if cause_state == JobState.CANCELLED.value else JobState.FAILED
 
 
-@dataclass(frozen=True)
+@record
 class Initial:
     """The state a new job starts in, given its dependencies' states now."""
 
@@ -351,7 +352,7 @@ def initial_state(after: Sequence[int], after_any: Sequence[int],
 # --- dead-man's switches: overdue schedules and checks ---------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class OverdueState:
     """Whether a dead-man's switch is overdue at a moment: since when (None: it is not), or else
     when it becomes overdue unless a success comes first."""

@@ -18,11 +18,11 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobctl.errors import DatabaseUnavailable
+from jobctl.record import record
 from jobctl.sdnotify import Notifier
 from jobctl.store.direct import first_line, is_driver_error
 
@@ -41,7 +41,7 @@ log = logging.getLogger("jobctl.scheduler")
 OVERDUE_REPORT_EVERY_S = 1.0
 
 
-@dataclass(frozen=True)
+@record
 class SchedulerSettings:
     once: bool = False  # fire what is due now, then exit
     batch: int = 200  # schedules per transaction

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from jobctl import __version__
 from jobctl.cli import complete
+from jobctl.record import record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ EXAMPLES: dict[str, list[str]] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Page:
     ctx: click.Context
     command: click.Command

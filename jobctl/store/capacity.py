@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from jobctl.capacity import (
 )
 from jobctl.errors import InvalidInput, NotFound
 from jobctl.models import NOT_STARTED_STATES, Delivery
+from jobctl.record import record
 from jobctl.store import notify
 from jobctl.store.direct import Conn
 from jobctl.store.reads import database_now
@@ -46,7 +46,7 @@ WINDOW_PER_FOLLOWER = 2
 MIN_WINDOW = 32
 
 
-@dataclass(frozen=True)
+@record
 class Gate:
     """What the claiming worker offers, for the gated claim."""
 
@@ -58,7 +58,7 @@ class Gate:
 # --- queues -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class QueueInfo:
     """A row of `jobctl queue list`: the queue's settings, and its jobs counted (COUNTED)."""
 
@@ -175,7 +175,7 @@ def hold(conn: Conn, job_ids: Sequence[int], held: bool) -> dict[int, str]:
     return states
 
 
-@dataclass(frozen=True)
+@record
 class Edit:
     """`job edit`: what to change (None: unchanged)."""
 
@@ -346,7 +346,7 @@ def _followable(queue: QueueSettings) -> bool:
     return not queue.paused and queue.rate_count is None
 
 
-@dataclass(frozen=True)
+@record
 class Start:
     """A job the gated claim starts: with its GPU indices; a follower also with the job (id,
     attempt) it follows, and it waits in the worker's read-ahead buffer."""

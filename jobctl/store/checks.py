@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from jobctl import policy
 from jobctl.models import Check, JobState
+from jobctl.record import record
 from jobctl.store import notify
 from jobctl.store import submit as submit_store
 from jobctl.store.direct import Conn
@@ -33,7 +33,7 @@ CHECK_COLUMNS = ("id", "name", "every_s", "grace_s", "on_overdue", "created_at",
                  "last_ping_at", "last_fail_at", "overdue_at", "overdue_since")
 
 
-@dataclass(frozen=True)
+@record
 class CheckRow:
     """A check as stored (`stored_overdue_at`, `stored_spell`) and as of `now` (`check`)."""
 

@@ -43,6 +43,7 @@ from jobctl.models import (
     ScheduleDefinition,
     schedule_document,
 )
+from jobctl.record import record
 from jobctl.store import checks as check_store
 from jobctl.store import schedules as schedule_store
 from jobctl.store import submit as submit_store
@@ -116,7 +117,7 @@ def with_state(conn: Conn, found: Sequence[Schedule]) -> list[Schedule]:
 # --- the overdue pass -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Watched:
     """A schedule as the overdue pass read it: stored, with its latest success."""
 
@@ -126,7 +127,7 @@ class Watched:
     last_success: datetime | None
 
 
-@dataclass(frozen=True)
+@record
 class Due:
     """What one pass read: the schedules and checks to judge."""
 
@@ -263,7 +264,7 @@ def seconds_until_next(conn: Conn) -> float | None:
     return None if seconds is None else max(0.0, float(seconds))
 
 
-@dataclass(frozen=True)
+@record
 class Overdue:
     """Which switches are overdue, as stored (what `jobctl_schedule_overdue` and
     `jobctl_check_overdue` report)."""

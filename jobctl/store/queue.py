@@ -20,7 +20,7 @@ SQLAlchemy. The worker calls them in `DirectDatabase.turn()`s.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from jobctl import policy
@@ -33,6 +33,7 @@ from jobctl.models import (
     WorkerState,
     sql_states,
 )
+from jobctl.record import record
 from jobctl.store import capacity, deps, notify
 from jobctl.store.capacity import Gate
 from jobctl.store.direct import Conn
@@ -40,7 +41,7 @@ from jobctl.store.reads import exit_codes
 from jobctl.store.workers import LIVE_WORKER
 
 
-@dataclass(frozen=True)
+@record
 class ClaimedJob:
     """What a worker needs to run one attempt of a job."""
 
@@ -82,7 +83,7 @@ class ClaimedJob:
     no_retry_on_exit: tuple[int, ...] | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Outcome:
     """How one attempt ended, as the worker reports it."""
 
@@ -105,7 +106,7 @@ class Outcome:
     oom_killed: bool | None = None
 
 
-@dataclass(frozen=True)
+@record
 class OutputChunk:
     job_id: int
     attempt: int
@@ -117,7 +118,7 @@ class OutputChunk:
 # --- claim ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Claim:
     """What a worker asks of one claim."""
 
@@ -240,7 +241,7 @@ def complete(conn: Conn, worker_id: int, outcomes: Sequence[Outcome]) -> set[int
     return complete_and_claim(conn, worker_id, outcomes, NO_CLAIM)[0]
 
 
-@dataclass(frozen=True)
+@record
 class Turn:
     """What a backend's `complete_and_claim` did."""
 
@@ -314,7 +315,7 @@ def release(conn: Conn, worker_id: int, jobs: Sequence[tuple[int, int]]) -> None
 # --- leases and heartbeats --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Renewal:
     held: set[int]  # jobs whose lease we still hold (and just extended)
     cancel: set[int]  # of those, the ones somebody asked to cancel
@@ -347,7 +348,7 @@ def cancel_requests(conn: Conn, worker_id: int, job_ids: Sequence[int]) -> set[i
 # --- rescue -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Rescued:
     requeued: list[int]
     ended: dict[int, JobState]  # lost, failed or cancelled

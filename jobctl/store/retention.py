@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from jobctl.models import FINAL_STATES, JobState, sql_states
+from jobctl.record import record
 from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.reads import database_now
 
@@ -130,7 +131,7 @@ def _count_or_delete(conn: Conn, ids: list[int], logs_only: bool, dry_run: bool,
 # --- table sizes --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class TableSize:
     table: str
     rows: int

@@ -39,6 +39,7 @@ from jobctl.models import (
     job_template,
     spec_from_template,
 )
+from jobctl.record import record
 from jobctl.store import jobs as job_store
 from jobctl.store import notify
 from jobctl.store import submit as submit_store
@@ -212,7 +213,7 @@ def delete(conn: Conn, name: str) -> bool:
 # --- firing -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Occurrence:
     """One fire time of one schedule, about to become a job (or a skipped/cancelled record)."""
 
@@ -231,7 +232,7 @@ class Fired:
     lateness_s: list[float] = field(default_factory=list)  # db now - fire time, per queued job
 
 
-@dataclass(frozen=True)
+@record
 class Advance:
     """Where one due schedule moves on to (SchedulesSQL.advance)."""
 
@@ -284,7 +285,7 @@ class Submitted:
     workflow_ids: list[int] = field(default_factory=list)  # workflows started
 
 
-@dataclass(frozen=True)
+@record
 class OccurrenceRow:
     """One occurrence's job as the backend inserts it: the occurrence, and what its overlap
     decision records it as (the rest comes from its schedule's job template)."""

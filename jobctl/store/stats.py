@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from jobctl.accounting import Spread
 from jobctl.models import FAILURE_STATES, UNFINISHED_STATES, JobState, WorkerInfo, sql_states
+from jobctl.record import record
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import Conn, DirectDatabase
 from jobctl.store.reads import database_now
@@ -93,7 +94,7 @@ class QueueReport:
                 "total": self.total.to_json(self.window_s)}
 
 
-@dataclass(frozen=True)
+@record
 class RunningJob:
     id: int
     name: str | None
@@ -103,7 +104,7 @@ class RunningJob:
     elapsed_s: float | None
 
 
-@dataclass(frozen=True)
+@record
 class FailedJob:
     id: int
     name: str | None

@@ -19,11 +19,11 @@ port=p1,p2 dbname=db`) name the same servers to every part of jobctl.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from jobctl.config import redact
 from jobctl.errors import InvalidInput
+from jobctl.record import record
 
 POSTGRES_BACKENDS = ("postgresql", "postgres")
 SQLITE_BACKEND = "sqlite"
@@ -32,7 +32,7 @@ _KEY_VALUE = r"\s*[A-Za-z_]\w*\s*="  # how libpq's key/value form (`host=h dbnam
 _SPACE = " \t\n\v\f\r"  # C's isspace(), which libpq's key/value form is split by
 
 
-@dataclass(frozen=True)
+@record
 class Location:
     """Where a database is: a PostgreSQL conninfo (a URL, or libpq's key/value form) or an
     SQLite file, and how to name it in messages (hosts and ports, or the file; never a

@@ -30,10 +30,10 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from jobctl.accounting import Usage, cpu_max, flat_keyed, usage_from_cgroup
+from jobctl.record import record
 
 WORKER_PREFIX = "jobctl-worker-"
 WORKER_LEAF = "worker"
@@ -87,7 +87,7 @@ def cgroup_dir(proc_cgroup: str, mount: Path) -> Path | None:
     return None if own is None else mount / own.lstrip("/")
 
 
-@dataclass(frozen=True)
+@record
 class JobCgroup:
     """One attempt's cgroup: its directory and what it was asked to enforce."""
 

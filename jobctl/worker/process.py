@@ -29,11 +29,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, Any
 
 from jobctl.accounting import Usage, oom_error, usage_from_rusage
 from jobctl.capacity import gpu_text
+from jobctl.record import record
 from jobctl.store.queue import ClaimedJob
 from jobctl.worker.cgroup import JobCgroup, WorkerCgroups
 
@@ -56,7 +56,7 @@ EXIT_CANNOT_START = 125
 OutputSink = Callable[[str, int, bytes], None]  # (stream, seq, data)
 
 
-@dataclass(frozen=True)
+@record
 class ProcessResult:
     exit_code: int | None  # None: it never ran
     signal: int | None
@@ -462,7 +462,7 @@ class _Feeder:
             self._pipe.close()
 
 
-@dataclass(frozen=True)
+@record
 class RunAs:
     """The Unix user a job runs as (`job submit --user`), as found on this worker.
 
