@@ -39,9 +39,18 @@ class State:
             from jobctl.config import resolve
 
             self._settings = resolve(self.command_line)
+            self._warn_of_passwords()
             if self._settings["no_color"].value:
                 self.terminal.no_color = True
         return self._settings
+
+    def _warn_of_passwords(self) -> None:
+        """Once a run (the settings are resolved once): a password others may see, one line
+        each on stderr; the exit code stays what the command makes it."""
+        from jobctl.config import password_warnings
+
+        for warning in password_warnings(self.command_line):
+            self.terminal.err(f"jobctl: warning: {warning}")  # a path may hold anything
 
     @property
     def stdin(self) -> BinaryIO:
@@ -434,8 +443,9 @@ def metrics_port_option(healthy_while: str) -> Any:
 
 
 METRICS_ADDRESS_OPTION = typer.Option(
-    "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
-    help="Listen on this address for --metrics-port.")
+    "127.0.0.1", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+    help="Listen on this address for --metrics-port (0.0.0.0: every interface; the default is "
+         "this machine only).")
 
 
 def check_metrics_port(port: int) -> None:
