@@ -144,6 +144,8 @@ CLI_WORDS = {
     "on_overdue": "--on-overdue",
     "grace_s": "--grace",
     "retry_on_exit": "--retry-on-exit",
+    "secret_env": "--secret-env",
+    "env": "--env",
     "no_retry_on_exit": "--no-retry-on-exit",
 }
 
@@ -229,6 +231,12 @@ ENV_OPTION = typer.Option(
     None, "--env", "-e", metavar="KEY=VALUE",
     help="Set an environment variable for the job (repeatable); the rest of its environment "
          "is the worker's.", show_default=False)
+SECRET_ENV_OPTION = typer.Option(
+    None, "--secret-env", metavar="NAME=file:PATH|env:VAR",
+    help="Set NAME for the job to a secret the worker reads when it starts the job: a file's "
+         "contents (less one trailing newline) or a variable of its environment. Only the "
+         "reference is stored; the value is masked (***) in the job's output (repeatable).",
+    show_default=False)
 CWD_OPTION = typer.Option(
     None, "--cwd", help="Directory to run in, on the worker (default: the worker's).",
     show_default=False)
@@ -264,6 +272,18 @@ def job_fields(
         cwd=os.path.abspath(cwd) if cwd else None,
         labels=parse_pairs(label, "--label"),
     )
+
+
+def secret_fields(secret_env: list[str] | None) -> dict[str, Any]:
+    """--secret-env as the JobSpec field (checked with the rest of the spec by the client)."""
+    if not secret_env:
+        return {}
+    from jobctl.secret_env import parse
+
+    try:
+        return {"secret_env": parse(secret_env)}
+    except ValueError as error:
+        raise InvalidInput(f"invalid --secret-env {error}") from error
 
 
 # Hooks (jobctl.models.HOOK_STATES); their defaults come from the config file (on_success, …).
