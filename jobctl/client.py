@@ -1112,6 +1112,8 @@ def _validate_run_fields(spec: JobSpec) -> None:
         _check_hook("on_end", spec.on_end)
     if spec.retry_on_exit is not None or spec.no_retry_on_exit is not None:
         _check_exit_codes(spec)
+    if spec.secret_env:
+        _check_secret_env(spec)
     if spec.user is not None:
         problem = user_name_problem(spec.user)
         if problem is not None:
@@ -1125,6 +1127,23 @@ def _check_hook(field: str, command: object) -> None:
                else "must be a command (for /bin/sh -c)")
     if problem is not None:
         raise InvalidInput(f"{{{field}}}: {InvalidInput.literal(problem)}", field=field)
+
+
+def _check_secret_env(spec: JobSpec) -> None:
+    """secret_env: {NAME: "file:PATH" | "env:VAR"}, each NAME a variable name not also in env."""
+    from jobctl.secret_env import reference_problem
+
+    if not isinstance(spec.secret_env, dict):
+        raise InvalidInput("{secret_env} takes names and references (file:PATH or env:VAR)",
+                           field="secret_env")
+    for name, reference in spec.secret_env.items():
+        if isinstance(name, str) and name in spec.env:
+            raise InvalidInput(f"{{secret_env}} {InvalidInput.literal(name)}: it is in {{env}} "
+                               "too; give it once", field="secret_env")
+        problem = reference_problem(name, reference)
+        if problem is not None:
+            raise InvalidInput(f"{{secret_env}} {InvalidInput.literal(problem)}",
+                               field="secret_env")
 
 
 def _check_exit_codes(spec: JobSpec) -> None:

@@ -241,6 +241,46 @@ def mask_password(text: str) -> str:
     return re.sub(_PARAMETER_PASSWORD, r"\1***", re.sub(_URL_PASSWORD, r"\1***@", text))
 
 
+# A password that is there (not empty): in the user-info part or as a `password=` parameter.
+_HAS_URL_PASSWORD = r"://[^/@:]*:[^/]+@"
+_HAS_PARAMETER_PASSWORD = r"(?i)\bpassword=[^&\s]"
+
+
+def has_password(text: str) -> bool:
+    """Whether a URL (or any text holding one) holds a password, as `mask_password` hides it."""
+    return bool(re.search(_HAS_URL_PASSWORD, text) or re.search(_HAS_PARAMETER_PASSWORD, text))
+
+
+def password_warnings(command_line: CommandLine, path: Path | None = None) -> list[str]:
+    """What a run's settings expose of a database password, one line each (without it):
+    `--database-url` with a password (any user sees a process's arguments in `ps`), and a config
+    file holding one (in any profile) that its group or others may read (as ssh warns of a key
+    file). JOBCTL_DATABASE_URL, PGPASSWORD and ~/.pgpass show in no `ps`: nothing to warn of."""
+    warnings = []
+    url = command_line.values.get("database_url")
+    if (command_line.sources.get("database_url") == Source.FLAG and isinstance(url, str)
+            and has_password(url)):
+        warnings.append("--database-url holds a password, which other users can see in ps; "
+                        f"set {DATABASE_URL_VARIABLE} instead, or put it in the config file "
+                        "(chmod 600), or the password in ~/.pgpass")
+    path = path or config_file()
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # no file (or none to be read: its reading says so)
+        return warnings
+    if mode & 0o044:
+        try:
+            document = load_config_file(path)
+        except InvalidInput:  # reported as the error it is, when the settings are resolved
+            return warnings
+        tables = [document, *document.get("profiles", {}).values()]
+        if any(isinstance(table.get("database_url"), str) and has_password(
+                table["database_url"]) for table in tables):
+            warnings.append(f"config file {path} holds a database password and other users "
+                            f"can read it; run chmod 600 {path}")
+    return warnings
+
+
 def redact(text: str) -> str:
     """A URL as text with its password hidden, whether or not the rest of it parses; shortened
     to fit a one-line message."""

@@ -304,7 +304,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve(port: int, registry: Any, health: HealthCheck, address: str = "0.0.0.0"
+def serve(port: int, registry: Any, health: HealthCheck, address: str = "127.0.0.1"
           ) -> MetricsServer:
     """Serve `/metrics` (the registry) and `/healthz` (`health()`) on `address:port` from a
     daemon thread. A port that cannot be bound is invalid input."""

@@ -184,6 +184,9 @@ class JobSpec:
     # never do (at most one of the two); None: any failure retries, up to `retries`.
     retry_on_exit: tuple[int, ...] | None = None
     no_retry_on_exit: tuple[int, ...] | None = None
+    # Secrets (jobctl.secret_env): NAME → "file:PATH" | "env:VAR", resolved by the worker that
+    # starts the job; only these references are stored, never a value.
+    secret_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def max_attempts(self) -> int:
@@ -261,6 +264,7 @@ class Job:
     array_index: int | None = None
     retry_on_exit: tuple[int, ...] | None = None
     no_retry_on_exit: tuple[int, ...] | None = None
+    secret_env: dict[str, str] = field(default_factory=dict)  # references, never values
 
     @property
     def duration_s(self) -> float | None:
@@ -325,6 +329,7 @@ class Job:
             "retry_on_exit": list(self.retry_on_exit) if self.retry_on_exit is not None else None,
             "no_retry_on_exit": (list(self.no_retry_on_exit)
                                  if self.no_retry_on_exit is not None else None),
+            "secret_env": self.secret_env,
         }
 
 
@@ -528,7 +533,7 @@ class Misfire(StrEnum):
 TEMPLATE_FIELDS = ("argv", "name", "queue", "priority", "timeout_s", "retries", "backoff_s",
                    "delivery", "env", "cwd", "labels", "max_lost", "input", "user", "limits",
                    "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure", "on_end",
-                   "retry_on_exit", "no_retry_on_exit")
+                   "retry_on_exit", "no_retry_on_exit", "secret_env")
 
 
 def job_template(spec: JobSpec) -> dict[str, Any]:

@@ -5,9 +5,10 @@ substitution. Pure: no database, no terminal.
     name = "nightly"
     queue = "batch"          # defaults for every task: queue, priority, retries, retry_backoff,
     retries = 1              # timeout, env, cwd, delivery, labels, input, user, max_lost, limits,
-                             # retry_on_exit, no_retry_on_exit
+                             # retry_on_exit, no_retry_on_exit, secret_env
     [tasks.dump]
     command = "pg_dump app > /backup/app-{date}.sql"      # a string runs under /bin/sh -c
+    secret_env = { PGPASSWORD = "file:/etc/backup/pw" }    # read by the worker, never stored
     [tasks.compress]
     command = ["gzip", "-9", "/backup/app-{date}.sql"]    # an argv array runs as it is
     needs = ["dump"]                                       # after dump succeeded
@@ -32,7 +33,7 @@ from jobctl.models import DEFAULT_MAX_LOST, Delivery, JobSpec
 
 WORKFLOW_KEYS = {"name", "queue", "priority", "retries", "retry_backoff", "timeout", "env",
                  "cwd", "delivery", "labels", "input", "user", "max_lost", "limits",
-                 "on_failure", "retry_on_exit", "no_retry_on_exit"}
+                 "on_failure", "retry_on_exit", "no_retry_on_exit", "secret_env"}
 # [workflow]'s keys that are defaults for its tasks (its on_failure is the workflow's own hook,
 # run once when a task fails or is lost).
 DEFAULT_KEYS = WORKFLOW_KEYS - {"name", "on_failure"}
@@ -188,6 +189,7 @@ def _check_options(path: str, options: Mapping[str, Any], where: _Locator, error
         "max_lost": (int, "an integer"), "limits": (dict, "a table of KEY = N"),
         "retry_on_exit": (list, "an array of exit codes"),
         "no_retry_on_exit": (list, "an array of exit codes"),
+        "secret_env": (dict, 'a table of NAME = "file:PATH" or "env:VAR"'),
     }
     for key, raw in options.items():
         value: Any = raw
@@ -234,6 +236,12 @@ def _check_run_option(key: str, value: Any) -> None:
             isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255
             for code in value)):
         raise ValueError("exit codes are whole numbers from 0 to 255 (an array of at least one)")
+    if key == "secret_env":
+        from jobctl.secret_env import reference_problem
+
+        for name, reference in value.items():
+            if (problem := reference_problem(name, reference)) is not None:
+                raise ValueError(problem)
     if key == "limits":
         from jobctl import capacity
 
@@ -360,6 +368,7 @@ def job_specs(definition: Mapping[str, Any], params: Mapping[str, str]) -> list[
             retry_on_exit=(tuple(task["retry_on_exit"]) if "retry_on_exit" in task else None),
             no_retry_on_exit=(tuple(task["no_retry_on_exit"]) if "no_retry_on_exit" in task
                               else None),
+            secret_env=dict(task.get("secret_env", {})),
         ))
     return specs
 

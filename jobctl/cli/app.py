@@ -327,7 +327,9 @@ def root_group() -> LazyGroup:
             click.Option(
                 ["--database-url"], envvar="JOBCTL_DATABASE_URL", metavar="URL", show_envvar=True,
                 help="postgresql://user@host/db or sqlite:///path (default: the profile's, the "
-                     "config file's, else an SQLite file under $XDG_DATA_HOME/jobctl/)"),
+                     "config file's, else an SQLite file under $XDG_DATA_HOME/jobctl/); a "
+                     "password here shows in ps, so keep it in the variable, the config file "
+                     "or ~/.pgpass"),
             click.Option(
                 ["--profile"], envvar="JOBCTL_PROFILE", metavar="NAME", show_envvar=True,
                 help="Use the settings of [profiles.NAME] in the config file (see `jobctl config "

@@ -39,9 +39,18 @@ class State:
             from jobctl.config import resolve
 
             self._settings = resolve(self.command_line)
+            self._warn_of_passwords()
             if self._settings["no_color"].value:
                 self.terminal.no_color = True
         return self._settings
+
+    def _warn_of_passwords(self) -> None:
+        """Once a run (the settings are resolved once): a password others may see, one line
+        each on stderr; the exit code stays what the command makes it."""
+        from jobctl.config import password_warnings
+
+        for warning in password_warnings(self.command_line):
+            self.terminal.err(f"jobctl: warning: {warning}")  # a path may hold anything
 
     @property
     def stdin(self) -> BinaryIO:
@@ -135,6 +144,8 @@ CLI_WORDS = {
     "on_overdue": "--on-overdue",
     "grace_s": "--grace",
     "retry_on_exit": "--retry-on-exit",
+    "secret_env": "--secret-env",
+    "env": "--env",
     "no_retry_on_exit": "--no-retry-on-exit",
 }
 
@@ -220,6 +231,12 @@ ENV_OPTION = typer.Option(
     None, "--env", "-e", metavar="KEY=VALUE",
     help="Set an environment variable for the job (repeatable); the rest of its environment "
          "is the worker's.", show_default=False)
+SECRET_ENV_OPTION = typer.Option(
+    None, "--secret-env", metavar="NAME=file:PATH|env:VAR",
+    help="Set NAME for the job to a secret the worker reads when it starts the job: a file's "
+         "contents (less one trailing newline) or a variable of its environment. Only the "
+         "reference is stored; the value is masked (***) in the job's output (repeatable).",
+    show_default=False)
 CWD_OPTION = typer.Option(
     None, "--cwd", help="Directory to run in, on the worker (default: the worker's).",
     show_default=False)
@@ -255,6 +272,18 @@ def job_fields(
         cwd=os.path.abspath(cwd) if cwd else None,
         labels=parse_pairs(label, "--label"),
     )
+
+
+def secret_fields(secret_env: list[str] | None) -> dict[str, Any]:
+    """--secret-env as the JobSpec field (checked with the rest of the spec by the client)."""
+    if not secret_env:
+        return {}
+    from jobctl.secret_env import parse
+
+    try:
+        return {"secret_env": parse(secret_env)}
+    except ValueError as error:
+        raise InvalidInput(f"invalid --secret-env {error}") from error
 
 
 # Hooks (jobctl.models.HOOK_STATES); their defaults come from the config file (on_success, …).
@@ -434,8 +463,9 @@ def metrics_port_option(healthy_while: str) -> Any:
 
 
 METRICS_ADDRESS_OPTION = typer.Option(
-    "0.0.0.0", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
-    help="Listen on this address for --metrics-port.")
+    "127.0.0.1", "--metrics-address", envvar="JOBCTL_METRICS_ADDRESS", metavar="ADDRESS",
+    help="Listen on this address for --metrics-port (0.0.0.0: every interface; the default is "
+         "this machine only).")
 
 
 def check_metrics_port(port: int) -> None:

@@ -30,6 +30,7 @@ from jobctl.cli.common import (
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
     RETRY_ON_EXIT_OPTION,
+    SECRET_ENV_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
@@ -45,6 +46,7 @@ from jobctl.cli.common import (
     parse_queues,
     retry_exit_fields,
     run_fields,
+    secret_fields,
     state,
 )
 from jobctl.cli.render import OutputFormat, Terminal, shell_join, visible
@@ -113,6 +115,7 @@ def submit(
     in_: str | None = typer.Option(None, "--in", help="Start no earlier than this long from now.",
                                    show_default=False),
     env: list[str] | None = ENV_OPTION,
+    secret_env: list[str] | None = SECRET_ENV_OPTION,
     cwd: str | None = CWD_OPTION,
     shell: bool = SHELL_OPTION,
     unique_key: str | None = typer.Option(
@@ -189,6 +192,7 @@ def submit(
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
                      retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
                      label=label),
+        **secret_fields(secret_env),
         run_at=run_at,
         run_in_s=parse_duration(in_, "--in"),
         unique_key=unique_key,
@@ -435,6 +439,7 @@ def status(
         ("user", job.user),
         ("input", "/dev/null" if job.input_bytes is None else f"{job.input_bytes} bytes"),
         ("env", job.env or None),
+        ("secret env", job.secret_env or None),  # the references: the values are the worker's
         ("labels", job.labels or None),
         ("unique key", job.unique_key),
         ("created", job.created_at),

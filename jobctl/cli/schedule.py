@@ -27,6 +27,7 @@ from jobctl.cli.common import (
     RETRIES_OPTION,
     RETRY_BACKOFF_OPTION,
     RETRY_ON_EXIT_OPTION,
+    SECRET_ENV_OPTION,
     SHELL_OPTION,
     TIMEOUT_OPTION,
     USER_OPTION,
@@ -41,6 +42,7 @@ from jobctl.cli.common import (
     parse_pairs,
     retry_exit_fields,
     run_fields,
+    secret_fields,
     state,
 )
 from jobctl.cli.render import OutputFormat, shell_join, visible
@@ -126,6 +128,7 @@ def add(
     retry_backoff: str = RETRY_BACKOFF_OPTION,
     delivery: DeliveryChoice = DELIVERY_OPTION,
     env: list[str] | None = ENV_OPTION,
+    secret_env: list[str] | None = SECRET_ENV_OPTION,
     cwd: str | None = CWD_OPTION,
     shell: bool = SHELL_OPTION,
     label: list[str] | None = LABEL_OPTION,
@@ -160,10 +163,10 @@ def add(
         # Only a description: an occurrence starts the workflow, not this command.
         command, shell = ["jobctl", "workflow", "run", str(workflow)], False
         if (input_ is not None or user is not None or max_lost != MAX_LOST_OPTION.default
-                or limit):
-            raise InvalidInput("--input, --user, --max-lost and --limit are for a command: a "
-                               "workflow's tasks take input, user, max_lost and limits in its "
-                               "file")
+                or limit or secret_env):
+            raise InvalidInput("--input, --user, --max-lost, --limit and --secret-env are for a "
+                               "command: a workflow's tasks take input, user, max_lost, limits "
+                               "and secret_env in its file")
         if on_success is not None or on_failure is not None or on_end is not None:
             raise InvalidInput("--on-success, --on-failure and --on-end are for a command: a "
                                "workflow's tasks take hooks in its file (and the workflow's "
@@ -179,6 +182,7 @@ def add(
         **job_fields(queue=queue, priority=priority, timeout=timeout, retries=retries,
                      retry_backoff=retry_backoff, delivery=delivery, env=env, cwd=cwd,
                      label=label),
+        **secret_fields(secret_env),
         **run_fields(input_path=input_, user=user, max_lost=max_lost,
                      stdin=st.stdin),
         **capacity_fields(limit=limit),

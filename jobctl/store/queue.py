@@ -20,7 +20,7 @@ SQLAlchemy. The worker calls them in `DirectDatabase.turn()`s.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import field, replace
 from typing import Any, Protocol
 
 from jobctl import policy
@@ -81,6 +81,8 @@ class ClaimedJob:
     # Which exit codes retry (jobctl.policy.should_retry); None: any failure does.
     retry_on_exit: tuple[int, ...] | None = None
     no_retry_on_exit: tuple[int, ...] | None = None
+    # Secrets to resolve on this worker at the start (jobctl.secret_env): NAME → reference.
+    secret_env: dict[str, str] = field(default_factory=dict)
 
 
 @record
@@ -182,6 +184,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         array_index=row["array_index"],
         retry_on_exit=exit_codes(conn, row["retry_on_exit"]),
         no_retry_on_exit=exit_codes(conn, row["no_retry_on_exit"]),
+        secret_env=dict(conn.json(row["secret_env"]) or {}),
     )
 
 

@@ -50,6 +50,7 @@ JOB_COLUMNS: dict[str, str] = {
     "hook_of": "hook_of",
     "array_id": "array_id", "array_index": "array_index",
     "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
+    "secret_env": "secret_env",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -77,6 +78,7 @@ def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
         "requires": dict(conn.json(values["requires"]) or {}),
         "retry_on_exit": exit_codes(conn, values["retry_on_exit"]),
         "no_retry_on_exit": exit_codes(conn, values["no_retry_on_exit"]),
+        "secret_env": dict(conn.json(values["secret_env"]) or {}),
     })
 
 

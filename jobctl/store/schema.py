@@ -203,6 +203,10 @@ jobs = sa.Table(
     # (`no_retry_on_exit`: all others do); NULL: any failure retries (jobctl.policy.should_retry).
     sa.Column("retry_on_exit", _json()),
     sa.Column("no_retry_on_exit", _json()),
+    # --- secrets (migration 0010) ---
+    # {NAME: "file:PATH" | "env:VAR"}: references the worker resolves when it starts the job,
+    # never the values (jobctl.secret_env); NULL: none.
+    sa.Column("secret_env", _json()),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per

@@ -35,10 +35,12 @@ ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "time
                "limits", "cpus", "mem_bytes", "gpus", "requires", "on_success", "on_failure",
                "on_end",
                # job arrays and retrying by exit code
-               "array_id", "array_index", "retry_on_exit", "no_retry_on_exit")
+               "array_id", "array_index", "retry_on_exit", "no_retry_on_exit",
+               # secrets: references only (jobctl.secret_env)
+               "secret_env")
 # Those that hold JSON, and times (bound through Conn.json_param and Conn.time_param).
 JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires", "retry_on_exit",
-                          "no_retry_on_exit"})
+                          "no_retry_on_exit", "secret_env"})
 TIME_COLUMNS = frozenset({"run_at", "created_at", "finished_at", "fire_time"})
 
 # --- SQL both backends share -------------------------------------------------------------------
@@ -128,6 +130,7 @@ def job_columns(specs: Sequence[JobSpec], now: datetime, states: Sequence[JobSta
         "array_index": list(indices) if indices is not None else nothing,
         "retry_on_exit": [_codes(spec.retry_on_exit) for spec in specs],
         "no_retry_on_exit": [_codes(spec.no_retry_on_exit) for spec in specs],
+        "secret_env": [spec.secret_env or None for spec in specs],
     }
 
 

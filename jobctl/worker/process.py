@@ -29,13 +29,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from jobctl.accounting import Usage, oom_error, usage_from_rusage
 from jobctl.capacity import gpu_text
 from jobctl.record import record
 from jobctl.store.queue import ClaimedJob
 from jobctl.worker.cgroup import JobCgroup, WorkerCgroups
+
+if TYPE_CHECKING:
+    from jobctl.secret_env import Masker
 
 CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
 FLUSH_INTERVAL_S = 0.1  # ...or when its oldest byte has waited this long (live `logs -f`)
@@ -99,6 +102,8 @@ class JobProcess:
         self._written = 0
         self._truncated = False
         self._hook_output_path: str | None = None
+        # Its secrets' values to mask in its output (jobctl.secret_env), once they are read.
+        self._secrets: list[bytes] = []
 
     # --- control from other threads ----------------------------------------------------------
 
@@ -145,8 +150,18 @@ class JobProcess:
                 return self._not_started(EXIT_CANNOT_START, f"user {run_as.name!r} cannot "
                                          f"enter working directory {job.cwd}")
             identity = run_as.popen_arguments()
+        secrets: dict[str, str] = {}
+        if job.secret_env:
+            from jobctl.secret_env import SecretError, masked_values, resolve
+
+            try:
+                secrets = resolve(job.secret_env, self._base_env,
+                                  lambda path: _read_secret_file(path, run_as))
+            except SecretError as unresolved:
+                return self._not_started(EXIT_CANNOT_START, str(unresolved))
+            self._secrets = masked_values(secrets.values())
         env = {**self._base_env, **(run_as.env() if run_as is not None else {}), **job.env,
-               "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
+               **secrets, "JOBCTL_JOB_ID": str(job.id), "JOBCTL_ATTEMPT": str(job.attempt)}
         if job.array_id is not None:  # a task of an array (`job submit --array`)
             env["JOBCTL_ARRAY_ID"] = str(job.array_id)
             env["JOBCTL_ARRAY_INDEX"] = str(job.array_index)
@@ -291,6 +306,12 @@ class JobProcess:
         assert proc.stdout is not None and proc.stderr is not None
         streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        # Each stream's secrets masked as it is read (a secret cut by two reads included).
+        maskers: dict[str, Masker] = {}
+        if self._secrets:
+            from jobctl.secret_env import Masker
+
+            maskers = {stream: Masker(self._secrets) for stream in pending}
         pending_since: float | None = None
         exited_at: float | None = None
         poller = select.poll()
@@ -315,10 +336,15 @@ class JobProcess:
                             feeder = None
                         continue
                     data = os.read(fd, CHUNK_BYTES)
+                    masker = maskers.get(streams[fd])
                     if not data:
+                        if masker is not None:  # what it held back, decided at the end
+                            pending[streams[fd]] += masker.finish()
                         poller.unregister(fd)
                         del streams[fd]
                         continue
+                    if masker is not None:
+                        data = masker.feed(data)
                     buffer = pending[streams[fd]]
                     buffer += data
                     pending_since = pending_since or time.monotonic()
@@ -343,6 +369,8 @@ class JobProcess:
         finally:
             if feeder is not None:
                 feeder.close(before_closing=poller.unregister)
+            for stream, masker in maskers.items():  # (finished already when its pipe closed)
+                pending[stream] += masker.finish()
             self._flush(pending)
             proc.stdout.close()
             proc.stderr.close()
@@ -411,6 +439,26 @@ class JobProcess:
         # Shown in `job logs` too: the user looks there first.
         self._emit("stderr", f"jobctl: {message}\n".encode())
         return ProcessResult(exit_code, None, message, None, False)
+
+
+def _read_secret_file(path: str, run_as: RunAs | None) -> bytes:
+    """A secret file's bytes, read with the rights of the user the job runs as: a worker
+    running as root reads for a job of another user only what that user may read (by a `cat`
+    running as the user, as `RunAs.can_enter` asks a shell), never a file of root's."""
+    if run_as is None or not run_as.switches:
+        with open(path, "rb") as file:
+            data: bytes = file.read()
+        return data
+    try:
+        read = subprocess.run(["cat", "--", path], stdin=_devnull(), capture_output=True,
+                              cwd="/", env={"PATH": os.defpath}, timeout=PROBE_TIMEOUT_S,
+                              check=False, **run_as.popen_arguments())
+    except (OSError, subprocess.SubprocessError) as error:
+        raise OSError(errno.EIO, f"cannot read it as user {run_as.name}: {error}") from None
+    if read.returncode != 0:
+        reason = read.stderr.decode(errors="replace").strip().rpartition(": ")[2]
+        raise OSError(errno.EACCES, f"{reason or 'cannot read it'} (as user {run_as.name})")
+    return bytes(read.stdout)
 
 
 class _Enter:

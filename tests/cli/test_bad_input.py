@@ -386,7 +386,11 @@ def test_unreachable_database(argv: tuple[str, ...]) -> None:
 
 def test_unreachable_database_given_as_flag() -> None:
     result = jobctl("--database-url", UNREACHABLE, "job", "list", url=None)
-    message = assert_one_line_error(result, 4)
+    # A password on the command line is warned of first (tests/cli/test_password_warnings.py).
+    warning, error = result.stderr.splitlines(keepends=True)
+    assert warning.startswith("jobctl: warning: --database-url holds a password"), warning
+    message = assert_one_line_error(
+        Result(result.code, result.stdout, error, result.seconds), 4)
     assert "127.0.0.1:1" in message
     assert "s3cret" not in result.stderr
 

@@ -125,6 +125,9 @@ def test_a_worker_on_a_url_only_sqlalchemy_parses_still_works(tmp_path: Path) ->
 def test_a_worker_that_cannot_reach_the_server_says_so_in_one_line() -> None:
     result = run_probe("postgresql://me:hunter2@127.0.0.1:1/jobs", "worker", "start", "--burst")
     assert "code=4" in result.stderr, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if not line.startswith("code=")]
+    # The password on the command line is warned of first (test_password_warnings.py).
+    warning, line = [line for line in result.stderr.splitlines()
+                     if not line.startswith("code=")]
+    assert warning.startswith("jobctl: warning: --database-url holds a password")
     assert line.startswith("jobctl: error: cannot reach PostgreSQL at 127.0.0.1:1/jobs: ")
     assert "hunter2" not in result.stderr

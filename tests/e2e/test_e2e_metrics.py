@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from e2e_support import Jobctl, describe, wait_for
@@ -105,3 +106,43 @@ def _try_scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float
         return scrape(port)
     except OSError:
         return None
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on TCP `port` (IPv4 and IPv6), from
+    /proc/net/tcp{,6}: "127.0.0.1", "0.0.0.0", "::", …"""
+    import ipaddress
+
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            # Each 32-bit word in the kernel's (little-endian) byte order.
+            raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1]
+                           for i in range(0, len(address), 8))
+            found.add(str(ipaddress.ip_address(raw)) if len(raw) == width else address)
+    return found
+
+
+def test_metrics_listen_on_127_0_0_1_by_default(jobctl_sqlite: Jobctl) -> None:
+    """Without --metrics-address, /metrics and /healthz are this machine's only: the socket is
+    bound to 127.0.0.1, not to every interface."""
+    port = free_port()
+    jobctl_sqlite.start_worker("--metrics-port", str(port))
+    wait_for(lambda: _try_scrape(port), 15, "no /metrics on 127.0.0.1")
+    assert health(port) == 200
+    assert _listening_addresses(port) == {"127.0.0.1"}
+
+
+def test_metrics_address_still_chooses(jobctl_sqlite: Jobctl) -> None:
+    port = free_port()
+    jobctl_sqlite.start_worker("--metrics-port", str(port), "--metrics-address", "0.0.0.0")
+    wait_for(lambda: _try_scrape(port), 15, "no /metrics")
+    assert _listening_addresses(port) == {"0.0.0.0"}
