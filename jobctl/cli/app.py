@@ -8,7 +8,8 @@ does the same): `jobctl --help` and completing a command name import none of the
 The root itself is plain Click, not Typer: `jobctl --help`, `jobctl` alone, a usage error at the
 root and completing a command name or root option import Click only (Typer costs about as much
 again as Click, and `jobctl.cli.common` more). The sub-commands are Typer apps, turned into
-Click commands when they are loaded (`load_command`).
+Click commands when they are loaded (`load_command`), and a group's commands one by one, each
+when it is used (`lazy_group`).
 
 Everything the command line reads or writes goes through one `IOStreams` (gh's `IOStreams`,
 httpie's `Environment`): the standard streams, whether each is a terminal, the terminal's width
