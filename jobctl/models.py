@@ -265,6 +265,9 @@ class Job:
     retry_on_exit: tuple[int, ...] | None = None
     no_retry_on_exit: tuple[int, ...] | None = None
     secret_env: dict[str, str] = field(default_factory=dict)  # references, never values
+    # Who submitted it (jobctl.store.identity): a PostgreSQL role or a Unix user; None for a
+    # job created before migration 0011.
+    submitted_by: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -330,6 +333,7 @@ class Job:
             "no_retry_on_exit": (list(self.no_retry_on_exit)
                                  if self.no_retry_on_exit is not None else None),
             "secret_env": self.secret_env,
+            "submitted_by": self.submitted_by,
         }
 
 
@@ -341,6 +345,10 @@ class JobFilters(TypedDict, total=False):
     name: str | None
     labels: dict[str, str] | None
     schedule: str | None
+    # Who submitted it: exactly this name, or (`mine`) the current identity (the session's role
+    # on PostgreSQL, evaluated by the database; the Unix user on SQLite).
+    submitted_by: str | None
+    mine: bool
     limit: int | None
 
 
@@ -475,6 +483,7 @@ class Workflow:
     definition: dict[str, Any]
     tasks: list[Job]  # in dependency order
     schedule_id: int | None = None
+    submitted_by: str | None = None  # jobctl.store.identity; None: before migration 0011
 
     @property
     def state(self) -> WorkflowState:
@@ -501,6 +510,7 @@ class Workflow:
             "created_at": isoformat_utc(self.created_at),
             "params": self.params,
             "schedule_id": self.schedule_id,
+            "submitted_by": self.submitted_by,
             "tasks": [
                 {"task": job.task, "job_id": job.id, "state": job.state.value,
                  "attempt": job.attempt, "exit_code": job.exit_code, "error": job.error,
@@ -590,6 +600,7 @@ class Schedule:
     overdue_since: datetime | None = None
     overdue_at: datetime | None = None
     last_success_at: datetime | None = None
+    submitted_by: str | None = None  # jobctl.store.identity; None: before migration 0011
 
     @property
     def overdue(self) -> bool:
@@ -607,6 +618,7 @@ class Schedule:
             "overdue_since": isoformat_utc(self.overdue_since),
             "overdue_at": isoformat_utc(self.overdue_at),
             "last_success_at": isoformat_utc(self.last_success_at),
+            "submitted_by": self.submitted_by,
         }
 
     def _to_json(self) -> dict[str, Any]:

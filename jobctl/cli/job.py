@@ -339,6 +339,13 @@ def list_(
                                         help="Only jobs this schedule made.",
                                         show_default=False,
                                         autocompletion=complete.schedule_names),
+    mine: bool = typer.Option(
+        False, "--mine",
+        help="Only jobs I submitted (the database role on PostgreSQL, the Unix user on "
+             "SQLite)."),
+    submitted_by: str | None = typer.Option(None, "--submitted-by", metavar="NAME",
+                                            help="Only jobs this role or user submitted.",
+                                            show_default=False),
     limit: int = typer.Option(50, "--limit", help="At most this many (0: all)."),
     output: OutputFormat | None = OUTPUT_OPTION,
     watch: bool = typer.Option(False, "--watch", "-w",
@@ -352,9 +359,13 @@ def list_(
 
     if limit < 0:
         raise InvalidInput("--limit must be 0 or more")
-    if array is not None and (queue or name is not None or label or schedule is not None):
+    if mine and submitted_by is not None:
+        raise InvalidInput("give --mine or --submitted-by, not both")
+    if array is not None and (queue or name is not None or label or schedule is not None
+                              or mine or submitted_by is not None):
         raise InvalidInput("--array lists an array's tasks: give --state and --limit with it, "
-                           "not --queue, --name, --label or --schedule")
+                           "not --queue, --name, --label, --schedule, --mine or "
+                           "--submitted-by")
     st = state(ctx)
     client = st.client()
 
@@ -368,6 +379,8 @@ def list_(
             name=name,
             labels=parse_pairs(label, "--label"),
             schedule=schedule,
+            submitted_by=submitted_by,
+            mine=mine,
             limit=limit or None,
         )
 
@@ -437,6 +450,7 @@ def status(
         ("retry backoff", format_duration(job.backoff_s)),
         ("cwd", job.cwd),
         ("user", job.user),
+        ("submitted by", job.submitted_by),  # None ("-"): created before migration 0011
         ("input", "/dev/null" if job.input_bytes is None else f"{job.input_bytes} bytes"),
         ("env", job.env or None),
         ("secret env", job.secret_env or None),  # the references: the values are the worker's

@@ -51,6 +51,7 @@ JOB_COLUMNS: dict[str, str] = {
     "array_id": "array_id", "array_index": "array_index",
     "retry_on_exit": "retry_on_exit", "no_retry_on_exit": "no_retry_on_exit",
     "secret_env": "secret_env",
+    "submitted_by": "submitted_by",
 }
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
@@ -116,10 +117,13 @@ def of_workflows(conn: Conn, workflow_ids: Iterable[int]) -> list[Job]:
 
 def list_jobs(conn: Conn, *, states: Sequence[JobState] = (), queues: Sequence[str] = (),
               name: str | None = None, labels: dict[str, str] | None = None,
-              schedule: str | None = None, limit: int | None = 50) -> list[Job]:
+              schedule: str | None = None, submitted_by: str | None = None,
+              mine: bool = False, limit: int | None = 50) -> list[Job]:
     """Newest first (the filters are models.JobFilters). `name` matches exactly, or as a glob
     when it holds * or ?; `schedule` names the schedule that made the jobs; every label given
-    must match; at most `limit` (None: all)."""
+    must match; `submitted_by` exactly, `mine` the current identity (the backend's
+    ReadsSQL.LIST_JOBS: the session's role on PostgreSQL; on SQLite, whose `:me` is this
+    process's Unix user); at most `limit` (None: all)."""
     name_like = None
     if name is not None and ("*" in name or "?" in name):
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -128,6 +132,8 @@ def list_jobs(conn: Conn, *, states: Sequence[JobState] = (), queues: Sequence[s
         "states": conn.ids_param([state.value for state in states]) if states else None,
         "queues": conn.ids_param(list(queues)) if queues else None,
         "name": name, "name_like": name_like, "schedule": schedule,
+        "submitted_by": submitted_by, "mine": mine,
+        "me": conn.backend.sql_submit.submitter() if mine else None,
         "labels": conn.json_param(dict(labels)) if labels else None,
         "limit": limit or None,
     }

@@ -53,7 +53,9 @@ SCHEDULE_COLUMNS = ("id", "name", "cron", "every_s", "timezone", "job", "workflo
                     "misfire", "jitter_s", "paused", "start_at", "end_at", "next_fire_at",
                     "last_fire_at", "created_at", "updated_at",
                     # the dead-man's switch, as stored (jobctl.store.overdue)
-                    "alert_after_s", "on_overdue", "alert_set_at", "overdue_since")
+                    "alert_after_s", "on_overdue", "alert_set_at", "overdue_since",
+                    # who made it (jobctl.store.identity)
+                    "submitted_by")
 
 
 def _schedule(conn: Conn, row: Sequence[Any]) -> Schedule:
@@ -82,6 +84,7 @@ def _schedule(conn: Conn, row: Sequence[Any]) -> Schedule:
         on_overdue=values["on_overdue"],
         alert_set_at=conn.time(values["alert_set_at"]),
         overdue_since=conn.time(values["overdue_since"]),
+        submitted_by=values["submitted_by"],
     )
 
 
@@ -164,8 +167,9 @@ def _definition(conn: Conn, definition: ScheduleDefinition, created_at: datetime
 def create(conn: Conn, definition: ScheduleDefinition) -> int:
     """Insert a schedule whose first occurrence is the first fire time after now."""
     moment = now(conn)
-    schedule_id = conn.scalar(conn.backend.sql_schedules.CREATE,
-                              _definition(conn, definition, moment, moment))
+    schedule_id = conn.scalar(conn.backend.sql_schedules.CREATE, {
+        **_definition(conn, definition, moment, moment),
+        "submitted_by": conn.backend.sql_submit.submitter()})
     from jobctl.store import overdue
 
     overdue.set_alert(conn, int(schedule_id), definition, None, moment)
@@ -322,6 +326,7 @@ def submit_occurrences(conn: Conn, occurrences: Sequence[Occurrence],
     if rows:
         ids = submit_store.insert_occurrences(conn, [submit_store.job_row(
             _spec(row), moment, row.outcome.state, row.outcome.error,
+            submitted_by=row.occurrence.schedule.submitted_by,
             schedule_id=row.occurrence.schedule.id, fire_time=row.occurrence.fire_time,
             cancel_requested=row.outcome.cancel_requested) for row in rows])
         if return_ids:

@@ -207,6 +207,11 @@ jobs = sa.Table(
     # {NAME: "file:PATH" | "env:VAR"}: references the worker resolves when it starts the job,
     # never the values (jobctl.secret_env); NULL: none.
     sa.Column("secret_env", _json()),
+    # Who submitted it (jobctl.store.identity, migration 0011): on PostgreSQL set by a trigger
+    # (the session's role, or the name of the row it belongs to), on SQLite the Unix user.
+    # NULL: created before 0011. PostgreSQL's default is session_user (set by the migration: not
+    # SQLite's).
+    sa.Column("submitted_by", sa.Text),
     sqlite_autoincrement=True,
 )
 # Every claim and completion rewrites a job's row, and each index on `jobs` costs an entry per
@@ -309,6 +314,10 @@ workflows = sa.Table(
     # The workflow's hook, started once when a task fails or is lost (jobctl.models.HOOK_STATES).
     sa.Column("on_failure", sa.Text),
     sa.Column("on_failure_fired", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Who submitted it (jobctl.store.identity, migration 0011): on PostgreSQL set by a trigger
+    # (the session's role, or the name of the row it belongs to), on SQLite the Unix user.
+    # NULL: created before 0011.
+    sa.Column("submitted_by", sa.Text),
     sqlite_autoincrement=True,
 )
 # A schedule that starts a workflow fires each occurrence once, like one that submits a job.
@@ -353,6 +362,10 @@ schedules = sa.Table(
     sa.Column("alert_set_at", UTCDateTime()),
     sa.Column("overdue_since", UTCDateTime()),
     sa.Column("alert_check_at", UTCDateTime()),
+    # Who submitted it (jobctl.store.identity, migration 0011): on PostgreSQL set by a trigger
+    # (the session's role, or the name of the row it belongs to), on SQLite the Unix user.
+    # NULL: created before 0011.
+    sa.Column("submitted_by", sa.Text),
     sa.UniqueConstraint("name"),
     sqlite_autoincrement=True,
 )

@@ -37,7 +37,9 @@ ROW_COLUMNS = ("name", "queue", "priority", "state", "argv", "env", "cwd", "time
                # job arrays and retrying by exit code
                "array_id", "array_index", "retry_on_exit", "no_retry_on_exit",
                # secrets: references only (jobctl.secret_env)
-               "secret_env")
+               "secret_env",
+               # who submitted it (jobctl.store.identity): SubmitSQL.submitter()
+               "submitted_by")
 # Those that hold JSON, and times (bound through Conn.json_param and Conn.time_param).
 JSON_COLUMNS = frozenset({"argv", "env", "labels", "limits", "requires", "retry_on_exit",
                           "no_retry_on_exit", "secret_env"})
@@ -74,13 +76,14 @@ class Membership(TypedDict, total=False):
 
 
 def job_columns(specs: Sequence[JobSpec], now: datetime, states: Sequence[JobState],
-                errors: Sequence[str | None] | None = None,
+                errors: Sequence[str | None] | None = None, submitted_by: str | None = None,
                 **membership: Unpack[Membership]) -> dict[str, list[Any]]:
     """The rows of jobs submitted from `specs` at `now` (the database clock's time), column by
     column (ROW_COLUMNS: one Python value per job): each job in its `state` (with its `error`),
     due at its run_at, or `run_in_s` after `now`; finished at `now` when its state is final;
     `workflow_id` and `tasks` for a workflow's tasks, `array_id` and `array_indices` for an
-    array's. This is the one place a spec becomes a row. Column by column because that is how
+    array's; `submitted_by` the backend's SubmitSQL.submitter() (None: the database sets it).
+    This is the one place a spec becomes a row. Column by column because that is how
     a batch goes in (batch_columns): for 100,000 jobs, a list per column is a fifth of the cost
     of a dict per job."""
     count = len(specs)
@@ -131,6 +134,7 @@ def job_columns(specs: Sequence[JobSpec], now: datetime, states: Sequence[JobSta
         "retry_on_exit": [_codes(spec.retry_on_exit) for spec in specs],
         "no_retry_on_exit": [_codes(spec.no_retry_on_exit) for spec in specs],
         "secret_env": [spec.secret_env or None for spec in specs],
+        "submitted_by": [submitted_by] * count,
     }
 
 
@@ -140,13 +144,15 @@ def _codes(codes: Sequence[int] | None) -> list[int] | None:
 
 
 def job_row(spec: JobSpec, now: datetime, state: JobState = JobState.QUEUED,
-            error: str | None = None, *, unique_key: str | None = None,
+            error: str | None = None, *, submitted_by: str | None = None,
+            unique_key: str | None = None,
             schedule_id: int | None = None, fire_time: datetime | None = None,
             cancel_requested: bool = False) -> dict[str, Any]:
     """One job's row (job_columns of one spec), with what only a single insert sets: a unique
     key, or the schedule and fire time of a schedule's occurrence."""
     row = {column: values[0]
-           for column, values in job_columns([spec], now, [state], [error]).items()}
+           for column, values in job_columns([spec], now, [state], [error],
+                                             submitted_by).items()}
     row.update(unique_key=unique_key, schedule_id=schedule_id, fire_time=fire_time,
                cancel_requested=cancel_requested)
     return row
@@ -237,7 +243,8 @@ _EMPTY: frozenset[tuple[str, str]] = frozenset()
 def insert_unique(conn: Conn, spec: JobSpec, state: JobState, error: str | None) -> int | None:
     """One job with a unique key; None, and nothing inserted, when a job holds the key already."""
     sql = conn.backend.sql_submit  # first: its import must not come between now and the insert
-    row = job_row(spec, database_now(conn), state, error, unique_key=spec.unique_key)
+    row = job_row(spec, database_now(conn), state, error, submitted_by=sql.submitter(),
+                  unique_key=spec.unique_key)
     inserted = conn.execute(sql.INSERT_UNIQUE,
                             row_params(conn, row)).fetchone()
     if inserted is None:
@@ -257,7 +264,8 @@ def insert_many(conn: Conn, specs: Sequence[JobSpec], *, states: Sequence[JobSta
     # The backend's module first: importing it (a command's first submit) must not come
     # between the time the jobs are created at and their insert.
     sql = conn.backend.sql_submit
-    rows = job_columns(specs, database_now(conn), states, errors, **membership)
+    rows = job_columns(specs, database_now(conn), states, errors, sql.submitter(),
+                       **membership)
     ids = sql.insert_rows(conn, rows)
     queued = {spec.queue for spec, st in zip(specs, states, strict=True) if st is JobState.QUEUED}
     for queue in sorted(queued):
@@ -284,6 +292,11 @@ class SubmitSQL(Protocol):
     # One occurrence's job (row_params): RETURNING id, or no row when its (schedule_id,
     # fire_time) is taken.
     INSERT_OCCURRENCE: str
+
+    def submitter(self) -> str | None:
+        """The `submitted_by` this process gives the rows it inserts (jobs, schedules,
+        workflows); None: the database sets it itself."""
+        ...
 
     def insert_rows(self, conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
         """Insert the rows of `job_columns` (no unique keys); their new ids, in order."""

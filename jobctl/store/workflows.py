@@ -24,7 +24,8 @@ from jobctl.store.direct import Conn
 RERUN = RERUN_STATES
 
 # The columns every statement that returns workflows selects, in this order (_workflow reads them).
-WORKFLOW_COLUMNS = ("id", "name", "definition", "params", "created_at", "schedule_id")
+WORKFLOW_COLUMNS = ("id", "name", "definition", "params", "created_at", "schedule_id",
+                    "submitted_by")
 
 
 def start(
@@ -46,6 +47,7 @@ def start(
         "params": json.dumps(dict(params)), "schedule_id": schedule_id,
         "fire_time": conn.time_param(fire_time), "labels": json.dumps(dict(labels or {})),
         "on_failure": workflow_hook(definition, params),
+        "submitted_by": conn.backend.sql_submit.submitter(),
     }).fetchone()
     if row is None:
         return None
@@ -82,7 +84,7 @@ def _workflow(conn: Conn, row: Sequence[Any], tasks: list[Job]) -> Workflow:
                     created_at=conn.time_not_null(values["created_at"]),
                     params=dict(conn.json(values["params"]) or {}), definition=definition,
                     tasks=_in_task_order(tasks, definition),
-                    schedule_id=values["schedule_id"])
+                    schedule_id=values["schedule_id"], submitted_by=values["submitted_by"])
 
 
 def _in_task_order(found: list[Job], definition: Mapping[str, Any]) -> list[Job]:

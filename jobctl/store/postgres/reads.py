@@ -21,7 +21,8 @@ JOBS_OF_WORKFLOWS = (f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE workflow_id =
 # the planner drops those branches, since it plans with the values). States and queues are
 # text[]; labels a JSON object every one of whose pairs the job's labels must hold (@>: its
 # values are strings, so containment is equality per key); a glob is a LIKE pattern with \
-# escaping (name_like); LIMIT NULL is no limit.
+# escaping (name_like); `mine`: the role of this session, as the trigger that set submitted_by
+# saw it (jobctl.store.postgres.identity); LIMIT NULL is no limit.
 LIST_JOBS = f"""
 SELECT {SELECT_JOB_COLUMNS} FROM jobs
 WHERE (CAST(%(states)s AS text[]) IS NULL OR state = ANY(%(states)s))
@@ -31,6 +32,8 @@ WHERE (CAST(%(states)s AS text[]) IS NULL OR state = ANY(%(states)s))
   AND (CAST(%(schedule)s AS text) IS NULL
        OR schedule_id = (SELECT id FROM schedules WHERE name = %(schedule)s))
   AND (CAST(%(labels)s AS jsonb) IS NULL OR labels @> CAST(%(labels)s AS jsonb))
+  AND (CAST(%(submitted_by)s AS text) IS NULL OR submitted_by = %(submitted_by)s)
+  AND (NOT %(mine)s OR submitted_by = session_user)
 ORDER BY id DESC
 LIMIT %(limit)s"""
 

@@ -33,7 +33,8 @@ WHERE schedule_id = %(id)s ORDER BY fire_time DESC LIMIT %(limit)s"""
 # --- changing -----------------------------------------------------------------------------------
 
 # A new schedule; its created_at and updated_at are the caller's now (its first fire time was
-# computed from that). The casts type NULL parameters.
+# computed from that). The casts type NULL parameters. Differs by necessity: no submitted_by,
+# which the database sets (jobctl.store.postgres.identity).
 CREATE = """
 INSERT INTO schedules (name, cron, every_s, timezone, job, workflow, overlap, misfire, jitter_s,
                        paused, start_at, end_at, next_fire_at, created_at, updated_at)

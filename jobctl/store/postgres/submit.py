@@ -44,6 +44,12 @@ INSERT_UNIQUE = f"{INSERT_JOB}\n{shared.UNLESS_KEY_TAKEN}"
 INSERT_OCCURRENCE = f"{INSERT_JOB}\n{shared.UNLESS_FIRED}"
 
 
+def submitter() -> None:
+    """None: the database sets `submitted_by` itself, whatever a client writes
+    (jobctl.store.postgres.identity); the column is left out of a batch's COPY."""
+    return None
+
+
 def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:
     """Reserve ids, then COPY the rows (store.submit.job_columns) with them (written in blocks:
     about three times faster than write_row())."""

@@ -13,7 +13,8 @@ _JOB = SELECT_JOB_COLUMNS
 # The workflow's row; nothing when this (schedule, fire time) has started one already. The
 # conflict target is the partial unique index uq_workflows_schedule_fire_time; rows without a
 # schedule (NULL schedule_id) never conflict, so one statement serves `workflow run` and a
-# schedule's occurrence alike.
+# schedule's occurrence alike. Differs by necessity: no submitted_by, which the database sets
+# (jobctl.store.postgres.identity).
 START = f"""
 INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels,
                        on_failure)

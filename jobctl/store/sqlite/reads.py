@@ -23,7 +23,8 @@ JOBS_OF_WORKFLOWS = (f"SELECT {SELECT_JOB_COLUMNS} FROM jobs "
 # States and queues are JSON lists; labels a JSON object every one of whose pairs the job's
 # labels must hold (json_each rather than a JSON path: any key works, quotes and dots
 # included); a glob is a LIKE pattern with \ escaping (name_like). Differs by necessity: JSON
-# lists and json_each where PostgreSQL has arrays and @>, and LIMIT -1 for no limit.
+# lists and json_each where PostgreSQL has arrays and @>, LIMIT -1 for no limit, and `mine` as
+# `:me`, this process's Unix user (store.identity), where PostgreSQL asks session_user.
 LIST_JOBS = f"""
 SELECT {SELECT_JOB_COLUMNS} FROM jobs
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
@@ -35,6 +36,8 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
         SELECT 1 FROM json_each(:labels) AS wanted
         WHERE NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) AS held
                           WHERE held.key = wanted.key AND held.value = wanted.value)))
+  AND (:submitted_by IS NULL OR submitted_by = :submitted_by)
+  AND (NOT :mine OR submitted_by = :me)
 ORDER BY id DESC
 LIMIT coalesce(:limit, -1)"""
 

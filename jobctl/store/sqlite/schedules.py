@@ -39,9 +39,10 @@ WHERE schedule_id = :id ORDER BY fire_time DESC LIMIT :limit"""
 # computed from that).
 CREATE = """
 INSERT INTO schedules (name, cron, every_s, timezone, job, workflow, overlap, misfire, jitter_s,
-                       paused, start_at, end_at, next_fire_at, created_at, updated_at)
+                       paused, start_at, end_at, next_fire_at, created_at, updated_at,
+                       submitted_by)
 VALUES (:name, :cron, :every_s, :timezone, :job, :workflow, :overlap, :misfire, :jitter_s,
-        :paused, :start_at, :end_at, :next_fire_at, :now, :now)
+        :paused, :start_at, :end_at, :next_fire_at, :now, :now, :submitted_by)
 RETURNING id"""
 # A schedule's new definition and next fire time; created_at too when given (a schedule imported
 # over an old one of that name starts anew), else kept.

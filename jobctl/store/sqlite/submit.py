@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobctl.store import identity
 from jobctl.store import submit as shared
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ INSERT_OCCURRENCE = f"{INSERT_JOB}\n{shared.UNLESS_FIRED}"
 # The last id inserted on this connection, and how many jobs hold ids in a range (insert_rows).
 LAST_ID = "SELECT last_insert_rowid()"
 COUNT_IDS = "SELECT count(*) FROM jobs WHERE id BETWEEN :first AND :last"
+
+
+def submitter() -> str:
+    """The Unix user of this process (jobctl.store.identity): SQLite has no session role."""
+    return identity.unix_user()
 
 
 def insert_rows(conn: Conn, rows: Mapping[str, Sequence[Any]]) -> list[int]:

@@ -17,8 +17,9 @@ _JOB = SELECT_JOB_COLUMNS
 # schedule's occurrence alike.
 START = f"""
 INSERT INTO workflows (name, definition, params, created_at, schedule_id, fire_time, labels,
-                       on_failure)
-VALUES (:name, :definition, :params, {NOW}, :schedule_id, :fire_time, :labels, :on_failure)
+                       on_failure, submitted_by)
+VALUES (:name, :definition, :params, {NOW}, :schedule_id, :fire_time, :labels, :on_failure,
+        :submitted_by)
 ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id"""
 
