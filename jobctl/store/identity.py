@@ -6,7 +6,7 @@ On PostgreSQL the database sets the name itself, whatever the client wrote: the 
 session (`session_user`, not `current_user`: a SECURITY DEFINER function does not change it),
 and an UPDATE keeps it. On SQLite (one machine, a file its owner controls) the process that
 inserts gives it: its Unix user (`unix_user`). On both, a row that belongs to another takes
-that one's name, by the same derivation (`DERIVATION`): a schedule's occurrence (job or
+that one's name, by the same derivation (`derived_job_submitter`): a schedule's occurrence (job or
 workflow) the schedule's, a workflow's task the workflow's, a hook the job whose end started it.
 Rows from before migration 0011 hold NULL (shown as "-", JSON null).
 """
@@ -47,7 +47,7 @@ def derived_job_submitter(workflow: str = "TRUE", hook: str = "TRUE",
         END"""
 
 
-# Whether a new job belongs to another row (DERIVATION applies).
+# Whether a new job belongs to another row (derived_job_submitter applies).
 BELONGS = "NEW.schedule_id IS NOT NULL OR NEW.workflow_id IS NOT NULL OR NEW.hook_of IS NOT NULL"
 
 # A workflow started by a schedule: the schedule's name.
