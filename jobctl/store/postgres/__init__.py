@@ -39,12 +39,23 @@ CONNECTION_OPTIONS: dict[str, int | str] = {
 # it locked. Left to its kernel, the server waits two hours (keepalives) or a quarter of an hour
 # (retransmitting a reply); a scheduler cut off while it fired kept the schedules it had locked
 # (FOR UPDATE) from every other scheduler, which skips locked rows, all that time (tests/fleet).
-# One statement where the connection is made: startup `options` would clobber a URL's own, and
-# PgBouncer refuses them.
+# Set where the connection is made, in SET_UP_SESSION: startup `options` would clobber a URL's
+# own, and PgBouncer refuses them.
 SERVER_SOCKET_SETTINGS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2,
                           "tcp_keepalives_count": 3, "tcp_user_timeout": 10_000}
-SET_SERVER_SOCKET = "SELECT " + ", ".join(
-    f"set_config('{name}', '{value}', false)" for name, value in SERVER_SOCKET_SETTINGS.items())
+
+# Every new connection's first statement, one round trip (set_up_session): whether it reaches
+# PostgreSQL through a connection pooler (PgBouncer, Odyssey, PgCat, RDS Proxy …): a server tells
+# its client its own process id at start-up (BackendKeyData, psycopg's `info.backend_pid`), a
+# pooler answers the start-up itself with an id of its own making, as no one server session is
+# the client's. Only directly does it set SERVER_SOCKET_SETTINGS: behind a pooler the server's
+# socket is the pooler's, and the settings would stay with a pooled session that is anyone's.
+SET_UP_SESSION = (
+    "SELECT pg_backend_pid() <> %(announced)s,"
+    " CASE WHEN pg_backend_pid() = %(announced)s THEN concat("
+    + ", ".join(f"set_config('{name}', '{value}', false)"
+                for name, value in SERVER_SOCKET_SETTINGS.items())
+    + ") END")
 
 # The targets (Location.target) where this process found that LISTEN does not work (a
 # transaction pooler: jobctl.store.postgres.listen). Their listen_target is None: waiters poll.
@@ -76,14 +87,12 @@ class PostgresBackend(SqlModules):
 
     def prepare(self, raw: Any, where: str) -> None:
         raw.autocommit = True  # transactions are begun explicitly (read, write), or not (turn)
-        if behind_pooler(raw):
+        if set_up_session(raw):
             # psycopg prepares a statement on the server once a connection has run it 5
             # times. Through a transaction pooler (PgBouncer before 1.21) the next statement
             # may reach a server session that never saw the PREPARE: never, there. (Directly,
             # it saves a third of a bulk submit's time and a sixth of a worker's: README.)
             raw.prepare_threshold = None
-        else:  # behind a pooler, the server's socket is the pooler's, and a SET stays behind
-            raw.execute(SET_SERVER_SOCKET)
 
     def exists(self, location: Location) -> bool:
         return True  # a server: whether it is there is for connecting to find out
@@ -189,13 +198,11 @@ class PostgresBackend(SqlModules):
                            {"id": MIGRATION_LOCK_ID})
 
 
-def behind_pooler(raw: Any) -> bool:
-    """Whether a psycopg connection reaches PostgreSQL through a connection pooler (PgBouncer,
-    Odyssey, PgCat, RDS Proxy …), one round trip: a server tells its client its own process id
-    at start-up (BackendKeyData, psycopg's `info.backend_pid`); a pooler answers the start-up
-    itself, with an id of its own making, as no one server session is the client's."""
-    row = raw.execute("SELECT pg_backend_pid()").fetchone()
-    return row is None or row[0] != raw.info.backend_pid
+def set_up_session(raw: Any) -> bool:
+    """A new psycopg connection's SET_UP_SESSION: whether it is behind a pooler (and, when
+    not, the server's socket settings set)."""
+    row = raw.execute(SET_UP_SESSION, {"announced": raw.info.backend_pid}).fetchone()
+    return row is None or bool(row[0])
 
 
 def is_disconnect(error: BaseException | None) -> bool:

@@ -4,7 +4,7 @@ own, in autocommit, that LISTENs on some channels and waits for what they bring.
 Through a transaction pooler (PgBouncer's pool_mode = transaction) LISTEN cannot work: it takes
 effect in whichever server session the pooler lent for that one statement, and an idle client
 is nobody's to deliver to. So a LISTEN connection that turns out to reach PostgreSQL through a
-pooler (postgres.behind_pooler) first tries what it is for: a notification sent from another
+pooler (postgres.set_up_session) first tries what it is for: a notification sent from another
 connection must arrive within PROBE_TIMEOUT_S. When none does (a session pooler passes), the
 subscription raises ListenUnsupported and the process remembers it (postgres.NO_LISTEN): its
 waiters poll from then on. A direct connection needs no such try.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from jobctl.errors import DatabaseUnavailable
 from jobctl.store.direct import first_line
 from jobctl.store.notify import ListenUnsupported
-from jobctl.store.postgres import CONNECTION_OPTIONS, NO_LISTEN, SET_SERVER_SOCKET, behind_pooler
+from jobctl.store.postgres import CONNECTION_OPTIONS, NO_LISTEN, set_up_session
 
 if TYPE_CHECKING:
     import psycopg
@@ -63,9 +63,7 @@ class PgSubscription:
         except psycopg.Error as error:
             raise DatabaseUnavailable(f"cannot reach {self._where}: {first_line(error)}") from error
         try:
-            pooled = behind_pooler(self._raw)
-            if not pooled:  # (see jobctl.store.postgres.PostgresBackend.prepare)
-                self._raw.execute(SET_SERVER_SOCKET)
+            pooled = set_up_session(self._raw)
             for channel in [*channels, *([PROBE_CHANNEL] if pooled else [])]:
                 self._raw.execute(sql.SQL(LISTEN).format(channel=sql.Identifier(channel)))
             if pooled:
