@@ -158,11 +158,15 @@ def _check_settings(table: dict[str, Any], path: Path, where: str) -> None:
                                f"{'string' if spec.kind is str else 'boolean'}")
 
 
-def resolve(command_line: CommandLine | None = None) -> dict[str, Setting]:
-    """Every effective setting, by name, with where it came from; `profile` first."""
+def resolve(command_line: CommandLine | None = None,
+            warnings: list[str] | None = None) -> dict[str, Setting]:
+    """Every effective setting, by name, with where it came from; `profile` first. Given
+    `warnings`, password_warnings' lines are added to it (the config file read once)."""
     command_line = command_line or CommandLine({}, {})
     path = config_file()
     document = load_config_file(path)
+    if warnings is not None:
+        warnings += password_warnings(command_line, document, path)
     profile = _chosen_profile(command_line, document, path)
     settings = {"profile": profile}
     chosen = document.get("profiles", {}).get(profile.value, {}) if profile.value else {}
@@ -251,11 +255,13 @@ def has_password(text: str) -> bool:
     return bool(re.search(_HAS_URL_PASSWORD, text) or re.search(_HAS_PARAMETER_PASSWORD, text))
 
 
-def password_warnings(command_line: CommandLine, path: Path | None = None) -> list[str]:
+def password_warnings(command_line: CommandLine, document: dict[str, Any],
+                      path: Path) -> list[str]:
     """What a run's settings expose of a database password, one line each (without it):
     `--database-url` with a password (any user sees a process's arguments in `ps`), and a config
     file holding one (in any profile) that its group or others may read (as ssh warns of a key
-    file). JOBCTL_DATABASE_URL, PGPASSWORD and ~/.pgpass show in no `ps`: nothing to warn of."""
+    file). JOBCTL_DATABASE_URL, PGPASSWORD and ~/.pgpass show in no `ps`: nothing to warn of.
+    `document` is the file's content at `path`, as `resolve` read it."""
     warnings = []
     url = command_line.values.get("database_url")
     if (command_line.sources.get("database_url") == Source.FLAG and isinstance(url, str)
@@ -263,16 +269,11 @@ def password_warnings(command_line: CommandLine, path: Path | None = None) -> li
         warnings.append("--database-url holds a password, which other users can see in ps; "
                         f"set {DATABASE_URL_VARIABLE} instead, or put it in the config file "
                         "(chmod 600), or the password in ~/.pgpass")
-    path = path or config_file()
     try:
         mode = path.stat().st_mode
     except OSError:  # no file (or none to be read: its reading says so)
         return warnings
     if mode & 0o044:
-        try:
-            document = load_config_file(path)
-        except InvalidInput:  # reported as the error it is, when the settings are resolved
-            return warnings
         tables = [document, *document.get("profiles", {}).values()]
         if any(isinstance(table.get("database_url"), str) and has_password(
                 table["database_url"]) for table in tables):

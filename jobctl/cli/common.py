@@ -38,19 +38,15 @@ class State:
         if self._settings is None:
             from jobctl.config import resolve
 
-            self._settings = resolve(self.command_line)
-            self._warn_of_passwords()
+            warnings: list[str] = []
+            self._settings = resolve(self.command_line, warnings)
+            # Once a run (the settings are resolved once): a password others may see, one
+            # line each on stderr; the exit code stays what the command makes it.
+            for warning in warnings:
+                self.terminal.err(f"jobctl: warning: {warning}")  # a path may hold anything
             if self._settings["no_color"].value:
                 self.terminal.no_color = True
         return self._settings
-
-    def _warn_of_passwords(self) -> None:
-        """Once a run (the settings are resolved once): a password others may see, one line
-        each on stderr; the exit code stays what the command makes it."""
-        from jobctl.config import password_warnings
-
-        for warning in password_warnings(self.command_line):
-            self.terminal.err(f"jobctl: warning: {warning}")  # a path may hold anything
 
     @property
     def stdin(self) -> BinaryIO:
