@@ -103,7 +103,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for chaos in (False, True):
                 url = cluster.create_database("calm" if not chaos else "chaos")
-                env = {**os.environ, "JOBCTL_DATABASE_URL": url}
+                # JOBCTL_ALLOW_ROOT: a root worker on PostgreSQL refuses to start without it.
+                env = {**os.environ, "JOBCTL_DATABASE_URL": url, "JOBCTL_ALLOW_ROOT": "1"}
                 jobctl(env, "db", "upgrade")
                 results[chaos] = soak(env, Path(tmp), options, chaos)
     finally:

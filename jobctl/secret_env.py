@@ -61,11 +61,12 @@ class SecretError(Exception):
     """A reference this worker cannot resolve; the message names it, never a value."""
 
 
-def resolve(references: Mapping[str, str], environ: Mapping[str, str],
+def resolve(references: Mapping[str, str], environ: Mapping[str, str] | None,
             read_file: Callable[[str], bytes]) -> dict[str, str]:
     """The secrets' values by name, as environment values (bytes that are no UTF-8 kept through
     surrogateescape, as os.environ does). A file's contents lose one trailing newline. Raises
-    SecretError for one it cannot read."""
+    SecretError for one it cannot read. `environ` None: `env:` references are refused (a worker
+    that runs jobs as their submitters keeps its own variables to itself: jobctl.runas)."""
     import os
 
     values: dict[str, str] = {}
@@ -83,6 +84,10 @@ def resolve(references: Mapping[str, str], environ: Mapping[str, str],
                                   "environment variable can")
             values[name] = os.fsdecode(data)
         elif kind == "env":
+            if environ is None:
+                raise SecretError(f"secret {name}: env: references are not resolved on this "
+                                  "worker (it runs jobs as their submitters, who may not read "
+                                  "its variables): use file:PATH, read as the job's user")
             value = environ.get(target)
             if value is None:
                 raise SecretError(f"secret {name}: variable {target} is not set on this worker")

@@ -13,6 +13,9 @@ What each line is for:
   on the command line, where `ps` shows it to everyone.
 - `Delegate=yes` (workers): the service's cgroup subtree is the worker's to divide, so it can
   give jobs cgroups of their own (`--mem`, `--cpus`) without being root.
+- a worker unit whose user is root says what root is for (`root_problem`): --run-as-submitter
+  (each job as its submitter's Unix user: no sandboxing option here takes away the setuid it
+  needs) or --allow-root.
 """
 
 from __future__ import annotations
@@ -75,6 +78,23 @@ def unit_text(kind: ServiceKind, *, executable: str, user: str, environment_file
         "WantedBy=multi-user.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+def root_problem(kind: ServiceKind, runs_as_root: bool, arguments: Sequence[str]) -> str | None:
+    """Why a unit with these `worker start` arguments would not start as its user (one line),
+    or None. A worker running as root on PostgreSQL refuses to start without
+    --run-as-submitter or --allow-root (jobctl.runas), and --run-as-submitter needs root: a
+    unit that cannot start is refused when it is printed, not when systemd restarts it forever."""
+    if kind is not ServiceKind.WORKER:
+        return None
+    flags = {word.partition("=")[0] for word in arguments}
+    if runs_as_root and not flags & {"--run-as-submitter", "--allow-root"}:
+        return ("a worker unit running as root needs -- --run-as-submitter (each job as its "
+                "submitter's Unix user) or -- --allow-root (every job as root): on PostgreSQL "
+                "it refuses to start without one")
+    if not runs_as_root and "--run-as-submitter" in flags:
+        return "--run-as-submitter needs a worker running as root: --user root"
+    return None
 
 
 def _seconds(value: float) -> str:

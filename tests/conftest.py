@@ -106,6 +106,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # paid once instead of six times. The controller stops it when the run ends (PgCluster's
 # watchdog, should the controller die first). A plain run (no -n) starts its own, lazily.
 
+ALLOW_ROOT = "JOBCTL_ALLOW_ROOT"  # set for every test (isolated_environment)
 SHARED_CLUSTER_FILE = "JOBCTL_SUITE_SHARED_CLUSTER_FILE"  # not JOBCTL_*: tests clear those
 SHARED_CLUSTER_PATH = os.environ.get(SHARED_CLUSTER_FILE) or None
 SHARED_CLUSTER_WAIT_SECONDS = 120
@@ -345,3 +346,7 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv(variable, str(path))
     for variable in [name for name in os.environ if name.startswith("JOBCTL_")]:
         monkeypatch.delenv(variable)
+    # The suite runs as root (CI too), and a root worker on PostgreSQL refuses to start without
+    # --run-as-submitter or --allow-root (jobctl.runas): every worker a test starts, in this
+    # process or in a child, allows root. The tests of the refusal remove it.
+    monkeypatch.setenv(ALLOW_ROOT, "1")

@@ -33,8 +33,10 @@ JOBCTL = str(Path(sys.executable).parent / "jobctl")
 
 
 def process_env() -> dict[str, str]:
-    """The environment for a real process (`JOBCTL`): this one's, without JOBCTL_* variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    """The environment for a real process (`JOBCTL`): this one's, without JOBCTL_* variables
+    but JOBCTL_ALLOW_ROOT, which every test has (tests/conftest.py: isolated_environment)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("JOBCTL_") or k == "JOBCTL_ALLOW_ROOT"}
 
 
 @dataclass(frozen=True)

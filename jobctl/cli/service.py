@@ -54,7 +54,7 @@ def print_(
     import sys
 
     from jobctl.models import user_name_problem
-    from jobctl.service import ServiceKind, unit_text
+    from jobctl.service import ServiceKind, root_problem, unit_text
 
     extra = list(arguments or [])
     if extra[:1] == ["--"]:
@@ -65,6 +65,9 @@ def print_(
     problem = user_name_problem(user)
     if problem is not None:
         raise InvalidInput(f"--user {user!r}: {problem}")
+    problem = root_problem(ServiceKind(kind.value), _is_root(user), extra)
+    if problem is not None:
+        raise InvalidInput(problem)
     if not os.path.isabs(environment_file):
         raise InvalidInput(f"--environment-file must be an absolute path, not {environment_file!r}")
     grace_s = parse_duration(grace, "--grace") or 0.0
@@ -76,3 +79,13 @@ def print_(
         ServiceKind(kind.value), executable=program, user=user,
         environment_file=environment_file, grace_s=grace_s, kill_grace_s=kill_grace_s,
         arguments=extra).rstrip("\n"))
+
+
+def _is_root(user: str) -> bool:
+    """Whether `user` is root (uid 0) on this machine, or named root where it has no entry."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid == 0
+    except KeyError:
+        return user == "root"

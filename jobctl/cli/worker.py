@@ -77,14 +77,47 @@ def start(
              "them (cgroup v2: whole-tree figures, kills that reach every process), at a few "
              "ms of kernel time per job; --no-cgroups: none. [default: a cgroup for each job "
              "with --mem or --cpus, which are enforced there]"),
+    run_as_submitter: bool = typer.Option(
+        False, "--run-as-submitter", envvar="JOBCTL_RUN_AS_SUBMITTER",
+        help="Run each job as the Unix user named like its submitter (its PostgreSQL role; "
+             "on SQLite its Unix user), or as --user-map maps it; never as root. A job whose "
+             "user does not exist here, or whose --user is another user, fails (exit code "
+             "125). Root workers only."),
+    user_map: str | None = typer.Option(
+        None, "--user-map", envvar="JOBCTL_USER_MAP", metavar="FILE", show_default=False,
+        help="With --run-as-submitter: a TOML file of ROLE = \"unixuser\" lines, for "
+             "submitters whose Unix user is named otherwise."),
+    allow_root: bool = typer.Option(
+        False, "--allow-root", envvar="JOBCTL_ALLOW_ROOT",
+        help="Let a worker running as root on PostgreSQL run every job as root (it refuses "
+             "to start without this or --run-as-submitter: anyone who can submit could run "
+             "commands as root)."),
 ) -> None:
     """Start a worker: claim jobs from the database and run them here until stopped.
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish (up to --grace); a second
     one stops at once. Jobs still running then go back to the queue (at-least-once)."""
+    import os
+
     from jobctl import capacity
+    from jobctl.runas import load_user_map, worker_start_problem
+    from jobctl.store.url import parse
     from jobctl.worker.loop import WorkerSettings
 
+    st = state(ctx)
+    problem = worker_start_problem(os.geteuid(), parse(st.database_url).backend,
+                                   run_as_submitter, allow_root, user_map is not None)
+    if problem is not None:
+        raise InvalidInput(problem)
+    submitters = None
+    if run_as_submitter:
+        from jobctl.runas import SubmitterUsers
+
+        try:
+            submitters = (SubmitterUsers({}) if user_map is None
+                          else load_user_map(os.path.abspath(user_map)))
+        except ValueError as error:
+            raise InvalidInput(f"--user-map: {error}") from None
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     if output_cap < 0:
@@ -106,9 +139,9 @@ def start(
         resources=capacity.parse_resources(resources, capacity.machine_resources()),
         tags=capacity.parse_pairs(tag or (), "--tag"),
         cgroups=cgroups,
+        submitters=submitters,
     )
     check_metrics_port(metrics_port)
-    st = state(ctx)
     with metrics_served(metrics_port, metrics_address,
                         lambda: _worker_metrics(settings.lease_s)) as metrics:
         configure_logging(quiet, "worker")

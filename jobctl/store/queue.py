@@ -83,6 +83,9 @@ class ClaimedJob:
     no_retry_on_exit: tuple[int, ...] | None = None
     # Secrets to resolve on this worker at the start (jobctl.secret_env): NAME → reference.
     secret_env: dict[str, str] = field(default_factory=dict)
+    # Who submitted it (jobctl.store.identity): a worker with --run-as-submitter runs it as
+    # that one's Unix user (jobctl.runas); None: not recorded.
+    submitted_by: str | None = None
 
 
 @record
@@ -185,6 +188,7 @@ def claimed_job(conn: Conn, row: Mapping[str, Any]) -> ClaimedJob:
         retry_on_exit=exit_codes(conn, row["retry_on_exit"]),
         no_retry_on_exit=exit_codes(conn, row["no_retry_on_exit"]),
         secret_env=dict(conn.json(row["secret_env"]) or {}),
+        submitted_by=row["submitted_by"],
     )
 
 

@@ -52,6 +52,7 @@ from jobctl.errors import DatabaseUnavailable
 from jobctl.metrics import NO_METRICS, NoMetrics
 from jobctl.models import Delivery, JobState, WorkerState
 from jobctl.policy import should_retry
+from jobctl.runas import SubmitterUsers, login_environment
 from jobctl.sdnotify import Notifier
 from jobctl.store import notify, queue, reads
 from jobctl.store import workers as worker_rows
@@ -96,6 +97,9 @@ class WorkerSettings:
     # cgroup waits on a machine-wide lock, which cost short jobs three quarters of their
     # throughput); False: none.
     cgroups: bool | None = None
+    # --run-as-submitter (a root worker): each job runs as its submitter's Unix user, found as
+    # this says (jobctl.runas); None: as its --user, else as the worker's own.
+    submitters: SubmitterUsers | None = None
 
 
 # While the read-ahead buffer keeps every slot busy, results are gathered for up to this long
@@ -202,7 +206,11 @@ class Worker:
                                     self.request_drain, beat=self._notifier.watchdog)
         self._watchdog: Watchdog | None = None
         self._cgroups: WorkerCgroups | None = None  # a cgroup per job, where it can (cgroup.py)
-        self._job_env = {**os.environ, "JOBCTL_WORKER": self.name}
+        # A job run as its submitter gets only what a login would, not the worker's own
+        # variables (its database URL among them): jobctl.runas.
+        environ = (os.environ if settings.submitters is None
+                   else login_environment(os.environ))
+        self._job_env = {**environ, "JOBCTL_WORKER": self.name}
         self._turns = 0
         self._turn_jobs = 0
         metrics.watch_slots(lambda: self._held.busy_slots, settings.concurrency)
@@ -235,6 +243,8 @@ class Worker:
                 self._on_notify, lambda: self.poll_s,
             )
             self._listener.start()
+        if self.settings.submitters is not None:
+            log.info("--run-as-submitter: %s", self.settings.submitters.describe())
         # Up, and only now said so (the log line, systemd's READY): a SIGTERM from whoever
         # waited for it finds the worker's handler, not Python's default, which kills.
         log.info("worker %s (id %d) started: queues %s, concurrency %d", self.name,
@@ -563,7 +573,8 @@ class Worker:
                              output_cap=self.settings.output_cap,
                              base_env=self._job_env, watchdog=self._watchdog,
                              cgroups=self._cgroups if (self.settings.cgroups or job.mem_bytes
-                                                       or job.cpus) else None)
+                                                       or job.cpus) else None,
+                             submitters=self.settings.submitters)
         run = Running(job, process)
         if self._held.hold(run):
             self._slots.submit(self._run_slot, run)

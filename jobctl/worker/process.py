@@ -38,6 +38,7 @@ from jobctl.store.queue import ClaimedJob
 from jobctl.worker.cgroup import JobCgroup, WorkerCgroups
 
 if TYPE_CHECKING:
+    from jobctl.runas import SubmitterUsers
     from jobctl.secret_env import Masker
 
 CHUNK_BYTES = 64 * 1024  # flush a stream's buffer when it holds this much
@@ -82,6 +83,7 @@ class JobProcess:
         base_env: dict[str, str] | None = None,
         watchdog: Watchdog | None = None,
         cgroups: WorkerCgroups | None = None,
+        submitters: SubmitterUsers | None = None,
     ) -> None:
         self.job = job
         self._sink = sink
@@ -91,6 +93,9 @@ class JobProcess:
         self._base_env = os.environ if base_env is None else base_env
         self._watchdog = watchdog
         self._cgroups = cgroups
+        # Where the worker runs each job as its submitter (--run-as-submitter): how it finds
+        # the user (jobctl.runas); None: as the job's --user, else as the worker's own.
+        self._submitters = submitters
         self._cgroup: JobCgroup | None = None  # the attempt's, while it runs
         self._rusage: Any = None  # wait4's, once the command is reaped
         self._lock = threading.Lock()
@@ -134,12 +139,19 @@ class JobProcess:
             if self._kill_reason is not None:  # cancelled or fenced before it started
                 return ProcessResult(None, None, self._kill_reason, self._kill_reason, False)
         run_as = None
-        if job.user is not None:
+        if self._submitters is not None:
+            run_as, refusal = self._submitter(job)
+            if run_as is None:
+                return self._not_started(EXIT_CANNOT_START, refusal)
+        elif job.user is not None:
             run_as = RunAs.lookup(job.user)
             if run_as is None:
                 return self._not_started(EXIT_CANNOT_START,
                                          f"no such user {job.user!r} on this worker")
-        if job.cwd is not None and not os.path.isdir(job.cwd):
+        # As its submitter, whether the directory exists is the user's to find out (below):
+        # root's answer would tell a submitter of directories it may not see.
+        if (job.cwd is not None and self._submitters is None
+                and not os.path.isdir(job.cwd)):
             return self._not_started(EXIT_CANNOT_START,
                                      f"working directory {job.cwd} does not exist")
         cwd = job.cwd
@@ -147,15 +159,18 @@ class JobProcess:
         if run_as is not None and run_as.switches:
             cwd = run_as.start_directory(job.cwd)
             if cwd is None:
+                missing = " (it does not exist, or the user may not)" if self._submitters else ""
                 return self._not_started(EXIT_CANNOT_START, f"user {run_as.name!r} cannot "
-                                         f"enter working directory {job.cwd}")
+                                         f"enter working directory {job.cwd}{missing}")
             identity = run_as.popen_arguments()
         secrets: dict[str, str] = {}
         if job.secret_env:
             from jobctl.secret_env import SecretError, masked_values, resolve
 
             try:
-                secrets = resolve(job.secret_env, self._base_env,
+                # As its submitter, never the worker's own variables (its database URL…).
+                secrets = resolve(job.secret_env,
+                                  None if self._submitters is not None else self._base_env,
                                   lambda path: _read_secret_file(path, run_as))
             except SecretError as unresolved:
                 return self._not_started(EXIT_CANNOT_START, str(unresolved))
@@ -236,6 +251,26 @@ class JobProcess:
         if oom and cgroup is not None:  # e.g. a shell whose child the kernel killed
             failure = f"{oom_error(cgroup.mem_bytes)}, exit code {returncode}"
         return ProcessResult(returncode, None, failure, reason, True, usage)
+
+    def _submitter(self, job: ClaimedJob) -> tuple[RunAs | None, str]:
+        """The user a job runs as under --run-as-submitter (jobctl.runas), or None and why
+        it cannot run."""
+        from jobctl.runas import NotRunnable
+
+        assert self._submitters is not None
+        try:
+            name = self._submitters.user_for(job.submitted_by, job.user)
+        except NotRunnable as refused:
+            return None, f"cannot run as its submitter: {refused}"
+        run_as = RunAs.lookup(name)
+        whose = (f"submitter {job.submitted_by!r}" if name == job.submitted_by
+                 else f"submitter {job.submitted_by!r}, by {self._submitters.source}")
+        if run_as is None:
+            return None, f"no such user {name!r} on this worker (the user of its {whose})"
+        if run_as.uid == 0:
+            return None, (f"user {name!r} (the user of its {whose}) is root, and a worker with "
+                          "--run-as-submitter never runs a job as root")
+        return run_as, ""
 
     def _cgroup_for(self, job: ClaimedJob) -> tuple[JobCgroup | None, _Enter | None]:
         """The attempt's cgroup, if the worker has them, and what puts the child in it."""

@@ -36,7 +36,7 @@ CLAIMED_JOB = """jobs.id, jobs.attempt, jobs.argv, jobs.env, jobs.cwd, jobs.time
     jobs.input, jobs.run_as, jobs.in_buffer, jobs.gpu_indices, jobs.gated, jobs.after_id,
     jobs.hook_of, jobs.cpus, jobs.mem_bytes,
     jobs.array_id, jobs.array_index, jobs.retry_on_exit, jobs.no_retry_on_exit,
-    jobs.secret_env,
+    jobs.secret_env, jobs.submitted_by,
     EXISTS (SELECT 1 FROM job_deps dep WHERE dep.depends_on = jobs.id) AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as

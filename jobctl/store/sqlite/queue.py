@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 CLAIMED_JOB = """id, attempt, argv, env, cwd, timeout_s, max_attempts, backoff_s, delivery, queue,
     losses, max_lost, input, run_as, in_buffer, gpu_indices, gated, after_id, hook_of, cpus,
     mem_bytes, array_id, array_index, retry_on_exit, no_retry_on_exit, secret_env,
-    TRUE AS has_dependents"""
+    submitted_by, TRUE AS has_dependents"""
 
 # Which jobs a worker may claim by their Unix user (`job submit --user`): a worker running as
 # root can become anyone (any_user); any other only itself (user).
