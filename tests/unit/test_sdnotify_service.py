@@ -105,8 +105,30 @@ def test_systemd_accepts_the_printed_units(kind: str, tmp_path: Path) -> None:
     (("scheduler", "--user", "a b"),
      "jobctl: error: --user 'a b': a user name cannot start with - or hold blanks, control "
      "characters, : or /\n"),
+    # A root worker would refuse to start on PostgreSQL (jobctl.runas), and only root can run
+    # jobs as their submitters: refused when printed, not when systemd restarts it forever.
+    (("worker", "--user", "root", "--", "--queue", "q"),
+     "jobctl: error: a worker unit running as root needs -- --run-as-submitter (each job as "
+     "its submitter's Unix user) or -- --allow-root (every job as root): on PostgreSQL it "
+     "refuses to start without one\n"),
+    (("worker", "--", "--run-as-submitter"),
+     "jobctl: error: --run-as-submitter needs a worker running as root: --user root\n"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
     result = run_cli("service", "print", *args)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
     assert "pw" not in result.stderr or "pw@" not in result.stderr
+
+
+@pytest.mark.parametrize("flags", [("--run-as-submitter", "--user-map", "/etc/jobctl/users.toml"),
+                                   ("--allow-root",)])
+def test_a_root_worker_unit_says_what_root_is_for(flags: tuple[str, ...]) -> None:
+    printed = run_cli("service", "print", "worker", "--user", "root", "--executable",
+                      "/usr/bin/jobctl", "--", *flags)
+    assert printed.returncode == 0, printed
+    lines = printed.stdout.splitlines()
+    assert ("ExecStart=/usr/bin/jobctl worker start --grace 30s --kill-grace 5s "
+            + " ".join(flags)) in lines
+    assert "User=root" in lines
+    # a scheduler runs no job: root or not, nothing to say
+    assert run_cli("service", "print", "scheduler", "--user", "root").returncode == 0
