@@ -127,8 +127,10 @@ def test_each_job_runs_as_its_submitters_unix_user(jobctl_pg: Jobctl, tmp_path: 
     carol = accounts.user()  # the user a role of another name is mapped to
     bob = accounts.new_name("jb")
     as_bob = Jobctl(accounts.role(bob), tmp_path)
+    dave = accounts.new_name("jd")  # a role mapped to root: never run as root
+    as_dave = Jobctl(accounts.role(dave), tmp_path)
     user_map = tmp_path / "users.toml"
-    user_map.write_text(f'# role = "unix user"\n{bob} = "{carol.pw_name}"\n')
+    user_map.write_text(f'# role = "unix user"\n{bob} = "{carol.pw_name}"\n{dave} = "root"\n')
     home = Path(alice.pw_dir)
     # A secret only root may read, where alice can look (her home), and one of her own.
     roots_secret = home / "root-secret"
@@ -153,6 +155,9 @@ def test_each_job_runs_as_its_submitters_unix_user(jobctl_pg: Jobctl, tmp_path: 
     workers_variable = as_alice.submit("--secret-env", "URL=env:JOBCTL_DATABASE_URL", "--",
                                        "true")
     locked_cwd = as_alice.submit("--cwd", str(tmp_path), "--", "pwd")  # root's, mode 700
+    # One that does not exist there: the same answer (root's would tell her which exist).
+    missing_cwd = as_alice.submit("--cwd", str(tmp_path / "missing"), "--", "pwd")
+    as_root = as_dave.submit("--", "id", "-u")
     mapped = as_bob.submit("--shell", 'id -un; echo made > "$HOME/made"')
 
     worker = subprocess.run(
@@ -199,6 +204,13 @@ def test_each_job_runs_as_its_submitters_unix_user(jobctl_pg: Jobctl, tmp_path: 
     assert failed_to_start(jobctl_pg, locked_cwd) == (
         f"user {alice.pw_name!r} cannot enter working directory {tmp_path} (it does not exist, "
         "or the user may not)")
+
+    assert failed_to_start(jobctl_pg, missing_cwd) == (
+        f"user {alice.pw_name!r} cannot enter working directory {tmp_path / 'missing'} (it "
+        "does not exist, or the user may not)")
+    assert failed_to_start(jobctl_pg, as_root) == (
+        f"user 'root' (the user of its submitter {dave!r}, by {user_map}) is root, and a "
+        "worker with --run-as-submitter never runs a job as root")
 
     assert logs(jobctl_pg, mapped)[0] == f"{carol.pw_name}\n".encode()
     made = (Path(carol.pw_dir) / "made").stat()
