@@ -140,6 +140,15 @@ class Client:
             self._direct.close()
             self._direct = None
 
+    @property
+    def backend(self) -> str:
+        """Which database the URL names, without connecting: "postgresql" or "sqlite"."""
+        from jobctl.config import resolve_database_url
+        from jobctl.store.url import parse
+
+        return parse(self._db.url_text if self._db is not None
+                     else resolve_database_url(self._url)).backend
+
     def _reading(self) -> AbstractContextManager[Conn]:
         return self._database().read()
 

@@ -101,11 +101,10 @@ def start(
 
     from jobctl import capacity
     from jobctl.runas import load_user_map, worker_start_problem
-    from jobctl.store.url import parse
     from jobctl.worker.loop import WorkerSettings
 
     st = state(ctx)
-    problem = worker_start_problem(os.geteuid(), parse(st.database_url).backend,
+    problem = worker_start_problem(os.geteuid(), st.client().backend,
                                    run_as_submitter, allow_root, user_map is not None)
     if problem is not None:
         raise InvalidInput(problem)
