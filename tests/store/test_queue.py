@@ -16,6 +16,7 @@ from jobctl.models import Attempt, Delivery, Job, JobSpec, JobState, WorkerState
 from jobctl.store import jobs, queue, reads
 from jobctl.store import workers as worker_rows
 from jobctl.store.direct import DirectDatabase
+from jobctl.store.identity import unix_user
 from jobctl.store.queue import ClaimedJob, Outcome
 from jobctl.store.url import parse
 
@@ -160,11 +161,15 @@ def test_claimed_job_carries_what_the_worker_needs(db: DirectDatabase) -> None:
     job_id = submit(db, argv=["sh", "-c", "exit 3"], env={"A": "1"}, cwd="/tmp", timeout_s=9.5,
                     retries=2, backoff_s=4.0, delivery=Delivery.AT_MOST_ONCE, queue="q")
     [job] = claim(db, w, queues=["q"], lease_s=30.0)
+    with db.read() as conn:  # who submitted it (--run-as-submitter runs it as that one)
+        submitter = (conn.scalar("SELECT session_user") if db.backend.title == "PostgreSQL"
+                     else unix_user())
     assert job == ClaimedJob(id=job_id, attempt=1, argv=["sh", "-c", "exit 3"], env={"A": "1"},
                              cwd="/tmp", timeout_s=9.5, max_attempts=3, backoff_s=4.0,
                              delivery=Delivery.AT_MOST_ONCE, queue="q",
                              # PostgreSQL's claim says nobody waits on it; SQLite's doesn't look
-                             has_dependents=db.backend.title != "PostgreSQL")
+                             has_dependents=db.backend.title != "PostgreSQL",
+                             submitted_by=submitter)
     row = get(db, job_id)
     assert row.lease_until is not None and row.started_at is not None
     assert timedelta(seconds=25) < row.lease_until - row.started_at <= timedelta(seconds=31)
