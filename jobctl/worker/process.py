@@ -186,7 +186,16 @@ class JobProcess:
             env["JOBCTL_HOOK_OUTPUT"] = self._write_hook_output(job.hook_output, run_as)
         cgroup, enter = self._cgroup_for(job)
 
-        def start(preexec: _Enter | None) -> subprocess.Popen[bytes]:
+        # As its submitter, the job enters its directory itself, once it is the user (Popen
+        # changes directory as root, before it changes user): a directory swapped for one the
+        # user may not enter, after the check above and before the start, is not entered.
+        as_user = (_EnterAsUser(cwd, run_as.name) if self._submitters is not None
+                   and run_as is not None and run_as.switches and cwd is not None else None)
+
+        def start(enter: _Enter | None) -> subprocess.Popen[bytes]:
+            preexec: Callable[[], None] | None = enter
+            if as_user is not None:
+                preexec = as_user.after(enter)
             return subprocess.Popen(
                 job.argv,
                 stdin=_devnull() if job.input is None else subprocess.PIPE,
@@ -194,7 +203,7 @@ class JobProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 env=env,
-                cwd=cwd,
+                cwd=cwd if as_user is None else None,
                 preexec_fn=preexec,
                 **identity,
             )
@@ -510,6 +519,30 @@ class _Enter:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+class _EnterAsUser:
+    """The child's way into its working directory after it became the job's user (preexec
+    runs after setuid): chdir, else its reason on its stderr and exit code 125, never exec.
+    Only system calls run in the child, on bytes prepared here."""
+
+    def __init__(self, directory: str, user: str) -> None:
+        self._directory = os.fsencode(directory)
+        self._message = (f"jobctl: user {user!r} cannot enter working directory {directory}\n"
+                         .encode(errors="replace"))
+
+    def after(self, enter: _Enter | None) -> Callable[[], None]:
+        def preexec() -> None:
+            if enter is not None:
+                enter()  # into its cgroup first (its failure: as without this)
+            try:
+                os.chdir(self._directory)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.write(2, self._message)
+                os._exit(EXIT_CANNOT_START)
+
+        return preexec
 
 
 class _Feeder:

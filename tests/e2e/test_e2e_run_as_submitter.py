@@ -8,6 +8,7 @@ one /etc/passwd), and removes them afterwards (userdel -r, DROP ROLE)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -162,7 +163,8 @@ def test_each_job_runs_as_its_submitters_unix_user(jobctl_pg: Jobctl, tmp_path: 
 
     worker = subprocess.run(
         [str(JOBCTL), "worker", "start", "--burst", *FAST_WORKER_OPTIONS, "--run-as-submitter",
-         "--user-map", str(user_map)],
+         # --cgroups where it can: each job enters its cgroup, then its directory, as its user
+         "--user-map", str(user_map), "--cgroups"],
         cwd=tmp_path, env=root_worker_env(jobctl_pg), capture_output=True, timeout=120,
         check=False)
     assert worker.returncode == 0, describe(worker)
@@ -261,3 +263,36 @@ def test_a_root_worker_on_postgresql_refuses_without_a_flag(jobctl_pg: Jobctl) -
     assert refused.stderr.count("\n") == 1
     assert "pass --run-as-submitter" in refused.stderr and "--allow-root" in refused.stderr
     assert jobctl_pg.status(job_id)["state"] == "queued"
+
+
+def test_the_job_enters_its_directory_as_its_user(tmp_path: Path, accounts: Accounts,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Popen changes directory as root, before it changes user: a directory swapped, after the
+    worker's check, for one the user may not enter would be entered all the same. As its
+    submitter the job enters it itself, as the user. The race is made certain here by a check
+    that says yes (RunAs.can_enter) to a directory of root's (mode 700), and a real process."""
+    from jobctl.models import Delivery
+    from jobctl.runas import SubmitterUsers
+    from jobctl.store.queue import ClaimedJob
+    from jobctl.worker.process import JobProcess, RunAs
+
+    alice = accounts.user()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    monkeypatch.setattr(RunAs, "can_enter", lambda self, directory: True)
+    output: list[tuple[str, bytes]] = []
+    job = ClaimedJob(id=1, attempt=1, argv=["pwd"], env={}, cwd=str(locked), timeout_s=30.0,
+                     max_attempts=1, backoff_s=1.0, delivery=Delivery.AT_LEAST_ONCE,
+                     queue="default", submitted_by=alice.pw_name)
+    process = JobProcess(job, lambda stream, seq, data: output.append((stream, data)),
+                         base_env={"PATH": os.defpath}, submitters=SubmitterUsers({}))
+    result = process.run()
+    assert result.exit_code == 125, (result, output)
+    assert output == [("stderr", f"jobctl: user {alice.pw_name!r} cannot enter working directory "
+                                 f"{locked}\n".encode())]
+    # and where the user may enter (her home), it does
+    output.clear()
+    entered = JobProcess(dataclasses.replace(job, cwd=alice.pw_dir),
+                         lambda stream, seq, data: output.append((stream, data)),
+                         base_env={"PATH": os.defpath}, submitters=SubmitterUsers({})).run()
+    assert (entered.exit_code, output) == (0, [("stdout", f"{alice.pw_dir}\n".encode())])
