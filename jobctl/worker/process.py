@@ -14,7 +14,9 @@ cgroup (jobctl.accounting).
 Standard input is /dev/null, or the job's `input` bytes through a pipe that the same loop that
 pumps the output fills as the command reads (non-blocking writes: a command that writes much
 before it reads, or never reads, cannot deadlock it), closed at the end of the bytes. A job with
-a `user` runs as that user (see `RunAs`).
+a `user` runs as that user (see `RunAs`); on a worker with --run-as-submitter every job runs as
+its submitter's user (jobctl.runas), which then also reads its secret files and enters its
+working directory.
 """
 
 from __future__ import annotations
