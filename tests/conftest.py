@@ -18,6 +18,7 @@ A test that gets its database through another fixture (`jobctl`, `jobctl_sqlite`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,8 +46,45 @@ def pytest_configure(config: pytest.Config) -> None:
     import compileall
 
     compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "jobctl"), quiet=1)
-    if _is_xdist_controller(config) and EXTERNAL_DATABASE_URL is None:
-        _start_shared_cluster(config)
+    if _is_xdist_controller(config):
+        if EXTERNAL_DATABASE_URL is None:
+            _start_shared_cluster(config)
+        _rewrite_test_modules_once(config)
+
+
+def _rewrite_test_modules_once(config: pytest.Config) -> None:
+    """pytest's assertion rewriting of every test module and conftest.py, done once by xdist's
+    controller and cached where pytest caches it (`__pycache__/*-pytest-*.pyc`, checked by the
+    source's hash), before the test processes start. Otherwise each of them parses and rewrites
+    all ~110 modules itself as it collects (about 2 of its 3.8 CPU-s of collection), and where
+    PYTHONDONTWRITEBYTECODE is set (as in some CI images) pytest never caches them, run after
+    run. Only a cache: without these private helpers (another pytest) the processes rewrite as
+    before."""
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+        )
+    except ImportError:
+        return
+    state = config.stash.get(assertstate_key, None)
+    if state is None:  # --assert=plain
+        return
+    for source in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        if not (source.name.startswith("test_") or source.name == "conftest.py"):
+            continue
+        cache = get_cache_dir(source)
+        pyc = cache / (source.name[:-3] + PYC_TAIL)
+        if _read_pyc(source, pyc) is not None:
+            continue
+        with contextlib.suppress(OSError):
+            cache.mkdir(exist_ok=True)
+            source_hash, code = _rewrite_test(source, config)
+            _write_pyc(state, code, source_hash, pyc)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
