@@ -16,7 +16,7 @@ from jobctl.store.audit import (
     COLUMNS,
     JOB_ACTION,
     JOB_COLUMNS,
-    JOB_TRIGGER_COLUMNS,
+    JOB_ACTION_COLUMNS,
     PRUNE_ACTION,
     QUEUE_COLUMNS,
     SCHEDULE_COLUMNS,
@@ -82,7 +82,7 @@ def _insert(action: str, kind: str, target: str, owner: str, changes: str) -> st
 # --- jobs: another's job changed by a user ------------------------------------------------------
 
 JOB_TRIGGER = f"""
-CREATE TRIGGER jobs_audit AFTER UPDATE OF {', '.join(JOB_TRIGGER_COLUMNS)} ON jobs FOR EACH ROW
+CREATE TRIGGER jobs_audit AFTER UPDATE OF {', '.join(JOB_ACTION_COLUMNS)} ON jobs FOR EACH ROW
 WHEN {job_when(ME, _DISTINCT)}
 BEGIN
     {_insert(JOB_ACTION, "job", "CAST(NEW.id AS TEXT)", "OLD.submitted_by",
