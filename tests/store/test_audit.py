@@ -461,3 +461,17 @@ def test_postgresql_an_insert_cannot_forge_the_role(pg_url: str, role: Role) -> 
         rows = conn.execute("SELECT role, at > now() - interval '1 hour' FROM audit "
                             "ORDER BY id").fetchall()
     assert rows == [(owner, True), (role.name, True)]
+
+
+def test_postgresql_public_gets_no_right_on_the_trail(pg_url_empty: str) -> None:
+    """Even where the database gives PUBLIC every right on new tables by default (ALTER DEFAULT
+    PRIVILEGES), the migration takes them away from `audit`, and only from it."""
+    with psycopg.connect(pg_url_empty, autocommit=True) as conn:
+        conn.execute("ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC")
+    open_or_create(pg_url_empty).close()  # creates the schema: every migration, 0012 included
+    with psycopg.connect(pg_url_empty) as conn:
+        rights = {table: [bool(conn.execute("SELECT has_table_privilege('public', %s, %s)",
+                                            [table, right]).fetchone()[0])  # type: ignore[index]
+                          for right in ("INSERT", "UPDATE", "DELETE", "TRUNCATE")]
+                  for table in ("jobs", "audit")}
+    assert rights == {"jobs": [True] * 4, "audit": [False] * 4}
