@@ -15,8 +15,8 @@ everyone who has not dropped them.
 from jobctl.store.audit import (
     COLUMNS,
     JOB_ACTION,
-    JOB_COLUMNS,
     JOB_ACTION_COLUMNS,
+    JOB_COLUMNS,
     PRUNE_ACTION,
     QUEUE_COLUMNS,
     SCHEDULE_COLUMNS,
