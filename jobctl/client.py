@@ -32,6 +32,7 @@ from jobctl.models import (
     RERUN_STATES,
     ArrayStatus,
     Attempt,
+    AuditEntry,
     Check,
     Dependency,
     Job,
@@ -503,6 +504,14 @@ class Client:
 
         with self._reading() as connection:
             return checks.list_all(connection)
+
+    def audit(self, since: datetime | None = None) -> list[AuditEntry]:
+        """The audit trail from `since` on (all of it for None), oldest first
+        (jobctl.store.audit)."""
+        from jobctl.store import audit
+
+        with self._reading() as connection:
+            return audit.since(connection, since)
 
     def check(self, name: str) -> Check:
         from jobctl.store import checks

@@ -5,7 +5,7 @@ Nothing here touches the database or the terminal, so every layer can import it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import field
 from datetime import datetime
 from enum import StrEnum
@@ -763,6 +763,34 @@ class Check:
             "overdue_since": isoformat_utc(self.overdue_since),
             "overdue_at": isoformat_utc(self.overdue_at),
         }
+
+
+# --- the audit trail (`jobctl audit`, jobctl.store.audit) ----------------------------------------
+
+
+@record
+class AuditEntry:
+    """One row of the audit trail: who (`role`: the PostgreSQL session's role, or on SQLite the
+    Unix user) did what (`action`, e.g. job.cancel, queue.pause, schedule.edit, worker.stop,
+    retention.prune) to which `kind` of thing (`target`: its id or name), whose it was
+    (`owner`: a job's or schedule's submitted_by), when (the database's time) and what changed
+    (`changes`: column → [old, new]; a retention run's counts)."""
+
+    id: int
+    at: datetime
+    role: str
+    action: str
+    kind: str
+    target: str | None
+    owner: str | None
+    changes: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        from jobctl.timeparse import isoformat_utc
+
+        return {"id": self.id, "at": isoformat_utc(self.at), "role": self.role,
+                "action": self.action, "kind": self.kind, "target": self.target,
+                "owner": self.owner, "changes": dict(self.changes)}
 
 
 # --- job arrays (`job submit --array`) ---------------------------------------------------------

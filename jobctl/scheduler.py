@@ -196,7 +196,7 @@ class Scheduler:
             return
         from jobctl.store import retention
 
-        pruned = retention.prune(self._db, self._settings.retention_s)
+        pruned = retention.prune(self._db, self._settings.retention_s, audit_empty=False)
         if pruned.jobs:
             log.info("retention: deleted %d finished job(s) older than %gs", pruned.jobs,
                      self._settings.retention_s)

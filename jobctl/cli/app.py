@@ -156,6 +156,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                   "running jobs, recent failures."),
     "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),
     "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention."),
+    "audit": ("jobctl.cli.audit:audit", "The audit trail: who changed others' jobs, queues, "
+                                        "schedules, workers, retention."),
     "config": ("jobctl.cli.config", "Show the settings in effect and the config file's path."),
     "completion": ("jobctl.cli.completion", "Print a shell completion script (commands, "
                                             "options, job ids, queues, workers, …)."),

@@ -80,6 +80,9 @@ EXAMPLES: dict[str, list[str]] = {
     "jobctl worker stop": ["jobctl worker stop build-01.4242"],
     "jobctl db upgrade": ["JOBCTL_DATABASE_URL=postgresql://jobctl@db/jobctl jobctl db upgrade"],
     "jobctl db status": ["jobctl db status -o json"],
+    "jobctl audit": ["jobctl audit --since 1d",
+                     "jobctl audit --since 2026-12-01 -o json | jq '.[] | select(.kind == "
+                     "\"job\")'"],
     "jobctl config show": ["jobctl --profile prod config show",
                            "jobctl config show -o json"],
     "jobctl config path": ["$EDITOR \"$(jobctl config path)\""],

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from jobctl.errors import DatabaseUnavailable
     from jobctl.store import (
         arrays,
+        audit,
         capacity,
         checks,
         deps,
@@ -157,6 +158,7 @@ class Backend(Protocol):
     sql_checks: checks.ChecksSQL
     sql_overdue: overdue.OverdueSQL
     sql_arrays: arrays.ArraysSQL
+    sql_audit: audit.AuditSQL
 
 
 class _EntitySQL:
@@ -184,6 +186,7 @@ class SqlModules:
     # Dead-man's switches (schedules' alerts, checks).
     sql_checks, sql_overdue = (_EntitySQL() for _ in range(2))
     sql_arrays = _EntitySQL()
+    sql_audit = _EntitySQL()
 
 
 if TYPE_CHECKING:
@@ -246,6 +249,14 @@ if TYPE_CHECKING:
 
     _arrays_conform(pg_arrays)
     _arrays_conform(lite_arrays)
+
+    from jobctl.store.postgres import audit as pg_audit
+    from jobctl.store.sqlite import audit as lite_audit
+
+    def _audit_conforms(audit: audit.AuditSQL) -> None: ...
+
+    _audit_conforms(pg_audit)
+    _audit_conforms(lite_audit)
 
     _BACKENDS: tuple[Backend, ...] = (PostgresBackend(), SqliteBackend())
 

@@ -24,8 +24,8 @@ from jobctl.store.reads import database_now
 BATCH = 1000
 DEFAULT_STATES = tuple(state for state in JobState if state in FINAL_STATES)
 # jobctl's tables (store.schema's metadata, which a test holds this to), for `db status`.
-TABLES = ("arrays", "attempts", "checks", "job_deps", "job_logs", "jobs", "queues", "schedules",
-          "workers", "workflows")
+TABLES = ("arrays", "attempts", "audit", "checks", "job_deps", "job_logs", "jobs", "queues",
+          "schedules", "workers", "workflows")
 
 # --- SQL both backends share -------------------------------------------------------------------
 # SQL text that both backends run exactly as it is (no parameter, nothing dialect-specific) lives
@@ -74,10 +74,15 @@ def check_states(states: Sequence[JobState]) -> None:
 
 def prune(database: DirectDatabase, older_than_s: float,
           states: Sequence[JobState] = DEFAULT_STATES, logs_only: bool = False,
-          dry_run: bool = False, batch: int = BATCH) -> Pruned:
+          dry_run: bool = False, batch: int = BATCH, audit_empty: bool = True) -> Pruned:
     """Delete jobs in `states` that finished more than `older_than_s` ago, with their attempts
     and output (or, with `logs_only`, only their output). Jobs that an unfinished job depends on
-    are kept. The scheduler may call this periodically."""
+    are kept. The scheduler may call this periodically.
+
+    A run that deletes records one row in the audit trail at its end, with its counts
+    (jobctl.store.audit.note_prune); one that deletes nothing too, unless `audit_empty` is
+    false (a scheduler's hourly retention that found nothing leaves no trace). A dry run never
+    does. The trail itself is never pruned."""
     check_states(states)
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
     with database.read() as conn:
@@ -104,6 +109,12 @@ def prune(database: DirectDatabase, older_than_s: float,
             break
         if not dry_run:
             sql.after_batch(time.monotonic() - started)
+    if not dry_run and (audit_empty or result.jobs or result.log_chunks):
+        from jobctl.store import audit
+
+        with database.write() as conn:
+            audit.note_prune(conn, {**result.to_json(), "older_than_s": older_than_s,
+                                    "states": [state.value for state in states]})
     return result
 
 

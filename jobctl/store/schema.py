@@ -471,3 +471,25 @@ _partial_index(
     checks.c.overdue_at,
     where=sa.text("overdue_since IS NULL"),
 )
+
+# The audit trail (jobctl.store.audit, migration 0012): one row per recorded action, written by
+# triggers (and, for retention, a function): `role` and `at` are the database's (the session's
+# role on PostgreSQL, the Unix user on SQLite); `kind` job, queue, schedule, worker or retention;
+# `target` the job's or worker's id, the queue's or schedule's name; `owner` the job's or
+# schedule's submitted_by; `changes` {column: [old, new]}, or a retention run's counts. Nobody
+# may change or delete a row (triggers refuse it; PostgreSQL: only its owner may write it).
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", _bigint_pk(), sa.Identity(), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("owner", sa.Text),
+    sa.Column("changes", _json(), nullable=False),
+    sqlite_autoincrement=True,
+)
+# `jobctl audit --since`.
+sa.Index("ix_audit_at", audit.c.at)

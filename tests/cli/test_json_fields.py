@@ -109,6 +109,12 @@ def _check(url: str) -> dict[str, Any]:
     return listed
 
 
+def _audit(url: str) -> dict[str, Any]:
+    jobctl(url, "queue", "pause", "default")
+    entry: dict[str, Any] = emitted(url, "audit")[-1]
+    return entry
+
+
 EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "job": lambda url: emitted(url, "job", "list")[0],
     "job status": lambda url: _added(emitted(url, "job", "status", _job_id(url)),
@@ -133,6 +139,7 @@ EMITTERS: dict[str, Callable[[str], dict[str, Any]]] = {
     "queue": lambda url: emitted(url, "queue", "list")[0],
     "job explain": lambda url: emitted(url, "job", "explain", _job_id(url)),
     "check": lambda url: _check(url),
+    "audit": lambda url: _audit(url),
 }
 
 

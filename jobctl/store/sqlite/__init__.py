@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobctl.errors import DatabaseLocked, DatabaseUnavailable
 from jobctl.store.backend import SqlModules, TransactionKind
+from jobctl.store.identity import unix_user
 from jobctl.store.url import query_for_sqlalchemy
 
 if TYPE_CHECKING:
@@ -273,6 +274,9 @@ def setup_sqlite(raw: Any, wait: LockWait) -> None:
     raw.isolation_level = None
     # First (the driver's connect sets it too): it takes no lock, and the others may wait.
     raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # The name the audit trail's triggers record (jobctl.store.sqlite.audit): this process's
+    # Unix user, as jobctl.store.identity gives it to the rows it inserts.
+    raw.create_function("jobctl_session_user", 0, unix_user, deterministic=True)
     for pragma in PRAGMAS:
         wait.retry(functools.partial(raw.execute, pragma), f"the lock to run {pragma}")
 
