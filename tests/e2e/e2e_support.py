@@ -124,10 +124,28 @@ class Jobctl:
         return result.stdout
 
     def submit(self, *args: str) -> int:
-        """`job submit ARGS…` (put `--` before the command); returns the new job's id."""
-        out = self.ok("job", "submit", *args)
-        assert re.fullmatch(r"\d+\n", out), f"submit did not print a bare id: {out!r}"
-        return int(out)
+        """`job submit ARGS…` (put `--` before the command); returns the new job's id.
+
+        In this process, as `look` (the CLI's code path is the same: tests/inprocess.py), with
+        this object's environment: a submit here sets the scene for the workers and schedulers
+        under test, which are real processes, and a Python start for each (about 150 ms of CPU
+        on PostgreSQL, psycopg's import most of it) was a tenth of the suite's CPU. The tests of
+        `job submit` itself (exit codes, --wait, standard input, the bare id on a pipe) run the
+        real executable (`self(...)`, `run_bytes`)."""
+        from inprocess import run_cli
+
+        result = run_cli("job", "submit", *args, env=self._differences())
+        assert result.exit_code == 0 and "Traceback" not in result.stderr, result
+        assert re.fullmatch(r"\d+\n", result.stdout), (
+            f"submit did not print a bare id: {result.stdout!r}")
+        return int(result.stdout)
+
+    def _differences(self) -> dict[str, str | None]:
+        """What this object's environment sets, or removes, beyond this process's."""
+        changed: dict[str, str | None] = {
+            name: value for name, value in self.env.items() if os.environ.get(name) != value}
+        changed.update({name: None for name in os.environ if name not in self.env})
+        return changed
 
     def look(self, *args: str) -> str:
         """Run a command that only reads (`job status`, `job list` …) in this process, and require
