@@ -284,7 +284,8 @@ $XDG_DATA_HOME/jobctl/. Point every machine at one PostgreSQL database
 (--database-url or JOBCTL_DATABASE_URL) to make them a cluster.
 
 Exit status: 0 ok; 2 invalid input; 3 not found; 4 database unreachable or
-schema out of date; 124 a wait timed out; 130 interrupted. `job submit --wait`
+schema out of date; 5 permission denied; 124 a wait timed out; 130
+interrupted. `job submit --wait`
 and `job wait` exit with the job's own exit code."""
 
 

@@ -1,0 +1,275 @@
+"""PostgreSQL roles and permissions (`jobctl db roles|grant|revoke`, jobctl.store.postgres.roles)
+with real roles on the test cluster: each role tries what it may not and gets exit 5 with
+nothing changed, and does what it may. Login roles are this test's own (unique names, dropped
+afterwards); the group roles are the cluster's, made idempotently by `db roles` (several test
+processes may make them at once). Roles connect by their name in the URL (trust auth)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from e2e_support import Jobctl
+from inprocess import jobctl, run_cli
+from psycopg import sql
+
+from jobctl.store.postgres import roles as role_sql
+from jobctl.store.schema import metadata
+
+PERMISSION_DENIED = 5
+
+
+def as_role(url: str, role: str) -> str:
+    """`url` with `role` as its user (the test cluster trusts every local connection)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{role}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Logins:
+    """LOGIN roles of this test's own, each made a member of a jobctl group role."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.names: list[str] = []
+
+    def make(self, group: str | None) -> str:
+        """A new login role, granted `group` (through `jobctl db grant`); its URL."""
+        name = f"jobctl_t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        self.names.append(name)
+        if group is not None:
+            jobctl(self.url, "db", "grant", group, name)
+        return as_role(self.url, name)
+
+    def drop(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for name in self.names:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE usename = %s", [name])
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def logins(pg_url: str) -> Iterator[Logins]:
+    jobctl(pg_url, "db", "roles")
+    found = Logins(pg_url)
+    yield found
+    found.drop()
+
+
+def denied(url: str, *args: str) -> str:
+    """Run in-process as the role of `url`; require exit 5 and one `permission denied` line."""
+    result = jobctl(url, *args, expect=PERMISSION_DENIED)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jobctl: error: permission denied: "), \
+        result.stderr
+    return lines[0]
+
+
+def submit(url: str, *args: str) -> int:
+    return int(jobctl(url, "job", "submit", *args).stdout)
+
+
+def status(url: str, job_id: int) -> dict[str, object]:
+    document: dict[str, object] = json.loads(
+        jobctl(url, "job", "status", str(job_id), "-o", "json").stdout)
+    return document
+
+
+def snapshot(url: str) -> list[tuple[object, ...]]:
+    """Every job, queue and worker row, to compare before and after a refusal."""
+    with psycopg.connect(url) as conn:
+        return [*conn.execute("SELECT * FROM jobs ORDER BY id").fetchall(),
+                *conn.execute("SELECT * FROM queues ORDER BY name").fetchall(),
+                *conn.execute("SELECT * FROM workers ORDER BY id").fetchall(),
+                *conn.execute("SELECT job_id, depends_on FROM job_deps").fetchall()]
+
+
+def unchanged(url: str, action: Callable[[], object]) -> None:
+    before = snapshot(url)
+    action()
+    assert snapshot(url) == before
+
+
+def test_submitter_changes_its_own_jobs_only(pg_url: str, logins: Logins) -> None:
+    alice, bob = logins.make("submitter"), logins.make("jobctl_submitter")
+    mine = submit(alice, "--env", "TOKEN=alice-secret", "--", "echo", "hi")
+    theirs = submit(bob, "--env", "TOKEN=bob-secret", "--", "echo", "hi")
+    assert status(bob, theirs)["submitted_by"] == urlsplit(bob).username
+
+    for args in (("job", "cancel", str(mine)), ("job", "hold", str(mine)),
+                 ("job", "edit", str(mine), "--priority", "5")):
+        unchanged(pg_url, lambda args=args: denied(bob, *args))  # type: ignore[misc]
+    # Another's environment is hidden, not a crash; one's own is shown.
+    seen = status(bob, mine)
+    assert seen["env"] is None and seen["private_hidden"] is True
+    assert "alice-secret" not in jobctl(bob, "job", "status", str(mine)).stdout
+    assert status(bob, theirs)["env"] == {"TOKEN": "bob-secret"}
+    assert status(pg_url, mine)["env"] == {"TOKEN": "alice-secret"}  # the owner sees all
+
+    # Its own: hold, release, edit, cancel, retry.
+    jobctl(bob, "job", "hold", str(theirs))
+    jobctl(bob, "job", "release", str(theirs))
+    jobctl(bob, "job", "edit", str(theirs), "--priority", "7")
+    jobctl(bob, "job", "cancel", str(theirs))
+    assert status(pg_url, theirs)["state"] == "cancelled"
+    jobctl(bob, "job", "retry", str(theirs))
+    assert status(pg_url, theirs)["state"] == "queued"
+    unchanged(pg_url, lambda: denied(bob, "job", "retry", str(mine)))
+    # An operator cancels anyone's.
+    operator = logins.make("operator")
+    jobctl(operator, "job", "cancel", str(mine))
+    assert status(pg_url, mine)["state"] == "cancelled"
+
+
+def test_submitter_cannot_forge_submitted_by(pg_url: str, logins: Logins) -> None:
+    alice, bob = logins.make("submitter"), logins.make("submitter")
+    jobctl(alice, "schedule", "add", "nightly", "--every", "1h", "--", "true")
+    with psycopg.connect(pg_url) as conn:
+        schedule_id = conn.execute("SELECT id FROM schedules").fetchone()[0]  # type: ignore
+    columns = "queue, state, argv, env, labels, delivery, run_at, created_at"
+    values = "'default', 'queued', '[\"true\"]', '{}', '{}', 'at_least_once', now(), now()"
+    before = snapshot(pg_url)
+    with psycopg.connect(bob) as conn:
+        # Naming another as submitted_by: the trigger writes bob's own name (allowed, bob's).
+        conn.execute(f"INSERT INTO jobs ({columns}, submitted_by) VALUES ({values}, "
+                     f"'{urlsplit(alice).username}')")
+        job_id, name = conn.execute("SELECT id, submitted_by FROM jobs").fetchone()  # type: ignore
+        assert name == urlsplit(bob).username
+        conn.rollback()
+        # Under alice's schedule: it would be hers, so it is refused.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"INSERT INTO jobs ({columns}, schedule_id, fire_time) "
+                         f"VALUES ({values}, %s, now())", [schedule_id])
+        conn.rollback()
+        # Nor can bob change alice's schedule (to make it his).
+        assert conn.execute("UPDATE schedules SET paused = true").rowcount == 0
+    assert snapshot(pg_url) == before
+    del job_id
+
+
+def test_submitter_cannot_read_anothers_output(pg_url: str, logins: Logins,
+                                               tmp_path: Path) -> None:
+    alice, bob = logins.make("submitter"), logins.make("submitter")
+    worker = logins.make("worker")
+    mine = submit(alice, "--", "echo", "alice-output")
+    with Jobctl(worker, tmp_path) as run:
+        run.burst()
+    assert jobctl(alice, "job", "logs", str(mine)).stdout == "alice-output\n"
+    assert "alice-output" not in denied(bob, "job", "logs", str(mine))
+    # And directly: row-level security hides the rows.
+    with psycopg.connect(bob) as conn:
+        assert conn.execute("SELECT count(*) FROM job_logs").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT env FROM jobs")
+
+
+def test_worker_role_runs_jobs_but_cannot_insert_one(pg_url: str, logins: Logins,
+                                                     tmp_path: Path) -> None:
+    submitter, worker = logins.make("submitter"), logins.make("worker")
+    ids = [submit(submitter, "--on-end", "echo hook", "--", "sh", "-c", f"echo out-{n}")
+           for n in range(3)]
+    with Jobctl(worker, tmp_path) as run:
+        run.burst()
+    for n, job_id in enumerate(ids):
+        assert status(pg_url, job_id)["state"] == "succeeded"
+        assert jobctl(submitter, "job", "logs", str(job_id)).stdout == f"out-{n}\n"
+    # The hooks (inserted by the database as the jobs ended) ran too, as the submitter's jobs.
+    hooks = json.loads(jobctl(pg_url, "job", "list", "-o", "json").stdout)
+    hooks = [job for job in hooks if job["hook_of"] is not None]
+    assert len(hooks) == 3 and {h["state"] for h in hooks} == {"succeeded"}
+    assert {h["submitted_by"] for h in hooks} == {urlsplit(submitter).username}
+    before = snapshot(pg_url)
+    with psycopg.connect(worker) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("INSERT INTO jobs (queue, state, argv, env, labels, delivery, run_at, "
+                     "created_at) VALUES ('default', 'queued', '[\"true\"]', '{}', '{}', "
+                     "'at_least_once', now(), now())")
+    assert snapshot(pg_url) == before
+    # Nor may it submit through jobctl, or pause a queue.
+    unchanged(pg_url, lambda: denied(worker, "job", "submit", "--", "true"))
+    unchanged(pg_url, lambda: denied(worker, "queue", "pause", "default"))
+
+
+def test_viewer_lists_but_changes_nothing(pg_url: str, logins: Logins, tmp_path: Path) -> None:
+    submitter, viewer = logins.make("submitter"), logins.make("viewer")
+    job_id = submit(submitter, "--env", "K=v", "--", "true")
+    for args in (("job", "list"), ("job", "status", str(job_id)), ("worker", "list"),
+                 ("queue", "list"), ("schedule", "list"), ("stats",)):
+        jobctl(viewer, *args)
+    assert status(viewer, job_id)["env"] is None
+    unchanged(pg_url, lambda: denied(viewer, "queue", "pause", "default"))
+    unchanged(pg_url, lambda: denied(viewer, "job", "cancel", str(job_id)))
+    unchanged(pg_url, lambda: denied(viewer, "job", "submit", "--", "true"))
+    unchanged(pg_url, lambda: denied(viewer, "db", "prune", "--older-than", "0s"))
+
+
+def test_operator_stops_workers_and_pauses_queues(pg_url: str, logins: Logins,
+                                                  tmp_path: Path) -> None:
+    operator, submitter = logins.make("operator"), logins.make("submitter")
+    worker = logins.make("worker")
+    with Jobctl(worker, tmp_path) as run:
+        started = run.start_worker("--name", "w1")
+        unchanged(pg_url, lambda: denied(submitter, "worker", "stop", "w1"))
+        jobctl(operator, "worker", "stop", "w1")
+        started.exit_after(0, timeout_s=30)
+    jobctl(operator, "queue", "pause", "default")
+    jobctl(operator, "queue", "resume", "default")
+
+
+def test_db_roles_twice_is_a_no_op_and_upgrade_keeps_them(pg_url: str, logins: Logins) -> None:
+    def privileges() -> list[tuple[object, ...]]:
+        with psycopg.connect(pg_url) as conn:
+            return conn.execute(
+                "SELECT c.relname, c.relacl::text, c.relowner::regrole::text, c.relrowsecurity "
+                "FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
+                "AND c.relkind = 'r' ORDER BY 1").fetchall() + conn.execute(
+                "SELECT tablename, policyname, roles::text, qual, with_check FROM pg_policies "
+                "ORDER BY 1, 2").fetchall()
+
+    first = privileges()
+    assert all(row[2] == "jobctl_admin" for row in first if len(row) == 4)
+    jobctl(pg_url, "db", "roles")
+    assert privileges() == first
+    jobctl(pg_url, "db", "upgrade")
+    assert privileges() == first
+
+
+def test_every_table_has_its_grants() -> None:
+    """A table a migration adds needs its entry in roles.TABLE_GRANTS (else no role may read
+    it): every table of the schema has one."""
+    assert set(metadata.tables) <= set(role_sql.TABLE_GRANTS)
+
+
+def test_grant_and_revoke(pg_url: str, logins: Logins) -> None:
+    login = logins.make(None)
+    name = urlsplit(login).username or ""
+    assert "is now a member of jobctl_viewer" in jobctl(pg_url, "db", "grant", "viewer",
+                                                       name).stderr
+    assert "was already" in jobctl(pg_url, "db", "grant", "jobctl_viewer", name).stderr
+    jobctl(login, "job", "list")
+    jobctl(pg_url, "db", "revoke", "viewer", name)
+    denied(login, "job", "list")
+    for bad in ("nobody", "jobctl_nobody", "postgres"):
+        result = jobctl(pg_url, "db", "grant", bad, name, expect=2)
+        assert result.stderr.count("\n") == 1 and "no jobctl role" in result.stderr
+    result = jobctl(pg_url, "db", "grant", "viewer", f"missing_{uuid.uuid4().hex[:8]}",
+                    expect=3)
+    assert result.stderr.count("\n") == 1
+
+
+def test_roles_on_sqlite_is_one_line_exit_2(sqlite_url: str) -> None:
+    for args in (("db", "roles"), ("db", "grant", "viewer", "alice"),
+                 ("db", "revoke", "viewer", "alice")):
+        result = run_cli(*args, env={"JOBCTL_DATABASE_URL": sqlite_url})
+        assert result.exit_code == 2, result
+        assert result.stderr.startswith("jobctl: error: roles are PostgreSQL's")
+        assert result.stderr.count("\n") == 1
