@@ -7,6 +7,7 @@ processes may make them at once). Roles connect by their name in the URL (trust 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -273,3 +274,66 @@ def test_roles_on_sqlite_is_one_line_exit_2(sqlite_url: str) -> None:
         assert result.exit_code == 2, result
         assert result.stderr.startswith("jobctl: error: roles are PostgreSQL's")
         assert result.stderr.count("\n") == 1
+
+
+WORKFLOW = """
+[workflow]
+name = "wf"
+[tasks.a]
+command = "true"
+[tasks.b]
+command = "true"
+needs = ["a"]
+"""
+
+
+def test_submitter_submits_every_way_and_operator_runs_the_scheduler(
+        pg_url: str, logins: Logins, tmp_path: Path) -> None:
+    alice, bob = logins.make("submitter"), logins.make("submitter")
+    operator, worker, viewer = logins.make("operator"), logins.make("worker"), logins.make("viewer")
+    lines = tmp_path / "jobs.txt"
+    lines.write_text("echo one\necho two\n")
+    first = submit(alice, "--", "true")
+    bulk = jobctl(alice, "job", "submit", "--from-file", str(lines)).stdout.split()
+    after = submit(alice, "--after", str(first), "--", "true")
+    on_anothers = submit(bob, "--after", str(first), "--", "true")  # waiting on another's: fine
+    array = jobctl(alice, "job", "submit", "--array", "0-2", "--", "echo", "{index}").stdout
+    workflow_file = tmp_path / "wf.toml"
+    workflow_file.write_text(WORKFLOW)
+    workflow = jobctl(alice, "workflow", "run", str(workflow_file)).stdout.strip()
+    jobctl(alice, "schedule", "add", "often", "--every", "1s", "--", "echo", "tick")
+    assert len(bulk) == 2 and array.strip() and workflow
+    # bob may not cancel alice's workflow, array or schedule
+    unchanged(pg_url, lambda: denied(bob, "workflow", "cancel", workflow))
+    unchanged(pg_url, lambda: denied(bob, "schedule", "pause", "often"))
+    unchanged(pg_url, lambda: denied(bob, "schedule", "remove", "often"))
+    jobctl(alice, "schedule", "pause", "often")
+    jobctl(alice, "schedule", "resume", "often")
+    # The scheduler runs as an operator and files the occurrence as alice's.
+    time.sleep(1.5)  # the first tick is due a second after it was added
+    jobctl(operator, "scheduler", "run", "--once")
+    everything = json.loads(jobctl(viewer, "job", "list", "-o", "json", "--limit", "0").stdout)
+    ticks = [job for job in everything if job["schedule"] == "often"]
+    assert ticks and {job["submitted_by"] for job in ticks} == {urlsplit(alice).username}
+    with Jobctl(worker, tmp_path) as run:
+        run.burst()
+    for job_id in (first, after, on_anothers, *map(int, bulk)):
+        assert status(viewer, job_id)["state"] == "succeeded"
+    assert json.loads(jobctl(alice, "workflow", "status", workflow, "-o", "json").stdout)
+    for args in (("top", "--once"), ("stats",), ("job", "list", "--mine"), ("worker", "list"),
+                 ("schedule", "list"), ("queue", "list"), ("workflow", "list")):
+        jobctl(viewer, *args)
+        jobctl(alice, *args)
+    jobctl(alice, "workflow", "cancel", workflow)
+
+
+def test_retention_is_the_admins(pg_url: str, logins: Logins, tmp_path: Path) -> None:
+    submitter, operator = logins.make("submitter"), logins.make("operator")
+    admin, worker = logins.make("admin"), logins.make("worker")
+    job_id = submit(submitter, "--", "echo", "x")
+    with Jobctl(worker, tmp_path) as run:
+        run.burst()
+    unchanged(pg_url, lambda: denied(operator, "db", "prune", "--older-than", "0s"))
+    jobctl(admin, "db", "prune", "--older-than", "0s")
+    jobctl(admin, "job", "status", str(job_id), expect=3)
+    jobctl(admin, "db", "upgrade")

@@ -27,7 +27,10 @@ VALUES (%(job_id)s, %(depends_on)s, %(condition)s)"""
 # that got there first is waited for and its result read, one that comes later waits for the
 # submit and then sees the new job among the dependents it settles.
 # Differs by necessity: FOR SHARE (SQLite's write transaction holds the whole database).
-STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY(%(ids)s) FOR SHARE"
+# Through jobctl_lock_job_states (jobctl.store.postgres.roles), as the table's owner: a
+# submitter's own FOR SHARE would not see another's job (row-level security applies UPDATE's
+# policies to a row lock), and a job may wait on anyone's.
+STATES_OF = "SELECT id, state FROM jobctl_lock_job_states(%(ids)s)"
 
 # Settling the waiting jobs in `candidate(id)`, transitively. The statement that splices this in
 # defines, before it and under WITH RECURSIVE:

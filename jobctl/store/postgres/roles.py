@@ -92,8 +92,21 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
 $$"""
 
 
+# The states of jobs, their rows locked FOR SHARE (deps.STATES_OF: `--after` reads the states
+# of the jobs a new one waits on, and they must not end before its edges are in), as the
+# table's owner: row-level security would hide another's job from a submitter's own row lock
+# (it applies UPDATE's policies to one), and a job may wait on anyone's. Only ids and states:
+# what every role may read.
+LOCK_JOB_STATES_FUNCTION = """
+CREATE OR REPLACE FUNCTION jobctl_lock_job_states(ids bigint[])
+RETURNS TABLE (id bigint, state text)
+LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    SELECT j.id, j.state FROM jobs j WHERE j.id = ANY(ids) FOR SHARE
+$$"""
+
 FUNCTIONS = [
     MAY_SEE_PRIVATE_FUNCTION,
+    LOCK_JOB_STATES_FUNCTION,
     _private_reader("jobctl_job_env", "env", "jsonb"),
     _private_reader("jobctl_job_secret_env", "secret_env", "jsonb"),
     _private_reader("jobctl_job_input_bytes", "length(input)", "integer"),
@@ -107,6 +120,7 @@ DROP_FUNCTIONS = [
     "DROP FUNCTION IF EXISTS jobctl_job_secret_env(bigint)",
     "DROP FUNCTION IF EXISTS jobctl_job_env(bigint)",
     "DROP FUNCTION IF EXISTS jobctl_may_see_private(text)",
+    "DROP FUNCTION IF EXISTS jobctl_lock_job_states(bigint[])",
 ]
 
 # --- grants: table → role → privileges ("SELECT*" is SELECT on the columns not private) -------
@@ -248,11 +262,13 @@ def statements(tables: Mapping[str, Sequence[str]], schema: str) -> list[str]:
     tables TABLE_GRANTS knows get grants; an unknown one stays its owner's alone."""
     known = [table for table in tables if table in TABLE_GRANTS]
     everyone = ", ".join(GROUPS)
+    # Not from jobctl_admin: it owns them, and an owner's rights can be revoked too.
+    granted = ", ".join(role for role in GROUPS if role != ADMIN)
     result = [ADMIN_TO_SESSION, f"GRANT USAGE ON SCHEMA {_quote(schema)} TO {everyone}",
               f"GRANT CREATE ON SCHEMA {_quote(schema)} TO {ADMIN}"]
     for table in known:
         result += [f"ALTER TABLE {_quote(table)} OWNER TO {ADMIN}",
-                   f"REVOKE ALL ON {_quote(table)} FROM {everyone}"]
+                   f"REVOKE ALL ON {_quote(table)} FROM {granted}"]
         result += [_grant(table, role, privileges, tables[table])
                    for role, privileges in TABLE_GRANTS[table].items()]
         writers = [role for role, privileges in TABLE_GRANTS[table].items()
@@ -263,7 +279,10 @@ def statements(tables: Mapping[str, Sequence[str]], schema: str) -> list[str]:
             result.append(f"ALTER TABLE {_quote(table)} ENABLE ROW LEVEL SECURITY")
             for policy in POLICIES[table]:
                 result += _policy(table, policy)
-    result.append(OWN_FUNCTIONS)
+    result += [OWN_FUNCTIONS,
+               # Locking rows is for those who submit jobs (and their dependencies).
+               "REVOKE EXECUTE ON FUNCTION jobctl_lock_job_states(bigint[]) FROM PUBLIC",
+               f"GRANT EXECUTE ON FUNCTION jobctl_lock_job_states(bigint[]) TO {SUBMITTER}"]
     return result
 
 
