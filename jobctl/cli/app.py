@@ -155,7 +155,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
                                   "running jobs, recent failures."),
     "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),
-    "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention."),
+    "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention, roles."),
     "config": ("jobctl.cli.config", "Show the settings in effect and the config file's path."),
     "completion": ("jobctl.cli.completion", "Print a shell completion script (commands, "
                                             "options, job ids, queues, workers, …)."),
