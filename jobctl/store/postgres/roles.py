@@ -6,8 +6,8 @@ Five NOLOGIN group roles; a login role gets a group's rights by membership (`db 
 - jobctl_viewer: reads jobs, workers, queues, schedules, workflows; not another's output
   (job_logs: row-level security) or environment, secret references and standard input (column
   privileges: those three columns of `jobs` are not granted, and jobctl reads them through
-  `jobctl_job_env()` & co., SECURITY DEFINER functions that return NULL for another's job:
-  `job status` shows them as hidden, `job logs` is refused).
+  the view jobctl_job_private, which runs with its owner's rights and has no row for
+  another's job: `job status` shows them as hidden, `job logs` is refused).
 - jobctl_submitter (includes viewer): submits (INSERT, COPY) jobs, dependencies, arrays,
   workflows and schedules whose `submitted_by` is its own (a policy's WITH CHECK, checked after
   the identity trigger set the name: a job filed under another's schedule, workflow or job
@@ -56,41 +56,35 @@ INCLUDES = {SUBMITTER: VIEWER, OPERATOR: SUBMITTER, ADMIN: OPERATOR}
 # withhold them from viewers and submitters; jobctl reads them through PRIVATE_JOB_READS).
 PRIVATE_JOB_COLUMNS = ("env", "secret_env", "input")
 
-# How jobctl reads a job's private fields on PostgreSQL (reads.select_job_columns): NULL for
-# another's job where this session may not see them (jobctl_may_see_private).
-PRIVATE_JOB_READS = {"env": "jobctl_job_env(jobs.id)",
-                     "secret_env": "jobctl_job_secret_env(jobs.id)",
-                     "input_bytes": "jobctl_job_input_bytes(jobs.id)"}
+# How jobctl reads a job's private fields on PostgreSQL (reads.select_job_columns): from the
+# view PRIVATE_VIEW, which has no row for another's job where this session may not see them
+# (NULL, then: Job.private_hidden).
+PRIVATE_JOB_READS = {field: f"(SELECT p.{field} FROM jobctl_job_private p WHERE p.id = jobs.id)"
+                     for field in ("env", "secret_env", "input_bytes")}
 
-# --- functions (created by migration 0013; they exist with or without the roles) -------------
+# --- functions and views (created by migration 0013; they exist with or without the roles) ---
 
-# Whether this session may see the private fields and output of a job submitted by `owner`:
-# its submitter, a member of the table owner's role (the single-user owner, jobctl_admin), a
-# superuser (pg_has_role says yes to one), an operator or a worker. session_user, as the
-# identity trigger records it (jobctl.store.postgres.identity). A group role that does not
-# exist (no `db roles` yet) is simply not found in pg_roles.
-MAY_SEE_PRIVATE_FUNCTION = """
-CREATE OR REPLACE FUNCTION jobctl_may_see_private(owner text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    SELECT owner = session_user
-        OR pg_has_role(session_user,
-                       (SELECT c.relowner FROM pg_class c WHERE c.oid = CAST('jobs' AS regclass)),
-                       'USAGE')
+# Whether this session may see the private fields and output of any job: a member of the
+# table owner's role (the single-user owner, jobctl_admin), a superuser (pg_has_role says yes
+# to one), an operator or a worker. session_user, as the identity trigger records it
+# (jobctl.store.postgres.identity). A group role that does not exist (no `db roles` yet) is
+# simply not found in pg_roles. Uncorrelated: PostgreSQL evaluates it once a statement.
+SEES_EVERY_JOB = """(SELECT pg_has_role(session_user, c.relowner, 'USAGE')
         OR EXISTS (SELECT 1 FROM pg_roles r
                    WHERE r.rolname IN ('jobctl_operator', 'jobctl_worker')
                      AND pg_has_role(session_user, r.oid, 'USAGE'))
-$$"""
+    FROM pg_class c WHERE c.oid = CAST('jobs' AS regclass))"""
 
-
-def _private_reader(name: str, expression: str, returns: str) -> str:
-    """A SECURITY DEFINER function reading one private field of a job by id: what a viewer's
-    column privileges withhold, returned when jobctl_may_see_private says so, else NULL."""
-    return f"""
-CREATE OR REPLACE FUNCTION {name}(job bigint) RETURNS {returns}
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT {expression} FROM jobs WHERE id = job AND jobctl_may_see_private(submitted_by)
-$$"""
-
+# The private fields of the jobs this session may see: its own, or all (SEES_EVERY_JOB). A
+# view runs with its owner's rights (the schema's owner, then jobctl_admin): it reads the
+# columns a viewer's column privileges withhold, and shows them only where it may.
+# security_barrier: a function of the reader's own in its WHERE cannot see the rows filtered
+# out. (SECURITY DEFINER functions, one call a row, made `job list` of 1,000 jobs take 360 ms
+# instead of 15; this view, read by a correlated subquery a field, 26 ms: measured 2026-12-06.)
+PRIVATE_VIEW = f"""
+CREATE OR REPLACE VIEW jobctl_job_private WITH (security_barrier) AS
+SELECT j.id, j.env, j.secret_env, length(j.input) AS input_bytes FROM jobs j
+WHERE j.submitted_by = session_user OR {SEES_EVERY_JOB}"""
 
 # The states of jobs, their rows locked FOR SHARE (deps.STATES_OF: `--after` reads the states
 # of the jobs a new one waits on, and they must not end before its edges are in), as the
@@ -105,21 +99,15 @@ LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 $$"""
 
 FUNCTIONS = [
-    MAY_SEE_PRIVATE_FUNCTION,
+    PRIVATE_VIEW,
     LOCK_JOB_STATES_FUNCTION,
-    _private_reader("jobctl_job_env", "env", "jsonb"),
-    _private_reader("jobctl_job_secret_env", "secret_env", "jsonb"),
-    _private_reader("jobctl_job_input_bytes", "length(input)", "integer"),
     # Hooks are inserted by the database when a job ends, whoever ended it (a worker, which may
     # not INSERT jobs; a submitter cancelling its own job): as the function's owner.
     "ALTER FUNCTION jobctl_start_hooks() SECURITY DEFINER SET search_path FROM CURRENT",
 ]
 DROP_FUNCTIONS = [
     "ALTER FUNCTION jobctl_start_hooks() SECURITY INVOKER RESET search_path",
-    "DROP FUNCTION IF EXISTS jobctl_job_input_bytes(bigint)",
-    "DROP FUNCTION IF EXISTS jobctl_job_secret_env(bigint)",
-    "DROP FUNCTION IF EXISTS jobctl_job_env(bigint)",
-    "DROP FUNCTION IF EXISTS jobctl_may_see_private(text)",
+    "DROP VIEW IF EXISTS jobctl_job_private",
     "DROP FUNCTION IF EXISTS jobctl_lock_job_states(bigint[])",
 ]
 
@@ -140,6 +128,7 @@ TABLE_GRANTS: dict[str, dict[str, str]] = {
                WORKER: "SELECT, UPDATE (recent_starts)"},
     "checks": {**_READ, OPERATOR: "INSERT, UPDATE, DELETE"},
     "alembic_version": dict(_READ),
+    "jobctl_job_private": dict(_READ),  # the view of private fields (PRIVATE_VIEW)
 }
 
 # --- row-level security: table → policies (name, command, roles, USING, WITH CHECK) ------------
@@ -290,7 +279,7 @@ def statements(tables: Mapping[str, Sequence[str]], schema: str) -> list[str]:
 TABLES = """
 SELECT CAST(c.relname AS text), array_agg(CAST(a.attname AS text) ORDER BY a.attnum)
 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relnamespace = CAST(current_schema() AS regnamespace) AND c.relkind IN ('r', 'p')
+WHERE c.relnamespace = CAST(current_schema() AS regnamespace) AND c.relkind IN ('r', 'p', 'v')
 GROUP BY c.relname"""
 
 # Whether the group roles exist (all of them): `db upgrade` applies `statements` then.
