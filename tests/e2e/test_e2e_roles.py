@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from e2e_support import Jobctl
+from e2e_support import Jobctl, wait_for
 from inprocess import jobctl, run_cli
 from psycopg import sql
 
@@ -337,3 +337,42 @@ def test_retention_is_the_admins(pg_url: str, logins: Logins, tmp_path: Path) ->
     jobctl(admin, "db", "prune", "--older-than", "0s")
     jobctl(admin, "job", "status", str(job_id), expect=3)
     jobctl(admin, "db", "upgrade")
+
+
+def test_worker_role_through_every_path_it_takes(pg_url: str, logins: Logins,
+                                                 tmp_path: Path) -> None:
+    """Retries with backoff, a timeout, a gated (limited) job, dependents settled, a failure
+    failing its dependent: a worker role writes only the columns it needs, and these work."""
+    submitter, worker = logins.make("submitter"), logins.make("worker")
+    failing = submit(submitter, "--retries", "1", "--retry-backoff", "0s", "--", "false")
+    dependent = submit(submitter, "--after", str(failing), "--", "true")
+    slow = submit(submitter, "--timeout", "1s", "--", "sleep", "30")
+    gated = submit(submitter, "--limit", "k=1", "--", "true")
+    chained = submit(submitter, "--after", str(gated), "--", "true")
+    with Jobctl(worker, tmp_path) as run:
+        run.burst()
+    states = {job_id: status(pg_url, job_id)["state"]
+              for job_id in (failing, dependent, slow, gated, chained)}
+    assert states == {failing: "failed", dependent: "failed", slow: "failed",
+                      gated: "succeeded", chained: "succeeded"}
+    assert status(pg_url, failing)["attempt"] == 2
+    # What it may not write: another job's command.
+    victim = submit(submitter, "--", "true")
+    with psycopg.connect(worker) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("UPDATE jobs SET argv = '[\"rm\", \"-rf\", \"/\"]' WHERE id = %s", [victim])
+    assert status(pg_url, victim)["argv"] == ["true"]
+
+
+def test_submitter_cancels_its_running_job(pg_url: str, logins: Logins, tmp_path: Path) -> None:
+    submitter, other, worker = (logins.make("submitter"), logins.make("submitter"),
+                                logins.make("worker"))
+    job_id = submit(submitter, "--", "sleep", "60")
+    with Jobctl(worker, tmp_path) as run:
+        run.start_worker()
+        wait_for(lambda: status(pg_url, job_id)["state"] == "running", 30)
+        denied(other, "job", "cancel", str(job_id))
+        with psycopg.connect(pg_url) as conn:  # (its lease moves on: only what a cancel writes)
+            assert conn.execute("SELECT state, cancel_requested FROM jobs WHERE id = %s",
+                                [job_id]).fetchone() == ("running", False)
+        jobctl(submitter, "job", "cancel", str(job_id))
+        wait_for(lambda: status(pg_url, job_id)["state"] == "cancelled", 30)

@@ -111,12 +111,21 @@ DROP_FUNCTIONS = [
     "DROP FUNCTION IF EXISTS jobctl_lock_job_states(bigint[])",
 ]
 
+# The columns of `jobs` a worker writes (claim, gated claim, release, renew, complete, rescue,
+# settling dependents: jobctl.store.postgres.queue, capacity, deps): not argv, env, queue,
+# run_as, hooks or submitted_by, so that a worker's role cannot rewrite the command another
+# job will run, or where, or as whom.
+WORKER_WRITES = ("state", "attempt", "worker_id", "started_at", "finished_at", "lease_until",
+                 "exit_code", "signal", "error", "in_buffer", "gated", "gpu_indices", "after_id",
+                 "after_attempt", "losses", "run_at", "max_attempts")
+
 # --- grants: table → role → privileges ("SELECT*" is SELECT on the columns not private) -------
 
 _READ = {VIEWER: "SELECT", WORKER: "SELECT"}
 TABLE_GRANTS: dict[str, dict[str, str]] = {
     "jobs": {VIEWER: "SELECT*", SUBMITTER: "INSERT, UPDATE",
-             OPERATOR: "SELECT, INSERT, UPDATE", WORKER: "SELECT, UPDATE"},
+             OPERATOR: "SELECT, INSERT, UPDATE",
+             WORKER: f"SELECT, UPDATE ({', '.join(WORKER_WRITES)})"},
     "job_logs": {VIEWER: "SELECT", WORKER: "SELECT, INSERT"},
     "attempts": {VIEWER: "SELECT", OPERATOR: "INSERT", WORKER: "SELECT, INSERT"},
     "job_deps": {**_READ, SUBMITTER: "INSERT", OPERATOR: "INSERT, UPDATE, DELETE"},
