@@ -376,3 +376,67 @@ def test_submitter_cancels_its_running_job(pg_url: str, logins: Logins, tmp_path
                                 [job_id]).fetchone() == ("running", False)
         jobctl(submitter, "job", "cancel", str(job_id))
         wait_for(lambda: status(pg_url, job_id)["state"] == "cancelled", 30)
+
+
+# The README's permission matrix, command by command: each role's exit status (0 allowed, 5
+# refused). `{job}` is a job of the submitter "alice", `{mine}` one of the role itself where it
+# may submit, `{wf}` alice's workflow, `often` alice's schedule, `chk` a check.
+MATRIX: list[tuple[tuple[str, ...], dict[str, int]]] = [
+    (("job", "list"), {"viewer": 0, "submitter": 0, "operator": 0, "admin": 0}),
+    (("job", "status", "{job}"), {"viewer": 0, "submitter": 0, "operator": 0, "admin": 0}),
+    (("job", "explain", "{job}"), {"viewer": 0, "submitter": 0, "operator": 0}),
+    (("schedule", "show", "often"), {"viewer": 0, "submitter": 0, "operator": 0}),
+    (("schedule", "next", "often"), {"viewer": 0}),
+    (("workflow", "status", "{wf}"), {"viewer": 0, "submitter": 0}),
+    (("check", "list"), {"viewer": 0}),
+    (("db", "status"), {"viewer": 0, "submitter": 0, "operator": 0, "admin": 0}),
+    (("job", "logs", "{job}"), {"viewer": 5, "submitter": 5, "operator": 0, "admin": 0}),
+    (("job", "submit", "--", "true"), {"viewer": 5, "submitter": 0, "operator": 0,
+                                       "worker": 5, "admin": 0}),
+    (("job", "hold", "{job}"), {"viewer": 5, "submitter": 5, "operator": 0, "worker": 5}),
+    (("job", "release", "{job}"), {"submitter": 5, "operator": 0}),
+    (("job", "hold", "{mine}"), {"submitter": 0}),
+    (("schedule", "trigger", "often"), {"viewer": 5, "submitter": 5, "operator": 0}),
+    (("schedule", "edit", "often", "--every", "2h"), {"submitter": 5, "operator": 0}),
+    (("schedule", "add", "mine-{role}", "--every", "1h", "--", "true"),
+     {"viewer": 5, "submitter": 0, "operator": 0, "worker": 5}),
+    (("schedule", "trigger", "mine-{role}"), {"submitter": 0}),
+    (("schedule", "edit", "mine-{role}", "--every", "2h"), {"submitter": 0}),
+    (("schedule", "remove", "mine-{role}"), {"submitter": 0, "operator": 0}),
+    (("queue", "set", "default", "--max-running", "3"), {"viewer": 5, "submitter": 5,
+                                                         "operator": 0, "worker": 5}),
+    (("check", "add", "chk-{role}", "--every", "1h"), {"submitter": 5, "operator": 0}),
+    (("check", "ping", "chk"), {"viewer": 5, "submitter": 5, "operator": 0}),
+    (("db", "prune", "--older-than", "1d"), {"submitter": 5, "operator": 5, "worker": 5,
+                                             "admin": 0}),
+    (("db", "prune", "--older-than", "1d", "--dry-run"), {"viewer": 0, "operator": 0}),
+    (("db", "upgrade"), {"admin": 0}),
+    (("scheduler", "run", "--once"), {"viewer": 5, "submitter": 5, "operator": 0, "admin": 0}),
+    (("scheduler", "run", "--once", "--retention", "30d"), {"operator": 5, "admin": 0}),
+]
+
+
+def test_the_permission_matrix(pg_url: str, logins: Logins, tmp_path: Path) -> None:
+    alice = logins.make("submitter")
+    job = submit(alice, "--", "true")
+    workflow_file = tmp_path / "wf.toml"
+    workflow_file.write_text(WORKFLOW)
+    wf = jobctl(alice, "workflow", "run", str(workflow_file)).stdout.strip()
+    jobctl(alice, "schedule", "add", "often", "--every", "1h", "--", "true")
+    jobctl(pg_url, "check", "add", "chk", "--every", "1h")
+    urls = {role: logins.make(role) for role in ("viewer", "submitter", "operator", "worker",
+                                                 "admin")}
+    mine = {role: submit(url, "--", "true") for role, url in urls.items()
+            if role in ("submitter", "operator", "admin")}
+    wrong = []
+    for args, expected in MATRIX:
+        for role, code in expected.items():
+            filled = [a.format(job=job, wf=wf, role=role, mine=mine.get(role, 0)) for a in args]
+            result = jobctl(urls[role], *filled, expect=None)
+            if result.exit_code != code or "Traceback" in result.stderr:
+                wrong.append(f"{role} {' '.join(filled)}: {result.exit_code} "
+                             f"{result.stderr.strip()}")
+            elif code == PERMISSION_DENIED:
+                assert result.stderr.startswith("jobctl: error: permission denied: ")
+                assert result.stderr.count("\n") == 1
+    assert not wrong, "\n".join(wrong)
