@@ -440,3 +440,16 @@ def test_the_permission_matrix(pg_url: str, logins: Logins, tmp_path: Path) -> N
                 assert result.stderr.startswith("jobctl: error: permission denied: ")
                 assert result.stderr.count("\n") == 1
     assert not wrong, "\n".join(wrong)
+
+
+def test_db_upgrade_gives_new_columns_their_grants(pg_url: str, logins: Logins) -> None:
+    """What a later migration adds gets its rights from `db upgrade` where the roles exist: a
+    new column of jobs is readable by a viewer afterwards, not before."""
+    viewer = logins.make("viewer")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE jobs ADD COLUMN later_column text")
+    with psycopg.connect(viewer) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT later_column FROM jobs")
+    assert "rights are applied" in jobctl(pg_url, "db", "upgrade").stderr
+    with psycopg.connect(viewer) as conn:
+        conn.execute("SELECT later_column FROM jobs")
