@@ -453,3 +453,47 @@ def test_db_upgrade_gives_new_columns_their_grants(pg_url: str, logins: Logins) 
     assert "rights are applied" in jobctl(pg_url, "db", "upgrade").stderr
     with psycopg.connect(viewer) as conn:
         conn.execute("SELECT later_column FROM jobs")
+
+
+def test_creating_roles_races_harmlessly_across_databases(pg_url: str, pg_url_empty: str) -> None:
+    """Roles are cluster-wide: two databases' `db roles` may create the same role and the same
+    membership at once. The very statements `db roles` runs (roles._create_role, _include), on
+    role names of this test's own, from two databases at the same instant, many times."""
+    import threading
+
+    names: list[str] = []
+    try:
+        for _ in range(15):
+            group, member = (f"jobctl_t_{uuid.uuid4().hex[:10]}" for _ in range(2))
+            names += [member, group]
+            for statements in ([role_sql._create_role(group)],
+                               [role_sql._create_role(member)],
+                               [role_sql._include(member, group)]):
+                barrier = threading.Barrier(2)
+                errors: list[BaseException] = []
+
+                def run(url: str, statements: list[str] = statements,
+                        barrier: threading.Barrier = barrier,
+                        errors: list[BaseException] = errors) -> None:
+                    try:
+                        with psycopg.connect(url, autocommit=True) as conn:
+                            barrier.wait()
+                            for statement in statements:
+                                conn.execute(statement)
+                    except BaseException as error:  # reported below
+                        errors.append(error)
+
+                threads = [threading.Thread(target=run, args=(url,))
+                           for url in (pg_url, pg_url_empty)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                assert not errors, errors
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)",
+                                [names]).fetchone() == (len(names),)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for name in names:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
