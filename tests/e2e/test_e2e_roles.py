@@ -497,3 +497,15 @@ def test_creating_roles_races_harmlessly_across_databases(pg_url: str, pg_url_em
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for name in names:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_cancelling_ones_job_settles_anothers_dependent(pg_url: str, logins: Logins) -> None:
+    """A submitter's cancel ends the jobs of others that wait on its job, in the same
+    transaction, though its own UPDATE may not touch them (jobctl_settle, as the owner)."""
+    alice, bob = logins.make("submitter"), logins.make("submitter")
+    mine = submit(alice, "--in", "1h", "--", "true")
+    theirs = submit(bob, "--after", str(mine), "--", "true")
+    any_theirs = submit(bob, "--after-any", str(mine), "--", "true")
+    jobctl(alice, "job", "cancel", str(mine))
+    assert status(pg_url, theirs)["state"] == "cancelled"
+    assert status(pg_url, any_theirs)["state"] == "queued"

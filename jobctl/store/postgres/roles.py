@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobctl.models import GROUP_ROLES as GROUPS
+from jobctl.store.postgres.deps import _settle_function_body
 
 VIEWER, SUBMITTER, OPERATOR, WORKER, ADMIN = GROUPS
 
@@ -98,9 +99,19 @@ LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
     SELECT j.id, j.state FROM jobs j WHERE j.id = ANY(ids) FOR SHARE
 $$"""
 
+# Settling the waiting dependents of jobs that ended (deps.SETTLE), as the owner: see
+# deps._settle_function_body.
+SETTLE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION jobctl_settle(ids bigint[])
+RETURNS TABLE (id bigint, state text, queue text)
+LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+{_settle_function_body()}
+$$"""
+
 FUNCTIONS = [
     PRIVATE_VIEW,
     LOCK_JOB_STATES_FUNCTION,
+    SETTLE_FUNCTION,
     # Hooks are inserted by the database when a job ends, whoever ended it (a worker, which may
     # not INSERT jobs; a submitter cancelling its own job): as the function's owner.
     "ALTER FUNCTION jobctl_start_hooks() SECURITY DEFINER SET search_path FROM CURRENT",
@@ -109,6 +120,7 @@ DROP_FUNCTIONS = [
     "ALTER FUNCTION jobctl_start_hooks() SECURITY INVOKER RESET search_path",
     "DROP VIEW IF EXISTS jobctl_job_private",
     "DROP FUNCTION IF EXISTS jobctl_lock_job_states(bigint[])",
+    "DROP FUNCTION IF EXISTS jobctl_settle(bigint[])",
 ]
 
 # The columns of `jobs` a worker writes (claim, gated claim, release, renew, complete, rescue,
