@@ -509,3 +509,39 @@ def test_cancelling_ones_job_settles_anothers_dependent(pg_url: str, logins: Log
     jobctl(alice, "job", "cancel", str(mine))
     assert status(pg_url, theirs)["state"] == "cancelled"
     assert status(pg_url, any_theirs)["state"] == "queued"
+
+
+def test_db_roles_by_an_owner_that_is_no_superuser(pg_url_empty: str, logins: Logins) -> None:
+    """The usual set-up: the database's owner, a role with CREATEROLE but no superuser, creates
+    the schema and the roles; it keeps doing everything (it becomes jobctl_admin), and the roles
+    work on its database."""
+    owner = f"jobctl_t_{uuid.uuid4().hex[:10]}"
+    database = urlsplit(pg_url_empty).path.lstrip("/")
+    with psycopg.connect(logins.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(owner)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(database), sql.Identifier(owner)))
+    owner_url = as_role(pg_url_empty, owner)
+    try:
+        jobctl(owner_url, "db", "upgrade")
+        job_id = submit(owner_url, "--env", "K=v", "--", "true")
+        jobctl(owner_url, "db", "roles")
+        jobctl(owner_url, "db", "roles")
+        name = urlsplit(logins.make(None)).username or ""
+        jobctl(owner_url, "db", "grant", "submitter", name)
+        submitter = as_role(pg_url_empty, name)
+        theirs = submit(submitter, "--env", "T=s", "--", "true")
+        assert status(submitter, job_id)["env"] is None
+        assert status(owner_url, theirs)["env"] == {"T": "s"}  # the owner sees every job
+        jobctl(owner_url, "job", "cancel", str(theirs))
+        unchanged(owner_url, lambda: denied(submitter, "job", "cancel", str(job_id)))
+        jobctl(owner_url, "db", "prune", "--older-than", "0s")
+        jobctl(owner_url, "db", "upgrade")
+    finally:
+        with psycopg.connect(pg_url_empty, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(
+                sql.Identifier(database)))
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(
+                sql.Identifier(owner)))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(owner)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
