@@ -1,7 +1,9 @@
-"""Roles and permissions: the functions that read a job's private fields (environment, secret
-references, standard input) for whoever may see them, and hooks inserted as the schema's owner
-(SECURITY DEFINER), so that a worker role needs no INSERT on jobs (jobctl.store.postgres.roles;
-the roles, grants and policies themselves are `jobctl db roles`'). SQLite: nothing.
+"""Roles and permissions (jobctl.store.postgres.roles.FUNCTIONS): the view that shows a job's
+private fields (environment, secret references, standard input) to whoever may see them; the
+functions that lock the states of a new job's dependencies and settle the jobs waiting on jobs
+that ended, as the tables' owner; and hooks inserted as the owner (SECURITY DEFINER), so that a
+worker role needs no INSERT on jobs. The roles, grants and policies themselves are `jobctl db
+roles`'. SQLite: nothing.
 
 Revision ID: 0013
 Revises: 0011
