@@ -91,7 +91,8 @@ class PermissionDenied(JobctlError):
     def __init__(self, message: str | None = None) -> None:
         text = message or "this role may not do that"
         if text.startswith("permission denied for "):  # PostgreSQL's own: "… for table jobs"
-            text = f"this role may not do that (it has no rights on {text[22:]})"
+            text = (f"this role may not do that (it has no rights on {text[22:]}; `jobctl db "
+                    "grant` makes a role a member of one of jobctl's)")
         super().__init__(text if text.startswith("permission denied: ") else
                          f"permission denied: {text}")
 

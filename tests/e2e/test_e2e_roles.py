@@ -265,6 +265,12 @@ def test_grant_and_revoke(pg_url: str, logins: Logins) -> None:
     result = jobctl(pg_url, "db", "grant", "viewer", f"missing_{uuid.uuid4().hex[:8]}",
                     expect=3)
     assert result.stderr.count("\n") == 1
+    result = jobctl(pg_url, "db", "grant", "viewer", "bad\nname\x1b[31m", expect=3)
+    assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr
+    assert jobctl(pg_url, "db", "grant", "viewer", "", expect=2).stderr.count("\n") == 1
+    # A group role is no login role.
+    assert "cannot log in" in jobctl(pg_url, "db", "grant", "viewer", "jobctl_operator",
+                                     expect=2).stderr
 
 
 def test_roles_on_sqlite_is_one_line_exit_2(sqlite_url: str) -> None:
