@@ -679,6 +679,7 @@ class Client:
         _check_retries(retries)
         self.array(array_id)
         with self._writing() as conn:
+            arrays.check_may_change(conn, array_id)
             ids = arrays.retry(conn, array_id, states, retries)
         if not ids:
             raise InvalidInput(f"array {array_id} has no task that is "
@@ -692,6 +693,7 @@ class Client:
 
         self.array(array_id)
         with self._writing() as conn:
+            arrays.check_may_change(conn, array_id)
             return arrays.cancel(conn, array_id)
 
     def output_tails(self, jobs: Sequence[Job], max_bytes: int) -> list[tuple[bytes, bytes]]:

@@ -310,6 +310,8 @@ def test_submitter_submits_every_way_and_operator_runs_the_scheduler(
     jobctl(alice, "schedule", "add", "often", "--every", "1s", "--", "echo", "tick")
     assert len(bulk) == 2 and array.strip() and workflow
     # bob may not cancel alice's workflow, array or schedule
+    array_id = array.split()[0]
+    unchanged(pg_url, lambda: denied(bob, "job", "cancel", "--array", array_id))
     unchanged(pg_url, lambda: denied(bob, "workflow", "cancel", workflow))
     unchanged(pg_url, lambda: denied(bob, "schedule", "pause", "often"))
     unchanged(pg_url, lambda: denied(bob, "schedule", "remove", "often"))
