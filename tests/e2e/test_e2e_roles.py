@@ -307,6 +307,9 @@ def test_submitter_submits_every_way_and_operator_runs_the_scheduler(
     workflow_file = tmp_path / "wf.toml"
     workflow_file.write_text(WORKFLOW)
     workflow = jobctl(alice, "workflow", "run", str(workflow_file)).stdout.strip()
+    failing_file = tmp_path / "failing.toml"
+    failing_file.write_text(WORKFLOW.replace('command = "true"', 'command = "false"', 1))
+    failing = jobctl(alice, "workflow", "run", str(failing_file)).stdout.strip()
     jobctl(alice, "schedule", "add", "often", "--every", "1s", "--", "echo", "tick")
     assert len(bulk) == 2 and array.strip() and workflow
     # bob may not cancel alice's workflow, array or schedule
@@ -332,7 +335,8 @@ def test_submitter_submits_every_way_and_operator_runs_the_scheduler(
                  ("schedule", "list"), ("queue", "list"), ("workflow", "list")):
         jobctl(viewer, *args)
         jobctl(alice, *args)
-    jobctl(alice, "workflow", "cancel", workflow)
+    unchanged(pg_url, lambda: denied(bob, "workflow", "retry", failing))
+    jobctl(alice, "workflow", "retry", failing)
 
 
 def test_retention_is_the_admins(pg_url: str, logins: Logins, tmp_path: Path) -> None:
