@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 # Reserve `n` ids from the identity's sequence, for COPY to insert with; and whether row-level
 # security applies to this session on jobs (a jobctl role: jobctl.store.postgres.roles), where
 # PostgreSQL refuses COPY FROM (in the same round trip: the owner's path costs nothing more).
+# (A scalar subquery: evaluated once, not once a row.)
 RESERVE_IDS = ("SELECT nextval(pg_get_serial_sequence('jobs', 'id')), "
-               "row_security_active('jobs') FROM generate_series(1, %(n)s)")
+               "(SELECT row_security_active('jobs')) FROM generate_series(1, %(n)s)")
 
 # (Private names: statements on a temporary table, which tests/store/test_conformance.py cannot
 # plan.) Under row-level security the rows go by COPY into a temporary table of the batch's columns,
