@@ -93,6 +93,8 @@ class PermissionDenied(JobctlError):
         if text.startswith("permission denied for "):  # PostgreSQL's own: "… for table jobs"
             text = (f"this role may not do that (it has no rights on {text[22:]}; `jobctl db "
                     "grant` makes a role a member of one of jobctl's)")
+        elif text.startswith("permission denied to "):  # "… to create role"
+            text = f"this role may not {text[21:]}"
         super().__init__(text if text.startswith("permission denied: ") else
                          f"permission denied: {text}")
 

@@ -423,6 +423,8 @@ MATRIX: list[tuple[tuple[str, ...], dict[str, int]]] = [
                                              "admin": 0}),
     (("db", "prune", "--older-than", "1d", "--dry-run"), {"viewer": 0, "operator": 0}),
     (("db", "upgrade"), {"admin": 0}),
+    (("db", "roles"), {"viewer": 5, "operator": 5, "admin": 0}),
+    (("db", "grant", "operator", "{login}"), {"submitter": 5, "operator": 5, "admin": 5}),
     (("scheduler", "run", "--once"), {"viewer": 5, "submitter": 5, "operator": 0, "admin": 0}),
     (("scheduler", "run", "--once", "--retention", "30d"), {"operator": 5, "admin": 0}),
 ]
@@ -443,7 +445,8 @@ def test_the_permission_matrix(pg_url: str, logins: Logins, tmp_path: Path) -> N
     wrong = []
     for args, expected in MATRIX:
         for role, code in expected.items():
-            filled = [a.format(job=job, wf=wf, role=role, mine=mine.get(role, 0)) for a in args]
+            filled = [a.format(job=job, wf=wf, role=role, mine=mine.get(role, 0),
+                               login=urlsplit(urls["viewer"]).username) for a in args]
             result = jobctl(urls[role], *filled, expect=None)
             if result.exit_code != code or "Traceback" in result.stderr:
                 wrong.append(f"{role} {' '.join(filled)}: {result.exit_code} "
