@@ -150,10 +150,10 @@ TABLE_GRANTS: dict[str, dict[str, str]] = {
     "checks": {**_READ, OPERATOR: "INSERT, UPDATE, DELETE"},
     "alembic_version": dict(_READ),
     "jobctl_job_private": dict(_READ),  # the view of private fields (PRIVATE_VIEW)
-    # The audit trail (migration 0012, `jobctl audit`): read by operators (and admins); written
-    # only by its SECURITY DEFINER triggers, as its owner. (Where the table does not exist
-    # yet, nothing is granted on it.)
-    "audit": {OPERATOR: "SELECT"},
+    # The audit trail (migration 0012, `jobctl audit`): read by every role that reads what it
+    # is about (and `db status` counts its rows); written only by its SECURITY DEFINER
+    # triggers, as its owner. (Where the table does not exist yet, nothing is granted on it.)
+    "audit": {VIEWER: "SELECT"},
 }
 
 # --- row-level security: table → policies (name, command, roles, USING, WITH CHECK) ------------
