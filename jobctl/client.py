@@ -24,7 +24,13 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobctl.errors import DatabaseUnavailable, InvalidInput, NotFound, WaitTimeout
+from jobctl.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    WaitTimeout,
+)
 from jobctl.models import (
     MAX_ARRAY_INDEX,
     MAX_ARRAY_SIZE,
@@ -109,6 +115,7 @@ class SchemaUpgrade:
     where: str
     before: str | None  # None: the database was empty
     after: str
+    roles: bool = False  # the group roles' rights applied again (PostgreSQL, after `db roles`)
 
 
 def job_exit_code(job: Job) -> int:
@@ -246,6 +253,11 @@ class Client:
         from jobctl.store import reads
 
         job = self.get(job_id)
+        if job.private_hidden:
+            # Its output is hidden from this role by the database (PostgreSQL's row-level
+            # security on job_logs: jobctl.store.postgres.roles); it would read as empty.
+            raise PermissionDenied(f"job {job_id} is not yours: its output is for its "
+                                   "submitter and operators to read")
         if attempt is None:
             attempt = max(job.attempt, 1)
         else:
@@ -685,6 +697,7 @@ class Client:
         _check_retries(retries)
         self.array(array_id)
         with self._writing() as conn:
+            arrays.check_may_change(conn, array_id)
             ids = arrays.retry(conn, array_id, states, retries)
         if not ids:
             raise InvalidInput(f"array {array_id} has no task that is "
@@ -698,6 +711,7 @@ class Client:
 
         self.array(array_id)
         with self._writing() as conn:
+            arrays.check_may_change(conn, array_id)
             return arrays.cancel(conn, array_id)
 
     def output_tails(self, jobs: Sequence[Job], max_bytes: int) -> list[tuple[bytes, bytes]]:
@@ -841,7 +855,30 @@ class Client:
         """Create the schema, or migrate it to the newest revision (`jobctl db upgrade`)."""
         database = self._schema_database()
         before, after = database.upgrade()
-        return SchemaUpgrade(database.where, before, after)
+        # Where `db roles` made the roles: their rights again, for what this migration added.
+        roles = database.apply_roles(create=False)
+        return SchemaUpgrade(database.where, before, after, roles)
+
+    def create_roles(self) -> str:
+        """Create the group roles and give them their rights on this database (`jobctl db
+        roles`; PostgreSQL only). Safe to run again. Returns where."""
+        database = self._schema_database()
+        database.ensure_schema()
+        database.apply_roles(create=True)
+        return database.where
+
+    def set_role_membership(self, role: str, login: str, *, grant: bool) -> bool:
+        """Grant (or revoke) group role `role` (full or short name) to login role `login`
+        (`jobctl db grant|revoke`). Returns whether that changed anything."""
+        from jobctl.models import GROUP_ROLES, group_role
+
+        group = group_role(role)
+        if group is None:
+            raise InvalidInput(f"no jobctl role {role!r}: one of "
+                               f"{', '.join(GROUP_ROLES)} (or without jobctl_)", field="role")
+        if not login or "\0" in login:
+            raise InvalidInput("the login role's name is empty", field="login")
+        return self._schema_database().set_membership(group, login, grant=grant)
 
     # --- the long-running processes -----------------------------------------------------------
 

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 2  # bad usage or input; nothing was changed
     NOT_FOUND = 3  # an id or name that does not exist
     DATABASE = 4  # database unreachable, locked past the wait bound, or its schema out of date
+    PERMISSION_DENIED = 5  # the database refused: this role may not do that; nothing was changed
     CANNOT_START = 125  # the job's command could not be started (e.g. its cwd is missing)
     WAIT_TIMEOUT = 124  # a wait timed out before the job ended
     INTERRUPTED = 130  # Ctrl-C
@@ -75,6 +76,27 @@ class NotFound(JobctlError):
     """Not found."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class PermissionDenied(JobctlError):
+    """Permission denied.
+
+    The database refused the action (PostgreSQL: SQLSTATE 42501, a missing grant, a row-level
+    security policy's WITH CHECK, or a jobctl function that found the row is not this role's);
+    the transaction rolled back, so nothing was changed. Its message starts "permission denied:".
+    """
+
+    exit_code = ExitCode.PERMISSION_DENIED
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message or "this role may not do that"
+        if text.startswith("permission denied for "):  # PostgreSQL's own: "… for table jobs"
+            text = (f"this role may not do that (it has no rights on {text[22:]}; `jobctl db "
+                    "grant` makes a role a member of one of jobctl's)")
+        elif text.startswith("permission denied to "):  # "… to create role"
+            text = f"this role may not {text[21:]}"
+        super().__init__(text if text.startswith("permission denied: ") else
+                         f"permission denied: {text}")
 
 
 class DatabaseUnavailable(JobctlError):

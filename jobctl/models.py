@@ -95,6 +95,18 @@ def sql_states(states: Iterable[StrEnum]) -> str:
 # A job that loses its worker this many times (kill -9, fencing, a cut, a stall) fails: losses
 # cost no retry, but a job that keeps taking its workers down must not loop forever.
 DEFAULT_MAX_LOST = 3
+
+# PostgreSQL's group roles (`jobctl db roles`; their rights: jobctl.store.postgres.roles), in
+# this order: viewer, submitter, operator, worker, admin. `db grant` takes them by these names
+# or by their short ones (`submitter`).
+GROUP_ROLES = ("jobctl_viewer", "jobctl_submitter", "jobctl_operator", "jobctl_worker",
+               "jobctl_admin")
+
+
+def group_role(name: str) -> str | None:
+    """The group role `name` means (its full or short name), None when it is none of them."""
+    full = name if name.startswith("jobctl_") else f"jobctl_{name}"
+    return full if full in GROUP_ROLES else None
 # The most standard input a job may carry (`job submit --input`, a crontab's `%` lines).
 MAX_INPUT_BYTES = 1 << 20
 
@@ -268,6 +280,10 @@ class Job:
     # Who submitted it (jobctl.store.identity): a PostgreSQL role or a Unix user; None for a
     # job created before migration 0011.
     submitted_by: str | None = None
+    # Its environment, secret references and standard input are not this reader's to see (a
+    # PostgreSQL viewer or submitter reading another's job: jobctl.store.postgres.roles): `env`
+    # and `secret_env` are then empty here, and null in JSON.
+    private_hidden: bool = False
 
     @property
     def duration_s(self) -> float | None:
@@ -332,9 +348,9 @@ class Job:
             "retry_on_exit": list(self.retry_on_exit) if self.retry_on_exit is not None else None,
             "no_retry_on_exit": (list(self.no_retry_on_exit)
                                  if self.no_retry_on_exit is not None else None),
-            "secret_env": self.secret_env,
+            "secret_env": None if self.private_hidden else self.secret_env,
             "submitted_by": self.submitted_by,
-        }
+        } | ({"env": None, "private_hidden": True} if self.private_hidden else {})
 
 
 class JobFilters(TypedDict, total=False):

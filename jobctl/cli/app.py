@@ -155,7 +155,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("jobctl.cli.top:top", "A live, full-screen view of the cluster: queues, workers, "
                                   "running jobs, recent failures."),
     "stats": ("jobctl.cli.top:stats", "Queue depth, throughput and failure rate over a window."),
-    "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention."),
+    "db": ("jobctl.cli.db", "Manage the database: schema, sizes, retention, roles."),
     "audit": ("jobctl.cli.audit:audit", "The audit trail: who changed others' jobs, queues, "
                                         "schedules, workers, retention."),
     "config": ("jobctl.cli.config", "Show the settings in effect and the config file's path."),
@@ -286,7 +286,8 @@ $XDG_DATA_HOME/jobctl/. Point every machine at one PostgreSQL database
 (--database-url or JOBCTL_DATABASE_URL) to make them a cluster.
 
 Exit status: 0 ok; 2 invalid input; 3 not found; 4 database unreachable or
-schema out of date; 124 a wait timed out; 130 interrupted. `job submit --wait`
+schema out of date; 5 permission denied; 124 a wait timed out; 130
+interrupted. `job submit --wait`
 and `job wait` exit with the job's own exit code."""
 
 

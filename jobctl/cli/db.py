@@ -1,4 +1,5 @@
-"""`jobctl db …`: the schema, its tables' sizes, and retention (`db prune`)."""
+"""`jobctl db …`: the schema, its tables' sizes, retention (`db prune`), and PostgreSQL's roles
+(`db roles`, `db grant`, `db revoke`: jobctl.store.postgres.roles)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from jobctl.errors import ExitCode, InvalidInput
 if TYPE_CHECKING:
     from jobctl.models import JobState
 
-app = typer.Typer(help="Manage the database: schema, sizes, retention.", no_args_is_help=True,
-                  rich_markup_mode=None)
+app = typer.Typer(help="Manage the database: schema, sizes, retention, roles.",
+                  no_args_is_help=True, rich_markup_mode=None)
+
+_ROLE_HELP = ("viewer, submitter, operator, worker or admin (or its full name, e.g. "
+              "jobctl_submitter).")
 
 
 @app.command()
@@ -28,6 +32,60 @@ def upgrade(ctx: typer.Context) -> None:
     else:
         st.terminal.err(f"{done.where} upgraded from revision {done.before or 'none'} to "
                         f"{done.after}")
+    if done.roles:
+        st.terminal.err("the jobctl roles' rights are applied to every table")
+
+
+@app.command()
+def roles(ctx: typer.Context) -> None:
+    """Create the PostgreSQL group roles and give them their rights on this database.
+
+    jobctl_viewer, jobctl_submitter, jobctl_operator, jobctl_worker and jobctl_admin (NOLOGIN;
+    see README, "Roles and permissions"); the schema's tables become jobctl_admin's, and the
+    role that runs this becomes a member of it. Run as the schema's owner with CREATEROLE (or a
+    superuser). Safe to run again. PostgreSQL only: on SQLite it exits 2."""
+    st = state(ctx)
+    where = st.client().create_roles()
+    st.terminal.err(f"the jobctl roles and their rights are in place on {where}")
+
+
+@app.command()
+def grant(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP),
+    login: str = typer.Argument(..., metavar="LOGIN_ROLE",
+                                help="A PostgreSQL role that can log in."),
+) -> None:
+    """Make a login role a member of a jobctl group role (PostgreSQL only; exit 2 on SQLite).
+
+    A bad ROLE exits 2; a LOGIN_ROLE that does not exist exits 3."""
+    _membership(ctx, role, login, grant=True)
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP),
+    login: str = typer.Argument(..., metavar="LOGIN_ROLE",
+                                help="A PostgreSQL role that can log in."),
+) -> None:
+    """Take a login role out of a jobctl group role (PostgreSQL only; exit 2 on SQLite)."""
+    _membership(ctx, role, login, grant=False)
+
+
+def _membership(ctx: typer.Context, role: str, login: str, *, grant: bool) -> None:
+    from jobctl.cli.render import visible
+    from jobctl.models import group_role
+
+    st = state(ctx)
+    changed = st.client().set_role_membership(role, login, grant=grant)
+    group = group_role(role)
+    if grant:
+        done = "is now" if changed else "was already"
+        st.terminal.err(f"{visible(login)} {done} a member of {group}")
+    else:
+        done = "is no longer" if changed else "was not"
+        st.terminal.err(f"{visible(login)} {done} a member of {group}")
 
 
 @app.command()

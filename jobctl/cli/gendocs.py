@@ -55,6 +55,7 @@ EXIT_STATUS = [
     ("2", "Invalid usage or input; nothing was changed."),
     ("3", "An id or name that does not exist."),
     ("4", "The database is unreachable, or its schema is out of date (run jobctl db upgrade)."),
+    ("5", "Permission denied: the database refused this role the action; nothing was changed."),
     ("124", "A wait timed out."),
     ("130", "Interrupted (Ctrl-C)."),
 ]

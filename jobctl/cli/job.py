@@ -52,6 +52,10 @@ from jobctl.cli.common import (
 from jobctl.cli.render import OutputFormat, Terminal, shell_join, visible
 from jobctl.errors import InvalidInput
 
+# What `job status` shows for another's environment, secret references and input where this
+# role may not read them (jobctl.store.postgres.roles).
+HIDDEN = "(hidden: not your job)"
+
 if TYPE_CHECKING:
     from jobctl.arrays import ArraySpec
     from jobctl.client import Client
@@ -451,9 +455,12 @@ def status(
         ("cwd", job.cwd),
         ("user", job.user),
         ("submitted by", job.submitted_by),  # None ("-"): created before migration 0011
-        ("input", "/dev/null" if job.input_bytes is None else f"{job.input_bytes} bytes"),
-        ("env", job.env or None),
-        ("secret env", job.secret_env or None),  # the references: the values are the worker's
+        # Another's job, read by a viewer or submitter (PostgreSQL roles): not ours to show.
+        ("input", HIDDEN if job.private_hidden else
+         "/dev/null" if job.input_bytes is None else f"{job.input_bytes} bytes"),
+        ("env", HIDDEN if job.private_hidden else job.env or None),
+        # the references: the values are the worker's
+        ("secret env", HIDDEN if job.private_hidden else job.secret_env or None),
         ("labels", job.labels or None),
         ("unique key", job.unique_key),
         ("created", job.created_at),

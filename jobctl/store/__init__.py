@@ -2,4 +2,4 @@
 
 # The Alembic revision this code expects. A test checks it is the newest revision in migrations/,
 # so the CLI can compare it with the database's without importing Alembic (or SQLAlchemy).
-SCHEMA_REVISION = "0012"
+SCHEMA_REVISION = "0013"

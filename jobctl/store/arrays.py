@@ -92,6 +92,17 @@ def task_ids(conn: Conn, array_id: int) -> list[int]:
             conn.execute(conn.backend.sql_arrays.TASK_IDS, {"id": array_id}).fetchall()]
 
 
+def check_may_change(conn: Conn, array_id: int) -> None:
+    """PermissionDenied when this role may not change the array's tasks (PostgreSQL's roles:
+    another's; an array's tasks are one submitter's, inserted together). Its first task is
+    locked for the caller's transaction; an array without tasks passes."""
+    from jobctl.store.jobs import lock_job
+
+    found = task_ids(conn, array_id)
+    if found:
+        lock_job(conn, found[0])
+
+
 def retry(conn: Conn, array_id: int, states: Sequence[JobState], retries: int = 0) -> list[int]:
     """Queue the array's tasks in `states` (final ones) again, each as a new attempt with
     `retries` more retries; their ids."""

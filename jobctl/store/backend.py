@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from jobctl.errors import DatabaseUnavailable
+    from jobctl.errors import DatabaseUnavailable, PermissionDenied
     from jobctl.store import (
         arrays,
         audit,
@@ -93,9 +93,9 @@ class Backend(Protocol):
         """Commit what `begin` began."""
 
     def error(self, error: BaseException, where: str, *,
-              connecting: bool) -> DatabaseUnavailable | None:
+              connecting: bool) -> DatabaseUnavailable | PermissionDenied | None:
         """What a driver error means for jobctl (see direct.database_error), or None when it is
-        no matter of the database's reachability."""
+        no matter of the database's reachability or of this role's rights."""
 
     def listen_target(self, location: Location) -> str | None:
         """What a LISTEN connection connects to, where the backend notifies; None where nothing
@@ -139,6 +139,18 @@ class Backend(Protocol):
     def lock_schema(self, connection: sa.Connection) -> None:
         """Taken first in the transaction that creates or upgrades the schema (held until it
         ends), so that the revision read next is the one to upgrade from."""
+
+    # --- roles and permissions (`jobctl db roles|grant|revoke`; PostgreSQL's alone) ----------
+
+    def apply_roles(self, raw: Any, *, create: bool) -> bool:
+        """In the caller's transaction on driver connection `raw`: create the group roles
+        (when `create`) and give them their rights on the schema; with `create` False, only
+        where the roles exist already (`db upgrade`). Returns whether it applied them. A
+        backend without roles raises InvalidInput when `create` (it has none to make)."""
+
+    def set_membership(self, raw: Any, group: str, login: str, *, grant: bool) -> bool:
+        """Grant or revoke a group role to a login role; returns whether that changed
+        anything. NotFound when `login` is no role; InvalidInput when it cannot log in."""
 
     # --- the SQL of each entity: the backend package's module for it (see SqlModules) ---------
 

@@ -155,11 +155,13 @@ def set_queue(conn: Conn, name: str, *, max_running: int | None = _UNSET,
 def hold(conn: Conn, job_ids: Sequence[int], held: bool) -> dict[int, str]:
     """Hold or release jobs not started: each id's state. A running or finished job is not
     changed; an unknown id changes nothing at all (NotFound)."""
-    from jobctl.store.jobs import existing_ids
+    from jobctl.store.jobs import existing_ids, lock_job
 
     missing = sorted(set(job_ids) - existing_ids(conn, job_ids))
     if missing:
         raise NotFound(f"no job with id {', '.join(map(str, missing))}")
+    for job_id in dict.fromkeys(job_ids):
+        lock_job(conn, job_id)  # PermissionDenied: one this role may not change (roles)
     sql = conn.backend.sql_capacity
     states: dict[int, str] = {}
     for job_id in dict.fromkeys(job_ids):
@@ -192,6 +194,9 @@ def edit(conn: Conn, job_id: int, change: Edit) -> None:
     sql = conn.backend.sql_capacity
     row = conn.execute(sql.JOB_FOR_EDIT, {"id": job_id}).fetchone()
     if row is None:
+        from jobctl.store.jobs import deny_unless_missing
+
+        deny_unless_missing(conn, job_id)  # there, but not this role's to change (roles)
         raise NotFound(f"no job {job_id}")
     state, limits, queue = row[0], dict(conn.json(row[1]) or {}), row[2]
     if state not in {s.value for s in NOT_STARTED_STATES}:

@@ -24,7 +24,12 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from jobctl.errors import DatabaseLocked, DatabaseUnavailable, SchemaOutOfDate
+from jobctl.errors import (
+    DatabaseLocked,
+    DatabaseUnavailable,
+    PermissionDenied,
+    SchemaOutOfDate,
+)
 from jobctl.store import SCHEMA_REVISION
 from jobctl.store.backend import Backend, TransactionKind, backend_for
 from jobctl.store.url import Location, parse
@@ -263,7 +268,7 @@ def translating_errors(location: Location, *, connecting: bool = False) -> Itera
 
 
 def database_error(error: BaseException, location: Location, *,
-                   connecting: bool = False) -> DatabaseUnavailable | None:
+                   connecting: bool = False) -> DatabaseUnavailable | PermissionDenied | None:
     """What a driver's error (psycopg's or sqlite3's, or one SQLAlchemy wrapped) means for
     jobctl, as one line naming the database (never its password), or None when it is no matter
     of the database's reachability (the caller re-raises it). Both roads use it: this module's

@@ -132,6 +132,19 @@ class Database:
         self._schema_checked = True
         return before, SCHEMA_REVISION
 
+    def apply_roles(self, *, create: bool) -> bool:
+        """The group roles and their rights (Backend.apply_roles), in one transaction: `db
+        roles` (`create`), and `db upgrade` after migrating (only where they exist)."""
+        with self.translate_errors(), self.write() as connection:
+            return self.backend.apply_roles(connection.connection.driver_connection,
+                                            create=create)
+
+    def set_membership(self, group: str, login: str, *, grant: bool) -> bool:
+        """`db grant` / `db revoke` (Backend.set_membership), in one transaction."""
+        with self.translate_errors(), self.write() as connection:
+            return self.backend.set_membership(connection.connection.driver_connection, group,
+                                               login, grant=grant)
+
     def _migration_lock(self) -> contextlib.AbstractContextManager[None]:
         """Two processes that meet an empty database at once must not both create the schema."""
         return self.backend.migration_lock(self.location, self)

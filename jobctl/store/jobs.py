@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from jobctl.errors import NotFound
+from jobctl.errors import NotFound, PermissionDenied
 from jobctl.models import (
     FINAL_STATES,
     NOT_STARTED_STATES,
@@ -88,11 +88,24 @@ def existing_ids(conn: Conn, job_ids: Iterable[int]) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def _lock_job(conn: Conn, job_id: int) -> tuple[str, str] | None:
+def lock_job(conn: Conn, job_id: int) -> tuple[str, str] | None:
     """The job's (state, queue), its row locked until the transaction ends; None when there is
-    no such job."""
+    no such job. PermissionDenied when there is one this role may not change."""
     row = conn.execute(conn.backend.sql_jobs.LOCK_JOB, {"id": job_id}).fetchone()
-    return (str(row[0]), str(row[1])) if row is not None else None
+    if row is None:
+        deny_unless_missing(conn, job_id)
+        return None
+    return str(row[0]), str(row[1])
+
+
+def deny_unless_missing(conn: Conn, job_id: int) -> None:
+    """After a statement that locks or changes a job found no row: PermissionDenied when the
+    job is there all the same. On PostgreSQL, row-level security hides another's job from a
+    submitter's UPDATE and SELECT … FOR UPDATE (jobctl.store.postgres.roles) while it still
+    reads it: that is a refusal, not "not found". (SQLite has no roles: never.)"""
+    if existing_ids(conn, [job_id]):
+        raise PermissionDenied(f"job {job_id} is not yours to change (only its submitter and "
+                               "operators may)")
 
 
 def cancel(conn: Conn, job_id: int) -> JobState | None:
@@ -101,7 +114,7 @@ def cancel(conn: Conn, job_id: int) -> JobState | None:
     A job that has not started is cancelled here and now; a running one is flagged and its worker
     kills it (woken by a notification, or at its next lease renewal).
     """
-    found = _lock_job(conn, job_id)
+    found = lock_job(conn, job_id)
     if found is None:
         return None
     state = found[0]
@@ -118,7 +131,7 @@ def cancel(conn: Conn, job_id: int) -> JobState | None:
 
 def retry(conn: Conn, job_id: int, retries: int = 0) -> JobState | None:
     """Queue a finished job again as a new attempt. Returns its state before, None if unknown."""
-    found = _lock_job(conn, job_id)
+    found = lock_job(conn, job_id)
     if found is None:
         return None
     state, queue = found

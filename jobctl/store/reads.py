@@ -8,7 +8,7 @@ see ReadsSQL); a row of `jobs` becomes a `Job` through JOB_COLUMNS and `job_from
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -57,11 +57,20 @@ SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS.values())
 _JOB_FIELDS = tuple(JOB_COLUMNS)
 
 
+def select_job_columns(instead: Mapping[str, str]) -> str:
+    """SELECT_JOB_COLUMNS, in the same order, with some fields read by another expression
+    (PostgreSQL: the private ones through the functions that hide another's,
+    jobctl.store.postgres.roles.PRIVATE_JOB_READS). A private field that reads NULL where its
+    column cannot (`env`) means the reader may not see it: `Job.private_hidden`."""
+    return ", ".join(instead.get(field, column) for field, column in JOB_COLUMNS.items())
+
+
 def job_from_row(conn: Conn, row: Sequence[Any]) -> Job:
     """A Job from a row of SELECT_JOB_COLUMNS."""
     values = dict(zip(_JOB_FIELDS, row, strict=True))
     return Job(**{
         **values,
+        "private_hidden": values["env"] is None,  # NOT NULL: NULL is a hidden one
         "state": JobState(values["state"]),
         "argv": list(conn.json(values["argv"])),
         "env": dict(conn.json(values["env"]) or {}),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from jobctl.errors import PermissionDenied
 from jobctl.models import FINAL_STATES, JobState, sql_states
 from jobctl.record import record
 from jobctl.store.direct import Conn, DirectDatabase
@@ -87,6 +88,10 @@ def prune(database: DirectDatabase, older_than_s: float,
     result = Pruned(dry_run=dry_run, logs_only=logs_only)
     with database.read() as conn:
         sql: RetentionSQL = conn.backend.sql_retention
+        if not dry_run and not conn.scalar(sql.MAY_DELETE):
+            # Refused whether or not there is anything old enough today.
+            raise PermissionDenied("pruning deletes jobs, which only jobctl_admin may (a "
+                                   "--dry-run counts them)")
         # One cutoff for every batch, from the database clock.
         cutoff = conn.time_param(database_now(conn) - timedelta(seconds=older_than_s))
         old_enough = {"states": conn.ids_param([state.value for state in states]),
@@ -164,6 +169,9 @@ class RetentionSQL(Protocol):
     named and commented, in its driver's own parameter style, and the steps that differ by
     necessity."""
 
+    # Whether this session may delete what pruning deletes (one row, one boolean; PostgreSQL's
+    # roles: jobctl_admin's alone, jobctl.store.postgres.roles).
+    MAY_DELETE: str
     # Jobs old enough (:states as ids_param, :cutoff) that an unfinished job depends on.
     COUNT_KEPT: str
     # The next batch of ids to prune after :after_id (:states, :cutoff, :batch, :logs_only):

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from jobctl import policy
 from jobctl.cron import Timing
+from jobctl.errors import PermissionDenied
 from jobctl.models import (
     JobSpec,
     JobState,
@@ -112,6 +113,8 @@ def get(conn: Conn, name: str, *, lock: bool = False) -> Schedule | None:
     SQLite the write transaction holds the whole database already)."""
     sql = conn.backend.sql_schedules
     row = conn.execute(sql.GET_FOR_UPDATE if lock else sql.GET, {"name": name}).fetchone()
+    if row is None and lock:
+        deny_unless_missing(conn, name)
     return _schedule(conn, row) if row is not None else None
 
 
@@ -193,6 +196,16 @@ def replace(conn: Conn, existing: Schedule, definition: ScheduleDefinition,
     notify.schedules_changed(conn, definition.name)
 
 
+def deny_unless_missing(conn: Conn, name: str) -> None:
+    """After a statement that locks or changes a schedule found no row: PermissionDenied when
+    the schedule is there all the same (PostgreSQL's row-level security hides another's from a
+    submitter's UPDATE, DELETE and FOR UPDATE, not from its reads: jobctl.store.postgres.roles).
+    """
+    if conn.execute(conn.backend.sql_schedules.GET, {"name": name}).fetchone() is not None:
+        raise PermissionDenied(f"schedule {name!r} is not yours to change (only its submitter "
+                               "and operators may)")
+
+
 def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
     """Pause or resume; returns whether it was paused before (None: no such schedule).
 
@@ -201,6 +214,7 @@ def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
     sql = conn.backend.sql_schedules
     before = conn.scalar(sql.PAUSED, {"name": name})
     if before is None:
+        deny_unless_missing(conn, name)
         return None
     conn.execute(sql.SET_PAUSED, {"name": name, "paused": paused, "before": bool(before)})
     notify.schedules_changed(conn, name)
@@ -210,6 +224,8 @@ def set_paused(conn: Conn, name: str, paused: bool) -> bool | None:
 def delete(conn: Conn, name: str) -> bool:
     """Remove a schedule. Its jobs stay (they keep their schedule_id and fire_time)."""
     deleted = conn.execute(conn.backend.sql_schedules.DELETE, {"name": name}).rowcount
+    if not deleted:
+        deny_unless_missing(conn, name)
     notify.schedules_changed(conn, name)
     return bool(deleted)
 

@@ -141,6 +141,9 @@ def retry(conn: Conn, workflow_id: int) -> list[int]:
     rerun = [job for job in workflow.tasks if job.state in RERUN_STATES]
     if not rerun:
         return []
+    # PermissionDenied for another's workflow (PostgreSQL's roles), whose tasks this role's
+    # UPDATE would silently not see: its tasks are all its submitter's.
+    job_store.lock_job(conn, rerun[0].id)
     conn.executemany(conn.backend.sql_workflows.RERUN_TASK, [
         {"id": job.id,
          "retries": int(workflow.definition["tasks"].get(job.task or "", {}).get("retries", 0))}

@@ -146,3 +146,21 @@ def test_every_statement_is_valid_sql_on_its_backend(direct: DirectDatabase) -> 
             checked += 1
     assert not failures, "\n".join(failures)
     assert checked > 0
+
+
+
+# The text of jobctl_settle as migration 0013 created it (sha256 of deps._settle_function_body()).
+SETTLE_AT_0013 = "d746ce60bb1fd5bebcf2c4bb839f1de7cdd465caf720dc72f4bc2a690f612e4f"
+
+
+def test_settle_function_is_frozen() -> None:
+    """jobctl_settle (roles.SETTLE_FUNCTION) is created by migration 0013 from the code of the
+    day: a database migrated then keeps that text. A change to deps.SETTLE_CTES needs a new
+    migration that creates the function again (then update the hash here to that migration's)."""
+    import hashlib
+
+    from jobctl.store.postgres import deps
+
+    found = hashlib.sha256(deps._settle_function_body().encode()).hexdigest()
+    assert found == SETTLE_AT_0013, ("deps.SETTLE_CTES changed: add a migration that runs "
+                                     "roles.SETTLE_FUNCTION again")

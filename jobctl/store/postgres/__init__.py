@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobctl.errors import DatabaseUnavailable
+from jobctl.errors import DatabaseUnavailable, PermissionDenied
 from jobctl.store.backend import SqlModules, TransactionKind
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ NO_LISTEN: set[str] = set()
 # The advisory lock that serialises creating and migrating the schema ("jobctl").
 MIGRATION_LOCK_ID = 0x6A6F6263746C
 
+# SQLSTATE insufficient_privilege: the database refused this role (PermissionDenied, exit 5).
+INSUFFICIENT_PRIVILEGE = "42501"
+
 # The database clock. clock_timestamp(), not now(): now() stands still for a whole transaction.
 NOW = "clock_timestamp()"
 
@@ -106,12 +109,16 @@ class PostgresBackend(SqlModules):
             raw.commit()
 
     def error(self, error: BaseException, where: str, *,
-              connecting: bool) -> DatabaseUnavailable | None:
+              connecting: bool) -> DatabaseUnavailable | PermissionDenied | None:
         """Any psycopg error while connecting: the server cannot be reached; a cut connection
-        later: lost. Anything else is no matter of reachability."""
+        later: lost. SQLSTATE 42501 (insufficient_privilege: a missing grant, a row-level
+        security policy's WITH CHECK, a jobctl function refusing; jobctl.store.postgres.roles)
+        is PermissionDenied. Anything else is neither."""
         from jobctl.store.direct import first_line
 
         driver = getattr(error, "orig", None) or error  # under a SQLAlchemy error: psycopg's
+        if getattr(driver, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+            return PermissionDenied(first_line(error))
         if connecting and type(driver).__module__.split(".")[0] == "psycopg":
             return DatabaseUnavailable(f"cannot reach {where}: {first_line(error)}")
         if getattr(error, "connection_invalidated", False) or is_disconnect(driver):
@@ -196,6 +203,35 @@ class PostgresBackend(SqlModules):
 
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"),
                            {"id": MIGRATION_LOCK_ID})
+
+    # --- roles and permissions (jobctl.store.postgres.roles) ---------------------------------
+
+    def apply_roles(self, raw: Any, *, create: bool) -> bool:
+        from jobctl.store.postgres import roles
+
+        if not create and not roles.roles_exist(raw):
+            return False
+        roles.apply(raw, create_roles=create)
+        return True
+
+    def set_membership(self, raw: Any, group: str, login: str, *, grant: bool) -> bool:
+        from jobctl.errors import InvalidInput, NotFound
+        from jobctl.store.postgres import roles
+
+        row = raw.execute(roles.IS_ROLE, {"name": login}).fetchone()
+        if row is None:
+            raise NotFound(f"no role {login!r} in this cluster (create it first: "
+                           f"CREATE ROLE … LOGIN)")
+        if not row[0]:
+            raise InvalidInput(f"{login!r} cannot log in: grant the jobctl roles to login "
+                               "roles, not to group roles")
+        if not roles.roles_exist(raw):
+            raise NotFound("the jobctl roles do not exist yet: run `jobctl db roles` first")
+        was = bool(raw.execute(roles.IS_MEMBER, {"group": group, "login": login}).fetchone())
+        if was == grant:
+            return False
+        raw.execute(roles.membership(group, login, grant=grant))
+        return True
 
 
 def set_up_session(raw: Any) -> bool:

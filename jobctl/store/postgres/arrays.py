@@ -4,7 +4,7 @@ from jobctl.models import JobState
 from jobctl.store.arrays import FAILING
 from jobctl.store.jobs import CANCELLED_BEFORE_START, FINAL, NOT_STARTED, QUEUED_AGAIN
 from jobctl.store.postgres import NOW
-from jobctl.store.reads import SELECT_JOB_COLUMNS
+from jobctl.store.postgres.reads import SELECT_JOB_COLUMNS
 
 # A new array: its size and throttle (NULL: none), created now.
 INSERT_ARRAY = f"""

@@ -9,8 +9,9 @@ another's workflow, gets its own name. A job or workflow naming a schedule takes
 name: that one is trusted (the scheduler that fires it runs as any role), so a role that may
 INSERT into jobs directly can file a job under another's schedule, and one that may also UPDATE
 another's workflow row (which makes this transaction its row version's xmin) a task under that
-workflow; closing those needs direct writes revoked (rows inserted by SECURITY DEFINER
-functions). BEFORE UPDATE keeps the old name.
+workflow. The roles of `jobctl db roles` close both (jobctl.store.postgres.roles): a
+submitter's row must carry its own name (row-level security's WITH CHECK, checked after this
+trigger), and it may not UPDATE another's workflow. BEFORE UPDATE keeps the old name.
 """
 
 from jobctl.store.identity import BELONGS, DERIVED_WORKFLOW_SUBMITTER, derived_job_submitter

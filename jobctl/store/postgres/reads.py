@@ -2,7 +2,13 @@
 
 from jobctl.models import JobState
 from jobctl.store.postgres import NOW as _NOW
-from jobctl.store.reads import SELECT_JOB_COLUMNS
+from jobctl.store.postgres.roles import PRIVATE_JOB_READS
+from jobctl.store.reads import select_job_columns
+
+# A job's columns (reads.JOB_COLUMNS), its private ones through the functions that hide
+# another's from a viewer or submitter (jobctl.store.postgres.roles); the tasks of workflows and
+# arrays are read with these too.
+SELECT_JOB_COLUMNS = select_job_columns(PRIVATE_JOB_READS)
 
 # The database clock (clock_timestamp(): now() stands still for a whole transaction).
 NOW = f"SELECT {_NOW}"

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
 # before the cutoff.
 _OLD_ENOUGH = f"jobs.state = ANY(%(states)s) AND {AGE_FROM} < %(cutoff)s"
 
+# Whether this session may delete what pruning deletes: jobctl_admin's alone, where the roles
+# of jobctl.store.postgres.roles exist (the tables' owner, and a superuser, may).
+MAY_DELETE = ("SELECT has_table_privilege('jobs', 'DELETE') "
+              "AND has_table_privilege('job_logs', 'DELETE') "
+              "AND has_table_privilege('attempts', 'DELETE')")
+
 # How many jobs are old enough but kept for their dependents
 # (jobctl.store.retention.NEEDED_BY_UNFINISHED).
 COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {NEEDED_BY_UNFINISHED}"

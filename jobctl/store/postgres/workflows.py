@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jobctl.models import FINAL_STATES, RERUN_STATES, sql_states
 from jobctl.store.postgres import NOW
-from jobctl.store.reads import SELECT_JOB_COLUMNS
+from jobctl.store.postgres.reads import SELECT_JOB_COLUMNS
 from jobctl.store.workflows import WORKFLOW_COLUMNS
 
 _WORKFLOW = ", ".join(WORKFLOW_COLUMNS)

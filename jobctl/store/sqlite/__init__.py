@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobctl.errors import DatabaseLocked, DatabaseUnavailable
+from jobctl.errors import DatabaseLocked, DatabaseUnavailable, InvalidInput
 from jobctl.store.backend import SqlModules, TransactionKind
 from jobctl.store.identity import unix_user
 from jobctl.store.url import query_for_sqlalchemy
@@ -226,6 +226,21 @@ class SqliteBackend(SqlModules):
     def lock_schema(self, connection: sa.Connection) -> None:
         """Nothing more: the migration's transaction holds the write lock from its BEGIN
         IMMEDIATE, and `migration_lock` the lock file."""
+
+    # --- roles: none. One machine, a file its owner controls (README, "Security") ----------
+
+    def apply_roles(self, raw: Any, *, create: bool) -> bool:
+        if create:
+            raise no_roles()
+        return False
+
+    def set_membership(self, raw: Any, group: str, login: str, *, grant: bool) -> bool:
+        raise no_roles()
+
+
+def no_roles() -> InvalidInput:
+    return InvalidInput("roles are PostgreSQL's: an SQLite database has none (whoever can "
+                        "write its file can do everything)")
 
 
 class LockWait:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 # before the cutoff.
 _OLD_ENOUGH = f"jobs.state IN (SELECT value FROM json_each(:states)) AND {AGE_FROM} < :cutoff"
 
+# Whether this session may delete what pruning deletes: always (no roles: whoever can write
+# the file may).
+MAY_DELETE = "SELECT 1"
+
 # How many jobs are old enough but kept for their dependents
 # (jobctl.store.retention.NEEDED_BY_UNFINISHED).
 COUNT_KEPT = f"SELECT count(*) FROM jobs WHERE {_OLD_ENOUGH} AND {NEEDED_BY_UNFINISHED}"
