@@ -31,11 +31,13 @@ def audit(
              "[default: all of it].", show_default=False),
     output: OutputFormat | None = output_option(),
 ) -> None:
-    """Show the audit trail, oldest first: each change of a job by a role other than its
-    submitter (cancel, retry, hold, release, edit), each queue, schedule and worker action
-    (pause, resume, limits, add, edit, remove, stop) and each retention run, with the role
-    that did it (on PostgreSQL the session's role, which the database records itself; on
-    SQLite the Unix user), the database's time and what changed (old → new).
+    """The audit trail: who changed others' jobs, queues, schedules, workers, retention.
+
+    Oldest first: each change of a job by a role other than its submitter (cancel, retry,
+    hold, release, edit), each queue, schedule and worker action (pause, resume, limits, add,
+    edit, remove, stop) and each retention run, with the role that did it (on PostgreSQL the
+    session's role, which the database records itself; on SQLite the Unix user), the
+    database's time and what changed (old → new).
 
     The JSON form (`-o json`) is a list of {id, at, role, action, kind, target, owner,
     changes}, times ISO 8601 UTC. Nobody can change or erase the trail (see README: Security).
