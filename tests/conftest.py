@@ -33,7 +33,13 @@ from pathlib import Path
 
 import pytest
 from pgbouncer import MISSING, PgBouncer, pgbouncer_binary
-from pgcluster import PgCluster, PgServer, SharedCluster, server_from_url_or_new_cluster
+from pgcluster import (
+    PgCluster,
+    PgServer,
+    SharedCluster,
+    memory_folder,
+    server_from_url_or_new_cluster,
+)
 
 from jobctl.store.engine import Database
 
@@ -46,6 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     import compileall
 
     compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "jobctl"), quiet=1)
+    # tmp_path (the SQLite test databases, logs, scratch files) in memory too, as the clusters
+    # are (pgcluster.memory_folder): on this machine's ext4 every file system call costs tens of
+    # microseconds of kernel time, and SQLite makes many. PYTEST_DEBUG_TEMPROOT is pytest's own
+    # setting for the root of its temporary folders, read when the first is made (after this;
+    # under xdist by the controller, which hands each process a folder of its own).
+    if "PYTEST_DEBUG_TEMPROOT" not in os.environ and (memory := memory_folder()) is not None:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = memory
     if _is_xdist_controller(config):
         if EXTERNAL_DATABASE_URL is None:
             _start_shared_cluster(config)
