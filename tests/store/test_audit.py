@@ -318,8 +318,10 @@ def test_a_prune_is_one_row_with_its_counts(direct: DirectDatabase) -> None:
 def test_since_reads_from_a_time_on(direct: DirectDatabase) -> None:
     with direct.write() as conn:
         capacity.pause(conn, ["default"], True)
+    time.sleep(0.01)  # past the clock tick of the pause (SQLite's is a millisecond): seen equal
     with direct.read() as conn:
         middle = reads.database_now(conn)
+    time.sleep(0.01)
     with direct.write() as conn:
         capacity.pause(conn, ["default"], False)
     with direct.read() as conn:
