@@ -49,13 +49,13 @@ def roles(ctx: typer.Context) -> None:
     st.terminal.err(f"the jobctl roles and their rights are in place on {where}")
 
 
+# The two arguments of `db grant` and `db revoke` (Typer only reads these).
+_ROLE = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP)
+_LOGIN = typer.Argument(..., metavar="LOGIN_ROLE", help="A PostgreSQL role that can log in.")
+
+
 @app.command()
-def grant(
-    ctx: typer.Context,
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP),
-    login: str = typer.Argument(..., metavar="LOGIN_ROLE",
-                                help="A PostgreSQL role that can log in."),
-) -> None:
+def grant(ctx: typer.Context, role: str = _ROLE, login: str = _LOGIN) -> None:
     """Make a login role a member of a jobctl group role (PostgreSQL only; exit 2 on SQLite).
 
     A bad ROLE exits 2; a LOGIN_ROLE that does not exist exits 3."""
@@ -63,12 +63,7 @@ def grant(
 
 
 @app.command()
-def revoke(
-    ctx: typer.Context,
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP),
-    login: str = typer.Argument(..., metavar="LOGIN_ROLE",
-                                help="A PostgreSQL role that can log in."),
-) -> None:
+def revoke(ctx: typer.Context, role: str = _ROLE, login: str = _LOGIN) -> None:
     """Take a login role out of a jobctl group role (PostgreSQL only; exit 2 on SQLite)."""
     _membership(ctx, role, login, grant=False)
 
