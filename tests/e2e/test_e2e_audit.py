@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from e2e_support import Jobctl, describe
-from psycopg import sql
+from pgroles import create_login, drop_logins, unique_name
 from test_e2e_scheduler_ops import _age_finished_jobs
 
 
@@ -30,26 +30,14 @@ def audit(jobctl: Jobctl) -> list[dict[str, Any]]:
 def submitter_url(pg_url: str) -> Iterator[str]:
     """A LOGIN role that may submit and change jobs (granted directly; no superuser, no
     ownership) and only read the trail."""
-    name = f"jobctl_e2e_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    role = sql.Identifier(name)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            role, sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public "
-                             "TO {}").format(role))
-        conn.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
-        conn.execute(sql.SQL("REVOKE ALL ON audit FROM {}").format(role))
-        conn.execute(sql.SQL("GRANT SELECT ON audit TO {}").format(role))
-    parts = urlsplit(pg_url)
-    netloc = f"{name}:{quote(password)}@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else "")
-    yield urlunsplit(parts._replace(netloc=netloc))
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE usename = %s", [name])
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
-        conn.execute(sql.SQL("DROP ROLE {}").format(role))
+    name = unique_name("jobctl_e2e")
+    yield create_login(pg_url, name,
+                       "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}",
+                       "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                       "REVOKE ALL ON audit FROM {role}",
+                       "GRANT SELECT ON audit TO {role}",
+                       password=uuid.uuid4().hex)
+    drop_logins(pg_url, [name])
 
 
 def test_postgresql_a_workers_run_is_silent_and_a_cancel_names_its_role(

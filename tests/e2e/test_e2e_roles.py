@@ -11,26 +11,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from e2e_support import Jobctl, wait_for
 from inprocess import jobctl, run_cli
+from pgroles import create_login, drop_logins, unique_name, url_as
 from psycopg import sql
 
 from jobctl.store.postgres import roles as role_sql
 from jobctl.store.schema import metadata
 
 PERMISSION_DENIED = 5
-
-
-def as_role(url: str, role: str) -> str:
-    """`url` with `role` as its user (the test cluster trusts every local connection)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{role}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Logins:
@@ -42,21 +35,15 @@ class Logins:
 
     def make(self, group: str | None) -> str:
         """A new login role, granted `group` (through `jobctl db grant`); its URL."""
-        name = f"jobctl_t_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        name = unique_name("jobctl_t")
+        url = create_login(self.url, name)
         self.names.append(name)
         if group is not None:
             jobctl(self.url, "db", "grant", group, name)
-        return as_role(self.url, name)
+        return url
 
     def drop(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            for name in self.names:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE usename = %s", [name])
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        drop_logins(self.url, self.names)
 
 
 @pytest.fixture
@@ -536,7 +523,7 @@ def test_db_roles_by_an_owner_that_is_no_superuser(pg_url_empty: str, logins: Lo
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(owner)))
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
             sql.Identifier(database), sql.Identifier(owner)))
-    owner_url = as_role(pg_url_empty, owner)
+    owner_url = url_as(pg_url_empty, owner)
     try:
         jobctl(owner_url, "db", "upgrade")
         job_id = submit(owner_url, "--env", "K=v", "--", "true")
@@ -544,7 +531,7 @@ def test_db_roles_by_an_owner_that_is_no_superuser(pg_url_empty: str, logins: Lo
         jobctl(owner_url, "db", "roles")
         name = urlsplit(logins.make(None)).username or ""
         jobctl(owner_url, "db", "grant", "submitter", name)
-        submitter = as_role(pg_url_empty, name)
+        submitter = url_as(pg_url_empty, name)
         theirs = submit(submitter, "--env", "T=s", "--", "true")
         assert status(submitter, job_id)["env"] is None
         assert status(owner_url, theirs)["env"] == {"T": "s"}  # the owner sees every job

@@ -19,12 +19,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 from e2e_support import FAST_WORKER_OPTIONS, JOBCTL, Jobctl, describe
-from psycopg import sql
+from pgroles import create_login, drop_logins
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running jobs as their submitters needs a "
@@ -63,23 +61,14 @@ class Accounts:
 
     def role(self, name: str) -> str:
         """A LOGIN role `name`; returns the URL that connects as it."""
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            role = sql.Identifier(name)
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-            self._roles.append(name)
-            conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(role))
-            conn.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}")
-                         .format(role))
-        parts = urlsplit(self.pg_url)
-        return urlunsplit(parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}"))
+        url = create_login(self.pg_url, name,
+                           "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
+                           "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        self._roles.append(name)
+        return url
 
     def close(self) -> None:
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            for name in self._roles:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE usename = %s", [name])
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        drop_logins(self.pg_url, self._roles)
         for name in self._users:
             for _ in range(50):
                 gone = subprocess.run(["userdel", "-r", name], capture_output=True, text=True,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from pgroles import create_login, drop_logins, unique_name
 from psycopg import sql
 
 from jobctl.models import JobSpec, JobState, ScheduleDefinition
@@ -58,28 +58,14 @@ class Role:
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
-        self.name = f"jobctl_submitter_{uuid.uuid4().hex[:10]}"
-        password = uuid.uuid4().hex
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            name = sql.Identifier(self.name)
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                name, sql.Literal(password)))
-            conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(name))
-            conn.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}")
-                         .format(name))
-        parts = urlsplit(admin_url)
-        host = parts.hostname or ""
-        netloc = f"{self.name}:{quote(password)}@{host}" + (
-            f":{parts.port}" if parts.port else "")
-        self.url = urlunsplit(parts._replace(netloc=netloc))
+        self.name = unique_name("jobctl_submitter")
+        self.url = create_login(admin_url, self.name,
+                                "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
+                                "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                                password=uuid.uuid4().hex)
 
     def drop(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            name = sql.Identifier(self.name)
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = %s", [self.name])
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
-            conn.execute(sql.SQL("DROP ROLE {}").format(name))
+        drop_logins(self.admin_url, [self.name])
 
 
 @pytest.fixture
