@@ -329,8 +329,10 @@ class Renewal:
     worker_state: WorkerState | None  # None: our worker row is gone
 
 
-def renew(conn: Conn, worker_id: int, job_ids: Sequence[int], lease_s: float) -> Renewal:
-    """Heartbeat and extend the leases of `job_ids`; learn which are lost or to be cancelled."""
+def renew(conn: Conn, worker_id: int, job_ids: Sequence[int], lease_s: float,
+          draining: bool = False) -> Renewal:
+    """Heartbeat and extend the leases of `job_ids`; learn which are lost or to be cancelled.
+    `draining`: this worker is shutting down (a lost one comes back draining, not running)."""
     sql = conn.backend.sql_queue
     held: set[int] = set()
     cancel: set[int] = set()
@@ -339,7 +341,7 @@ def renew(conn: Conn, worker_id: int, job_ids: Sequence[int], lease_s: float) ->
                                         "lease_s": lease_s}).fetchall()
         held = {row[0] for row in rows}
         cancel = {row[0] for row in rows if row[1]}
-    state = conn.scalar(sql.HEARTBEAT, {"worker_id": worker_id})
+    state = conn.scalar(sql.HEARTBEAT, {"worker_id": worker_id, "draining": draining})
     return Renewal(held, cancel, WorkerState(state) if state else None)
 
 
@@ -469,13 +471,16 @@ RESCUE_STATE = f"""CASE
 # the live workers become lost.
 LIVE_WORKERS_LOST = f"UPDATE workers SET state = '{WorkerState.LOST.value}' WHERE {LIVE_WORKER}"
 
-# A heartbeat's new worker state: a worker marked lost is running again; the others keep theirs
+# A heartbeat's new worker state: a worker marked lost is live again, running or, when it says
+# it is draining (`draining`: the backend's parameter), draining; the others keep theirs
 # (draining: asked to stop). A lost worker that beats never died: its heartbeat did not reach the
 # database for longer than a lease (a cut network, a stall); its jobs were rescued meanwhile
-# (and fenced by itself), and it goes on taking work, so `worker list`, `worker stop`, capacity
-# control and burst workers must count it again.
-BACK_FROM_LOST = (f"CASE WHEN state = '{WorkerState.LOST.value}' "
-                  f"THEN '{WorkerState.RUNNING.value}' ELSE state END")
+# (and fenced by itself), and it goes on taking work (or finishing it, draining), so `worker
+# list`, `worker stop`, capacity control and burst workers must count it again.
+def back_from_lost(draining: str) -> str:
+    return (f"CASE WHEN state = '{WorkerState.LOST.value}' THEN CASE WHEN {draining} "
+            f"THEN '{WorkerState.DRAINING.value}' ELSE '{WorkerState.RUNNING.value}' END "
+            "ELSE state END")
 
 # The queues the live workers serve (JSON lists): LIVE_WORKER_QUEUES on both backends.
 QUEUES_OF_LIVE_WORKERS = f"SELECT queues FROM workers WHERE {LIVE_WORKER}"
@@ -529,7 +534,7 @@ class QueueSQL(Protocol):
     INSERT_OUTPUT: str  # job_id, attempt, stream, seq, data
     RELEASE: str  # id, attempt, worker_id → queue
     RENEW: str  # ids, worker_id, lease_s → id, cancel_requested
-    HEARTBEAT: str  # worker_id → state
+    HEARTBEAT: str  # worker_id, draining → state
     CANCEL_REQUESTS: str  # ids, worker_id → id
     MARK_LOST_WORKERS: str  # lease_s
     BURST_COUNTS: str  # queues, user, any_user → due, running, next_retry, waiting, now

@@ -45,11 +45,13 @@ def fence_deadline(last_renewal_ok: float, lease_s: float) -> float:
 
 class Heartbeat:
     """`database`: a connection of its own (it is closed on the thread when it ends);
-    `request_drain()`: the worker was asked to stop."""
+    `request_drain()`: the worker was asked to stop; `draining()`: whether it is stopping."""
 
     def __init__(self, database: DirectDatabase, held: Held, lease_s: float,
                  metrics: NoMetrics, request_drain: Callable[[], None],
-                 beat: Callable[[], object] = lambda: None) -> None:
+                 beat: Callable[[], object] = lambda: None,
+                 draining: Callable[[], bool] = lambda: False) -> None:
+        self._draining = draining
         self._beat = beat  # each pass of the thread, the database reached or not (sd_notify)
         self._db = database
         self._held = held
@@ -133,7 +135,8 @@ class Heartbeat:
         started = time.monotonic()
         ids = self._held.lease_ids()
         with self._db.write() as conn:
-            renewal = queue.renew(conn, self._worker_id, ids, self.lease_s)
+            renewal = queue.renew(conn, self._worker_id, ids, self.lease_s,
+                                  draining=self._draining())
         if started - self._last_renewal_ok > self.lease_s:
             # Longer than a lease without a renewal: other workers will have marked us lost
             # and rescued our jobs; the heartbeat just made us a running worker again.

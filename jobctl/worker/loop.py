@@ -203,7 +203,8 @@ class Worker:
         self._notifier = Notifier.from_environment()
         self._said_stopping = False
         self._heartbeat = Heartbeat(database.clone(), self._held, settings.lease_s, metrics,
-                                    self.request_drain, beat=self._notifier.watchdog)
+                                    self.request_drain, beat=self._notifier.watchdog,
+                                    draining=lambda: self._draining)
         self._watchdog: Watchdog | None = None
         self._cgroups: WorkerCgroups | None = None  # a cgroup per job, where it can (cgroup.py)
         # A job run as its submitter gets only what a login would, not the worker's own

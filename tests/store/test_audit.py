@@ -279,7 +279,7 @@ def test_a_stop_request_is_recorded_and_heartbeats_are_not(direct: DirectDatabas
     with direct.write() as conn:
         name = me(conn)
         queue_sql = conn.backend.sql_queue
-        conn.execute(queue_sql.HEARTBEAT, {"worker_id": worker})
+        conn.execute(queue_sql.HEARTBEAT, {"worker_id": worker, "draining": False})
     assert trail(direct) == []
     with direct.write() as conn:
         worker_rows.request_stop(conn, str(worker))

@@ -464,9 +464,9 @@ def test_renew_reports_lost_leases_and_cancel_requests(db: DirectDatabase) -> No
 def test_a_lost_worker_that_renews_again_is_running_again(db: DirectDatabase) -> None:
     """Marked lost while cut off from the database for longer than a lease, a worker whose
     heartbeat gets through again is a running worker again (tests/fleet: a worker host cut
-    off); a stopped one stays stopped."""
+    off); one that was draining, draining; a stopped one stays stopped."""
     cut_off, stopped = register(db, "cut-off"), register(db, "stopped")
-    register(db, "draining")
+    draining = register(db, "draining")
     with db.write() as conn:
         worker_rows.request_stop(conn, "draining")
         worker_rows.set_state(conn, stopped, WorkerState.STOPPED)
@@ -481,9 +481,14 @@ def test_a_lost_worker_that_renews_again_is_running_again(db: DirectDatabase) ->
     with db.write() as conn:
         assert queue.renew(conn, stopped, [], LEASE_S).worker_state is WorkerState.STOPPED
     with db.read() as conn:
+        assert worker_rows.get_state(conn, draining) is WorkerState.LOST
+    with db.write() as conn:  # it was shutting down when cut off: it still is
+        assert queue.renew(conn, draining, [], LEASE_S,
+                           draining=True).worker_state is WorkerState.DRAINING
+    with db.read() as conn:
         assert worker_rows.get_state(conn, cut_off) is WorkerState.RUNNING
         live = [worker.name for worker in worker_rows.list_workers(conn)]
-    assert sorted(live) == ["cut-off"]
+    assert sorted(live) == ["cut-off", "draining"]
 
 
 # --- release --------------------------------------------------------------------------------------

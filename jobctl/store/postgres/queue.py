@@ -272,8 +272,9 @@ RETURNING id, cancel_requested
 
 # The heartbeat, and the worker's state (draining: asked to stop); no row back: our worker row
 # is gone. A worker marked lost (no heartbeat for a lease: cut off, stalled) that beats again
-# is back: running (jobctl.store.queue.BACK_FROM_LOST).
-HEARTBEAT = f"""UPDATE workers SET heartbeat_at = {NOW}, state = {shared.BACK_FROM_LOST}
+# is back: running, or draining when it says so (jobctl.store.queue.back_from_lost).
+HEARTBEAT = f"""UPDATE workers SET heartbeat_at = {NOW},
+    state = {shared.back_from_lost('%(draining)s')}
 WHERE id = %(worker_id)s RETURNING state"""
 
 # Which of this worker's running jobs somebody asked to cancel.
