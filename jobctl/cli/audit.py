@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from jobctl.cli.common import output_option, state
+from jobctl.cli.common import output_option, refuse_ids, state
 from jobctl.cli.render import OutputFormat
 from jobctl.errors import InvalidInput
 
@@ -42,13 +42,12 @@ def audit(
     The JSON form (`-o json`) is a list of {id, at, role, action, kind, target, owner,
     changes}, times ISO 8601 UTC. Nobody can change or erase the trail (see README: Security).
     """
+    refuse_ids(output, "audit")
     moment = parse_since(since)
     st = state(ctx)
     entries = st.client().audit(moment)
     terminal = st.terminal
     fmt = terminal.resolve(output)
-    if fmt is OutputFormat.IDS:
-        raise InvalidInput("audit: -o ids is not supported; use table, wide, plain or json")
     if fmt is OutputFormat.JSON:
         terminal.json([entry.to_json() for entry in entries])
         return

@@ -15,7 +15,7 @@ import click
 import typer
 
 from jobctl.cli import complete
-from jobctl.cli.render import Terminal
+from jobctl.cli.render import OutputFormat, Terminal
 from jobctl.config import CommandLine, Setting
 from jobctl.errors import InvalidInput, JobctlError
 
@@ -211,6 +211,13 @@ def output_option(more: str = "") -> Any:
         None, "--output", "-o", help="table (default on a terminal, cut to its width), wide (a "
         f"table, nothing cut), plain (tab-separated, default when piped){last}.",
         show_default=False, autocompletion=complete.output_formats)
+
+
+def refuse_ids(output: OutputFormat | None, command: str) -> None:
+    """`-o ids` given to a command whose rows have no ids (`output_option()` without "ids"):
+    exit 2, before any work."""
+    if output is OutputFormat.IDS:
+        raise InvalidInput(f"{command}: -o ids is not supported; use table, wide, plain or json")
 
 
 TIMEOUT_OPTION = typer.Option(

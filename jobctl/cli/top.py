@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from jobctl.cli.common import output_option, parse_duration, state
+from jobctl.cli.common import output_option, parse_duration, refuse_ids, state
 from jobctl.cli.render import OutputFormat, Terminal
 from jobctl.errors import DatabaseUnavailable, InvalidInput
 
@@ -68,13 +68,12 @@ def stats(
 
     The JSON form (`-o json`) is meant for scripts and alerts; its rates are null when nothing
     finished in the window."""
+    refuse_ids(output, "stats")
     st = state(ctx)
     window_s = _positive(parse_duration(window, "--window"), "--window")
     report = st.client().queue_stats(window_s)
     terminal = st.terminal
     fmt = terminal.resolve(output)
-    if fmt is OutputFormat.IDS:
-        raise InvalidInput("stats: -o ids is not supported; use table, wide, plain or json")
     if fmt is OutputFormat.JSON:
         terminal.json(report.to_json())
         return

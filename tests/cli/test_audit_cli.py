@@ -104,6 +104,15 @@ def test_ids_output_is_refused(sqlite_url: str) -> None:
     assert result.stderr.startswith("jobctl: error: audit: -o ids is not supported")
 
 
+@pytest.mark.parametrize("command", [("audit",), ("stats",)])
+def test_ids_output_is_refused_before_the_database_is_asked(command: tuple[str, ...]) -> None:
+    """Bad usage is exit 2 whatever the database: here one nothing listens for (else exit 4)."""
+    url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+    result = jobctl(url, *command, "-o", "ids", expect=2)
+    assert result.stderr == f"jobctl: error: {command[0]}: -o ids is not supported; use table, " \
+                            "wide, plain or json\n"
+
+
 def test_control_characters_are_made_visible(sqlite_url: str) -> None:
     hostile = "evil\x1b]0;pwned\x07\nq"
     cli_ok(sqlite_url, "queue", "set", hostile, "--max-running", "1")
