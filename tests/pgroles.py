@@ -44,6 +44,19 @@ def create_login(admin_url: str, name: str, *grants: str, password: str | None =
     return url_as(admin_url, name, password)
 
 
+class LoginRole:
+    """One LOGIN role of a test's own (`unique_name(prefix)`), with a password and `grants` (as
+    `create_login` takes them): `name`, `url` that connects as it, and `drop()`."""
+
+    def __init__(self, admin_url: str, prefix: str, *grants: str) -> None:
+        self.admin_url = admin_url
+        self.name = unique_name(prefix)
+        self.url = create_login(admin_url, self.name, *grants, password=uuid.uuid4().hex)
+
+    def drop(self) -> None:
+        drop_logins(self.admin_url, [self.name])
+
+
 def drop_logins(admin_url: str, names: Iterable[str]) -> None:
     """End each role's sessions, drop what it owns (its grants too), drop it."""
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -7,13 +7,12 @@ owner cannot UPDATE, DELETE or TRUNCATE it, and an INSERT cannot name another ro
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from pgroles import create_login, drop_logins, unique_name
+from pgroles import LoginRole
 from psycopg import sql
 
 from jobctl.capacity import QueueSettings
@@ -364,33 +363,21 @@ def test_sqlite_an_insert_cannot_name_another(sqlite_url: str) -> None:
 # --- PostgreSQL: real roles ---------------------------------------------------------------------
 
 
-class Role:
+@pytest.fixture
+def role(pg_url: str) -> Iterator[LoginRole]:
     """A LOGIN role of this test's own, granted directly what cancelling a job needs (SELECT and
     UPDATE on the tables) and SELECT on `audit`: no superuser, no ownership, no write on the
     trail."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.name = unique_name("jobctl_audit")
-        self.url = create_login(admin_url, self.name,
-                                "GRANT SELECT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}",
-                                "REVOKE ALL ON audit FROM {role}",
-                                "GRANT SELECT ON audit TO {role}",
-                                password=uuid.uuid4().hex)
-
-    def drop(self) -> None:
-        drop_logins(self.admin_url, [self.name])
-
-
-@pytest.fixture
-def role(pg_url: str) -> Iterator[Role]:
-    found = Role(pg_url)
+    found = LoginRole(pg_url, "jobctl_audit",
+                      "GRANT SELECT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}",
+                      "REVOKE ALL ON audit FROM {role}",
+                      "GRANT SELECT ON audit TO {role}")
     yield found
     found.drop()
 
 
 def test_postgresql_another_role_cancels_and_the_trail_names_it(pg_url: str,
-                                                                  role: Role) -> None:
+                                                                  role: LoginRole) -> None:
     owner_db = open_or_create(pg_url)
     other_db = open_or_create(role.url)
     try:
@@ -409,7 +396,7 @@ def test_postgresql_another_role_cancels_and_the_trail_names_it(pg_url: str,
 
 
 def test_postgresql_a_role_without_rights_on_audit_still_leaves_rows(pg_url: str,
-                                                                     role: Role) -> None:
+                                                                     role: LoginRole) -> None:
     """The trigger functions are SECURITY DEFINER: the role has no INSERT on `audit`."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(sql.SQL("REVOKE ALL ON audit FROM {}").format(sql.Identifier(role.name)))
@@ -428,7 +415,7 @@ def test_postgresql_a_role_without_rights_on_audit_still_leaves_rows(pg_url: str
 @pytest.mark.parametrize("statement", [
     "DELETE FROM audit", "UPDATE audit SET role = 'x'", "TRUNCATE audit",
     "INSERT INTO audit (at, role, action, kind, changes) VALUES (now(), 'x', 'x', 'x', '{}')"])
-def test_postgresql_a_role_cannot_write_the_trail(pg_url: str, role: Role,
+def test_postgresql_a_role_cannot_write_the_trail(pg_url: str, role: LoginRole,
                                                   statement: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO queues (name, paused, updated_at) VALUES ('q', true, now())")
@@ -440,7 +427,7 @@ def test_postgresql_a_role_cannot_write_the_trail(pg_url: str, role: Role,
             ("queue.pause", "q")]
 
 
-def test_postgresql_an_insert_cannot_forge_the_role(pg_url: str, role: Role) -> None:
+def test_postgresql_an_insert_cannot_forge_the_role(pg_url: str, role: LoginRole) -> None:
     """The owner's own INSERT, and a role wrongly granted INSERT, get their own names."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         owner = conn.execute("SELECT session_user").fetchone()[0]  # type: ignore[index]

@@ -6,13 +6,12 @@ another name (the forge tests, as a real LOGIN role of their own)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
-from pgroles import create_login, drop_logins, unique_name
+from pgroles import LoginRole
 from psycopg import sql
 
 from jobctl.models import JobSpec, JobState, ScheduleDefinition
@@ -52,25 +51,13 @@ COLUMNS = "queue, state, argv, env, labels, delivery, run_at, created_at"
 VALUES = "'default', 'queued', '[\"true\"]', '{}', '{}', 'at_least_once', now(), now()"
 
 
-class Role:
+@pytest.fixture
+def role(pg_url: str) -> Iterator[LoginRole]:
     """A LOGIN role of this test's own on the test database, with what jobctl needs on its
     tables and sequences (no superuser, no ownership): `url` connects as it."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.name = unique_name("jobctl_submitter")
-        self.url = create_login(admin_url, self.name,
-                                "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
-                                "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}",
-                                password=uuid.uuid4().hex)
-
-    def drop(self) -> None:
-        drop_logins(self.admin_url, [self.name])
-
-
-@pytest.fixture
-def role(pg_url: str) -> Iterator[Role]:
-    found = Role(pg_url)
+    found = LoginRole(pg_url, "jobctl_submitter",
+                      "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
+                      "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
     yield found
     found.drop()
 
@@ -182,7 +169,7 @@ def test_sqlite_occurrences_tasks_and_hooks_take_the_name_of_their_row(
 
 
 def test_postgresql_occurrences_tasks_hooks_and_retries_keep_the_submitter(
-        pg_url: str, role: Role) -> None:
+        pg_url: str, role: LoginRole) -> None:
     """The role makes a schedule and a job with a hook; the scheduler, the worker and a retry
     run as another role (the superuser): every row keeps the role's name."""
     mine = open_or_create(role.url)
@@ -216,7 +203,7 @@ def test_postgresql_occurrences_tasks_hooks_and_retries_keep_the_submitter(
         admin.close()
 
 
-def test_postgresql_submitted_by_cannot_be_forged(pg_url: str, role: Role) -> None:
+def test_postgresql_submitted_by_cannot_be_forged(pg_url: str, role: LoginRole) -> None:
     """As a role with INSERT and UPDATE on jobs, schedules and workflows: a row naming another
     role, an UPDATE to another name, and a job that claims to be another's hook or a task of
     another's workflow all keep the role's own name."""
@@ -277,7 +264,7 @@ def test_list_filters_by_submitter(direct: DirectDatabase, db_url: str) -> None:
     assert job is not None and job.submitted_by is None and job.to_json()["submitted_by"] is None
 
 
-def test_postgresql_mine_is_the_session_role(pg_url: str, role: Role) -> None:
+def test_postgresql_mine_is_the_session_role(pg_url: str, role: LoginRole) -> None:
     admin = open_or_create(pg_url)
     mine = open_or_create(role.url)
     try:
