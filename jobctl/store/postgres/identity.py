@@ -22,41 +22,31 @@ from jobctl.store.identity import BELONGS, DERIVED_WORKFLOW_SUBMITTER, derived_j
 # its own id: its tasks would take session_user).
 _WORKFLOW_OF_THIS_TRANSACTION = "CAST(CAST(w.xmin AS text) AS bigint) = txid_current() % 4294967296"
 
-JOBS_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION jobctl_job_submitter() RETURNS trigger LANGUAGE plpgsql AS $$
+
+def _setter(function: str, name: str) -> str:
+    """A trigger function that sets the new row's submitted_by to the SQL expression `name`."""
+    return f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.submitted_by := {derived_job_submitter(workflow=_WORKFLOW_OF_THIS_TRANSACTION,
-                                               hook="pg_trigger_depth() > 1",
-                                               otherwise="session_user")};
+    NEW.submitted_by := {name};
     RETURN NEW;
 END
 $$"""
 
-WORKFLOWS_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION jobctl_workflow_submitter() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.submitted_by := CASE WHEN NEW.schedule_id IS NOT NULL
-                             THEN {DERIVED_WORKFLOW_SUBMITTER} ELSE session_user END;
-    RETURN NEW;
-END
-$$"""
 
-SCHEDULES_FUNCTION = """
-CREATE OR REPLACE FUNCTION jobctl_schedule_submitter() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.submitted_by := session_user;
-    RETURN NEW;
-END
-$$"""
+JOBS_FUNCTION = _setter("jobctl_job_submitter", derived_job_submitter(
+    workflow=_WORKFLOW_OF_THIS_TRANSACTION, hook="pg_trigger_depth() > 1",
+    otherwise="session_user"))
+
+WORKFLOWS_FUNCTION = _setter(
+    "jobctl_workflow_submitter",
+    f"""CASE WHEN NEW.schedule_id IS NOT NULL
+                             THEN {DERIVED_WORKFLOW_SUBMITTER} ELSE session_user END""")
+
+SCHEDULES_FUNCTION = _setter("jobctl_schedule_submitter", "session_user")
 
 # Any UPDATE of any of the three tables keeps the name it was inserted with.
-KEEP_FUNCTION = """
-CREATE OR REPLACE FUNCTION jobctl_keep_submitter() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.submitted_by := OLD.submitted_by;
-    RETURN NEW;
-END
-$$"""
+KEEP_FUNCTION = _setter("jobctl_keep_submitter", "OLD.submitted_by")
 
 _TABLES = {"jobs": "jobctl_job_submitter", "workflows": "jobctl_workflow_submitter",
            "schedules": "jobctl_schedule_submitter"}
