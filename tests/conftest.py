@@ -113,11 +113,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # cannot be stolen. Collected as written, tests/fleet's four tests (network cuts and a 30 s
 # outage: up to a minute each) fall into one slice, one after another, and the run ends with
 # that process working through them while the others wait. So each goes first in a slice of its
-# own; everything else keeps its place. (Putting every end-to-end and chaos test first, dealt
-# out evenly, was tried: on 2 cores they then all contend at once, and a run took half as long
-# again.) Every process computes the same order, as xdist requires: from the paths alone.
+# own. The other tests that mostly wait (tests/chaos: kills, outages, leases running out; the
+# scheduler races and misfires of tests/e2e: 5 to 25 s each) are dealt out likewise and spread
+# evenly through the first two thirds of each slice, so that their waits overlap the CPU-bound
+# tests around them and the run ends on short tests. Collected as written, the chaos tests sat
+# together in the first slice and were stolen last, and the run ended with six processes
+# waiting on leases while the CPU idled (a quarter of the last 40 s). Everything else keeps its
+# place. (Putting every end-to-end and chaos test first was tried: on 2 cores they then all
+# contend at once, and a run took half as long again.) Every process computes the same order,
+# as xdist requires: from the paths alone.
 
 LONGEST_FIRST_FOLDERS = ("fleet",)
+SPREAD_FOLDERS = ("chaos",)
+SPREAD_MODULES = ("test_e2e_schedules.py", "test_e2e_overdue.py")
 
 
 # Folders whose every test is `slow`: real jobctl processes and workers, through crashes, outages
@@ -133,19 +141,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
     if workers < 2:
         return
-    longest = [item for item in items
-               if Path(str(item.fspath)).parent.name in LONGEST_FIRST_FOLDERS]
-    rest = [item for item in items if item not in longest]
+
+    def folder(item: pytest.Item) -> str:
+        return Path(str(item.fspath)).parent.name
+
+    longest = [item for item in items if folder(item) in LONGEST_FIRST_FOLDERS]
+    spread = [item for item in items if item not in longest and (
+        folder(item) in SPREAD_FOLDERS or Path(str(item.fspath)).name in SPREAD_MODULES)]
+    rest = [item for item in items if item not in longest and item not in spread]
     # The slices as worksteal cuts them: len(pending) // processes left, in turn.
     order: list[pytest.Item] = []
     left = len(items)
     for taken in range(workers):
         size = left // (workers - taken)
         left -= size
-        head = longest[taken::workers]
-        order += head + rest[:size - len(head)]
-        rest = rest[size - len(head):]
+        head, dealt = longest[taken::workers], spread[taken::workers]
+        plain = rest[:size - len(head) - len(dealt)]
+        rest = rest[len(plain):]
+        order += head + _interleave(plain, dealt)
     items[:] = order + rest
+
+
+def _interleave(plain: list[pytest.Item], dealt: list[pytest.Item]) -> list[pytest.Item]:
+    """`plain` in its order with `dealt`'s items spread evenly through its first two thirds, the
+    first after a gap (the slice's head is its longest test, if it has one)."""
+    out: list[pytest.Item] = []
+    step = len(plain) * 2 / 3 / (len(dealt) + 1) if dealt else 0.0
+    taken = 0
+    for index, item in enumerate(dealt, 1):
+        until = round(step * index)
+        out += plain[taken:until]
+        taken = until
+        out.append(item)
+    return out + plain[taken:]
 
 
 # --- one PostgreSQL cluster for all of xdist's test processes ----------------------------------

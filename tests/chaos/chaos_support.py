@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from e2e_support import Jobctl, Worker, describe, process_gone, wait_for
+from e2e_support import Jobctl, Worker, process_gone, wait_for
 
 LEASE_S = 3.0
 CHAOS_WORKER_OPTIONS = ("--lease", "3s", "--rescue-interval", "1s", "--grace", "2s",
@@ -114,7 +114,10 @@ def unfinished_ids(jobctl: Jobctl) -> list[int]:
 
 def submit_batch(jobctl: Jobctl, path: Path, lines: list[str], *options: str) -> list[int]:
     path.write_text("".join(line + "\n" for line in lines))
-    out = jobctl.ok("job", "submit", *options, "--from-file", str(path))
+    # In this process (Jobctl.in_process): the bulk submit sets the scene.
+    submitted = jobctl.in_process("job", "submit", *options, "--from-file", str(path))
+    assert submitted.exit_code == 0, submitted
+    out = submitted.stdout
     ids = [int(line) for line in out.split()]
     assert len(ids) == len(lines), out
     return ids
@@ -122,7 +125,7 @@ def submit_batch(jobctl: Jobctl, path: Path, lines: list[str], *options: str) ->
 
 def worker_rows(jobctl: Jobctl) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = json.loads(
-        jobctl.ok("worker", "list", "--all", "-o", "json"))
+        jobctl.in_process("worker", "list", "--all", "-o", "json").stdout)
     return rows
 
 
@@ -321,10 +324,10 @@ def describe_runs(intervals: dict[Any, tuple[float, float]], at: float) -> str:
 
 
 def wait_succeeded(jobctl: Jobctl, ids: list[int], timeout_s: int = 60) -> None:
-    """`job wait` for every job, then require each to have succeeded."""
-    result = jobctl("job", "wait", *map(str, ids), "--timeout", f"{timeout_s}s",
-                    timeout=timeout_s + 30)
+    """`job wait` for every job (in this process: the waiting is not what is tested), then
+    require each to have succeeded."""
+    result = jobctl.in_process("job", "wait", *map(str, ids), "--timeout", f"{timeout_s}s")
     states = {row["id"]: row["state"] for row in list_jobs(jobctl)}
     not_ok = {job: states.get(job) for job in ids if states.get(job) != "succeeded"}
-    assert not not_ok, f"jobs not succeeded: {not_ok}\n{describe(result)}"
-    assert result.returncode == 0, describe(result)
+    assert not not_ok, f"jobs not succeeded: {not_ok}\n{result}"
+    assert result.returncode == 0, result

@@ -27,9 +27,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from inprocess import Result
 
 JOBCTL = Path(sys.executable).parent / "jobctl"
 
@@ -126,19 +129,24 @@ class Jobctl:
     def submit(self, *args: str) -> int:
         """`job submit ARGS…` (put `--` before the command); returns the new job's id.
 
-        In this process, as `look` (the CLI's code path is the same: tests/inprocess.py), with
-        this object's environment: a submit here sets the scene for the workers and schedulers
-        under test, which are real processes, and a Python start for each (about 150 ms of CPU
-        on PostgreSQL, psycopg's import most of it) was a tenth of the suite's CPU. The tests of
-        `job submit` itself (exit codes, --wait, standard input, the bare id on a pipe) run the
-        real executable (`self(...)`, `run_bytes`)."""
-        from inprocess import run_cli
-
-        result = run_cli("job", "submit", *args, env=self._differences())
+        In this process (`in_process`): a submit here sets the scene for the workers and
+        schedulers under test, which are real processes, and a Python start for each (about
+        150 ms of CPU on PostgreSQL, psycopg's import most of it) was a tenth of the suite's CPU.
+        The tests of `job submit` itself (exit codes, --wait, standard input, the bare id on a
+        pipe) run the real executable (`self(...)`, `run_bytes`)."""
+        result = self.in_process("job", "submit", *args)
         assert result.exit_code == 0 and "Traceback" not in result.stderr, result
         assert re.fullmatch(r"\d+\n", result.stdout), (
             f"submit did not print a bare id: {result.stdout!r}")
         return int(result.stdout)
+
+    def in_process(self, *args: str) -> Result:
+        """`jobctl ARGS…` in this process, with this object's environment, for what sets the
+        scene or waits for it (submits, `job wait` for jobs whose running is the subject): the
+        CLI's code path is the same (tests/inprocess.py), without a Python start per call."""
+        from inprocess import run_cli
+
+        return run_cli(*args, env=self._differences())
 
     def _differences(self) -> dict[str, str | None]:
         """What this object's environment sets, or removes, beyond this process's."""

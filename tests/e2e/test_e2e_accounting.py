@@ -122,9 +122,9 @@ def test_by_default_only_jobs_with_mem_or_cpus_get_a_cgroup(jobctl: Jobctl) -> N
     limited = jobctl.submit("--mem", "1G", "--", "cat", "/proc/self/cgroup")
     wait_for(lambda: all(jobctl.status(i)["state"] == "succeeded" for i in (plain, limited)),
              60, lambda: worker.log())
-    shared = cgroup_dir(jobctl.ok("job", "logs", str(plain)), MOUNT)
+    shared = cgroup_dir(jobctl.look("job", "logs", str(plain)), MOUNT)
     assert shared is not None and not shared.name.startswith("job-"), shared  # the worker's
-    path = cgroup_dir(jobctl.ok("job", "logs", str(limited)), MOUNT)
+    path = cgroup_dir(jobctl.look("job", "logs", str(limited)), MOUNT)
     assert path is not None and path.name == f"job-{limited}-1", path
 
 
@@ -134,7 +134,7 @@ def test_no_cgroups_when_told(jobctl: Jobctl) -> None:
     assert len(said) == 1 and "none for jobs (--no-cgroups)" in said[0], worker.log()
     job = jobctl.submit("--", "cat", "/proc/self/cgroup")
     wait_for(lambda: jobctl.status(job)["state"] == "succeeded", 60, lambda: worker.log())
-    assert "/job-" not in jobctl.ok("job", "logs", str(job))
+    assert "/job-" not in jobctl.look("job", "logs", str(job))
     [attempt] = jobctl.status(job)["attempts"]  # the figures are the rusage's
     assert attempt["max_rss_bytes"] > 0 and attempt["oom_killed"] is False
 
@@ -148,11 +148,11 @@ def test_each_job_runs_in_a_cgroup_of_its_own_removed_after_it(jobctl: Jobctl) -
     daemon = jobctl.submit("--shell", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!")
     wait_for(lambda: all(jobctl.status(i)["state"] == "succeeded" for i in (job, daemon)), 60,
              lambda: worker.log())
-    path = cgroup_dir(jobctl.ok("job", "logs", str(job)), MOUNT)
+    path = cgroup_dir(jobctl.look("job", "logs", str(job)), MOUNT)
     assert path is not None and path.name == f"job-{job}-1", path
     assert path.parent.name.startswith("jobctl-worker-")
     assert not path.exists()  # removed when the attempt ended
-    daemon_pid = int(jobctl.ok("job", "logs", str(daemon)))
+    daemon_pid = int(jobctl.look("job", "logs", str(daemon)))
     wait_for(lambda: process_gone(daemon_pid), 10, "the daemonised process outlived its job")
     assert path.parent.exists()  # the worker's own, until it stops
     worker.stop()
@@ -179,4 +179,4 @@ def test_cpus_sets_cpu_max_in_the_jobs_cgroup(jobctl: Jobctl) -> None:
                         f'cat "{MOUNT}$(sed -n "s/^0:://p" /proc/self/cgroup)/cpu.max"')
     wait_for(lambda: jobctl.status(job)["state"] in ("succeeded", "failed"), 60,
              lambda: jobctl.status(job))
-    assert jobctl.ok("job", "logs", str(job)).strip() == "50000 100000"
+    assert jobctl.look("job", "logs", str(job)).strip() == "50000 100000"

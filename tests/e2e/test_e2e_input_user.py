@@ -23,9 +23,11 @@ LARGEST = EVERY_BYTE * (MAX_INPUT_BYTES // 256)
 
 
 def logs(jobctl: Jobctl, job_id: int) -> bytes:
-    result = jobctl.run_bytes("job", "logs", str(job_id))
-    assert result.returncode == 0, describe(result)
-    return result.stdout
+    """The job's output as `job logs` writes it, read in this process (Jobctl.in_process):
+    the subject here is what reached the job; tests/e2e/test_e2e_logs.py reads real pipes."""
+    result = jobctl.in_process("job", "logs", str(job_id))
+    assert result.returncode == 0, result
+    return result.stdout_bytes
 
 
 def test_input_reaches_stdin_byte_for_byte(jobctl: Jobctl, tmp_path: Path) -> None:

@@ -94,9 +94,11 @@ def root_worker_env(jobctl: Jobctl) -> dict[str, str]:
 
 
 def logs(jobctl: Jobctl, job_id: int) -> tuple[bytes, bytes]:
-    result = jobctl.run_bytes("job", "logs", str(job_id))
-    assert result.returncode == 0, describe(result)
-    return result.stdout, result.stderr
+    """The job's output and error as `job logs` writes them, read in this process
+    (Jobctl.in_process): what ran, and as whom, is the subject here."""
+    result = jobctl.in_process("job", "logs", str(job_id))
+    assert result.returncode == 0, result
+    return result.stdout_bytes, result.stderr_bytes
 
 
 def failed_to_start(jobctl: Jobctl, job_id: int) -> str:
