@@ -36,7 +36,10 @@ def write_workflow(path: Path, tasks: dict[str, tuple[str, list[str], list[str]]
 
 
 def run_and_wait(jobctl: Jobctl, file: Path, *extra: str) -> tuple[int, int]:
-    workflow_id = int(jobctl.ok("workflow", "run", str(file), *extra))
+    # The submit sets the scene, in this process; the wait is a real one (its exit code).
+    submitted = jobctl.in_process("workflow", "run", str(file), *extra)
+    assert submitted.exit_code == 0, submitted
+    workflow_id = int(submitted.stdout)
     result = jobctl("workflow", "wait", str(workflow_id), "--timeout", "120s", timeout=150)
     return workflow_id, result.returncode
 
@@ -75,7 +78,7 @@ def test_a_random_dag_and_a_diamond_run_in_graph_order(jobctl: Jobctl, tmp_path:
         jobctl, write_workflow(tmp_path / "dag.toml", {n: dag[n] for n in names}))
     assert code == 0
     check_order(log, dag)
-    status = json.loads(jobctl.ok("workflow", "status", str(workflow_id), "-o", "json"))
+    status = json.loads(jobctl.look("workflow", "status", str(workflow_id), "-o", "json"))
     assert status["state"] == "succeeded" and len(status["tasks"]) == 200
     position = {task["task"]: i for i, task in enumerate(status["tasks"])}
     assert all(position[other] < position[name] for name, (_, needs, any_) in dag.items()
@@ -97,7 +100,7 @@ def test_a_failure_ends_its_descendants_and_retry_completes(jobctl: Jobctl,
     }
     workflow_id, code = run_and_wait(jobctl, write_workflow(tmp_path / "w.toml", tasks))
     assert code == 7
-    status = json.loads(jobctl.ok("workflow", "status", str(workflow_id), "-o", "json"))
+    status = json.loads(jobctl.look("workflow", "status", str(workflow_id), "-o", "json"))
     states = {t["task"]: t["state"] for t in status["tasks"]}
     assert states == {"a": "succeeded", "bad": "failed", "sibling": "succeeded",
                       "child": "failed", "grandchild": "failed", "cleanup": "succeeded"}
@@ -112,9 +115,9 @@ def test_a_failure_ends_its_descendants_and_retry_completes(jobctl: Jobctl,
     result = jobctl("workflow", "wait", str(workflow_id), "--timeout", "60s")
     assert result.returncode == 0, describe(result)
     assert set(times(log)) == {"child", "grandchild"}  # only what was needed ran again
-    status = json.loads(jobctl.ok("workflow", "status", str(workflow_id), "-o", "json"))
+    status = json.loads(jobctl.look("workflow", "status", str(workflow_id), "-o", "json"))
     assert status["state"] == "succeeded"
-    listed = json.loads(jobctl.ok("workflow", "list", "-o", "json"))
+    listed = json.loads(jobctl.look("workflow", "list", "-o", "json"))
     assert [w["id"] for w in listed] == [workflow_id]
 
 
@@ -133,8 +136,8 @@ def test_invalid_workflow_files_write_nothing(jobctl: Jobctl, tmp_path: Path) ->
         assert result.returncode == 2, describe(result)
         assert result.stderr.startswith(f"jobctl: error: {path}{where}"), result.stderr
         assert result.stderr.count("\n") == 1
-    assert jobctl.ok("workflow", "list", "-o", "json").strip() == "[]"
-    assert jobctl.ok("job", "list", "-o", "json").strip() == "[]"
+    assert jobctl.look("workflow", "list", "-o", "json").strip() == "[]"
+    assert jobctl.look("job", "list", "-o", "json").strip() == "[]"
 
 
 def test_bulk_submit_and_after(jobctl: Jobctl, tmp_path: Path) -> None:
@@ -151,7 +154,7 @@ def test_bulk_submit_and_after(jobctl: Jobctl, tmp_path: Path) -> None:
     bad = "echo ok\necho \xff\n".encode("latin-1")
     result = jobctl("job", "submit", "--from-file", "-", input=bad)
     assert result.returncode == 2 and "-:2:" in result.stderr, describe(result)
-    listed = json.loads(jobctl.ok("job", "list", "--limit", "0", "-o", "json"))
+    listed = json.loads(jobctl.look("job", "list", "--limit", "0", "-o", "json"))
     assert len(listed) == 10_000
 
     result = jobctl("job", "submit", "--after", f"{ids[0]},99999999", "--", "true")
