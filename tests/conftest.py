@@ -129,8 +129,8 @@ SPREAD_MODULES = ("test_e2e_schedules.py", "test_e2e_overdue.py")
 
 
 # Folders whose every test is `slow`: real jobctl processes and workers, through crashes, outages
-# and network cuts. `-m "not slow"` leaves them out for a quick loop while editing (about 80 s
-# of the suite's 320 s on 2 cores: those 200 tests use four fifths of its CPU).
+# and network cuts. `-m "not slow"` leaves them out for a quick loop while editing (about 60 s
+# against the suite's 180 s on 2 cores: those 230 tests use most of its CPU).
 SLOW_FOLDERS = ("e2e", "chaos", "fleet")
 
 
