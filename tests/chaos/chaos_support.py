@@ -124,8 +124,9 @@ def submit_batch(jobctl: Jobctl, path: Path, lines: list[str], *options: str) ->
 
 
 def worker_rows(jobctl: Jobctl) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(
-        jobctl.in_process("worker", "list", "--all", "-o", "json").stdout)
+    listed = jobctl.in_process("worker", "list", "--all", "-o", "json")
+    assert listed.exit_code == 0, listed
+    rows: list[dict[str, Any]] = json.loads(listed.stdout)
     return rows
 
 
