@@ -174,7 +174,7 @@ def test_kill9_of_one_of_three_workers_during_a_workflow_fails_nothing(
 
     result = jobctl("workflow", "wait", workflow_id, "--timeout", "90s", timeout=120)
     assert result.returncode == 0, describe(result)
-    tasks = json.loads(jobctl.ok("workflow", "status", workflow_id, "-o", "json"))["tasks"]
+    tasks = json.loads(jobctl.look("workflow", "status", workflow_id, "-o", "json"))["tasks"]
     assert len(tasks) == 30 and {t["state"] for t in tasks} == {"succeeded"}
     events = read_events(log)
     started_on_victim = {e.job for e in events if e.kind == "start" and e.worker == "victim"}

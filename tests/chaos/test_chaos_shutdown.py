@@ -100,7 +100,7 @@ def test_worker_list_shows_lost_and_stopped_workers_and_worker_stop_drains_one(
              lambda: f"the kill -9'd worker is {state_of('chaos-crashed')!r}, not 'lost', "
                      f"{time.monotonic() - killed_at:.1f}s after the kill", interval_s=0.5)
     assert state_of("chaos-terminated") == "stopped"
-    listed = {row["name"] for row in json.loads(jobctl.ok("worker", "list", "-o", "json"))}
+    listed = {row["name"] for row in json.loads(jobctl.look("worker", "list", "-o", "json"))}
     assert "chaos-crashed" not in listed and "chaos-terminated" not in listed, listed
 
     # `worker stop NAME` while the worker runs a 1.5 s job: it finishes, then the worker exits 0.

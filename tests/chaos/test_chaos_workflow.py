@@ -77,6 +77,6 @@ def test_kill9_in_the_middle_of_a_workflow(chaos_jobctl: Jobctl, tmp_path: Path)
 
 
 def _status(jobctl: Jobctl, workflow_id: str) -> dict[str, Any]:
-    status: dict[str, Any] = json.loads(jobctl.ok("workflow", "status", workflow_id,
+    status: dict[str, Any] = json.loads(jobctl.look("workflow", "status", workflow_id,
                                                      "-o", "json"))
     return status

@@ -83,7 +83,7 @@ def test_a_schedulers_firing_is_silent_and_its_retention_one_row(jobctl: Jobctl)
     time.sleep(1.2)
     result = jobctl("scheduler", "run", "--once", "--retention", "2d")
     assert result.returncode == 0, describe(result)
-    fired = [job for job in json.loads(jobctl.ok("job", "list", "-o", "json"))
+    fired = [job for job in json.loads(jobctl.look("job", "list", "-o", "json"))
              if job["id"] != old]
     assert fired, "the scheduler fired nothing"
     result = jobctl("scheduler", "run", "--once", "--retention", "2d")  # nothing left to prune

@@ -47,7 +47,7 @@ def _drain_with_workers(jobctl: Jobctl, tmp_path: Path, workers: int, jobs: int)
     assert not never, f"{len(never)} job(s) never ran, e.g. {never[:10]}"
     assert not strangers, f"unknown ids in the record: {strangers[:10]}"
 
-    listed = json.loads(jobctl.ok("job", "list", "--limit", "0", "-o", "json"))
+    listed = json.loads(jobctl.look("job", "list", "--limit", "0", "-o", "json"))
     assert len(listed) == jobs
     states = collections.Counter(job["state"] for job in listed)
     assert states == {"succeeded": jobs}, states
@@ -60,7 +60,7 @@ def _drain_with_workers(jobctl: Jobctl, tmp_path: Path, workers: int, jobs: int)
 
 def _explain(jobctl: Jobctl, waited: subprocess.CompletedProcess[str]) -> str:
     """The failed wait, the jobs that did not succeed, and the workers' logs."""
-    listed = json.loads(jobctl.ok("job", "list", "--limit", "0", "-o", "json"))
+    listed = json.loads(jobctl.look("job", "list", "--limit", "0", "-o", "json"))
     unsuccessful = [job for job in listed if job["state"] != "succeeded"]
     telling = ("lease", "fenc", "unavailable", "fail", "error", "released", "killing")
     logs = "\n".join(

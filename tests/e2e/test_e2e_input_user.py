@@ -57,7 +57,7 @@ def test_input_reaches_stdin_byte_for_byte(jobctl: Jobctl, tmp_path: Path) -> No
         '[workflow]\nmax_lost = 4\n[tasks.echo]\ncommand = "cat"\n'
         'input = "h\\u00e9llo \\u0001\\t w\\u00f6rld\\n"\n')
     workflow_id = int(jobctl.ok("workflow", "run", str(tmp_path / "flow.toml")))
-    [task] = json.loads(jobctl.ok("workflow", "status", str(workflow_id), "-o", "json"))["tasks"]
+    [task] = json.loads(jobctl.look("workflow", "status", str(workflow_id), "-o", "json"))["tasks"]
 
     jobctl.burst("--concurrency", "4")
 
@@ -68,7 +68,7 @@ def test_input_reaches_stdin_byte_for_byte(jobctl: Jobctl, tmp_path: Path) -> No
     assert logs(jobctl, bulk[1]).strip() == str(MAX_INPUT_BYTES).encode()
     assert logs(jobctl, scheduled) == EVERY_BYTE * 3
     assert logs(jobctl, task["job_id"]) == "héllo \x01\t wörld\n".encode()
-    jobs = {job["id"]: job for job in json.loads(jobctl.ok("job", "list", "--limit", "0",
+    jobs = {job["id"]: job for job in json.loads(jobctl.look("job", "list", "--limit", "0",
                                                           "-o", "json"))}
     assert len(jobs) == 8
     for job in jobs.values():
@@ -80,7 +80,7 @@ def test_input_reaches_stdin_byte_for_byte(jobctl: Jobctl, tmp_path: Path) -> No
         job = jobs[job_id]
         assert (job["input_bytes"], job["max_lost"], job["losses"]) == (size, max_lost, 0), job
     assert jobs[scheduled]["schedule"] == "feed"
-    table = jobctl.ok("job", "status", str(from_stdin))
+    table = jobctl.look("job", "status", str(from_stdin))
     assert "input:" in table and "256 bytes" in table, table
 
 
@@ -95,8 +95,8 @@ def test_input_beyond_one_mib_submits_nothing(jobctl: Jobctl, tmp_path: Path) ->
         result = jobctl(*args, input=stdin)
         assert result.returncode == 2, describe(result)
         assert result.stderr.count("\n") == 1 and "more than 1 MiB" in result.stderr, result.stderr
-    assert json.loads(jobctl.ok("job", "list", "-o", "json")) == []
-    assert json.loads(jobctl.ok("schedule", "list", "-o", "json")) == []
+    assert json.loads(jobctl.look("job", "list", "-o", "json")) == []
+    assert json.loads(jobctl.look("schedule", "list", "-o", "json")) == []
 
 
 # --- --user ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ def _appends(record: Path, word: str) -> list[str]:
 
 def _jobs_by_id(jobctl: Jobctl) -> dict[int, dict[str, Any]]:
     """Every job, from one `job list -o json` (a CLI call costs about a second)."""
-    return {job["id"]: job for job in json.loads(jobctl.ok("job", "list", "-o", "json"))}
+    return {job["id"]: job for job in json.loads(jobctl.look("job", "list", "-o", "json"))}
 
 
 def _seconds_between(job: dict[str, Any], earlier: str, later: str) -> float:

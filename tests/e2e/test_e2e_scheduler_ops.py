@@ -35,7 +35,7 @@ def test_scheduler_metrics_count_occurrences_and_health_is_200(jobctl_sqlite: Jo
     assert sample(samples, "jobctl_scheduler_pass_failures_total") == 0
     assert sample(samples, "jobctl_scheduler_healthy") == 1
     assert health(port) == 200
-    created = len(json.loads(jobctl.ok("job", "list", "-o", "json", "--limit", "1000")))
+    created = len(json.loads(jobctl.look("job", "list", "-o", "json", "--limit", "1000")))
     assert created >= 2
     scheduler.terminate()
     assert scheduler.wait(timeout=15) == 0
@@ -61,7 +61,7 @@ def _age_finished_jobs(url: str, job_ids: list[int], days: int) -> None:
 
 
 def _job_ids(jobctl: Jobctl) -> set[int]:
-    return {job["id"] for job in json.loads(jobctl.ok("job", "list", "-o", "json"))}
+    return {job["id"] for job in json.loads(jobctl.look("job", "list", "-o", "json"))}
 
 
 def test_retention_deletes_old_finished_jobs_only(jobctl: Jobctl, tmp_path: Path) -> None:

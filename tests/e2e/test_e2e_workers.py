@@ -16,7 +16,7 @@ from pgbouncer import ALSO_THROUGH_PGBOUNCER
 
 
 def _worker_rows(jobctl: Jobctl, *args: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(jobctl.ok("worker", "list", *args, "-o", "json"))
+    rows: list[dict[str, Any]] = json.loads(jobctl.look("worker", "list", *args, "-o", "json"))
     return rows
 
 
