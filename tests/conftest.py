@@ -136,18 +136,14 @@ SLOW_FOLDERS = ("e2e", "chaos", "fleet")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if Path(str(item.fspath)).parent.name in SLOW_FOLDERS:
+        if _folder(item) in SLOW_FOLDERS:
             item.add_marker(pytest.mark.slow)
     workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
     if workers < 2:
         return
-
-    def folder(item: pytest.Item) -> str:
-        return Path(str(item.fspath)).parent.name
-
-    longest = [item for item in items if folder(item) in LONGEST_FIRST_FOLDERS]
+    longest = [item for item in items if _folder(item) in LONGEST_FIRST_FOLDERS]
     spread = [item for item in items if item not in longest and (
-        folder(item) in SPREAD_FOLDERS or Path(str(item.fspath)).name in SPREAD_MODULES)]
+        _folder(item) in SPREAD_FOLDERS or Path(str(item.fspath)).name in SPREAD_MODULES)]
     rest = [item for item in items if item not in longest and item not in spread]
     # The slices as worksteal cuts them: len(pending) // processes left, in turn.
     order: list[pytest.Item] = []
@@ -160,6 +156,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rest = rest[len(plain):]
         order += head + _interleave(plain, dealt)
     items[:] = order + rest
+
+
+def _folder(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).parent.name
 
 
 def _interleave(plain: list[pytest.Item], dealt: list[pytest.Item]) -> list[pytest.Item]:

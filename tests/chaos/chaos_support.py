@@ -114,19 +114,14 @@ def unfinished_ids(jobctl: Jobctl) -> list[int]:
 
 def submit_batch(jobctl: Jobctl, path: Path, lines: list[str], *options: str) -> list[int]:
     path.write_text("".join(line + "\n" for line in lines))
-    # In this process (Jobctl.in_process): the bulk submit sets the scene.
-    submitted = jobctl.in_process("job", "submit", *options, "--from-file", str(path))
-    assert submitted.exit_code == 0, submitted
-    out = submitted.stdout
+    out = jobctl.look("job", "submit", *options, "--from-file", str(path))  # sets the scene
     ids = [int(line) for line in out.split()]
     assert len(ids) == len(lines), out
     return ids
 
 
 def worker_rows(jobctl: Jobctl) -> list[dict[str, Any]]:
-    listed = jobctl.in_process("worker", "list", "--all", "-o", "json")
-    assert listed.exit_code == 0, listed
-    rows: list[dict[str, Any]] = json.loads(listed.stdout)
+    rows: list[dict[str, Any]] = json.loads(jobctl.look("worker", "list", "--all", "-o", "json"))
     return rows
 
 

@@ -159,10 +159,11 @@ class Jobctl:
         """Run a command that only reads (`job status`, `job list` …) in this process, and require
         exit status 0; returns stdout. The workers and schedulers under test are real processes;
         what a test merely observes, often many times a second while it waits, need not cost a
-        Python start each time (the CLI's code path is the same: tests/inprocess.py)."""
-        from inprocess import jobctl as run_in_process
-
-        return run_in_process(self.database_url, *args).stdout
+        Python start each time (the CLI's code path is the same: tests/inprocess.py). Also for
+        what merely sets the scene (a bulk submit, `workflow run`)."""
+        result = self.in_process(*args)
+        assert result.exit_code == 0 and "Traceback" not in result.stderr, result
+        return result.stdout
 
     def status(self, job_id: int) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.look("job", "status", str(job_id), "-o", "json"))

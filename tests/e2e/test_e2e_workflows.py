@@ -37,9 +37,7 @@ def write_workflow(path: Path, tasks: dict[str, tuple[str, list[str], list[str]]
 
 def run_and_wait(jobctl: Jobctl, file: Path, *extra: str) -> tuple[int, int]:
     # The submit sets the scene, in this process; the wait is a real one (its exit code).
-    submitted = jobctl.in_process("workflow", "run", str(file), *extra)
-    assert submitted.exit_code == 0, submitted
-    workflow_id = int(submitted.stdout)
+    workflow_id = int(jobctl.look("workflow", "run", str(file), *extra))
     result = jobctl("workflow", "wait", str(workflow_id), "--timeout", "120s", timeout=150)
     return workflow_id, result.returncode
 

@@ -220,8 +220,11 @@ def test_a_scheduler_host_cut_off_mid_transaction_leaves_the_other_firing_each_o
         return collections.Counter(row["schedule_id"] for row in list_jobs(jobctl)
                                    if row.get("schedule_id") is not None)
 
-    wait_for(lambda: len(fired_per_schedule()) == len(SCHEDULES)
-             and min(fired_per_schedule().values()) >= 3, 30,
+    def each_fired_thrice() -> bool:
+        fired = fired_per_schedule()
+        return len(fired) == len(SCHEDULES) and min(fired.values()) >= 3
+
+    wait_for(each_fired_thrice, 30,
              lambda: f"the schedules do not all fire: {fired_per_schedule()}", interval_s=0.25)
 
     cut_at = _hold_and_cut_scheduler(cluster, "s1")
